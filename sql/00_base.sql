@@ -1,0 +1,104 @@
+-- 00_base: the two schemas, C primitives, pod settings, and who the caller is.
+-- Schema pod (created by CREATE EXTENSION) holds tables and internals; schema api
+-- holds only the views and functions the gateway exposes.
+
+CREATE SCHEMA api;
+COMMENT ON SCHEMA api IS 'What HTTP clients see: views and functions only; row-level security on the tables underneath decides what each role gets.';
+COMMENT ON SCHEMA pod IS 'pgpod internals: tables, triggers and functions; not exposed over HTTP.';
+
+GRANT USAGE ON SCHEMA api TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;
+-- Views in api are security_invoker, so the roles need the underlying privileges;
+-- pod stays unreachable from HTTP because the gateway only serves api.
+GRANT USAGE ON SCHEMA pod TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;
+ALTER DEFAULT PRIVILEGES IN SCHEMA pod REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+ALTER DEFAULT PRIVILEGES IN SCHEMA api REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+
+-- C primitives (extension/src/*.c) -------------------------------------------------
+
+CREATE FUNCTION pod.password_hash(password text) RETURNS text
+  AS 'MODULE_PATHNAME', 'password_hash' LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION pod.password_hash(text) IS 'Argon2id hash (libsodium) of a password, as an encoded $argon2id$ string.';
+
+CREATE FUNCTION pod.password_verify(password text, encoded text) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'password_verify' LANGUAGE C STRICT STABLE PARALLEL SAFE;
+
+CREATE FUNCTION pod.hmac_sha256(data bytea, key bytea) RETURNS bytea
+  AS 'MODULE_PATHNAME', 'hmac_sha256' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION pod.random_bytes(n integer) RETURNS bytea
+  AS 'MODULE_PATHNAME', 'random_bytes' LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+
+CREATE FUNCTION pod.rsa_generate_keypair(bits integer, OUT private_key text, OUT public_key text)
+  AS 'MODULE_PATHNAME', 'rsa_generate_keypair' LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION pod.base64url(data bytea) RETURNS text
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  RETURN rtrim(translate(encode(data, 'base64'), E'+/\n', '-_'), '=');
+
+CREATE FUNCTION pod.base64url_decode(data text) RETURNS bytea
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  RETURN decode(rpad(translate(data, '-_', '+/'), (length(data) + 3) / 4 * 4, '='), 'base64');
+
+-- Pod settings: administration is SQL -----------------------------------------------
+
+-- Defaults belong to the extension (recreated by CREATE EXTENSION); what an admin
+-- changes lives in pod.setting_overrides, which pg_dump keeps.
+CREATE TABLE pod.setting_defaults (
+  name text PRIMARY KEY,
+  value jsonb NOT NULL,
+  description text NOT NULL
+);
+INSERT INTO pod.setting_defaults (name, value, description) VALUES
+  ('session.lifetime', '"30 days"', 'How long a login session (and its JWT) stays valid.'),
+  ('livechat.room_per', '"video"', 'Livechat rooms: one per "video" or one per "channel".'),
+  ('livechat.remote_refresh', '"1 hour"', 'Least time between two refreshes of a remote server''s information.'),
+  ('livechat.remote_retention', '"30 days"', 'Remote server information unused for this long is removed by cleanup.');
+
+CREATE TABLE pod.setting_overrides (
+  name text PRIMARY KEY REFERENCES pod.setting_defaults ON DELETE CASCADE,
+  value jsonb NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('pod.setting_overrides', '');
+
+CREATE VIEW pod.settings AS
+  SELECT d.name, coalesce(o.value, d.value) AS value, d.value AS default_value,
+         d.description, o.updated_at
+    FROM pod.setting_defaults d LEFT JOIN pod.setting_overrides o USING (name);
+COMMENT ON VIEW pod.settings IS 'Pod-wide settings; change with pod.set_setting(name, value).';
+
+CREATE FUNCTION pod.setting(setting_name text) RETURNS jsonb
+  LANGUAGE sql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pod
+  RETURN (SELECT coalesce(o.value, d.value) FROM pod.setting_defaults d
+            LEFT JOIN pod.setting_overrides o USING (name) WHERE d.name = setting_name);
+
+CREATE FUNCTION pod.set_setting(setting_name text, new_value jsonb) RETURNS void
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE
+  kind text := jsonb_typeof((SELECT value FROM pod.setting_defaults WHERE name = setting_name));
+BEGIN
+  IF kind IS NULL THEN
+    RAISE EXCEPTION 'unknown setting "%"', setting_name USING ERRCODE = '22023',
+      HINT = 'SELECT name, value, description FROM pod.settings lists them.';
+  END IF;
+  IF jsonb_typeof(new_value) IS DISTINCT FROM kind THEN
+    RAISE EXCEPTION 'setting "%" takes a JSON %, not %', setting_name, kind, coalesce(jsonb_typeof(new_value), 'NULL')
+      USING ERRCODE = '22023';
+  END IF;
+  IF setting_name LIKE '%.lifetime' OR setting_name LIKE 'livechat.remote_%' THEN
+    PERFORM (new_value #>> '{}')::interval;   -- raises 22007 on a bad interval
+  END IF;
+  IF setting_name = 'livechat.room_per' AND new_value #>> '{}' NOT IN ('video', 'channel') THEN
+    RAISE EXCEPTION 'livechat.room_per is "video" or "channel", not %', new_value USING ERRCODE = '22023';
+  END IF;
+  INSERT INTO pod.setting_overrides (name, value) VALUES (setting_name, new_value)
+    ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now();
+END $$;
+COMMENT ON FUNCTION pod.set_setting(text, jsonb) IS 'Changes a pod setting, checking its type.';
+
+-- Who is calling ----------------------------------------------------------------------
+
+-- The gateway sets request.jwt.claims (as PostgREST does) from a verified token.
+CREATE FUNCTION pod.jwt_claims() RETURNS jsonb
+  LANGUAGE sql STABLE PARALLEL SAFE
+  RETURN coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb, '{}'::jsonb);
