@@ -143,7 +143,7 @@ BEGIN
   SELECT * INTO u FROM pod.users WHERE lower(users.email) = lower(login.email);
   -- Hash even for an unknown email so timing does not tell which emails exist.
   IF NOT pod.password_verify(coalesce(password, ''), coalesce(u.pass_hash,
-       '$argon2id$v=19$m=65536,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0000000000000000000000000000000000000000000')) OR u.id IS NULL THEN
+       '$argon2id$v=19$m=65536,t=2,p=1$5i5spOO486Cw3fXslnio5w$Ke3Jr758SgF/5rzjxuVbJNDbOJFtGOA2PWOim+hs0n4')) OR u.id IS NULL THEN
     RAISE EXCEPTION 'invalid email or password' USING ERRCODE = '28P01';
   END IF;
   INSERT INTO pod.sessions (user_id, ip, user_agent, expires_at)
