@@ -164,7 +164,10 @@ ALTER TABLE pod.messages ENABLE ROW LEVEL SECURITY;
 ALTER TABLE pod.message_versions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE pod.room_events ENABLE ROW LEVEL SECURITY;
 
-CREATE POLICY rooms_member ON pod.rooms FOR SELECT TO pgpod_user USING (pod.can_read_room(id));
+-- The creator also sees the room, so INSERT ... RETURNING works before the owner
+-- membership (added by an AFTER trigger) exists.
+CREATE POLICY rooms_member ON pod.rooms FOR SELECT TO pgpod_user
+  USING (pod.can_read_room(id) OR created_by = (SELECT pod.current_user_id()));
 CREATE POLICY rooms_create ON pod.rooms FOR INSERT TO pgpod_user
   WITH CHECK (created_by = (SELECT pod.current_user_id()));
 CREATE POLICY rooms_moderate ON pod.rooms FOR UPDATE TO pgpod_user

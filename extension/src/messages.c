@@ -63,7 +63,7 @@ messages_soft_delete(PG_FUNCTION_ARGS)
 	bool		isnull;
 	Datum		id = column(trigdata, old, "id", &isnull);
 	Datum		room_id = column(trigdata, old, "room_id", &isnull);
-	char	   *status = TextDatumGetCString(DirectFunctionCall1(enum_out,
+	char	   *status = DatumGetCString(DirectFunctionCall1(enum_out,
 																   column(trigdata, old, "status", &isnull)));
 	Oid			uuid_type[1] = {UUIDOID};
 	Oid			int8_type[1] = {INT8OID};
@@ -114,9 +114,9 @@ messages_track_edit(PG_FUNCTION_ARGS)
 	bool		old_null,
 				new_null;
 	const char *fixed[] = {"id", "room_id", "author_id", "sent_at", "type"};
-	char	   *old_status = TextDatumGetCString(DirectFunctionCall1(enum_out,
+	char	   *old_status = DatumGetCString(DirectFunctionCall1(enum_out,
 																	  column(trigdata, old, "status", &old_null)));
-	char	   *new_status = TextDatumGetCString(DirectFunctionCall1(enum_out,
+	char	   *new_status = DatumGetCString(DirectFunctionCall1(enum_out,
 																	  column(trigdata, new, "status", &new_null)));
 	Datum		old_data,
 				new_data;
