@@ -108,10 +108,15 @@ CREATE FUNCTION pod.current_user_id() RETURNS uuid
              AND s.revoked_at IS NULL AND s.expires_at > now());
 COMMENT ON FUNCTION pod.current_user_id() IS 'The user of the current request''s JWT, or NULL when there is none or its session ended.';
 
+-- An admin: a live session of a user whose role is pgpod_admin, or, with no JWT at
+-- all, a superuser connection (psql administration). Decided from the session and
+-- not from current_user, which is the owner inside SECURITY DEFINER functions.
 CREATE FUNCTION pod.is_admin() RETURNS boolean
-  LANGUAGE sql STABLE
-  RETURN pg_has_role(current_user, 'pgpod_admin', 'USAGE') AND current_user <> 'pgpod_authenticator'
-      OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
+  RETURN CASE WHEN pod.jwt_claims() = '{}'::jsonb
+              THEN coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = session_user), false)
+              ELSE coalesce((SELECT u.role = 'pgpod_admin' FROM pod.users u WHERE u.id = pod.current_user_id()), false)
+         END;
 
 -- Registration and login -----------------------------------------------------------
 

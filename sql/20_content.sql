@@ -86,6 +86,7 @@ CREATE TRIGGER files_release_blob AFTER DELETE ON pod.files
 -- Registers bytes the gateway has stored (streamed, hashed) as a file of the caller.
 CREATE FUNCTION pod.register_upload(sha256 bytea, size bigint, filename text, mime_type text) RETURNS jsonb
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+#variable_conflict use_column
 DECLARE
   me uuid := pod.current_user_id();
   f pod.files;
@@ -93,7 +94,8 @@ BEGIN
   IF me IS NULL THEN
     RAISE EXCEPTION 'uploading needs a logged-in user' USING ERRCODE = '42501';
   END IF;
-  IF sha256 IS NULL OR length(sha256) <> 32 OR size IS NULL OR size < 0 THEN
+  IF register_upload.sha256 IS NULL OR length(register_upload.sha256) <> 32
+     OR register_upload.size IS NULL OR register_upload.size < 0 THEN
     RAISE EXCEPTION 'an upload needs a 32-byte sha256 and a size' USING ERRCODE = '22023';
   END IF;
   INSERT INTO pod.blobs AS b (sha256, size) VALUES (register_upload.sha256, register_upload.size)
@@ -102,9 +104,9 @@ BEGIN
     RAISE EXCEPTION 'blob % is already stored with another size', encode(register_upload.sha256, 'hex') USING ERRCODE = '22023';
   END IF;
   INSERT INTO pod.files (owner_id, filename_visible, sha256, size, mime_type)
-    VALUES (me, coalesce(nullif(filename, ''), encode(register_upload.sha256, 'hex')),
+    VALUES (me, coalesce(nullif(register_upload.filename, ''), encode(register_upload.sha256, 'hex')),
             register_upload.sha256, register_upload.size,
-            coalesce(nullif(lower(split_part(mime_type, ';', 1)), ''), 'application/octet-stream'))
+            coalesce(nullif(lower(trim(split_part(register_upload.mime_type, ';', 1))), ''), 'application/octet-stream'))
     RETURNING * INTO f;
   RETURN jsonb_build_object('id', f.id, 'owner_id', f.owner_id, 'filename_visible', f.filename_visible,
                             'sha256', encode(f.sha256, 'hex'), 'size', f.size, 'mime_type', f.mime_type,
