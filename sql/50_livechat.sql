@@ -23,7 +23,8 @@ BEGIN
     IF rtype <> 'video' THEN
       RAISE EXCEPTION 'the chat of a video must be a room of type video, not %', rtype USING ERRCODE = '22023';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pod.videos WHERE uuid = NEW.video_uuid AND channel_id = NEW.channel_id) THEN
+    -- Existence is the foreign key's job (and rows arrive in any order on restore).
+    IF EXISTS (SELECT 1 FROM pod.videos WHERE uuid = NEW.video_uuid AND channel_id IS DISTINCT FROM NEW.channel_id) THEN
       RAISE EXCEPTION 'video % is not in channel %', NEW.video_uuid, NEW.channel_id USING ERRCODE = '22023';
     END IF;
   ELSIF rtype <> 'channel' THEN
@@ -133,7 +134,9 @@ CREATE FUNCTION pod.channel_chat_options_check() RETURNS trigger
   LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
 BEGIN
   NEW.options := pod.validate_chat_options(NEW.options);
-  NEW.updated_at := now();
+  IF TG_OP = 'UPDATE' THEN
+    NEW.updated_at := now();
+  END IF;
   RETURN NEW;
 END $$;
 CREATE TRIGGER channel_chat_options_check BEFORE INSERT OR UPDATE ON pod.channel_chat_options

@@ -4,7 +4,7 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(31);
+SELECT plan(30);
 
 SELECT u.id AS owner_id, json_build_object('role', 'pgpod_user', 'sub', u.id, 'sid', l.session_id)::text AS owner_claims
   FROM pod.register('vid@video.test', 'video password') u, LATERAL pod.login('vid@video.test', 'video password') l \gset

@@ -1,0 +1,36 @@
+#!/bin/bash
+# make start / make stop on a second instance: .pgpod/env works, the schema and roles
+# are there, the migration step is idempotent, stop leaves no process, data survives.
+. "$(dirname "$0")/tap.sh"
+top=$PGPOD_TOP
+dir=$(mktemp -d /tmp/pgpod-life.XXXXXX); chmod 755 "$dir"
+port=$((PGPOD_PG_PORT + 11))
+export PGPOD_DIR=$dir PGPOD_PG_PORT=$port PGPOD_HTTP_PORT=$((PGPOD_HTTP_PORT + 11)) PGPOD_DB=pgpod
+unset PGHOST PGPORT PGDATABASE PGUSER
+trap 'make -s -C "$top" stop >/dev/null 2>&1; rm -rf "$dir"' EXIT
+plan 12
+
+make -s -C "$top" start >"$dir/start1.log" 2>&1
+ok $? "make start"
+ok "$([[ -f $dir/env ]]; echo $?)" "make start writes .pgpod/env"
+env_vars=$(grep -o 'export [A-Z_]*' "$dir/env" | awk '{print $2}' | sort | tr '\n' ' ')
+is "$env_vars" "PGDATABASE PGHOST PGPORT PGPOD_URL PGUSER " ".pgpod/env exports PGHOST PGPORT PGDATABASE PGUSER PGPOD_URL"
+(
+  . "$dir/env"
+  is "$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'pgpod'")" "0.1" ". .pgpod/env && psql sees the extension"
+  is "$(q -c "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace WHERE nspname IN ('api', 'pod')")" "api,pod" "schemas pod and api"
+  is "$(q -c "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pgpod\_%'")" "5" "the five pgpod roles"
+  is "$(q -c "SELECT rolcanlogin AND NOT rolinherit FROM pg_roles WHERE rolname = 'pgpod_authenticator'")" "t" "authenticator is LOGIN NOINHERIT"
+  q -c "SET pgpod.password_memlimit = '8MB'; SELECT pod.register('keep@life.test', 'keep me please')" >/dev/null
+  is "$(q -h 127.0.0.1 -c 'SELECT 1' 2>&1 | head -1)" "psql: error: connection to server at \"127.0.0.1\", port $port failed: fe_sendauth: no password supplied" \
+    "loopback TCP wants a password (socket is the trusted path)"
+)
+make -s -C "$top" stop >/dev/null 2>&1
+pids=$(pgrep -f -- "-D $dir/data" ; pgrep -f "$dir/data")
+is "$pids" "" "make stop leaves no process"
+make -s -C "$top" start >"$dir/start2.log" 2>&1
+ok "$(grep -q 'is current' "$dir/start2.log"; echo $?)" "second start: the migration tool finds the extension current"
+. "$dir/env"
+is "$(q -c "SELECT count(*) FROM pod.users WHERE email = 'keep@life.test'")" "1" "data survives stop and start"
+is "$(q -c "SELECT count(*) FROM pod.identity")" "1" "the identity is made once"
+done_testing
