@@ -15,7 +15,7 @@ ok $? "make start"
 ok "$([[ -f $dir/env ]]; echo $?)" "make start writes .pgpod/env"
 env_vars=$(grep -o 'export [A-Z_]*' "$dir/env" | awk '{print $2}' | sort | tr '\n' ' ')
 is "$env_vars" "PGDATABASE PGHOST PGPORT PGPOD_URL PGUSER " ".pgpod/env exports PGHOST PGPORT PGDATABASE PGUSER PGPOD_URL"
-(
+{
   . "$dir/env"
   is "$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'pgpod'")" "0.1" ". .pgpod/env && psql sees the extension"
   is "$(q -c "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace WHERE nspname IN ('api', 'pod')")" "api,pod" "schemas pod and api"
@@ -24,7 +24,8 @@ is "$env_vars" "PGDATABASE PGHOST PGPORT PGPOD_URL PGUSER " ".pgpod/env exports 
   q -c "SET pgpod.password_memlimit = '8MB'; SELECT pod.register('keep@life.test', 'keep me please')" >/dev/null
   is "$(q -h 127.0.0.1 -c 'SELECT 1' 2>&1 | head -1)" "psql: error: connection to server at \"127.0.0.1\", port $port failed: fe_sendauth: no password supplied" \
     "loopback TCP wants a password (socket is the trusted path)"
-)
+  unset PGHOST PGPORT PGDATABASE PGUSER
+}
 make -s -C "$top" stop >/dev/null 2>&1
 pids=$(pgrep -f -- "-D $dir/data" ; pgrep -f "$dir/data")
 is "$pids" "" "make stop leaves no process"

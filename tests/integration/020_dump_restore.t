@@ -48,7 +48,7 @@ pg_dump -Fc -d $src -f "$work/pod.dump"
 ok $? "pg_dump"
 createdb $dst && pg_restore -d $dst --exit-on-error "$work/pod.dump" 2>"$work/restore.err"
 ok $? "pg_restore into a new database"
-[[ -s $work/restore.err ]] && sed 's/^/# /' "$work/restore.err"
+[[ -s $work/restore.err ]] && sed 's/^/# /' "$work/restore.err" >&2
 is "$(snapshot $dst)" "$before" "every pod table has the same row count"
 is "$(q -d $dst -c "$fingerprint")" "$fp_before" "secrets, identity, messages, versions, events, rooms, files and settings are identical"
 is "$(q -d $dst -c "SELECT status FROM pod.messages ORDER BY id")" "$(printf 'edited\ndeleted')" "the tombstone is still a tombstone"

@@ -21,7 +21,7 @@ ok $? "oldest version ($oldest) walked up to $current"
 dump() { pg_dump --schema-only --no-owner -d "$1" | grep -v '^--' | sed '/^$/d'; }
 diff <(dump $fresh) <(dump $walked) >"$work/diff"
 ok $? "fresh and walked schemas are identical"
-[[ -s $work/diff ]] && head -40 "$work/diff" | sed 's/^/# /'
+[[ -s $work/diff ]] && head -40 "$work/diff" | sed 's/^/# /' >&2
 "$mig" $fresh 2>"$work/again.log"
 ok "$(grep -q "is current" "$work/again.log"; echo $?)" "a current database is left alone"
 done_testing

@@ -10,7 +10,7 @@ ok() { # ok CONDITION-EXIT-STATUS NAME
 is() { # is GOT WANT NAME
   tap_n=$((tap_n + 1))
   if [[ "$1" == "$2" ]]; then echo "ok $tap_n - $3"
-  else echo "not ok $tap_n - $3"; printf '#   got:  %s\n#   want: %s\n' "$1" "$2"; tap_failed=$((tap_failed + 1)); fi
+  else echo "not ok $tap_n - $3"; printf "#   got:  %s\n#   want: %s\n" "$1" "$2" >&2; tap_failed=$((tap_failed + 1)); fi
 }
 # wait_for SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds or time runs out.
 wait_for() {
