@@ -90,3 +90,221 @@ CREATE VIEW api.friends WITH (security_invoker = true) AS
   SELECT url, public_key, score, state, created_at FROM pod.friends;
 COMMENT ON VIEW api.friends IS 'This pod''s friends (admins only).';
 GRANT SELECT ON api.friends TO pgpod_admin;
+
+-- Federation settings -------------------------------------------------------------------
+
+INSERT INTO pod.setting_defaults (name, value, description) VALUES
+  ('federation.inbox_path', '"/rpc/inbox"', 'Path of a friend pod''s inbox; deliveries are POSTed there.'),
+  ('federation.friend_list_path', '"/rpc/friend_list"', 'Path that answers a pod''s list of friends (GET, JSON array of URLs).'),
+  ('federation.encrypt', 'false', 'Encrypt delivery bodies for the recipient (AES-256-GCM, key wrapped with its RSA-OAEP key) when its key is known.'),
+  ('federation.date_window', '1800', 'Seconds an inbound request''s Date may differ from now (PeerTube: 1800).'),
+  ('federation.score_success', '10', 'Score added to a friend per delivered request.'),
+  ('federation.score_failure', '10', 'Score taken from a friend per failed delivery attempt.'),
+  ('federation.score_max', '1000', 'Highest score of a friend.'),
+  ('federation.dedup_retention', '"7 days"', 'How long the request ids of applied inbound requests are kept to refuse applying them twice.');
+
+ALTER TABLE pod.friends ADD COLUMN revoked_at timestamptz;
+CREATE INDEX friends_active_idx ON pod.friends (url) WHERE state = 'active';
+
+-- Enqueues a signed delivery of an activity to each of the targets; returns the job
+-- ids. The activity gets a request id (its "id") that the receiver de-duplicates on,
+-- so retries of the same job are applied once.
+CREATE FUNCTION pod.deliver(targets text[], activity_type text, activity jsonb DEFAULT '{}')
+  RETURNS SETOF bigint
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE me text := (SELECT url FROM pod.identity);
+BEGIN
+  IF me IS NULL THEN
+    RAISE EXCEPTION 'this pod has no identity yet' USING ERRCODE = '55000', HINT = 'SELECT pod.init(url) makes it.';
+  END IF;
+  RETURN QUERY
+    INSERT INTO pod.jobs (kind, target, payload)
+      SELECT 'deliver', t, jsonb_build_object('activity',
+               activity || jsonb_build_object('id', gen_random_uuid(), 'type', activity_type, 'actor', me,
+                                              'published', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))
+        FROM unnest(targets) t
+    RETURNING id;
+END $$;
+
+-- Making friends ----------------------------------------------------------------------
+
+-- The seed's rule: befriend the pods asked, plus every pod that appears in at least
+-- half of the lists they answered (lists: {"<asked url>": ["<url>", ...], ...}); never
+-- this pod itself. Pure, so it is tested alone.
+CREATE FUNCTION pod.friends_to_add(asked text[], lists jsonb, self_url text DEFAULT NULL) RETURNS text[]
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  WITH answered AS (
+    SELECT l.key AS lister, l.value AS list FROM jsonb_each(coalesce(lists, '{}')) l
+     WHERE jsonb_typeof(l.value) = 'array'),
+  listed AS (
+    SELECT rtrim(u, '/') AS url, count(DISTINCT a.lister) AS lists
+      FROM answered a, jsonb_array_elements_text(a.list) u GROUP BY 1),
+  chosen AS (
+    SELECT rtrim(u, '/') AS url FROM unnest(asked) u
+    UNION
+    SELECT url FROM listed WHERE lists * 2 >= (SELECT count(*) FROM answered))
+  SELECT coalesce(array_agg(url ORDER BY url), '{}') FROM chosen
+   WHERE url IS DISTINCT FROM rtrim(self_url, '/') AND url ~ '^https?://[^/\s]+$'
+$$;
+COMMENT ON FUNCTION pod.friends_to_add(text[], jsonb, text) IS 'The make-friends rule: the pods asked plus those in at least half of their lists.';
+
+-- Starts making friends with the given pods (asynchronous: the federator asks them for
+-- their lists, then pod.make_friends_finish befriends). Returns the job id.
+CREATE FUNCTION pod.make_friends(urls text[]) RETURNS bigint
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE bad text;
+BEGIN
+  IF NOT pod.is_admin() THEN
+    RAISE EXCEPTION 'only an admin may make friends' USING ERRCODE = '42501';
+  END IF;
+  IF urls IS NULL OR cardinality(urls) = 0 THEN
+    RAISE EXCEPTION 'make_friends needs at least one pod URL' USING ERRCODE = '22023';
+  END IF;
+  SELECT u INTO bad FROM unnest(urls) u WHERE u IS NULL OR rtrim(u, '/') !~ '^https?://[^/\s]+$' LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION 'not a pod URL: %', coalesce(quote_literal(bad), 'NULL') USING ERRCODE = '22023',
+      HINT = 'A pod URL is scheme://host[:port], without a path.';
+  END IF;
+  RETURN pod.job_enqueue('make_friends',
+    jsonb_build_object('urls', (SELECT jsonb_agg(DISTINCT rtrim(u, '/')) FROM unnest(urls) u)));
+END $$;
+
+-- The second half of make_friends (called by the federator with the lists it got):
+-- adds the chosen pods as pending friends and sends each a signed friend request
+-- (URL and public key). Pods already known (including revoked ones) are left alone.
+CREATE FUNCTION pod.make_friends_finish(job_id bigint, worker text, lists jsonb) RETURNS text[]
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  job pod.jobs;
+  me pod.identity;
+  added text[];
+BEGIN
+  SELECT * INTO job FROM pod.jobs j WHERE j.id = job_id AND j.kind = 'make_friends'
+     AND j.state = 'running' AND j.worker = make_friends_finish.worker FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no make_friends job % leased to %', job_id, worker USING ERRCODE = 'P0002';
+  END IF;
+  SELECT * INTO me FROM pod.identity;
+  WITH chosen AS (
+    SELECT unnest(pod.friends_to_add(ARRAY(SELECT jsonb_array_elements_text(job.payload -> 'urls')),
+                                     lists, me.url)) AS url),
+  ins AS (
+    INSERT INTO pod.friends (url, state) SELECT url, 'pending' FROM chosen
+      ON CONFLICT (url) DO NOTHING RETURNING url)
+  SELECT coalesce(array_agg(url ORDER BY url), '{}') INTO added FROM ins;
+  PERFORM pod.deliver(added, 'friend.request', jsonb_build_object('public_key', me.public_key));
+  UPDATE pod.jobs SET payload = payload || jsonb_build_object('lists', lists, 'added', added)
+   WHERE id = job_id;
+  PERFORM pod.job_complete(ARRAY[job_id], worker);
+  RETURN added;
+END $$;
+
+-- Scores --------------------------------------------------------------------------------
+
+-- Delivery outcomes change the target friend's score: one UPDATE per friend per
+-- reporting statement (the federator reports in batches), not one per delivery.
+CREATE FUNCTION pod.friends_score_outcomes() RETURNS trigger
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE
+  plus integer := (pod.setting('federation.score_success'))::integer;
+  minus integer := (pod.setting('federation.score_failure'))::integer;
+  top integer := (pod.setting('federation.score_max'))::integer;
+BEGIN
+  WITH delta AS (
+    SELECT n.target, sum(CASE WHEN n.state = 'done' THEN plus ELSE -minus END) AS change
+      FROM new_jobs n JOIN old_jobs o USING (id)
+     WHERE n.kind = 'deliver' AND o.state = 'running' AND n.state IN ('done', 'waiting', 'dead')
+       AND n.target IS NOT NULL
+     GROUP BY n.target)
+  UPDATE pod.friends f
+     SET score = greatest(0, least(top, f.score + d.change)),
+         state = CASE WHEN f.score + d.change <= 0 THEN 'revoked' ELSE f.state END,
+         updated_at = now()
+    FROM delta d
+   WHERE f.url = d.target AND f.state <> 'revoked' AND d.change <> 0;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER jobs_friend_scores AFTER UPDATE ON pod.jobs
+  REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
+  FOR EACH STATEMENT EXECUTE FUNCTION pod.friends_score_outcomes();
+
+-- A revoked friend loses what came from it: its videos, its cached pubsub items and
+-- the deliveries still waiting for it. It stays (blocked) until pod.unblock_friend.
+CREATE FUNCTION pod.friends_revoked() RETURNS trigger
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+BEGIN
+  NEW.revoked_at := now();
+  NEW.score := 0;
+  DELETE FROM pod.videos WHERE origin = NEW.url;
+  DELETE FROM pod.pubsub_items WHERE publisher = NEW.url;
+  DELETE FROM pod.pubsub_nodes WHERE service = NEW.url;
+  DELETE FROM pod.jobs WHERE kind = 'deliver' AND target = NEW.url AND state = 'waiting';
+  RAISE LOG 'pgpod: friend % revoked', NEW.url;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER friends_revoked BEFORE UPDATE OF state ON pod.friends
+  FOR EACH ROW WHEN (NEW.state = 'revoked' AND OLD.state <> 'revoked')
+  EXECUTE FUNCTION pod.friends_revoked();
+
+-- Admin: lets a revoked pod be befriended again (its row is removed).
+CREATE FUNCTION pod.unblock_friend(friend_url text) RETURNS boolean
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+BEGIN
+  IF NOT pod.is_admin() THEN
+    RAISE EXCEPTION 'only an admin may unblock a pod' USING ERRCODE = '42501';
+  END IF;
+  DELETE FROM pod.friends WHERE url = rtrim(friend_url, '/') AND state = 'revoked';
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no revoked pod %', coalesce(quote_literal(friend_url), 'NULL') USING ERRCODE = 'P0002';
+  END IF;
+  RETURN true;
+END $$;
+
+-- Admin: tells a friend we leave it, then forgets it and its videos.
+CREATE FUNCTION pod.remove_friend(friend_url text) RETURNS boolean
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE f pod.friends;
+BEGIN
+  IF NOT pod.is_admin() THEN
+    RAISE EXCEPTION 'only an admin may remove a friend' USING ERRCODE = '42501';
+  END IF;
+  DELETE FROM pod.friends WHERE url = rtrim(friend_url, '/') AND state <> 'revoked' RETURNING * INTO f;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no friend %', coalesce(quote_literal(friend_url), 'NULL') USING ERRCODE = 'P0002';
+  END IF;
+  DELETE FROM pod.videos WHERE origin = f.url;
+  DELETE FROM pod.jobs WHERE kind = 'deliver' AND target = f.url AND state = 'waiting';
+  IF f.state = 'active' THEN
+    PERFORM pod.deliver(ARRAY[f.url], 'friend.remove');
+  END IF;
+  RETURN true;
+END $$;
+
+-- Admin: leaves the network: every friend is told and forgotten (blocked pods stay
+-- blocked). Returns how many friends were left.
+CREATE FUNCTION pod.leave_network() RETURNS integer
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE n integer := 0; u text;
+BEGIN
+  IF NOT pod.is_admin() THEN
+    RAISE EXCEPTION 'only an admin may leave the network' USING ERRCODE = '42501';
+  END IF;
+  FOR u IN SELECT url FROM pod.friends WHERE state <> 'revoked' ORDER BY url LOOP
+    PERFORM pod.remove_friend(u);
+    n := n + 1;
+  END LOOP;
+  RETURN n;
+END $$;
+
+CREATE FUNCTION api.friend_list() RETURNS json
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
+  BEGIN ATOMIC
+    SELECT coalesce(json_agg(url ORDER BY url), '[]') FROM pod.friends WHERE state = 'active';
+  END;
+COMMENT ON FUNCTION api.friend_list() IS 'URLs of this pod''s active friends (what make_friends asks other pods).';
+GRANT EXECUTE ON FUNCTION api.friend_list() TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;
+
+GRANT EXECUTE ON FUNCTION pod.make_friends(text[]), pod.unblock_friend(text), pod.remove_friend(text),
+  pod.leave_network() TO pgpod_admin;
+GRANT EXECUTE ON FUNCTION pod.make_friends_finish(bigint, text, jsonb) TO pgpod_worker;
+GRANT EXECUTE ON FUNCTION pod.friends_to_add(text[], jsonb, text) TO pgpod_admin, pgpod_worker;

@@ -1,0 +1,305 @@
+-- 72_inbox: the one entry point of inbound federation (POST /rpc/inbox → api.inbox):
+-- verify the HTTP signature, Digest and Date, refuse replays, de-duplicate by request
+-- id, decrypt, dispatch. A rejected request changes nothing but a row in
+-- pod.inbox_rejections. Errors use PostgREST's PTxxx SQLSTATEs (PT400, PT401, PT403).
+
+CREATE TABLE pod.inbox_signatures (
+  signature_hash bytea PRIMARY KEY,
+  received_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pod.inbox_signatures IS 'Hashes of accepted signatures, kept 2 × federation.date_window to refuse replayed requests.';
+
+CREATE TABLE pod.inbox_applied (
+  request_id uuid PRIMARY KEY,
+  sender text NOT NULL,
+  type text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pod.inbox_applied IS 'Request ids of applied inbound activities: a retried delivery is acknowledged, not applied twice.';
+CREATE INDEX inbox_applied_at_idx ON pod.inbox_applied (applied_at);
+
+CREATE TABLE pod.inbox_rejections (
+  id bigserial PRIMARY KEY,
+  received_at timestamptz NOT NULL DEFAULT now(),
+  status integer NOT NULL,
+  sqlstate text NOT NULL,
+  reason text NOT NULL,
+  key_id text,
+  headers jsonb,
+  body_sha256 bytea
+);
+COMMENT ON TABLE pod.inbox_rejections IS 'Inbound federation requests that were refused, and why.';
+CREATE INDEX inbox_rejections_at_idx ON pod.inbox_rejections (received_at);
+GRANT SELECT ON pod.inbox_signatures, pod.inbox_applied, pod.inbox_rejections TO pgpod_admin;
+
+CREATE FUNCTION pod.inbox_reject(sqlstate text, reason text) RETURNS void
+  LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = reason;
+END $$;
+
+-- Upserts a friend's video from its activity object.
+CREATE FUNCTION pod.inbox_video_upsert(sender text, video jsonb) RETURNS void
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE
+  id uuid;
+  owner text;
+BEGIN
+  BEGIN
+    id := (video ->> 'uuid')::uuid;
+  EXCEPTION WHEN invalid_text_representation THEN
+    PERFORM pod.inbox_reject('PT400', 'video uuid is not a uuid');
+  END;
+  IF id IS NULL OR coalesce(video ->> 'name', '') = '' THEN
+    PERFORM pod.inbox_reject('PT400', 'video needs a uuid and a name');
+  END IF;
+  SELECT coalesce(origin, '(local)') INTO owner FROM pod.videos WHERE uuid = id;
+  IF owner IS NOT NULL AND owner <> sender THEN
+    PERFORM pod.inbox_reject('PT403', 'video ' || id || ' belongs to another pod');
+  END IF;
+  BEGIN
+    INSERT INTO pod.videos AS v (uuid, channel_id, name, description, origin, author, magnet, thumbnail,
+                                 state, duration, created_at, updated_at, remote)
+      VALUES (id, NULL, video ->> 'name', video ->> 'description', sender, video ->> 'author',
+              video ->> 'magnet', video ->> 'thumbnail', 'published',
+              make_interval(secs => coalesce((video ->> 'duration')::double precision, 0)),
+              coalesce((video ->> 'created_at')::timestamptz, now()),
+              coalesce((video ->> 'updated_at')::timestamptz, now()), video)
+    ON CONFLICT (uuid) DO UPDATE
+      SET name = EXCLUDED.name, description = EXCLUDED.description, author = EXCLUDED.author,
+          magnet = EXCLUDED.magnet, thumbnail = EXCLUDED.thumbnail, duration = EXCLUDED.duration,
+          updated_at = EXCLUDED.updated_at, remote = EXCLUDED.remote
+      WHERE v.origin = EXCLUDED.origin;
+  EXCEPTION WHEN check_violation OR invalid_text_representation OR invalid_datetime_format
+              OR datetime_field_overflow OR numeric_value_out_of_range THEN
+    PERFORM pod.inbox_reject('PT400', 'video is malformed: ' || SQLERRM);
+  END;
+END $$;
+
+-- Applies one verified, decrypted activity from a sender. Returns the reply.
+CREATE FUNCTION pod.inbox_dispatch(sender text, activity jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE
+  kind text := activity ->> 'type';
+  me pod.identity;
+  v jsonb;
+BEGIN
+  CASE kind
+  WHEN 'friend.request' THEN
+    SELECT * INTO me FROM pod.identity;
+    INSERT INTO pod.friends AS f (url, public_key, state) VALUES (sender, activity ->> 'public_key', 'active')
+      ON CONFLICT (url) DO UPDATE SET state = 'active', public_key = EXCLUDED.public_key, updated_at = now()
+      WHERE f.state = 'pending';
+    -- The answer carries our key and our published videos (the seed's "in return").
+    PERFORM pod.deliver(ARRAY[sender], 'friend.accept', jsonb_build_object(
+      'public_key', me.public_key, 'videos', coalesce((SELECT jsonb_agg(pod.video_object(x) ORDER BY x.created_at)
+        FROM pod.videos x WHERE x.origin IS NULL AND x.state = 'published'), '[]')));
+    RETURN jsonb_build_object('status', 'befriended');
+  WHEN 'friend.accept' THEN
+    UPDATE pod.friends SET state = 'active', public_key = activity ->> 'public_key', updated_at = now()
+     WHERE url = sender AND state = 'pending';
+    IF FOUND THEN
+      -- Now that it is a friend, it gets our videos too.
+      PERFORM pod.deliver(ARRAY[sender], 'video.published', jsonb_build_object('object', pod.video_object(x)))
+         FROM pod.videos x WHERE x.origin IS NULL AND x.state = 'published';
+    END IF;
+    FOR v IN SELECT jsonb_array_elements(CASE WHEN jsonb_typeof(activity -> 'videos') = 'array'
+                                              THEN activity -> 'videos' ELSE '[]' END) LOOP
+      PERFORM pod.inbox_video_upsert(sender, v);
+    END LOOP;
+    RETURN jsonb_build_object('status', 'accepted');
+  WHEN 'friend.remove' THEN
+    DELETE FROM pod.friends WHERE url = sender AND state <> 'revoked';
+    DELETE FROM pod.videos WHERE origin = sender;
+    DELETE FROM pod.jobs WHERE kind = 'deliver' AND target = sender AND state = 'waiting';
+    RETURN jsonb_build_object('status', 'removed');
+  WHEN 'video.published', 'video.updated' THEN
+    PERFORM pod.inbox_video_upsert(sender, activity -> 'object');
+    RETURN jsonb_build_object('status', 'applied');
+  WHEN 'video.removed' THEN
+    DELETE FROM pod.videos WHERE uuid = (activity #>> '{object,uuid}')::uuid AND origin = sender;
+    RETURN jsonb_build_object('status', 'applied');
+  ELSE
+    PERFORM pod.inbox_reject('PT400', 'unknown activity type ' || coalesce(quote_literal(kind), 'NULL'));
+  END CASE;
+  RETURN NULL;
+END $$;
+
+-- Verifies and applies one inbound request; raises PT400/PT401/PT403 when refused.
+-- headers: the request's headers with lower-case names (as the gateway's
+-- request.headers); path: the request target (path and query).
+CREATE FUNCTION pod.inbox_receive(body json, headers jsonb, method text DEFAULT 'POST', path text DEFAULT NULL)
+  RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  raw text := body::text;
+  params jsonb;
+  signed text[];
+  sent_at timestamptz;
+  window_s integer := (pod.setting('federation.date_window'))::integer;
+  sender text;
+  friend pod.friends;
+  activity jsonb;
+  key text;
+  sig bytea;
+  me pod.identity;
+BEGIN
+  IF headers IS NULL OR jsonb_typeof(headers) <> 'object' THEN
+    PERFORM pod.inbox_reject('PT400', 'request headers are missing');
+  END IF;
+  IF NOT headers ? 'signature' THEN
+    PERFORM pod.inbox_reject('PT401', 'request is not signed (no Signature header)');
+  END IF;
+  SELECT jsonb_object_agg(m[1], m[2]) INTO params
+    FROM regexp_matches(headers ->> 'signature', '([A-Za-z]+)="([^"]*)"', 'g') m;
+  IF params IS NULL OR NOT params ?& ARRAY['keyId', 'signature'] THEN
+    PERFORM pod.inbox_reject('PT401', 'Signature header needs keyId and signature');
+  END IF;
+  IF coalesce(params ->> 'algorithm', 'rsa-sha256') <> 'rsa-sha256' THEN
+    PERFORM pod.inbox_reject('PT401', 'signature algorithm must be rsa-sha256');
+  END IF;
+  signed := string_to_array(lower(coalesce(params ->> 'headers', 'date')), ' ');
+  IF NOT signed @> ARRAY['(request-target)', 'host', 'date', 'digest'] THEN
+    PERFORM pod.inbox_reject('PT401', 'signature must cover (request-target) host date digest');
+  END IF;
+
+  BEGIN
+    sent_at := (headers ->> 'date')::timestamptz;
+  EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow THEN
+    PERFORM pod.inbox_reject('PT400', 'Date header is not a date');
+  END;
+  IF sent_at IS NULL THEN
+    PERFORM pod.inbox_reject('PT401', 'Date header is missing');
+  END IF;
+  IF abs(extract(epoch FROM clock_timestamp() - sent_at)) > window_s THEN
+    PERFORM pod.inbox_reject('PT401', format('Date is more than %s s away from now', window_s));
+  END IF;
+  IF headers ->> 'digest' IS DISTINCT FROM pod.http_digest(coalesce(raw, '')) THEN
+    PERFORM pod.inbox_reject('PT400', 'Digest does not match the body');
+  END IF;
+
+  BEGIN
+    activity := raw::jsonb;
+  EXCEPTION WHEN invalid_text_representation THEN
+    PERFORM pod.inbox_reject('PT400', 'body is not JSON');
+  END;
+  IF jsonb_typeof(activity) IS DISTINCT FROM 'object' THEN
+    PERFORM pod.inbox_reject('PT400', 'body must be a JSON object');
+  END IF;
+
+  -- Whose key: a friend's stored key; for a friend request or acceptance from a pod
+  -- we know no key of, the key it presents (the seed: a pod presents URL and key).
+  sender := rtrim(split_part(params ->> 'keyId', '#', 1), '/');
+  IF sender !~ '^https?://[^/\s]+$' THEN
+    PERFORM pod.inbox_reject('PT401', 'keyId is not a pod URL');
+  END IF;
+  SELECT * INTO friend FROM pod.friends WHERE url = sender;
+  IF friend.state = 'revoked' THEN
+    PERFORM pod.inbox_reject('PT403', 'pod ' || sender || ' is blocked');
+  END IF;
+  IF friend.public_key IS NOT NULL THEN
+    key := friend.public_key;
+  ELSIF activity ->> 'type' = 'friend.request' OR (activity ->> 'type' = 'friend.accept' AND friend.state = 'pending') THEN
+    key := activity ->> 'public_key';
+  END IF;
+  IF key IS NULL THEN
+    PERFORM pod.inbox_reject('PT401', 'unknown key ' || quote_literal(params ->> 'keyId'));
+  END IF;
+
+  BEGIN
+    sig := decode(params ->> 'signature', 'base64');
+    IF NOT pod.rsa_sha256_verify(convert_to(pod.httpsig_signing_string(signed, method, coalesce(path, '/'), headers), 'UTF8'),
+                                 sig, key) THEN
+      PERFORM pod.inbox_reject('PT401', 'signature does not verify');
+    END IF;
+  EXCEPTION WHEN invalid_parameter_value THEN
+    PERFORM pod.inbox_reject('PT401', 'signature cannot be checked: ' || SQLERRM);
+  END;
+  INSERT INTO pod.inbox_signatures (signature_hash) VALUES (sha256(sig)) ON CONFLICT DO NOTHING;
+  IF NOT FOUND THEN
+    PERFORM pod.inbox_reject('PT401', 'replayed request (signature already seen)');
+  END IF;
+
+  IF activity ? 'encrypted' THEN
+    SELECT * INTO me FROM pod.identity;
+    BEGIN
+      activity := convert_from(pod.envelope_open(
+                    decode(activity #>> '{encrypted,key}', 'base64'), decode(activity #>> '{encrypted,iv}', 'base64'),
+                    decode(activity #>> '{encrypted,tag}', 'base64'), decode(activity #>> '{encrypted,data}', 'base64'),
+                    me.private_key), 'UTF8')::jsonb;
+    EXCEPTION WHEN invalid_parameter_value OR invalid_text_representation OR null_value_not_allowed
+                OR character_not_in_repertoire THEN
+      PERFORM pod.inbox_reject('PT400', 'encrypted body cannot be opened: ' || SQLERRM);
+    END;
+    IF activity IS NULL OR jsonb_typeof(activity) <> 'object' THEN
+      PERFORM pod.inbox_reject('PT400', 'encrypted body is not a JSON object');
+    END IF;
+  END IF;
+
+  IF rtrim(activity ->> 'actor', '/') IS DISTINCT FROM sender THEN
+    PERFORM pod.inbox_reject('PT401', 'actor does not match the signing key');
+  END IF;
+  IF coalesce(activity ->> 'id', '') !~ '^[0-9a-fA-F-]{36}$' THEN
+    PERFORM pod.inbox_reject('PT400', 'activity needs an id (a uuid)');
+  END IF;
+  IF activity ->> 'type' NOT IN ('friend.request', 'friend.accept') AND friend.state IS DISTINCT FROM 'active' THEN
+    PERFORM pod.inbox_reject('PT403', 'pod ' || sender || ' is not a friend');
+  END IF;
+
+  INSERT INTO pod.inbox_applied (request_id, sender, type) VALUES ((activity ->> 'id')::uuid, sender, activity ->> 'type')
+    ON CONFLICT DO NOTHING;
+  IF NOT FOUND THEN
+    RETURN jsonb_build_object('status', 'duplicate', 'id', activity ->> 'id');
+  END IF;
+  RETURN pod.inbox_dispatch(sender, activity) || jsonb_build_object('id', activity ->> 'id');
+END $$;
+
+-- POST /rpc/inbox. A refused request is recorded in pod.inbox_rejections and answered
+-- with response.status 400/401/403 and {"code", "message"} (PostgREST's mechanism for a
+-- status without an error, so that the record is kept).
+CREATE FUNCTION api.inbox(json) RETURNS json
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  hdrs jsonb;
+  reply jsonb;
+  state text;
+  msg text;
+BEGIN
+  BEGIN
+    hdrs := nullif(current_setting('request.headers', true), '')::jsonb;
+  EXCEPTION WHEN invalid_text_representation THEN
+    hdrs := NULL;
+  END;
+  BEGIN
+    reply := pod.inbox_receive($1, hdrs, coalesce(nullif(current_setting('request.method', true), ''), 'POST'),
+                               coalesce(nullif(current_setting('request.path', true), ''), '/rpc/inbox'));
+    RETURN reply::json;
+  EXCEPTION WHEN SQLSTATE 'PT400' OR SQLSTATE 'PT401' OR SQLSTATE 'PT403' THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+  END;
+  INSERT INTO pod.inbox_rejections (status, sqlstate, reason, key_id, headers, body_sha256)
+    VALUES (substr(state, 3)::integer, state, msg,
+            substring(hdrs ->> 'signature' FROM 'keyId="([^"]*)"'), hdrs, sha256(convert_to(coalesce($1::text, ''), 'UTF8')));
+  RAISE LOG 'pgpod: inbox refused a request (%): %', state, msg;
+  PERFORM set_config('response.status', substr(state, 3), true);
+  RETURN json_build_object('code', state, 'message', msg);
+END $$;
+COMMENT ON FUNCTION api.inbox(json) IS 'Inbound federation: a signed (and maybe encrypted) activity from another pod.';
+GRANT EXECUTE ON FUNCTION api.inbox(json) TO pgpod_anon, pgpod_user, pgpod_admin;
+
+-- Removes inbox records past their use (signatures after 2 × date window, applied
+-- request ids after federation.dedup_retention, rejections after 30 days).
+CREATE FUNCTION pod.inbox_prune() RETURNS integer
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE a integer; b integer; c integer;
+BEGIN
+  DELETE FROM pod.inbox_signatures
+   WHERE received_at < now() - make_interval(secs => 2 * (pod.setting('federation.date_window'))::integer);
+  GET DIAGNOSTICS a = ROW_COUNT;
+  DELETE FROM pod.inbox_applied WHERE applied_at < now() - (pod.setting('federation.dedup_retention') #>> '{}')::interval;
+  GET DIAGNOSTICS b = ROW_COUNT;
+  DELETE FROM pod.inbox_rejections WHERE received_at < now() - interval '30 days';
+  GET DIAGNOSTICS c = ROW_COUNT;
+  RETURN a + b + c;
+END $$;
+GRANT EXECUTE ON FUNCTION pod.inbox_prune() TO pgpod_worker, pgpod_admin;
