@@ -5,7 +5,7 @@
 set -euo pipefail
 clients=${BENCH_CLIENTS:-8}; secs=${BENCH_SECONDS:-10}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
 SET pgpod.password_memlimit = '8MB';
 SELECT pod.register('bench@bench.test', 'bench password');
 CREATE TEMP TABLE s AS SELECT * FROM pod.login('bench@bench.test', 'bench password');
