@@ -7,6 +7,9 @@ clients=${BENCH_CLIENTS:-8}; secs=${BENCH_SECONDS:-10}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
 SET pgpod.password_memlimit = '8MB';
+DROP TABLE IF EXISTS public.bench_rooms, public.bench_claims, public.plain_messages;
+DELETE FROM pod.rooms WHERE name LIKE 'bench %';
+DELETE FROM pod.users WHERE email = 'bench@bench.test';
 SELECT pod.register('bench@bench.test', 'bench password');
 CREATE TEMP TABLE s AS SELECT * FROM pod.login('bench@bench.test', 'bench password');
 SELECT set_config('request.jwt.claims', (SELECT json_build_object('role','pgpod_user','sub',user_id,'sid',session_id)::text FROM s), false);
@@ -18,6 +21,7 @@ CREATE TABLE public.plain_messages (LIKE pod.messages INCLUDING DEFAULTS);
 ALTER TABLE public.plain_messages ALTER COLUMN id SET DEFAULT nextval('pod.messages_id_seq');
 GRANT SELECT ON public.bench_rooms, public.bench_claims TO pgpod_user;
 SQL
+trap 'rm -rf "$work"; psql -X -q -c "DROP TABLE IF EXISTS public.bench_rooms, public.bench_claims, public.plain_messages" >/dev/null 2>&1' EXIT
 claims=$(psql -X -At -c 'SELECT claims FROM public.bench_claims')
 cat >"$work/pod.sql" <<SQL
 \set r 1 + :client_id % 64
