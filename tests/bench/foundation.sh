@@ -37,7 +37,10 @@ BEGIN;
 INSERT INTO public.plain_messages (room_id, data, author_id) SELECT id, '{"text": "bench"}', NULL FROM public.bench_rooms WHERE n = :r;
 COMMIT;
 SQL
-tps() { pgbench -n -c "$clients" -j 2 -T "$secs" -f "$1" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
+tps() {
+  pgbench -n -c "$clients" -j 2 -T "$secs" -f "$1" >"$work/pgbench.out" 2>&1 || { sed 's/^/pgbench: /' "$work/pgbench.out" >&2; exit 1; }
+  sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$work/pgbench.out"
+}
 plain=$(tps "$work/plain.sql")
 pod=$(tps "$work/pod.sql")
 printf 'chat post (triggers + RLS + NOTIFY): %8.0f tx/s\n' "$pod"
