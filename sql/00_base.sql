@@ -10,8 +10,7 @@ GRANT USAGE ON SCHEMA api TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;
 -- Views in api are security_invoker, so the roles need the underlying privileges;
 -- pod stays unreachable from HTTP because the gateway only serves api.
 GRANT USAGE ON SCHEMA pod TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;
-ALTER DEFAULT PRIVILEGES IN SCHEMA pod REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
-ALTER DEFAULT PRIVILEGES IN SCHEMA api REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+-- Function privileges: see 99_privileges.sql (PUBLIC's EXECUTE is taken back there).
 
 -- C primitives (extension/src/*.c) -------------------------------------------------
 

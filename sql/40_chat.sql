@@ -18,7 +18,7 @@ CREATE TABLE pod.rooms (
   created_at timestamptz NOT NULL DEFAULT now(),
   event_seq bigint NOT NULL DEFAULT 0
 );
-COMMENT ON TABLE pod.rooms IS 'Chat rooms; data holds roles and permissions. event_seq numbers the room''s events.';
+COMMENT ON TABLE pod.rooms IS 'Chat rooms; data holds roles and permissions; created_by is the owner. event_seq numbers the room''s events.';
 
 CREATE TABLE pod.room_members (
   room_id uuid NOT NULL REFERENCES pod.rooms ON DELETE CASCADE,
@@ -64,19 +64,23 @@ CREATE TABLE pod.room_events (
   at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (room_id, seq)
 );
-COMMENT ON TABLE pod.room_events IS 'Per-room, gapless, commit-ordered change log of messages (for streams).';
+COMMENT ON TABLE pod.room_events IS 'Per-room, gapless, commit-ordered change log of messages (for streams). Not dumped: a restore replays each message once as a new event, numbered after the room''s last sequence.';
 
 SELECT pg_catalog.pg_extension_config_dump('pod.rooms', '');
 SELECT pg_catalog.pg_extension_config_dump('pod.room_members', '');
 SELECT pg_catalog.pg_extension_config_dump('pod.messages', '');
 SELECT pg_catalog.pg_extension_config_dump('pod.messages_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pod.message_versions', '');
-SELECT pg_catalog.pg_extension_config_dump('pod.room_events', '');
 
 -- Membership look-ups for policies, as the owner so they do not recurse into RLS.
+-- The creator of a room is its owner (rooms.created_by) without a membership row:
+-- no trigger writes rows behind an INSERT, so a dump restores as it was taken.
 CREATE FUNCTION pod.room_affiliation(room uuid) RETURNS pod.affiliation
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
-  RETURN (SELECT affiliation FROM pod.room_members WHERE room_id = room AND user_id = pod.current_user_id());
+  RETURN (SELECT CASE WHEN r.created_by = me.id THEN 'owner'::pod.affiliation ELSE m.affiliation END
+            FROM pod.rooms r CROSS JOIN (SELECT pod.current_user_id() AS id) me
+            LEFT JOIN pod.room_members m ON m.room_id = r.id AND m.user_id = me.id
+           WHERE r.id = room AND me.id IS NOT NULL);
 
 CREATE FUNCTION pod.can_read_room(room uuid) RETURNS boolean
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
@@ -85,18 +89,6 @@ CREATE FUNCTION pod.can_read_room(room uuid) RETURNS boolean
 CREATE FUNCTION pod.can_moderate_room(room uuid) RETURNS boolean
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
   RETURN coalesce(pod.room_affiliation(room) IN ('owner', 'admin'), false);
-
--- The creator of a room becomes its owner.
-CREATE FUNCTION pod.rooms_add_owner() RETURNS trigger
-  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-BEGIN
-  IF NEW.created_by IS NOT NULL THEN
-    INSERT INTO pod.room_members (room_id, user_id, affiliation) VALUES (NEW.id, NEW.created_by, 'owner')
-      ON CONFLICT DO NOTHING;
-  END IF;
-  RETURN NULL;
-END $$;
-CREATE TRIGGER rooms_add_owner AFTER INSERT ON pod.rooms FOR EACH ROW EXECUTE FUNCTION pod.rooms_add_owner();
 
 -- Posting: a clear error for a non-member, an outcast or a muted member. The RLS
 -- policy says the same; this says why.
@@ -112,7 +104,7 @@ BEGIN
     RAISE EXCEPTION 'a message''s author must be the calling user' USING ERRCODE = '42501';
   END IF;
   SELECT * INTO m FROM pod.room_members WHERE room_id = NEW.room_id AND user_id = NEW.author_id;
-  IF NOT FOUND OR m.affiliation = 'outcast' THEN
+  IF coalesce(pod.room_affiliation(NEW.room_id) = 'outcast', true) THEN
     RAISE EXCEPTION 'you are not a member of room %', NEW.room_id USING ERRCODE = '42501';
   END IF;
   IF coalesce((m.data ->> 'is_muted')::boolean, false) THEN
@@ -164,10 +156,10 @@ ALTER TABLE pod.messages ENABLE ROW LEVEL SECURITY;
 ALTER TABLE pod.message_versions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE pod.room_events ENABLE ROW LEVEL SECURITY;
 
--- The creator also sees the room, so INSERT ... RETURNING works before the owner
--- membership (added by an AFTER trigger) exists.
+-- created_by is checked directly too: INSERT ... RETURNING tests the new row before
+-- it is visible to pod.room_affiliation.
 CREATE POLICY rooms_member ON pod.rooms FOR SELECT TO pgpod_user
-  USING (pod.can_read_room(id) OR created_by = (SELECT pod.current_user_id()));
+  USING (created_by = (SELECT pod.current_user_id()) OR pod.can_read_room(id));
 CREATE POLICY rooms_create ON pod.rooms FOR INSERT TO pgpod_user
   WITH CHECK (created_by = (SELECT pod.current_user_id()));
 CREATE POLICY rooms_moderate ON pod.rooms FOR UPDATE TO pgpod_user

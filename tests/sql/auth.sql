@@ -3,12 +3,17 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(32);
+SELECT plan(36);
 
 SELECT has_schema('pod'); SELECT has_schema('api');
 SELECT has_table('pod', 'users', 'pod.users exists');
 SELECT has_table('pod', 'sessions', 'pod.sessions exists');
 SELECT has_role(r) FROM unnest(ARRAY['pgpod_anon', 'pgpod_user', 'pgpod_admin', 'pgpod_worker', 'pgpod_authenticator']) r;
+
+-- no API role may run the internals that hold or use secrets
+SELECT ok(NOT has_function_privilege(r, 'pod.jwt_secret()', 'EXECUTE'), r || ' cannot read the JWT key')
+  FROM unnest(ARRAY['pgpod_anon', 'pgpod_user', 'pgpod_admin']) r;
+SELECT ok(has_function_privilege('pgpod_authenticator', 'pod.jwt_secret()', 'EXECUTE'), 'the gateway''s role reads the JWT key');
 
 -- registration
 SELECT lives_ok($$SELECT pod.register('Alice@Example.org', 'correct horse')$$, 'register a user');

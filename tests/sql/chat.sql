@@ -25,7 +25,7 @@ SET LOCAL ROLE pgpod_user;
 INSERT INTO api.rooms (name, type) VALUES ('group one', 'group') RETURNING id AS group_room \gset
 INSERT INTO api.rooms (name, type) VALUES ('hush', 'secret') RETURNING id AS secret_room \gset
 SELECT throws_ok($$INSERT INTO api.rooms (name, type) VALUES ('bad', 'circle')$$, '22P02', NULL, 'invalid room type refused');
-SELECT is((SELECT affiliation::text FROM api.room_members WHERE room_id = :'group_room'), 'owner', 'creator is owner');
+SELECT is(pod.room_affiliation(:'group_room')::text, 'owner', 'creator is owner');
 INSERT INTO api.room_members (room_id, user_id) VALUES (:'group_room', :'u_member'), (:'secret_room', :'u_member');
 INSERT INTO api.messages (room_id, data) VALUES (:'group_room', '{"text": "hello", "references": [1]}') RETURNING id AS m1 \gset
 INSERT INTO api.messages (room_id, data) VALUES (:'secret_room', '{"text": "psst"}') RETURNING id AS s1 \gset
