@@ -3,7 +3,7 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(36);
+SELECT plan(39);
 
 SELECT has_schema('pod'); SELECT has_schema('api');
 SELECT has_table('pod', 'users', 'pod.users exists');
@@ -55,6 +55,16 @@ SELECT is(pod.current_user_id(), NULL, 'revoked session: nobody');
 RESET ROLE;
 SET LOCAL ROLE pgpod_anon;
 SELECT throws_ok('SELECT * FROM pod.users', '42501', NULL, 'anonymous cannot read users');
+RESET ROLE;
+
+-- an admin (a user whose role is pgpod_admin) sees every account and session
+UPDATE pod.users SET role = 'pgpod_admin' WHERE email = 'bob@example.org';
+SELECT * FROM pod.login('bob@example.org', 'bob password') \gset bob_
+SELECT set_config('request.jwt.claims', pod.jwt_verify(:'bob_token')::text, true);
+SELECT is(pod.jwt_verify(:'bob_token') ->> 'role', 'pgpod_admin', 'an admin''s JWT carries the admin role');
+SET LOCAL ROLE pgpod_admin;
+SELECT is((SELECT count(*)::int FROM pod.users WHERE email ILIKE '%@example.org'), 2, 'an admin sees every user');
+SELECT ok(pod.is_admin(), 'is_admin for an admin session');
 RESET ROLE;
 
 SELECT * FROM finish();

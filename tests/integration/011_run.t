@@ -1,0 +1,33 @@
+#!/bin/bash
+# make run: starts everything, stays in the foreground, and Ctrl-C (SIGINT to its
+# process group) stops it all cleanly, leaving no process.
+. "$(dirname "$0")/tap.sh"
+top=$PGPOD_TOP
+dir=$(mktemp -d /tmp/pgpod-run.XXXXXX); chmod 755 "$dir"
+export PGPOD_DIR=$dir PGPOD_PG_PORT=$((PGPOD_PG_PORT + 12)) PGPOD_HTTP_PORT=$((PGPOD_HTTP_PORT + 12)) PGPOD_DB=pgpod
+unset PGHOST PGPORT PGDATABASE PGUSER
+pid=
+cleanup() {
+  [[ -n $pid ]] && kill -KILL -- "-$pid" 2>/dev/null
+  PGPOD_DIR=$dir "$top/scripts/pgpod" stop >/dev/null 2>&1
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+plan 4
+
+# A background job of a script ignores SIGINT; perl restores the default so make and
+# scripts/pgpod see Ctrl-C as a terminal would deliver it.
+setsid perl -e '$SIG{INT} = "DEFAULT"; exec @ARGV' make -s -C "$top" run >"$dir/run.log" 2>&1 &
+pid=$!
+ready() { [[ -f $dir/env ]] && (. "$dir/env" && psql -X -Atc 'SELECT 1' >/dev/null 2>&1); }
+wait_for 120 ready
+ok $? "make run: the pod answers"
+kill -0 "$pid" 2>/dev/null
+ok $? "make run stays in the foreground"
+kill -INT -- "-$pid"
+gone() { ! kill -0 "$pid" 2>/dev/null; }
+wait_for 60 gone
+ok $? "Ctrl-C ends make run"
+pid=
+is "$(pgrep -f -- "$dir/" | tr '\n' ' ')" "" "nothing of it is left running"
+done_testing
