@@ -1,0 +1,191 @@
+/* Growable byte buffers and bound-parameter lists (see buf.h). Allocation failure
+ * aborts: the gateway cannot answer anything sensible without memory, and every
+ * caller would otherwise need a path that cannot be tested. */
+#include "buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+	if (!q) {
+		fprintf(stderr, "pgpod-gateway: out of memory (%zu bytes)\n", n);
+		abort();
+	}
+	return q;
+}
+
+void gw_buf_init(gw_buf *b)
+{
+	b->data = NULL;
+	b->len = 0;
+	b->cap = 0;
+}
+
+void gw_buf_free(gw_buf *b)
+{
+	free(b->data);
+	gw_buf_init(b);
+}
+
+void gw_buf_reset(gw_buf *b)
+{
+	b->len = 0;
+	if (b->data)
+		b->data[0] = '\0';
+}
+
+static void reserve(gw_buf *b, size_t extra)
+{
+	if (b->len + extra + 1 <= b->cap)
+		return;
+	size_t cap = b->cap ? b->cap : 64;
+	while (cap < b->len + extra + 1)
+		cap *= 2;
+	b->data = xrealloc(b->data, cap);
+	b->cap = cap;
+}
+
+void gw_buf_append(gw_buf *b, const char *s, size_t n)
+{
+	reserve(b, n);
+	if (n)
+		memcpy(b->data + b->len, s, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+void gw_buf_puts(gw_buf *b, const char *s)
+{
+	gw_buf_append(b, s, strlen(s));
+}
+
+void gw_buf_putc(gw_buf *b, char c)
+{
+	gw_buf_append(b, &c, 1);
+}
+
+void gw_buf_printf(gw_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	reserve(b, (size_t)n);
+	va_start(ap, fmt);
+	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+void gw_buf_ident(gw_buf *b, const char *s)
+{
+	gw_buf_putc(b, '"');
+	for (; *s; s++) {
+		if (*s == '"')
+			gw_buf_putc(b, '"');
+		gw_buf_putc(b, *s);
+	}
+	gw_buf_putc(b, '"');
+}
+
+void gw_buf_json_strn(gw_buf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	gw_buf_putc(b, '"');
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		switch (c) {
+		case '"': gw_buf_puts(b, "\\\""); break;
+		case '\\': gw_buf_puts(b, "\\\\"); break;
+		case '\n': gw_buf_puts(b, "\\n"); break;
+		case '\r': gw_buf_puts(b, "\\r"); break;
+		case '\t': gw_buf_puts(b, "\\t"); break;
+		default:
+			if (c < 0x20) {
+				char u[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
+				gw_buf_puts(b, u);
+			} else
+				gw_buf_putc(b, (char)c);
+		}
+	}
+	gw_buf_putc(b, '"');
+}
+
+void gw_buf_json_str(gw_buf *b, const char *s)
+{
+	if (!s)
+		gw_buf_puts(b, "null");
+	else
+		gw_buf_json_strn(b, s, strlen(s));
+}
+
+char *gw_buf_steal(gw_buf *b)
+{
+	char *d = b->data;
+	if (!d)
+		d = calloc(1, 1);
+	gw_buf_init(b);
+	return d;
+}
+
+void gw_params_init(gw_params *p)
+{
+	memset(p, 0, sizeof *p);
+}
+
+void gw_params_free(gw_params *p)
+{
+	for (int i = 0; i < p->n; i++)
+		free(p->values[i]);
+	free(p->values);
+	free(p->lengths);
+	free(p->formats);
+	free(p->types);
+	gw_params_init(p);
+}
+
+static int push(gw_params *p, char *v, int len, int format, unsigned type)
+{
+	if (p->n == p->cap) {
+		p->cap = p->cap ? p->cap * 2 : 8;
+		p->values = xrealloc(p->values, sizeof(char *) * (size_t)p->cap);
+		p->lengths = xrealloc(p->lengths, sizeof(int) * (size_t)p->cap);
+		p->formats = xrealloc(p->formats, sizeof(int) * (size_t)p->cap);
+		p->types = xrealloc(p->types, sizeof(unsigned) * (size_t)p->cap);
+	}
+	p->values[p->n] = v;
+	p->lengths[p->n] = len;
+	p->formats[p->n] = format;
+	p->types[p->n] = type;
+	return ++p->n;
+}
+
+int gw_params_addn(gw_params *p, const char *value, size_t n)
+{
+	char *v = NULL;
+	if (value) {
+		v = xrealloc(NULL, n + 1);
+		memcpy(v, value, n);
+		v[n] = '\0';
+	}
+	return push(p, v, 0, 0, 0);
+}
+
+int gw_params_add(gw_params *p, const char *value)
+{
+	return gw_params_addn(p, value, value ? strlen(value) : 0);
+}
+
+int gw_params_add_binary(gw_params *p, const void *data, size_t n, unsigned type_oid)
+{
+	char *v = xrealloc(NULL, n + 1);
+	if (n)
+		memcpy(v, data, n);
+	v[n] = '\0';
+	return push(p, v, (int)n, 1, type_oid);
+}

@@ -1,0 +1,783 @@
+/* HTTP/1.1 connections on libev with the nodejs http-parser: accept, parse with
+ * size limits, keep-alive and pipelined requests (one in flight at a time per
+ * connection), timeouts, buffered writes, sendfile and streams. A connection
+ * whose request is still at the database when the client leaves is kept (dead)
+ * until the handler finishes, so no handler ever sees freed memory. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <http_parser.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gw.h"
+#include "metrics.h"
+
+enum conn_state { CS_HEAD, CS_BODY, CS_HANDLING, CS_STREAM, CS_CLOSING };
+
+struct gw_conn {
+	int fd;
+	ev_io rio, wio;
+	ev_timer timer;
+	http_parser parser;
+	enum conn_state state;
+	gw_buf in;               /* unparsed input */
+	size_t in_off;
+	gw_buf out;
+	size_t out_off;
+	int file_fd;             /* sendfile source after out drains */
+	off_t file_off, file_end;
+	gw_req *req;
+	gw_buf hname, hval;      /* header being parsed */
+	int hlast_was_value;
+	size_t head_bytes;
+	int keep_alive;
+	int dead;                /* client gone; freed when the handler is done */
+	int close_after;         /* close once out drains */
+	int error_status;        /* set by a parser callback that rejected the request */
+	int message_complete;
+	int responded;
+	gw_conn *prev, *next;
+	gw_conn *znext;         /* closed, waiting to be freed by the reaper */
+};
+
+static http_parser_settings parser_settings;
+static ev_io listen_io;
+static int listen_fd = -1;
+static gw_conn *conns;
+static gw_conn *zombies;
+static int nconns;
+static ev_check reaper;
+
+static void conn_close(gw_conn *c);
+static void conn_flush(gw_conn *c, int from_loop);
+static void conn_parse(gw_conn *c);
+
+double gw_now(void)
+{
+	return ev_now(gw_loop);
+}
+
+void gw_log(const char *fmt, ...)
+{
+	char ts[32];
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	fprintf(stderr, "%s pgpod-gateway[%d]: ", ts, (int)getpid());
+	va_list ap;
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+const char *gw_req_header(const gw_req *req, const char *name)
+{
+	for (int i = 0; i < req->nheaders; i++)
+		if (!strcmp(req->headers[i].name, name))
+			return req->headers[i].value;
+	return NULL;
+}
+
+int gw_req_alive(const gw_req *req)
+{
+	return req->conn && !req->conn->dead;
+}
+
+static void arm_timer(gw_conn *c, double seconds)
+{
+	ev_timer_stop(gw_loop, &c->timer);
+	if (seconds > 0) {
+		ev_timer_set(&c->timer, seconds, 0);
+		ev_timer_start(gw_loop, &c->timer);
+	}
+}
+
+static void req_free(gw_req *req)
+{
+	if (!req)
+		return;
+	if (req->on_done)
+		req->on_done(req, req->status > 0 && req->status < 400);
+	gw_buf_free(&req->body);
+	gw_arena_free(&req->arena);
+	free(req);
+}
+
+static gw_req *req_new(gw_conn *c)
+{
+	gw_req *r = calloc(1, sizeof *r);
+	if (!r)
+		abort();
+	r->conn = c;
+	gw_arena_init(&r->arena);
+	gw_buf_init(&r->body);
+	r->content_length = -1;
+	r->started = ev_time();
+	return r;
+}
+
+static const char *reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 201: return "Created";
+	case 204: return "No Content";
+	case 206: return "Partial Content";
+	case 300: return "Multiple Choices";
+	case 304: return "Not Modified";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 406: return "Not Acceptable";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 411: return "Length Required";
+	case 413: return "Payload Too Large";
+	case 414: return "URI Too Long";
+	case 415: return "Unsupported Media Type";
+	case 416: return "Range Not Satisfiable";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	default: return "Status";
+	}
+}
+
+static void write_head(gw_conn *c, int status, const char *content_type, const char *extra,
+		       long long content_length, int chunked_stream)
+{
+	char date[64];
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	gw_buf_printf(&c->out, "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: pgpod-gateway\r\n", status,
+		      reason(status), date);
+	if (content_type)
+		gw_buf_printf(&c->out, "Content-Type: %s\r\n", content_type);
+	if (content_length >= 0 && status != 204 && status != 304)
+		gw_buf_printf(&c->out, "Content-Length: %lld\r\n", content_length);
+	if (extra)
+		gw_buf_puts(&c->out, extra);
+	if (chunked_stream)
+		gw_buf_puts(&c->out, "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+	if (!c->keep_alive || chunked_stream || gw_draining)
+		gw_buf_puts(&c->out, "Connection: close\r\n");
+	else
+		gw_buf_puts(&c->out, "Connection: keep-alive\r\n");
+	gw_buf_puts(&c->out, "\r\n");
+	if (gw_draining || chunked_stream)
+		c->keep_alive = 0;
+}
+
+static void finish_request(gw_req *req, int status)
+{
+	gw_conn *c = req->conn;
+	req->status = status;
+	gw_metrics_request(status, ev_time() - req->started);
+	if (c)
+		c->responded = 1;
+}
+
+void gw_respond(gw_req *req, int status, const char *content_type, const char *extra,
+		const char *body, size_t len)
+{
+	gw_conn *c = req->conn;
+	if (!c || c->responded)
+		return;
+	finish_request(req, status);
+	if (c->dead)
+		return;
+	write_head(c, status, content_type, extra, (long long)len, 0);
+	if (!req->head_only && status != 204 && status != 304 && len)
+		gw_buf_append(&c->out, body, len);
+	conn_flush(c, 0);
+}
+
+void gw_respond_error(gw_req *req, const gw_error *e, const char *extra)
+{
+	gw_buf b;
+	gw_buf_init(&b);
+	gw_buf_puts(&b, "{\"code\":");
+	gw_buf_json_str(&b, e->code);
+	gw_buf_puts(&b, ",\"details\":");
+	gw_buf_json_str(&b, e->details[0] ? e->details : NULL);
+	gw_buf_puts(&b, ",\"hint\":");
+	gw_buf_json_str(&b, e->hint[0] ? e->hint : NULL);
+	gw_buf_puts(&b, ",\"message\":");
+	gw_buf_json_str(&b, e->message);
+	gw_buf_putc(&b, '}');
+	gw_respond(req, e->status, "application/json; charset=utf-8", extra, b.data, b.len);
+	gw_buf_free(&b);
+}
+
+void gw_respond_simple_error(gw_req *req, int status, const char *code, const char *message)
+{
+	gw_error e;
+	gw_error_set(&e, status, code, message, NULL, NULL);
+	gw_respond_error(req, &e, NULL);
+}
+
+void gw_respond_file(gw_req *req, int status, const char *content_type, const char *extra, int fd,
+		     off_t offset, off_t len)
+{
+	gw_conn *c = req->conn;
+	if (!c || c->responded) {
+		close(fd);
+		return;
+	}
+	finish_request(req, status);
+	if (c->dead) {
+		close(fd);
+		return;
+	}
+	write_head(c, status, content_type, extra, (long long)len, 0);
+	if (req->head_only || len == 0) {
+		close(fd);
+	} else {
+		c->file_fd = fd;
+		c->file_off = offset;
+		c->file_end = offset + len;
+	}
+	conn_flush(c, 0);
+}
+
+void gw_stream_start(gw_req *req, int status, const char *content_type, const char *extra)
+{
+	gw_conn *c = req->conn;
+	if (!c || c->dead || c->responded)
+		return;
+	finish_request(req, status);
+	c->state = CS_STREAM;
+	write_head(c, status, content_type, extra, -1, 1);
+	arm_timer(c, 0);
+	conn_flush(c, 0);
+}
+
+void gw_stream_write(gw_req *req, const char *data, size_t len)
+{
+	gw_conn *c = req->conn;
+	if (!c || c->dead || c->state != CS_STREAM)
+		return;
+	gw_buf_append(&c->out, data, len);
+	conn_flush(c, 0);
+}
+
+int gw_stream_backlog(const gw_req *req)
+{
+	const gw_conn *c = req->conn;
+	return c ? (int)(c->out.len - c->out_off) : 0;
+}
+
+/* Called when everything queued has been written. */
+static void response_done(gw_conn *c)
+{
+	if (c->state == CS_STREAM || !c->responded)
+		return;
+	if (!c->keep_alive || c->close_after || !c->message_complete) {
+		conn_close(c);
+		return;
+	}
+	req_free(c->req);
+	c->req = NULL;
+	c->state = CS_HEAD;
+	c->responded = 0;
+	c->message_complete = 0;
+	c->head_bytes = 0;
+	arm_timer(c, gw_cfg.idle_timeout);
+	ev_io_start(gw_loop, &c->rio);
+	/* pipelined requests already read continue now */
+	if (c->in.len > c->in_off)
+		conn_parse(c);
+}
+
+static void conn_flush(gw_conn *c, int from_loop)
+{
+	while (c->out_off < c->out.len) {
+		ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			c->dead = 1;
+			conn_close(c);
+			return;
+		}
+		c->out_off += (size_t)n;
+	}
+	if (c->out_off == c->out.len) {
+		gw_buf_reset(&c->out);
+		c->out_off = 0;
+		while (c->file_fd >= 0 && c->file_off < c->file_end) {
+			ssize_t n = sendfile(c->fd, c->file_fd, &c->file_off, (size_t)(c->file_end - c->file_off));
+			if (n < 0) {
+				if (errno == EAGAIN || errno == EINTR)
+					break;
+				conn_close(c);
+				return;
+			}
+			if (n == 0) { /* the file shrank under us: the length already sent is wrong */
+				conn_close(c);
+				return;
+			}
+		}
+		if (c->file_fd >= 0 && c->file_off >= c->file_end) {
+			close(c->file_fd);
+			c->file_fd = -1;
+		}
+	}
+	int pending = c->out_off < c->out.len || c->file_fd >= 0;
+	if (pending) {
+		ev_io_start(gw_loop, &c->wio);
+		if (c->state != CS_STREAM)
+			arm_timer(c, gw_cfg.body_timeout);
+	} else {
+		ev_io_stop(gw_loop, &c->wio);
+		/* finishing may free the request: never inside a handler's call */
+		if (from_loop)
+			response_done(c);
+		else
+			ev_feed_event(gw_loop, &c->wio, EV_WRITE);
+	}
+}
+
+/* Closes the socket now; the memory goes to the reaper, which frees it once no
+ * handler can still be working on the request. */
+static void conn_close(gw_conn *c)
+{
+	if (c->fd < 0)
+		return;
+	ev_io_stop(gw_loop, &c->rio);
+	ev_io_stop(gw_loop, &c->wio);
+	ev_timer_stop(gw_loop, &c->timer);
+	close(c->fd);
+	c->fd = -1;
+	c->dead = 1;
+	if (c->file_fd >= 0) {
+		close(c->file_fd);
+		c->file_fd = -1;
+	}
+	if (c->req && c->req->on_close) {
+		void (*cb)(gw_req *) = c->req->on_close;
+		c->req->on_close = NULL;
+		cb(c->req);
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	nconns--;
+	gw_metrics_connections(-1);
+	c->znext = zombies;
+	zombies = c;
+}
+
+static void reap(struct ev_loop *loop, ev_check *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	gw_conn **pp = &zombies;
+	while (*pp) {
+		gw_conn *c = *pp;
+		if (c->state == CS_HANDLING && !c->responded) {
+			pp = &c->znext;
+			continue;
+		}
+		*pp = c->znext;
+		req_free(c->req);
+		gw_buf_free(&c->in);
+		gw_buf_free(&c->out);
+		gw_buf_free(&c->hname);
+		gw_buf_free(&c->hval);
+		free(c);
+	}
+}
+
+static void reject(gw_conn *c, int status, const char *code, const char *message)
+{
+	if (!c->req)
+		c->req = req_new(c);
+	c->close_after = 1;
+	c->keep_alive = 0;
+	c->message_complete = 1;
+	gw_respond_simple_error(c->req, status, code, message);
+}
+
+/* --- http-parser callbacks ------------------------------------------------- */
+
+static int on_message_begin(http_parser *p)
+{
+	gw_conn *c = p->data;
+	c->req = req_new(c);
+	c->state = CS_HEAD;
+	c->hlast_was_value = 0;
+	gw_buf_reset(&c->hname);
+	gw_buf_reset(&c->hval);
+	return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+	gw_conn *c = p->data;
+	c->head_bytes += len;
+	if (c->head_bytes > (size_t)gw_cfg.header_max) {
+		c->error_status = 414;
+		return -1;
+	}
+	gw_buf_append(&c->hname, at, len); /* the URL is gathered in hname until the first header */
+	return 0;
+}
+
+static void store_header(gw_conn *c)
+{
+	gw_req *r = c->req;
+	gw_header *h = gw_arena_push(&r->arena, (void **)&r->headers, &r->nheaders, &r->headers_cap,
+				     sizeof *h);
+	h->name = gw_arena_strndup(&r->arena, c->hname.data ? c->hname.data : "", c->hname.len);
+	for (char *s = h->name; *s; s++)
+		if (*s >= 'A' && *s <= 'Z')
+			*s = (char)(*s + 32);
+	h->value = gw_arena_strndup(&r->arena, c->hval.data ? c->hval.data : "", c->hval.len);
+	gw_buf_reset(&c->hname);
+	gw_buf_reset(&c->hval);
+}
+
+static int url_done(gw_conn *c)
+{
+	gw_req *r = c->req;
+	if (r->path)
+		return 0;
+	const char *u = c->hname.data ? c->hname.data : "";
+	size_t n = c->hname.len;
+	const char *q = memchr(u, '?', n);
+	size_t plen = q ? (size_t)(q - u) : n;
+	char *path = gw_url_decode(&r->arena, u, plen, 0);
+	if (!path || path[0] != '/') {
+		c->error_status = 400;
+		return -1;
+	}
+	r->path = path;
+	r->query = q ? gw_arena_strndup(&r->arena, q + 1, n - plen - 1) : gw_arena_strdup(&r->arena, "");
+	gw_buf_reset(&c->hname);
+	return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+	gw_conn *c = p->data;
+	if (url_done(c))
+		return -1;
+	c->head_bytes += len;
+	if (c->head_bytes > (size_t)gw_cfg.header_max) {
+		c->error_status = 431;
+		return -1;
+	}
+	if (c->hlast_was_value) {
+		store_header(c);
+		c->hlast_was_value = 0;
+	}
+	gw_buf_append(&c->hname, at, len);
+	return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+	gw_conn *c = p->data;
+	c->head_bytes += len;
+	if (c->head_bytes > (size_t)gw_cfg.header_max) {
+		c->error_status = 431;
+		return -1;
+	}
+	c->hlast_was_value = 1;
+	gw_buf_append(&c->hval, at, len);
+	return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+	gw_conn *c = p->data;
+	gw_req *r = c->req;
+	if (url_done(c))
+		return -1;
+	if (c->hlast_was_value)
+		store_header(c);
+	r->method = p->method;
+	r->method_name = http_method_str(p->method);
+	r->head_only = p->method == HTTP_HEAD;
+	c->keep_alive = http_should_keep_alive(p);
+	/* http-parser keeps ULLONG_MAX when no Content-Length was given */
+	if (p->content_length != ULLONG_MAX && p->content_length < (uint64_t)LONG_MAX)
+		r->content_length = (long)p->content_length;
+	c->state = CS_BODY;
+	arm_timer(c, gw_cfg.body_timeout);
+	gw_route_head(r);
+	if (c->responded) { /* answered early (auth, size): the body is not read */
+		c->close_after = 1;
+		c->keep_alive = 0;
+		http_parser_pause(p, 1);
+		return 0;
+	}
+	/* a bodyless request of a method that never has one */
+	return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+	gw_conn *c = p->data;
+	gw_req *r = c->req;
+	if (c->responded)
+		return 0;
+	arm_timer(c, gw_cfg.body_timeout);
+	if (r->on_body)
+		return r->on_body(r, at, len) ? -1 : 0;
+	if ((long)(r->body.len + len) > gw_cfg.body_max) {
+		c->error_status = 413;
+		return -1;
+	}
+	gw_buf_append(&r->body, at, len);
+	return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+	gw_conn *c = p->data;
+	c->message_complete = 1;
+	http_parser_pause(p, 1);
+	return 0;
+}
+
+/* --- reading ------------------------------------------------------------- */
+
+static void handle_parse_error(gw_conn *c)
+{
+	int status = c->error_status ? c->error_status : 400;
+	const char *msg = status == 413 ? "Payload Too Large"
+		: status == 414 ? "URI Too Long"
+		: status == 431 ? "Request Header Fields Too Large" : "Malformed HTTP request";
+	if (c->req && c->req->on_body && status == 400 && c->error_status == 0)
+		msg = "The request body could not be stored";
+	if (c->responded) {
+		c->close_after = 1;
+		c->keep_alive = 0;
+		if (c->out.len == c->out_off && c->file_fd < 0)
+			conn_close(c);
+		return;
+	}
+	reject(c, status, "PGRST000", msg);
+}
+
+static void conn_parse(gw_conn *c)
+{
+	while (c->in_off < c->in.len && c->fd >= 0) {
+		size_t avail = c->in.len - c->in_off;
+		size_t n = http_parser_execute(&c->parser, &parser_settings, c->in.data + c->in_off, avail);
+		c->in_off += n;
+		enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+		if (err == HPE_PAUSED) {
+			http_parser_pause(&c->parser, 0);
+			if (c->responded && !c->message_complete) {
+				/* an early answer: stop reading, close after writing */
+				ev_io_stop(gw_loop, &c->rio);
+				return;
+			}
+			if (c->message_complete) {
+				c->state = CS_HANDLING;
+				ev_io_stop(gw_loop, &c->rio);
+				arm_timer(c, 0);
+				gw_route(c->req);
+				return;
+			}
+			continue;
+		}
+		if (err != HPE_OK) {
+			ev_io_stop(gw_loop, &c->rio);
+			handle_parse_error(c);
+			return;
+		}
+		if (n < avail)
+			break;
+	}
+	if (c->in_off == c->in.len) {
+		gw_buf_reset(&c->in);
+		c->in_off = 0;
+	}
+}
+
+static void on_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	gw_conn *c = w->data;
+	char buf[65536];
+	ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR)
+			return;
+		conn_close(c);
+		return;
+	}
+	if (n == 0) {
+		if (c->state == CS_BODY || (c->state == CS_HEAD && c->req)) {
+			/* let the parser see EOF (a body that ends here is incomplete) */
+			http_parser_execute(&c->parser, &parser_settings, NULL, 0);
+		}
+		conn_close(c);
+		return;
+	}
+	if (c->state == CS_STREAM)
+		return; /* stream clients send nothing meaningful */
+	if (c->in_off > 0 && c->in_off == c->in.len) {
+		gw_buf_reset(&c->in);
+		c->in_off = 0;
+	}
+	gw_buf_append(&c->in, buf, (size_t)n);
+	if (c->state == CS_HEAD && !c->req)
+		arm_timer(c, gw_cfg.header_timeout);
+	conn_parse(c);
+}
+
+static void on_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	conn_flush(w->data, 1);
+}
+
+static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	gw_conn *c = w->data;
+	if (c->state == CS_HEAD && !c->req) {
+		conn_close(c); /* idle keep-alive */
+		return;
+	}
+	if ((c->state == CS_HEAD || c->state == CS_BODY) && !c->responded) {
+		ev_io_stop(gw_loop, &c->rio);
+		reject(c, 408, "PGRST000", "Request Timeout");
+		return;
+	}
+	conn_close(c); /* a client that does not read its response */
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	for (int i = 0; i < 64; i++) {
+		int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				gw_log("accept: %s", strerror(errno));
+			return;
+		}
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		gw_conn *c = calloc(1, sizeof *c);
+		if (!c)
+			abort();
+		c->fd = fd;
+		c->file_fd = -1;
+		http_parser_init(&c->parser, HTTP_REQUEST);
+		c->parser.data = c;
+		ev_io_init(&c->rio, on_read, fd, EV_READ);
+		ev_io_init(&c->wio, on_write, fd, EV_WRITE);
+		ev_init(&c->timer, on_timeout);
+		c->rio.data = c->wio.data = c->timer.data = c;
+		c->next = conns;
+		if (conns)
+			conns->prev = c;
+		conns = c;
+		nconns++;
+		gw_metrics_connections(1);
+		ev_io_start(gw_loop, &c->rio);
+		arm_timer(c, gw_cfg.header_timeout);
+	}
+}
+
+int gw_http_listen(const char *host, int port, char *err, size_t errlen)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+		snprintf(err, errlen, "bad listen address %s", host);
+		close(fd);
+		return -1;
+	}
+	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) || listen(fd, 1024)) {
+		snprintf(err, errlen, "bind/listen %s:%d: %s", host, port, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+void gw_http_start(int fd)
+{
+	http_parser_settings_init(&parser_settings);
+	parser_settings.on_message_begin = on_message_begin;
+	parser_settings.on_url = on_url;
+	parser_settings.on_header_field = on_header_field;
+	parser_settings.on_header_value = on_header_value;
+	parser_settings.on_headers_complete = on_headers_complete;
+	parser_settings.on_body = on_body;
+	parser_settings.on_message_complete = on_message_complete;
+	listen_fd = fd;
+	ev_check_init(&reaper, reap);
+	ev_check_start(gw_loop, &reaper);
+	ev_io_init(&listen_io, on_accept, fd, EV_READ);
+	ev_io_start(gw_loop, &listen_io);
+}
+
+/* Stops accepting and closes idle connections; busy ones close after answering. */
+void gw_http_drain(void)
+{
+	if (listen_fd >= 0) {
+		ev_io_stop(gw_loop, &listen_io);
+		close(listen_fd);
+		listen_fd = -1;
+	}
+	gw_conn *c = conns;
+	while (c) {
+		gw_conn *next = c->next;
+		if ((c->state == CS_HEAD && !c->req) || c->state == CS_STREAM)
+			conn_close(c);
+		else
+			c->keep_alive = 0;
+		c = next;
+	}
+}
+
+int gw_http_active(void)
+{
+	int n = nconns;
+	for (gw_conn *c = zombies; c; c = c->znext)
+		n++;
+	return n;
+}

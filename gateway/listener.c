@@ -1,0 +1,302 @@
+/* The notification connection (see listener.h). States: connecting, loading
+ * the schema (one multi-statement query), loading the secret, listening. A new
+ * schema replaces the old only when the whole load succeeded. */
+#include "listener.h"
+
+#include <ev.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gw.h"
+#include "jwt.h"
+#include "metrics.h"
+#include "pool.h"
+#include "sse.h"
+
+enum lstate { L_DOWN, L_CONNECTING, L_SCHEMA, L_SECRET, L_LISTEN_CMD, L_LISTENING };
+
+static PGconn *pg;
+static enum lstate state;
+static ev_io io;
+static ev_timer retry;
+static double backoff;
+static gw_schema *current, *loading;
+static int load_failed;
+static int reload_pending;
+static unsigned char secret[512];
+static size_t secret_len;
+static int was_up;
+static int last_load_failed;
+static int warned; /* failures are logged once until a load succeeds */
+static ev_timer reload_timer;
+
+static void start_connect(void);
+
+gw_schema *gw_schema_current(void)
+{
+	return current;
+}
+
+const unsigned char *gw_jwt_secret(size_t *len)
+{
+	*len = secret_len;
+	return secret_len ? secret : NULL;
+}
+
+static void watch(int events)
+{
+	ev_io_stop(gw_loop, &io);
+	if (!pg || PQsocket(pg) < 0)
+		return;
+	ev_io_set(&io, PQsocket(pg), events);
+	ev_io_start(gw_loop, &io);
+}
+
+static void go_down(const char *why)
+{
+	ev_io_stop(gw_loop, &io);
+	if (pg)
+		PQfinish(pg);
+	pg = NULL;
+	if (state >= L_SCHEMA)
+		gw_log("notification connection lost: %s", why);
+	if (was_up) {
+		gw_metrics_db_up(0);
+		was_up = 0;
+	}
+	state = L_DOWN;
+	if (loading) {
+		gw_schema_unref(loading);
+		loading = NULL;
+	}
+	backoff = backoff ? (backoff * 2 > 5 ? 5 : backoff * 2) : 0.25;
+	ev_timer_set(&retry, backoff, 0);
+	ev_timer_start(gw_loop, &retry);
+}
+
+static void send_or_down(const char *sql)
+{
+	if (!PQsendQuery(pg, sql)) {
+		go_down(PQerrorMessage(pg));
+		return;
+	}
+	int r = PQflush(pg);
+	watch(EV_READ | (r == 1 ? EV_WRITE : 0));
+}
+
+static void start_schema_load(void)
+{
+	state = L_SCHEMA;
+	reload_pending = 0;
+	load_failed = 0;
+	loading = gw_schema_new();
+	send_or_down(gw_schema_queries);
+}
+
+static void handle_result(PGresult *r)
+{
+	ExecStatusType st = PQresultStatus(r);
+	if (state == L_SCHEMA) {
+		if (st == PGRES_TUPLES_OK) {
+			int nf = PQnfields(r);
+			const char *vals[16];
+			for (int i = 0; i < PQntuples(r); i++) {
+				for (int f = 0; f < nf && f < 16; f++)
+					vals[f] = PQgetvalue(r, i, f);
+				gw_schema_add_row(loading, nf < 16 ? nf : 16, vals);
+			}
+		} else if (st != PGRES_COMMAND_OK) {
+			if (!warned++)
+				gw_log("schema cache query failed (retrying every 2 s): %s", PQresultErrorMessage(r));
+			load_failed = 1;
+		}
+	} else if (state == L_SECRET) {
+		if (st == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
+			const char *hex = PQgetvalue(r, 0, 0);
+			size_t n = strlen(hex) / 2;
+			if (n > sizeof secret)
+				n = sizeof secret;
+			for (size_t i = 0; i < n; i++) {
+				unsigned v;
+				sscanf(hex + 2 * i, "%2x", &v);
+				secret[i] = (unsigned char)v;
+			}
+			secret_len = n;
+		} else if (st != PGRES_TUPLES_OK) {
+			last_load_failed = 1;
+			if (!warned++)
+				gw_log("cannot read the JWT secret with pod.jwt_secret(): %s", PQresultErrorMessage(r));
+		} else if (st != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+			/* tokens are refused (PGRST300) until a reload finds the secret */
+			gw_log("pod.jwt_secret() returned no secret: %s",
+			       PQresultErrorMessage(r)[0] ? PQresultErrorMessage(r) : "no row");
+		}
+	}
+}
+
+/* Called when the current command's results are all in. */
+static void step_done(void)
+{
+	switch (state) {
+	case L_SCHEMA:
+		if (!load_failed) {
+			gw_schema *old = current;
+			current = loading;
+			loading = NULL;
+			if (old)
+				gw_schema_unref(old);
+			gw_log("schema cache loaded: %d relations, %d relationships, %d functions",
+			       current->nrels, current->nfks, current->nfuncs);
+		} else {
+			gw_schema_unref(loading);
+			loading = NULL;
+		}
+		last_load_failed = load_failed;
+		state = L_SECRET;
+		send_or_down("SELECT encode(pod.jwt_secret(), 'hex')");
+		break;
+	case L_SECRET:
+		state = L_LISTEN_CMD;
+		send_or_down("LISTEN pgrst; LISTEN pgpod_room_events");
+		break;
+	case L_LISTEN_CMD:
+		state = L_LISTENING;
+		if (!was_up) {
+			gw_metrics_db_up(1);
+			was_up = 1;
+		}
+		/* events committed while we were away are fetched, never lost */
+		gw_sse_resync_all();
+		if (!last_load_failed)
+			warned = 0;
+		if (reload_pending)
+			start_schema_load();
+		else if (last_load_failed) {
+			/* retried on a timer: the schema may be half-installed right now */
+			ev_timer_set(&reload_timer, 2.0, 0);
+			ev_timer_start(gw_loop, &reload_timer);
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+static void handle_notifies(void)
+{
+	PGnotify *n;
+	while ((n = PQnotifies(pg))) {
+		if (!strcmp(n->relname, "pgrst")) {
+			if (!n->extra[0] || !strcmp(n->extra, "reload schema")) {
+				if (state == L_LISTENING)
+					start_schema_load();
+				else
+					reload_pending = 1;
+			}
+		} else if (!strcmp(n->relname, "pgpod_room_events")) {
+			gw_sse_notify(n->extra);
+		}
+		PQfreemem(n);
+	}
+}
+
+static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	if (state == L_CONNECTING) {
+		switch (PQconnectPoll(pg)) {
+		case PGRES_POLLING_READING:
+			watch(EV_READ);
+			return;
+		case PGRES_POLLING_WRITING:
+			watch(EV_WRITE);
+			return;
+		case PGRES_POLLING_OK:
+			backoff = 0;
+			start_schema_load();
+			return;
+		default:
+			go_down(PQerrorMessage(pg));
+			return;
+		}
+	}
+	if (revents & EV_WRITE) {
+		int r = PQflush(pg);
+		if (r < 0) {
+			go_down(PQerrorMessage(pg));
+			return;
+		}
+		watch(EV_READ | (r == 1 ? EV_WRITE : 0));
+	}
+	if (!(revents & EV_READ))
+		return;
+	if (!PQconsumeInput(pg)) {
+		go_down(PQerrorMessage(pg));
+		return;
+	}
+	while (state != L_LISTENING && state != L_DOWN && !PQisBusy(pg)) {
+		PGresult *r = PQgetResult(pg);
+		if (!r) {
+			step_done();
+			break;
+		}
+		handle_result(r);
+		PQclear(r);
+	}
+	if (pg)
+		handle_notifies();
+	if (pg && PQstatus(pg) == CONNECTION_BAD)
+		go_down("connection closed");
+}
+
+static void start_connect(void)
+{
+	pg = gw_pg_connect_start("pgpod-gateway-listener");
+	if (!pg || PQstatus(pg) == CONNECTION_BAD) {
+		go_down(pg ? PQerrorMessage(pg) : "out of memory");
+		return;
+	}
+	state = L_CONNECTING;
+	watch(EV_WRITE);
+}
+
+static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	if (state == L_DOWN && !gw_draining)
+		start_connect();
+}
+
+static void on_reload_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	if (state == L_LISTENING)
+		start_schema_load();
+}
+
+int gw_listener_start(void)
+{
+	ev_init(&reload_timer, on_reload_timer);
+	ev_init(&io, on_io);
+	ev_init(&retry, on_retry);
+	start_connect();
+	return 0;
+}
+
+void gw_listener_stop(void)
+{
+	ev_timer_stop(gw_loop, &retry);
+	ev_timer_stop(gw_loop, &reload_timer);
+	ev_io_stop(gw_loop, &io);
+	if (pg)
+		PQfinish(pg);
+	pg = NULL;
+	state = L_DOWN;
+}

@@ -1,0 +1,17 @@
+/* The worker's own notification connection: loads the schema cache and the JWT
+ * secret at start, LISTENs on pgrst (schema reload) and pgpod_room_events
+ * (SSE wake-ups), and reloads everything after a reconnect. */
+#ifndef GW_LISTENER_H
+#define GW_LISTENER_H
+#include <stddef.h>
+
+#include "schema.h"
+
+int gw_listener_start(void);
+void gw_listener_stop(void);
+/* The current schema cache (NULL until the first load); callers that keep it
+ * across a callback take a reference. */
+gw_schema *gw_schema_current(void);
+const unsigned char *gw_jwt_secret(size_t *len);
+
+#endif

@@ -1,0 +1,15 @@
+/* Prometheus metrics shared by all worker processes: counters live in one
+ * MAP_SHARED page created before fork and are updated with atomic adds. */
+#ifndef GW_METRICS_H
+#define GW_METRICS_H
+#include "buf.h"
+
+int gw_metrics_init(int workers);
+void gw_metrics_request(int status, double seconds);
+void gw_metrics_connections(int delta);
+void gw_metrics_pool(int size_delta, int busy_delta, int waiting_delta);
+void gw_metrics_sse(int delta);
+void gw_metrics_db_up(int up);
+void gw_metrics_render(gw_buf *out);
+
+#endif

@@ -1,0 +1,10 @@
+/* GET / : a Swagger 2.0 description of schema api, made from the schema cache
+ * (as PostgREST serves it). */
+#ifndef GW_OPENAPI_H
+#define GW_OPENAPI_H
+#include "gw.h"
+
+void gw_openapi_handle(gw_req *req);
+void gw_openapi_render(const gw_schema *s, gw_buf *out);
+
+#endif

@@ -1,0 +1,453 @@
+/* The connection pool (see pool.h): one explicit state per connection
+ * (down, connecting, idle, busy), libev watching each socket, a FIFO of waiting
+ * jobs with a timeout, and reconnection with backoff when PostgreSQL goes away.
+ * Jobs that cannot run because no connection is up fail at once (503), so a
+ * database restart shows as errors, never as hung clients. */
+#include "pool.h"
+
+#include <ev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gw.h"
+#include "metrics.h"
+
+enum pstate { P_DOWN, P_CONNECTING, P_IDLE, P_BUSY };
+
+typedef struct pconn {
+	PGconn *pg;
+	enum pstate state;
+	ev_io io;
+	int io_fd, io_events;
+	ev_timer retry;
+	double backoff;
+	gw_pg_job *job;
+	int qi;        /* index of the query whose results come next */
+	int syncs;
+	int counted;   /* counted in the pool_size metric */
+	int id;
+} pconn;
+
+static pconn *conns;
+static int nconns;
+static gw_pg_job *queue_head, *queue_tail;
+static int queue_len;
+static ev_timer queue_timer;
+static const char *db_user;
+static char options[128];
+
+static void pconn_start(pconn *c);
+static void dispatch(void);
+
+PGconn *gw_pg_connect_start(const char *application_name)
+{
+	const char *keys[] = {"user", "application_name", "options", "connect_timeout", NULL};
+	const char *vals[] = {db_user, application_name, options, "5", NULL};
+	PGconn *pg = PQconnectStartParams(keys, vals, 1);
+	if (pg)
+		PQsetnonblocking(pg, 1);
+	return pg;
+}
+
+static void quiet_notice(void *arg, const PGresult *res)
+{
+	(void)arg;
+	(void)res;
+}
+
+static void watch(pconn *c, int fd, int events)
+{
+	if (c->io_fd == fd && c->io_events == events && ev_is_active(&c->io))
+		return;
+	ev_io_stop(gw_loop, &c->io);
+	if (fd < 0 || !events)
+		return;
+	ev_io_set(&c->io, fd, events);
+	c->io_fd = fd;
+	c->io_events = events;
+	ev_io_start(gw_loop, &c->io);
+}
+
+static void job_finish(gw_pg_job *job)
+{
+	job->done(job);
+}
+
+static void fail_job(gw_pg_job *job, const char *why, int timed_out)
+{
+	job->failed = 1;
+	job->timed_out = timed_out;
+	snprintf(job->failure, sizeof job->failure, "%s", why);
+	job_finish(job);
+}
+
+static void set_state(pconn *c, enum pstate s)
+{
+	if (c->state == P_BUSY && s != P_BUSY)
+		gw_metrics_pool(0, -1, 0);
+	if (s == P_BUSY && c->state != P_BUSY)
+		gw_metrics_pool(0, 1, 0);
+	int up = s == P_IDLE || s == P_BUSY;
+	if (up && !c->counted) {
+		gw_metrics_pool(1, 0, 0);
+		c->counted = 1;
+	} else if (!up && c->counted) {
+		gw_metrics_pool(-1, 0, 0);
+		c->counted = 0;
+	}
+	c->state = s;
+}
+
+static int any_up_or_coming(void)
+{
+	for (int i = 0; i < nconns; i++)
+		if (conns[i].state != P_DOWN)
+			return 1;
+	return 0;
+}
+
+static int any_up(void)
+{
+	for (int i = 0; i < nconns; i++)
+		if (conns[i].state == P_IDLE || conns[i].state == P_BUSY)
+			return 1;
+	return 0;
+}
+
+/* Fails every waiting job: used when no connection can serve them soon. */
+static void fail_queue(const char *why)
+{
+	while (queue_head) {
+		gw_pg_job *j = queue_head;
+		queue_head = j->next;
+		queue_len--;
+		gw_metrics_pool(0, 0, -1);
+		fail_job(j, why, 0);
+	}
+	queue_tail = NULL;
+}
+
+static void pconn_down(pconn *c, const char *why)
+{
+	ev_io_stop(gw_loop, &c->io);
+	c->io_fd = -1;
+	if (c->pg) {
+		PQfinish(c->pg);
+		c->pg = NULL;
+	}
+	gw_pg_job *job = c->job;
+	c->job = NULL;
+	int was_up = c->state == P_IDLE || c->state == P_BUSY;
+	set_state(c, P_DOWN);
+	if (was_up)
+		gw_log("database connection %d lost: %s", c->id, why);
+	if (job)
+		fail_job(job, why, 0);
+	c->backoff = c->backoff ? (c->backoff * 2 > 5 ? 5 : c->backoff * 2) : 0.25;
+	ev_timer_set(&c->retry, c->backoff, 0);
+	ev_timer_start(gw_loop, &c->retry);
+	if (!any_up())
+		fail_queue("no database connection is available");
+}
+
+static void flush_out(pconn *c)
+{
+	int r = PQflush(c->pg);
+	if (r < 0) {
+		pconn_down(c, PQerrorMessage(c->pg));
+		return;
+	}
+	watch(c, PQsocket(c->pg), EV_READ | (r == 1 ? EV_WRITE : 0));
+}
+
+static int send_q(pconn *c, const char *sql, const gw_params *p)
+{
+	return PQsendQueryParams(c->pg, sql, p ? p->n : 0, p ? (const Oid *)p->types : NULL,
+				 p ? (const char *const *)p->values : NULL, p ? p->lengths : NULL,
+				 p ? p->formats : NULL, 0);
+}
+
+static void start_job(pconn *c, gw_pg_job *job)
+{
+	c->job = job;
+	c->qi = 0;
+	c->syncs = 0;
+	set_state(c, P_BUSY);
+	int ok = 1;
+	if (!job->no_transaction)
+		ok = send_q(c, job->read_only ? "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY"
+						: "BEGIN ISOLATION LEVEL READ COMMITTED", NULL);
+	for (int i = 0; ok && i < job->nstmts; i++)
+		ok = send_q(c, job->stmts[i].sql, job->stmts[i].params);
+	ok = ok && PQpipelineSync(c->pg);
+	if (!job->no_transaction)
+		ok = ok && send_q(c, "COMMIT", NULL) && PQpipelineSync(c->pg);
+	if (!ok) {
+		pconn_down(c, PQerrorMessage(c->pg));
+		return;
+	}
+	flush_out(c);
+}
+
+/* Maps the running query index to the job's statement index (-1: BEGIN/COMMIT). */
+static int stmt_index(pconn *c)
+{
+	int i = c->job->no_transaction ? c->qi : c->qi - 1;
+	return i >= 0 && i < c->job->nstmts ? i : -1;
+}
+
+static void read_results(pconn *c)
+{
+	if (!PQconsumeInput(c->pg)) {
+		pconn_down(c, PQerrorMessage(c->pg));
+		return;
+	}
+	while (c->job && !PQisBusy(c->pg)) {
+		PGresult *r = PQgetResult(c->pg);
+		gw_pg_job *job = c->job;
+		if (!r) {
+			c->qi++;
+			continue;
+		}
+		ExecStatusType st = PQresultStatus(r);
+		if (st == PGRES_PIPELINE_SYNC) {
+			PQclear(r);
+			c->syncs++;
+			if (c->syncs == (job->no_transaction ? 1 : 2)) {
+				c->job = NULL;
+				if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+					/* cannot happen with the COMMIT after Sync; be safe anyway */
+					pconn_down(c, "connection left inside a transaction");
+					job_finish(job);
+					return;
+				}
+				set_state(c, P_IDLE);
+				job_finish(job);
+				dispatch();
+				return;
+			}
+			continue;
+		}
+		if (st == PGRES_PIPELINE_ABORTED) {
+			PQclear(r);
+			continue;
+		}
+		if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR) {
+			if (!job->error) {
+				job->error = r;
+				job->error_stmt = stmt_index(c);
+			} else
+				PQclear(r);
+			continue;
+		}
+		int si = stmt_index(c);
+		if (si >= 0 && !job->results[si])
+			job->results[si] = r;
+		else
+			PQclear(r);
+	}
+	if (PQstatus(c->pg) == CONNECTION_BAD)
+		pconn_down(c, PQerrorMessage(c->pg));
+}
+
+static void connect_poll(pconn *c)
+{
+	PostgresPollingStatusType st = PQconnectPoll(c->pg);
+	switch (st) {
+	case PGRES_POLLING_READING:
+		watch(c, PQsocket(c->pg), EV_READ);
+		break;
+	case PGRES_POLLING_WRITING:
+		watch(c, PQsocket(c->pg), EV_WRITE);
+		break;
+	case PGRES_POLLING_OK:
+		PQsetNoticeReceiver(c->pg, quiet_notice, NULL);
+		if (!PQenterPipelineMode(c->pg)) {
+			pconn_down(c, "cannot enter pipeline mode");
+			return;
+		}
+		c->backoff = 0;
+		set_state(c, P_IDLE);
+		watch(c, PQsocket(c->pg), EV_READ);
+		dispatch();
+		break;
+	default: {
+		char why[256];
+		snprintf(why, sizeof why, "%s", PQerrorMessage(c->pg));
+		why[strcspn(why, "\n")] = '\0';
+		if (c->backoff == 0 || c->backoff >= 5)
+			gw_log("database connection %d failed: %s", c->id, why);
+		pconn_down(c, why);
+	}
+	}
+}
+
+static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)loop;
+	pconn *c = w->data;
+	if (c->state == P_CONNECTING) {
+		connect_poll(c);
+		return;
+	}
+	if (revents & EV_WRITE) {
+		flush_out(c);
+		if (c->state == P_DOWN)
+			return;
+	}
+	if (revents & EV_READ) {
+		if (c->job)
+			read_results(c);
+		else if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD)
+			pconn_down(c, "connection closed by the server");
+	}
+}
+
+static void pconn_start(pconn *c)
+{
+	c->pg = gw_pg_connect_start("pgpod-gateway");
+	if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
+		pconn_down(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
+		return;
+	}
+	set_state(c, P_CONNECTING);
+	c->io_fd = -1;
+	watch(c, PQsocket(c->pg), EV_WRITE);
+}
+
+static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	pconn *c = w->data;
+	if (c->state == P_DOWN && !gw_draining)
+		pconn_start(c);
+}
+
+static void dispatch(void)
+{
+	for (int i = 0; i < nconns && queue_head; i++) {
+		if (conns[i].state != P_IDLE)
+			continue;
+		gw_pg_job *j = queue_head;
+		queue_head = j->next;
+		if (!queue_head)
+			queue_tail = NULL;
+		queue_len--;
+		gw_metrics_pool(0, 0, -1);
+		start_job(&conns[i], j);
+	}
+}
+
+static void on_queue_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	double now = ev_now(gw_loop);
+	while (queue_head && now - queue_head->queued_at > gw_cfg.queue_timeout) {
+		gw_pg_job *j = queue_head;
+		queue_head = j->next;
+		if (!queue_head)
+			queue_tail = NULL;
+		queue_len--;
+		gw_metrics_pool(0, 0, -1);
+		fail_job(j, "Timed out acquiring connection from connection pool.", 1);
+	}
+}
+
+void gw_pool_submit(gw_pg_job *job)
+{
+	for (int i = 0; i < GW_JOB_MAX; i++)
+		job->results[i] = NULL;
+	job->error = NULL;
+	job->error_stmt = -1;
+	job->failed = 0;
+	job->timed_out = 0;
+	job->next = NULL;
+	job->queued_at = ev_now(gw_loop);
+	if (!any_up() && !any_up_or_coming()) {
+		fail_job(job, "no database connection is available", 0);
+		return;
+	}
+	if (!any_up()) {
+		/* connecting: only a fresh start waits, a down database fails fast */
+		int connecting_first_time = 0;
+		for (int i = 0; i < nconns; i++)
+			connecting_first_time |= conns[i].state == P_CONNECTING && conns[i].backoff == 0;
+		if (!connecting_first_time) {
+			fail_job(job, "no database connection is available", 0);
+			return;
+		}
+	}
+	if (queue_tail)
+		queue_tail->next = job;
+	else
+		queue_head = job;
+	queue_tail = job;
+	queue_len++;
+	gw_metrics_pool(0, 0, 1);
+	dispatch();
+}
+
+void gw_pool_job_clear(gw_pg_job *job)
+{
+	for (int i = 0; i < GW_JOB_MAX; i++) {
+		if (job->results[i])
+			PQclear(job->results[i]);
+		job->results[i] = NULL;
+	}
+	if (job->error)
+		PQclear(job->error);
+	job->error = NULL;
+}
+
+int gw_pool_busy(void)
+{
+	int n = queue_len;
+	for (int i = 0; i < nconns; i++)
+		n += conns[i].state == P_BUSY;
+	return n;
+}
+
+int gw_pool_init(int size, const char *user, long statement_timeout_ms)
+{
+	db_user = user;
+	snprintf(options, sizeof options, "-c statement_timeout=%ld", statement_timeout_ms);
+	nconns = size;
+	conns = calloc((size_t)size, sizeof *conns);
+	if (!conns)
+		return -1;
+	for (int i = 0; i < size; i++) {
+		pconn *c = &conns[i];
+		c->id = i;
+		c->io_fd = -1;
+		ev_init(&c->io, on_io);
+		c->io.data = c;
+		ev_init(&c->retry, on_retry);
+		c->retry.data = c;
+		pconn_start(c);
+	}
+	ev_timer_init(&queue_timer, on_queue_timer, 0.5, 0.5);
+	ev_timer_start(gw_loop, &queue_timer);
+	return 0;
+}
+
+void gw_pool_shutdown(void)
+{
+	ev_timer_stop(gw_loop, &queue_timer);
+	for (int i = 0; i < nconns; i++) {
+		pconn *c = &conns[i];
+		ev_timer_stop(gw_loop, &c->retry);
+		ev_io_stop(gw_loop, &c->io);
+		if (c->pg)
+			PQfinish(c->pg);
+		c->pg = NULL;
+	}
+}
+
+int gw_pool_up(void)
+{
+	return any_up();
+}

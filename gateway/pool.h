@@ -1,0 +1,47 @@
+/* The per-worker pool of non-blocking libpq connections in pipeline mode. A job
+ * is a list of statements run as one transaction in one round trip:
+ * BEGIN [READ ONLY]; statements...; Sync; COMMIT; Sync. After an error the
+ * COMMIT turns into a rollback, so a failed request leaves nothing behind. */
+#ifndef GW_POOL_H
+#define GW_POOL_H
+#include <libpq-fe.h>
+
+#include "buf.h"
+
+#define GW_JOB_MAX 6
+
+typedef struct gw_pg_stmt {
+	const char *sql;
+	const gw_params *params;
+} gw_pg_stmt;
+
+typedef struct gw_pg_job gw_pg_job;
+struct gw_pg_job {
+	int nstmts;
+	gw_pg_stmt stmts[GW_JOB_MAX];
+	int read_only;
+	int no_transaction;    /* run the statements alone (health checks) */
+	void (*done)(gw_pg_job *job);
+	void *data;
+	/* results, owned by the job until gw_pool_job_clear */
+	PGresult *results[GW_JOB_MAX];
+	PGresult *error;
+	int error_stmt;        /* index of the failing statement, -1 for BEGIN/COMMIT */
+	int failed;            /* no answer: connection lost, pool down or timed out */
+	int timed_out;
+	char failure[256];
+	/* pool internals */
+	gw_pg_job *next;
+	double queued_at;
+};
+
+int gw_pool_init(int size, const char *user, long statement_timeout_ms);
+void gw_pool_submit(gw_pg_job *job);
+void gw_pool_job_clear(gw_pg_job *job);
+int gw_pool_busy(void);
+int gw_pool_up(void);
+void gw_pool_shutdown(void);
+/* Connection parameters shared with the listener connection. */
+PGconn *gw_pg_connect_start(const char *application_name);
+
+#endif

@@ -1,0 +1,389 @@
+/* The PostgREST handler (see rest.h). It owns one rest_call per request: the
+ * plan, the settings statement, the pool job and a reference on the schema
+ * cache used to build the statement. */
+#include "rest.h"
+
+#include <http_parser.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "auth.h"
+#include "listener.h"
+#include "pool.h"
+
+typedef struct rest_call {
+	gw_req *req;
+	gw_auth auth;
+	gw_plan plan;
+	gw_buf settings;
+	gw_params settings_params;
+	gw_pg_job job;
+	gw_request_shape shape;
+	long offset;             /* first row of the page, for Content-Range */
+	int want_count;
+	char prefer_applied[128];
+} rest_call;
+
+static const char *content_type(int output)
+{
+	switch (output) {
+	case GW_OUT_SINGLE: return "application/vnd.pgrst.object+json; charset=utf-8";
+	case GW_OUT_CSV: return "text/csv; charset=utf-8";
+	default: return "application/json; charset=utf-8";
+	}
+}
+
+/* Accept negotiation; -1 when nothing acceptable (406 PGRST107). */
+static int negotiate(const char *accept)
+{
+	if (!accept || !*accept)
+		return GW_OUT_JSON;
+	const char *p = accept;
+	while (*p) {
+		while (*p == ' ' || *p == ',')
+			p++;
+		const char *e = p;
+		while (*e && *e != ',' && *e != ';')
+			e++;
+		size_t n = (size_t)(e - p);
+#define IS(s) (n == strlen(s) && !strncasecmp(p, s, n))
+		if (IS("application/vnd.pgrst.object+json") || IS("application/vnd.pgrst.object"))
+			return GW_OUT_SINGLE;
+		if (IS("text/csv"))
+			return GW_OUT_CSV;
+		if (IS("application/json") || IS("*/*") || IS("application/*") ||
+		    IS("application/vnd.pgrst.array+json"))
+			return GW_OUT_JSON;
+#undef IS
+		while (*e && *e != ',')
+			e++;
+		p = e;
+	}
+	return -1;
+}
+
+static void parse_prefer(rest_call *rc, const char *h)
+{
+	gw_request_shape *s = &rc->shape;
+	gw_buf applied;
+	gw_buf_init(&applied);
+	while (h && *h) {
+		while (*h == ' ' || *h == ',')
+			h++;
+		const char *e = h;
+		while (*e && *e != ',')
+			e++;
+		size_t n = (size_t)(e - h);
+		while (n && h[n - 1] == ' ')
+			n--;
+		int known = 1;
+#define IS(x) (n == strlen(x) && !strncmp(h, x, n))
+		if (IS("return=representation"))
+			s->return_rep = 1;
+		else if (IS("return=minimal") || IS("return=headers-only"))
+			s->return_rep = 0;
+		else if (IS("count=exact"))
+			s->count = GW_COUNT_EXACT;
+		else if (IS("count=planned") || IS("count=estimated"))
+			s->count = GW_COUNT_EXACT; /* answered exactly: never less precise than asked */
+		else if (IS("resolution=merge-duplicates"))
+			s->resolution = GW_RESOLUTION_MERGE;
+		else if (IS("resolution=ignore-duplicates"))
+			s->resolution = GW_RESOLUTION_IGNORE;
+		else if (IS("params=single-object"))
+			s->single_object = 1;
+		else
+			known = 0;
+#undef IS
+		if (known && applied.len + n + 2 < sizeof rc->prefer_applied) {
+			if (applied.len)
+				gw_buf_puts(&applied, ", ");
+			gw_buf_append(&applied, h, n);
+		}
+		h = e;
+	}
+	snprintf(rc->prefer_applied, sizeof rc->prefer_applied, "%s", applied.data ? applied.data : "");
+	gw_buf_free(&applied);
+}
+
+/* Range: [items=]a-b or a- ; 0 when absent, -1 when malformed. */
+static int parse_range(const char *h, long *offset, long *limit)
+{
+	*offset = -1;
+	*limit = -1;
+	if (!h)
+		return 0;
+	if (!strncmp(h, "items=", 6))
+		h += 6;
+	char *end;
+	long a = strtol(h, &end, 10);
+	if (end == h || *end != '-' || a < 0)
+		return -1;
+	h = end + 1;
+	if (!*h) {
+		*offset = a;
+		return 0;
+	}
+	long b = strtol(h, &end, 10);
+	if (end == h || *end || b < a)
+		return -1;
+	*offset = a;
+	*limit = b - a + 1;
+	return 0;
+}
+
+static void call_free(gw_req *req, int ok)
+{
+	(void)ok;
+	rest_call *rc = req->handler;
+	if (!rc)
+		return;
+	gw_plan_free(&rc->plan);
+	gw_buf_free(&rc->settings);
+	gw_params_free(&rc->settings_params);
+	gw_pool_job_clear(&rc->job);
+	free(rc);
+	req->handler = NULL;
+}
+
+static void respond_pg_error(rest_call *rc, PGresult *r)
+{
+	gw_error e;
+	const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+	const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+	if (st && !strcmp(st, "22P02") && msg && strstr(msg, "pgrst_single:")) {
+		char details[64];
+		const char *n = strstr(msg, "pgrst_single:") + 13;
+		snprintf(details, sizeof details, "The result contains %ld rows", strtol(n, NULL, 10));
+		gw_error_set(&e, 406, "PGRST116", "Cannot coerce the result to a single JSON object", details, NULL);
+		gw_respond_error(rc->req, &e, NULL);
+		return;
+	}
+	gw_error_from_pg(st, msg ? msg : PQresultErrorMessage(r), PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL),
+			 PQresultErrorField(r, PG_DIAG_MESSAGE_HINT), rc->auth.anonymous, &e);
+	gw_respond_error(rc->req, &e, e.status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
+}
+
+static void job_done(gw_pg_job *job)
+{
+	rest_call *rc = job->data;
+	gw_req *req = rc->req;
+	if (!gw_req_alive(req)) {
+		gw_respond(req, 499, NULL, NULL, NULL, 0); /* counted, nobody listens */
+		return;
+	}
+	if (job->failed) {
+		if (job->timed_out)
+			gw_respond_simple_error(req, 504, "PGRST003", job->failure);
+		else {
+			gw_error e;
+			gw_error_set(&e, 503, "PGRST001", "Database client error. Retrying the connection.",
+				     job->failure, NULL);
+			gw_respond_error(req, &e, NULL);
+		}
+		return;
+	}
+	if (job->error) {
+		respond_pg_error(rc, job->error);
+		return;
+	}
+	PGresult *r = job->results[1];
+	if (!r || PQntuples(r) != 1) {
+		gw_respond_simple_error(req, 500, "PGRST000", "The statement returned no result row");
+		return;
+	}
+	const char *total = PQgetisnull(r, 0, 0) ? NULL : PQgetvalue(r, 0, 0);
+	long n = strtol(PQgetvalue(r, 0, 1), NULL, 10);
+	const char *body = PQgetvalue(r, 0, 2);
+	size_t body_len = (size_t)PQgetlength(r, 0, 2);
+	const gw_request_shape *s = &rc->shape;
+	gw_buf h;
+	gw_buf_init(&h);
+	if (rc->prefer_applied[0])
+		gw_buf_printf(&h, "Preference-Applied: %s\r\n", rc->prefer_applied);
+	int status = 200;
+	int single = s->output == GW_OUT_SINGLE;
+	if (single && n != 1 && !(rc->plan.rpc_scalar || rc->plan.rpc_single)) {
+		char details[64];
+		snprintf(details, sizeof details, "The result contains %ld rows", n);
+		gw_error e;
+		gw_error_set(&e, 406, "PGRST116", "Cannot coerce the result to a single JSON object", details, NULL);
+		gw_respond_error(req, &e, NULL);
+		gw_buf_free(&h);
+		return;
+	}
+	if (s->action == GW_ACTION_READ || s->action == GW_ACTION_RPC) {
+		long lower = rc->offset;
+		if (total && s->action == GW_ACTION_READ) {
+			long t = strtol(total, NULL, 10);
+			if (lower > 0 && lower >= t && n == 0 && (lower > t || t > 0)) {
+				char details[128];
+				snprintf(details, sizeof details, "An offset of %ld was requested, but there are only %ld rows.",
+					 lower, t);
+				gw_error e;
+				gw_error_set(&e, 416, "PGRST103", "Requested range not satisfiable", details, NULL);
+				gw_buf_printf(&h, "Content-Range: */%ld\r\n", t);
+				gw_respond_error(req, &e, h.data);
+				gw_buf_free(&h);
+				return;
+			}
+			if (n < t)
+				status = 206;
+		}
+		if (n > 0)
+			gw_buf_printf(&h, "Content-Range: %ld-%ld/%s\r\n", lower, lower + n - 1, total ? total : "*");
+		else
+			gw_buf_printf(&h, "Content-Range: */%s\r\n", total ? total : "*");
+		if (s->action == GW_ACTION_RPC && !rc->plan.returns_body)
+			status = 204;
+	} else {
+		if (n > 0)
+			gw_buf_printf(&h, "Content-Range: 0-%ld/%s\r\n", n - 1, s->count ? PQgetvalue(r, 0, 1) : "*");
+		else
+			gw_buf_printf(&h, "Content-Range: */%s\r\n", s->count ? "0" : "*");
+		if (s->action == GW_ACTION_INSERT)
+			status = 201;
+		else
+			status = s->return_rep ? 200 : 204;
+	}
+	if (status == 204 || (!rc->plan.returns_body && s->action != GW_ACTION_READ))
+		gw_respond(req, status == 200 && !rc->plan.returns_body ? 204 : status, NULL, h.data, NULL, 0);
+	else
+		gw_respond(req, status, content_type(s->output), h.data, body, body_len);
+	gw_buf_free(&h);
+}
+
+static int body_is_json(const gw_req *req)
+{
+	const char *ct = gw_req_header(req, "content-type");
+	return !ct || !*ct || !strncasecmp(ct, "application/json", 16) ||
+	       !strncasecmp(ct, "application/vnd.pgrst", 21);
+}
+
+void gw_rest_handle(gw_req *req, const char *name, int is_rpc)
+{
+	gw_schema *schema = gw_schema_current();
+	if (!schema) {
+		gw_respond_simple_error(req, 503, "PGRST002",
+					"Could not query the database for the schema cache. Retrying.");
+		return;
+	}
+	rest_call *rc = calloc(1, sizeof *rc);
+	if (!rc)
+		abort();
+	rc->req = req;
+	gw_plan_init(&rc->plan);
+	gw_buf_init(&rc->settings);
+	gw_params_init(&rc->settings_params);
+	req->handler = rc;
+	req->on_done = call_free;
+
+	gw_error e;
+	char www[256];
+	if (gw_auth_request(req, &rc->auth, &e, www, sizeof www)) {
+		gw_respond_error(req, &e, www[0] ? www : NULL);
+		return;
+	}
+	gw_request_shape *s = &rc->shape;
+	s->target = name;
+	switch (req->method) {
+	case HTTP_GET:
+	case HTTP_HEAD:
+		s->action = is_rpc ? GW_ACTION_RPC : GW_ACTION_READ;
+		s->rpc_get = is_rpc;
+		break;
+	case HTTP_POST:
+		s->action = is_rpc ? GW_ACTION_RPC : GW_ACTION_INSERT;
+		break;
+	case HTTP_PATCH:
+		s->action = GW_ACTION_UPDATE;
+		break;
+	case HTTP_DELETE:
+		s->action = GW_ACTION_DELETE;
+		break;
+	case HTTP_PUT:
+		s->action = GW_ACTION_UPSERT_PUT;
+		break;
+	case HTTP_OPTIONS:
+		gw_respond(req, 200, NULL, is_rpc ? "Allow: OPTIONS,GET,HEAD,POST\r\n"
+						  : "Allow: OPTIONS,GET,HEAD,POST,PUT,PATCH,DELETE\r\n", NULL, 0);
+		return;
+	default:
+		gw_respond_simple_error(req, 405, "PGRST117", "Unsupported HTTP method");
+		return;
+	}
+	if (is_rpc && s->action != GW_ACTION_RPC) {
+		gw_respond_simple_error(req, 405, "PGRST117", "Unsupported HTTP method");
+		return;
+	}
+	int out = negotiate(gw_req_header(req, "accept"));
+	if (out < 0) {
+		char msg[300];
+		snprintf(msg, sizeof msg, "None of these media types are available: %.200s", gw_req_header(req, "accept"));
+		gw_respond_simple_error(req, 406, "PGRST107", msg);
+		return;
+	}
+	s->output = out;
+	parse_prefer(rc, gw_req_header(req, "prefer"));
+	if (req->method == HTTP_GET || req->method == HTTP_HEAD) {
+		if (parse_range(gw_req_header(req, "range"), &s->range_offset, &s->range_limit)) {
+			gw_respond_simple_error(req, 416, "PGRST103", "Requested range not satisfiable");
+			return;
+		}
+	} else {
+		s->range_offset = -1;
+		s->range_limit = -1;
+	}
+	/* RPC GET: parameter names of every overload are arguments, not filters */
+	const char **arg_names = NULL;
+	if (is_rpc && s->rpc_get) {
+		int total = 0;
+		for (int i = 0; i < schema->nfuncs; i++)
+			if (!strcmp(schema->funcs[i].name, name))
+				total += schema->funcs[i].nargs;
+		arg_names = gw_arena_alloc(&req->arena, sizeof(char *) * (size_t)(total + 1));
+		int k = 0;
+		for (int i = 0; i < schema->nfuncs; i++)
+			if (!strcmp(schema->funcs[i].name, name))
+				for (int j = 0; j < schema->funcs[i].nargs; j++)
+					if (schema->funcs[i].args[j].name[0])
+						arg_names[k++] = schema->funcs[i].args[j].name;
+	}
+	gw_query *q = gw_arena_alloc(&req->arena, sizeof *q);
+	gw_parse_error perr;
+	if (gw_query_parse(&req->arena, req->query, strlen(req->query), arg_names, q, &perr)) {
+		gw_error_set(&e, 400, "PGRST100", perr.message, perr.details, NULL);
+		gw_respond_error(req, &e, NULL);
+		return;
+	}
+	s->query = q;
+	s->body = req->body.data ? req->body.data : "";
+	s->body_len = req->body.len;
+	s->body_is_json = body_is_json(req);
+	if (!is_rpc && (s->action == GW_ACTION_INSERT || s->action == GW_ACTION_UPDATE ||
+			s->action == GW_ACTION_UPSERT_PUT) && !s->body_is_json) {
+		gw_respond_simple_error(req, 415, "PGRST107", "Content-Type not acceptable");
+		return;
+	}
+	gw_schema_ref(schema);
+	int failed = gw_build(&req->arena, schema, s, &rc->plan, &e);
+	gw_schema_unref(schema);
+	if (failed) {
+		gw_respond_error(req, &e, NULL);
+		return;
+	}
+	rc->offset = (q->scopes[0].offset > 0 ? q->scopes[0].offset : 0) + (s->range_offset > 0 ? s->range_offset : 0);
+	gw_auth_settings_sql(req, &rc->auth, &rc->settings, &rc->settings_params);
+	rc->job.nstmts = 2;
+	rc->job.stmts[0].sql = rc->settings.data;
+	rc->job.stmts[0].params = &rc->settings_params;
+	rc->job.stmts[1].sql = rc->plan.sql.data;
+	rc->job.stmts[1].params = &rc->plan.params;
+	rc->job.read_only = rc->plan.read_only;
+	rc->job.done = job_done;
+	rc->job.data = rc;
+	gw_pool_submit(&rc->job);
+}

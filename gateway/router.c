@@ -1,0 +1,105 @@
+/* Request routing: which handler owns a path. The head-time hook lets uploads
+ * stream their body and refuses oversize bodies before they are read. */
+#include <http_parser.h>
+#include <string.h>
+
+#include "gw.h"
+#include "listener.h"
+#include "metrics.h"
+#include "openapi.h"
+#include "pool.h"
+#include "rest.h"
+#include "sse.h"
+#include "static.h"
+#include "upload.h"
+
+static int is_upload(const gw_req *req)
+{
+	return req->method == HTTP_POST && !strcmp(req->path, "/upload");
+}
+
+void gw_route_head(gw_req *req)
+{
+	if (is_upload(req)) {
+		gw_upload_head(req);
+		return;
+	}
+	if (req->content_length > gw_cfg.body_max)
+		gw_respond_simple_error(req, 413, "PGRST413", "Payload Too Large");
+}
+
+/* "/prefix<name>" with a non-empty name and no further slash. */
+static const char *segment_after(const char *path, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	if (strncmp(path, prefix, n))
+		return NULL;
+	const char *name = path + n;
+	if (!*name || strchr(name, '/'))
+		return NULL;
+	return name;
+}
+
+static void health(gw_req *req)
+{
+	int ok = gw_schema_current() != NULL && gw_pool_up();
+	const char *body = ok ? "{\"status\":\"ok\"}" : "{\"status\":\"unavailable\"}";
+	gw_respond(req, ok ? 200 : 503, "application/json; charset=utf-8", NULL, body, strlen(body));
+}
+
+static void metrics(gw_req *req)
+{
+	gw_buf b;
+	gw_buf_init(&b);
+	gw_metrics_render(&b);
+	gw_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, b.data, b.len);
+	gw_buf_free(&b);
+}
+
+void gw_route(gw_req *req)
+{
+	const char *p = req->path, *name;
+	int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
+	if (is_upload(req)) {
+		gw_upload_finish(req);
+		return;
+	}
+	if (!strcmp(p, "/") && get) {
+		gw_openapi_handle(req);
+		return;
+	}
+	if (!strcmp(p, "/health") && get) {
+		health(req);
+		return;
+	}
+	if (!strcmp(p, "/metrics") && get) {
+		metrics(req);
+		return;
+	}
+	if ((name = segment_after(p, "/rpc/"))) {
+		gw_rest_handle(req, name, 1);
+		return;
+	}
+	if ((name = segment_after(p, "/files/")) && get) {
+		gw_static_handle(req, name);
+		return;
+	}
+	if (!strncmp(p, "/rooms/", 7) && get) {
+		const char *room = p + 7, *slash = strchr(room, '/');
+		if (slash && !strcmp(slash, "/events")) {
+			char id[40];
+			size_t n = (size_t)(slash - room);
+			if (n < sizeof id) {
+				memcpy(id, room, n);
+				id[n] = '\0';
+				gw_sse_handle(req, gw_arena_strdup(&req->arena, id));
+				return;
+			}
+		}
+	}
+	if ((name = segment_after(p, "/")) && strcmp(name, "rpc") && strcmp(name, "upload")) {
+		gw_rest_handle(req, name, 0);
+		return;
+	}
+	gw_respond_simple_error(req, 404, "PGRST125", "Invalid path specified in request URL");
+}

@@ -1,0 +1,66 @@
+/* PostgREST requests as SQL: a parsed query (query_parse.h) plus the schema cache
+ * become one statement whose every value is a bound parameter and every
+ * identifier is quoted. The statement always returns one row:
+ * (total text, page_total bigint, body text, location text). Pure. */
+#ifndef GW_SQL_BUILD_H
+#define GW_SQL_BUILD_H
+#include "buf.h"
+#include "query_parse.h"
+#include "schema.h"
+
+typedef struct gw_error {
+	int status;
+	char code[16];
+	char message[512];
+	char details[512];
+	char hint[256];
+} gw_error;
+
+void gw_error_set(gw_error *e, int status, const char *code, const char *message,
+		  const char *details, const char *hint);
+
+enum { GW_OUT_JSON, GW_OUT_SINGLE, GW_OUT_CSV, GW_OUT_NONE };
+enum { GW_COUNT_NONE, GW_COUNT_EXACT, GW_COUNT_PLANNED, GW_COUNT_ESTIMATED };
+enum { GW_RESOLUTION_NONE, GW_RESOLUTION_MERGE, GW_RESOLUTION_IGNORE };
+enum { GW_ACTION_READ, GW_ACTION_INSERT, GW_ACTION_UPDATE, GW_ACTION_DELETE,
+       GW_ACTION_UPSERT_PUT, GW_ACTION_RPC };
+
+typedef struct gw_request_shape {
+	int action;
+	const char *target;      /* relation or function name in schema api */
+	const gw_query *query;
+	int output;              /* GW_OUT_* */
+	int count;               /* GW_COUNT_* */
+	int return_rep;          /* return=representation */
+	int resolution;          /* GW_RESOLUTION_* */
+	long range_offset;       /* from the Range header; -1 when absent */
+	long range_limit;        /* -1: unbounded */
+	/* request body: JSON text, or the raw bytes for a single-parameter function */
+	const char *body;
+	size_t body_len;
+	int body_is_json;
+	int rpc_get;             /* RPC arguments came from the query string */
+	int single_object;       /* Prefer: params=single-object */
+} gw_request_shape;
+
+typedef struct gw_plan {
+	gw_buf sql;
+	gw_params params;
+	int read_only;
+	int output;
+	int returns_body;        /* 0: the request answers without a body (minimal, void) */
+	int rpc_scalar;          /* non-set scalar function: body is one JSON value */
+	int rpc_single;          /* non-set composite function: body is one object */
+	int insert_location;     /* location column carries a Location query */
+} gw_plan;
+
+void gw_plan_init(gw_plan *p);
+void gw_plan_free(gw_plan *p);
+
+/* Builds the statement for a request. Returns 0, or -1 with e filled. */
+int gw_build(gw_arena *a, const gw_schema *s, const gw_request_shape *r, gw_plan *out, gw_error *e);
+
+/* Makes the text form of a PostgreSQL array literal from items: {"a","b\"c"}. */
+void gw_sql_array_literal(gw_buf *b, char *const *items, int n);
+
+#endif

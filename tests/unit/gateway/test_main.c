@@ -1,0 +1,19 @@
+/* Runs the gateway's unit tests (parser, SQL builder, JWT) and prints TAP. */
+#include "tap.h"
+
+int tap_n, tap_failed;
+
+void test_query_parse(void);
+void test_sql_build(void);
+void test_jwt(void);
+
+int main(void)
+{
+	test_query_parse();
+	test_sql_build();
+	test_jwt();
+	printf("1..%d\n", tap_n);
+	if (tap_failed)
+		printf("# %d of %d failed\n", tap_failed, tap_n);
+	return tap_failed ? 1 : 0;
+}
