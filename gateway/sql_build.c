@@ -403,6 +403,8 @@ static void build_outer(ctx *c, const gw_request_shape *r, gw_plan *p, const cha
 		gw_buf_puts(b, "''::text AS body");
 	} else if (p->rpc_scalar) {
 		gw_buf_puts(b, "(pg_catalog.json_agg(_postgrest_t.pgrst_scalar)->0)::text AS body");
+	} else if (p->rpc_scalar_set && p->output != GW_OUT_CSV) {
+		gw_buf_puts(b, "coalesce(pg_catalog.json_agg(_postgrest_t.pgrst_scalar), '[]')::text AS body");
 	} else if (p->output == GW_OUT_CSV) {
 		gw_buf_printf(b, "(SELECT coalesce(string_agg(a.k, ','), '') FROM (SELECT pg_catalog.json_object_keys(r) AS k"
 			    " FROM (SELECT pg_catalog.row_to_json(hh) AS r FROM %s AS hh LIMIT 1) AS s) AS a)"
@@ -883,6 +885,7 @@ static int build_rpc(ctx *c, const gw_request_shape *r, gw_plan *p)
 	p->returns_body = !f->returns_void;
 	p->rpc_scalar = !f->returns_composite && !f->returns_set && !f->returns_void;
 	p->rpc_single = f->returns_composite && !f->returns_set;
+	p->rpc_scalar_set = !f->returns_composite && f->returns_set;
 	gw_buf *b = c->sql;
 	char alias[] = "pgrst_call";
 	gw_buf_puts(b, "WITH pgrst_source AS (SELECT ");

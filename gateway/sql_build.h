@@ -51,6 +51,7 @@ typedef struct gw_plan {
 	int returns_body;        /* 0: the request answers without a body (minimal, void) */
 	int rpc_scalar;          /* non-set scalar function: body is one JSON value */
 	int rpc_single;          /* non-set composite function: body is one object */
+	int rpc_scalar_set;      /* set of scalars: body is an array of values */
 	int insert_location;     /* location column carries a Location query */
 } gw_plan;
 
