@@ -199,6 +199,30 @@ BEGIN
   RETURN added;
 END $$;
 
+-- The federator's form: the pods asked and their raw answers (NULL or not a JSON
+-- array = no list from that pod).
+CREATE FUNCTION pod.make_friends_finish(job_id bigint, worker text, urls text[], answers text[]) RETURNS text[]
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  lists jsonb := '{}';
+  list jsonb;
+BEGIN
+  IF cardinality(urls) IS DISTINCT FROM cardinality(answers) THEN
+    RAISE EXCEPTION 'urls and answers must have the same length' USING ERRCODE = '22023';
+  END IF;
+  FOR i IN 1 .. coalesce(cardinality(urls), 0) LOOP
+    BEGIN
+      list := answers[i]::jsonb;
+    EXCEPTION WHEN invalid_text_representation THEN
+      list := NULL;
+    END;
+    IF jsonb_typeof(list) = 'array' THEN
+      lists := lists || jsonb_build_object(rtrim(urls[i], '/'), list);
+    END IF;
+  END LOOP;
+  RETURN pod.make_friends_finish(job_id, worker, lists);
+END $$;
+
 -- Scores --------------------------------------------------------------------------------
 
 -- Delivery outcomes change the target friend's score: one UPDATE per friend per
@@ -306,5 +330,5 @@ GRANT EXECUTE ON FUNCTION api.friend_list() TO pgpod_anon, pgpod_user, pgpod_adm
 
 GRANT EXECUTE ON FUNCTION pod.make_friends(text[]), pod.unblock_friend(text), pod.remove_friend(text),
   pod.leave_network() TO pgpod_admin;
-GRANT EXECUTE ON FUNCTION pod.make_friends_finish(bigint, text, jsonb) TO pgpod_worker;
+GRANT EXECUTE ON FUNCTION pod.make_friends_finish(bigint, text, jsonb), pod.make_friends_finish(bigint, text, text[], text[]) TO pgpod_worker;
 GRANT EXECUTE ON FUNCTION pod.friends_to_add(text[], jsonb, text) TO pgpod_admin, pgpod_worker;

@@ -1,0 +1,1073 @@
+/*
+ * federator.c — pgpod's federation daemon: claims deliveries (signed by PostgreSQL at
+ * claim time), POSTs them concurrently with libcurl multi (bounded in total and per
+ * friend), and reports outcomes back in batches; runs make_friends jobs (GET each
+ * pod's friend list). The database owns every job: this process only holds leases,
+ * so killing it at any moment loses nothing (leases expire, jobs are claimed again).
+ * Single-threaded on one libev loop; one libpq connection (wk_db) for LISTEN and queries.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "worker.h"
+
+/* --- settings (environment) ------------------------------------------------------- */
+typedef struct settings
+{
+	long		max_total;		/* transfers in flight or waiting locally */
+	long		max_per_friend; /* transfers in flight to one friend */
+	long		batch;			/* jobs per claim */
+	long		timeout_ms;		/* one HTTP request */
+	long		poll_ms;		/* timer wake-up: delayed retries, expired leases */
+	long		grace_ms;		/* on SIGTERM, how long in-flight requests may finish */
+	long		prune_ms;		/* how often finished jobs are pruned */
+	long		report_ms;		/* outcomes wait at most this long to be reported together */
+} settings;
+
+/* --- one HTTP transfer ------------------------------------------------------------- */
+typedef struct friend friend;
+typedef struct fetch_job fetch_job;
+
+typedef struct transfer
+{
+	struct transfer *next;		/* in its friend's waiting queue */
+	struct transfer *flight_prev;	/* in the federator's in-flight list */
+	struct transfer *flight_next;
+	struct federator *fed;
+	long long	job_id;			/* the delivery job; 0 for a friend-list fetch */
+	friend	   *friend;
+	fetch_job  *fetch;			/* set for a make_friends GET */
+	int			fetch_index;
+	char	   *url;
+	char	   *body;
+	struct curl_slist *headers;
+	CURL	   *easy;
+	wk_buf		response;		/* the first bytes of the answer, for errors and lists */
+} transfer;
+
+/* A target pod: its waiting transfers and how many are in flight. */
+struct friend
+{
+	friend	   *next;
+	char	   *target;
+	int			in_flight;
+	transfer   *queue_head;
+	transfer   *queue_tail;
+};
+
+/* A make_friends job: the pods to ask, their answers (NULL = no valid answer). */
+struct fetch_job
+{
+	long long	job_id;
+	int			count;
+	int			pending;
+	char	  **urls;
+	char	  **answers;
+};
+
+/* Outcomes waiting to be reported: done ids, failed ids with their errors, released ids. */
+typedef struct outcomes
+{
+	long long  *done;
+	size_t		ndone,
+				cap_done;
+	long long  *failed;
+	char	  **errors;
+	size_t		nfailed,
+				cap_failed;
+	long long  *released;
+	size_t		nreleased,
+				cap_released;
+} outcomes;
+
+typedef struct federator
+{
+	struct ev_loop *loop;
+	settings	cfg;
+	char		worker_id[128];
+	wk_db	   *db;
+	CURLM	   *multi;
+	ev_timer	curl_timer;
+	ev_timer	poll_timer;
+	ev_timer	prune_timer;
+	ev_timer	grace_timer;
+	ev_timer	report_timer;
+	bool		report_due;
+	bool		more_waiting;	/* the last claim was full: more jobs may be ready */
+	ev_signal	sigterm;
+	ev_signal	sigint;
+	ev_idle		kick;			/* runs the scheduler once the current callback returns */
+	friend	   *friends;
+	transfer   *flight;			/* transfers handed to curl */
+	bool		grace_over;
+	long		held;			/* deliveries claimed and not yet reported */
+	long		in_flight;
+	bool		want_deliveries;
+	bool		want_make_friends;
+	bool		prune_due;
+	bool		stopping;
+	bool		ready_sent;
+	fetch_job  *fetch_done;		/* a make_friends job whose fetches all ended */
+	fetch_job  *fetch_running;
+	outcomes	out;
+	outcomes	sending;		/* the batch in the query in flight */
+	unsigned long long delivered,
+				failed_count;
+} federator;
+
+static void schedule(federator *fed);
+static void pump(federator *fed);
+
+static void *
+xcalloc(size_t n, size_t size)
+{
+	void	   *p = calloc(n, size);
+
+	if (p == NULL)
+	{
+		wk_log(WK_ERROR, "out of memory");
+		abort();
+	}
+	return p;
+}
+
+static char *
+xstrdup(const char *s)
+{
+	char	   *p = strdup(s);
+
+	if (p == NULL)
+	{
+		wk_log(WK_ERROR, "out of memory");
+		abort();
+	}
+	return p;
+}
+
+static void
+grow(void **array, size_t *cap, size_t need, size_t elem)
+{
+	if (need <= *cap)
+		return;
+	*cap = *cap ? *cap * 2 : 64;
+	if (*cap < need)
+		*cap = need;
+	*array = realloc(*array, *cap * elem);
+	if (*array == NULL)
+	{
+		wk_log(WK_ERROR, "out of memory");
+		abort();
+	}
+}
+
+static void
+outcome_done(outcomes *o, long long id)
+{
+	grow((void **) &o->done, &o->cap_done, o->ndone + 1, sizeof(*o->done));
+	o->done[o->ndone++] = id;
+}
+
+static void
+outcome_failed(outcomes *o, long long id, const char *error)
+{
+	size_t		cap = o->cap_failed;
+
+	grow((void **) &o->failed, &o->cap_failed, o->nfailed + 1, sizeof(*o->failed));
+	grow((void **) &o->errors, &cap, o->nfailed + 1, sizeof(*o->errors));
+	o->failed[o->nfailed] = id;
+	o->errors[o->nfailed++] = xstrdup(error);
+}
+
+static void
+outcome_released(outcomes *o, long long id)
+{
+	grow((void **) &o->released, &o->cap_released, o->nreleased + 1, sizeof(*o->released));
+	o->released[o->nreleased++] = id;
+}
+
+static bool
+outcomes_empty(const outcomes *o)
+{
+	return o->ndone == 0 && o->nfailed == 0 && o->nreleased == 0;
+}
+
+static void
+outcomes_clear(outcomes *o)
+{
+	for (size_t i = 0; i < o->nfailed; i++)
+		free(o->errors[i]);
+	o->ndone = o->nfailed = o->nreleased = 0;
+}
+
+/* Moves the `sending` batch back in front of `out` (its query did not complete). */
+static void
+outcomes_requeue(federator *fed)
+{
+	outcomes   *s = &fed->sending;
+
+	for (size_t i = 0; i < s->ndone; i++)
+		outcome_done(&fed->out, s->done[i]);
+	for (size_t i = 0; i < s->nfailed; i++)
+		outcome_failed(&fed->out, s->failed[i], s->errors[i]);
+	for (size_t i = 0; i < s->nreleased; i++)
+		outcome_released(&fed->out, s->released[i]);
+	outcomes_clear(s);
+}
+
+static void
+ids_literal(wk_buf *b, const long long *ids, size_t n)
+{
+	char		num[32];
+
+	wk_array_begin(b);
+	for (size_t i = 0; i < n; i++)
+	{
+		snprintf(num, sizeof(num), "%lld", ids[i]);
+		wk_array_add(b, num);
+	}
+	wk_array_end(b);
+}
+
+/* --- friends ------------------------------------------------------------------------ */
+
+static friend *
+friend_get(federator *fed, const char *target)
+{
+	friend	   *f;
+
+	for (f = fed->friends; f; f = f->next)
+		if (strcmp(f->target, target) == 0)
+			return f;
+	f = xcalloc(1, sizeof(*f));
+	f->target = xstrdup(target);
+	f->next = fed->friends;
+	fed->friends = f;
+	return f;
+}
+
+/* --- transfers ---------------------------------------------------------------------- */
+
+static size_t
+transfer_write_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+	transfer   *t = userp;
+	size_t		n = size * nmemb;
+	size_t		limit = t->fetch ? 1024 * 1024 : 512;
+
+	if (t->response.len < limit)
+		wk_buf_add(&t->response, data, n < limit - t->response.len ? n : limit - t->response.len);
+	return n;
+}
+
+static void
+transfer_free(transfer *t)
+{
+	if (t->easy)
+		curl_easy_cleanup(t->easy);
+	curl_slist_free_all(t->headers);
+	free(t->url);
+	free(t->body);
+	wk_buf_free(&t->response);
+	free(t);
+}
+
+/* Builds a transfer: a signed POST (delivery) or a GET (friend list). */
+static transfer *
+transfer_new(federator *fed, long long job_id, const char *url, const char *header_lines, const char *body)
+{
+	transfer   *t = xcalloc(1, sizeof(*t));
+
+	t->fed = fed;
+	t->job_id = job_id;
+	t->url = xstrdup(url);
+	if (body)
+		t->body = xstrdup(body);
+	if (header_lines)
+	{
+		char	   *copy = xstrdup(header_lines);
+		char	   *save = NULL;
+
+		for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+			t->headers = curl_slist_append(t->headers, line);
+		free(copy);
+	}
+	t->headers = curl_slist_append(t->headers, "Expect:");	/* no 100-continue round trip */
+	t->headers = curl_slist_append(t->headers, "Accept: application/json");
+	return t;
+}
+
+/* Hands a transfer to curl multi. */
+static void
+transfer_start(federator *fed, transfer *t)
+{
+	CURLMcode	rc;
+
+	t->easy = curl_easy_init();
+	if (t->easy == NULL)
+	{
+		wk_log(WK_ERROR, "curl_easy_init failed");
+		abort();
+	}
+	curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
+	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, transfer_write_cb);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
+	curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, fed->cfg.timeout_ms);
+	curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, fed->cfg.timeout_ms);
+	curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "pgpod-federator/0.1");
+	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	if (t->body)
+	{
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->body);
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) strlen(t->body));
+	}
+	rc = curl_multi_add_handle(fed->multi, t->easy);
+	if (rc != CURLM_OK)
+	{
+		wk_log(WK_ERROR, "curl_multi_add_handle: %s", curl_multi_strerror(rc));
+		abort();
+	}
+	fed->in_flight++;
+	if (t->friend)
+		t->friend->in_flight++;
+	t->flight_next = fed->flight;
+	if (fed->flight)
+		fed->flight->flight_prev = t;
+	fed->flight = t;
+}
+
+/* Takes a transfer out of curl and of the in-flight list. */
+static void
+transfer_unlink(federator *fed, transfer *t)
+{
+	curl_multi_remove_handle(fed->multi, t->easy);
+	fed->in_flight--;
+	if (t->friend)
+		t->friend->in_flight--;
+	if (t->flight_prev)
+		t->flight_prev->flight_next = t->flight_next;
+	else
+		fed->flight = t->flight_next;
+	if (t->flight_next)
+		t->flight_next->flight_prev = t->flight_prev;
+	t->flight_prev = t->flight_next = NULL;
+}
+
+/* Starts waiting transfers while the per-friend and total bounds allow. */
+static void
+pump(federator *fed)
+{
+	if (fed->stopping)
+		return;
+	for (friend *f = fed->friends; f; f = f->next)
+		while (f->queue_head && f->in_flight < fed->cfg.max_per_friend && fed->in_flight < fed->cfg.max_total)
+		{
+			transfer   *t = f->queue_head;
+
+			f->queue_head = t->next;
+			if (f->queue_head == NULL)
+				f->queue_tail = NULL;
+			t->next = NULL;
+			transfer_start(fed, t);
+		}
+}
+
+/* A make_friends fetch ended: keep its answer when it is a JSON array. */
+static void
+fetch_finished(federator *fed, transfer *t, long status, CURLcode rc)
+{
+	fetch_job  *job = t->fetch;
+	const char *body = t->response.data ? t->response.data : "";
+
+	while (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')
+		body++;
+	if (rc == CURLE_OK && status / 100 == 2 && *body == '[')
+		job->answers[t->fetch_index] = xstrdup(body);
+	else
+		wk_log(WK_WARN, "make_friends: %s answered no list (%s, HTTP %ld)", t->url,
+			   rc == CURLE_OK ? "ok" : curl_easy_strerror(rc), status);
+	if (--job->pending == 0)
+	{
+		fed->fetch_running = NULL;
+		fed->fetch_done = job;
+	}
+}
+
+/* Collects finished transfers from curl and records their outcomes. */
+static void
+check_multi_info(federator *fed)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(fed->multi, &left)) != NULL)
+	{
+		transfer   *t;
+		long		status = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+		transfer_unlink(fed, t);
+		if (t->fetch)
+			fetch_finished(fed, t, status, msg->data.result);
+		else if (msg->data.result == CURLE_OK && status / 100 == 2)
+		{
+			outcome_done(&fed->out, t->job_id);
+			fed->delivered++;
+		}
+		else
+		{
+			wk_buf		err = {0};
+
+			if (msg->data.result != CURLE_OK)
+				wk_buf_printf(&err, "%s", curl_easy_strerror(msg->data.result));
+			else
+				wk_buf_printf(&err, "HTTP %ld: %.300s", status, t->response.data ? t->response.data : "");
+			wk_log(WK_INFO, "delivery %lld to %s failed: %s", t->job_id, t->url, err.data);
+			outcome_failed(&fed->out, t->job_id, err.data);
+			wk_buf_free(&err);
+			fed->failed_count++;
+		}
+		transfer_free(t);
+	}
+	pump(fed);
+	schedule(fed);
+}
+
+/* --- curl multi on libev (curl's evhiperfifo pattern) ------------------------------ */
+
+typedef struct curl_socket_watch
+{
+	ev_io		io;
+	federator  *fed;
+} curl_socket_watch;
+
+static void
+curl_event_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	/* The watch may be freed inside socket_action (CURL_POLL_REMOVE): keep fed. */
+	federator  *fed = ((curl_socket_watch *) w)->fed;
+	int			action = (revents & EV_READ ? CURL_CSELECT_IN : 0) | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
+	int			running;
+
+	(void) loop;
+	curl_multi_socket_action(fed->multi, w->fd, action, &running);
+	check_multi_info(fed);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: watch (or stop watching) one of curl's sockets. */
+static int
+curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	federator  *fed = userp;
+	curl_socket_watch *sw = socketp;
+
+	(void) easy;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (sw)
+		{
+			ev_io_stop(fed->loop, &sw->io);
+			free(sw);
+			curl_multi_assign(fed->multi, s, NULL);
+		}
+		return 0;
+	}
+	if (sw == NULL)
+	{
+		sw = xcalloc(1, sizeof(*sw));
+		sw->fed = fed;
+		curl_multi_assign(fed->multi, s, sw);
+	}
+	else
+		ev_io_stop(fed->loop, &sw->io);
+	ev_io_init(&sw->io, curl_event_cb, s,
+			   (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0));
+	ev_io_start(fed->loop, &sw->io);
+	return 0;
+}
+
+static void
+curl_timer_expired(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	federator  *fed = w->data;
+	int			running;
+
+	(void) loop;
+	(void) revents;
+	curl_multi_socket_action(fed->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	check_multi_info(fed);
+}
+
+/* CURLMOPT_TIMERFUNCTION: curl wants to be called back in timeout_ms. */
+static int
+curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	federator  *fed = userp;
+
+	(void) multi;
+	ev_timer_stop(fed->loop, &fed->curl_timer);
+	if (timeout_ms >= 0)
+	{
+		ev_timer_set(&fed->curl_timer, timeout_ms / 1000.0, 0.);
+		ev_timer_start(fed->loop, &fed->curl_timer);
+	}
+	return 0;
+}
+
+/* --- database work ------------------------------------------------------------------ */
+
+static const char *const CLAIM_SQL =
+	"SELECT job_id, target, url, array_to_string(headers, E'\\n'), body, $2 FROM pod.deliveries_claim($1, $2::integer)";
+static const char *const REPORT_SQL =
+	"SELECT pod.job_complete($1::bigint[], $4), pod.job_fail($2::bigint[], $3::text[], $4), "
+	"pod.job_release($5::bigint[], $4)";
+static const char *const CLAIM_FRIENDS_SQL =
+	"SELECT j.id, rtrim(u.url, '/') || (pod.setting('federation.friend_list_path') #>> '{}') "
+	"FROM pod.job_claim('make_friends', $1, 1) j, jsonb_array_elements_text(j.payload -> 'urls') u(url)";
+static const char *const FINISH_FRIENDS_SQL =
+	"SELECT pod.make_friends_finish($1::bigint, $2, $3::text[], $4::text[])";
+static const char *const PRUNE_SQL = "SELECT pod.jobs_prune(), pod.inbox_prune()";
+
+static void
+result_error(const char *what, PGresult *res)
+{
+	wk_log(WK_ERROR, "%s failed: %s", what, res ? PQresultErrorMessage(res) : "connection lost");
+}
+
+static void
+report_done(wk_db *db, PGresult *res, void *arg)
+{
+	federator  *fed = arg;
+
+	(void) db;
+	if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
+	{
+		wk_log(WK_DEBUG, "reported %zu done, %zu failed, %zu released (%s/%s/%s applied)",
+			   fed->sending.ndone, fed->sending.nfailed, fed->sending.nreleased,
+			   PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+		fed->held -= (long) (fed->sending.ndone + fed->sending.nfailed + fed->sending.nreleased);
+		outcomes_clear(&fed->sending);
+		if (fed->more_waiting)
+			fed->want_deliveries = true;
+		return;
+	}
+	result_error("reporting outcomes", res);
+	if (res == NULL)
+		outcomes_requeue(fed);	/* not applied: send again once reconnected */
+	else
+	{
+		/* The server refused the batch (should not happen): drop it, the leases expire. */
+		fed->held -= (long) (fed->sending.ndone + fed->sending.nfailed + fed->sending.nreleased);
+		outcomes_clear(&fed->sending);
+	}
+}
+
+static bool
+send_report(federator *fed)
+{
+	wk_buf		done = {0},
+				failed = {0},
+				errors = {0},
+				released = {0};
+	const char *params[5];
+	bool		sent;
+
+	outcomes	spare = fed->sending;	/* empty, with its capacity */
+
+	fed->sending = fed->out;
+	fed->out = spare;
+	ids_literal(&done, fed->sending.done, fed->sending.ndone);
+	ids_literal(&failed, fed->sending.failed, fed->sending.nfailed);
+	wk_array_begin(&errors);
+	for (size_t i = 0; i < fed->sending.nfailed; i++)
+		wk_array_add(&errors, fed->sending.errors[i]);
+	wk_array_end(&errors);
+	ids_literal(&released, fed->sending.released, fed->sending.nreleased);
+	params[0] = done.data;
+	params[1] = failed.data;
+	params[2] = errors.data;
+	params[3] = fed->worker_id;
+	params[4] = released.data;
+	sent = wk_db_query(fed->db, REPORT_SQL, 5, params, report_done, fed);
+	wk_buf_free(&done);
+	wk_buf_free(&failed);
+	wk_buf_free(&errors);
+	wk_buf_free(&released);
+	if (!sent)
+		outcomes_requeue(fed);
+	return sent;
+}
+
+static void
+claim_done(wk_db *db, PGresult *res, void *arg)
+{
+	federator  *fed = arg;
+	int			rows;
+
+	(void) db;
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		result_error("claiming deliveries", res);
+		return;
+	}
+	rows = PQntuples(res);
+	for (int i = 0; i < rows; i++)
+	{
+		transfer   *t = transfer_new(fed, strtoll(PQgetvalue(res, i, 0), NULL, 10), PQgetvalue(res, i, 2),
+									 PQgetvalue(res, i, 3), PQgetvalue(res, i, 4));
+		friend	   *f = friend_get(fed, PQgetvalue(res, i, 1));
+
+		t->friend = f;
+		if (f->queue_tail)
+			f->queue_tail->next = t;
+		else
+			f->queue_head = t;
+		f->queue_tail = t;
+		fed->held++;
+	}
+	/* A full batch means there may be more; a short one means the queue is drained. */
+	fed->more_waiting = rows > 0 && rows == atoi(PQgetvalue(res, 0, 5));
+	fed->want_deliveries = fed->more_waiting && fed->held < fed->cfg.max_total;
+	if (rows > 0)
+		wk_log(WK_DEBUG, "claimed %d deliveries", rows);
+	pump(fed);
+}
+
+static void
+claim_friends_done(wk_db *db, PGresult *res, void *arg)
+{
+	federator  *fed = arg;
+	int			rows;
+	fetch_job  *job;
+
+	(void) db;
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		result_error("claiming make_friends", res);
+		return;
+	}
+	rows = PQntuples(res);
+	if (rows == 0)
+	{
+		fed->want_make_friends = false;
+		return;
+	}
+	job = xcalloc(1, sizeof(*job));
+	job->job_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	job->count = job->pending = rows;
+	job->urls = xcalloc((size_t) rows, sizeof(char *));
+	job->answers = xcalloc((size_t) rows, sizeof(char *));
+	fed->fetch_running = job;
+	wk_log(WK_INFO, "make_friends job %lld: asking %d pods for their friends", job->job_id, rows);
+	for (int i = 0; i < rows; i++)
+	{
+		transfer   *t = transfer_new(fed, 0, PQgetvalue(res, i, 1), NULL, NULL);
+
+		job->urls[i] = xstrdup(PQgetvalue(res, i, 1));
+		t->fetch = job;
+		t->fetch_index = i;
+		transfer_start(fed, t);
+	}
+}
+
+static void
+fetch_job_free(fetch_job *job)
+{
+	for (int i = 0; i < job->count; i++)
+	{
+		free(job->urls[i]);
+		free(job->answers[i]);
+	}
+	free(job->urls);
+	free(job->answers);
+	free(job);
+}
+
+static void
+finish_friends_done(wk_db *db, PGresult *res, void *arg)
+{
+	federator  *fed = arg;
+	fetch_job  *job = fed->fetch_done;
+
+	(void) db;
+	if (res == NULL)
+		return;					/* retried after reconnecting */
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		wk_log(WK_INFO, "make_friends job %lld: added %s", job->job_id, PQgetvalue(res, 0, 0));
+	else
+	{
+		result_error("make_friends_finish", res);
+		outcome_failed(&fed->out, job->job_id, PQresultErrorMessage(res));
+		fed->held++;
+	}
+	fed->fetch_done = NULL;
+	fetch_job_free(job);
+}
+
+static bool
+send_finish_friends(federator *fed)
+{
+	fetch_job  *job = fed->fetch_done;
+	wk_buf		urls = {0},
+				answers = {0};
+	char		id[32];
+	const char *params[4];
+	bool		sent;
+
+	snprintf(id, sizeof(id), "%lld", job->job_id);
+	wk_array_begin(&urls);
+	wk_array_begin(&answers);
+	for (int i = 0; i < job->count; i++)
+	{
+		/* The path was appended for the GET; the list is keyed by the pod URL. */
+		char	   *slash = strstr(job->urls[i], "://");
+		char	   *path = slash ? strchr(slash + 3, '/') : NULL;
+		char		save = 0;
+
+		if (path)
+		{
+			save = *path;
+			*path = '\0';
+		}
+		wk_array_add(&urls, job->urls[i]);
+		if (path)
+			*path = save;
+		wk_array_add(&answers, job->answers[i]);
+	}
+	wk_array_end(&urls);
+	wk_array_end(&answers);
+	params[0] = id;
+	params[1] = fed->worker_id;
+	params[2] = urls.data;
+	params[3] = answers.data;
+	sent = wk_db_query(fed->db, FINISH_FRIENDS_SQL, 4, params, finish_friends_done, fed);
+	wk_buf_free(&urls);
+	wk_buf_free(&answers);
+	return sent;
+}
+
+static void
+prune_done(wk_db *db, PGresult *res, void *arg)
+{
+	(void) db;
+	(void) arg;
+	if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
+		wk_log(WK_DEBUG, "pruned %s jobs and %s inbox records", PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+	else
+		result_error("pruning", res);
+}
+
+/* Releases the deliveries that were claimed but never started (on stop). */
+static void
+release_waiting(federator *fed)
+{
+	for (friend *f = fed->friends; f; f = f->next)
+		while (f->queue_head)
+		{
+			transfer   *t = f->queue_head;
+
+			f->queue_head = t->next;
+			outcome_released(&fed->out, t->job_id);
+			transfer_free(t);
+		}
+	for (friend *f = fed->friends; f; f = f->next)
+		f->queue_tail = NULL;
+}
+
+/* Stops when nothing is in flight and everything has been reported. */
+static void
+maybe_exit(federator *fed)
+{
+	if (fed->stopping && fed->in_flight == 0 && outcomes_empty(&fed->out) &&
+		outcomes_empty(&fed->sending) && fed->fetch_done == NULL && (wk_db_idle(fed->db) || !wk_db_connected(fed->db)))
+	{
+		wk_log(WK_INFO, "stopped: %llu delivered, %llu failed attempts", fed->delivered, fed->failed_count);
+		ev_break(fed->loop, EVBREAK_ALL);
+	}
+}
+
+/* The one place that decides what the database connection does next. */
+static void
+schedule(federator *fed)
+{
+	if (!ev_is_active(&fed->kick))
+		ev_idle_start(fed->loop, &fed->kick);
+}
+
+static void
+kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	federator  *fed = w->data;
+	char		n[32];
+	const char *params[2];
+	long		room;
+
+	(void) revents;
+	ev_idle_stop(loop, w);
+	if (wk_db_idle(fed->db))
+	{
+		room = fed->cfg.max_total - fed->held;
+		if (room > fed->cfg.batch)
+			room = fed->cfg.batch;
+		if (!outcomes_empty(&fed->out) && (fed->report_due || fed->stopping || !fed->more_waiting ||
+											fed->out.ndone + fed->out.nfailed >= (size_t) fed->cfg.batch / 2))
+		{
+			fed->report_due = false;
+			ev_timer_stop(loop, &fed->report_timer);
+			send_report(fed);
+		}
+		else if (fed->fetch_done)
+			send_finish_friends(fed);
+		else if (fed->stopping)
+			;
+		else if (fed->prune_due)
+		{
+			fed->prune_due = false;
+			wk_db_query(fed->db, PRUNE_SQL, 0, NULL, prune_done, fed);
+		}
+		else if (!outcomes_empty(&fed->out))
+		{
+			/* Let a few more outcomes join this batch (one round trip for many). */
+			if (!ev_is_active(&fed->report_timer))
+			{
+				ev_timer_set(&fed->report_timer, fed->cfg.report_ms / 1000.0, 0.);
+				ev_timer_start(loop, &fed->report_timer);
+			}
+			if (fed->want_deliveries && room > 0)
+			{
+				snprintf(n, sizeof(n), "%ld", room);
+				params[0] = fed->worker_id;
+				params[1] = n;
+				fed->want_deliveries = false;
+				wk_db_query(fed->db, CLAIM_SQL, 2, params, claim_done, fed);
+			}
+		}
+		else if (fed->want_deliveries && room > 0)
+		{
+			snprintf(n, sizeof(n), "%ld", room);
+			params[0] = fed->worker_id;
+			params[1] = n;
+			fed->want_deliveries = false;
+			wk_db_query(fed->db, CLAIM_SQL, 2, params, claim_done, fed);
+		}
+		else if (fed->want_make_friends && fed->fetch_running == NULL)
+		{
+			params[0] = fed->worker_id;
+			fed->want_make_friends = false;
+			wk_db_query(fed->db, CLAIM_FRIENDS_SQL, 1, params, claim_friends_done, fed);
+		}
+	}
+	maybe_exit(fed);
+}
+
+static void
+db_ready(wk_db *db, void *arg)
+{
+	federator  *fed = arg;
+
+	(void) db;
+	if (!fed->ready_sent)
+	{
+		fed->ready_sent = true;
+		wk_sd_notify("READY=1\nSTATUS=delivering");
+		fed->want_deliveries = fed->want_make_friends = true;
+	}
+	schedule(fed);
+}
+
+static void
+db_notify(wk_db *db, const char *channel, void *arg)
+{
+	federator  *fed = arg;
+
+	(void) db;
+	if (strcmp(channel, "pod_jobs_deliver") == 0)
+		fed->want_deliveries = fed->more_waiting = true;
+	else if (strcmp(channel, "pod_jobs_make_friends") == 0)
+		fed->want_make_friends = true;
+	schedule(fed);
+}
+
+static void
+db_lost_cb(wk_db *db, void *arg)
+{
+	federator  *fed = arg;
+
+	(void) db;
+	/* After reconnecting, look for work at once (notifications may have been missed). */
+	fed->want_deliveries = fed->want_make_friends = fed->more_waiting = true;
+}
+
+/* --- timers and signals ------------------------------------------------------------- */
+
+static void
+poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	federator  *fed = w->data;
+
+	(void) loop;
+	(void) revents;
+	fed->want_deliveries = fed->want_make_friends = fed->more_waiting = true;
+	schedule(fed);
+}
+
+static void
+report_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	federator  *fed = w->data;
+
+	(void) loop;
+	(void) revents;
+	fed->report_due = true;
+	schedule(fed);
+}
+
+static void
+prune_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	federator  *fed = w->data;
+
+	(void) loop;
+	(void) revents;
+	fed->prune_due = true;
+	schedule(fed);
+}
+
+/* Grace is over: abort what is still in flight and release it. */
+static void
+grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	federator  *fed = w->data;
+
+	(void) loop;
+	(void) revents;
+	if (fed->grace_over)
+	{
+		wk_log(WK_ERROR, "could not report to the database in time; exiting (leases will expire)");
+		ev_break(fed->loop, EVBREAK_ALL);
+		return;
+	}
+	fed->grace_over = true;
+	if (fed->in_flight > 0)
+		wk_log(WK_WARN, "grace period over: releasing %ld requests still in flight", fed->in_flight);
+	while (fed->flight)
+	{
+		transfer   *t = fed->flight;
+
+		transfer_unlink(fed, t);
+		if (t->fetch == NULL)
+			outcome_released(&fed->out, t->job_id);
+		transfer_free(t);
+	}
+	/* One more grace period to report; then exit regardless. */
+	ev_timer_set(&fed->grace_timer, fed->cfg.grace_ms / 1000.0 + 1.0, 0.);
+	ev_timer_start(fed->loop, &fed->grace_timer);
+	schedule(fed);
+}
+
+static void
+stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	federator  *fed = w->data;
+
+	(void) revents;
+	if (fed->stopping)
+		return;
+	fed->stopping = true;
+	wk_sd_notify("STOPPING=1");
+	wk_log(WK_INFO, "stopping: %ld requests in flight may finish within %ld ms; waiting ones are released",
+		   fed->in_flight, fed->cfg.grace_ms);
+	release_waiting(fed);
+	ev_timer_stop(loop, &fed->poll_timer);
+	ev_timer_stop(loop, &fed->prune_timer);
+	ev_timer_set(&fed->grace_timer, fed->cfg.grace_ms / 1000.0, 0.);
+	ev_timer_start(loop, &fed->grace_timer);
+	schedule(fed);
+}
+
+/* The conninfo: libpq's environment (PGHOST, PGPORT, PGDATABASE, ...); the cluster's
+ * superuser when PGUSER is unset (scripts/pgpod starts daemons without it). */
+static void
+make_conninfo(char *buf, size_t size)
+{
+	snprintf(buf, size, "application_name=pgpod-federator%s", getenv("PGUSER") ? "" : " user=postgres");
+}
+
+int
+main(int argc, char **argv)
+{
+	static const char *const channels[] = {"pod_jobs_deliver", "pod_jobs_make_friends", NULL};
+	federator	fed = {0};
+	char		host[64] = "host";
+	char		conninfo[256];
+	wk_db_callbacks cb = {db_ready, db_notify, db_lost_cb, &fed};
+
+	(void) argc;
+	(void) argv;
+	wk_log_init("pgpod-federator");
+	signal(SIGPIPE, SIG_IGN);
+	fed.cfg.max_total = wk_env_long("PGPOD_FEDERATOR_MAX_TOTAL", 64, 1, 10000);
+	fed.cfg.max_per_friend = wk_env_long("PGPOD_FEDERATOR_MAX_PER_FRIEND", 8, 1, 10000);
+	fed.cfg.batch = wk_env_long("PGPOD_FEDERATOR_BATCH", 100, 1, 10000);
+	fed.cfg.timeout_ms = wk_env_long("PGPOD_FEDERATOR_TIMEOUT_MS", 10000, 100, 600000);
+	fed.cfg.poll_ms = wk_env_long("PGPOD_FEDERATOR_POLL_MS", 1000, 10, 600000);
+	fed.cfg.grace_ms = wk_env_long("PGPOD_FEDERATOR_GRACE_MS", 5000, 0, 600000);
+	fed.cfg.prune_ms = wk_env_long("PGPOD_FEDERATOR_PRUNE_MS", 60000, 100, 86400000);
+	fed.cfg.report_ms = wk_env_long("PGPOD_FEDERATOR_REPORT_MS", 20, 0, 10000);
+	gethostname(host, sizeof(host) - 1);
+	snprintf(fed.worker_id, sizeof(fed.worker_id), "federator:%s:%d", host, (int) getpid());
+
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+	{
+		wk_log(WK_ERROR, "curl_global_init failed");
+		return 1;
+	}
+	fed.loop = EV_DEFAULT;
+	fed.multi = curl_multi_init();
+	curl_multi_setopt(fed.multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb);
+	curl_multi_setopt(fed.multi, CURLMOPT_SOCKETDATA, &fed);
+	curl_multi_setopt(fed.multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
+	curl_multi_setopt(fed.multi, CURLMOPT_TIMERDATA, &fed);
+	ev_init(&fed.curl_timer, curl_timer_expired);
+	fed.curl_timer.data = &fed;
+	ev_timer_init(&fed.poll_timer, poll_cb, fed.cfg.poll_ms / 1000.0, fed.cfg.poll_ms / 1000.0);
+	fed.poll_timer.data = &fed;
+	ev_timer_start(fed.loop, &fed.poll_timer);
+	ev_timer_init(&fed.prune_timer, prune_cb, 1.0, fed.cfg.prune_ms / 1000.0);
+	fed.prune_timer.data = &fed;
+	ev_timer_start(fed.loop, &fed.prune_timer);
+	ev_init(&fed.report_timer, report_cb);
+	fed.report_timer.data = &fed;
+	ev_init(&fed.grace_timer, grace_cb);
+	fed.grace_timer.data = &fed;
+	ev_idle_init(&fed.kick, kick_cb);
+	fed.kick.data = &fed;
+	ev_signal_init(&fed.sigterm, stop_cb, SIGTERM);
+	fed.sigterm.data = &fed;
+	ev_signal_start(fed.loop, &fed.sigterm);
+	ev_signal_init(&fed.sigint, stop_cb, SIGINT);
+	fed.sigint.data = &fed;
+	ev_signal_start(fed.loop, &fed.sigint);
+
+	make_conninfo(conninfo, sizeof(conninfo));
+	wk_log(WK_INFO, "starting as %s (at most %ld requests, %ld per friend, batches of %ld)",
+		   fed.worker_id, fed.cfg.max_total, fed.cfg.max_per_friend, fed.cfg.batch);
+	fed.db = wk_db_new(fed.loop, conninfo, channels, cb);
+	ev_run(fed.loop, 0);
+
+	wk_db_free(fed.db);
+	curl_multi_cleanup(fed.multi);
+	curl_global_cleanup();
+	return 0;
+}
