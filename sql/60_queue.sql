@@ -190,12 +190,13 @@ CREATE FUNCTION pod.jobs_prune() RETURNS integer
   SELECT count(*)::integer FROM gone
 $$;
 
--- One NOTIFY per statement and kind (never per row): workers LISTEN pod_jobs_<kind>.
+-- One NOTIFY per statement and kind (never per row): workers LISTEN pod_jobs_<kind>;
+-- the payload is how many jobs of that kind the statement made ready.
 CREATE FUNCTION pod.jobs_notify() RETURNS trigger
   LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
 BEGIN
-  PERFORM pg_notify(pod.job_channel(k.kind), '')
-     FROM (SELECT DISTINCT kind FROM new_jobs WHERE run_at <= now()) k;
+  PERFORM pg_notify(pod.job_channel(k.kind), k.ready::text)
+     FROM (SELECT kind, count(*) AS ready FROM new_jobs WHERE run_at <= now() GROUP BY kind) k;
   RETURN NULL;
 END $$;
 CREATE TRIGGER jobs_notify AFTER INSERT ON pod.jobs

@@ -238,6 +238,7 @@ BEGIN
     SELECT n.target, sum(CASE WHEN n.state = 'done' THEN plus ELSE -minus END) AS change
       FROM new_jobs n JOIN old_jobs o USING (id)
      WHERE n.kind = 'deliver' AND o.state = 'running' AND n.state IN ('done', 'waiting', 'dead')
+       AND n.attempts = o.attempts    -- a release (attempt given back) is no outcome
        AND n.target IS NOT NULL
      GROUP BY n.target)
   UPDATE pod.friends f

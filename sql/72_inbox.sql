@@ -254,9 +254,12 @@ BEGIN
   RETURN pod.inbox_dispatch(sender, activity) || jsonb_build_object('id', activity ->> 'id');
 END $$;
 
--- POST /rpc/inbox. A refused request is recorded in pod.inbox_rejections and answered
--- with response.status 400/401/403 and {"code", "message"} (PostgREST's mechanism for a
--- status without an error, so that the record is kept).
+INSERT INTO pod.setting_defaults (name, value, description) VALUES
+  ('federation.inbox_reject_mode', '"raise"', 'How api.inbox refuses a request: "raise" a PT400/PT401/PT403 error (the gateway answers that status; the refusal is logged in the server log only, since the error rolls back) or "status" (commit a row in pod.inbox_rejections and answer through the response.status GUC, for gateways that honour it as PostgREST does).');
+
+-- POST /rpc/inbox. A refused request gets 400/401/403 with {"code", "message"}: by a
+-- PTxxx error, or (federation.inbox_reject_mode = "status") by response.status with a
+-- row in pod.inbox_rejections. Either way it changes nothing else.
 CREATE FUNCTION api.inbox(json) RETURNS json
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
@@ -277,10 +280,14 @@ BEGIN
   EXCEPTION WHEN SQLSTATE 'PT400' OR SQLSTATE 'PT401' OR SQLSTATE 'PT403' THEN
     GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
   END;
+  RAISE LOG 'pgpod: inbox refused a request (%): % [keyId %]', state, msg,
+    coalesce(substring(hdrs ->> 'signature' FROM 'keyId="([^"]*)"'), 'none');
+  IF pod.setting('federation.inbox_reject_mode') #>> '{}' IS DISTINCT FROM 'status' THEN
+    RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg;
+  END IF;
   INSERT INTO pod.inbox_rejections (status, sqlstate, reason, key_id, headers, body_sha256)
     VALUES (substr(state, 3)::integer, state, msg,
             substring(hdrs ->> 'signature' FROM 'keyId="([^"]*)"'), hdrs, sha256(convert_to(coalesce($1::text, ''), 'UTF8')));
-  RAISE LOG 'pgpod: inbox refused a request (%): %', state, msg;
   PERFORM set_config('response.status', substr(state, 3), true);
   RETURN json_build_object('code', state, 'message', msg);
 END $$;

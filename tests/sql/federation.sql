@@ -5,10 +5,11 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(65);
+SELECT plan(68);
 
 DELETE FROM pod.jobs;
 DELETE FROM pod.friends;
+SELECT pod.set_setting('federation.inbox_reject_mode', '"status"');
 SELECT pod.ensure_identity('http://127.0.0.1:57451');
 -- A foreign pod: its own key pair, made here.
 CREATE TEMP TABLE other AS SELECT 'http://127.0.0.1:57999'::text AS url, k.* FROM pod.rsa_generate_keypair(2048) k;
@@ -167,6 +168,16 @@ SELECT is((SELECT count(*) FROM pod.videos), (SELECT videos FROM before), 'refus
 SELECT is((SELECT count(*) FROM pod.inbox_rejections) - (SELECT rejections FROM before), 11::bigint, 'each refusal left one log row');
 SELECT is((SELECT key_id FROM pod.inbox_rejections ORDER BY id DESC LIMIT 1), 'http://127.0.0.1:57999#main-key', 'the log row says whose key');
 
+-- In the default mode a refusal is a PTxxx error (what the gateway maps to the status).
+SELECT pod.set_setting('federation.inbox_reject_mode', '"raise"');
+SELECT throws_ok(format($$SELECT pg_temp.post(%L, %L)$$, b, pg_temp.signed(o.url, s.private_key, b)), 'PT401', 'signature does not verify',
+                 'default mode: a forged request raises PT401 (the gateway answers 401 with the reason)')
+  FROM other o, stranger s, v2;
+SELECT throws_ok(format($$SELECT pg_temp.post(%L, %L)$$, b, pg_temp.signed(o.url, o.private_key, replace(b, 'Nope', 'Yes'))), 'PT400',
+                 'Digest does not match the body', 'default mode: a digest mismatch raises PT400')
+  FROM other o, v2;
+SELECT pod.set_setting('federation.inbox_reject_mode', '"status"');
+
 -- Encrypted body from a friend: opened and applied.
 SELECT pg_temp.send(30, e, pg_temp.signed(o.url, o.private_key, e)) FROM other o,
   pod.envelope_seal_json(pg_temp.activity('video.published', '{"object": {"uuid": "44444444-4444-4444-4444-444444444444", "name": "Sealed"}}'),
@@ -206,6 +217,10 @@ CREATE TEMP TABLE c4 AS SELECT job_id FROM pod.deliveries_claim('fed', 4);
 SELECT pod.job_fail(ARRAY(SELECT job_id FROM c4 ORDER BY job_id LIMIT 3), ARRAY['e1', 'e2', 'e3'], 'fed');
 SELECT pod.job_complete(ARRAY(SELECT job_id FROM c4 ORDER BY job_id DESC LIMIT 1), 'fed');
 SELECT is((SELECT score FROM pod.friends WHERE url = 'http://127.0.0.1:57999'), 80, 'each failed attempt takes 10 (3 failed, 1 delivered: 100 − 30 + 10)');
+-- A release (a stopping federator gives jobs back) changes no score.
+UPDATE pod.jobs SET run_at = now() WHERE state = 'waiting';
+SELECT pod.job_release(ARRAY(SELECT job_id FROM pod.deliveries_claim('fed', 10)), 'fed');
+SELECT is((SELECT score FROM pod.friends WHERE url = 'http://127.0.0.1:57999'), 80, 'released deliveries do not count as failures');
 -- To zero: revoked, its videos and cached items gone, its waiting deliveries dropped.
 INSERT INTO pod.pubsub_nodes (service, name) VALUES ('http://127.0.0.1:57999', 'n1');
 INSERT INTO pod.pubsub_items (node_id, name, data, publisher) SELECT id, 'i1', 'x', 'http://127.0.0.1:57999' FROM pod.pubsub_nodes;
