@@ -87,7 +87,7 @@ CREATE FUNCTION api.gw_words(t text) RETURNS SETOF text
 CREATE FUNCTION api.gw_bump(item integer) RETURNS integer
   LANGUAGE sql VOLATILE AS $$ UPDATE api.gw_items SET qty = qty + 1 WHERE id = item RETURNING qty $$;
 CREATE FUNCTION api.gw_sleep(seconds double precision) RETURNS boolean
-  LANGUAGE sql VOLATILE AS $$ SELECT pg_sleep(seconds) IS NOT NULL OR true $$;
+  LANGUAGE plpgsql VOLATILE AS $$ BEGIN PERFORM pg_sleep(seconds); RETURN true; END $$;
 GRANT EXECUTE ON FUNCTION api.gw_add(integer, integer), api.gw_echo(json), api.gw_raw_text(text),
   api.gw_tasks_of(integer), api.gw_project(integer), api.gw_whoami(), api.gw_fail(text),
   api.gw_noop(), api.gw_words(text), api.gw_sleep(double precision)

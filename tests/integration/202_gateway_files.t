@@ -1,0 +1,103 @@
+#!/usr/bin/perl
+# Uploads and downloads through the gateway: POST /upload streams to the store with
+# SHA-256, registers the file for the uploader; GET /files/<id> serves it under
+# RLS with ETag, single ranges (byte-exact, several clients at once) and 416/304;
+# 401/413/broken uploads leave nothing behind.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../../gateway/testdata";
+use Test::More;
+use Digest::SHA qw(sha256_hex);
+use IO::Socket::INET;
+use GwTest;
+
+fixture();
+my $store = $ENV{PGPOD_STORE_DIR} // "$ENV{PGPOD_DIR}/store";
+sub tmp_files { opendir(my $d, "$store/tmp") or return 0; scalar grep { !/^\./ } readdir $d }
+
+my $tag = "$$-" . int(rand(1e9));
+my %tok;
+for my $who (qw(a b)) {
+  my $email = "gw-$who-$tag\@example.org";
+  my $r = req(POST => '/rpc/register', {}, { email => $email, password => 'correct horse battery' });
+  is($r->{status}, 200, "register user $who") or diag $r->{content};
+  $r = req(POST => '/rpc/login', {}, { email => $email, password => 'correct horse battery' });
+  ok($tok{$who} = $r->{json}{token}, "login user $who returns a token");
+}
+my %a = (Authorization => "Bearer $tok{a}");
+
+my $data = join '', map { chr(int(rand(256))) } 1 .. 300_000;
+my $r = req(POST => '/upload?filename=data.bin', { 'Content-Type' => 'application/x-test' }, $data);
+is($r->{status}, 401, 'upload without a token: 401');
+like($r->{headers}{'www-authenticate'} // '', qr/^Bearer/, '... with WWW-Authenticate');
+is(tmp_files(), 0, '... and nothing left in the store\'s tmp');
+
+$r = req(POST => '/upload?filename=data.bin', { %a, 'Content-Type' => 'application/x-test' }, $data);
+is($r->{status}, 201, 'upload: 201') or diag $r->{content};
+my $file = $r->{json};
+is_deeply([$file->{size}, $file->{sha256}, $file->{filename_visible}, $file->{mime_type}],
+  [300000, sha256_hex($data), 'data.bin', 'application/x-test'], 'file record: size, SHA-256, name, type');
+my $hex = sha256_hex($data);
+ok(-f "$store/blobs/" . substr($hex, 0, 2) . "/$hex", 'blob stored under blobs/<2 hex>/<64 hex>');
+is(tmp_files(), 0, 'temporary file moved away');
+
+$r = req(GET => "/files/$file->{id}", {%a});
+ok($r->{status} == 200 && $r->{content} eq $data, 'download is byte-exact');
+is($r->{headers}{etag}, "\"$hex\"", 'ETag is the SHA-256');
+is($r->{headers}{'accept-ranges'}, 'bytes', 'Accept-Ranges');
+is($r->{headers}{'content-type'}, 'application/x-test', 'Content-Type from the record');
+for my $case (['bytes=100-199', 100, 100], ['bytes=-10', 299990, 10], ['bytes=299990-', 299990, 10],
+              ['bytes=0-0', 0, 1], ['bytes=299000-999999', 299000, 1000]) {
+  my ($range, $start, $len) = @$case;
+  $r = req(GET => "/files/$file->{id}", { %a, Range => $range });
+  ok($r->{status} == 206 && $r->{content} eq substr($data, $start, $len)
+     && $r->{headers}{'content-range'} eq "bytes $start-" . ($start + $len - 1) . "/300000", "Range $range: 206, exact bytes");
+}
+$r = req(GET => "/files/$file->{id}", { %a, Range => 'bytes=300000-' });
+is_deeply([$r->{status}, $r->{headers}{'content-range'}], [416, 'bytes */300000'], 'unsatisfiable range: 416');
+$r = req(GET => "/files/$file->{id}", { %a, 'If-None-Match' => "\"$hex\"" });
+is($r->{status}, 304, 'If-None-Match: 304');
+$r = req(GET => "/files/$file->{id}", { %a, Range => 'bytes=0-9', 'If-Range' => '"other"' });
+is($r->{status}, 200, 'If-Range of another version: the whole file');
+
+# several clients at once, each a different range
+my @kids;
+for my $i (0 .. 5) {
+  my $pid = fork // die;
+  if (!$pid) {
+    my $start = $i * 50_000;
+    my $got = HTTP::Tiny->new->get(url() . "/files/$file->{id}", { headers => { %a, Range => "bytes=$start-" . ($start + 49_999) } });
+    exit($got->{status} == 206 && $got->{content} eq substr($data, $start, 50_000) ? 0 : 1);
+  }
+  push @kids, $pid;
+}
+my $bad = 0;
+for (@kids) { waitpid($_, 0); $bad++ if $? }
+is($bad, 0, 'six concurrent range downloads are byte-exact');
+
+$r = req(GET => "/files/$file->{id}", { Authorization => "Bearer $tok{b}" });
+is($r->{status}, 404, 'another user cannot download it (RLS)');
+$r = req(GET => "/files/$file->{id}");
+is($r->{status}, 401, 'anonymous cannot download it');
+$r = req(GET => "/files/not-a-uuid", {%a});
+is($r->{status}, 400, 'malformed file id: 400');
+
+$r = req(POST => '/upload', { %a, 'Content-Disposition' => 'attachment; filename="again.bin"' }, $data);
+is_deeply([$r->{status}, $r->{json}{sha256}, $r->{json}{filename_visible}], [201, $hex, 'again.bin'],
+  'same content again: a new record over the same blob, name from Content-Disposition');
+
+# oversize and broken uploads leave nothing behind
+my $out = raw_request("POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $tok{a}\r\nContent-Length: 99999999999999\r\n\r\nxx", 10);
+like($out, qr/^HTTP\/1\.1 413 /, 'declared size over PGPOD_UPLOAD_MAX: 413');
+my ($host, $port) = url() =~ m{//([^:/]+):(\d+)};
+my $s = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port) or die;
+print $s "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $tok{a}\r\nContent-Length: 100000\r\n\r\n" . ('z' x 5000);
+wait_until('the partial upload to reach the store', 10, sub { tmp_files() > 0 });
+close $s;
+wait_until('the broken upload to be removed', 10, sub { tmp_files() == 0 });
+pass('a broken upload leaves no temporary file');
+my $zhex = sha256_hex('z' x 5000);
+ok(!-e "$store/blobs/" . substr($zhex, 0, 2) . "/$zhex", '... and no blob');
+
+done_testing();
