@@ -7,7 +7,7 @@ export PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 BUILD_TARGETS := extension
 UNIT_TARGETS :=
 .PHONY: all deps build extension install run start stop status psql check unit \
-	check-sql check-integration bench fuzz clean asan-check
+	check-sql check-integration bench fuzz clean
 
 # Components add themselves to BUILD_TARGETS / UNIT_TARGETS here.
 -include gateway/gateway.mk
@@ -58,16 +58,6 @@ unit: $(UNIT_TARGETS)
 check: deps build install
 	@tests/check
 
-
-# The suite against an ASan/UBSan build of the extension (postgres runs with the
-# sanitizer runtime preloaded; a report aborts the backend and fails the tests).
-asan-check: deps
-	$(MAKE) -C extension clean
-	$(MAKE) -C extension PGPOD_EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
-	  SHLIB_LINK_EXTRA=-fsanitize=address,undefined
-	$(MAKE) -s -C extension install
-	@PGPOD_PG_PRELOAD=$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so) tests/check; rc=$$?; \
-	  $(MAKE) -s -C extension clean; exit $$rc
 
 bench: deps build install
 	@tests/bench/run
