@@ -1,0 +1,40 @@
+#!/usr/bin/perl
+# PostgreSQL going away under the running gateway: requests get a 503 JSON error
+# (never a hang), /health says unavailable, and once PostgreSQL is back the pool
+# and the schema listener reconnect by themselves. Restarts the harness's cluster
+# with its own settings (pg_ctl restart reuses postmaster.opts).
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../../gateway/testdata";
+use Test::More;
+use Time::HiRes qw(time);
+use GwTest;
+
+fixture();
+my $data = "$ENV{PGPOD_DIR}/data";
+my $owner = getpwuid((stat $data)[4]);
+my @as = $> == 0 && $owner ne 'root' ? ('runuser', '-u', $owner, '--') : ();
+my $pg_ctl = `pg_config --bindir 2>/dev/null` =~ s/\s+$//r || '/usr/lib/postgresql/15/bin';
+$pg_ctl .= '/pg_ctl';
+
+is(req(GET => '/gw_items?id=eq.1')->{status}, 200, 'gateway answers before the stop');
+system(@as, $pg_ctl, '-D', $data, '-m', 'fast', '-w', 'stop') == 0 or BAIL_OUT('cannot stop PostgreSQL');
+my $t0 = time;
+my $r = wait_until('a 503 from the gateway', 10, sub { my $x = req(GET => '/gw_items?id=eq.1'); $x->{status} == 503 ? $x : undef });
+is($r->{json}{code}, 'PGRST001', 'database down: 503 with a PostgREST error code');
+like($r->{headers}{'content-type'}, qr{^application/json}, '... as JSON');
+cmp_ok(time - $t0, '<', 10, '... quickly, not after a hang');
+is(req(GET => '/health')->{status}, 503, '/health reports unavailable');
+
+system(@as, $pg_ctl, '-D', $data, '-w', '-l', "$ENV{PGPOD_DIR}/log/postgresql.log", '-o', "-p $ENV{PGPORT} -k $ENV{PGHOST}", 'start') == 0 or BAIL_OUT('cannot start PostgreSQL');
+wait_until('the gateway to recover', 30, sub { req(GET => '/gw_items?id=eq.1')->{status} == 200 });
+pass('requests succeed again after PostgreSQL is back');
+wait_until('/health to recover', 10, sub { req(GET => '/health')->{status} == 200 });
+pass('/health recovers');
+psql("CREATE VIEW api.gw_after_restart AS SELECT 1 AS x; GRANT SELECT ON api.gw_after_restart TO pgpod_anon; NOTIFY pgrst, 'reload schema'");
+wait_until('the reconnected listener to reload the schema', 10, sub { req(GET => '/gw_after_restart')->{status} == 200 });
+pass('the schema listener reconnected (NOTIFY pgrst works again)');
+psql("DROP VIEW api.gw_after_restart; NOTIFY pgrst, 'reload schema'");
+
+done_testing();
