@@ -49,3 +49,11 @@ gateway-fuzz-smoke: $(GW_OUT)/fuzz
 fuzz: $(GW_OUT)/fuzz
 	@mkdir -p $(GW_OUT)/corpus
 	$(GW_OUT)/fuzz -max_total_time=$(GW_FUZZ_SECONDS) -max_len=8192 $(GW_OUT)/corpus tests/unit/gateway/corpus
+
+# The server itself under ASan/UBSan, for running the integration tests against it:
+#   make gateway-asan && PGPOD_URL=... gateway/build/pgpod-gateway-asan
+.PHONY: gateway-asan
+gateway-asan: $(GW_OUT)/pgpod-gateway-asan
+$(GW_OUT)/pgpod-gateway-asan: $(GW_SRCS) $(GW_HDRS)
+	@mkdir -p $(GW_OUT)
+	clang $(GW_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -o $@ $(GW_SRCS) $(GW_LIBS)

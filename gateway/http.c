@@ -54,6 +54,7 @@ struct gw_conn {
 
 static http_parser_settings parser_settings;
 static ev_io listen_io;
+static ev_timer accept_pause;
 static int listen_fd = -1;
 static gw_conn *conns;
 static gw_conn *zombies;
@@ -176,6 +177,11 @@ static void write_head(gw_conn *c, int status, const char *content_type, const c
 		gw_buf_printf(&c->out, "Content-Length: %lld\r\n", content_length);
 	if (extra)
 		gw_buf_puts(&c->out, extra);
+	if (c->req && gw_req_header(c->req, "origin"))
+		/* PostgREST's default CORS answer: any origin, API headers readable */
+		gw_buf_puts(&c->out, "Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Content-Encoding, "
+			    "Content-Location, Content-Range, Content-Type, Date, Location, Server, Transfer-Encoding, "
+			    "Range-Unit, Preference-Applied, ETag\r\n");
 	if (chunked_stream)
 		gw_buf_puts(&c->out, "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
 	if (!c->keep_alive || chunked_stream || gw_draining)
@@ -268,6 +274,8 @@ void gw_stream_start(gw_req *req, int status, const char *content_type, const ch
 	c->state = CS_STREAM;
 	write_head(c, status, content_type, extra, -1, 1);
 	arm_timer(c, 0);
+	/* read again, only to notice the client leaving */
+	ev_io_start(gw_loop, &c->rio);
 	conn_flush(c, 0);
 }
 
@@ -686,7 +694,14 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 	for (int i = 0; i < 64; i++) {
 		int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				/* out of descriptors: the level-triggered watcher would spin; pause
+				 * accepting for a second and say so once */
+				gw_log("accept: %s; pausing new connections for 1 s", strerror(errno));
+				ev_io_stop(gw_loop, &listen_io);
+				ev_timer_set(&accept_pause, 1.0, 0);
+				ev_timer_start(gw_loop, &accept_pause);
+			} else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
 				gw_log("accept: %s", strerror(errno));
 			return;
 		}
@@ -712,6 +727,15 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 		ev_io_start(gw_loop, &c->rio);
 		arm_timer(c, gw_cfg.header_timeout);
 	}
+}
+
+static void on_accept_pause(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	if (listen_fd >= 0)
+		ev_io_start(gw_loop, &listen_io);
 }
 
 int gw_http_listen(const char *host, int port, char *err, size_t errlen)
@@ -753,11 +777,13 @@ void gw_http_start(int fd)
 	ev_check_start(gw_loop, &reaper);
 	ev_io_init(&listen_io, on_accept, fd, EV_READ);
 	ev_io_start(gw_loop, &listen_io);
+	ev_init(&accept_pause, on_accept_pause);
 }
 
 /* Stops accepting and closes idle connections; busy ones close after answering. */
 void gw_http_drain(void)
 {
+	ev_timer_stop(gw_loop, &accept_pause);
 	if (listen_fd >= 0) {
 		ev_io_stop(gw_loop, &listen_io);
 		close(listen_fd);

@@ -4,6 +4,7 @@
 #include "rest.h"
 
 #include <http_parser.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,21 @@ typedef struct rest_call {
 	int want_count;
 	char prefer_applied[128];
 } rest_call;
+
+/* Percent-encodes everything but unreserved characters: safe in a header. */
+static void url_encode(gw_buf *b, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		    *p == '-' || *p == '_' || *p == '.' || *p == '~') {
+			gw_buf_putc(b, (char)*p);
+		} else {
+			char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+			gw_buf_append(b, e, 3);
+		}
+	}
+}
 
 static const char *content_type(int output)
 {
@@ -83,8 +99,12 @@ static void parse_prefer(rest_call *rc, const char *h)
 #define IS(x) (n == strlen(x) && !strncmp(h, x, n))
 		if (IS("return=representation"))
 			s->return_rep = 1;
-		else if (IS("return=minimal") || IS("return=headers-only"))
+		else if (IS("return=minimal"))
 			s->return_rep = 0;
+		else if (IS("return=headers-only")) {
+			s->return_rep = 0;
+			s->headers_only = 1;
+		}
 		else if (IS("count=exact"))
 			s->count = GW_COUNT_EXACT;
 		else if (IS("count=planned") || IS("count=estimated"))
@@ -165,6 +185,31 @@ static void respond_pg_error(rest_call *rc, PGresult *r)
 	gw_error_from_pg(st, msg ? msg : PQresultErrorMessage(r), PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL),
 			 PQresultErrorField(r, PG_DIAG_MESSAGE_HINT), rc->auth.anonymous, &e);
 	gw_respond_error(rc->req, &e, e.status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
+}
+
+/* Location: /rel?pk=eq.value&... from the JSON array of key values. */
+static void add_location(gw_buf *h, const char *rel, const char *values_json)
+{
+	gw_schema *schema = gw_schema_current();
+	const gw_relation *r = schema ? gw_schema_relation(schema, rel) : NULL;
+	json_error_t jerr;
+	json_t *vals = json_loads(values_json, 0, &jerr);
+	if (!r || !vals || !json_is_array(vals) || json_array_size(vals) != (size_t)r->npk) {
+		if (vals)
+			json_decref(vals);
+		return;
+	}
+	gw_buf_puts(h, "Location: /");
+	url_encode(h, rel);
+	for (int i = 0; i < r->npk; i++) {
+		const char *v = json_string_value(json_array_get(vals, (size_t)i));
+		gw_buf_putc(h, i ? '&' : '?');
+		url_encode(h, r->pk[i]);
+		gw_buf_puts(h, "=eq.");
+		url_encode(h, v ? v : "");
+	}
+	gw_buf_puts(h, "\r\n");
+	json_decref(vals);
 }
 
 static void job_done(gw_pg_job *job)
@@ -248,6 +293,8 @@ static void job_done(gw_pg_job *job)
 			status = 201;
 		else
 			status = s->return_rep ? 200 : 204;
+		if (rc->plan.insert_location && PQnfields(r) > 3 && !PQgetisnull(r, 0, 3))
+			add_location(&h, s->target, PQgetvalue(r, 0, 3));
 	}
 	if (status == 204 || (!rc->plan.returns_body && s->action != GW_ACTION_READ))
 		gw_respond(req, status == 200 && !rc->plan.returns_body ? 204 : status, NULL, h.data, NULL, 0);

@@ -56,12 +56,32 @@ static void metrics(gw_req *req)
 	gw_buf_free(&b);
 }
 
+/* A browser's CORS preflight, answered as PostgREST does by default. */
+static void cors_preflight(gw_req *req)
+{
+	gw_buf h;
+	gw_buf_init(&h);
+	const char *asked = gw_req_header(req, "access-control-request-headers");
+	gw_buf_puts(&h, "Access-Control-Allow-Methods: GET, POST, PATCH, PUT, DELETE, OPTIONS, HEAD\r\n"
+		       "Access-Control-Max-Age: 86400\r\n");
+	if (asked && !strpbrk(asked, "\r\n"))
+		gw_buf_printf(&h, "Access-Control-Allow-Headers: %s\r\n", asked);
+	else
+		gw_buf_puts(&h, "Access-Control-Allow-Headers: Authorization, Content-Type, Accept, Prefer, Range\r\n");
+	gw_respond(req, 200, NULL, h.data, NULL, 0);
+	gw_buf_free(&h);
+}
+
 void gw_route(gw_req *req)
 {
 	const char *p = req->path, *name;
 	int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
 	if (is_upload(req)) {
 		gw_upload_finish(req);
+		return;
+	}
+	if (req->method == HTTP_OPTIONS && gw_req_header(req, "access-control-request-method")) {
+		cors_preflight(req);
 		return;
 	}
 	if (!strcmp(p, "/") && get) {

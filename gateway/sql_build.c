@@ -414,6 +414,21 @@ static void build_outer(ctx *c, const gw_request_shape *r, gw_plan *p, const cha
 	} else {
 		gw_buf_puts(b, "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')::text AS body");
 	}
+	if (p->insert_location) {
+		/* the first written row's key values, for the Location header */
+		const gw_relation *rel = gw_schema_relation(c->s, r->target);
+		gw_buf_puts(b, ", (SELECT pg_catalog.json_build_array(");
+		for (int i = 0; i < rel->npk; i++) {
+			if (i)
+				gw_buf_puts(b, ", ");
+			gw_buf_puts(b, "k.");
+			gw_buf_ident(b, rel->pk[i]);
+			gw_buf_puts(b, "::text");
+		}
+		gw_buf_puts(b, ")::text FROM pgrst_source AS k LIMIT 1) AS location");
+	} else {
+		gw_buf_puts(b, ", NULL::text AS location");
+	}
 	if (r->action != GW_ACTION_READ && r->action != GW_ACTION_RPC && r->output == GW_OUT_SINGLE) {
 		/* a write that must touch exactly one row fails inside the statement so
 		 * that the pipelined COMMIT turns into a rollback (PGRST116) */
@@ -565,6 +580,7 @@ static int finish_write(ctx *c, const gw_request_shape *r, const gw_relation *re
 	gw_buf_ident(c->sql, alias);
 	gw_buf_puts(c->sql, ".*)");
 	p->returns_body = r->return_rep;
+	p->insert_location = r->headers_only && r->action == GW_ACTION_INSERT && rel->npk > 0;
 	if (!r->return_rep) {
 		build_outer(c, r, p, NULL, "pgrst_source");
 		return 0;

@@ -41,6 +41,7 @@ typedef struct gw_request_shape {
 	int body_is_json;
 	int rpc_get;             /* RPC arguments came from the query string */
 	int single_object;       /* Prefer: params=single-object */
+	int headers_only;        /* Prefer: return=headers-only (Location of an insert) */
 } gw_request_shape;
 
 typedef struct gw_plan {
@@ -52,7 +53,7 @@ typedef struct gw_plan {
 	int rpc_scalar;          /* non-set scalar function: body is one JSON value */
 	int rpc_single;          /* non-set composite function: body is one object */
 	int rpc_scalar_set;      /* set of scalars: body is an array of values */
-	int insert_location;     /* location column carries a Location query */
+	int insert_location;     /* column 3 is a JSON array of the first row's key values */
 } gw_plan;
 
 void gw_plan_init(gw_plan *p);

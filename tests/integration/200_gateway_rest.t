@@ -106,6 +106,8 @@ is_deeply([$r->{status}, $r->{json}], [201, [{ id => 11, name => 'a', qty => 0 }
   'bulk insert with representation and defaults');
 $r = req(POST => '/gw_items', {%auth}, [{ id => 13, name => 'a' }, { id => 14 }]);
 is_deeply([$r->{status}, $r->{json}{code}], [400, 'PGRST102'], 'bulk insert with different keys: 400 PGRST102');
+$r = req(POST => '/gw_items', { %auth, Prefer => 'return=headers-only' }, { id => 18, name => 'located' });
+is_deeply([$r->{status}, $r->{headers}{location}], [201, '/gw_items?id=eq.18'], 'return=headers-only: Location of the new row');
 $r = req(POST => '/gw_items', {%auth}, { id => 10, name => 'dup' });
 is_deeply([$r->{status}, $r->{json}{code}], [409, '23505'], 'duplicate key: 409 23505');
 $r = req(POST => '/gw_items', {%auth}, { id => 15, name => 'neg', qty => -1 });
@@ -133,7 +135,7 @@ is_deeply([$r->{status}, psql("SELECT name FROM api.gw_items WHERE id = 20")], [
 $r = req(PUT => '/gw_items?id=eq.21', {%auth}, { id => 22, name => 'x' });
 is_deeply([$r->{status}, $r->{json}{code}], [400, 'PGRST115'], 'PUT with a mismatched key: 400 PGRST115');
 $r = req(DELETE => '/gw_items?id=gte.16', { %auth, Prefer => 'return=representation' });
-is_deeply([$r->{status}, [sort { $a <=> $b } map { $_->{id} } @{ $r->{json} }]], [200, [16, 17, 20]], 'DELETE with representation');
+is_deeply([$r->{status}, [sort { $a <=> $b } map { $_->{id} } @{ $r->{json} }]], [200, [16, 17, 18, 20]], 'DELETE with representation');
 $r = req(DELETE => '/gw_items?id=eq.12', {%auth});
 is($r->{status}, 204, 'DELETE minimal: 204');
 $r = req(POST => '/gw_tasks?select=id,title,gw_projects(name)', { %auth, Prefer => 'return=representation' },
@@ -236,6 +238,12 @@ wait_until('every worker to drop the view', 10, sub {
   $gone >= 8 });
 $r = req(GET => '/gw_later');
 is_deeply([$r->{status}, $r->{json}{code}], [404, 'PGRST205'], 'unknown relation: 404 PGRST205');
+$r = req(OPTIONS => '/gw_items', { Origin => 'http://app.example', 'Access-Control-Request-Method' => 'POST',
+  'Access-Control-Request-Headers' => 'authorization,content-type' });
+is_deeply([$r->{status}, $r->{headers}{'access-control-allow-origin'}, $r->{headers}{'access-control-allow-headers'}],
+  [200, '*', 'authorization,content-type'], 'CORS preflight');
+$r = req(GET => '/gw_items?id=eq.1', { Origin => 'http://app.example' });
+like($r->{headers}{'access-control-expose-headers'} // '', qr/Content-Range/, 'CORS: Content-Range readable by browsers');
 $r = req(GET => '/');
 is_deeply([$r->{status}, $r->{json}{swagger}, exists $r->{json}{paths}{'/gw_tasks'}, exists $r->{json}{paths}{'/rpc/gw_add'}],
   [200, '2.0', 1, 1], 'OpenAPI at /');
