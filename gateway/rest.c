@@ -334,6 +334,13 @@ void gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 		gw_respond_error(req, &e, www[0] ? www : NULL);
 		return;
 	}
+	const char *profile = gw_req_header(req, req->method == HTTP_GET || req->method == HTTP_HEAD
+						     ? "accept-profile" : "content-profile");
+	if (profile && strcmp(profile, "api")) {
+		gw_error_set(&e, 406, "PGRST106", "The schema must be one of the following: api", NULL, NULL);
+		gw_respond_error(req, &e, NULL);
+		return;
+	}
 	gw_request_shape *s = &rc->shape;
 	s->target = name;
 	switch (req->method) {

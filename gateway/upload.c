@@ -60,6 +60,11 @@ static int upload_body(gw_req *req, const char *data, size_t len)
 {
 	upload *u = req->handler;
 	if (u->size + (long long)len > gw_cfg.upload_max) {
+		/* remove the partial file before answering, not when the socket closes */
+		close(u->fd);
+		u->fd = -1;
+		unlink(u->tmp);
+		u->tmp[0] = '\0';
 		gw_respond_simple_error(req, 413, "PGRST413", "Payload Too Large");
 		return -1;
 	}

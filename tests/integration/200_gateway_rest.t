@@ -91,6 +91,10 @@ $r = req(GET => '/gw_tasks?select=id&id=gt.1', { Accept => 'application/vnd.pgrs
 is_deeply([$r->{status}, $r->{json}{code}], [406, 'PGRST116'], 'single object of many rows: 406 PGRST116');
 $r = req(GET => '/gw_tasks?select=id,title&id=in.(1,4)&order=id', { Accept => 'text/csv' });
 is_deeply([$r->{status}, $r->{content}], [200, "id,title\n1,design\n4,\"review, \"\"quoted\"\"\""], 'CSV');
+$r = req(GET => '/gw_tasks?id=eq.1', { 'Accept-Profile' => 'api' });
+is($r->{status}, 200, 'Accept-Profile: api');
+$r = req(GET => '/gw_tasks?id=eq.1', { 'Accept-Profile' => 'pod' });
+is_deeply([$r->{status}, $r->{json}{code}], [406, 'PGRST106'], 'another schema: 406 PGRST106');
 $r = req(GET => '/gw_tasks', { Accept => 'image/png' });
 is($r->{status}, 406, 'unknown Accept: 406');
 

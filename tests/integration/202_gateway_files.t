@@ -100,4 +100,27 @@ pass('a broken upload leaves no temporary file');
 my $zhex = sha256_hex('z' x 5000);
 ok(!-e "$store/blobs/" . substr($zhex, 0, 2) . "/$zhex", '... and no blob');
 
+# a streamed (chunked) upload that grows past PGPOD_UPLOAD_MAX, on a gateway of our own
+my $own_store = "$ENV{PGPOD_DIR}/gw-upload-limit-$$";
+mkdir $own_store;
+my $oport = do { my $l = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0) or die; my $p = $l->sockport; close $l; $p };
+my $gpid = fork // die;
+if (!$gpid) {
+  open STDERR, '>', '/dev/null';
+  @ENV{qw(PGPOD_HTTP_PORT PGPOD_GATEWAY_WORKERS PGPOD_GATEWAY_POOL PGPOD_UPLOAD_MAX PGPOD_STORE_DIR)} = ($oport, 1, 2, 10000, $own_store);
+  exec("$ENV{PGPOD_TOP}/gateway/pgpod-gateway") or exit 127;
+}
+wait_until('the limited gateway to be healthy', 15, sub { HTTP::Tiny->new->get("http://127.0.0.1:$oport/health")->{status} == 200 });
+my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $oport) or die;
+print $c "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $tok{a}\r\nTransfer-Encoding: chunked\r\n\r\n";
+print $c sprintf("%x\r\n%s\r\n", 4000, 'y' x 4000) for 1 .. 5;
+my $ans = '';
+while (sysread($c, my $buf, 4096)) { $ans .= $buf }
+like($ans, qr/^HTTP\/1\.1 413 /, 'chunked upload growing past PGPOD_UPLOAD_MAX: 413');
+sub own_tmp { opendir(my $od, "$own_store/tmp") or die; scalar grep { !/^\./ } readdir $od }
+is(own_tmp(), 0, '... and its temporary file is already gone');
+kill 'TERM', $gpid;
+waitpid($gpid, 0);
+system('rm', '-rf', $own_store);
+
 done_testing();
