@@ -29,6 +29,7 @@ typedef struct gw_settings {
 	const char *store_dir;
 	const char *db_user;
 	double drain_timeout;
+	long file_cache_ms;      /* authorization cache of /files lookups */
 } gw_settings;
 
 extern gw_settings gw_cfg;

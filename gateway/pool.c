@@ -26,6 +26,7 @@ typedef struct pconn {
 	int qi;        /* index of the query whose results come next */
 	int syncs;
 	int counted;   /* counted in the pool_size metric */
+	int rolling_back; /* a failed job's transaction is being rolled back */
 	int id;
 } pconn;
 
@@ -138,6 +139,7 @@ static void pconn_down(pconn *c, const char *why)
 	}
 	gw_pg_job *job = c->job;
 	c->job = NULL;
+	c->rolling_back = 0;
 	int was_up = c->state == P_IDLE || c->state == P_BUSY;
 	set_state(c, P_DOWN);
 	if (was_up)
@@ -180,9 +182,11 @@ static void start_job(pconn *c, gw_pg_job *job)
 						: "BEGIN ISOLATION LEVEL READ COMMITTED", NULL);
 	for (int i = 0; ok && i < job->nstmts; i++)
 		ok = send_q(c, job->stmts[i].sql, job->stmts[i].params);
-	ok = ok && PQpipelineSync(c->pg);
+	/* one Sync for the whole transaction: the success path is one round trip;
+	 * after an error the block stays open and read_results rolls it back */
 	if (!job->no_transaction)
-		ok = ok && send_q(c, "COMMIT", NULL) && PQpipelineSync(c->pg);
+		ok = ok && send_q(c, "COMMIT", NULL);
+	ok = ok && PQpipelineSync(c->pg);
 	if (!ok) {
 		pconn_down(c, PQerrorMessage(c->pg));
 		return;
@@ -203,7 +207,7 @@ static void read_results(pconn *c)
 		pconn_down(c, PQerrorMessage(c->pg));
 		return;
 	}
-	while (c->job && !PQisBusy(c->pg)) {
+	while ((c->job || c->rolling_back) && !PQisBusy(c->pg)) {
 		PGresult *r = PQgetResult(c->pg);
 		gw_pg_job *job = c->job;
 		if (!r) {
@@ -213,20 +217,45 @@ static void read_results(pconn *c)
 		ExecStatusType st = PQresultStatus(r);
 		if (st == PGRES_PIPELINE_SYNC) {
 			PQclear(r);
-			c->syncs++;
-			if (c->syncs == (job->no_transaction ? 1 : 2)) {
-				c->job = NULL;
-				if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
-					/* cannot happen with the COMMIT after Sync; be safe anyway */
-					pconn_down(c, "connection left inside a transaction");
-					job_finish(job);
+			PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+			if (c->rolling_back) {
+				c->rolling_back = 0;
+				if (ts != PQTRANS_IDLE) {
+					pconn_down(c, "ROLLBACK did not end the transaction");
 					return;
 				}
 				set_state(c, P_IDLE);
-				job_finish(job);
 				dispatch();
 				return;
 			}
+			c->job = NULL;
+			if (ts == PQTRANS_INERROR) {
+				/* the answer is known: give it now, clean up behind it */
+				if (!PQsendQueryParams(c->pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) ||
+				    !PQpipelineSync(c->pg)) {
+					pconn_down(c, PQerrorMessage(c->pg));
+					job_finish(job);
+					return;
+				}
+				c->rolling_back = 1;
+				flush_out(c);
+				job_finish(job);
+				if (c->state == P_DOWN)
+					return;
+				continue;
+			}
+			if (ts != PQTRANS_IDLE) {
+				pconn_down(c, "connection left inside a transaction");
+				job_finish(job);
+				return;
+			}
+			set_state(c, P_IDLE);
+			job_finish(job);
+			dispatch();
+			return;
+		}
+		if (c->rolling_back) {
+			PQclear(r);
 			continue;
 		}
 		if (st == PGRES_PIPELINE_ABORTED) {
@@ -291,13 +320,15 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 		connect_poll(c);
 		return;
 	}
+	if (c->state == P_DOWN)
+		return;
 	if (revents & EV_WRITE) {
 		flush_out(c);
 		if (c->state == P_DOWN)
 			return;
 	}
 	if (revents & EV_READ) {
-		if (c->job)
+		if (c->job || c->rolling_back)
 			read_results(c);
 		else if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD)
 			pconn_down(c, "connection closed by the server");

@@ -1,7 +1,8 @@
 /* The per-worker pool of non-blocking libpq connections in pipeline mode. A job
  * is a list of statements run as one transaction in one round trip:
- * BEGIN [READ ONLY]; statements...; Sync; COMMIT; Sync. After an error the
- * COMMIT turns into a rollback, so a failed request leaves nothing behind. */
+ * BEGIN [READ ONLY]; statements...; COMMIT; Sync. After an error the server skips
+ * to the Sync (the COMMIT never runs); the job is answered at once and the pool
+ * sends ROLLBACK before the connection takes another job. */
 #ifndef GW_POOL_H
 #define GW_POOL_H
 #include <libpq-fe.h>

@@ -431,7 +431,7 @@ static void build_outer(ctx *c, const gw_request_shape *r, gw_plan *p, const cha
 	}
 	if (r->action != GW_ACTION_READ && r->action != GW_ACTION_RPC && r->output == GW_OUT_SINGLE) {
 		/* a write that must touch exactly one row fails inside the statement so
-		 * that the pipelined COMMIT turns into a rollback (PGRST116) */
+		 * that the pipelined COMMIT is skipped and the pool rolls back (PGRST116) */
 		gw_buf_puts(b, ", CASE WHEN pg_catalog.count(_postgrest_t) <> 1 THEN ('pgrst_single:' || pg_catalog.count(_postgrest_t))::integer END AS single_check");
 	}
 	gw_buf_printf(b, " FROM (SELECT * FROM %s) AS _postgrest_t", source);

@@ -18,6 +18,7 @@
 typedef struct dl {
 	gw_req *req;
 	gw_auth auth;
+	const char *file_id;     /* request arena */
 	gw_buf settings;
 	gw_params sp, qp;
 	gw_pg_job job;
@@ -89,37 +90,71 @@ static void header_safe(char *dst, size_t n, const char *src)
 	dst[o] = '\0';
 }
 
-static void lookup_done(gw_pg_job *job)
+/* --- authorization cache -----------------------------------------------------
+ * A WebSeed or a video player asks for many ranges of one file in a row; each
+ * would cost a transaction. A positive answer of api.files is remembered for
+ * PGPOD_FILE_CACHE_MS (default 1000, 0 disables) per (Authorization header, file
+ * id), so a revoked permission takes effect within that time. The token itself
+ * is still verified on every request. */
+#define CACHE_SLOTS 512
+
+typedef struct cache_entry {
+	char *key;
+	double expires;
+	char hex[65];
+	char mime[256];
+	char name[256];
+} cache_entry;
+
+static cache_entry cache[CACHE_SLOTS];
+
+static char *cache_key(gw_req *req, const char *file_id)
 {
-	dl *d = job->data;
-	gw_req *req = d->req;
-	if (job->failed) {
-		gw_respond_simple_error(req, 503, "PGRST001", "Database client error. Retrying the connection.");
+	const char *auth = gw_req_header(req, "authorization");
+	size_t n = strlen(auth ? auth : "") + strlen(file_id) + 2;
+	char *k = gw_arena_alloc(&req->arena, n);
+	snprintf(k, n, "%s\n%s", auth ? auth : "", file_id);
+	return k;
+}
+
+static unsigned cache_slot(const char *key)
+{
+	unsigned h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h % CACHE_SLOTS;
+}
+
+static const cache_entry *cache_get(gw_req *req, const char *file_id)
+{
+	if (gw_cfg.file_cache_ms <= 0)
+		return NULL;
+	char *key = cache_key(req, file_id);
+	cache_entry *e = &cache[cache_slot(key)];
+	if (!e->key || strcmp(e->key, key) || e->expires < ev_now(gw_loop))
+		return NULL;
+	return e;
+}
+
+static void cache_put(gw_req *req, const char *file_id, const char *hex, const char *mime, const char *name)
+{
+	if (gw_cfg.file_cache_ms <= 0)
 		return;
-	}
-	if (job->error) {
-		gw_error e;
-		gw_error_from_pg(PQresultErrorField(job->error, PG_DIAG_SQLSTATE),
-				 PQresultErrorField(job->error, PG_DIAG_MESSAGE_PRIMARY),
-				 PQresultErrorField(job->error, PG_DIAG_MESSAGE_DETAIL),
-				 PQresultErrorField(job->error, PG_DIAG_MESSAGE_HINT), d->auth.anonymous, &e);
-		gw_respond_error(req, &e, NULL);
-		return;
-	}
-	PGresult *r = job->results[1];
-	if (!r || PQntuples(r) != 1) {
-		gw_respond_simple_error(req, 404, "PGRST116", "File not found");
-		return;
-	}
-	const char *hex = PQgetvalue(r, 0, 0);
-	if (strlen(hex) != 64 || strspn(hex, "0123456789abcdef") != 64) {
-		gw_respond_simple_error(req, 500, "PGRST000", "The file record has no valid sha256");
-		return;
-	}
-	char path[4096], mime[256], name[256];
+	char *key = cache_key(req, file_id);
+	cache_entry *e = &cache[cache_slot(key)];
+	free(e->key);
+	e->key = strdup(key);
+	e->expires = ev_now(gw_loop) + (double)gw_cfg.file_cache_ms / 1000.0;
+	snprintf(e->hex, sizeof e->hex, "%s", hex);
+	snprintf(e->mime, sizeof e->mime, "%s", mime);
+	snprintf(e->name, sizeof e->name, "%s", name);
+}
+
+/* Sends the blob of a looked-up file: 304, 416, 206 or 200. */
+static void serve(gw_req *req, const char *hex, const char *mime, const char *name)
+{
+	char path[4096];
 	gw_blob_path(path, sizeof path, gw_cfg.store_dir, hex);
-	header_safe(mime, sizeof mime, PQgetisnull(r, 0, 2) ? "application/octet-stream" : PQgetvalue(r, 0, 2));
-	header_safe(name, sizeof name, PQgetisnull(r, 0, 3) ? "" : PQgetvalue(r, 0, 3));
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st)) {
@@ -163,6 +198,40 @@ static void lookup_done(gw_pg_job *job)
 	gw_buf_free(&h);
 }
 
+static void lookup_done(gw_pg_job *job)
+{
+	dl *d = job->data;
+	gw_req *req = d->req;
+	if (job->failed) {
+		gw_respond_simple_error(req, 503, "PGRST001", "Database client error. Retrying the connection.");
+		return;
+	}
+	if (job->error) {
+		gw_error e;
+		gw_error_from_pg(PQresultErrorField(job->error, PG_DIAG_SQLSTATE),
+				 PQresultErrorField(job->error, PG_DIAG_MESSAGE_PRIMARY),
+				 PQresultErrorField(job->error, PG_DIAG_MESSAGE_DETAIL),
+				 PQresultErrorField(job->error, PG_DIAG_MESSAGE_HINT), d->auth.anonymous, &e);
+		gw_respond_error(req, &e, NULL);
+		return;
+	}
+	PGresult *r = job->results[1];
+	if (!r || PQntuples(r) != 1) {
+		gw_respond_simple_error(req, 404, "PGRST116", "File not found");
+		return;
+	}
+	const char *hex = PQgetvalue(r, 0, 0);
+	if (strlen(hex) != 64 || strspn(hex, "0123456789abcdef") != 64) {
+		gw_respond_simple_error(req, 500, "PGRST000", "The file record has no valid sha256");
+		return;
+	}
+	char mime[256], name[256];
+	header_safe(mime, sizeof mime, PQgetisnull(r, 0, 2) ? "application/octet-stream" : PQgetvalue(r, 0, 2));
+	header_safe(name, sizeof name, PQgetisnull(r, 0, 3) ? "" : PQgetvalue(r, 0, 3));
+	cache_put(req, d->file_id, hex, mime, name);
+	serve(req, hex, mime, name);
+}
+
 void gw_static_handle(gw_req *req, const char *file_id)
 {
 	dl *d = calloc(1, sizeof *d);
@@ -180,6 +249,12 @@ void gw_static_handle(gw_req *req, const char *file_id)
 		gw_respond_error(req, &e, www[0] ? www : NULL);
 		return;
 	}
+	const cache_entry *hit = cache_get(req, file_id);
+	if (hit) {
+		serve(req, hit->hex, hit->mime, hit->name);
+		return;
+	}
+	d->file_id = file_id;
 	/* a malformed id is PostgreSQL's 22P02, answered as 400 like any filter */
 	gw_params_add(&d->qp, file_id);
 	gw_auth_settings_sql(req, &d->auth, &d->settings, &d->sp);

@@ -4,7 +4,8 @@
 #     against pgbench running the gateway's own transaction (BEGIN READ ONLY, the
 #     role/claims/request settings, the same JSON-producing SELECT, COMMIT) as the
 #     same login role, pipelined into one round trip, 32 clients.
-#  2. GET /files/<id> of a 1 MiB blob (lookup under RLS + sendfile) against nginx
+#  2. GET /files/<id> of a 1 MiB blob (lookup under RLS, reused for
+#     PGPOD_FILE_CACHE_MS, + sendfile) against nginx
 #     serving the same file from the store with sendfile, 32 connections.
 # Needs an instance started by tests/bench/run (PGPOD_URL, PGHOST, PGPOD_DIR).
 set -euo pipefail
@@ -113,7 +114,7 @@ done
 wrk -t"$threads" -c"$clients" -d"${secs}s" -H "Authorization: Bearer $token" "$PGPOD_URL/files/$id" >"$work/wrk-file.out" 2>&1
 wrk -t"$threads" -c"$clients" -d"${secs}s" "http://127.0.0.1:$nport/${sha:0:2}/$sha" >"$work/wrk-nginx.out" 2>&1
 gw_f=$(rps "$work/wrk-file.out"); ng_f=$(rps "$work/wrk-nginx.out")
-printf 'GET /files/<id>, 1 MiB, gateway (RLS lookup + sendfile): %7.0f req/s (%.0f MiB/s)\n' "$gw_f" "$gw_f"
+printf 'GET /files/<id>, 1 MiB, gateway (RLS lookup, 1 s cache): %7.0f req/s (%.0f MiB/s)\n' "$gw_f" "$gw_f"
 printf 'same file from nginx (sendfile):                         %7.0f req/s (%.0f MiB/s)\n' "$ng_f" "$ng_f"
 errors "$work/wrk-file.out"
 awk -v a="$gw_f" -v b="$ng_f" 'BEGIN { printf "ratio: %.2f x nginx (goal >= 0.80)\n", a / b }'
