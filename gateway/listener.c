@@ -54,8 +54,12 @@ static void watch(int events)
 	ev_io_start(gw_loop, &io);
 }
 
-static void go_down(const char *why)
+static void go_down(const char *reason)
 {
+	/* reason may point into the connection's own error buffer: copy it first */
+	char why[256];
+	snprintf(why, sizeof why, "%s", reason);
+	why[strcspn(why, "\n")] = '\0';
 	ev_io_stop(gw_loop, &io);
 	if (pg)
 		PQfinish(pg);

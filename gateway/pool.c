@@ -129,8 +129,12 @@ static void fail_queue(const char *why)
 	queue_tail = NULL;
 }
 
-static void pconn_down(pconn *c, const char *why)
+static void pconn_down(pconn *c, const char *reason)
 {
+	/* reason may point into the connection's own error buffer: copy it first */
+	char why[256];
+	snprintf(why, sizeof why, "%s", reason);
+	why[strcspn(why, "\n")] = '\0';
 	ev_io_stop(gw_loop, &c->io);
 	c->io_fd = -1;
 	if (c->pg) {

@@ -32,7 +32,7 @@ wait_until('the gateway to recover', 30, sub { req(GET => '/gw_items?id=eq.1')->
 pass('requests succeed again after PostgreSQL is back');
 wait_until('/health to recover', 10, sub { req(GET => '/health')->{status} == 200 });
 pass('/health recovers');
-psql("CREATE VIEW api.gw_after_restart AS SELECT 1 AS x; GRANT SELECT ON api.gw_after_restart TO pgpod_anon; NOTIFY pgrst, 'reload schema'");
+psql("DROP VIEW IF EXISTS api.gw_after_restart; CREATE VIEW api.gw_after_restart AS SELECT 1 AS x; GRANT SELECT ON api.gw_after_restart TO pgpod_anon; NOTIFY pgrst, 'reload schema'");
 wait_until('the reconnected listener to reload the schema', 10, sub { req(GET => '/gw_after_restart')->{status} == 200 });
 pass('the schema listener reconnected (NOTIFY pgrst works again)');
 psql("DROP VIEW api.gw_after_restart; NOTIFY pgrst, 'reload schema'");
