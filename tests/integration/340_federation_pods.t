@@ -1,0 +1,96 @@
+#!/bin/bash
+# Three pods on loopback, each with its own cluster, gateway and federator. They make
+# friends by the seed's rule over HTTP; a video published on one reaches the others'
+# index; a new friend's videos come back with its acceptance; a pod whose gateway is
+# down makes deliveries retry and its score fall, and recovers when it is back; with a
+# fast-backoff setting a dead pod reaches score 0 and is revoked with its videos.
+. "$(dirname "$0")/tap.sh"
+top=$PGPOD_TOP
+dir=$(mktemp -d /tmp/pgpod-pods.XXXXXX); chmod 755 "$dir"
+pg() { echo $((PGPOD_PG_PORT + 40 + $1)); }
+http() { echo $((PGPOD_HTTP_PORT + 60 + $1)); }
+url() { echo "http://127.0.0.1:$(http "$1")"; }
+pod() { local n=$1; shift; PGPOD_DIR=$dir/p$n PGPOD_PG_PORT=$(pg "$n") PGPOD_HTTP_PORT=$(http "$n") PGPOD_DB=pgpod "$top/scripts/pgpod" "$@"; }
+qp() { local n=$1; shift; psql -X -q -At -v ON_ERROR_STOP=1 -h "$dir/p$n/run" -p "$(pg "$n")" -U postgres -d pgpod "$@"; }
+cleanup() { for n in 1 2 3; do pod "$n" stop >/dev/null 2>&1; done; rm -rf "$dir"; }
+trap cleanup EXIT
+plan 17
+
+for n in 1 2 3; do pod "$n" start >"$dir/start$n.log" 2>&1 || echo "# pod $n: $(tail -3 "$dir/start$n.log")"; done
+up() { curl -sf "$(url 1)/rpc/friend_list" && curl -sf "$(url 2)/rpc/friend_list" && curl -sf "$(url 3)/rpc/friend_list"; }
+wait_for 30 up
+ok $? "three pods answer on $(url 1), $(url 2), $(url 3)"
+for n in 1 2 3; do [[ -f $dir/p$n/run/federator.pid ]] || echo "# pod $n has no federator running"; done
+
+# A local video on pod n: a user, a channel, a published video.
+publish() { # publish POD UUID NAME
+  qp "$1" -c "INSERT INTO pod.users (id, email, pass_hash) VALUES ('00000000-0000-0000-0000-00000000000$1', 'u$1@pods.test', '\$argon2id\$t')
+                ON CONFLICT DO NOTHING;
+              INSERT INTO pod.channels (owner_id, name, display_name) VALUES ('00000000-0000-0000-0000-00000000000$1', 'chan$1', 'Channel $1')
+                ON CONFLICT DO NOTHING;
+              INSERT INTO pod.videos (uuid, channel_id, name, state)
+                SELECT '$2', id, '$3', 'published' FROM pod.channels WHERE name = 'chan$1'"
+}
+has_video() { [[ $(qp "$1" -c "SELECT count(*) FROM pod.videos WHERE uuid = '$2' AND origin = '$3'") == 1 ]]; }
+friends_of() { qp "$1" -c "SELECT string_agg(url || ':' || state, ' ' ORDER BY url) FROM pod.friends"; }
+
+publish 2 22222222-0000-0000-0000-000000000002 "on pod 2 before friendship"
+# Pod 1 asks pod 2 (who has no friends yet), then pod 3 asks pod 1, whose list names pod 2.
+qp 1 -c "SELECT pod.make_friends(ARRAY['$(url 2)'])" >/dev/null
+p1p2() { [[ $(friends_of 1) == "$(url 2):active" && $(friends_of 2) == "$(url 1):active" ]]; }
+wait_for 30 p1p2
+ok $? "pod 1 and pod 2 are friends (request, acceptance, keys exchanged)"
+wait_for 30 has_video 1 22222222-0000-0000-0000-000000000002 "$(url 2)"
+ok $? "pod 2's video came to pod 1 with the acceptance"
+qp 3 -c "SELECT pod.make_friends(ARRAY['$(url 1)'])" >/dev/null
+all3() { [[ $(friends_of 3) == "$(url 1):active $(url 2):active" && $(friends_of 1) == "$(url 2):active $(url 3):active"
+            && $(friends_of 2) == "$(url 1):active $(url 3):active" ]]; }
+wait_for 30 all3
+ok $? "pod 3 asked pod 1 only and befriended pod 1 and pod 2 (in 1 of 1 lists): everyone is friends"
+is "$(qp 3 -c "SELECT payload -> 'added' FROM pod.jobs WHERE kind = 'make_friends'")" "[\"$(url 1)\", \"$(url 2)\"]" \
+  "pod 3's make_friends job records whom it added"
+is "$(qp 3 -c "SELECT payload -> 'lists' FROM pod.jobs WHERE kind = 'make_friends'")" "{\"$(url 1)\": [\"$(url 2)\"]}" \
+  "and the lists it got"
+
+publish 1 11111111-0000-0000-0000-000000000001 "published on pod 1"
+both() { has_video 2 11111111-0000-0000-0000-000000000001 "$(url 1)" && has_video 3 11111111-0000-0000-0000-000000000001 "$(url 1)"; }
+wait_for 30 both
+ok $? "a video published on pod 1 reaches the index of pods 2 and 3"
+is "$(curl -s "$(url 3)/videos?uuid=eq.11111111-0000-0000-0000-000000000001&select=name,origin")" \
+   "[{\"name\":\"published on pod 1\",\"origin\":\"$(url 1)\"}]" "pod 3 serves it over HTTP with its origin"
+qp 1 -c "UPDATE pod.videos SET name = 'renamed on pod 1' WHERE uuid = '11111111-0000-0000-0000-000000000001'"
+renamed() { [[ $(qp 3 -c "SELECT name FROM pod.videos WHERE uuid = '11111111-0000-0000-0000-000000000001'") == "renamed on pod 1" ]]; }
+wait_for 30 renamed
+ok $? "an update follows (video.updated)"
+publish 3 33333333-0000-0000-0000-000000000003 "on pod 3"
+wait_for 30 has_video 1 33333333-0000-0000-0000-000000000003 "$(url 3)"
+ok $? "pod 3's video reaches pod 1"
+
+# Pod 3's gateway goes down: pod 1's deliveries to it fail, retry, its score falls.
+score13() { qp 1 -c "SELECT score FROM pod.friends WHERE url = '$(url 3)'"; }
+s0=$(score13)
+g3=$(cat "$dir/p3/run/gateway.pid"); kill -TERM "$g3"; wait_for 10 bash -c "! kill -0 $g3"
+publish 1 11111111-0000-0000-0000-000000000011 "while pod 3 is down"
+retried() { [[ $(qp 1 -c "SELECT max(attempts) FROM pod.jobs WHERE target = '$(url 3)' AND state = 'waiting'") -ge 2 ]]; }
+wait_for 30 retried
+ok $? "the delivery to pod 3 fails and is retried with backoff (2 s, then 6 s)"
+s1=$(score13)
+ok "$( ((s1 < s0)); echo $?)" "pod 3's score at pod 1 fell ($s0 → $s1)"
+pod 3 start >/dev/null 2>&1
+wait_for 40 has_video 3 11111111-0000-0000-0000-000000000011 "$(url 1)"
+ok $? "pod 3 is back: the retried delivery arrives"
+rose() { (($(score13) > s1)); }
+wait_for 10 rose
+ok $? "and its score rises again ($s1 → $(score13))"
+
+# Fast backoff (the test setting), pod 3 down for good: score 0, revoked, its videos gone.
+qp 1 -c "UPDATE pod.job_kinds SET retries = 100, base_delay = '50 milliseconds', factor = 1 WHERE kind = 'deliver';
+         UPDATE pod.friends SET score = 60 WHERE url = '$(url 3)'"
+g3=$(cat "$dir/p3/run/gateway.pid"); kill -TERM "$g3"; wait_for 10 bash -c "! kill -0 $g3"
+publish 1 11111111-0000-0000-0000-000000000021 "pod 3 will not get this"
+revoked() { [[ $(qp 1 -c "SELECT state FROM pod.friends WHERE url = '$(url 3)'") == revoked ]]; }
+wait_for 30 revoked
+ok $? "failed attempts drive pod 3's score to 0 at pod 1: revoked"
+is "$(qp 1 -c "SELECT count(*) FROM pod.videos WHERE origin = '$(url 3)'")" "0" "pod 3's videos are gone from pod 1's index"
+ok "$(has_video 2 11111111-0000-0000-0000-000000000021 "$(url 1)"; echo $?)" "pod 2 still gets pod 1's videos"
+done_testing
