@@ -544,6 +544,12 @@ static int on_headers_complete(http_parser *p)
 		http_parser_pause(p, 1);
 		return 0;
 	}
+	const char *expect = gw_req_header(r, "expect");
+	if (expect && !strcasecmp(expect, "100-continue") && p->http_minor >= 1) {
+		/* the client waits for this before sending a large body (curl, uploads) */
+		gw_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+		conn_flush(c, 0);
+	}
 	/* a bodyless request of a method that never has one */
 	return 0;
 }

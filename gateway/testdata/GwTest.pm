@@ -34,7 +34,8 @@ sub req {
 
 sub psql {
   my ($sql) = @_;
-  open(my $fh, '-|', 'psql', '-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1', '-c', $sql) or die "psql: $!";
+  open(my $fh, '-|', 'psql', '-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1', '-c', 'SET client_min_messages = warning',
+       '-c', $sql) or die "psql: $!";
   local $/;
   my $out = <$fh>;
   close $fh or die "psql failed on: $sql\n";

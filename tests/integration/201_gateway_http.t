@@ -34,6 +34,20 @@ $out = raw_request("POST /rpc/gw_add HTTP/1.1\r\nHost: x\r\nContent-Type: applic
   . "6\r\n{\"a\":1\r\n9\r\n, \"b\": 2}\r\n0\r\n\r\n", 10);
 like($out, qr/^HTTP\/1\.1 200 .*\r\n\r\n3$/s, 'chunked body');
 
+# Expect: 100-continue is answered before the body is sent
+{
+  my ($host, $port) = url() =~ m{//([^:/]+):(\d+)};
+  my $s = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port) or die;
+  print $s "POST /rpc/gw_add HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 13\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n";
+  my $interim = '';
+  wait_until('100 Continue', 5, sub { my $chunk; sysread($s, $chunk, 4096) and $interim .= $chunk; $interim =~ /\r\n\r\n/ });
+  like($interim, qr/^HTTP\/1\.1 100 Continue\r\n\r\n/, 'Expect: 100-continue gets 100 Continue');
+  print $s '{"a":1,"b":2}';
+  my $rest = '';
+  while (sysread($s, my $b, 4096)) { $rest .= $b }
+  like($rest, qr/^HTTP\/1\.1 200 .*\r\n\r\n3$/s, '... then the final answer');
+}
+
 # limits
 $out = raw_request("GET /gw_items?x=" . ('a' x 20000) . " HTTP/1.1\r\nHost: x\r\n\r\n", 10);
 like($out, qr/^HTTP\/1\.1 414 /, 'URL over the limit: 414');
