@@ -240,12 +240,33 @@ int gw_schema_relationships(const gw_schema *s, const char *parent, const char *
 	for (int i = 0; i < s->nfks && n < max; i++) {
 		const gw_fk *f = &s->fks[i];
 		if (!strcmp(f->from, parent) && !strcmp(f->to, target) && fk_matches_hint(f, hint, 1)) {
+			memset(&out[n], 0, sizeof out[n]);
 			out[n].fk = f;
 			out[n].to_one = 1;
 			n++;
 		} else if (!strcmp(f->to, parent) && !strcmp(f->from, target) && fk_matches_hint(f, hint, 0)) {
 			if (n < max) {
+				memset(&out[n], 0, sizeof out[n]);
 				out[n].fk = f;
+				out[n].to_one = 0;
+				n++;
+			}
+		}
+	}
+	for (int i = 0; n == 0 && i < s->nfks; i++) {
+		const gw_fk *f1 = &s->fks[i];
+		if (strcmp(f1->to, parent) || !strcmp(f1->from, parent) || !strcmp(f1->from, target))
+			continue;
+		for (int j = 0; j < s->nfks; j++) {
+			const gw_fk *f2 = &s->fks[j];
+			if (j == i || strcmp(f2->from, f1->from) || strcmp(f2->to, target))
+				continue;
+			if (hint && strcmp(hint, f1->from) && strcmp(hint, f1->name) && strcmp(hint, f2->name))
+				continue;
+			if (n < max) {
+				out[n].fk = f1;
+				out[n].fk2 = f2;
+				out[n].junction = f1->from;
 				out[n].to_one = 0;
 				n++;
 			}

@@ -80,11 +80,17 @@ const gw_column *gw_relation_column(const gw_relation *r, const char *name);
 int gw_schema_role_allowed(const gw_schema *s, const char *role);
 
 /* Relationships between parent (the relation being selected) and a target
- * relation, optionally narrowed by a hint (constraint name or a column). Fills up
- * to max matches; *to_one tells the direction of each. Returns the count. */
+ * relation, optionally narrowed by a hint (constraint name, a column, or the
+ * junction's name). Direct foreign keys come first; only when there is none are
+ * junctions (a relation with a key to each) considered, as PostgREST does. Fills
+ * up to max matches and returns the count. */
 typedef struct gw_rel_match {
 	const gw_fk *fk;
 	int to_one;      /* parent holds the fk columns (many-to-one) */
+	/* many-to-many through a junction: fk is junction -> parent, fk2 is
+	 * junction -> target (both many-to-one from the junction) */
+	const gw_fk *fk2;
+	const char *junction;
 } gw_rel_match;
 int gw_schema_relationships(const gw_schema *s, const char *parent, const char *target,
 			    const char *hint, gw_rel_match *out, int max);

@@ -255,8 +255,48 @@ static int resolve_embed(ctx *c, const gw_relation *parent, const gw_select_item
 	return 0;
 }
 
+static void cols_equal(ctx *c, const char *a1, char *const *c1, const char *a2, char *const *c2, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (i)
+			gw_buf_puts(c->sql, " AND ");
+		gw_buf_ident(c->sql, a1);
+		gw_buf_putc(c->sql, '.');
+		gw_buf_ident(c->sql, c1[i]);
+		gw_buf_puts(c->sql, " = ");
+		gw_buf_ident(c->sql, a2);
+		gw_buf_putc(c->sql, '.');
+		gw_buf_ident(c->sql, c2[i]);
+	}
+}
+
+/* FROM "api"."target" AS child [JOIN "api"."junction" AS child_j ON ...] */
+static void embed_from(ctx *c, const gw_rel_match *m, const char *target, const char *child)
+{
+	gw_buf_puts(c->sql, " FROM \"api\".");
+	gw_buf_ident(c->sql, target);
+	gw_buf_puts(c->sql, " AS ");
+	gw_buf_ident(c->sql, child);
+	if (m->junction) {
+		char j[48];
+		snprintf(j, sizeof j, "%s_j", child);
+		gw_buf_puts(c->sql, " JOIN \"api\".");
+		gw_buf_ident(c->sql, m->junction);
+		gw_buf_puts(c->sql, " AS ");
+		gw_buf_ident(c->sql, j);
+		gw_buf_puts(c->sql, " ON ");
+		cols_equal(c, j, m->fk2->from_cols, child, m->fk2->to_cols, m->fk2->ncols);
+	}
+}
+
 static void join_condition(ctx *c, const gw_rel_match *m, const char *parent_alias, const char *child_alias)
 {
+	if (m->junction) {
+		char j[48];
+		snprintf(j, sizeof j, "%s_j", child_alias);
+		cols_equal(c, j, m->fk->from_cols, parent_alias, m->fk->to_cols, m->fk->ncols);
+		return;
+	}
 	for (int i = 0; i < m->fk->ncols; i++) {
 		if (i)
 			gw_buf_puts(c->sql, " AND ");
@@ -305,10 +345,7 @@ static int build_embed(ctx *c, const char *parent_alias, const gw_relation *pare
 	gw_buf_puts(c->sql, ") FROM (SELECT ");
 	if (build_select_list(c, child, target, it->children, child_path, NULL))
 		return -1;
-	gw_buf_puts(c->sql, " FROM \"api\".");
-	gw_buf_ident(c->sql, target->name);
-	gw_buf_puts(c->sql, " AS ");
-	gw_buf_ident(c->sql, child);
+	embed_from(c, &m, target->name, child);
 	gw_buf_puts(c->sql, " WHERE ");
 	join_condition(c, &m, parent_alias, child);
 	if (sc) {
@@ -332,10 +369,8 @@ static int build_embed(ctx *c, const char *parent_alias, const gw_relation *pare
 		 * separate buffer that the caller appends to its WHERE */
 		gw_buf *saved = c->sql;
 		c->sql = inner_conds;
-		gw_buf_puts(c->sql, " AND EXISTS (SELECT 1 FROM \"api\".");
-		gw_buf_ident(c->sql, target->name);
-		gw_buf_puts(c->sql, " AS ");
-		gw_buf_ident(c->sql, child);
+		gw_buf_puts(c->sql, " AND EXISTS (SELECT 1");
+		embed_from(c, &m, target->name, child);
 		gw_buf_puts(c->sql, " WHERE ");
 		join_condition(c, &m, parent_alias, child);
 		int rc = 0;

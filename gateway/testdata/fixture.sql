@@ -3,7 +3,7 @@
 -- (embedding goes through the base tables' foreign key), row-level security keyed on
 -- the JWT's sub claim, and functions for RPC. Idempotent: dropped and recreated.
 DROP SCHEMA IF EXISTS gw_private CASCADE;
-DROP VIEW IF EXISTS api.gw_projects, api.gw_tasks, api.gw_plain CASCADE;
+DROP VIEW IF EXISTS api.gw_projects, api.gw_tasks, api.gw_plain, api.gw_labels, api.gw_task_labels CASCADE;
 DROP TABLE IF EXISTS api.gw_items, api.gw_notes CASCADE;
 DROP FUNCTION IF EXISTS api.gw_add(integer, integer), api.gw_echo(json), api.gw_tasks_of(integer),
   api.gw_whoami(), api.gw_fail(text), api.gw_noop(), api.gw_words(text), api.gw_raw_text(text),
@@ -44,11 +44,24 @@ INSERT INTO gw_private.tasks (project_id, title, done, tags, data, during, body)
   (2, 'review, "quoted"', true, '{c}', '{"size": 1}', '[20,30)', to_tsvector('english', 'quick review')),
   (3, 'secret task', false, '{}', NULL, NULL, NULL);
 
+-- labels of tasks, many-to-many through a junction table
+CREATE TABLE gw_private.labels (id integer PRIMARY KEY, name text NOT NULL);
+CREATE TABLE gw_private.task_labels (
+  task_id integer REFERENCES gw_private.tasks (id),
+  label_id integer REFERENCES gw_private.labels (id),
+  PRIMARY KEY (task_id, label_id)
+);
+INSERT INTO gw_private.labels VALUES (1, 'red'), (2, 'green'), (3, 'blue');
+INSERT INTO gw_private.task_labels VALUES (1, 1), (1, 2), (2, 2), (4, 3);
+
 CREATE VIEW api.gw_projects WITH (security_invoker = true) AS
   SELECT id, name, owner FROM gw_private.projects;
 CREATE VIEW api.gw_tasks WITH (security_invoker = true) AS
   SELECT id, project_id, title, done, tags, data, during, body FROM gw_private.tasks;
 COMMENT ON VIEW api.gw_tasks IS 'Gateway test tasks.';
+CREATE VIEW api.gw_labels WITH (security_invoker = true) AS SELECT id, name FROM gw_private.labels;
+CREATE VIEW api.gw_task_labels WITH (security_invoker = true) AS SELECT task_id, label_id FROM gw_private.task_labels;
+GRANT SELECT ON gw_private.labels, gw_private.task_labels, api.gw_labels, api.gw_task_labels TO pgpod_anon, pgpod_user, pgpod_admin;
 
 -- a plain table in api (no view) with a composite-free primary key, for upserts
 CREATE TABLE api.gw_items (

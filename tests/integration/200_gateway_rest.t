@@ -63,6 +63,13 @@ $r = req(GET => '/gw_projects?select=name,gw_tasks!inner(id)&gw_tasks.done=is.fa
 is_deeply([map { $_->{name} } @{ $r->{json} }], ['Apollo', 'Gemini'], '!inner keeps parents with matching children');
 $r = req(GET => '/gw_projects?select=name,gw_tasks!inner(id)&gw_tasks.title=eq.launch');
 is_deeply($r->{json}, [{ name => 'Gemini', gw_tasks => [{ id => 3 }] }], '!inner with an embedded filter');
+$r = req(GET => '/gw_tasks?select=id,gw_labels(name)&id=in.(1,3)&order=id&gw_labels.order=name');
+is_deeply($r->{json}, [{ id => 1, gw_labels => [{ name => 'green' }, { name => 'red' }] }, { id => 3, gw_labels => [] }],
+  'many-to-many embed through a junction view');
+$r = req(GET => '/gw_labels?select=name,gw_tasks!inner(id)&gw_tasks.done=is.true&order=id');
+is_deeply([map { $_->{name} } @{ $r->{json} }], ['red', 'green', 'blue'], 'many-to-many with !inner and a filter');
+$r = req(GET => '/gw_labels?select=name,gw_tasks!inner(id)&gw_tasks.id=eq.2');
+is_deeply($r->{json}, [{ name => 'green', gw_tasks => [{ id => 2 }] }], 'many-to-many !inner keeps matching parents only');
 $r = req(GET => '/gw_tasks?select=id,gw_items(*)');
 is($r->{status}, 400, 'embedding unrelated relations: 400');
 is($r->{json}{code}, 'PGRST200', '... PGRST200');

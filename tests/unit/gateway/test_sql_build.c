@@ -36,6 +36,13 @@ static void make_schema(void)
 	row(6, "col", "projects", "id", "integer", "0", "0");
 	row(6, "col", "projects", "name", "text", "0", "0");
 	row(6, "col", "odd", "a\"b", "text", "1", "0");
+	row(5, "rel", "labels", "v", "28", "");
+	row(5, "rel", "task_labels", "v", "28", "");
+	row(6, "col", "labels", "id", "integer", "0", "0");
+	row(6, "col", "task_labels", "task_id", "integer", "0", "0");
+	row(6, "col", "task_labels", "label_id", "integer", "0", "0");
+	row(6, "fk", "tl_task", "task_labels", "task_id", "tasks", "id");
+	row(6, "fk", "tl_label", "task_labels", "label_id", "labels", "id");
 	row(3, "pk", "tasks", "id");
 	row(3, "pk", "projects", "id");
 	row(6, "fk", "tasks_project_id_fkey", "tasks", "project_id", "projects", "id");
@@ -143,6 +150,15 @@ static void reads(void)
 	ok(b->rc == 0, "one-to-many embed with !inner builds");
 	contains(b->plan.sql.data, "json_agg", "to-many embed is an array");
 	contains(b->plan.sql.data, "EXISTS (SELECT 1 FROM \"api\".\"tasks\"", "!inner filters parents");
+	built_free(b);
+	b = build(GW_ACTION_READ, "tasks", "select=id,labels(id)", NULL, 0);
+	ok(b->rc == 0, "many-to-many embed builds");
+	contains(b->plan.sql.data, "JOIN \"api\".\"task_labels\" AS \"pgrst_1_j\" ON \"pgrst_1_j\".\"label_id\" = \"pgrst_1\".\"id\"",
+		 "junction joined to the target");
+	contains(b->plan.sql.data, "\"pgrst_1_j\".\"task_id\" = \"tasks\".\"id\"", "junction tied to the parent");
+	built_free(b);
+	b = build(GW_ACTION_READ, "tasks", "select=id,task_labels(label_id)", NULL, 0);
+	ok(b->rc == 0 && !strstr(b->plan.sql.data, "_j\""), "a direct key wins over junctions");
 	built_free(b);
 	b = build(GW_ACTION_READ, "tasks", "select=id,odd(*)", NULL, 0);
 	ok(b->rc == -1 && b->err.status == 400 && !strcmp(b->err.code, "PGRST200"), "no relationship: 400 PGRST200");
