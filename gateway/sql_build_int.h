@@ -1,0 +1,36 @@
+/* Internals shared by the SQL builder's files: sql_build.c (reads, select lists,
+ * embeds, filters, the outer aggregate), sql_write.c (insert, upsert, update,
+ * delete, put) and sql_rpc.c (function calls). Not for other modules. */
+#ifndef GW_SQL_BUILD_INT_H
+#define GW_SQL_BUILD_INT_H
+#include "sql_build.h"
+
+typedef struct ctx {
+	gw_arena *a;
+	const gw_schema *s;
+	const gw_query *q;
+	gw_buf *sql;
+	gw_params *params;
+	gw_error *e;
+	int alias_seq;
+} ctx;
+
+void gw_sb_param(ctx *c, const char *value);
+int gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const gw_select *sel,
+			    const char *path, gw_buf *inner_conds);
+void gw_sb_build_outer(ctx *c, const gw_request_shape *r, gw_plan *p, const char *count_sql,
+		       const char *source);
+int gw_sb_build_where(ctx *c, const char *alias, const gw_relation *rel, const gw_buf *inner);
+int gw_sb_build_logic(ctx *c, const char *alias, const gw_relation *rel, const gw_logic *l);
+int gw_sb_build_order(ctx *c, const char *alias, const gw_relation *rel, const gw_scope *sc);
+void gw_sb_build_limit(ctx *c, long limit, long offset);
+const gw_scope *gw_sb_scope_for(ctx *c, const char *path);
+void gw_sb_effective_range(const gw_request_shape *r, const gw_scope *top, long *limit, long *offset);
+
+int gw_sb_build_insert(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p);
+int gw_sb_build_update(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p);
+int gw_sb_build_delete(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p);
+int gw_sb_check_put(ctx *c, const gw_request_shape *r, const gw_relation *rel);
+int gw_sb_build_rpc(ctx *c, const gw_request_shape *r, gw_plan *p);
+
+#endif
