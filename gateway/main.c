@@ -95,6 +95,7 @@ static void on_term(struct ev_loop *loop, ev_signal *w, int revents)
 static int worker_main(int id)
 {
 	gw_worker_id = id;
+	gw_metrics_worker_start();
 	gw_loop = ev_default_loop(EVFLAG_AUTO);
 	signal(SIGPIPE, SIG_IGN);
 	char err[256];
@@ -172,10 +173,8 @@ int main(int argc, char **argv)
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
 	sigaddset(&block, SIGCHLD);
+	/* signals stay blocked in the supervisor and are taken with sigtimedwait */
 	sigprocmask(SIG_BLOCK, &block, &old);
-	struct sigaction chld = {.sa_handler = on_stop_signal};
-	(void)chld;
-	signal(SIGCHLD, SIG_DFL);
 
 	pid_t *pids = calloc((size_t)gw_cfg.workers, sizeof *pids);
 	if (!pids)
@@ -184,12 +183,7 @@ int main(int argc, char **argv)
 		pids[i] = spawn(i);
 
 	int alive = gw_cfg.workers;
-	double last_spawn_fail = 0;
-	(void)last_spawn_fail;
 	while (alive > 0) {
-		sigset_t wait_set = old;
-		sigdelset(&wait_set, SIGTERM);
-		sigdelset(&wait_set, SIGINT);
 		int status;
 		pid_t pid;
 		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
@@ -214,7 +208,6 @@ int main(int argc, char **argv)
 					kill(pids[i], SIGTERM);
 		}
 		if (alive > 0) {
-			/* SIGCHLD stays blocked but pending wakes sigtimedwait */
 			struct timespec ts = {0, 200 * 1000 * 1000};
 			sigset_t w;
 			sigemptyset(&w);

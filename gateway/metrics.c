@@ -3,7 +3,9 @@
  * through a shared anonymous mapping (atomic adds, no locks). */
 #include "metrics.h"
 
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #include "gw.h"
@@ -11,15 +13,23 @@
 static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 #define NBUCKETS (sizeof buckets / sizeof *buckets)
 
+#define MAX_WORKERS 256
+
+/* Gauges are kept per worker so that a worker that dies (and is restarted with
+ * its slot cleared) cannot leave its share behind. */
+typedef struct gauges {
+	int64_t connections;
+	int64_t pool_size, pool_busy, pool_waiting;
+	int64_t sse;
+	int64_t db_up;
+} gauges;
+
 typedef struct shared {
 	uint64_t status[600];
 	uint64_t latency[NBUCKETS + 1];
 	uint64_t latency_sum_us;
 	uint64_t requests;
-	int64_t connections;
-	int64_t pool_size, pool_busy, pool_waiting;
-	int64_t sse;
-	int64_t db_up;
+	gauges worker[MAX_WORKERS];
 } shared;
 
 static shared *m;
@@ -35,6 +45,21 @@ int gw_metrics_init(int workers)
 }
 
 #define ADD(field, v) (m ? (void)__atomic_fetch_add(&m->field, (v), __ATOMIC_RELAXED) : (void)0)
+#define GAUGE(field, v) ADD(worker[gw_worker_id % MAX_WORKERS].field, (v))
+
+void gw_metrics_worker_start(void)
+{
+	if (m)
+		memset(&m->worker[gw_worker_id % MAX_WORKERS], 0, sizeof(gauges));
+}
+
+static long long total(size_t offset)
+{
+	long long t = 0;
+	for (int i = 0; i < MAX_WORKERS; i++)
+		t += *(int64_t *)((char *)&m->worker[i] + offset);
+	return t;
+}
 
 void gw_metrics_request(int status, double seconds)
 {
@@ -52,24 +77,24 @@ void gw_metrics_request(int status, double seconds)
 
 void gw_metrics_connections(int delta)
 {
-	ADD(connections, delta);
+	GAUGE(connections, delta);
 }
 
 void gw_metrics_pool(int size_delta, int busy_delta, int waiting_delta)
 {
-	ADD(pool_size, size_delta);
-	ADD(pool_busy, busy_delta);
-	ADD(pool_waiting, waiting_delta);
+	GAUGE(pool_size, size_delta);
+	GAUGE(pool_busy, busy_delta);
+	GAUGE(pool_waiting, waiting_delta);
 }
 
 void gw_metrics_sse(int delta)
 {
-	ADD(sse, delta);
+	GAUGE(sse, delta);
 }
 
 void gw_metrics_db_up(int up)
 {
-	ADD(db_up, up ? 1 : -1);
+	GAUGE(db_up, up ? 1 : -1);
 }
 
 void gw_metrics_render(gw_buf *o)
@@ -95,17 +120,17 @@ void gw_metrics_render(gw_buf *o)
 	gw_buf_printf(o, "pgpod_http_request_duration_seconds_sum %.6f\n", (double)m->latency_sum_us / 1e6);
 	gw_buf_printf(o, "pgpod_http_request_duration_seconds_count %llu\n", (unsigned long long)m->requests);
 	gw_buf_printf(o, "# HELP pgpod_http_connections Open client connections.\n# TYPE pgpod_http_connections gauge\n"
-		      "pgpod_http_connections %lld\n", (long long)m->connections);
+		      "pgpod_http_connections %lld\n", total(offsetof(gauges, connections)));
 	gw_buf_printf(o, "# HELP pgpod_pool_connections Database connections that are up.\n# TYPE pgpod_pool_connections gauge\n"
-		      "pgpod_pool_connections %lld\n", (long long)m->pool_size);
+		      "pgpod_pool_connections %lld\n", total(offsetof(gauges, pool_size)));
 	gw_buf_printf(o, "# HELP pgpod_pool_busy Database connections running a request.\n# TYPE pgpod_pool_busy gauge\n"
-		      "pgpod_pool_busy %lld\n", (long long)m->pool_busy);
+		      "pgpod_pool_busy %lld\n", total(offsetof(gauges, pool_busy)));
 	gw_buf_printf(o, "# HELP pgpod_pool_waiting Requests waiting for a database connection.\n# TYPE pgpod_pool_waiting gauge\n"
-		      "pgpod_pool_waiting %lld\n", (long long)m->pool_waiting);
+		      "pgpod_pool_waiting %lld\n", total(offsetof(gauges, pool_waiting)));
 	gw_buf_printf(o, "# HELP pgpod_pool_configured Database connections configured over all workers.\n# TYPE pgpod_pool_configured gauge\n"
 		      "pgpod_pool_configured %d\n", gw_cfg.pool_size * gw_cfg.workers);
 	gw_buf_printf(o, "# HELP pgpod_sse_subscribers Open Server-Sent Events streams.\n# TYPE pgpod_sse_subscribers gauge\n"
-		      "pgpod_sse_subscribers %lld\n", (long long)m->sse);
+		      "pgpod_sse_subscribers %lld\n", total(offsetof(gauges, sse)));
 	gw_buf_printf(o, "# HELP pgpod_db_listeners_up Workers whose notification connection is up.\n# TYPE pgpod_db_listeners_up gauge\n"
-		      "pgpod_db_listeners_up %lld\n", (long long)m->db_up);
+		      "pgpod_db_listeners_up %lld\n", total(offsetof(gauges, db_up)));
 }

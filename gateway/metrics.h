@@ -5,6 +5,8 @@
 #include "buf.h"
 
 int gw_metrics_init(int workers);
+/* Clears the calling worker's gauges (a restarted worker starts from zero). */
+void gw_metrics_worker_start(void);
 void gw_metrics_request(int status, double seconds);
 void gw_metrics_connections(int delta);
 void gw_metrics_pool(int size_delta, int busy_delta, int waiting_delta);

@@ -80,6 +80,18 @@ my $base = "http://127.0.0.1:$port";
 my $http = HTTP::Tiny->new(timeout => 10);
 wait_until('the second gateway to be healthy', 15, sub { $http->get("$base/health")->{status} == 200 });
 wait_until('its schema cache to know the fixture', 15, sub { $http->get("$base/gw_items?id=eq.1")->{status} == 200 });
+# a worker that dies is replaced by the supervisor
+sub children { my $p = shift; open(my $fh, '<', "/proc/$p/task/$p/children") or return (); map { split } <$fh> }
+my ($worker) = children($pid);
+ok($worker, 'the supervisor runs a worker');
+kill 'KILL', $worker;
+wait_until('a new worker', 15, sub { my ($w) = children($pid); $w && $w != $worker });
+wait_until('the new worker to serve', 15, sub { $http->get("$base/gw_items?id=eq.1")->{status} == 200 });
+pass('a killed worker is restarted and serves again');
+my $m = eval { wait_until('both pool connections of the new worker', 10, sub {
+  my $c = $http->get("$base/metrics")->{content}; $c =~ /^pgpod_pool_connections (\d+)$/m && $1 >= 2 ? $c : undef }) } // '';
+like($m, qr/^pgpod_pool_connections 2$/m, 'pool gauge counts only live workers (1 worker x 2, not 4)');
+
 my $slow = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port) or die;
 print $slow "POST /rpc/gw_sleep HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"seconds\":1.0}";
 wait_until('the slow request to reach the database', 5, sub {
