@@ -533,6 +533,15 @@ int gw_parse_order(gw_arena *a, const char *s, gw_scope *scope, gw_parse_error *
 						 &scope->order_cap, sizeof *t);
 		if (parse_field(a, &p, end, &t->field))
 			return fail(err, "order", s, "expected a column");
+		if (p < end && *p == '(') { /* rel(col): order by a to-one embed's column */
+			if (t->field.njson)
+				return fail(err, "order", s, "expected rel(column)");
+			t->embed = t->field.name;
+			p++;
+			if (parse_field(a, &p, end, &t->field) || p >= end || *p != ')')
+				return fail(err, "order", s, "expected rel(column)");
+			p++;
+		}
 		while (p < end && *p == '.') {
 			const char *m = ++p;
 			while (p < end && *p != '.' && *p != ',')

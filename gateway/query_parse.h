@@ -67,6 +67,7 @@ struct gw_select {
 
 enum { GW_NULLS_DEFAULT, GW_NULLS_FIRST, GW_NULLS_LAST };
 typedef struct gw_order_term {
+	char *embed;     /* order=rel(col): a column of a to-one embed, or NULL */
 	gw_field field;
 	int desc;
 	int nulls;

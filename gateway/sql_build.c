@@ -174,6 +174,46 @@ int gw_sb_build_logic(ctx *c, const char *alias, const gw_relation *rel, const g
 	return 0;
 }
 
+static int resolve_embed(ctx *c, const gw_relation *parent, const gw_select_item *it,
+			 gw_rel_match *m, const gw_relation **target);
+static void embed_from(ctx *c, const gw_rel_match *m, const char *target, const char *child);
+static void join_condition(ctx *c, const gw_rel_match *m, const char *parent_alias, const char *child_alias);
+
+/* order=rel(col): a correlated lookup of the to-one embed's column. The embed is
+ * found by alias or name among the level's select items, or by relation name. */
+static int order_by_embed(ctx *c, const char *alias, const gw_relation *rel, const gw_order_term *t)
+{
+	gw_select_item tmp = {.kind = GW_SEL_EMBED, .relation = t->embed};
+	const gw_select_item *it = &tmp;
+	const gw_select *sel = c->order_select;
+	for (int i = 0; sel && i < sel->n; i++) {
+		const gw_select_item *s = &sel->items[i];
+		if (s->kind == GW_SEL_EMBED && ((s->alias && !strcmp(s->alias, t->embed)) || !strcmp(s->relation, t->embed)))
+			it = s;
+	}
+	gw_rel_match m;
+	const gw_relation *target;
+	if (resolve_embed(c, rel, it, &m, &target))
+		return -1;
+	if (!m.to_one) {
+		char msg[300];
+		snprintf(msg, sizeof msg, "A related order on '%s' is not possible", t->embed);
+		gw_error_set(c->e, 400, "PGRST118", msg, "Only to-one relationships can be ordered by.", NULL);
+		return -1;
+	}
+	if (check_column(c, target, t->field.name))
+		return -1;
+	char child[32];
+	snprintf(child, sizeof child, "pgrst_o%d", ++c->alias_seq);
+	gw_buf_puts(c->sql, "(SELECT ");
+	field_expr(c, child, &t->field);
+	embed_from(c, &m, target->name, child);
+	gw_buf_puts(c->sql, " WHERE ");
+	join_condition(c, &m, alias, child);
+	gw_buf_putc(c->sql, ')');
+	return 0;
+}
+
 int gw_sb_build_order(ctx *c, const char *alias, const gw_relation *rel, const gw_scope *sc)
 {
 	if (!sc || !sc->norder)
@@ -181,11 +221,16 @@ int gw_sb_build_order(ctx *c, const char *alias, const gw_relation *rel, const g
 	gw_buf_puts(c->sql, " ORDER BY ");
 	for (int i = 0; i < sc->norder; i++) {
 		const gw_order_term *t = &sc->order[i];
-		if (check_column(c, rel, t->field.name))
-			return -1;
 		if (i)
 			gw_buf_puts(c->sql, ", ");
-		field_expr(c, alias, &t->field);
+		if (t->embed) {
+			if (order_by_embed(c, alias, rel, t))
+				return -1;
+		} else {
+			if (check_column(c, rel, t->field.name))
+				return -1;
+			field_expr(c, alias, &t->field);
+		}
 		gw_buf_puts(c->sql, t->desc ? " DESC" : " ASC");
 		if (t->nulls)
 			gw_buf_puts(c->sql, t->nulls == GW_NULLS_FIRST ? " NULLS FIRST" : " NULLS LAST");
@@ -502,8 +547,11 @@ static int build_read(ctx *c, const gw_request_shape *r, const gw_relation *rel,
 		gw_buf_ident(c->sql, alias);
 		rc = gw_sb_build_where(c, alias, rel, &inner);
 	}
-	if (!rc)
+	if (!rc) {
+		c->order_select = c->q->select;
 		rc = gw_sb_build_order(c, alias, rel, gw_sb_scope_for(c, ""));
+		c->order_select = NULL;
+	}
 	if (!rc)
 		gw_sb_build_limit(c, limit, offset);
 	gw_buf_putc(c->sql, ')');

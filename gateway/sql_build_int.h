@@ -13,6 +13,7 @@ typedef struct ctx {
 	gw_params *params;
 	gw_error *e;
 	int alias_seq;
+	const gw_select *order_select; /* the level whose order= is being built */
 } ctx;
 
 void gw_sb_param(ctx *c, const char *value);

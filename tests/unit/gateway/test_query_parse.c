@@ -123,6 +123,11 @@ static void whole(void)
 	ok(parse("limit=1;select", &q, &e) != 0, "limit with SQL refused");
 	ok(parse("order=id;drop", &q, &e) == 0, "odd order column parses (it is quoted later)");
 	ok(parse("order=id.sideways", &q, &e) != 0, "bad order modifier refused");
+	ok(parse("order=proj(name).desc,id", &q, &e) == 0, "order by an embed's column parses");
+	gw_scope *os = gw_query_find_scope(&q, "");
+	ok(os->norder == 2 && os->order[0].embed && !strcmp(os->order[0].embed, "proj") &&
+	   !strcmp(os->order[0].field.name, "name") && os->order[0].desc, "embed order term");
+	ok(parse("order=proj(name", &q, &e) != 0, "unclosed embed order refused");
 	ok(parse("on_conflict=id,name&columns=a,b", &q, &e) == 0 && q.non_conflict == 2 && q.ncolumns == 2,
 	   "on_conflict and columns");
 	const char *args[] = {"a", "b", NULL};
