@@ -175,8 +175,11 @@ static int parse_select_item(gw_arena *a, const char **pp, const char *end, int 
 		*pp = p + 1;
 		return 0;
 	}
-	if (p + 2 < end && p[0] == '.' && p[1] == '.' && p[2] == '.')
-		return fail(err, "select", input, "spread embeds (...) are not supported");
+	int spread = 0;
+	if (p + 2 < end && p[0] == '.' && p[1] == '.' && p[2] == '.') {
+		spread = 1;
+		p += 3;
+	}
 	const char *save = p;
 	char *first = parse_name(a, &p, end);
 	if (!first)
@@ -189,9 +192,12 @@ static int parse_select_item(gw_arena *a, const char **pp, const char *end, int 
 		if (!first)
 			return fail(err, "select", input, "expected a name after the alias");
 	}
+	if (spread && !(p < end && (*p == '!' || *p == '(')))
+		return fail(err, "select", input, "... spreads an embedded relation: ...rel(columns)");
 	if (p < end && (*p == '!' || *p == '(')) {
 		it->kind = GW_SEL_EMBED;
 		it->relation = first;
+		it->spread = spread;
 		while (p < end && *p == '!') {
 			p++;
 			char *word = parse_name(a, &p, end);

@@ -57,6 +57,7 @@ typedef struct gw_select_item {
 	char *relation;   /* GW_SEL_EMBED: target relation */
 	char *hint;       /* !hint: fk constraint name or column */
 	int inner;        /* !inner */
+	int spread;       /* ...rel(cols): the columns join the parent's */
 	gw_select *children;
 } gw_select_item;
 

@@ -363,6 +363,58 @@ static const gw_scope *embed_scope(ctx *c, const char *path, const gw_select_ite
 	return NULL;
 }
 
+/* ...rel(cols) of a to-one embed: each column is a correlated lookup named as
+ * the parent's own column (PostgREST's spread). */
+static int build_spread(ctx *c, const char *parent_alias, const gw_select_item *it, const gw_rel_match *m,
+			const gw_relation *target)
+{
+	if (!m->to_one) {
+		char msg[300];
+		snprintf(msg, sizeof msg, "A spread operation on '%s' is not possible", it->relation);
+		gw_error_set(c->e, 400, "PGRST119", msg, "Only to-one relationships can be spread.", NULL);
+		return -1;
+	}
+	const gw_select *sel = it->children;
+	int first = 1;
+	for (int i = 0; !sel || i < sel->n; i++) {
+		const gw_select_item *ch = sel ? &sel->items[i] : NULL;
+		int star = !ch || ch->kind == GW_SEL_STAR;
+		if (ch && ch->kind == GW_SEL_EMBED) {
+			gw_error_set(c->e, 400, "PGRST100", "embeds inside a spread are not supported", NULL, NULL);
+			return -1;
+		}
+		for (int k = 0; k < (star ? target->ncols : 1); k++) {
+			gw_field col = {0};
+			const gw_field *f = star ? &col : &ch->field;
+			if (star)
+				col.name = target->cols[k].name;
+			else if (check_column(c, target, f->name))
+				return -1;
+			char child[32];
+			snprintf(child, sizeof child, "pgrst_s%d", ++c->alias_seq);
+			if (!first)
+				gw_buf_puts(c->sql, ", ");
+			first = 0;
+			gw_buf_puts(c->sql, "(SELECT ");
+			if (!star && ch->cast)
+				gw_buf_puts(c->sql, "CAST(");
+			field_expr(c, child, f);
+			if (!star && ch->cast)
+				gw_buf_printf(c->sql, " AS %s)", ch->cast);
+			embed_from(c, m, target->name, child);
+			gw_buf_puts(c->sql, " WHERE ");
+			join_condition(c, m, parent_alias, child);
+			gw_buf_puts(c->sql, ") AS ");
+			gw_buf_ident(c->sql, !star && ch->alias ? ch->alias : field_output_name(f));
+		}
+		if (!sel)
+			break;
+	}
+	if (first)
+		gw_buf_puts(c->sql, "NULL::int AS pgrst_none");
+	return 0;
+}
+
 static int build_embed(ctx *c, const char *parent_alias, const gw_relation *parent,
 		       const gw_select_item *it, const char *path, gw_buf *inner_conds)
 {
@@ -370,6 +422,8 @@ static int build_embed(ctx *c, const char *parent_alias, const gw_relation *pare
 	const gw_relation *target;
 	if (resolve_embed(c, parent, it, &m, &target))
 		return -1;
+	if (it->spread)
+		return build_spread(c, parent_alias, it, &m, target);
 	char child[32], row[32];
 	snprintf(child, sizeof child, "pgrst_%d", ++c->alias_seq);
 	snprintf(row, sizeof row, "pgrst_%d_row", c->alias_seq);

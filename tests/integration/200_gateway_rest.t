@@ -70,6 +70,11 @@ $r = req(GET => '/gw_labels?select=name,gw_tasks!inner(id)&gw_tasks.done=is.true
 is_deeply([map { $_->{name} } @{ $r->{json} }], ['red', 'green', 'blue'], 'many-to-many with !inner and a filter');
 $r = req(GET => '/gw_labels?select=name,gw_tasks!inner(id)&gw_tasks.id=eq.2');
 is_deeply($r->{json}, [{ name => 'green', gw_tasks => [{ id => 2 }] }], 'many-to-many !inner keeps matching parents only');
+$r = req(GET => '/gw_tasks?select=id,...gw_projects(project:name,pid:id::text)&id=in.(1,3)&order=id');
+is_deeply($r->{json}, [{ id => 1, project => 'Apollo', pid => '1' }, { id => 3, project => 'Gemini', pid => '2' }],
+  'spread of a to-one embed with aliases and a cast');
+$r = req(GET => '/gw_projects?select=id,...gw_tasks(title)');
+is_deeply([$r->{status}, $r->{json}{code}], [400, 'PGRST119'], 'spread of a to-many embed: 400 PGRST119');
 $r = req(GET => '/gw_tasks?select=id,gw_items(*)');
 is($r->{status}, 400, 'embedding unrelated relations: 400');
 is($r->{json}{code}, 'PGRST200', '... PGRST200');

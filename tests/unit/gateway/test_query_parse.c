@@ -33,6 +33,9 @@ static void selects(void)
 	is_str(emb->alias, "owner", "embed alias");
 	ok(emb->children->n == 3 && emb->children->items[2].kind == GW_SEL_EMBED, "nested embed");
 
+	ok(gw_parse_select(&A, "id,...proj(n:name)", &s, &e) == 0 && s->items[1].spread && s->items[1].kind == GW_SEL_EMBED,
+	   "spread embed parses");
+	ok(gw_parse_select(&A, "...name", &s, &e) != 0, "spread of a plain column is refused");
 	ok(gw_parse_select(&A, "id::text; drop table x", &s, &e) != 0, "a cast with SQL in it is refused");
 	ok(gw_parse_select(&A, "id::int)", &s, &e) != 0, "stray parenthesis is refused");
 	ok(gw_parse_select(&A, "a(b", &s, &e) != 0, "unclosed embed is refused");
