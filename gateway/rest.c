@@ -107,8 +107,10 @@ static void parse_prefer(rest_call *rc, const char *h)
 		}
 		else if (IS("count=exact"))
 			s->count = GW_COUNT_EXACT;
-		else if (IS("count=planned") || IS("count=estimated"))
-			s->count = GW_COUNT_EXACT; /* answered exactly: never less precise than asked */
+		else if (IS("count=planned"))
+			s->count = GW_COUNT_PLANNED;
+		else if (IS("count=estimated"))
+			s->count = GW_COUNT_EXACT; /* PostgREST counts exactly below db-max-rows, which is unset here */
 		else if (IS("resolution=merge-duplicates"))
 			s->resolution = GW_RESOLUTION_MERGE;
 		else if (IS("resolution=ignore-duplicates"))
@@ -187,6 +189,20 @@ static void respond_pg_error(rest_call *rc, PGresult *r)
 	gw_respond_error(rc->req, &e, e.status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
 }
 
+/* "Plan Rows" of the top plan node of EXPLAIN (FORMAT JSON). */
+static int planned_rows(const char *explain_json, char *out, size_t n)
+{
+	json_error_t jerr;
+	json_t *j = json_loads(explain_json, 0, &jerr);
+	json_t *rows = j ? json_object_get(json_object_get(json_array_get(j, 0), "Plan"), "Plan Rows") : NULL;
+	int ok = json_is_number(rows);
+	if (ok)
+		snprintf(out, n, "%.0f", json_number_value(rows));
+	if (j)
+		json_decref(j);
+	return ok;
+}
+
 /* Location: /rel?pk=eq.value&... from the JSON array of key values. */
 static void add_location(gw_buf *h, const char *rel, const char *values_json)
 {
@@ -241,6 +257,10 @@ static void job_done(gw_pg_job *job)
 		return;
 	}
 	const char *total = PQgetisnull(r, 0, 0) ? NULL : PQgetvalue(r, 0, 0);
+	char planned[32];
+	if (rc->plan.count_sql.len && job->results[2] && PQntuples(job->results[2]) == 1 &&
+	    planned_rows(PQgetvalue(job->results[2], 0, 0), planned, sizeof planned))
+		total = planned;
 	long n = strtol(PQgetvalue(r, 0, 1), NULL, 10);
 	const char *body = PQgetvalue(r, 0, 2);
 	size_t body_len = (size_t)PQgetlength(r, 0, 2);
@@ -436,6 +456,11 @@ void gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 	rc->job.stmts[0].params = &rc->settings_params;
 	rc->job.stmts[1].sql = rc->plan.sql.data;
 	rc->job.stmts[1].params = &rc->plan.params;
+	if (rc->plan.count_sql.len) {
+		rc->job.nstmts = 3;
+		rc->job.stmts[2].sql = rc->plan.count_sql.data;
+		rc->job.stmts[2].params = &rc->plan.count_params;
+	}
 	rc->job.read_only = rc->plan.read_only;
 	rc->job.done = job_done;
 	rc->job.data = rc;

@@ -27,12 +27,16 @@ void gw_plan_init(gw_plan *p)
 	memset(p, 0, sizeof *p);
 	gw_buf_init(&p->sql);
 	gw_params_init(&p->params);
+	gw_buf_init(&p->count_sql);
+	gw_params_init(&p->count_params);
 }
 
 void gw_plan_free(gw_plan *p)
 {
 	gw_buf_free(&p->sql);
 	gw_params_free(&p->params);
+	gw_buf_free(&p->count_sql);
+	gw_params_free(&p->count_params);
 }
 
 void gw_sql_array_literal(gw_buf *b, char *const *items, int n)
@@ -621,6 +625,18 @@ static int build_read(ctx *c, const gw_request_shape *r, const gw_relation *rel,
 		rc = gw_sb_build_where(c, alias, rel, &inner);
 		gw_buf_puts(c->sql, ")::text");
 		c->sql = saved;
+	}
+	if (!rc && r->count == GW_COUNT_PLANNED) {
+		/* the planner's estimate of the filtered relation; !inner embeds are left
+		 * out, which an estimate may do */
+		ctx c2 = *c;
+		c2.sql = &p->count_sql;
+		c2.params = &p->count_params;
+		gw_buf_puts(c2.sql, "EXPLAIN (FORMAT JSON) SELECT 1 FROM \"api\".");
+		gw_buf_ident(c2.sql, rel->name);
+		gw_buf_puts(c2.sql, " AS ");
+		gw_buf_ident(c2.sql, alias);
+		rc = gw_sb_build_where(&c2, alias, rel, NULL);
 	}
 	if (!rc) {
 		p->returns_body = 1;

@@ -47,6 +47,8 @@ typedef struct gw_request_shape {
 typedef struct gw_plan {
 	gw_buf sql;
 	gw_params params;
+	gw_buf count_sql;        /* Prefer: count=planned: an EXPLAIN run after sql */
+	gw_params count_params;
 	int read_only;
 	int output;
 	int returns_body;        /* 0: the request answers without a body (minimal, void) */

@@ -94,6 +94,10 @@ $r = req(GET => '/gw_tasks?select=id&order=id', { Range => '1-3', Prefer => 'cou
 is_deeply([$r->{status}, ids($r), $r->{headers}{'content-range'}], [206, [2, 3, 4], '1-3/5'], 'Range header with count=exact: 206');
 $r = req(GET => '/gw_tasks?select=id', { Prefer => 'count=exact' });
 is_deeply([$r->{status}, $r->{headers}{'content-range'}], [200, '0-4/5'], 'count=exact over everything: 200');
+$r = req(GET => '/gw_tasks?select=id&id=gt.1&limit=1', { Prefer => 'count=planned' });
+like($r->{headers}{'content-range'} // '', qr{^0-0/\d+$}, 'count=planned gives the planner\'s estimate');
+$r = req(GET => '/gw_tasks?select=id&limit=1', { Prefer => 'count=estimated' });
+is($r->{headers}{'content-range'}, '0-0/5', 'count=estimated (no max-rows): exact');
 $r = req(GET => '/gw_tasks?select=id&offset=10', { Prefer => 'count=exact' });
 is($r->{status}, 416, 'offset past the end with count: 416');
 $r = req(GET => '/gw_tasks?select=id&id=gt.100');

@@ -62,6 +62,8 @@ typedef struct built {
 
 static gw_arena A;
 
+static int count_mode;
+
 static built *build(int action, const char *target, const char *qs, const char *body, int resolution)
 {
 	built *b = calloc(1, sizeof *b);
@@ -74,7 +76,8 @@ static built *build(int action, const char *target, const char *qs, const char *
 	}
 	gw_request_shape r = {.action = action, .target = target, .query = q, .range_offset = -1, .range_limit = -1,
 			      .body = body, .body_len = body ? strlen(body) : 0, .body_is_json = 1,
-			      .resolution = resolution, .rpc_get = action == GW_ACTION_RPC && !body};
+			      .resolution = resolution, .rpc_get = action == GW_ACTION_RPC && !body,
+			      .count = count_mode};
 	gw_plan_init(&b->plan);
 	b->rc = gw_build(&A, S, &r, &b->plan, &b->err);
 	return b;
@@ -116,6 +119,16 @@ static void reads(void)
 	ok(param_is(b, "{\"1\",\"DROP\"}") > 0, "in list is one array parameter");
 	built_free(b);
 
+	count_mode = GW_COUNT_EXACT;
+	b = build(GW_ACTION_READ, "tasks", "title=eq.x", NULL, 0);
+	contains(b->plan.sql.data, "(SELECT pg_catalog.count(*) FROM \"api\".\"tasks\" AS \"tasks\" WHERE", "count=exact counts with the same filters");
+	built_free(b);
+	count_mode = GW_COUNT_PLANNED;
+	b = build(GW_ACTION_READ, "tasks", "title=eq.x", NULL, 0);
+	contains(b->plan.count_sql.data, "EXPLAIN (FORMAT JSON) SELECT 1 FROM \"api\".\"tasks\"", "count=planned explains");
+	ok(b->plan.count_params.n == 1 && !strcmp(b->plan.count_params.values[0], "x"), "... with its own parameters");
+	built_free(b);
+	count_mode = GW_COUNT_NONE;
 	b = build(GW_ACTION_READ, "tasks", "select=id;drop%20table%20x", NULL, 0);
 	ok(b->rc == -1 && b->err.status == 400 && !strcmp(b->err.code, "42703"), "unknown (hostile) column: 400 42703");
 	built_free(b);
