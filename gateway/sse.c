@@ -280,9 +280,3 @@ void gw_sse_resync_all(void)
 		if (!s->gone && s->started)
 			fetch(s);
 }
-
-void gw_sse_close_all(void)
-{
-	/* closing happens in http drain; nothing pending is lost: clients resume
-	 * with Last-Event-ID */
-}

@@ -8,6 +8,5 @@
 void gw_sse_handle(gw_req *req, const char *room);
 void gw_sse_notify(const char *payload);
 void gw_sse_resync_all(void);
-void gw_sse_close_all(void);
 
 #endif
