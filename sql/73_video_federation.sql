@@ -26,8 +26,10 @@ BEGIN
      WHERE f.state = 'active';
 END $$;
 
+-- The triggers run as the owner: a channel owner's INSERT must be able to enqueue
+-- deliveries without any privilege on the queue.
 CREATE FUNCTION pod.videos_federate_insert() RETURNS trigger
-  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 BEGIN
   PERFORM pod.videos_announce('video.published', coalesce(
     (SELECT jsonb_agg(pod.video_object(n)) FROM new_videos n WHERE n.origin IS NULL AND n.state = 'published'), '[]'));
@@ -35,7 +37,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION pod.videos_federate_update() RETURNS trigger
-  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 BEGIN
   PERFORM pod.videos_announce('video.published', coalesce(
     (SELECT jsonb_agg(pod.video_object(n)) FROM new_videos n JOIN old_videos o USING (uuid)
@@ -51,7 +53,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION pod.videos_federate_delete() RETURNS trigger
-  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 BEGIN
   PERFORM pod.videos_announce('video.removed', coalesce(
     (SELECT jsonb_agg(jsonb_build_object('uuid', o.uuid)) FROM old_videos o
