@@ -86,7 +86,9 @@ int gw_stream_backlog(const gw_req *req);
 int gw_req_alive(const gw_req *req);
 
 /* http.c */
-int gw_http_listen(const char *host, int port, char *err, size_t errlen);
+/* reuseport 0 binds exclusively: the supervisor's probe fails when another
+ * gateway already serves the port, instead of silently sharing it. */
+int gw_http_listen(const char *host, int port, int reuseport, char *err, size_t errlen);
 void gw_http_start(int fd);
 void gw_http_drain(void);
 int gw_http_active(void);

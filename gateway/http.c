@@ -744,7 +744,7 @@ static void on_accept_pause(struct ev_loop *loop, ev_timer *w, int revents)
 		ev_io_start(gw_loop, &listen_io);
 }
 
-int gw_http_listen(const char *host, int port, char *err, size_t errlen)
+int gw_http_listen(const char *host, int port, int reuseport, char *err, size_t errlen)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
@@ -753,7 +753,8 @@ int gw_http_listen(const char *host, int port, char *err, size_t errlen)
 	}
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+	if (reuseport)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
 	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
 		snprintf(err, errlen, "bad listen address %s", host);

@@ -99,7 +99,7 @@ static int worker_main(int id)
 	gw_loop = ev_default_loop(EVFLAG_AUTO);
 	signal(SIGPIPE, SIG_IGN);
 	char err[256];
-	int fd = gw_http_listen(gw_cfg.host, gw_cfg.port, err, sizeof err);
+	int fd = gw_http_listen(gw_cfg.host, gw_cfg.port, 1, err, sizeof err);
 	if (fd < 0) {
 		gw_log("worker %d: %s", id, err);
 		return 1;
@@ -151,7 +151,7 @@ int main(int argc, char **argv)
 	setvbuf(stderr, NULL, _IOLBF, 0);
 	load_settings();
 	char err[256];
-	int probe = gw_http_listen(gw_cfg.host, gw_cfg.port, err, sizeof err);
+	int probe = gw_http_listen(gw_cfg.host, gw_cfg.port, 0, err, sizeof err);
 	if (probe < 0) {
 		fprintf(stderr, "pgpod-gateway: %s\n", err);
 		return 1;

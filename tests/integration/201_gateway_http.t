@@ -66,9 +66,19 @@ $out = raw_request("GET /gw_items HTTP/1.1\r\nHost: x\r\n", 20);
 like($out, qr/^HTTP\/1\.1 408 /, 'slow head: 408');
 cmp_ok(time - $t0, '<', 15, '... within the header timeout');
 
+# a second gateway on a port that is already served refuses to start (no silent
+# SO_REUSEPORT sharing)
+{
+  my ($served) = url() =~ m{:(\d+)};
+  my $out = `PGPOD_HTTP_PORT=$served PGPOD_GATEWAY_WORKERS=1 timeout 10 $ENV{PGPOD_TOP}/gateway/pgpod-gateway 2>&1`;
+  isnt($? >> 8, 0, 'a second gateway on the same port exits');
+  like($out, qr/Address already in use/, '... saying the address is in use');
+}
+
 # SIGTERM drains: a request in flight completes, then the process exits
 my $port = do { my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0) or die; my $p = $s->sockport; close $s; $p };
 my $pid = fork // die;
+END { kill 'TERM', $pid if $pid }   # never leave our gateway behind
 if (!$pid) {
   open STDERR, '>', '/dev/null';
   $ENV{PGPOD_HTTP_PORT} = $port;

@@ -105,6 +105,7 @@ my $own_store = "$ENV{PGPOD_DIR}/gw-upload-limit-$$";
 mkdir $own_store;
 my $oport = do { my $l = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0) or die; my $p = $l->sockport; close $l; $p };
 my $gpid = fork // die;
+END { kill 'TERM', $gpid if $gpid }   # never leave our gateway behind
 if (!$gpid) {
   open STDERR, '>', '/dev/null';
   @ENV{qw(PGPOD_HTTP_PORT PGPOD_GATEWAY_WORKERS PGPOD_GATEWAY_POOL PGPOD_UPLOAD_MAX PGPOD_STORE_DIR)} = ($oport, 1, 2, 10000, $own_store);
