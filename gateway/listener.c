@@ -31,6 +31,7 @@ static int was_up;
 static int last_load_failed;
 static int warned; /* failures are logged once until a load succeeds */
 static ev_timer reload_timer;
+static int timer_reload; /* the running load was started by the retry timer */
 
 static void start_connect(void);
 
@@ -76,6 +77,7 @@ static void go_down(const char *reason)
 		loading = NULL;
 	}
 	backoff = backoff ? (backoff * 2 > 5 ? 5 : backoff * 2) : 0.25;
+	ev_timer_stop(gw_loop, &retry);
 	ev_timer_set(&retry, backoff, 0);
 	ev_timer_start(gw_loop, &retry);
 }
@@ -92,6 +94,7 @@ static void send_or_down(const char *sql)
 
 static void start_schema_load(void)
 {
+	timer_reload = 0;
 	state = L_SCHEMA;
 	reload_pending = 0;
 	load_failed = 0;
@@ -151,8 +154,15 @@ static void step_done(void)
 			loading = NULL;
 			if (old)
 				gw_schema_unref(old);
-			gw_log("schema cache loaded: %d relations, %d relationships, %d functions",
-			       current->nrels, current->nfks, current->nfuncs);
+			/* periodic retries (secret missing) reload the same schema: say it once */
+			static int logged[3] = {-1, -1, -1};
+			if (logged[0] != current->nrels || logged[1] != current->nfks || logged[2] != current->nfuncs ||
+			    !timer_reload)
+				gw_log("schema cache loaded: %d relations, %d relationships, %d functions",
+				       current->nrels, current->nfks, current->nfuncs);
+			logged[0] = current->nrels;
+			logged[1] = current->nfks;
+			logged[2] = current->nfuncs;
 		} else {
 			gw_schema_unref(loading);
 			loading = NULL;
@@ -220,6 +230,7 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 			return;
 		case PGRES_POLLING_OK:
 			backoff = 0;
+			ev_timer_stop(gw_loop, &retry);
 			start_schema_load();
 			return;
 		default:
@@ -265,6 +276,10 @@ static void start_connect(void)
 	}
 	state = L_CONNECTING;
 	watch(EV_WRITE);
+	/* non-blocking libpq does not enforce connect_timeout: the retry timer does */
+	ev_timer_stop(gw_loop, &retry);
+	ev_timer_set(&retry, 5.0, 0);
+	ev_timer_start(gw_loop, &retry);
 }
 
 static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
@@ -272,7 +287,9 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)loop;
 	(void)w;
 	(void)revents;
-	if (state == L_DOWN && !gw_draining)
+	if (state == L_CONNECTING)
+		go_down("timed out connecting to the database");
+	else if (state == L_DOWN && !gw_draining)
 		start_connect();
 }
 
@@ -281,8 +298,10 @@ static void on_reload_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)loop;
 	(void)w;
 	(void)revents;
-	if (state == L_LISTENING)
+	if (state == L_LISTENING) {
 		start_schema_load();
+		timer_reload = 1;
+	}
 }
 
 int gw_listener_start(void)

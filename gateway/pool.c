@@ -15,6 +15,8 @@
 
 enum pstate { P_DOWN, P_CONNECTING, P_IDLE, P_BUSY };
 
+#define CONNECT_TIMEOUT 5.0
+
 typedef struct pconn {
 	PGconn *pg;
 	enum pstate state;
@@ -151,6 +153,7 @@ static void pconn_down(pconn *c, const char *reason)
 	if (job)
 		fail_job(job, why, 0);
 	c->backoff = c->backoff ? (c->backoff * 2 > 5 ? 5 : c->backoff * 2) : 0.25;
+	ev_timer_stop(gw_loop, &c->retry);
 	ev_timer_set(&c->retry, c->backoff, 0);
 	ev_timer_start(gw_loop, &c->retry);
 	if (!any_up())
@@ -301,6 +304,7 @@ static void connect_poll(pconn *c)
 			return;
 		}
 		c->backoff = 0;
+		ev_timer_stop(gw_loop, &c->retry);
 		set_state(c, P_IDLE);
 		watch(c, PQsocket(c->pg), EV_READ);
 		dispatch();
@@ -349,6 +353,10 @@ static void pconn_start(pconn *c)
 	set_state(c, P_CONNECTING);
 	c->io_fd = -1;
 	watch(c, PQsocket(c->pg), EV_WRITE);
+	/* non-blocking libpq does not enforce connect_timeout: the retry timer does */
+	ev_timer_stop(gw_loop, &c->retry);
+	ev_timer_set(&c->retry, CONNECT_TIMEOUT, 0);
+	ev_timer_start(gw_loop, &c->retry);
 }
 
 static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
@@ -356,7 +364,9 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)loop;
 	(void)revents;
 	pconn *c = w->data;
-	if (c->state == P_DOWN && !gw_draining)
+	if (c->state == P_CONNECTING)
+		pconn_down(c, "timed out connecting to the database");
+	else if (c->state == P_DOWN && !gw_draining)
 		pconn_start(c);
 }
 
