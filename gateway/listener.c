@@ -1,6 +1,7 @@
-/* The notification connection (see listener.h). States: connecting, loading
- * the schema (one multi-statement query), loading the secret, listening. A new
- * schema replaces the old only when the whole load succeeded. */
+/* The notification connection (see listener.h). States: connecting, LISTEN,
+ * loading the schema (one multi-statement query), loading the secret, listening.
+ * LISTEN comes first so that no change can fall between a load and the LISTEN.
+ * A new schema replaces the old only when the whole load succeeded. */
 #include "listener.h"
 
 #include <ev.h>
@@ -15,7 +16,7 @@
 #include "pool.h"
 #include "sse.h"
 
-enum lstate { L_DOWN, L_CONNECTING, L_SCHEMA, L_SECRET, L_LISTEN_CMD, L_LISTENING };
+enum lstate { L_DOWN, L_CONNECTING, L_LISTEN_CMD, L_SCHEMA, L_SECRET, L_LISTENING };
 
 static PGconn *pg;
 static enum lstate state;
@@ -65,7 +66,7 @@ static void go_down(const char *reason)
 	if (pg)
 		PQfinish(pg);
 	pg = NULL;
-	if (state >= L_SCHEMA)
+	if (state >= L_LISTEN_CMD)
 		gw_log("notification connection lost: %s", why);
 	if (was_up) {
 		gw_metrics_db_up(0);
@@ -172,17 +173,7 @@ static void step_done(void)
 		send_or_down("SELECT encode(pod.jwt_secret(), 'hex')");
 		break;
 	case L_SECRET:
-		state = L_LISTEN_CMD;
-		send_or_down("LISTEN pgrst; LISTEN pgpod_room_events");
-		break;
-	case L_LISTEN_CMD:
 		state = L_LISTENING;
-		if (!was_up) {
-			gw_metrics_db_up(1);
-			was_up = 1;
-		}
-		/* events committed while we were away are fetched, never lost */
-		gw_sse_resync_all();
 		if (!last_load_failed)
 			warned = 0;
 		if (reload_pending)
@@ -192,6 +183,17 @@ static void step_done(void)
 			ev_timer_set(&reload_timer, 2.0, 0);
 			ev_timer_start(gw_loop, &reload_timer);
 		}
+		break;
+	case L_LISTEN_CMD:
+		/* listening before loading: a change committed during the load is
+		 * announced to us and reloaded, never missed */
+		if (!was_up) {
+			gw_metrics_db_up(1);
+			was_up = 1;
+		}
+		/* events committed while we were away are fetched, never lost */
+		gw_sse_resync_all();
+		start_schema_load();
 		break;
 	default:
 		break;
@@ -231,7 +233,8 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 		case PGRES_POLLING_OK:
 			backoff = 0;
 			ev_timer_stop(gw_loop, &retry);
-			start_schema_load();
+			state = L_LISTEN_CMD;
+			send_or_down("LISTEN pgrst; LISTEN pgpod_room_events");
 			return;
 		default:
 			go_down(PQerrorMessage(pg));
