@@ -9,7 +9,7 @@ COMMENT ON SCHEMA pod IS 'pgpod internals: tables, triggers and functions; not e
 GRANT USAGE ON SCHEMA api TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;
 -- Views in api are security_invoker, so the roles need the underlying privileges;
 -- pod stays unreachable from HTTP because the gateway only serves api.
-GRANT USAGE ON SCHEMA pod TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;
+GRANT USAGE ON SCHEMA pod TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker, pgpod_authenticator;
 -- Function privileges: see 99_privileges.sql (PUBLIC's EXECUTE is taken back there).
 
 -- C primitives (extension/src/*.c) -------------------------------------------------
