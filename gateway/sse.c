@@ -24,6 +24,7 @@ typedef struct sub {
 	char room[40];
 	long long last_seq;
 	int have_start;          /* last_seq is known */
+	int checked;             /* the caller may read the room */
 	int started;             /* headers sent */
 	int fetching, dirty, gone;
 	gw_pg_job job;
@@ -141,9 +142,24 @@ static void fetch_done(gw_pg_job *job)
 	gw_buf out;
 	gw_buf_init(&out);
 	int n = r ? PQntuples(r) : 0;
-	if (!s->have_start) {
-		s->last_seq = n ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
-		s->have_start = 1;
+	int catch_up = 0;
+	if (!s->checked) {
+		if (n != 1 || strcmp(PQgetvalue(r, 0, 0), "t")) {
+			req->handler = NULL;
+			req->on_close = NULL;
+			gw_respond_simple_error(req, 404, "PGRST205", "Room not found");
+			gw_buf_free(&out);
+			gw_pool_job_clear(job);
+			sub_free(s);
+			return;
+		}
+		s->checked = 1;
+		long long max = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+		if (!s->have_start) {
+			s->last_seq = max;
+			s->have_start = 1;
+		}
+		catch_up = max > s->last_seq;
 		n = 0;
 	}
 	if (!s->started) {
@@ -177,7 +193,7 @@ static void fetch_done(gw_pg_job *job)
 		s->dirty = 1;
 		return;
 	}
-	if (n == BATCH || s->dirty) {
+	if (n == BATCH || s->dirty || catch_up) {
 		s->dirty = 0;
 		fetch(s);
 	}
@@ -194,8 +210,10 @@ static void fetch(sub *s)
 	gw_params_free(&s->qp);
 	gw_params_init(&s->qp);
 	int room = gw_params_add(&s->qp, s->room);
-	if (!s->have_start) {
-		gw_buf_printf(&s->sql, "SELECT coalesce(max(seq), 0) FROM api.room_events WHERE room_id = $%d::uuid", room);
+	if (!s->checked) {
+		/* a room the caller cannot see (RLS on api.rooms) is a 404, not a silent stream */
+		gw_buf_printf(&s->sql, "SELECT EXISTS (SELECT 1 FROM api.rooms WHERE id = $%d::uuid),"
+			      " (SELECT coalesce(max(seq), 0) FROM api.room_events WHERE room_id = $%d::uuid)", room, room);
 	} else {
 		char seq[32];
 		snprintf(seq, sizeof seq, "%lld", s->last_seq);

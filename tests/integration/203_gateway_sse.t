@@ -112,14 +112,18 @@ $total++;
 ok(pump($s3, 10, sub { @{ $_[0]{events} } >= 1 }), 'a new event arrives');
 is_deeply(ids_of($s3), [$total], 'only events after the subscription');
 
-# a non-member sees nothing; anonymous is refused
+# a non-member is refused; anonymous is refused
 my $sb = open_stream(Authorization => "Bearer $tok{b}", 'Last-Event-ID' => '0');
-ok(pump($sb, 5, sub { defined $_[0]{status} }), 'non-member stream opens');
+pump($sb, 5, sub { defined $_[0]{status} });
+is($sb->{status}, 404, 'non-member: 404 (RLS hides the room)');
+is(scalar @{ $sb->{events} }, 0, '... and no event');
 post_message('members only');
 $total++;
-ok(pump($s1, 10, sub { @{ $_[0]{events} } >= $total }), 'the member gets it');
-pump($sb, 0.5, sub { 0 });
-is(scalar @{ $sb->{events} }, 0, 'the non-member gets nothing (RLS)');
+ok(pump($s1, 10, sub { @{ $_[0]{events} } >= $total }), 'the member gets the next one');
+$room = '00000000-0000-0000-0000-000000000000';
+my $ghost = open_stream(%a);
+pump($ghost, 5, sub { defined $_[0]{status} });
+is($ghost->{status}, 404, 'unknown room: 404');
 my $sa = open_stream();
 pump($sa, 5, sub { defined $_[0]{status} });
 is($sa->{status}, 401, 'anonymous stream: 401');
