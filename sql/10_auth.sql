@@ -98,14 +98,28 @@ EXCEPTION WHEN invalid_parameter_value OR invalid_text_representation OR charact
   RAISE EXCEPTION 'malformed token' USING ERRCODE = '28000';
 END $$;
 
--- The calling user: the JWT's subject, while its session is neither expired nor
--- revoked (logout takes effect at once, not when the token expires).
+-- The calling user: the JWT's subject while its session lives. A token whose session
+-- was revoked (logout) or expired is refused at once with PT401 (HTTP 401), not when
+-- the token itself expires. No claims, or claims without a session: nobody (NULL).
 CREATE FUNCTION pod.current_user_id() RETURNS uuid
-  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
-  RETURN (SELECT s.user_id FROM pod.sessions s
-           WHERE s.id = nullif(pod.jwt_claims() ->> 'sid', '')::uuid
-             AND s.user_id = nullif(pod.jwt_claims() ->> 'sub', '')::uuid
-             AND s.revoked_at IS NULL AND s.expires_at > now());
+  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  claims jsonb := pod.jwt_claims();
+  uid uuid;
+BEGIN
+  IF claims ->> 'sid' IS NULL THEN
+    RETURN NULL;
+  END IF;
+  SELECT s.user_id INTO uid FROM pod.sessions s
+   WHERE s.id = (claims ->> 'sid')::uuid AND s.user_id = (claims ->> 'sub')::uuid
+     AND s.revoked_at IS NULL AND s.expires_at > now();
+  IF uid IS NULL THEN
+    RAISE EXCEPTION 'session has ended' USING ERRCODE = 'PT401', HINT = 'Log in again.';
+  END IF;
+  RETURN uid;
+EXCEPTION WHEN invalid_text_representation THEN
+  RAISE EXCEPTION 'malformed session claims' USING ERRCODE = 'PT401';
+END $$;
 COMMENT ON FUNCTION pod.current_user_id() IS 'The user of the current request''s JWT, or NULL when there is none or its session ended.';
 
 -- An admin: a live session of a user whose role is pgpod_admin, or, with no JWT at

@@ -3,7 +3,7 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(39);
+SELECT plan(40);
 
 SELECT has_schema('pod'); SELECT has_schema('api');
 SELECT has_table('pod', 'users', 'pod.users exists');
@@ -40,7 +40,7 @@ SELECT throws_ok(format('SELECT pod.jwt_verify(%L)', pod.jwt_sign('{"role":"pgpo
 SELECT set_config('request.jwt.claims', pod.jwt_verify(:'alice_token')::text, true);
 SELECT is(pod.current_user_id(), :'alice_user_id'::uuid, 'current_user_id from a live session');
 UPDATE pod.sessions SET expires_at = now() - interval '1 second', created_at = now() - interval '1 hour' WHERE id = :'alice_session_id';
-SELECT is(pod.current_user_id(), NULL, 'expired session: nobody');
+SELECT throws_ok('SELECT pod.current_user_id()', 'PT401', 'session has ended', 'expired session refused');
 UPDATE pod.sessions SET expires_at = now() + interval '1 day' WHERE id = :'alice_session_id';
 
 -- what roles see
@@ -51,7 +51,8 @@ SELECT is((SELECT count(*)::int FROM pod.users), 1, 'a user sees no other user')
 SELECT throws_ok('SELECT * FROM pod.secrets', '42501', NULL, 'a user cannot read secrets');
 SELECT throws_ok('SELECT pass_hash FROM pod.users', '42501', NULL, 'a user cannot read password hashes');
 SELECT lives_ok($$SELECT api.logout()$$, 'logout');
-SELECT is(pod.current_user_id(), NULL, 'revoked session: nobody');
+SELECT throws_ok('SELECT pod.current_user_id()', 'PT401', 'session has ended', 'revoked session refused');
+SELECT throws_ok('SELECT count(*) FROM api.me', 'PT401', 'session has ended', 'a revoked token reads nothing');
 RESET ROLE;
 SET LOCAL ROLE pgpod_anon;
 SELECT throws_ok('SELECT * FROM pod.users', '42501', NULL, 'anonymous cannot read users');
