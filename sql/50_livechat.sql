@@ -15,7 +15,7 @@ COMMENT ON TABLE pod.livechat_rooms IS 'Which room is the chat of which video or
 
 -- A video's room must be a 'video' room of the video's own channel; a channel's room a 'channel' room.
 CREATE FUNCTION pod.livechat_rooms_check() RETURNS trigger
-  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   rtype pod.room_type := (SELECT type FROM pod.rooms WHERE id = NEW.room_id);
 BEGIN
