@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "byte_range.h"
 #include "pool.h"
 
 typedef struct dl {
@@ -27,43 +28,6 @@ typedef struct dl {
 void gw_blob_path(char *out, size_t n, const char *store_dir, const char *hex)
 {
 	snprintf(out, n, "%s/blobs/%.2s/%s", store_dir, hex, hex);
-}
-
-int gw_parse_byte_range(const char *h, long long size, long long *start, long long *len)
-{
-	if (!h || strncmp(h, "bytes=", 6) || strchr(h, ','))
-		return 0;
-	h += 6;
-	char *end;
-	if (*h == '-') {
-		long long n = strtoll(h + 1, &end, 10);
-		if (end == h + 1 || *end || n <= 0)
-			return size ? -1 : 0;
-		if (n > size)
-			n = size;
-		if (!size)
-			return -1;
-		*start = size - n;
-		*len = n;
-		return 1;
-	}
-	long long a = strtoll(h, &end, 10);
-	if (end == h || *end != '-' || a < 0)
-		return 0;
-	const char *b = end + 1;
-	long long last = size - 1;
-	if (*b) {
-		last = strtoll(b, &end, 10);
-		if (end == b || *end || last < a)
-			return 0;
-		if (last > size - 1)
-			last = size - 1;
-	}
-	if (a >= size)
-		return -1;
-	*start = a;
-	*len = last - a + 1;
-	return 1;
 }
 
 static void dl_free(gw_req *req, int ok)

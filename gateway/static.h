@@ -6,8 +6,6 @@
 #include "gw.h"
 
 void gw_static_handle(gw_req *req, const char *file_id);
-/* Parses "bytes=a-b" for a file of size; 1 range, 0 whole file, -1 unsatisfiable. */
-int gw_parse_byte_range(const char *h, long long size, long long *start, long long *len);
 /* The blob path of a hex digest under store_dir. */
 void gw_blob_path(char *out, size_t n, const char *store_dir, const char *hex);
 

@@ -1,13 +1,14 @@
 /* libFuzzer target: raw bytes as an HTTP request (http-parser), its URL's query
  * string through the PostgREST grammar and the SQL builder over a small schema,
- * its body as a JSON write payload, and its Authorization value through JWT
- * verification. Built with ASan/UBSan by gateway/gateway.mk. */
+ * its body as a JSON write payload, its Authorization value through JWT
+ * verification, and the bytes as a Range header (a range must lie in the file). Built with ASan/UBSan by gateway/gateway.mk. */
 #include <http_parser.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "byte_range.h"
 #include "jwt.h"
 #include "query_parse.h"
 #include "schema.h"
@@ -134,6 +135,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		run_query(q + 1, r->url_len - (size_t)(q + 1 - r->url), r->body, r->body_len, action);
 	/* the same bytes straight into the grammar, for inputs that are no request */
 	run_query((const char *)data, size, (const char *)data, size, action);
+	/* and as a Range header */
+	{
+		char *h = strndup((const char *)data, size);
+		long long st, len;
+		if (h && gw_parse_byte_range(h, (long long)size * 131, &st, &len) == 1 &&
+		    (st < 0 || len <= 0 || st + len > (long long)size * 131))
+			abort(); /* a range outside the file must never be accepted */
+		free(h);
+	}
 	if (r->auth_len) {
 		r->auth[r->auth_len] = '\0';
 		gw_jwt j;

@@ -1,4 +1,4 @@
-/* Runs the gateway's unit tests (parser, SQL builder, JWT) and prints TAP. */
+/* Runs the gateway's unit tests (parser, SQL builder, JWT, byte ranges) and prints TAP. */
 #include "tap.h"
 
 int tap_n, tap_failed;
@@ -6,12 +6,14 @@ int tap_n, tap_failed;
 void test_query_parse(void);
 void test_sql_build(void);
 void test_jwt(void);
+void test_byte_range(void);
 
 int main(void)
 {
 	test_query_parse();
 	test_sql_build();
 	test_jwt();
+	test_byte_range();
 	printf("1..%d\n", tap_n);
 	if (tap_failed)
 		printf("# %d of %d failed\n", tap_failed, tap_n);
