@@ -105,7 +105,8 @@ BEGIN
   IF max_jobs IS NULL OR max_jobs < 1 OR max_jobs > 10000 THEN
     RAISE EXCEPTION 'max_jobs must be between 1 and 10000, not %', max_jobs USING ERRCODE = '22023';
   END IF;
-  lease_end := now() + coalesce(lease, (SELECT p.lease FROM pod.job_policy(job_kind) p));
+  lease_end := now() + coalesce(lease, (SELECT k.lease FROM pod.job_kinds k WHERE k.kind = job_kind),
+                                (pod.setting('queue.lease') #>> '{}')::interval);
   IF lease_end <= now() THEN
     RAISE EXCEPTION 'lease must be positive' USING ERRCODE = '22023';
   END IF;
@@ -191,16 +192,14 @@ CREATE FUNCTION pod.jobs_prune() RETURNS integer
 $$;
 
 -- One NOTIFY per statement and kind (never per row): workers LISTEN pod_jobs_<kind>;
--- the payload is how many jobs of that kind the statement made ready.
-CREATE FUNCTION pod.jobs_notify() RETURNS trigger
-  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
-BEGIN
-  PERFORM pg_notify(pod.job_channel(k.kind), k.ready::text)
-     FROM (SELECT kind, count(*) AS ready FROM new_jobs WHERE run_at <= now() GROUP BY kind) k;
-  RETURN NULL;
-END $$;
+-- the payload is how many jobs of that kind the statement made ready. A C row trigger
+-- counts in memory and the statement trigger notifies (queue.c): no transition table.
+CREATE FUNCTION pod.jobs_notify_count() RETURNS trigger AS 'MODULE_PATHNAME', 'jobs_notify_count' LANGUAGE C;
+CREATE FUNCTION pod.jobs_notify_send() RETURNS trigger AS 'MODULE_PATHNAME', 'jobs_notify_send' LANGUAGE C;
+CREATE TRIGGER jobs_notify_count BEFORE INSERT ON pod.jobs
+  FOR EACH ROW EXECUTE FUNCTION pod.jobs_notify_count();
 CREATE TRIGGER jobs_notify AFTER INSERT ON pod.jobs
-  REFERENCING NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION pod.jobs_notify();
+  FOR EACH STATEMENT EXECUTE FUNCTION pod.jobs_notify_send();
 
 -- Admin views ---------------------------------------------------------------------------
 

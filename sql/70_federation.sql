@@ -225,33 +225,37 @@ END $$;
 
 -- Scores --------------------------------------------------------------------------------
 
--- Delivery outcomes change the target friend's score: one UPDATE per friend per
--- reporting statement (the federator reports in batches), not one per delivery.
-CREATE FUNCTION pod.friends_score_outcomes() RETURNS trigger
-  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+-- Delivery outcomes change the target friend's score, batched per statement: a row
+-- trigger (C, scores.c) tallies the outcomes its WHEN clause lets through (deliveries
+-- leaving 'running' with their attempt counted: a release is no outcome), and the
+-- statement trigger applies the tally here, one UPDATE per friend. The federator
+-- reports outcomes in batches, so a busy friend is not a hot row.
+CREATE FUNCTION pod.friends_apply_outcomes(targets text[], delivered integer[], failed integer[]) RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   plus integer := (pod.setting('federation.score_success'))::integer;
   minus integer := (pod.setting('federation.score_failure'))::integer;
   top integer := (pod.setting('federation.score_max'))::integer;
 BEGIN
-  WITH delta AS (
-    SELECT n.target, sum(CASE WHEN n.state = 'done' THEN plus ELSE -minus END) AS change
-      FROM new_jobs n JOIN old_jobs o USING (id)
-     WHERE n.kind = 'deliver' AND o.state = 'running' AND n.state IN ('done', 'waiting', 'dead')
-       AND n.attempts = o.attempts    -- a release (attempt given back) is no outcome
-       AND n.target IS NOT NULL
-     GROUP BY n.target)
   UPDATE pod.friends f
      SET score = greatest(0, least(top, f.score + d.change)),
          state = CASE WHEN f.score + d.change <= 0 THEN 'revoked' ELSE f.state END,
          updated_at = now()
-    FROM delta d
-   WHERE f.url = d.target AND f.state <> 'revoked' AND d.change <> 0;
-  RETURN NULL;
+    FROM (SELECT t, sum(dl * plus - fl * minus) AS change
+            FROM unnest(targets, delivered, failed) x(t, dl, fl) GROUP BY t) d
+   WHERE f.url = d.t AND f.state <> 'revoked' AND d.change <> 0;
 END $$;
-CREATE TRIGGER jobs_friend_scores AFTER UPDATE ON pod.jobs
-  REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
-  FOR EACH STATEMENT EXECUTE FUNCTION pod.friends_score_outcomes();
+
+CREATE FUNCTION pod.jobs_score_outcome() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'jobs_score_outcome' LANGUAGE C;
+CREATE FUNCTION pod.jobs_score_apply() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'jobs_score_apply' LANGUAGE C;
+CREATE TRIGGER jobs_score_outcome AFTER UPDATE ON pod.jobs FOR EACH ROW
+  WHEN (OLD.state = 'running' AND NEW.state IN ('done', 'waiting', 'dead') AND NEW.kind = 'deliver'
+        AND NEW.attempts = OLD.attempts AND NEW.target IS NOT NULL)
+  EXECUTE FUNCTION pod.jobs_score_outcome();
+CREATE TRIGGER jobs_score_apply AFTER UPDATE ON pod.jobs
+  FOR EACH STATEMENT EXECUTE FUNCTION pod.jobs_score_apply();
 
 -- A revoked friend loses what came from it: its videos, its cached pubsub items and
 -- the deliveries still waiting for it. It stays (blocked) until pod.unblock_friend.

@@ -55,35 +55,24 @@ BEGIN
   RETURN array_to_string(lines, E'\n');
 END $$;
 
+CREATE FUNCTION pod.httpsig_sign_request(method text, url text, body text, at timestamptz, key_id text, private_key text)
+  RETURNS text[]
+  AS 'MODULE_PATHNAME', 'httpsig_sign_request' LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION pod.httpsig_sign_request(text, text, text, timestamptz, text, text) IS 'Header lines (Host, Date, Digest, Content-Type, Signature) of a request signed rsa-sha256 over (request-target) host date digest.';
+REVOKE EXECUTE ON FUNCTION pod.httpsig_sign_request(text, text, text, timestamptz, text, text) FROM PUBLIC;
+
 -- Signs a request as this pod: returns its headers as "Name: value" lines (Host,
 -- Date, Digest, Content-Type, Signature), ready for curl.
 CREATE FUNCTION pod.httpsig_sign_request(method text, url text, body text, at timestamptz DEFAULT now())
   RETURNS text[]
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-DECLARE
-  me pod.identity;
-  parts text[] := regexp_match(url, '^https?://([^/?#]+)([^#]*)$');
-  hdr jsonb;
-  sig bytea;
+DECLARE me pod.identity;
 BEGIN
   SELECT * INTO me FROM pod.identity;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'this pod has no identity yet' USING ERRCODE = '55000', HINT = 'SELECT pod.init(url) makes it.';
   END IF;
-  IF parts IS NULL THEN
-    RAISE EXCEPTION 'not an http(s) URL: %', coalesce(quote_literal(url), 'NULL') USING ERRCODE = '22023';
-  END IF;
-  hdr := jsonb_build_object('host', parts[1], 'date', pod.http_date(at), 'digest', pod.http_digest(coalesce(body, '')));
-  sig := pod.rsa_sha256_sign(convert_to(pod.httpsig_signing_string(
-           '{(request-target),host,date,digest}', method, coalesce(nullif(parts[2], ''), '/'), hdr), 'UTF8'),
-         me.private_key);
-  RETURN ARRAY[
-    'Host: ' || (hdr ->> 'host'),
-    'Date: ' || (hdr ->> 'date'),
-    'Digest: ' || (hdr ->> 'digest'),
-    'Content-Type: application/json',
-    format('Signature: keyId="%s#main-key",algorithm="rsa-sha256",headers="(request-target) host date digest",signature="%s"',
-           me.url, translate(encode(sig, 'base64'), E'\n', ''))];
+  RETURN pod.httpsig_sign_request(method, url, coalesce(body, ''), at, me.url || '#main-key', me.private_key);
 END $$;
 
 -- Claims deliveries for a federator and signs each one now: the request to send.
@@ -96,7 +85,12 @@ DECLARE
   inbox text := pod.setting('federation.inbox_path') #>> '{}';
   encrypt boolean := (pod.setting('federation.encrypt'))::boolean;
   at timestamptz := clock_timestamp();
+  me pod.identity;
 BEGIN
+  SELECT * INTO me FROM pod.identity;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'this pod has no identity yet' USING ERRCODE = '55000', HINT = 'SELECT pod.init(url) makes it.';
+  END IF;
   RETURN QUERY
     WITH claimed AS (
       SELECT c.id, c.target, c.attempts, (c.payload -> 'activity')::text AS plain, f.public_key
@@ -109,7 +103,7 @@ BEGIN
                   THEN pod.envelope_seal_json(c.plain, c.public_key) ELSE c.plain END AS body
         FROM claimed c)
     SELECT b.id, b.target, b.attempts, 'POST', b.target || inbox,
-           pod.httpsig_sign_request('POST', b.target || inbox, b.body, at), b.body
+           pod.httpsig_sign_request('POST', b.target || inbox, b.body, at, me.url || '#main-key', me.private_key), b.body
       FROM bodies b ORDER BY b.id;
 END $$;
 COMMENT ON FUNCTION pod.deliveries_claim(text, integer, interval) IS 'Claims deliveries and returns them signed, ready to send (method, url, header lines, body).';

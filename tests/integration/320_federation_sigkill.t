@@ -12,7 +12,7 @@ b_url=http://127.0.0.1:$b_http
 a_url=$(q -c "SELECT url FROM pod.identity")
 N=${FED_KILL_N:-3000}
 fed=
-b() { PGPOD_DIR=$dir/b PGPOD_PG_PORT=$b_pg PGPOD_HTTP_PORT=$b_http PGPOD_DB=pgpod "$top/scripts/pgpod" "$@"; }
+b() { PGPOD_DIR=$dir/b PGPOD_PG_PORT=$b_pg PGPOD_HTTP_PORT=$b_http PGPOD_URL_SELF=$b_url PGPOD_DB=pgpod "$top/scripts/pgpod" "$@"; }
 qb() { psql -X -q -At -v ON_ERROR_STOP=1 -h "$dir/b/run" -p "$b_pg" -U postgres -d pgpod "$@"; }
 cleanup() {
   [[ -n $fed ]] && kill -KILL "$fed" 2>/dev/null

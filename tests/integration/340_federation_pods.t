@@ -10,11 +10,12 @@ dir=$(mktemp -d /tmp/pgpod-pods.XXXXXX); chmod 755 "$dir"
 pg() { echo $((PGPOD_PG_PORT + 40 + $1)); }
 http() { echo $((PGPOD_HTTP_PORT + 60 + $1)); }
 url() { echo "http://127.0.0.1:$(http "$1")"; }
-pod() { local n=$1; shift; PGPOD_DIR=$dir/p$n PGPOD_PG_PORT=$(pg "$n") PGPOD_HTTP_PORT=$(http "$n") PGPOD_DB=pgpod "$top/scripts/pgpod" "$@"; }
+pod() { local n=$1 u; u=$(url "$1"); shift; PGPOD_URL_SELF=$u PGPOD_DIR=$dir/p$n PGPOD_PG_PORT=$(pg "$n") PGPOD_HTTP_PORT=$(http "$n") PGPOD_DB=pgpod "$top/scripts/pgpod" "$@"; }
 qp() { local n=$1; shift; psql -X -q -At -v ON_ERROR_STOP=1 -h "$dir/p$n/run" -p "$(pg "$n")" -U postgres -d pgpod "$@"; }
-cleanup() { for n in 1 2 3; do pod "$n" stop >/dev/null 2>&1; done; rm -rf "$dir"; }
+cleanup() { for n in 1 2 3; do pod "$n" stop >/dev/null 2>&1; done; [[ ${PGPOD_KEEP:-0} == 1 ]] || rm -rf "$dir"; }
 trap cleanup EXIT
 plan 17
+echo "# pods in $dir"
 
 for n in 1 2 3; do pod "$n" start >"$dir/start$n.log" 2>&1 || echo "# pod $n: $(tail -3 "$dir/start$n.log")"; done
 up() { curl -sf "$(url 1)/rpc/friend_list" && curl -sf "$(url 2)/rpc/friend_list" && curl -sf "$(url 3)/rpc/friend_list"; }

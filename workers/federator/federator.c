@@ -28,6 +28,7 @@ typedef struct settings
 	long		grace_ms;		/* on SIGTERM, how long in-flight requests may finish */
 	long		prune_ms;		/* how often finished jobs are pruned */
 	long		report_ms;		/* outcomes wait at most this long to be reported together */
+	long		connections;	/* database connections (signing runs in their backends) */
 } settings;
 
 /* --- one HTTP transfer ------------------------------------------------------------- */
@@ -91,7 +92,13 @@ typedef struct federator
 	struct ev_loop *loop;
 	settings	cfg;
 	char		worker_id[128];
-	wk_db	   *db;
+	wk_db	   *dbs[8];			/* dbs[0] listens; every one claims and reports */
+	int			ndb;
+	long		claiming;		/* deliveries asked for by claims in flight */
+	long		claim_size[8];	/* what the claim in flight on dbs[i] asked for */
+	int			reports_in_flight;
+	bool		finishing;		/* a make_friends_finish is in flight */
+	bool		claiming_friends;
 	CURLM	   *multi;
 	ev_timer	curl_timer;
 	ev_timer	poll_timer;
@@ -116,7 +123,6 @@ typedef struct federator
 	fetch_job  *fetch_done;		/* a make_friends job whose fetches all ended */
 	fetch_job  *fetch_running;
 	outcomes	out;
-	outcomes	sending;		/* the batch in the query in flight */
 	unsigned long long delivered,
 				failed_count;
 } federator;
@@ -205,11 +211,10 @@ outcomes_clear(outcomes *o)
 	o->ndone = o->nfailed = o->nreleased = 0;
 }
 
-/* Moves the `sending` batch back in front of `out` (its query did not complete). */
+/* Moves a batch whose report did not complete back into `out`. */
 static void
-outcomes_requeue(federator *fed)
+outcomes_requeue(federator *fed, outcomes *s)
 {
-	outcomes   *s = &fed->sending;
 
 	for (size_t i = 0; i < s->ndone; i++)
 		outcome_done(&fed->out, s->done[i]);
@@ -545,67 +550,92 @@ result_error(const char *what, PGresult *res)
 	wk_log(WK_ERROR, "%s failed: %s", what, res ? PQresultErrorMessage(res) : "connection lost");
 }
 
+/* One report in flight: its batch, kept until the server has applied it. */
+typedef struct report
+{
+	federator  *fed;
+	outcomes	batch;
+} report;
+
+static void
+outcomes_free(outcomes *o)
+{
+	outcomes_clear(o);
+	free(o->done);
+	free(o->failed);
+	free(o->errors);
+	free(o->released);
+}
+
 static void
 report_done(wk_db *db, PGresult *res, void *arg)
 {
-	federator  *fed = arg;
+	report	   *r = arg;
+	federator  *fed = r->fed;
+	outcomes   *b = &r->batch;
 
 	(void) db;
+	fed->reports_in_flight--;
 	if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
 	{
 		wk_log(WK_DEBUG, "reported %zu done, %zu failed, %zu released (%s/%s/%s applied)",
-			   fed->sending.ndone, fed->sending.nfailed, fed->sending.nreleased,
+			   b->ndone, b->nfailed, b->nreleased,
 			   PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
-		fed->held -= (long) (fed->sending.ndone + fed->sending.nfailed + fed->sending.nreleased);
-		outcomes_clear(&fed->sending);
+		fed->held -= (long) (b->ndone + b->nfailed + b->nreleased);
 		if (fed->more_waiting)
 			fed->want_deliveries = true;
-		return;
 	}
-	result_error("reporting outcomes", res);
-	if (res == NULL)
-		outcomes_requeue(fed);	/* not applied: send again once reconnected */
 	else
 	{
-		/* The server refused the batch (should not happen): drop it, the leases expire. */
-		fed->held -= (long) (fed->sending.ndone + fed->sending.nfailed + fed->sending.nreleased);
-		outcomes_clear(&fed->sending);
+		result_error("reporting outcomes", res);
+		if (res == NULL)
+			outcomes_requeue(fed, b);	/* not applied: send again once reconnected */
+		else				/* refused (should not happen): the leases expire */
+			fed->held -= (long) (b->ndone + b->nfailed + b->nreleased);
 	}
+	outcomes_free(b);
+	free(r);
 }
 
 static bool
-send_report(federator *fed)
+send_report(federator *fed, wk_db *db)
 {
 	wk_buf		done = {0},
 				failed = {0},
 				errors = {0},
 				released = {0};
 	const char *params[5];
+	report	   *r = xcalloc(1, sizeof(*r));
 	bool		sent;
 
-	outcomes	spare = fed->sending;	/* empty, with its capacity */
-
-	fed->sending = fed->out;
-	fed->out = spare;
-	ids_literal(&done, fed->sending.done, fed->sending.ndone);
-	ids_literal(&failed, fed->sending.failed, fed->sending.nfailed);
+	r->fed = fed;
+	r->batch = fed->out;
+	memset(&fed->out, 0, sizeof(fed->out));
+	ids_literal(&done, r->batch.done, r->batch.ndone);
+	ids_literal(&failed, r->batch.failed, r->batch.nfailed);
 	wk_array_begin(&errors);
-	for (size_t i = 0; i < fed->sending.nfailed; i++)
-		wk_array_add(&errors, fed->sending.errors[i]);
+	for (size_t i = 0; i < r->batch.nfailed; i++)
+		wk_array_add(&errors, r->batch.errors[i]);
 	wk_array_end(&errors);
-	ids_literal(&released, fed->sending.released, fed->sending.nreleased);
+	ids_literal(&released, r->batch.released, r->batch.nreleased);
 	params[0] = done.data;
 	params[1] = failed.data;
 	params[2] = errors.data;
 	params[3] = fed->worker_id;
 	params[4] = released.data;
-	sent = wk_db_query(fed->db, REPORT_SQL, 5, params, report_done, fed);
+	sent = wk_db_query(db, REPORT_SQL, 5, params, report_done, r);
 	wk_buf_free(&done);
 	wk_buf_free(&failed);
 	wk_buf_free(&errors);
 	wk_buf_free(&released);
-	if (!sent)
-		outcomes_requeue(fed);
+	if (sent)
+		fed->reports_in_flight++;
+	else
+	{
+		outcomes_requeue(fed, &r->batch);
+		outcomes_free(&r->batch);
+		free(r);
+	}
 	return sent;
 }
 
@@ -615,7 +645,12 @@ claim_done(wk_db *db, PGresult *res, void *arg)
 	federator  *fed = arg;
 	int			rows;
 
-	(void) db;
+	for (int i = 0; i < fed->ndb; i++)
+		if (fed->dbs[i] == db)
+		{
+			fed->claiming -= fed->claim_size[i];
+			fed->claim_size[i] = 0;
+		}
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		result_error("claiming deliveries", res);
@@ -652,6 +687,7 @@ claim_friends_done(wk_db *db, PGresult *res, void *arg)
 	fetch_job  *job;
 
 	(void) db;
+	fed->claiming_friends = false;
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		result_error("claiming make_friends", res);
@@ -701,6 +737,7 @@ finish_friends_done(wk_db *db, PGresult *res, void *arg)
 	fetch_job  *job = fed->fetch_done;
 
 	(void) db;
+	fed->finishing = false;
 	if (res == NULL)
 		return;					/* retried after reconnecting */
 	if (PQresultStatus(res) == PGRES_TUPLES_OK)
@@ -716,7 +753,7 @@ finish_friends_done(wk_db *db, PGresult *res, void *arg)
 }
 
 static bool
-send_finish_friends(federator *fed)
+send_finish_friends(federator *fed, wk_db *db)
 {
 	fetch_job  *job = fed->fetch_done;
 	wk_buf		urls = {0},
@@ -751,7 +788,8 @@ send_finish_friends(federator *fed)
 	params[1] = fed->worker_id;
 	params[2] = urls.data;
 	params[3] = answers.data;
-	sent = wk_db_query(fed->db, FINISH_FRIENDS_SQL, 4, params, finish_friends_done, fed);
+	sent = wk_db_query(db, FINISH_FRIENDS_SQL, 4, params, finish_friends_done, fed);
+	fed->finishing = sent;
 	wk_buf_free(&urls);
 	wk_buf_free(&answers);
 	return sent;
@@ -789,8 +827,12 @@ release_waiting(federator *fed)
 static void
 maybe_exit(federator *fed)
 {
+	bool		quiet = true;
+
+	for (int i = 0; i < fed->ndb; i++)
+		quiet &= wk_db_idle(fed->dbs[i]) || !wk_db_connected(fed->dbs[i]);
 	if (fed->stopping && fed->in_flight == 0 && outcomes_empty(&fed->out) &&
-		outcomes_empty(&fed->sending) && fed->fetch_done == NULL && (wk_db_idle(fed->db) || !wk_db_connected(fed->db)))
+		fed->reports_in_flight == 0 && fed->fetch_done == NULL && quiet)
 	{
 		wk_log(WK_INFO, "stopped: %llu delivered, %llu failed attempts", fed->delivered, fed->failed_count);
 		ev_break(fed->loop, EVBREAK_ALL);
@@ -805,19 +847,43 @@ schedule(federator *fed)
 		ev_idle_start(fed->loop, &fed->kick);
 }
 
+/* Sends a claim of up to `room` deliveries on db. */
+static void
+send_claim(federator *fed, wk_db *db, long room)
+{
+	char		n[32];
+	const char *params[2];
+
+	snprintf(n, sizeof(n), "%ld", room);
+	params[0] = fed->worker_id;
+	params[1] = n;
+	fed->want_deliveries = false;
+	if (wk_db_query(db, CLAIM_SQL, 2, params, claim_done, fed))
+		for (int i = 0; i < fed->ndb; i++)
+			if (fed->dbs[i] == db)
+			{
+				fed->claim_size[i] = room;
+				fed->claiming += room;
+			}
+}
+
+/* Gives each idle connection its next query: reports first (they free room and
+ * move scores), then make_friends results, pruning, claims. */
 static void
 kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
 	federator  *fed = w->data;
-	char		n[32];
-	const char *params[2];
-	long		room;
+	const char *params[1];
 
 	(void) revents;
 	ev_idle_stop(loop, w);
-	if (wk_db_idle(fed->db))
+	for (int i = 0; i < fed->ndb; i++)
 	{
-		room = fed->cfg.max_total - fed->held;
+		wk_db	   *db = fed->dbs[i];
+		long		room = fed->cfg.max_total - fed->held - fed->claiming;
+
+		if (!wk_db_idle(db))
+			continue;
 		if (room > fed->cfg.batch)
 			room = fed->cfg.batch;
 		if (!outcomes_empty(&fed->out) && (fed->report_due || fed->stopping || !fed->more_waiting ||
@@ -825,48 +891,33 @@ kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 		{
 			fed->report_due = false;
 			ev_timer_stop(loop, &fed->report_timer);
-			send_report(fed);
+			send_report(fed, db);
 		}
-		else if (fed->fetch_done)
-			send_finish_friends(fed);
+		else if (fed->fetch_done && !fed->finishing)
+			send_finish_friends(fed, db);
 		else if (fed->stopping)
-			;
+			continue;
 		else if (fed->prune_due)
 		{
 			fed->prune_due = false;
-			wk_db_query(fed->db, PRUNE_SQL, 0, NULL, prune_done, fed);
+			wk_db_query(db, PRUNE_SQL, 0, NULL, prune_done, fed);
 		}
-		else if (!outcomes_empty(&fed->out))
-		{
-			/* Let a few more outcomes join this batch (one round trip for many). */
-			if (!ev_is_active(&fed->report_timer))
-			{
-				ev_timer_set(&fed->report_timer, fed->cfg.report_ms / 1000.0, 0.);
-				ev_timer_start(loop, &fed->report_timer);
-			}
-			if (fed->want_deliveries && room > 0)
-			{
-				snprintf(n, sizeof(n), "%ld", room);
-				params[0] = fed->worker_id;
-				params[1] = n;
-				fed->want_deliveries = false;
-				wk_db_query(fed->db, CLAIM_SQL, 2, params, claim_done, fed);
-			}
-		}
-		else if (fed->want_deliveries && room > 0)
-		{
-			snprintf(n, sizeof(n), "%ld", room);
-			params[0] = fed->worker_id;
-			params[1] = n;
-			fed->want_deliveries = false;
-			wk_db_query(fed->db, CLAIM_SQL, 2, params, claim_done, fed);
-		}
-		else if (fed->want_make_friends && fed->fetch_running == NULL)
+		else if (fed->want_deliveries && room >= fed->cfg.batch / 4 + 1)
+			send_claim(fed, db, room);
+		else if (fed->want_make_friends && fed->fetch_running == NULL && !fed->claiming_friends)
 		{
 			params[0] = fed->worker_id;
 			fed->want_make_friends = false;
-			wk_db_query(fed->db, CLAIM_FRIENDS_SQL, 1, params, claim_friends_done, fed);
+			fed->claiming_friends = wk_db_query(db, CLAIM_FRIENDS_SQL, 1, params, claim_friends_done, fed);
 		}
+		else if (fed->want_deliveries && room > 0 && fed->claiming == 0)
+			send_claim(fed, db, room);
+	}
+	/* Outcomes wait a little to join a batch; the timer makes sure they go. */
+	if (!outcomes_empty(&fed->out) && !ev_is_active(&fed->report_timer))
+	{
+		ev_timer_set(&fed->report_timer, fed->cfg.report_ms / 1000.0, 0.);
+		ev_timer_start(loop, &fed->report_timer);
 	}
 	maybe_exit(fed);
 }
@@ -1025,6 +1076,7 @@ main(int argc, char **argv)
 	fed.cfg.grace_ms = wk_env_long("PGPOD_FEDERATOR_GRACE_MS", 5000, 0, 600000);
 	fed.cfg.prune_ms = wk_env_long("PGPOD_FEDERATOR_PRUNE_MS", 60000, 100, 86400000);
 	fed.cfg.report_ms = wk_env_long("PGPOD_FEDERATOR_REPORT_MS", 20, 0, 10000);
+	fed.cfg.connections = wk_env_long("PGPOD_FEDERATOR_CONNECTIONS", 2, 1, 8);
 	gethostname(host, sizeof(host) - 1);
 	snprintf(fed.worker_id, sizeof(fed.worker_id), "federator:%s:%d", host, (int) getpid());
 
@@ -1063,10 +1115,13 @@ main(int argc, char **argv)
 	make_conninfo(conninfo, sizeof(conninfo));
 	wk_log(WK_INFO, "starting as %s (at most %ld requests, %ld per friend, batches of %ld)",
 		   fed.worker_id, fed.cfg.max_total, fed.cfg.max_per_friend, fed.cfg.batch);
-	fed.db = wk_db_new(fed.loop, conninfo, channels, cb);
+	fed.ndb = (int) fed.cfg.connections;
+	for (int i = 0; i < fed.ndb; i++)
+		fed.dbs[i] = wk_db_new(fed.loop, conninfo, i == 0 ? channels : NULL, cb);
 	ev_run(fed.loop, 0);
 
-	wk_db_free(fed.db);
+	for (int i = 0; i < fed.ndb; i++)
+		wk_db_free(fed.dbs[i]);
 	curl_multi_cleanup(fed.multi);
 	curl_global_cleanup();
 	return 0;
