@@ -30,6 +30,7 @@ typedef struct gw_settings {
 	const char *db_user;
 	double drain_timeout;
 	long file_cache_ms;      /* authorization cache of /files lookups */
+	int access_log;          /* one log line per answered request */
 } gw_settings;
 
 extern gw_settings gw_cfg;

@@ -196,8 +196,12 @@ static void write_head(gw_conn *c, int status, const char *content_type, const c
 static void finish_request(gw_req *req, int status)
 {
 	gw_conn *c = req->conn;
+	double elapsed = ev_time() - req->started;
 	req->status = status;
-	gw_metrics_request(status, ev_time() - req->started);
+	gw_metrics_request(status, elapsed);
+	if (gw_cfg.access_log)
+		gw_log("%s %s%s%s %d %.1f ms", req->method_name ? req->method_name : "-", req->path ? req->path : "-",
+		       req->query && *req->query ? "?" : "", req->query ? req->query : "", status, elapsed * 1000.0);
 	if (c)
 		c->responded = 1;
 }

@@ -57,6 +57,7 @@ static void load_settings(void)
 	gw_cfg.queue_timeout = (double)env_long("PGPOD_QUEUE_TIMEOUT_MS", 10000, 10, 3600000) / 1000.0;
 	gw_cfg.statement_timeout_ms = env_long("PGPOD_STATEMENT_TIMEOUT_MS", 30000, 0, 86400000);
 	gw_cfg.drain_timeout = (double)env_long("PGPOD_DRAIN_TIMEOUT_MS", 10000, 0, 3600000) / 1000.0;
+	gw_cfg.access_log = (int)env_long("PGPOD_ACCESS_LOG", 0, 0, 1);
 	gw_cfg.file_cache_ms = env_long("PGPOD_FILE_CACHE_MS", 1000, 0, 3600000);
 	gw_cfg.db_user = env_str("PGPOD_DB_USER", "pgpod_authenticator");
 	static char store[4096];

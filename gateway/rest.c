@@ -186,6 +186,8 @@ static void respond_pg_error(rest_call *rc, PGresult *r)
 	}
 	gw_error_from_pg(st, msg ? msg : PQresultErrorMessage(r), PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL),
 			 PQresultErrorField(r, PG_DIAG_MESSAGE_HINT), rc->auth.anonymous, &e);
+	if (e.status >= 500 && e.status != 503)
+		gw_log("%s %s: %s %s", rc->req->method_name, rc->req->path, e.code, e.message);
 	gw_respond_error(rc->req, &e, e.status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
 }
 
