@@ -325,6 +325,40 @@ static void job_done(gw_pg_job *job)
 	gw_buf_free(&h);
 }
 
+/* key=value&... (percent-encoded, + for space) as a JSON object of strings. */
+static char *form_to_json(gw_req *req, const char *body, size_t len)
+{
+	gw_buf o;
+	gw_buf_init(&o);
+	gw_buf_putc(&o, '{');
+	const char *p = body, *end = body + len;
+	int first = 1;
+	while (p < end) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *pe = amp ? amp : end;
+		const char *eq = memchr(p, '=', (size_t)(pe - p));
+		if (pe > p) {
+			char *k = gw_url_decode(&req->arena, p, (size_t)((eq ? eq : pe) - p), 1);
+			char *v = eq ? gw_url_decode(&req->arena, eq + 1, (size_t)(pe - eq - 1), 1) : "";
+			if (!k || !v) {
+				gw_buf_free(&o);
+				return NULL;
+			}
+			if (!first)
+				gw_buf_putc(&o, ',');
+			first = 0;
+			gw_buf_json_str(&o, k);
+			gw_buf_putc(&o, ':');
+			gw_buf_json_str(&o, v);
+		}
+		p = amp ? amp + 1 : end;
+	}
+	gw_buf_putc(&o, '}');
+	char *out = gw_arena_strdup(&req->arena, o.data);
+	gw_buf_free(&o);
+	return out;
+}
+
 static int body_is_json(const gw_req *req)
 {
 	const char *ct = gw_req_header(req, "content-type");
@@ -439,6 +473,18 @@ void gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 	s->body = req->body.data ? req->body.data : "";
 	s->body_len = req->body.len;
 	s->body_is_json = body_is_json(req);
+	const char *ct = gw_req_header(req, "content-type");
+	if (ct && !strncasecmp(ct, "application/x-www-form-urlencoded", 33) && s->action != GW_ACTION_DELETE) {
+		/* a form is one object of strings, as PostgREST reads it */
+		char *json = form_to_json(req, s->body, s->body_len);
+		if (!json) {
+			gw_respond_simple_error(req, 400, "PGRST102", "Malformed form body");
+			return;
+		}
+		s->body = json;
+		s->body_len = strlen(json);
+		s->body_is_json = 1;
+	}
 	if (!is_rpc && (s->action == GW_ACTION_INSERT || s->action == GW_ACTION_UPDATE ||
 			s->action == GW_ACTION_UPSERT_PUT) && !s->body_is_json) {
 		gw_respond_simple_error(req, 415, "PGRST107", "Content-Type not acceptable");

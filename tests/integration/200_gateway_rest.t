@@ -175,6 +175,12 @@ $r = req(GET => '/rpc/gw_add?a=2&b=3');
 is_deeply([$r->{status}, $r->{content}], [200, '5'], 'RPC GET, scalar result');
 $r = req(POST => '/rpc/gw_add', {}, { a => 4, b => 5 });
 is($r->{content}, '9', 'RPC POST with named arguments');
+$r = req(POST => '/rpc/gw_add', { 'Content-Type' => 'application/x-www-form-urlencoded' }, 'a=40&b=%32');
+is($r->{content}, '42', 'RPC POST with a form body');
+$r = req(POST => '/gw_items', { %auth, 'Content-Type' => 'application/x-www-form-urlencoded', Prefer => 'return=representation' },
+  'id=31&name=from+a%20form');
+is_deeply([$r->{status}, $r->{json}], [201, [{ id => 31, name => 'from a form', qty => 0 }]], 'insert from a form body');
+psql("DELETE FROM api.gw_items WHERE id = 31");
 $r = req(POST => '/rpc/gw_echo', {}, '{"raw": [1, 2, {"x": null}]}');
 is($r->{content}, '{"raw": [1, 2, {"x": null}]}', 'single unnamed json parameter receives the raw body');
 $r = req(POST => '/rpc/gw_raw_text', { 'Content-Type' => 'text/plain' }, 'plain words');
