@@ -84,12 +84,33 @@ if (!$pid) {
   $ENV{PGPOD_HTTP_PORT} = $port;
   $ENV{PGPOD_GATEWAY_WORKERS} = 1;
   $ENV{PGPOD_GATEWAY_POOL} = 2;
+  $ENV{PGPOD_BODY_TIMEOUT_MS} = 500;
+  $ENV{PGPOD_IDLE_TIMEOUT_MS} = 500;
   exec("$ENV{PGPOD_TOP}/gateway/pgpod-gateway") or exit 127;
 }
 my $base = "http://127.0.0.1:$port";
 my $http = HTTP::Tiny->new(timeout => 10);
 wait_until('the second gateway to be healthy', 15, sub { $http->get("$base/health")->{status} == 200 });
 wait_until('its schema cache to know the fixture', 15, sub { $http->get("$base/gw_items?id=eq.1")->{status} == 200 });
+# slow clients cannot hold a connection: a body that stalls gets 408, an idle
+# keep-alive connection is closed (this gateway: 500 ms for both)
+{
+  my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port) or die;
+  print $c "POST /rpc/gw_add HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\":";
+  my $t = time;
+  my $got = '';
+  while (sysread($c, my $buf, 4096)) { $got .= $buf }
+  like($got, qr/^HTTP\/1\.1 408 /, 'a stalled body: 408');
+  cmp_ok(time - $t, '<', 5, '... after the body timeout, then closed');
+  my $k = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port) or die;
+  print $k "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+  $t = time;
+  my $all = '';
+  while (sysread($k, my $buf, 4096)) { $all .= $buf }
+  like($all, qr/^HTTP\/1\.1 200 /, 'a keep-alive request is answered');
+  cmp_ok(time - $t, '<', 5, '... and the idle connection is closed by the server');
+}
+
 # a worker that dies is replaced by the supervisor
 sub children { my $p = shift; open(my $fh, '<', "/proc/$p/task/$p/children") or return (); map { split } <$fh> }
 my ($worker) = children($pid);
