@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct gw_arena_block {
+struct gw_arena_block
+{
 	gw_arena_block *next;
 	size_t used;
 	size_t cap;
@@ -15,15 +16,18 @@ struct gw_arena_block {
 
 #define BLOCK_SIZE 8192
 
-void gw_arena_init(gw_arena *a)
+void
+gw_arena_init(gw_arena *a)
 {
 	a->head = NULL;
 }
 
-void gw_arena_free(gw_arena *a)
+void
+gw_arena_free(gw_arena *a)
 {
 	gw_arena_block *b = a->head;
-	while (b) {
+	while (b)
+	{
 		gw_arena_block *n = b->next;
 		free(b);
 		b = n;
@@ -31,14 +35,17 @@ void gw_arena_free(gw_arena *a)
 	a->head = NULL;
 }
 
-void *gw_arena_alloc(gw_arena *a, size_t n)
+void *
+gw_arena_alloc(gw_arena *a, size_t n)
 {
 	n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
 	gw_arena_block *b = a->head;
-	if (!b || b->cap - b->used < n) {
+	if (!b || b->cap - b->used < n)
+	{
 		size_t cap = n > BLOCK_SIZE ? n : BLOCK_SIZE;
 		b = malloc(sizeof *b + cap);
-		if (!b) {
+		if (!b)
+		{
 			fprintf(stderr, "pgpod-gateway: out of memory (arena %zu bytes)\n", cap);
 			abort();
 		}
@@ -53,7 +60,8 @@ void *gw_arena_alloc(gw_arena *a, size_t n)
 	return p;
 }
 
-char *gw_arena_strndup(gw_arena *a, const char *s, size_t n)
+char *
+gw_arena_strndup(gw_arena *a, const char *s, size_t n)
 {
 	char *d = gw_arena_alloc(a, n + 1);
 	memcpy(d, s, n);
@@ -61,14 +69,17 @@ char *gw_arena_strndup(gw_arena *a, const char *s, size_t n)
 	return d;
 }
 
-char *gw_arena_strdup(gw_arena *a, const char *s)
+char *
+gw_arena_strdup(gw_arena *a, const char *s)
 {
 	return gw_arena_strndup(a, s, strlen(s));
 }
 
-void *gw_arena_push(gw_arena *a, void **array, int *n, int *cap, size_t elem)
+void *
+gw_arena_push(gw_arena *a, void **array, int *n, int *cap, size_t elem)
 {
-	if (*n == *cap) {
+	if (*n == *cap)
+	{
 		int ncap = *cap ? *cap * 2 : 4;
 		void *na = gw_arena_alloc(a, elem * (size_t)ncap);
 		if (*n)

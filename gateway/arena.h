@@ -6,7 +6,8 @@
 #include <stddef.h>
 
 typedef struct gw_arena_block gw_arena_block;
-typedef struct gw_arena {
+typedef struct gw_arena
+{
 	gw_arena_block *head;
 } gw_arena;
 

@@ -12,18 +12,21 @@
 #include "jwt.h"
 #include "listener.h"
 
-int gw_auth_request(gw_req *req, gw_auth *a, gw_error *e, char *www, size_t wwwlen)
+int
+gw_auth_request(gw_req *req, gw_auth *a, gw_error *e, char *www, size_t wwwlen)
 {
 	memset(a, 0, sizeof *a);
 	www[0] = '\0';
 	const char *h = gw_req_header(req, "authorization");
-	if (!h || !*h) {
+	if (!h || !*h)
+	{
 		a->role = GW_ANON_ROLE;
 		a->claims_json = "{}";
 		a->anonymous = 1;
 		return 0;
 	}
-	if (strncasecmp(h, "Bearer ", 7)) {
+	if (strncasecmp(h, "Bearer ", 7))
+	{
 		gw_error_set(e, 401, "PGRST301", "Invalid authorization header", NULL, NULL);
 		snprintf(www, wwwlen, "WWW-Authenticate: Bearer\r\n");
 		return -1;
@@ -33,15 +36,19 @@ int gw_auth_request(gw_req *req, gw_auth *a, gw_error *e, char *www, size_t wwwl
 		token++;
 	size_t slen;
 	const unsigned char *secret = gw_jwt_secret(&slen);
-	if (!secret) {
+	if (!secret)
+	{
 		gw_error_set(e, 500, "PGRST300", "Server lacks JWT secret", NULL, NULL);
 		return -1;
 	}
 	gw_jwt jwt;
 	char why[160];
-	if (gw_jwt_verify(token, secret, slen, (long)time(NULL), &jwt, why, sizeof why)) {
+	if (gw_jwt_verify(token, secret, slen, (long)time(NULL), &jwt, why, sizeof why))
+	{
 		gw_error_set(e, 401, strstr(why, "expired") ? "PGRST303" : "PGRST301", why, NULL, NULL);
-		snprintf(www, wwwlen, "WWW-Authenticate: Bearer error=\"invalid_token\", error_description=\"%s\"\r\n", why);
+		snprintf(www, wwwlen,
+		         "WWW-Authenticate: Bearer error=\"invalid_token\", error_description=\"%s\"\r\n",
+		         why);
 		return -1;
 	}
 	a->claims_json = gw_arena_strdup(&req->arena, jwt.claims_json);
@@ -49,27 +56,33 @@ int gw_auth_request(gw_req *req, gw_auth *a, gw_error *e, char *www, size_t wwwl
 	a->anonymous = !jwt.role || !strcmp(jwt.role, GW_ANON_ROLE);
 	gw_jwt_free(&jwt);
 	gw_schema *s = gw_schema_current();
-	if (s && (!gw_schema_role_allowed(s, a->role) || !strncmp(a->role, "pg_", 3))) {
+	if (s && (!gw_schema_role_allowed(s, a->role) || !strncmp(a->role, "pg_", 3)))
+	{
 		char msg[200];
 		snprintf(msg, sizeof msg, "permission denied to set role \"%.100s\"", a->role);
 		gw_error_set(e, 401, "42501", msg, NULL, NULL);
-		snprintf(www, wwwlen, "WWW-Authenticate: Bearer error=\"invalid_token\", error_description=\"role not allowed\"\r\n");
+		snprintf(www, wwwlen,
+		         "WWW-Authenticate: Bearer error=\"invalid_token\", error_description=\"role not "
+		         "allowed\"\r\n");
 		return -1;
 	}
 	return 0;
 }
 
-static void cookies_json(const char *h, gw_buf *o)
+static void
+cookies_json(const char *h, gw_buf *o)
 {
 	gw_buf_putc(o, '{');
 	int first = 1;
-	while (h && *h) {
+	while (h && *h)
+	{
 		while (*h == ' ' || *h == ';')
 			h++;
 		const char *eq = strchr(h, '='), *end = strchr(h, ';');
 		if (!end)
 			end = h + strlen(h);
-		if (!eq || eq > end) {
+		if (!eq || eq > end)
+		{
 			h = end;
 			continue;
 		}
@@ -84,12 +97,14 @@ static void cookies_json(const char *h, gw_buf *o)
 	gw_buf_putc(o, '}');
 }
 
-void gw_auth_settings_sql(gw_req *req, const gw_auth *a, gw_buf *sql, gw_params *p)
+void
+gw_auth_settings_sql(gw_req *req, const gw_auth *a, gw_buf *sql, gw_params *p)
 {
 	gw_buf headers;
 	gw_buf_init(&headers);
 	gw_buf_putc(&headers, '{');
-	for (int i = 0; i < req->nheaders; i++) {
+	for (int i = 0; i < req->nheaders; i++)
+	{
 		int dup = 0; /* a repeated header keeps its first value, like a JSON object must */
 		for (int j = 0; j < i; j++)
 			dup |= !strcmp(req->headers[j].name, req->headers[i].name);
@@ -112,17 +127,21 @@ void gw_auth_settings_sql(gw_req *req, const gw_auth *a, gw_buf *sql, gw_params 
 	int h = gw_params_add(p, headers.data);
 	int ck = gw_params_add(p, cookies.data);
 	gw_buf_printf(sql,
-		      "SELECT pg_catalog.set_config('role', $%d, true), pg_catalog.set_config('request.jwt.claims', $%d, true),"
-		      " pg_catalog.set_config('request.method', $%d, true), pg_catalog.set_config('request.path', $%d, true),"
-		      " pg_catalog.set_config('request.headers', $%d, true), pg_catalog.set_config('request.cookies', $%d, true),"
-		      " pg_catalog.set_config('search_path', 'api, public', true)",
-		      r, c, m, pa, h, ck);
+	              "SELECT pg_catalog.set_config('role', $%d, true), "
+	              "pg_catalog.set_config('request.jwt.claims', $%d, true),"
+	              " pg_catalog.set_config('request.method', $%d, true), "
+	              "pg_catalog.set_config('request.path', $%d, true),"
+	              " pg_catalog.set_config('request.headers', $%d, true), "
+	              "pg_catalog.set_config('request.cookies', $%d, true),"
+	              " pg_catalog.set_config('search_path', 'api, public', true)",
+	              r, c, m, pa, h, ck);
 	gw_buf_free(&headers);
 	gw_buf_free(&cookies);
 }
 
-void gw_error_from_pg(const char *st, const char *message, const char *detail, const char *hint,
-		      int anonymous, gw_error *e)
+void
+gw_error_from_pg(const char *st, const char *message, const char *detail, const char *hint,
+                 int anonymous, gw_error *e)
 {
 	int status = 400;
 	if (!st)
@@ -130,10 +149,10 @@ void gw_error_from_pg(const char *st, const char *message, const char *detail, c
 	if (!strncmp(st, "08", 2) || !strncmp(st, "53", 2))
 		status = 503;
 	else if (!strncmp(st, "09", 2) || !strncmp(st, "25", 2) || !strncmp(st, "2D", 2) ||
-		 !strncmp(st, "38", 2) || !strncmp(st, "39", 2) || !strncmp(st, "3B", 2) ||
-		 !strncmp(st, "40", 2) || !strncmp(st, "55", 2) || !strncmp(st, "57", 2) ||
-		 !strncmp(st, "58", 2) || !strncmp(st, "F0", 2) || !strncmp(st, "HV", 2) ||
-		 !strncmp(st, "P0", 2) || !strncmp(st, "XX", 2))
+	         !strncmp(st, "38", 2) || !strncmp(st, "39", 2) || !strncmp(st, "3B", 2) ||
+	         !strncmp(st, "40", 2) || !strncmp(st, "55", 2) || !strncmp(st, "57", 2) ||
+	         !strncmp(st, "58", 2) || !strncmp(st, "F0", 2) || !strncmp(st, "HV", 2) ||
+	         !strncmp(st, "P0", 2) || !strncmp(st, "XX", 2))
 		status = 500;
 	else if (!strncmp(st, "0L", 2) || !strncmp(st, "0P", 2) || !strncmp(st, "28", 2))
 		status = 403;
@@ -153,7 +172,8 @@ void gw_error_from_pg(const char *st, const char *message, const char *detail, c
 		status = anonymous ? 401 : 403;
 	else if (!strcmp(st, "57014"))
 		status = 500; /* statement timeout, as PostgREST answers it */
-	if (st[0] == 'P' && st[1] == 'T' && st[2] >= '1' && st[2] <= '5') {
+	if (st[0] == 'P' && st[1] == 'T' && st[2] >= '1' && st[2] <= '5')
+	{
 		int custom = atoi(st + 2);
 		if (custom >= 100 && custom < 600)
 			status = custom;

@@ -7,9 +7,10 @@
 
 #define GW_ANON_ROLE "pgpod_anon"
 
-typedef struct gw_auth {
-	char *role;          /* arena */
-	char *claims_json;   /* arena; "{}" without a token */
+typedef struct gw_auth
+{
+	char *role;        /* arena */
+	char *claims_json; /* arena; "{}" without a token */
 	int anonymous;
 } gw_auth;
 
@@ -20,6 +21,6 @@ int gw_auth_request(gw_req *req, gw_auth *a, gw_error *e, char *www, size_t wwwl
 void gw_auth_settings_sql(gw_req *req, const gw_auth *a, gw_buf *sql, gw_params *params);
 /* Maps a PostgreSQL error to PostgREST's status and JSON body. */
 void gw_error_from_pg(const char *sqlstate, const char *message, const char *detail,
-		      const char *hint, int anonymous, gw_error *e);
+                      const char *hint, int anonymous, gw_error *e);
 
 #endif

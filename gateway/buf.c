@@ -7,37 +7,43 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void *xrealloc(void *p, size_t n)
+static void *
+xrealloc(void *p, size_t n)
 {
 	void *q = realloc(p, n ? n : 1);
-	if (!q) {
+	if (!q)
+	{
 		fprintf(stderr, "pgpod-gateway: out of memory (%zu bytes)\n", n);
 		abort();
 	}
 	return q;
 }
 
-void gw_buf_init(gw_buf *b)
+void
+gw_buf_init(gw_buf *b)
 {
 	b->data = NULL;
 	b->len = 0;
 	b->cap = 0;
 }
 
-void gw_buf_free(gw_buf *b)
+void
+gw_buf_free(gw_buf *b)
 {
 	free(b->data);
 	gw_buf_init(b);
 }
 
-void gw_buf_reset(gw_buf *b)
+void
+gw_buf_reset(gw_buf *b)
 {
 	b->len = 0;
 	if (b->data)
 		b->data[0] = '\0';
 }
 
-static void reserve(gw_buf *b, size_t extra)
+static void
+reserve(gw_buf *b, size_t extra)
 {
 	if (b->len + extra + 1 <= b->cap)
 		return;
@@ -48,7 +54,8 @@ static void reserve(gw_buf *b, size_t extra)
 	b->cap = cap;
 }
 
-void gw_buf_append(gw_buf *b, const char *s, size_t n)
+void
+gw_buf_append(gw_buf *b, const char *s, size_t n)
 {
 	reserve(b, n);
 	if (n)
@@ -57,17 +64,20 @@ void gw_buf_append(gw_buf *b, const char *s, size_t n)
 	b->data[b->len] = '\0';
 }
 
-void gw_buf_puts(gw_buf *b, const char *s)
+void
+gw_buf_puts(gw_buf *b, const char *s)
 {
 	gw_buf_append(b, s, strlen(s));
 }
 
-void gw_buf_putc(gw_buf *b, char c)
+void
+gw_buf_putc(gw_buf *b, char c)
 {
 	gw_buf_append(b, &c, 1);
 }
 
-void gw_buf_printf(gw_buf *b, const char *fmt, ...)
+void
+gw_buf_printf(gw_buf *b, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -82,10 +92,12 @@ void gw_buf_printf(gw_buf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
-void gw_buf_ident(gw_buf *b, const char *s)
+void
+gw_buf_ident(gw_buf *b, const char *s)
 {
 	gw_buf_putc(b, '"');
-	for (; *s; s++) {
+	for (; *s; s++)
+	{
 		if (*s == '"')
 			gw_buf_putc(b, '"');
 		gw_buf_putc(b, *s);
@@ -93,30 +105,46 @@ void gw_buf_ident(gw_buf *b, const char *s)
 	gw_buf_putc(b, '"');
 }
 
-void gw_buf_json_strn(gw_buf *b, const char *s, size_t n)
+void
+gw_buf_json_strn(gw_buf *b, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
 	gw_buf_putc(b, '"');
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
+	{
 		unsigned char c = (unsigned char)s[i];
-		switch (c) {
-		case '"': gw_buf_puts(b, "\\\""); break;
-		case '\\': gw_buf_puts(b, "\\\\"); break;
-		case '\n': gw_buf_puts(b, "\\n"); break;
-		case '\r': gw_buf_puts(b, "\\r"); break;
-		case '\t': gw_buf_puts(b, "\\t"); break;
+		switch (c)
+		{
+		case '"':
+			gw_buf_puts(b, "\\\"");
+			break;
+		case '\\':
+			gw_buf_puts(b, "\\\\");
+			break;
+		case '\n':
+			gw_buf_puts(b, "\\n");
+			break;
+		case '\r':
+			gw_buf_puts(b, "\\r");
+			break;
+		case '\t':
+			gw_buf_puts(b, "\\t");
+			break;
 		default:
-			if (c < 0x20) {
+			if (c < 0x20)
+			{
 				char u[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
 				gw_buf_puts(b, u);
-			} else
+			}
+			else
 				gw_buf_putc(b, (char)c);
 		}
 	}
 	gw_buf_putc(b, '"');
 }
 
-void gw_buf_json_str(gw_buf *b, const char *s)
+void
+gw_buf_json_str(gw_buf *b, const char *s)
 {
 	if (!s)
 		gw_buf_puts(b, "null");
@@ -124,7 +152,8 @@ void gw_buf_json_str(gw_buf *b, const char *s)
 		gw_buf_json_strn(b, s, strlen(s));
 }
 
-char *gw_buf_steal(gw_buf *b)
+char *
+gw_buf_steal(gw_buf *b)
 {
 	char *d = b->data;
 	if (!d)
@@ -133,12 +162,14 @@ char *gw_buf_steal(gw_buf *b)
 	return d;
 }
 
-void gw_params_init(gw_params *p)
+void
+gw_params_init(gw_params *p)
 {
 	memset(p, 0, sizeof *p);
 }
 
-void gw_params_free(gw_params *p)
+void
+gw_params_free(gw_params *p)
 {
 	for (int i = 0; i < p->n; i++)
 		free(p->values[i]);
@@ -149,9 +180,11 @@ void gw_params_free(gw_params *p)
 	gw_params_init(p);
 }
 
-static int push(gw_params *p, char *v, int len, int format, unsigned type)
+static int
+push(gw_params *p, char *v, int len, int format, unsigned type)
 {
-	if (p->n == p->cap) {
+	if (p->n == p->cap)
+	{
 		p->cap = p->cap ? p->cap * 2 : 8;
 		p->values = xrealloc(p->values, sizeof(char *) * (size_t)p->cap);
 		p->lengths = xrealloc(p->lengths, sizeof(int) * (size_t)p->cap);
@@ -165,10 +198,12 @@ static int push(gw_params *p, char *v, int len, int format, unsigned type)
 	return ++p->n;
 }
 
-int gw_params_addn(gw_params *p, const char *value, size_t n)
+int
+gw_params_addn(gw_params *p, const char *value, size_t n)
 {
 	char *v = NULL;
-	if (value) {
+	if (value)
+	{
 		v = xrealloc(NULL, n + 1);
 		memcpy(v, value, n);
 		v[n] = '\0';
@@ -176,12 +211,14 @@ int gw_params_addn(gw_params *p, const char *value, size_t n)
 	return push(p, v, 0, 0, 0);
 }
 
-int gw_params_add(gw_params *p, const char *value)
+int
+gw_params_add(gw_params *p, const char *value)
 {
 	return gw_params_addn(p, value, value ? strlen(value) : 0);
 }
 
-int gw_params_add_binary(gw_params *p, const void *data, size_t n, unsigned type_oid)
+int
+gw_params_add_binary(gw_params *p, const void *data, size_t n, unsigned type_oid)
 {
 	char *v = xrealloc(NULL, n + 1);
 	if (n)

@@ -6,7 +6,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 
-typedef struct gw_buf {
+typedef struct gw_buf
+{
 	char *data;
 	size_t len;
 	size_t cap;
@@ -27,10 +28,11 @@ void gw_buf_json_strn(gw_buf *b, const char *s, size_t n);
 /* Detaches the data (caller frees) and leaves b empty. */
 char *gw_buf_steal(gw_buf *b);
 
-typedef struct gw_params {
+typedef struct gw_params
+{
 	char **values;
-	int *lengths;  /* used for binary params only */
-	int *formats;  /* 0 text, 1 binary */
+	int *lengths;    /* used for binary params only */
+	int *formats;    /* 0 text, 1 binary */
 	unsigned *types; /* 0 = let the server infer */
 	int n;
 	int cap;

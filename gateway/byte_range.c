@@ -6,13 +6,15 @@
 
 #include "byte_range.h"
 
-int gw_parse_byte_range(const char *h, long long size, long long *start, long long *len)
+int
+gw_parse_byte_range(const char *h, long long size, long long *start, long long *len)
 {
 	if (!h || strncmp(h, "bytes=", 6) || strchr(h, ','))
 		return 0;
 	h += 6;
 	char *end;
-	if (*h == '-') {
+	if (*h == '-')
+	{
 		long long n = strtoll(h + 1, &end, 10);
 		if (end == h + 1 || *end || n <= 0)
 			return size ? -1 : 0;
@@ -29,7 +31,8 @@ int gw_parse_byte_range(const char *h, long long size, long long *start, long lo
 		return 0;
 	const char *b = end + 1;
 	long long last = size - 1;
-	if (*b) {
+	if (*b)
+	{
 		last = strtoll(b, &end, 10);
 		if (end == b || *end || last < a)
 			return 0;

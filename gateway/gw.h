@@ -13,24 +13,25 @@
 #include "schema.h"
 #include "sql_build.h"
 
-typedef struct gw_settings {
+typedef struct gw_settings
+{
 	const char *host;
 	int port;
 	int workers;
 	int pool_size;
-	long body_max;           /* JSON bodies */
-	long upload_max;         /* POST /upload */
-	long header_max;         /* URL + headers */
-	double header_timeout;   /* seconds to receive a request's head */
-	double idle_timeout;     /* keep-alive idle */
-	double body_timeout;     /* seconds without body progress */
-	double queue_timeout;    /* waiting for a pool connection */
+	long body_max;         /* JSON bodies */
+	long upload_max;       /* POST /upload */
+	long header_max;       /* URL + headers */
+	double header_timeout; /* seconds to receive a request's head */
+	double idle_timeout;   /* keep-alive idle */
+	double body_timeout;   /* seconds without body progress */
+	double queue_timeout;  /* waiting for a pool connection */
 	long statement_timeout_ms;
 	const char *store_dir;
 	const char *db_user;
 	double drain_timeout;
-	long file_cache_ms;      /* authorization cache of /files lookups */
-	int access_log;          /* one log line per answered request */
+	long file_cache_ms; /* authorization cache of /files lookups */
+	int access_log;     /* one log line per answered request */
 } gw_settings;
 
 extern gw_settings gw_cfg;
@@ -38,8 +39,9 @@ extern struct ev_loop *gw_loop;
 extern int gw_worker_id;
 extern volatile int gw_draining;
 
-typedef struct gw_header {
-	char *name;   /* lower-cased */
+typedef struct gw_header
+{
+	char *name; /* lower-cased */
 	char *value;
 } gw_header;
 
@@ -49,18 +51,19 @@ typedef struct gw_req gw_req;
 /* Streaming body consumer set by a handler at head time (uploads). */
 typedef int (*gw_body_cb)(gw_req *req, const char *data, size_t len);
 
-struct gw_req {
+struct gw_req
+{
 	gw_conn *conn;
 	gw_arena arena;
-	int method;              /* enum http_method */
+	int method; /* enum http_method */
 	const char *method_name;
-	char *path;              /* decoded path */
-	char *query;             /* raw query string, "" when none */
+	char *path;  /* decoded path */
+	char *query; /* raw query string, "" when none */
 	gw_header *headers;
 	int nheaders, headers_cap;
 	gw_buf body;
-	long content_length;     /* -1 when chunked or absent */
-	gw_body_cb on_body;      /* set: the body streams to it instead of body */
+	long content_length;                  /* -1 when chunked or absent */
+	gw_body_cb on_body;                   /* set: the body streams to it instead of body */
 	void (*on_done)(gw_req *req, int ok); /* cleanup when the request ends */
 	void (*on_close)(gw_req *req);        /* the client went away (streams) */
 	void *handler;
@@ -73,12 +76,12 @@ const char *gw_req_header(const gw_req *req, const char *lower_name);
 
 /* Answers: a whole response; the connection continues per keep-alive. */
 void gw_respond(gw_req *req, int status, const char *content_type, const char *extra_headers,
-		const char *body, size_t len);
+                const char *body, size_t len);
 void gw_respond_error(gw_req *req, const gw_error *e, const char *extra_headers);
 void gw_respond_simple_error(gw_req *req, int status, const char *code, const char *message);
 /* A file range with sendfile; takes ownership of fd. */
 void gw_respond_file(gw_req *req, int status, const char *content_type, const char *extra_headers,
-		     int fd, off_t offset, off_t len);
+                     int fd, off_t offset, off_t len);
 /* Streams (SSE): send headers, then chunks until gw_stream_end or client close. */
 void gw_stream_start(gw_req *req, int status, const char *content_type, const char *extra_headers);
 void gw_stream_write(gw_req *req, const char *data, size_t len);

@@ -24,32 +24,40 @@
 #include "gw.h"
 #include "metrics.h"
 
-enum conn_state { CS_HEAD, CS_BODY, CS_HANDLING, CS_STREAM, CS_CLOSING };
+enum conn_state
+{
+	CS_HEAD,
+	CS_BODY,
+	CS_HANDLING,
+	CS_STREAM,
+	CS_CLOSING
+};
 
-struct gw_conn {
+struct gw_conn
+{
 	int fd;
 	ev_io rio, wio;
 	ev_timer timer;
 	http_parser parser;
 	enum conn_state state;
-	gw_buf in;               /* unparsed input */
+	gw_buf in; /* unparsed input */
 	size_t in_off;
 	gw_buf out;
 	size_t out_off;
-	int file_fd;             /* sendfile source after out drains */
+	int file_fd; /* sendfile source after out drains */
 	off_t file_off, file_end;
 	gw_req *req;
-	gw_buf hname, hval;      /* header being parsed */
+	gw_buf hname, hval; /* header being parsed */
 	int hlast_was_value;
 	size_t head_bytes;
 	int keep_alive;
-	int dead;                /* client gone; freed when the handler is done */
-	int close_after;         /* close once out drains */
-	int error_status;        /* set by a parser callback that rejected the request */
+	int dead;         /* client gone; freed when the handler is done */
+	int close_after;  /* close once out drains */
+	int error_status; /* set by a parser callback that rejected the request */
 	int message_complete;
 	int responded;
 	gw_conn *prev, *next;
-	gw_conn *znext;         /* closed, waiting to be freed by the reaper */
+	gw_conn *znext; /* closed, waiting to be freed by the reaper */
 };
 
 static http_parser_settings parser_settings;
@@ -65,12 +73,14 @@ static void conn_close(gw_conn *c);
 static void conn_flush(gw_conn *c, int from_loop);
 static void conn_parse(gw_conn *c);
 
-double gw_now(void)
+double
+gw_now(void)
 {
 	return ev_now(gw_loop);
 }
 
-void gw_log(const char *fmt, ...)
+void
+gw_log(const char *fmt, ...)
 {
 	char ts[32];
 	time_t t = time(NULL);
@@ -85,7 +95,8 @@ void gw_log(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-const char *gw_req_header(const gw_req *req, const char *name)
+const char *
+gw_req_header(const gw_req *req, const char *name)
 {
 	for (int i = 0; i < req->nheaders; i++)
 		if (!strcmp(req->headers[i].name, name))
@@ -93,21 +104,25 @@ const char *gw_req_header(const gw_req *req, const char *name)
 	return NULL;
 }
 
-int gw_req_alive(const gw_req *req)
+int
+gw_req_alive(const gw_req *req)
 {
 	return req->conn && !req->conn->dead;
 }
 
-static void arm_timer(gw_conn *c, double seconds)
+static void
+arm_timer(gw_conn *c, double seconds)
 {
 	ev_timer_stop(gw_loop, &c->timer);
-	if (seconds > 0) {
+	if (seconds > 0)
+	{
 		ev_timer_set(&c->timer, seconds, 0);
 		ev_timer_start(gw_loop, &c->timer);
 	}
 }
 
-static void req_free(gw_req *req)
+static void
+req_free(gw_req *req)
 {
 	if (!req)
 		return;
@@ -118,7 +133,8 @@ static void req_free(gw_req *req)
 	free(req);
 }
 
-static gw_req *req_new(gw_conn *c)
+static gw_req *
+req_new(gw_conn *c)
 {
 	gw_req *r = calloc(1, sizeof *r);
 	if (!r)
@@ -131,38 +147,65 @@ static gw_req *req_new(gw_conn *c)
 	return r;
 }
 
-static const char *reason(int status)
+static const char *
+reason(int status)
 {
-	switch (status) {
-	case 200: return "OK";
-	case 201: return "Created";
-	case 204: return "No Content";
-	case 206: return "Partial Content";
-	case 300: return "Multiple Choices";
-	case 304: return "Not Modified";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 406: return "Not Acceptable";
-	case 408: return "Request Timeout";
-	case 409: return "Conflict";
-	case 411: return "Length Required";
-	case 413: return "Payload Too Large";
-	case 414: return "URI Too Long";
-	case 415: return "Unsupported Media Type";
-	case 416: return "Range Not Satisfiable";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	default: return "Status";
+	switch (status)
+	{
+	case 200:
+		return "OK";
+	case 201:
+		return "Created";
+	case 204:
+		return "No Content";
+	case 206:
+		return "Partial Content";
+	case 300:
+		return "Multiple Choices";
+	case 304:
+		return "Not Modified";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 406:
+		return "Not Acceptable";
+	case 408:
+		return "Request Timeout";
+	case 409:
+		return "Conflict";
+	case 411:
+		return "Length Required";
+	case 413:
+		return "Payload Too Large";
+	case 414:
+		return "URI Too Long";
+	case 415:
+		return "Unsupported Media Type";
+	case 416:
+		return "Range Not Satisfiable";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 503:
+		return "Service Unavailable";
+	case 504:
+		return "Gateway Timeout";
+	default:
+		return "Status";
 	}
 }
 
-static void write_head(gw_conn *c, int status, const char *content_type, const char *extra,
-		       long long content_length, int chunked_stream)
+static void
+write_head(gw_conn *c, int status, const char *content_type, const char *extra,
+           long long content_length, int chunked_stream)
 {
 	char date[64];
 	time_t t = time(NULL);
@@ -170,7 +213,7 @@ static void write_head(gw_conn *c, int status, const char *content_type, const c
 	gmtime_r(&t, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 	gw_buf_printf(&c->out, "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: pgpod-gateway\r\n", status,
-		      reason(status), date);
+	              reason(status), date);
 	if (content_type)
 		gw_buf_printf(&c->out, "Content-Type: %s\r\n", content_type);
 	if (content_length >= 0 && status != 204 && status != 304)
@@ -179,9 +222,12 @@ static void write_head(gw_conn *c, int status, const char *content_type, const c
 		gw_buf_puts(&c->out, extra);
 	if (c->req && gw_req_header(c->req, "origin"))
 		/* PostgREST's default CORS answer: any origin, API headers readable */
-		gw_buf_puts(&c->out, "Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Content-Encoding, "
-			    "Content-Location, Content-Range, Content-Type, Date, Location, Server, Transfer-Encoding, "
-			    "Range-Unit, Preference-Applied, ETag\r\n");
+		gw_buf_puts(
+		    &c->out,
+		    "Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Content-Encoding, "
+		    "Content-Location, Content-Range, Content-Type, Date, Location, Server, "
+		    "Transfer-Encoding, "
+		    "Range-Unit, Preference-Applied, ETag\r\n");
 	if (chunked_stream)
 		gw_buf_puts(&c->out, "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
 	if (!c->keep_alive || chunked_stream || gw_draining)
@@ -193,21 +239,24 @@ static void write_head(gw_conn *c, int status, const char *content_type, const c
 		c->keep_alive = 0;
 }
 
-static void finish_request(gw_req *req, int status)
+static void
+finish_request(gw_req *req, int status)
 {
 	gw_conn *c = req->conn;
 	double elapsed = ev_time() - req->started;
 	req->status = status;
 	gw_metrics_request(status, elapsed);
 	if (gw_cfg.access_log)
-		gw_log("%s %s%s%s %d %.1f ms", req->method_name ? req->method_name : "-", req->path ? req->path : "-",
-		       req->query && *req->query ? "?" : "", req->query ? req->query : "", status, elapsed * 1000.0);
+		gw_log("%s %s%s%s %d %.1f ms", req->method_name ? req->method_name : "-",
+		       req->path ? req->path : "-", req->query && *req->query ? "?" : "",
+		       req->query ? req->query : "", status, elapsed * 1000.0);
 	if (c)
 		c->responded = 1;
 }
 
-void gw_respond(gw_req *req, int status, const char *content_type, const char *extra,
-		const char *body, size_t len)
+void
+gw_respond(gw_req *req, int status, const char *content_type, const char *extra, const char *body,
+           size_t len)
 {
 	gw_conn *c = req->conn;
 	if (!c || c->responded)
@@ -221,7 +270,8 @@ void gw_respond(gw_req *req, int status, const char *content_type, const char *e
 	conn_flush(c, 0);
 }
 
-void gw_respond_error(gw_req *req, const gw_error *e, const char *extra)
+void
+gw_respond_error(gw_req *req, const gw_error *e, const char *extra)
 {
 	gw_buf b;
 	gw_buf_init(&b);
@@ -238,30 +288,37 @@ void gw_respond_error(gw_req *req, const gw_error *e, const char *extra)
 	gw_buf_free(&b);
 }
 
-void gw_respond_simple_error(gw_req *req, int status, const char *code, const char *message)
+void
+gw_respond_simple_error(gw_req *req, int status, const char *code, const char *message)
 {
 	gw_error e;
 	gw_error_set(&e, status, code, message, NULL, NULL);
 	gw_respond_error(req, &e, NULL);
 }
 
-void gw_respond_file(gw_req *req, int status, const char *content_type, const char *extra, int fd,
-		     off_t offset, off_t len)
+void
+gw_respond_file(gw_req *req, int status, const char *content_type, const char *extra, int fd,
+                off_t offset, off_t len)
 {
 	gw_conn *c = req->conn;
-	if (!c || c->responded) {
+	if (!c || c->responded)
+	{
 		close(fd);
 		return;
 	}
 	finish_request(req, status);
-	if (c->dead) {
+	if (c->dead)
+	{
 		close(fd);
 		return;
 	}
 	write_head(c, status, content_type, extra, (long long)len, 0);
-	if (req->head_only || len == 0) {
+	if (req->head_only || len == 0)
+	{
 		close(fd);
-	} else {
+	}
+	else
+	{
 		c->file_fd = fd;
 		c->file_off = offset;
 		c->file_end = offset + len;
@@ -269,7 +326,8 @@ void gw_respond_file(gw_req *req, int status, const char *content_type, const ch
 	conn_flush(c, 0);
 }
 
-void gw_stream_start(gw_req *req, int status, const char *content_type, const char *extra)
+void
+gw_stream_start(gw_req *req, int status, const char *content_type, const char *extra)
 {
 	gw_conn *c = req->conn;
 	if (!c || c->dead || c->responded)
@@ -283,7 +341,8 @@ void gw_stream_start(gw_req *req, int status, const char *content_type, const ch
 	conn_flush(c, 0);
 }
 
-void gw_stream_write(gw_req *req, const char *data, size_t len)
+void
+gw_stream_write(gw_req *req, const char *data, size_t len)
 {
 	gw_conn *c = req->conn;
 	if (!c || c->dead || c->state != CS_STREAM)
@@ -292,18 +351,21 @@ void gw_stream_write(gw_req *req, const char *data, size_t len)
 	conn_flush(c, 0);
 }
 
-int gw_stream_backlog(const gw_req *req)
+int
+gw_stream_backlog(const gw_req *req)
 {
 	const gw_conn *c = req->conn;
 	return c ? (int)(c->out.len - c->out_off) : 0;
 }
 
 /* Called when everything queued has been written. */
-static void response_done(gw_conn *c)
+static void
+response_done(gw_conn *c)
 {
 	if (c->state == CS_STREAM || !c->responded)
 		return;
-	if (!c->keep_alive || c->close_after || !c->message_complete) {
+	if (!c->keep_alive || c->close_after || !c->message_complete)
+	{
 		conn_close(c);
 		return;
 	}
@@ -320,11 +382,14 @@ static void response_done(gw_conn *c)
 		conn_parse(c);
 }
 
-static void conn_flush(gw_conn *c, int from_loop)
+static void
+conn_flush(gw_conn *c, int from_loop)
 {
-	while (c->out_off < c->out.len) {
+	while (c->out_off < c->out.len)
+	{
 		ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
-		if (n < 0) {
+		if (n < 0)
+		{
 			if (errno == EAGAIN || errno == EINTR)
 				break;
 			c->dead = 1;
@@ -333,33 +398,42 @@ static void conn_flush(gw_conn *c, int from_loop)
 		}
 		c->out_off += (size_t)n;
 	}
-	if (c->out_off == c->out.len) {
+	if (c->out_off == c->out.len)
+	{
 		gw_buf_reset(&c->out);
 		c->out_off = 0;
-		while (c->file_fd >= 0 && c->file_off < c->file_end) {
-			ssize_t n = sendfile(c->fd, c->file_fd, &c->file_off, (size_t)(c->file_end - c->file_off));
-			if (n < 0) {
+		while (c->file_fd >= 0 && c->file_off < c->file_end)
+		{
+			ssize_t n =
+			    sendfile(c->fd, c->file_fd, &c->file_off, (size_t)(c->file_end - c->file_off));
+			if (n < 0)
+			{
 				if (errno == EAGAIN || errno == EINTR)
 					break;
 				conn_close(c);
 				return;
 			}
-			if (n == 0) { /* the file shrank under us: the length already sent is wrong */
+			if (n == 0)
+			{ /* the file shrank under us: the length already sent is wrong */
 				conn_close(c);
 				return;
 			}
 		}
-		if (c->file_fd >= 0 && c->file_off >= c->file_end) {
+		if (c->file_fd >= 0 && c->file_off >= c->file_end)
+		{
 			close(c->file_fd);
 			c->file_fd = -1;
 		}
 	}
 	int pending = c->out_off < c->out.len || c->file_fd >= 0;
-	if (pending) {
+	if (pending)
+	{
 		ev_io_start(gw_loop, &c->wio);
 		if (c->state != CS_STREAM)
 			arm_timer(c, gw_cfg.body_timeout);
-	} else {
+	}
+	else
+	{
 		ev_io_stop(gw_loop, &c->wio);
 		/* finishing may free the request: never inside a handler's call */
 		if (from_loop)
@@ -371,7 +445,8 @@ static void conn_flush(gw_conn *c, int from_loop)
 
 /* Closes the socket now; the memory goes to the reaper, which frees it once no
  * handler can still be working on the request. */
-static void conn_close(gw_conn *c)
+static void
+conn_close(gw_conn *c)
 {
 	if (c->fd < 0)
 		return;
@@ -381,11 +456,13 @@ static void conn_close(gw_conn *c)
 	close(c->fd);
 	c->fd = -1;
 	c->dead = 1;
-	if (c->file_fd >= 0) {
+	if (c->file_fd >= 0)
+	{
 		close(c->file_fd);
 		c->file_fd = -1;
 	}
-	if (c->req && c->req->on_close) {
+	if (c->req && c->req->on_close)
+	{
 		void (*cb)(gw_req *) = c->req->on_close;
 		c->req->on_close = NULL;
 		cb(c->req);
@@ -402,15 +479,18 @@ static void conn_close(gw_conn *c)
 	zombies = c;
 }
 
-static void reap(struct ev_loop *loop, ev_check *w, int revents)
+static void
+reap(struct ev_loop *loop, ev_check *w, int revents)
 {
 	(void)loop;
 	(void)w;
 	(void)revents;
 	gw_conn **pp = &zombies;
-	while (*pp) {
+	while (*pp)
+	{
 		gw_conn *c = *pp;
-		if (c->state == CS_HANDLING && !c->responded) {
+		if (c->state == CS_HANDLING && !c->responded)
+		{
 			pp = &c->znext;
 			continue;
 		}
@@ -424,7 +504,8 @@ static void reap(struct ev_loop *loop, ev_check *w, int revents)
 	}
 }
 
-static void reject(gw_conn *c, int status, const char *code, const char *message)
+static void
+reject(gw_conn *c, int status, const char *code, const char *message)
 {
 	if (!c->req)
 		c->req = req_new(c);
@@ -436,7 +517,8 @@ static void reject(gw_conn *c, int status, const char *code, const char *message
 
 /* --- http-parser callbacks ------------------------------------------------- */
 
-static int on_message_begin(http_parser *p)
+static int
+on_message_begin(http_parser *p)
 {
 	gw_conn *c = p->data;
 	c->req = req_new(c);
@@ -447,11 +529,13 @@ static int on_message_begin(http_parser *p)
 	return 0;
 }
 
-static int on_url(http_parser *p, const char *at, size_t len)
+static int
+on_url(http_parser *p, const char *at, size_t len)
 {
 	gw_conn *c = p->data;
 	c->head_bytes += len;
-	if (c->head_bytes > (size_t)gw_cfg.header_max) {
+	if (c->head_bytes > (size_t)gw_cfg.header_max)
+	{
 		c->error_status = 414;
 		return -1;
 	}
@@ -459,11 +543,12 @@ static int on_url(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
-static void store_header(gw_conn *c)
+static void
+store_header(gw_conn *c)
 {
 	gw_req *r = c->req;
-	gw_header *h = gw_arena_push(&r->arena, (void **)&r->headers, &r->nheaders, &r->headers_cap,
-				     sizeof *h);
+	gw_header *h =
+	    gw_arena_push(&r->arena, (void **)&r->headers, &r->nheaders, &r->headers_cap, sizeof *h);
 	h->name = gw_arena_strndup(&r->arena, c->hname.data ? c->hname.data : "", c->hname.len);
 	for (char *s = h->name; *s; s++)
 		if (*s >= 'A' && *s <= 'Z')
@@ -473,7 +558,8 @@ static void store_header(gw_conn *c)
 	gw_buf_reset(&c->hval);
 }
 
-static int url_done(gw_conn *c)
+static int
+url_done(gw_conn *c)
 {
 	gw_req *r = c->req;
 	if (r->path)
@@ -483,27 +569,32 @@ static int url_done(gw_conn *c)
 	const char *q = memchr(u, '?', n);
 	size_t plen = q ? (size_t)(q - u) : n;
 	char *path = gw_url_decode(&r->arena, u, plen, 0);
-	if (!path || path[0] != '/') {
+	if (!path || path[0] != '/')
+	{
 		c->error_status = 400;
 		return -1;
 	}
 	r->path = path;
-	r->query = q ? gw_arena_strndup(&r->arena, q + 1, n - plen - 1) : gw_arena_strdup(&r->arena, "");
+	r->query =
+	    q ? gw_arena_strndup(&r->arena, q + 1, n - plen - 1) : gw_arena_strdup(&r->arena, "");
 	gw_buf_reset(&c->hname);
 	return 0;
 }
 
-static int on_header_field(http_parser *p, const char *at, size_t len)
+static int
+on_header_field(http_parser *p, const char *at, size_t len)
 {
 	gw_conn *c = p->data;
 	if (url_done(c))
 		return -1;
 	c->head_bytes += len;
-	if (c->head_bytes > (size_t)gw_cfg.header_max) {
+	if (c->head_bytes > (size_t)gw_cfg.header_max)
+	{
 		c->error_status = 431;
 		return -1;
 	}
-	if (c->hlast_was_value) {
+	if (c->hlast_was_value)
+	{
 		store_header(c);
 		c->hlast_was_value = 0;
 	}
@@ -511,11 +602,13 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
-static int on_header_value(http_parser *p, const char *at, size_t len)
+static int
+on_header_value(http_parser *p, const char *at, size_t len)
 {
 	gw_conn *c = p->data;
 	c->head_bytes += len;
-	if (c->head_bytes > (size_t)gw_cfg.header_max) {
+	if (c->head_bytes > (size_t)gw_cfg.header_max)
+	{
 		c->error_status = 431;
 		return -1;
 	}
@@ -524,7 +617,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
-static int on_headers_complete(http_parser *p)
+static int
+on_headers_complete(http_parser *p)
 {
 	gw_conn *c = p->data;
 	gw_req *r = c->req;
@@ -542,14 +636,16 @@ static int on_headers_complete(http_parser *p)
 	c->state = CS_BODY;
 	arm_timer(c, gw_cfg.body_timeout);
 	gw_route_head(r);
-	if (c->responded) { /* answered early (auth, size): the body is not read */
+	if (c->responded)
+	{ /* answered early (auth, size): the body is not read */
 		c->close_after = 1;
 		c->keep_alive = 0;
 		http_parser_pause(p, 1);
 		return 0;
 	}
 	const char *expect = gw_req_header(r, "expect");
-	if (expect && !strcasecmp(expect, "100-continue") && p->http_minor >= 1) {
+	if (expect && !strcasecmp(expect, "100-continue") && p->http_minor >= 1)
+	{
 		/* the client waits for this before sending a large body (curl, uploads) */
 		gw_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
 		conn_flush(c, 0);
@@ -558,7 +654,8 @@ static int on_headers_complete(http_parser *p)
 	return 0;
 }
 
-static int on_body(http_parser *p, const char *at, size_t len)
+static int
+on_body(http_parser *p, const char *at, size_t len)
 {
 	gw_conn *c = p->data;
 	gw_req *r = c->req;
@@ -567,7 +664,8 @@ static int on_body(http_parser *p, const char *at, size_t len)
 	arm_timer(c, gw_cfg.body_timeout);
 	if (r->on_body)
 		return r->on_body(r, at, len) ? -1 : 0;
-	if ((long)(r->body.len + len) > gw_cfg.body_max) {
+	if ((long)(r->body.len + len) > gw_cfg.body_max)
+	{
 		c->error_status = 413;
 		return -1;
 	}
@@ -575,7 +673,8 @@ static int on_body(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
-static int on_message_complete(http_parser *p)
+static int
+on_message_complete(http_parser *p)
 {
 	gw_conn *c = p->data;
 	c->message_complete = 1;
@@ -585,15 +684,18 @@ static int on_message_complete(http_parser *p)
 
 /* --- reading ------------------------------------------------------------- */
 
-static void handle_parse_error(gw_conn *c)
+static void
+handle_parse_error(gw_conn *c)
 {
 	int status = c->error_status ? c->error_status : 400;
-	const char *msg = status == 413 ? "Payload Too Large"
-		: status == 414 ? "URI Too Long"
-		: status == 431 ? "Request Header Fields Too Large" : "Malformed HTTP request";
+	const char *msg = status == 413   ? "Payload Too Large"
+	                  : status == 414 ? "URI Too Long"
+	                  : status == 431 ? "Request Header Fields Too Large"
+	                                  : "Malformed HTTP request";
 	if (c->req && c->req->on_body && status == 400 && c->error_status == 0)
 		msg = "The request body could not be stored";
-	if (c->responded) {
+	if (c->responded)
+	{
 		c->close_after = 1;
 		c->keep_alive = 0;
 		if (c->out.len == c->out_off && c->file_fd < 0)
@@ -603,21 +705,26 @@ static void handle_parse_error(gw_conn *c)
 	reject(c, status, "PGRST000", msg);
 }
 
-static void conn_parse(gw_conn *c)
+static void
+conn_parse(gw_conn *c)
 {
-	while (c->in_off < c->in.len && c->fd >= 0) {
+	while (c->in_off < c->in.len && c->fd >= 0)
+	{
 		size_t avail = c->in.len - c->in_off;
 		size_t n = http_parser_execute(&c->parser, &parser_settings, c->in.data + c->in_off, avail);
 		c->in_off += n;
 		enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
-		if (err == HPE_PAUSED) {
+		if (err == HPE_PAUSED)
+		{
 			http_parser_pause(&c->parser, 0);
-			if (c->responded && !c->message_complete) {
+			if (c->responded && !c->message_complete)
+			{
 				/* an early answer: stop reading, close after writing */
 				ev_io_stop(gw_loop, &c->rio);
 				return;
 			}
-			if (c->message_complete) {
+			if (c->message_complete)
+			{
 				c->state = CS_HANDLING;
 				ev_io_stop(gw_loop, &c->rio);
 				arm_timer(c, 0);
@@ -626,7 +733,8 @@ static void conn_parse(gw_conn *c)
 			}
 			continue;
 		}
-		if (err != HPE_OK) {
+		if (err != HPE_OK)
+		{
 			ev_io_stop(gw_loop, &c->rio);
 			handle_parse_error(c);
 			return;
@@ -634,27 +742,32 @@ static void conn_parse(gw_conn *c)
 		if (n < avail)
 			break;
 	}
-	if (c->in_off == c->in.len) {
+	if (c->in_off == c->in.len)
+	{
 		gw_buf_reset(&c->in);
 		c->in_off = 0;
 	}
 }
 
-static void on_read(struct ev_loop *loop, ev_io *w, int revents)
+static void
+on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)loop;
 	(void)revents;
 	gw_conn *c = w->data;
 	char buf[65536];
 	ssize_t n = recv(c->fd, buf, sizeof buf, 0);
-	if (n < 0) {
+	if (n < 0)
+	{
 		if (errno == EAGAIN || errno == EINTR)
 			return;
 		conn_close(c);
 		return;
 	}
-	if (n == 0) {
-		if (c->state == CS_BODY || (c->state == CS_HEAD && c->req)) {
+	if (n == 0)
+	{
+		if (c->state == CS_BODY || (c->state == CS_HEAD && c->req))
+		{
 			/* let the parser see EOF (a body that ends here is incomplete) */
 			http_parser_execute(&c->parser, &parser_settings, NULL, 0);
 		}
@@ -663,7 +776,8 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	if (c->state == CS_STREAM)
 		return; /* stream clients send nothing meaningful */
-	if (c->in_off > 0 && c->in_off == c->in.len) {
+	if (c->in_off > 0 && c->in_off == c->in.len)
+	{
 		gw_buf_reset(&c->in);
 		c->in_off = 0;
 	}
@@ -673,23 +787,27 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
 	conn_parse(c);
 }
 
-static void on_write(struct ev_loop *loop, ev_io *w, int revents)
+static void
+on_write(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)loop;
 	(void)revents;
 	conn_flush(w->data, 1);
 }
 
-static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+static void
+on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
 	gw_conn *c = w->data;
-	if (c->state == CS_HEAD && !c->req) {
+	if (c->state == CS_HEAD && !c->req)
+	{
 		conn_close(c); /* idle keep-alive */
 		return;
 	}
-	if ((c->state == CS_HEAD || c->state == CS_BODY) && !c->responded) {
+	if ((c->state == CS_HEAD || c->state == CS_BODY) && !c->responded)
+	{
 		ev_io_stop(gw_loop, &c->rio);
 		reject(c, 408, "PGRST000", "Request Timeout");
 		return;
@@ -697,21 +815,26 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	conn_close(c); /* a client that does not read its response */
 }
 
-static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+static void
+on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)loop;
 	(void)revents;
-	for (int i = 0; i < 64; i++) {
+	for (int i = 0; i < 64; i++)
+	{
 		int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+		if (fd < 0)
+		{
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			{
 				/* out of descriptors: the level-triggered watcher would spin; pause
 				 * accepting for a second and say so once */
 				gw_log("accept: %s; pausing new connections for 1 s", strerror(errno));
 				ev_io_stop(gw_loop, &listen_io);
 				ev_timer_set(&accept_pause, 1.0, 0);
 				ev_timer_start(gw_loop, &accept_pause);
-			} else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+			}
+			else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
 				gw_log("accept: %s", strerror(errno));
 			return;
 		}
@@ -739,7 +862,8 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
-static void on_accept_pause(struct ev_loop *loop, ev_timer *w, int revents)
+static void
+on_accept_pause(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)w;
@@ -748,10 +872,12 @@ static void on_accept_pause(struct ev_loop *loop, ev_timer *w, int revents)
 		ev_io_start(gw_loop, &listen_io);
 }
 
-int gw_http_listen(const char *host, int port, int reuseport, char *err, size_t errlen)
+int
+gw_http_listen(const char *host, int port, int reuseport, char *err, size_t errlen)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
+	if (fd < 0)
+	{
 		snprintf(err, errlen, "socket: %s", strerror(errno));
 		return -1;
 	}
@@ -760,12 +886,14 @@ int gw_http_listen(const char *host, int port, int reuseport, char *err, size_t 
 	if (reuseport)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+	{
 		snprintf(err, errlen, "bad listen address %s", host);
 		close(fd);
 		return -1;
 	}
-	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) || listen(fd, 1024)) {
+	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) || listen(fd, 1024))
+	{
 		snprintf(err, errlen, "bind/listen %s:%d: %s", host, port, strerror(errno));
 		close(fd);
 		return -1;
@@ -773,7 +901,8 @@ int gw_http_listen(const char *host, int port, int reuseport, char *err, size_t 
 	return fd;
 }
 
-void gw_http_start(int fd)
+void
+gw_http_start(int fd)
 {
 	http_parser_settings_init(&parser_settings);
 	parser_settings.on_message_begin = on_message_begin;
@@ -792,16 +921,19 @@ void gw_http_start(int fd)
 }
 
 /* Stops accepting and closes idle connections; busy ones close after answering. */
-void gw_http_drain(void)
+void
+gw_http_drain(void)
 {
 	ev_timer_stop(gw_loop, &accept_pause);
-	if (listen_fd >= 0) {
+	if (listen_fd >= 0)
+	{
 		ev_io_stop(gw_loop, &listen_io);
 		close(listen_fd);
 		listen_fd = -1;
 	}
 	gw_conn *c = conns;
-	while (c) {
+	while (c)
+	{
 		gw_conn *next = c->next;
 		if ((c->state == CS_HEAD && !c->req) || c->state == CS_STREAM)
 			conn_close(c);
@@ -811,7 +943,8 @@ void gw_http_drain(void)
 	}
 }
 
-int gw_http_active(void)
+int
+gw_http_active(void)
 {
 	int n = nconns;
 	for (gw_conn *c = zombies; c; c = c->znext)

@@ -14,12 +14,14 @@
 
 #define SKEW 30
 
-long gw_base64url_decode(const char *in, size_t n, unsigned char *out, size_t cap)
+long
+gw_base64url_decode(const char *in, size_t n, unsigned char *out, size_t cap)
 {
 	unsigned acc = 0;
 	int bits = 0;
 	size_t o = 0;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
+	{
 		char c = in[i];
 		int v;
 		if (c >= 'A' && c <= 'Z')
@@ -38,7 +40,8 @@ long gw_base64url_decode(const char *in, size_t n, unsigned char *out, size_t ca
 			return -1;
 		acc = (acc << 6) | (unsigned)v;
 		bits += 6;
-		if (bits >= 8) {
+		if (bits >= 8)
+		{
 			bits -= 8;
 			if (o >= cap)
 				return -1;
@@ -49,21 +52,25 @@ long gw_base64url_decode(const char *in, size_t n, unsigned char *out, size_t ca
 	return (long)o;
 }
 
-static json_t *decode_part(const char *s, size_t n, char **text)
+static json_t *
+decode_part(const char *s, size_t n, char **text)
 {
 	unsigned char *buf = malloc(n + 1);
 	if (!buf)
 		return NULL;
 	long len = gw_base64url_decode(s, n, buf, n);
-	if (len < 0) {
+	if (len < 0)
+	{
 		free(buf);
 		return NULL;
 	}
 	json_error_t e;
 	json_t *j = json_loadb((char *)buf, (size_t)len, 0, &e);
-	if (j && text) {
+	if (j && text)
+	{
 		*text = malloc((size_t)len + 1);
-		if (*text) {
+		if (*text)
+		{
 			memcpy(*text, buf, (size_t)len);
 			(*text)[len] = '\0';
 		}
@@ -72,7 +79,8 @@ static json_t *decode_part(const char *s, size_t n, char **text)
 	return j;
 }
 
-void gw_jwt_free(gw_jwt *j)
+void
+gw_jwt_free(gw_jwt *j)
 {
 	free(j->claims_json);
 	free(j->role);
@@ -80,7 +88,8 @@ void gw_jwt_free(gw_jwt *j)
 	j->role = NULL;
 }
 
-static int numeric_claim(json_t *claims, const char *name, double *out)
+static int
+numeric_claim(json_t *claims, const char *name, double *out)
 {
 	json_t *v = json_object_get(claims, name);
 	if (!v)
@@ -91,24 +100,29 @@ static int numeric_claim(json_t *claims, const char *name, double *out)
 	return 1;
 }
 
-int gw_jwt_verify(const char *token, const unsigned char *secret, size_t secret_len, long now,
-		  gw_jwt *out, char *err, size_t errlen)
+int
+gw_jwt_verify(const char *token, const unsigned char *secret, size_t secret_len, long now,
+              gw_jwt *out, char *err, size_t errlen)
 {
 	memset(out, 0, sizeof *out);
 	const char *d1 = strchr(token, '.');
 	const char *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
-	if (!d1 || !d2 || strchr(d2 + 1, '.')) {
+	if (!d1 || !d2 || strchr(d2 + 1, '.'))
+	{
 		snprintf(err, errlen, "Expected 3 parts in JWT; got %d", !d1 ? 1 : !d2 ? 2 : 4);
 		return -1;
 	}
-	if (!secret || !secret_len) {
+	if (!secret || !secret_len)
+	{
 		snprintf(err, errlen, "Server lacks JWT secret");
 		return -1;
 	}
 	json_t *header = decode_part(token, (size_t)(d1 - token), NULL);
 	const char *alg = header ? json_string_value(json_object_get(header, "alg")) : NULL;
-	if (!alg || strcmp(alg, "HS256")) {
-		snprintf(err, errlen, alg ? "Wrong or unsupported encoding algorithm" : "Invalid JWS header");
+	if (!alg || strcmp(alg, "HS256"))
+	{
+		snprintf(err, errlen,
+		         alg ? "Wrong or unsupported encoding algorithm" : "Invalid JWS header");
 		if (header)
 			json_decref(header);
 		return -1;
@@ -116,37 +130,44 @@ int gw_jwt_verify(const char *token, const unsigned char *secret, size_t secret_
 	json_decref(header);
 	unsigned char mac[EVP_MAX_MD_SIZE], sig[64];
 	unsigned maclen = 0;
-	HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)token, (size_t)(d2 - token), mac,
-	     &maclen);
+	HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)token, (size_t)(d2 - token),
+	     mac, &maclen);
 	long siglen = gw_base64url_decode(d2 + 1, strlen(d2 + 1), sig, sizeof sig);
-	if (siglen != (long)maclen || CRYPTO_memcmp(sig, mac, maclen) != 0) {
+	if (siglen != (long)maclen || CRYPTO_memcmp(sig, mac, maclen) != 0)
+	{
 		snprintf(err, errlen, "JWSError JWSInvalidSignature");
 		return -1;
 	}
 	char *text = NULL;
 	json_t *claims = decode_part(d1 + 1, (size_t)(d2 - d1 - 1), &text);
-	if (!claims || !json_is_object(claims)) {
+	if (!claims || !json_is_object(claims))
+	{
 		snprintf(err, errlen, "JWT claims are not a JSON object");
 		goto bad;
 	}
 	double t;
 	int r = numeric_claim(claims, "exp", &t);
-	if (r < 0 || (r > 0 && now > t + SKEW)) {
+	if (r < 0 || (r > 0 && now > t + SKEW))
+	{
 		snprintf(err, errlen, r < 0 ? "The JWT 'exp' claim must be a number" : "JWT expired");
 		goto bad;
 	}
 	r = numeric_claim(claims, "nbf", &t);
-	if (r < 0 || (r > 0 && now + SKEW < t)) {
+	if (r < 0 || (r > 0 && now + SKEW < t))
+	{
 		snprintf(err, errlen, r < 0 ? "The JWT 'nbf' claim must be a number" : "JWT not yet valid");
 		goto bad;
 	}
 	r = numeric_claim(claims, "iat", &t);
-	if (r < 0 || (r > 0 && now + SKEW < t)) {
-		snprintf(err, errlen, r < 0 ? "The JWT 'iat' claim must be a number" : "JWT issued at future");
+	if (r < 0 || (r > 0 && now + SKEW < t))
+	{
+		snprintf(err, errlen,
+		         r < 0 ? "The JWT 'iat' claim must be a number" : "JWT issued at future");
 		goto bad;
 	}
 	json_t *role = json_object_get(claims, "role");
-	if (role && !json_is_string(role)) {
+	if (role && !json_is_string(role))
+	{
 		snprintf(err, errlen, "The JWT 'role' claim must be a string");
 		goto bad;
 	}

@@ -16,7 +16,15 @@
 #include "pool.h"
 #include "sse.h"
 
-enum lstate { L_DOWN, L_CONNECTING, L_LISTEN_CMD, L_SCHEMA, L_SECRET, L_LISTENING };
+enum lstate
+{
+	L_DOWN,
+	L_CONNECTING,
+	L_LISTEN_CMD,
+	L_SCHEMA,
+	L_SECRET,
+	L_LISTENING
+};
 
 static PGconn *pg;
 static enum lstate state;
@@ -36,18 +44,21 @@ static int timer_reload; /* the running load was started by the retry timer */
 
 static void start_connect(void);
 
-gw_schema *gw_schema_current(void)
+gw_schema *
+gw_schema_current(void)
 {
 	return current;
 }
 
-const unsigned char *gw_jwt_secret(size_t *len)
+const unsigned char *
+gw_jwt_secret(size_t *len)
 {
 	*len = secret_len;
 	return secret_len ? secret : NULL;
 }
 
-static void watch(int events)
+static void
+watch(int events)
 {
 	ev_io_stop(gw_loop, &io);
 	if (!pg || PQsocket(pg) < 0)
@@ -56,7 +67,8 @@ static void watch(int events)
 	ev_io_start(gw_loop, &io);
 }
 
-static void go_down(const char *reason)
+static void
+go_down(const char *reason)
 {
 	/* reason may point into the connection's own error buffer: copy it first */
 	char why[256];
@@ -68,12 +80,14 @@ static void go_down(const char *reason)
 	pg = NULL;
 	if (state >= L_LISTEN_CMD)
 		gw_log("notification connection lost: %s", why);
-	if (was_up) {
+	if (was_up)
+	{
 		gw_metrics_db_up(0);
 		was_up = 0;
 	}
 	state = L_DOWN;
-	if (loading) {
+	if (loading)
+	{
 		gw_schema_unref(loading);
 		loading = NULL;
 	}
@@ -83,9 +97,11 @@ static void go_down(const char *reason)
 	ev_timer_start(gw_loop, &retry);
 }
 
-static void send_or_down(const char *sql)
+static void
+send_or_down(const char *sql)
 {
-	if (!PQsendQuery(pg, sql)) {
+	if (!PQsendQuery(pg, sql))
+	{
 		go_down(PQerrorMessage(pg));
 		return;
 	}
@@ -93,7 +109,8 @@ static void send_or_down(const char *sql)
 	watch(EV_READ | (r == 1 ? EV_WRITE : 0));
 }
 
-static void start_schema_load(void)
+static void
+start_schema_load(void)
 {
 	timer_reload = 0;
 	state = L_SCHEMA;
@@ -103,40 +120,56 @@ static void start_schema_load(void)
 	send_or_down(gw_schema_queries);
 }
 
-static void handle_result(PGresult *r)
+static void
+handle_result(PGresult *r)
 {
 	ExecStatusType st = PQresultStatus(r);
-	if (state == L_SCHEMA) {
-		if (st == PGRES_TUPLES_OK) {
+	if (state == L_SCHEMA)
+	{
+		if (st == PGRES_TUPLES_OK)
+		{
 			int nf = PQnfields(r);
 			const char *vals[16];
-			for (int i = 0; i < PQntuples(r); i++) {
+			for (int i = 0; i < PQntuples(r); i++)
+			{
 				for (int f = 0; f < nf && f < 16; f++)
 					vals[f] = PQgetvalue(r, i, f);
 				gw_schema_add_row(loading, nf < 16 ? nf : 16, vals);
 			}
-		} else if (st != PGRES_COMMAND_OK) {
+		}
+		else if (st != PGRES_COMMAND_OK)
+		{
 			if (!warned++)
-				gw_log("schema cache query failed (retrying every 2 s): %s", PQresultErrorMessage(r));
+				gw_log("schema cache query failed (retrying every 2 s): %s",
+				       PQresultErrorMessage(r));
 			load_failed = 1;
 		}
-	} else if (state == L_SECRET) {
-		if (st == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
+	}
+	else if (state == L_SECRET)
+	{
+		if (st == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+		{
 			const char *hex = PQgetvalue(r, 0, 0);
 			size_t n = strlen(hex) / 2;
 			if (n > sizeof secret)
 				n = sizeof secret;
-			for (size_t i = 0; i < n; i++) {
+			for (size_t i = 0; i < n; i++)
+			{
 				unsigned v;
 				sscanf(hex + 2 * i, "%2x", &v);
 				secret[i] = (unsigned char)v;
 			}
 			secret_len = n;
-		} else if (st != PGRES_TUPLES_OK) {
+		}
+		else if (st != PGRES_TUPLES_OK)
+		{
 			last_load_failed = 1;
 			if (!warned++)
-				gw_log("cannot read the JWT secret with pod.jwt_secret(): %s", PQresultErrorMessage(r));
-		} else if (st != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+				gw_log("cannot read the JWT secret with pod.jwt_secret(): %s",
+				       PQresultErrorMessage(r));
+		}
+		else if (st != PGRES_TUPLES_OK || PQntuples(r) != 1)
+		{
 			/* tokens are refused (PGRST300) until a reload finds the secret */
 			gw_log("pod.jwt_secret() returned no secret: %s",
 			       PQresultErrorMessage(r)[0] ? PQresultErrorMessage(r) : "no row");
@@ -145,11 +178,14 @@ static void handle_result(PGresult *r)
 }
 
 /* Called when the current command's results are all in. */
-static void step_done(void)
+static void
+step_done(void)
 {
-	switch (state) {
+	switch (state)
+	{
 	case L_SCHEMA:
-		if (!load_failed) {
+		if (!load_failed)
+		{
 			gw_schema *old = current;
 			current = loading;
 			loading = NULL;
@@ -157,14 +193,16 @@ static void step_done(void)
 				gw_schema_unref(old);
 			/* periodic retries (secret missing) reload the same schema: say it once */
 			static int logged[3] = {-1, -1, -1};
-			if (logged[0] != current->nrels || logged[1] != current->nfks || logged[2] != current->nfuncs ||
-			    !timer_reload)
+			if (logged[0] != current->nrels || logged[1] != current->nfks ||
+			    logged[2] != current->nfuncs || !timer_reload)
 				gw_log("schema cache loaded: %d relations, %d relationships, %d functions",
 				       current->nrels, current->nfks, current->nfuncs);
 			logged[0] = current->nrels;
 			logged[1] = current->nfks;
 			logged[2] = current->nfuncs;
-		} else {
+		}
+		else
+		{
 			gw_schema_unref(loading);
 			loading = NULL;
 		}
@@ -178,7 +216,8 @@ static void step_done(void)
 			warned = 0;
 		if (reload_pending)
 			start_schema_load();
-		else if (last_load_failed) {
+		else if (last_load_failed)
+		{
 			/* retried on a timer: the schema may be half-installed right now */
 			ev_timer_set(&reload_timer, 2.0, 0);
 			ev_timer_start(gw_loop, &reload_timer);
@@ -187,7 +226,8 @@ static void step_done(void)
 	case L_LISTEN_CMD:
 		/* listening before loading: a change committed during the load is
 		 * announced to us and reloaded, never missed */
-		if (!was_up) {
+		if (!was_up)
+		{
 			gw_metrics_db_up(1);
 			was_up = 1;
 		}
@@ -200,30 +240,39 @@ static void step_done(void)
 	}
 }
 
-static void handle_notifies(void)
+static void
+handle_notifies(void)
 {
 	PGnotify *n;
-	while ((n = PQnotifies(pg))) {
-		if (!strcmp(n->relname, "pgrst")) {
-			if (!n->extra[0] || !strcmp(n->extra, "reload schema")) {
+	while ((n = PQnotifies(pg)))
+	{
+		if (!strcmp(n->relname, "pgrst"))
+		{
+			if (!n->extra[0] || !strcmp(n->extra, "reload schema"))
+			{
 				if (state == L_LISTENING)
 					start_schema_load();
 				else
 					reload_pending = 1;
 			}
-		} else if (!strcmp(n->relname, "pgpod_room_events")) {
+		}
+		else if (!strcmp(n->relname, "pgpod_room_events"))
+		{
 			gw_sse_notify(n->extra);
 		}
 		PQfreemem(n);
 	}
 }
 
-static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+static void
+on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)loop;
 	(void)w;
-	if (state == L_CONNECTING) {
-		switch (PQconnectPoll(pg)) {
+	if (state == L_CONNECTING)
+	{
+		switch (PQconnectPoll(pg))
+		{
 		case PGRES_POLLING_READING:
 			watch(EV_READ);
 			return;
@@ -241,9 +290,11 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 			return;
 		}
 	}
-	if (revents & EV_WRITE) {
+	if (revents & EV_WRITE)
+	{
 		int r = PQflush(pg);
-		if (r < 0) {
+		if (r < 0)
+		{
 			go_down(PQerrorMessage(pg));
 			return;
 		}
@@ -251,13 +302,16 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	if (!(revents & EV_READ))
 		return;
-	if (!PQconsumeInput(pg)) {
+	if (!PQconsumeInput(pg))
+	{
 		go_down(PQerrorMessage(pg));
 		return;
 	}
-	while (state != L_LISTENING && state != L_DOWN && !PQisBusy(pg)) {
+	while (state != L_LISTENING && state != L_DOWN && !PQisBusy(pg))
+	{
 		PGresult *r = PQgetResult(pg);
-		if (!r) {
+		if (!r)
+		{
 			step_done();
 			break;
 		}
@@ -270,10 +324,12 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 		go_down("connection closed");
 }
 
-static void start_connect(void)
+static void
+start_connect(void)
 {
 	pg = gw_pg_connect_start("pgpod-gateway-listener");
-	if (!pg || PQstatus(pg) == CONNECTION_BAD) {
+	if (!pg || PQstatus(pg) == CONNECTION_BAD)
+	{
 		go_down(pg ? PQerrorMessage(pg) : "out of memory");
 		return;
 	}
@@ -285,7 +341,8 @@ static void start_connect(void)
 	ev_timer_start(gw_loop, &retry);
 }
 
-static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
+static void
+on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)w;
@@ -296,18 +353,21 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 		start_connect();
 }
 
-static void on_reload_timer(struct ev_loop *loop, ev_timer *w, int revents)
+static void
+on_reload_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)w;
 	(void)revents;
-	if (state == L_LISTENING) {
+	if (state == L_LISTENING)
+	{
 		start_schema_load();
 		timer_reload = 1;
 	}
 }
 
-int gw_listener_start(void)
+int
+gw_listener_start(void)
 {
 	ev_init(&reload_timer, on_reload_timer);
 	ev_init(&io, on_io);
@@ -316,7 +376,8 @@ int gw_listener_start(void)
 	return 0;
 }
 
-void gw_listener_stop(void)
+void
+gw_listener_stop(void)
 {
 	ev_timer_stop(gw_loop, &retry);
 	ev_timer_stop(gw_loop, &reload_timer);

@@ -21,27 +21,32 @@ struct ev_loop *gw_loop;
 int gw_worker_id;
 volatile int gw_draining;
 
-static long env_long(const char *name, long def, long min, long max)
+static long
+env_long(const char *name, long def, long min, long max)
 {
 	const char *v = getenv(name);
 	if (!v || !*v)
 		return def;
 	char *end;
 	long n = strtol(v, &end, 10);
-	if (*end || n < min || n > max) {
-		fprintf(stderr, "pgpod-gateway: %s=%s is not a number in [%ld, %ld]; using %ld\n", name, v, min, max, def);
+	if (*end || n < min || n > max)
+	{
+		fprintf(stderr, "pgpod-gateway: %s=%s is not a number in [%ld, %ld]; using %ld\n", name, v,
+		        min, max, def);
 		return def;
 	}
 	return n;
 }
 
-static const char *env_str(const char *name, const char *def)
+static const char *
+env_str(const char *name, const char *def)
 {
 	const char *v = getenv(name);
 	return v && *v ? v : def;
 }
 
-static void load_settings(void)
+static void
+load_settings(void)
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	gw_cfg.host = env_str("PGPOD_HTTP_HOST", "127.0.0.1");
@@ -51,7 +56,8 @@ static void load_settings(void)
 	gw_cfg.body_max = env_long("PGPOD_BODY_MAX", 10L << 20, 1024, 1L << 40);
 	gw_cfg.upload_max = env_long("PGPOD_UPLOAD_MAX", 1L << 30, 0, 1L << 50);
 	gw_cfg.header_max = env_long("PGPOD_HEADER_MAX", 16L << 10, 1024, 1L << 20);
-	gw_cfg.header_timeout = (double)env_long("PGPOD_HEADER_TIMEOUT_MS", 10000, 10, 3600000) / 1000.0;
+	gw_cfg.header_timeout =
+	    (double)env_long("PGPOD_HEADER_TIMEOUT_MS", 10000, 10, 3600000) / 1000.0;
 	gw_cfg.idle_timeout = (double)env_long("PGPOD_IDLE_TIMEOUT_MS", 60000, 10, 3600000) / 1000.0;
 	gw_cfg.body_timeout = (double)env_long("PGPOD_BODY_TIMEOUT_MS", 30000, 10, 3600000) / 1000.0;
 	gw_cfg.queue_timeout = (double)env_long("PGPOD_QUEUE_TIMEOUT_MS", 10000, 10, 3600000) / 1000.0;
@@ -72,15 +78,18 @@ static ev_signal sigterm_w, sigint_w;
 static ev_timer drain_w;
 static double drain_started;
 
-static void on_drain_tick(struct ev_loop *loop, ev_timer *w, int revents)
+static void
+on_drain_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)w;
 	(void)revents;
-	if ((gw_http_active() == 0 && gw_pool_busy() == 0) || ev_now(loop) - drain_started > gw_cfg.drain_timeout)
+	if ((gw_http_active() == 0 && gw_pool_busy() == 0) ||
+	    ev_now(loop) - drain_started > gw_cfg.drain_timeout)
 		ev_break(loop, EVBREAK_ALL);
 }
 
-static void on_term(struct ev_loop *loop, ev_signal *w, int revents)
+static void
+on_term(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	(void)w;
 	(void)revents;
@@ -93,7 +102,8 @@ static void on_term(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_timer_start(loop, &drain_w);
 }
 
-static int worker_main(int id)
+static int
+worker_main(int id)
 {
 	gw_worker_id = id;
 	gw_metrics_worker_start();
@@ -101,11 +111,13 @@ static int worker_main(int id)
 	signal(SIGPIPE, SIG_IGN);
 	char err[256];
 	int fd = gw_http_listen(gw_cfg.host, gw_cfg.port, 1, err, sizeof err);
-	if (fd < 0) {
+	if (fd < 0)
+	{
 		gw_log("worker %d: %s", id, err);
 		return 1;
 	}
-	if (gw_pool_init(gw_cfg.pool_size, gw_cfg.db_user, gw_cfg.statement_timeout_ms)) {
+	if (gw_pool_init(gw_cfg.pool_size, gw_cfg.db_user, gw_cfg.statement_timeout_ms))
+	{
 		gw_log("worker %d: cannot create the pool", id);
 		return 1;
 	}
@@ -125,16 +137,19 @@ static int worker_main(int id)
 
 static volatile sig_atomic_t stop_requested;
 
-static void on_stop_signal(int sig)
+static void
+on_stop_signal(int sig)
 {
 	(void)sig;
 	stop_requested = 1;
 }
 
-static pid_t spawn(int id)
+static pid_t
+spawn(int id)
 {
 	pid_t pid = fork();
-	if (pid == 0) {
+	if (pid == 0)
+	{
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGINT, SIG_DFL);
 		sigset_t none;
@@ -145,7 +160,8 @@ static pid_t spawn(int id)
 	return pid;
 }
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
 	(void)argc;
 	(void)argv;
@@ -153,17 +169,21 @@ int main(int argc, char **argv)
 	load_settings();
 	char err[256];
 	int probe = gw_http_listen(gw_cfg.host, gw_cfg.port, 0, err, sizeof err);
-	if (probe < 0) {
+	if (probe < 0)
+	{
 		fprintf(stderr, "pgpod-gateway: %s\n", err);
 		return 1;
 	}
 	close(probe);
-	if (gw_metrics_init(gw_cfg.workers)) {
+	if (gw_metrics_init(gw_cfg.workers))
+	{
 		fprintf(stderr, "pgpod-gateway: cannot map the shared metrics page\n");
 		return 1;
 	}
-	fprintf(stderr, "pgpod-gateway: listening on http://%s:%d with %d workers x %d database connections (user %s)\n",
-		gw_cfg.host, gw_cfg.port, gw_cfg.workers, gw_cfg.pool_size, gw_cfg.db_user);
+	fprintf(stderr,
+	        "pgpod-gateway: listening on http://%s:%d with %d workers x %d database connections "
+	        "(user %s)\n",
+	        gw_cfg.host, gw_cfg.port, gw_cfg.workers, gw_cfg.pool_size, gw_cfg.db_user);
 
 	struct sigaction sa = {.sa_handler = on_stop_signal};
 	sigemptyset(&sa.sa_mask);
@@ -184,31 +204,38 @@ int main(int argc, char **argv)
 		pids[i] = spawn(i);
 
 	int alive = gw_cfg.workers;
-	while (alive > 0) {
+	while (alive > 0)
+	{
 		int status;
 		pid_t pid;
-		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-			for (int i = 0; i < gw_cfg.workers; i++) {
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+		{
+			for (int i = 0; i < gw_cfg.workers; i++)
+			{
 				if (pids[i] != pid)
 					continue;
 				pids[i] = 0;
 				alive--;
-				if (!stop_requested) {
-					fprintf(stderr, "pgpod-gateway: worker %d (pid %d) exited (status %d); restarting\n", i,
-						(int)pid, status);
+				if (!stop_requested)
+				{
+					fprintf(stderr,
+					        "pgpod-gateway: worker %d (pid %d) exited (status %d); restarting\n", i,
+					        (int)pid, status);
 					sleep(1); /* a worker that cannot start must not spin */
 					pids[i] = spawn(i);
 					alive++;
 				}
 			}
 		}
-		if (stop_requested == 1) {
+		if (stop_requested == 1)
+		{
 			stop_requested = 2;
 			for (int i = 0; i < gw_cfg.workers; i++)
 				if (pids[i] > 0)
 					kill(pids[i], SIGTERM);
 		}
-		if (alive > 0) {
+		if (alive > 0)
+		{
 			struct timespec ts = {0, 200 * 1000 * 1000};
 			sigset_t w;
 			sigemptyset(&w);

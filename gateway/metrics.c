@@ -10,21 +10,24 @@
 
 #include "gw.h"
 
-static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                 0.25,  0.5,    1,     2.5,  5,     10};
 #define NBUCKETS (sizeof buckets / sizeof *buckets)
 
 #define MAX_WORKERS 256
 
 /* Gauges are kept per worker so that a worker that dies (and is restarted with
  * its slot cleared) cannot leave its share behind. */
-typedef struct gauges {
+typedef struct gauges
+{
 	int64_t connections;
 	int64_t pool_size, pool_busy, pool_waiting;
 	int64_t sse;
 	int64_t db_up;
 } gauges;
 
-typedef struct shared {
+typedef struct shared
+{
 	uint64_t status[600];
 	uint64_t latency[NBUCKETS + 1];
 	uint64_t latency_sum_us;
@@ -34,7 +37,8 @@ typedef struct shared {
 
 static shared *m;
 
-int gw_metrics_init(int workers)
+int
+gw_metrics_init(int workers)
 {
 	(void)workers;
 	void *p = mmap(NULL, sizeof(shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -47,13 +51,15 @@ int gw_metrics_init(int workers)
 #define ADD(field, v) (m ? (void)__atomic_fetch_add(&m->field, (v), __ATOMIC_RELAXED) : (void)0)
 #define GAUGE(field, v) ADD(worker[gw_worker_id % MAX_WORKERS].field, (v))
 
-void gw_metrics_worker_start(void)
+void
+gw_metrics_worker_start(void)
 {
 	if (m)
 		memset(&m->worker[gw_worker_id % MAX_WORKERS], 0, sizeof(gauges));
 }
 
-static long long total(size_t offset)
+static long long
+total(size_t offset)
 {
 	long long t = 0;
 	for (int i = 0; i < MAX_WORKERS; i++)
@@ -61,7 +67,8 @@ static long long total(size_t offset)
 	return t;
 }
 
-void gw_metrics_request(int status, double seconds)
+void
+gw_metrics_request(int status, double seconds)
 {
 	if (!m)
 		return;
@@ -75,62 +82,92 @@ void gw_metrics_request(int status, double seconds)
 	ADD(requests, 1);
 }
 
-void gw_metrics_connections(int delta)
+void
+gw_metrics_connections(int delta)
 {
 	GAUGE(connections, delta);
 }
 
-void gw_metrics_pool(int size_delta, int busy_delta, int waiting_delta)
+void
+gw_metrics_pool(int size_delta, int busy_delta, int waiting_delta)
 {
 	GAUGE(pool_size, size_delta);
 	GAUGE(pool_busy, busy_delta);
 	GAUGE(pool_waiting, waiting_delta);
 }
 
-void gw_metrics_sse(int delta)
+void
+gw_metrics_sse(int delta)
 {
 	GAUGE(sse, delta);
 }
 
-void gw_metrics_db_up(int up)
+void
+gw_metrics_db_up(int up)
 {
 	GAUGE(db_up, up ? 1 : -1);
 }
 
-void gw_metrics_render(gw_buf *o)
+void
+gw_metrics_render(gw_buf *o)
 {
 	if (!m)
 		return;
 	gw_buf_puts(o, "# HELP pgpod_http_requests_total HTTP requests answered, by status.\n"
-		       "# TYPE pgpod_http_requests_total counter\n");
+	               "# TYPE pgpod_http_requests_total counter\n");
 	for (int s = 100; s < 600; s++)
 		if (m->status[s])
 			gw_buf_printf(o, "pgpod_http_requests_total{status=\"%d\"} %llu\n", s,
-				      (unsigned long long)m->status[s]);
+			              (unsigned long long)m->status[s]);
 	gw_buf_puts(o, "# HELP pgpod_http_request_duration_seconds Time from request start to answer.\n"
-		       "# TYPE pgpod_http_request_duration_seconds histogram\n");
+	               "# TYPE pgpod_http_request_duration_seconds histogram\n");
 	uint64_t cum = 0;
-	for (size_t i = 0; i < NBUCKETS; i++) {
+	for (size_t i = 0; i < NBUCKETS; i++)
+	{
 		cum += m->latency[i];
 		gw_buf_printf(o, "pgpod_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n", buckets[i],
-			      (unsigned long long)cum);
+		              (unsigned long long)cum);
 	}
 	cum += m->latency[NBUCKETS];
-	gw_buf_printf(o, "pgpod_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
-	gw_buf_printf(o, "pgpod_http_request_duration_seconds_sum %.6f\n", (double)m->latency_sum_us / 1e6);
-	gw_buf_printf(o, "pgpod_http_request_duration_seconds_count %llu\n", (unsigned long long)m->requests);
-	gw_buf_printf(o, "# HELP pgpod_http_connections Open client connections.\n# TYPE pgpod_http_connections gauge\n"
-		      "pgpod_http_connections %lld\n", total(offsetof(gauges, connections)));
-	gw_buf_printf(o, "# HELP pgpod_pool_connections Database connections that are up.\n# TYPE pgpod_pool_connections gauge\n"
-		      "pgpod_pool_connections %lld\n", total(offsetof(gauges, pool_size)));
-	gw_buf_printf(o, "# HELP pgpod_pool_busy Database connections running a request.\n# TYPE pgpod_pool_busy gauge\n"
-		      "pgpod_pool_busy %lld\n", total(offsetof(gauges, pool_busy)));
-	gw_buf_printf(o, "# HELP pgpod_pool_waiting Requests waiting for a database connection.\n# TYPE pgpod_pool_waiting gauge\n"
-		      "pgpod_pool_waiting %lld\n", total(offsetof(gauges, pool_waiting)));
-	gw_buf_printf(o, "# HELP pgpod_pool_configured Database connections configured over all workers.\n# TYPE pgpod_pool_configured gauge\n"
-		      "pgpod_pool_configured %d\n", gw_cfg.pool_size * gw_cfg.workers);
-	gw_buf_printf(o, "# HELP pgpod_sse_subscribers Open Server-Sent Events streams.\n# TYPE pgpod_sse_subscribers gauge\n"
-		      "pgpod_sse_subscribers %lld\n", total(offsetof(gauges, sse)));
-	gw_buf_printf(o, "# HELP pgpod_db_listeners_up Workers whose notification connection is up.\n# TYPE pgpod_db_listeners_up gauge\n"
-		      "pgpod_db_listeners_up %lld\n", total(offsetof(gauges, db_up)));
+	gw_buf_printf(o, "pgpod_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+	              (unsigned long long)cum);
+	gw_buf_printf(o, "pgpod_http_request_duration_seconds_sum %.6f\n",
+	              (double)m->latency_sum_us / 1e6);
+	gw_buf_printf(o, "pgpod_http_request_duration_seconds_count %llu\n",
+	              (unsigned long long)m->requests);
+	gw_buf_printf(o,
+	              "# HELP pgpod_http_connections Open client connections.\n# TYPE "
+	              "pgpod_http_connections gauge\n"
+	              "pgpod_http_connections %lld\n",
+	              total(offsetof(gauges, connections)));
+	gw_buf_printf(o,
+	              "# HELP pgpod_pool_connections Database connections that are up.\n# TYPE "
+	              "pgpod_pool_connections gauge\n"
+	              "pgpod_pool_connections %lld\n",
+	              total(offsetof(gauges, pool_size)));
+	gw_buf_printf(o,
+	              "# HELP pgpod_pool_busy Database connections running a request.\n# TYPE "
+	              "pgpod_pool_busy gauge\n"
+	              "pgpod_pool_busy %lld\n",
+	              total(offsetof(gauges, pool_busy)));
+	gw_buf_printf(o,
+	              "# HELP pgpod_pool_waiting Requests waiting for a database connection.\n# TYPE "
+	              "pgpod_pool_waiting gauge\n"
+	              "pgpod_pool_waiting %lld\n",
+	              total(offsetof(gauges, pool_waiting)));
+	gw_buf_printf(o,
+	              "# HELP pgpod_pool_configured Database connections configured over all "
+	              "workers.\n# TYPE pgpod_pool_configured gauge\n"
+	              "pgpod_pool_configured %d\n",
+	              gw_cfg.pool_size * gw_cfg.workers);
+	gw_buf_printf(o,
+	              "# HELP pgpod_sse_subscribers Open Server-Sent Events streams.\n# TYPE "
+	              "pgpod_sse_subscribers gauge\n"
+	              "pgpod_sse_subscribers %lld\n",
+	              total(offsetof(gauges, sse)));
+	gw_buf_printf(o,
+	              "# HELP pgpod_db_listeners_up Workers whose notification connection is up.\n# "
+	              "TYPE pgpod_db_listeners_up gauge\n"
+	              "pgpod_db_listeners_up %lld\n",
+	              total(offsetof(gauges, db_up)));
 }

@@ -7,13 +7,15 @@
 
 #include "listener.h"
 
-static const char *json_type(const char *pgtype)
+static const char *
+json_type(const char *pgtype)
 {
 	if (strstr(pgtype, "[]"))
 		return "array";
 	if (!strcmp(pgtype, "integer") || !strcmp(pgtype, "bigint") || !strcmp(pgtype, "smallint"))
 		return "integer";
-	if (!strcmp(pgtype, "numeric") || !strcmp(pgtype, "real") || !strcmp(pgtype, "double precision"))
+	if (!strcmp(pgtype, "numeric") || !strcmp(pgtype, "real") ||
+	    !strcmp(pgtype, "double precision"))
 		return "number";
 	if (!strcmp(pgtype, "boolean"))
 		return "boolean";
@@ -22,7 +24,8 @@ static const char *json_type(const char *pgtype)
 	return "string";
 }
 
-static void op(gw_buf *o, int *first, const char *verb, const char *tag, const char *summary)
+static void
+op(gw_buf *o, int *first, const char *verb, const char *tag, const char *summary)
 {
 	gw_buf_printf(o, "%s\"%s\":{\"tags\":[", *first ? "" : ",", verb);
 	gw_buf_json_str(o, tag);
@@ -32,13 +35,20 @@ static void op(gw_buf *o, int *first, const char *verb, const char *tag, const c
 	*first = 0;
 }
 
-void gw_openapi_render(const gw_schema *s, gw_buf *o)
+void
+gw_openapi_render(const gw_schema *s, gw_buf *o)
 {
-	gw_buf_puts(o, "{\"swagger\":\"2.0\",\"info\":{\"title\":\"pgpod\",\"description\":\"PostgREST-style API of schema api\",\"version\":\"0.1\"},"
-		       "\"basePath\":\"/\",\"schemes\":[\"http\"],\"consumes\":[\"application/json\",\"application/vnd.pgrst.object+json\",\"text/csv\"],"
-		       "\"produces\":[\"application/json\",\"application/vnd.pgrst.object+json\",\"text/csv\"],\"paths\":{\"/\":{\"get\":{\"tags\":[\"Introspection\"],"
-		       "\"summary\":\"OpenAPI description (this document)\",\"responses\":{\"200\":{\"description\":\"OK\"}}}}");
-	for (int i = 0; i < s->nrels; i++) {
+	gw_buf_puts(o,
+	            "{\"swagger\":\"2.0\",\"info\":{\"title\":\"pgpod\",\"description\":\"PostgREST-"
+	            "style API of schema api\",\"version\":\"0.1\"},"
+	            "\"basePath\":\"/\",\"schemes\":[\"http\"],\"consumes\":[\"application/"
+	            "json\",\"application/vnd.pgrst.object+json\",\"text/csv\"],"
+	            "\"produces\":[\"application/json\",\"application/vnd.pgrst.object+json\",\"text/"
+	            "csv\"],\"paths\":{\"/\":{\"get\":{\"tags\":[\"Introspection\"],"
+	            "\"summary\":\"OpenAPI description (this "
+	            "document)\",\"responses\":{\"200\":{\"description\":\"OK\"}}}}");
+	for (int i = 0; i < s->nrels; i++)
+	{
 		const gw_relation *r = &s->rels[i];
 		gw_buf key;
 		gw_buf_init(&key);
@@ -52,7 +62,8 @@ void gw_openapi_render(const gw_schema *s, gw_buf *o)
 		op(o, &first, "get", r->name, r->comment[0] ? r->comment : r->name);
 		if (r->insertable)
 			op(o, &first, "post", r->name, "insert");
-		if (r->updatable) {
+		if (r->updatable)
+		{
 			op(o, &first, "patch", r->name, "update");
 			if (r->npk)
 				op(o, &first, "put", r->name, "upsert one row");
@@ -61,7 +72,8 @@ void gw_openapi_render(const gw_schema *s, gw_buf *o)
 			op(o, &first, "delete", r->name, "delete");
 		gw_buf_putc(o, '}');
 	}
-	for (int i = 0; i < s->nfuncs; i++) {
+	for (int i = 0; i < s->nfuncs; i++)
+	{
 		const gw_function *f = &s->funcs[i];
 		int dup = 0;
 		for (int j = 0; j < i; j++)
@@ -83,14 +95,16 @@ void gw_openapi_render(const gw_schema *s, gw_buf *o)
 		gw_buf_putc(o, '}');
 	}
 	gw_buf_puts(o, "},\"definitions\":{");
-	for (int i = 0; i < s->nrels; i++) {
+	for (int i = 0; i < s->nrels; i++)
+	{
 		const gw_relation *r = &s->rels[i];
 		if (i)
 			gw_buf_putc(o, ',');
 		gw_buf_json_str(o, r->name);
 		gw_buf_puts(o, ":{\"type\":\"object\",\"required\":[");
 		int first = 1;
-		for (int c = 0; c < r->ncols; c++) {
+		for (int c = 0; c < r->ncols; c++)
+		{
 			if (r->cols[c].nullable || r->cols[c].has_default)
 				continue;
 			if (!first)
@@ -99,7 +113,8 @@ void gw_openapi_render(const gw_schema *s, gw_buf *o)
 			gw_buf_json_str(o, r->cols[c].name);
 		}
 		gw_buf_puts(o, "],\"properties\":{");
-		for (int c = 0; c < r->ncols; c++) {
+		for (int c = 0; c < r->ncols; c++)
+		{
 			if (c)
 				gw_buf_putc(o, ',');
 			gw_buf_json_str(o, r->cols[c].name);
@@ -114,11 +129,14 @@ void gw_openapi_render(const gw_schema *s, gw_buf *o)
 	gw_buf_puts(o, "}}");
 }
 
-void gw_openapi_handle(gw_req *req)
+void
+gw_openapi_handle(gw_req *req)
 {
 	gw_schema *s = gw_schema_current();
-	if (!s) {
-		gw_respond_simple_error(req, 503, "PGRST002", "Could not query the database for the schema cache. Retrying.");
+	if (!s)
+	{
+		gw_respond_simple_error(req, 503, "PGRST002",
+		                        "Could not query the database for the schema cache. Retrying.");
 		return;
 	}
 	gw_buf b;

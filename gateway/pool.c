@@ -13,11 +13,18 @@
 #include "gw.h"
 #include "metrics.h"
 
-enum pstate { P_DOWN, P_CONNECTING, P_IDLE, P_BUSY };
+enum pstate
+{
+	P_DOWN,
+	P_CONNECTING,
+	P_IDLE,
+	P_BUSY
+};
 
 #define CONNECT_TIMEOUT 5.0
 
-typedef struct pconn {
+typedef struct pconn
+{
 	PGconn *pg;
 	enum pstate state;
 	ev_io io;
@@ -25,9 +32,9 @@ typedef struct pconn {
 	ev_timer retry;
 	double backoff;
 	gw_pg_job *job;
-	int qi;        /* index of the query whose results come next */
+	int qi; /* index of the query whose results come next */
 	int syncs;
-	int counted;   /* counted in the pool_size metric */
+	int counted;      /* counted in the pool_size metric */
 	int rolling_back; /* a failed job's transaction is being rolled back */
 	int id;
 } pconn;
@@ -43,7 +50,8 @@ static char options[128];
 static void pconn_start(pconn *c);
 static void dispatch(void);
 
-PGconn *gw_pg_connect_start(const char *application_name)
+PGconn *
+gw_pg_connect_start(const char *application_name)
 {
 	const char *keys[] = {"user", "application_name", "options", "connect_timeout", NULL};
 	const char *vals[] = {db_user, application_name, options, "5", NULL};
@@ -53,13 +61,15 @@ PGconn *gw_pg_connect_start(const char *application_name)
 	return pg;
 }
 
-static void quiet_notice(void *arg, const PGresult *res)
+static void
+quiet_notice(void *arg, const PGresult *res)
 {
 	(void)arg;
 	(void)res;
 }
 
-static void watch(pconn *c, int fd, int events)
+static void
+watch(pconn *c, int fd, int events)
 {
 	if (c->io_fd == fd && c->io_events == events && ev_is_active(&c->io))
 		return;
@@ -72,12 +82,14 @@ static void watch(pconn *c, int fd, int events)
 	ev_io_start(gw_loop, &c->io);
 }
 
-static void job_finish(gw_pg_job *job)
+static void
+job_finish(gw_pg_job *job)
 {
 	job->done(job);
 }
 
-static void fail_job(gw_pg_job *job, const char *why, int timed_out)
+static void
+fail_job(gw_pg_job *job, const char *why, int timed_out)
 {
 	job->failed = 1;
 	job->timed_out = timed_out;
@@ -85,24 +97,29 @@ static void fail_job(gw_pg_job *job, const char *why, int timed_out)
 	job_finish(job);
 }
 
-static void set_state(pconn *c, enum pstate s)
+static void
+set_state(pconn *c, enum pstate s)
 {
 	if (c->state == P_BUSY && s != P_BUSY)
 		gw_metrics_pool(0, -1, 0);
 	if (s == P_BUSY && c->state != P_BUSY)
 		gw_metrics_pool(0, 1, 0);
 	int up = s == P_IDLE || s == P_BUSY;
-	if (up && !c->counted) {
+	if (up && !c->counted)
+	{
 		gw_metrics_pool(1, 0, 0);
 		c->counted = 1;
-	} else if (!up && c->counted) {
+	}
+	else if (!up && c->counted)
+	{
 		gw_metrics_pool(-1, 0, 0);
 		c->counted = 0;
 	}
 	c->state = s;
 }
 
-static int any_up_or_coming(void)
+static int
+any_up_or_coming(void)
 {
 	for (int i = 0; i < nconns; i++)
 		if (conns[i].state != P_DOWN)
@@ -110,7 +127,8 @@ static int any_up_or_coming(void)
 	return 0;
 }
 
-static int any_up(void)
+static int
+any_up(void)
 {
 	for (int i = 0; i < nconns; i++)
 		if (conns[i].state == P_IDLE || conns[i].state == P_BUSY)
@@ -119,9 +137,11 @@ static int any_up(void)
 }
 
 /* Fails every waiting job: used when no connection can serve them soon. */
-static void fail_queue(const char *why)
+static void
+fail_queue(const char *why)
 {
-	while (queue_head) {
+	while (queue_head)
+	{
 		gw_pg_job *j = queue_head;
 		queue_head = j->next;
 		queue_len--;
@@ -131,7 +151,8 @@ static void fail_queue(const char *why)
 	queue_tail = NULL;
 }
 
-static void pconn_down(pconn *c, const char *reason)
+static void
+pconn_down(pconn *c, const char *reason)
 {
 	/* reason may point into the connection's own error buffer: copy it first */
 	char why[256];
@@ -139,7 +160,8 @@ static void pconn_down(pconn *c, const char *reason)
 	why[strcspn(why, "\n")] = '\0';
 	ev_io_stop(gw_loop, &c->io);
 	c->io_fd = -1;
-	if (c->pg) {
+	if (c->pg)
+	{
 		PQfinish(c->pg);
 		c->pg = NULL;
 	}
@@ -160,24 +182,28 @@ static void pconn_down(pconn *c, const char *reason)
 		fail_queue("no database connection is available");
 }
 
-static void flush_out(pconn *c)
+static void
+flush_out(pconn *c)
 {
 	int r = PQflush(c->pg);
-	if (r < 0) {
+	if (r < 0)
+	{
 		pconn_down(c, PQerrorMessage(c->pg));
 		return;
 	}
 	watch(c, PQsocket(c->pg), EV_READ | (r == 1 ? EV_WRITE : 0));
 }
 
-static int send_q(pconn *c, const char *sql, const gw_params *p)
+static int
+send_q(pconn *c, const char *sql, const gw_params *p)
 {
 	return PQsendQueryParams(c->pg, sql, p ? p->n : 0, p ? (const Oid *)p->types : NULL,
-				 p ? (const char *const *)p->values : NULL, p ? p->lengths : NULL,
-				 p ? p->formats : NULL, 0);
+	                         p ? (const char *const *)p->values : NULL, p ? p->lengths : NULL,
+	                         p ? p->formats : NULL, 0);
 }
 
-static void start_job(pconn *c, gw_pg_job *job)
+static void
+start_job(pconn *c, gw_pg_job *job)
 {
 	c->job = job;
 	c->qi = 0;
@@ -185,8 +211,10 @@ static void start_job(pconn *c, gw_pg_job *job)
 	set_state(c, P_BUSY);
 	int ok = 1;
 	if (!job->no_transaction)
-		ok = send_q(c, job->read_only ? "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY"
-						: "BEGIN ISOLATION LEVEL READ COMMITTED", NULL);
+		ok = send_q(c,
+		            job->read_only ? "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY"
+		                           : "BEGIN ISOLATION LEVEL READ COMMITTED",
+		            NULL);
 	for (int i = 0; ok && i < job->nstmts; i++)
 		ok = send_q(c, job->stmts[i].sql, job->stmts[i].params);
 	/* one Sync for the whole transaction: the success path is one round trip;
@@ -194,7 +222,8 @@ static void start_job(pconn *c, gw_pg_job *job)
 	if (!job->no_transaction)
 		ok = ok && send_q(c, "COMMIT", NULL);
 	ok = ok && PQpipelineSync(c->pg);
-	if (!ok) {
+	if (!ok)
+	{
 		pconn_down(c, PQerrorMessage(c->pg));
 		return;
 	}
@@ -202,32 +231,40 @@ static void start_job(pconn *c, gw_pg_job *job)
 }
 
 /* Maps the running query index to the job's statement index (-1: BEGIN/COMMIT). */
-static int stmt_index(pconn *c)
+static int
+stmt_index(pconn *c)
 {
 	int i = c->job->no_transaction ? c->qi : c->qi - 1;
 	return i >= 0 && i < c->job->nstmts ? i : -1;
 }
 
-static void read_results(pconn *c)
+static void
+read_results(pconn *c)
 {
-	if (!PQconsumeInput(c->pg)) {
+	if (!PQconsumeInput(c->pg))
+	{
 		pconn_down(c, PQerrorMessage(c->pg));
 		return;
 	}
-	while ((c->job || c->rolling_back) && !PQisBusy(c->pg)) {
+	while ((c->job || c->rolling_back) && !PQisBusy(c->pg))
+	{
 		PGresult *r = PQgetResult(c->pg);
 		gw_pg_job *job = c->job;
-		if (!r) {
+		if (!r)
+		{
 			c->qi++;
 			continue;
 		}
 		ExecStatusType st = PQresultStatus(r);
-		if (st == PGRES_PIPELINE_SYNC) {
+		if (st == PGRES_PIPELINE_SYNC)
+		{
 			PQclear(r);
 			PGTransactionStatusType ts = PQtransactionStatus(c->pg);
-			if (c->rolling_back) {
+			if (c->rolling_back)
+			{
 				c->rolling_back = 0;
-				if (ts != PQTRANS_IDLE) {
+				if (ts != PQTRANS_IDLE)
+				{
 					pconn_down(c, "ROLLBACK did not end the transaction");
 					return;
 				}
@@ -236,10 +273,12 @@ static void read_results(pconn *c)
 				return;
 			}
 			c->job = NULL;
-			if (ts == PQTRANS_INERROR) {
+			if (ts == PQTRANS_INERROR)
+			{
 				/* the answer is known: give it now, clean up behind it */
 				if (!PQsendQueryParams(c->pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) ||
-				    !PQpipelineSync(c->pg)) {
+				    !PQpipelineSync(c->pg))
+				{
 					pconn_down(c, PQerrorMessage(c->pg));
 					job_finish(job);
 					return;
@@ -251,7 +290,8 @@ static void read_results(pconn *c)
 					return;
 				continue;
 			}
-			if (ts != PQTRANS_IDLE) {
+			if (ts != PQTRANS_IDLE)
+			{
 				pconn_down(c, "connection left inside a transaction");
 				job_finish(job);
 				return;
@@ -261,19 +301,24 @@ static void read_results(pconn *c)
 			dispatch();
 			return;
 		}
-		if (c->rolling_back) {
+		if (c->rolling_back)
+		{
 			PQclear(r);
 			continue;
 		}
-		if (st == PGRES_PIPELINE_ABORTED) {
+		if (st == PGRES_PIPELINE_ABORTED)
+		{
 			PQclear(r);
 			continue;
 		}
-		if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR) {
-			if (!job->error) {
+		if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR)
+		{
+			if (!job->error)
+			{
 				job->error = r;
 				job->error_stmt = stmt_index(c);
-			} else
+			}
+			else
 				PQclear(r);
 			continue;
 		}
@@ -287,10 +332,12 @@ static void read_results(pconn *c)
 		pconn_down(c, PQerrorMessage(c->pg));
 }
 
-static void connect_poll(pconn *c)
+static void
+connect_poll(pconn *c)
 {
 	PostgresPollingStatusType st = PQconnectPoll(c->pg);
-	switch (st) {
+	switch (st)
+	{
 	case PGRES_POLLING_READING:
 		watch(c, PQsocket(c->pg), EV_READ);
 		break;
@@ -299,7 +346,8 @@ static void connect_poll(pconn *c)
 		break;
 	case PGRES_POLLING_OK:
 		PQsetNoticeReceiver(c->pg, quiet_notice, NULL);
-		if (!PQenterPipelineMode(c->pg)) {
+		if (!PQenterPipelineMode(c->pg))
+		{
 			pconn_down(c, "cannot enter pipeline mode");
 			return;
 		}
@@ -309,7 +357,8 @@ static void connect_poll(pconn *c)
 		watch(c, PQsocket(c->pg), EV_READ);
 		dispatch();
 		break;
-	default: {
+	default:
+	{
 		char why[256];
 		snprintf(why, sizeof why, "%s", PQerrorMessage(c->pg));
 		why[strcspn(why, "\n")] = '\0';
@@ -320,22 +369,26 @@ static void connect_poll(pconn *c)
 	}
 }
 
-static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+static void
+on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)loop;
 	pconn *c = w->data;
-	if (c->state == P_CONNECTING) {
+	if (c->state == P_CONNECTING)
+	{
 		connect_poll(c);
 		return;
 	}
 	if (c->state == P_DOWN)
 		return;
-	if (revents & EV_WRITE) {
+	if (revents & EV_WRITE)
+	{
 		flush_out(c);
 		if (c->state == P_DOWN)
 			return;
 	}
-	if (revents & EV_READ) {
+	if (revents & EV_READ)
+	{
 		if (c->job || c->rolling_back)
 			read_results(c);
 		else if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD)
@@ -343,10 +396,12 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
-static void pconn_start(pconn *c)
+static void
+pconn_start(pconn *c)
 {
 	c->pg = gw_pg_connect_start("pgpod-gateway");
-	if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
+	if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD)
+	{
 		pconn_down(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
 		return;
 	}
@@ -359,7 +414,8 @@ static void pconn_start(pconn *c)
 	ev_timer_start(gw_loop, &c->retry);
 }
 
-static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
+static void
+on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
@@ -370,9 +426,11 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 		pconn_start(c);
 }
 
-static void dispatch(void)
+static void
+dispatch(void)
 {
-	for (int i = 0; i < nconns && queue_head; i++) {
+	for (int i = 0; i < nconns && queue_head; i++)
+	{
 		if (conns[i].state != P_IDLE)
 			continue;
 		gw_pg_job *j = queue_head;
@@ -385,13 +443,15 @@ static void dispatch(void)
 	}
 }
 
-static void on_queue_timer(struct ev_loop *loop, ev_timer *w, int revents)
+static void
+on_queue_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)w;
 	(void)revents;
 	double now = ev_now(gw_loop);
-	while (queue_head && now - queue_head->queued_at > gw_cfg.queue_timeout) {
+	while (queue_head && now - queue_head->queued_at > gw_cfg.queue_timeout)
+	{
 		gw_pg_job *j = queue_head;
 		queue_head = j->next;
 		if (!queue_head)
@@ -402,7 +462,8 @@ static void on_queue_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 }
 
-void gw_pool_submit(gw_pg_job *job)
+void
+gw_pool_submit(gw_pg_job *job)
 {
 	for (int i = 0; i < GW_JOB_MAX; i++)
 		job->results[i] = NULL;
@@ -412,16 +473,19 @@ void gw_pool_submit(gw_pg_job *job)
 	job->timed_out = 0;
 	job->next = NULL;
 	job->queued_at = ev_now(gw_loop);
-	if (!any_up() && !any_up_or_coming()) {
+	if (!any_up() && !any_up_or_coming())
+	{
 		fail_job(job, "no database connection is available", 0);
 		return;
 	}
-	if (!any_up()) {
+	if (!any_up())
+	{
 		/* connecting: only a fresh start waits, a down database fails fast */
 		int connecting_first_time = 0;
 		for (int i = 0; i < nconns; i++)
 			connecting_first_time |= conns[i].state == P_CONNECTING && conns[i].backoff == 0;
-		if (!connecting_first_time) {
+		if (!connecting_first_time)
+		{
 			fail_job(job, "no database connection is available", 0);
 			return;
 		}
@@ -436,9 +500,11 @@ void gw_pool_submit(gw_pg_job *job)
 	dispatch();
 }
 
-void gw_pool_job_clear(gw_pg_job *job)
+void
+gw_pool_job_clear(gw_pg_job *job)
 {
-	for (int i = 0; i < GW_JOB_MAX; i++) {
+	for (int i = 0; i < GW_JOB_MAX; i++)
+	{
 		if (job->results[i])
 			PQclear(job->results[i]);
 		job->results[i] = NULL;
@@ -448,7 +514,8 @@ void gw_pool_job_clear(gw_pg_job *job)
 	job->error = NULL;
 }
 
-int gw_pool_busy(void)
+int
+gw_pool_busy(void)
 {
 	int n = queue_len;
 	for (int i = 0; i < nconns; i++)
@@ -456,7 +523,8 @@ int gw_pool_busy(void)
 	return n;
 }
 
-int gw_pool_init(int size, const char *user, long statement_timeout_ms)
+int
+gw_pool_init(int size, const char *user, long statement_timeout_ms)
 {
 	db_user = user;
 	snprintf(options, sizeof options, "-c statement_timeout=%ld", statement_timeout_ms);
@@ -464,7 +532,8 @@ int gw_pool_init(int size, const char *user, long statement_timeout_ms)
 	conns = calloc((size_t)size, sizeof *conns);
 	if (!conns)
 		return -1;
-	for (int i = 0; i < size; i++) {
+	for (int i = 0; i < size; i++)
+	{
 		pconn *c = &conns[i];
 		c->id = i;
 		c->io_fd = -1;
@@ -479,10 +548,12 @@ int gw_pool_init(int size, const char *user, long statement_timeout_ms)
 	return 0;
 }
 
-void gw_pool_shutdown(void)
+void
+gw_pool_shutdown(void)
 {
 	ev_timer_stop(gw_loop, &queue_timer);
-	for (int i = 0; i < nconns; i++) {
+	for (int i = 0; i < nconns; i++)
+	{
 		pconn *c = &conns[i];
 		ev_timer_stop(gw_loop, &c->retry);
 		ev_io_stop(gw_loop, &c->io);
@@ -492,7 +563,8 @@ void gw_pool_shutdown(void)
 	}
 }
 
-int gw_pool_up(void)
+int
+gw_pool_up(void)
 {
 	return any_up();
 }

@@ -11,24 +11,26 @@
 
 #define GW_JOB_MAX 6
 
-typedef struct gw_pg_stmt {
+typedef struct gw_pg_stmt
+{
 	const char *sql;
 	const gw_params *params;
 } gw_pg_stmt;
 
 typedef struct gw_pg_job gw_pg_job;
-struct gw_pg_job {
+struct gw_pg_job
+{
 	int nstmts;
 	gw_pg_stmt stmts[GW_JOB_MAX];
 	int read_only;
-	int no_transaction;    /* run the statements alone (health checks) */
+	int no_transaction; /* run the statements alone (health checks) */
 	void (*done)(gw_pg_job *job);
 	void *data;
 	/* results, owned by the job until gw_pool_job_clear */
 	PGresult *results[GW_JOB_MAX];
 	PGresult *error;
-	int error_stmt;        /* index of the failing statement, -1 for BEGIN/COMMIT */
-	int failed;            /* no answer: connection lost, pool down or timed out */
+	int error_stmt; /* index of the failing statement, -1 for BEGIN/COMMIT */
+	int failed;     /* no answer: connection lost, pool down or timed out */
 	int timed_out;
 	char failure[256];
 	/* pool internals */

@@ -10,27 +10,31 @@
 #include <string.h>
 
 static const char *const op_names[] = {
-	"eq", "neq", "gt", "gte", "lt", "lte", "like", "ilike", "match", "imatch", "in",
-	"is", "isdistinct", "fts", "plfts", "phfts", "wfts", "cs", "cd", "ov", "sl", "sr",
-	"nxl", "nxr", "adj",
+    "eq",     "neq", "gt", "gte",        "lt",  "lte",   "like",  "ilike", "match",
+    "imatch", "in",  "is", "isdistinct", "fts", "plfts", "phfts", "wfts",  "cs",
+    "cd",     "ov",  "sl", "sr",         "nxl", "nxr",   "adj",
 };
 
-const char *gw_op_name(gw_op op)
+const char *
+gw_op_name(gw_op op)
 {
 	return op_names[op];
 }
 
-static int fail(gw_parse_error *err, const char *what, const char *input, const char *details)
+static int
+fail(gw_parse_error *err, const char *what, const char *input, const char *details)
 {
-	if (err) {
+	if (err)
+	{
 		snprintf(err->message, sizeof err->message, "\"failed to parse %s parameter (%.120s)\"",
-			 what, input ? input : "");
+		         what, input ? input : "");
 		snprintf(err->details, sizeof err->details, "%s", details);
 	}
 	return -1;
 }
 
-static int hexval(char c)
+static int
+hexval(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -41,12 +45,15 @@ static int hexval(char c)
 	return -1;
 }
 
-char *gw_url_decode(gw_arena *a, const char *s, size_t n, int plus_is_space)
+char *
+gw_url_decode(gw_arena *a, const char *s, size_t n, int plus_is_space)
 {
 	char *d = gw_arena_alloc(a, n + 1), *o = d;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
+	{
 		char c = s[i];
-		if (c == '%') {
+		if (c == '%')
+		{
 			if (i + 2 >= n)
 				return NULL;
 			int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
@@ -54,11 +61,17 @@ char *gw_url_decode(gw_arena *a, const char *s, size_t n, int plus_is_space)
 				return NULL;
 			*o++ = (char)(h * 16 + l);
 			i += 2;
-		} else if (c == '+' && plus_is_space) {
+		}
+		else if (c == '+' && plus_is_space)
+		{
 			*o++ = ' ';
-		} else if (c == '\0') {
+		}
+		else if (c == '\0')
+		{
 			return NULL;
-		} else {
+		}
+		else
+		{
 			*o++ = c;
 		}
 	}
@@ -67,7 +80,8 @@ char *gw_url_decode(gw_arena *a, const char *s, size_t n, int plus_is_space)
 }
 
 /* Characters that end a bare name in select/order/logic contexts. */
-static int name_stop(const char *p, const char *end)
+static int
+name_stop(const char *p, const char *end)
 {
 	char c = *p;
 	if (c == ',' || c == ':' || c == '(' || c == ')' || c == '!' || c == '.')
@@ -78,13 +92,16 @@ static int name_stop(const char *p, const char *end)
 }
 
 /* Reads a bare or "quoted" name at *pp. */
-static char *parse_name(gw_arena *a, const char **pp, const char *end)
+static char *
+parse_name(gw_arena *a, const char **pp, const char *end)
 {
 	const char *p = *pp;
-	if (p < end && *p == '"') {
+	if (p < end && *p == '"')
+	{
 		char *d = gw_arena_alloc(a, (size_t)(end - p) + 1), *o = d;
 		p++;
-		while (p < end && *p != '"') {
+		while (p < end && *p != '"')
+		{
 			if (*p == '\\' && p + 1 < end)
 				p++;
 			*o++ = *p++;
@@ -109,17 +126,20 @@ static char *parse_name(gw_arena *a, const char **pp, const char *end)
 
 /* Reads name[->key|->>key]* at *pp; JSON keys end like names but may hold '.'
  * only when quoted. */
-static int parse_field(gw_arena *a, const char **pp, const char *end, gw_field *f)
+static int
+parse_field(gw_arena *a, const char **pp, const char *end, gw_field *f)
 {
 	const char *p = *pp;
 	memset(f, 0, sizeof *f);
 	f->name = parse_name(a, &p, end);
 	if (!f->name)
 		return -1;
-	while (p + 1 < end && p[0] == '-' && p[1] == '>') {
+	while (p + 1 < end && p[0] == '-' && p[1] == '>')
+	{
 		int text = 0;
 		p += 2;
-		if (p < end && *p == '>') {
+		if (p < end && *p == '>')
+		{
 			text = 1;
 			p++;
 		}
@@ -138,7 +158,8 @@ static int parse_field(gw_arena *a, const char **pp, const char *end, gw_field *
 
 /* A type name for ::cast: letters, digits, underscores, spaces between words
  * (double precision), an optional [] suffix. Anything else is refused. */
-static char *parse_cast(gw_arena *a, const char **pp, const char *end)
+static char *
+parse_cast(gw_arena *a, const char **pp, const char *end)
 {
 	const char *p = *pp, *s = p;
 	if (p >= end || !(isalpha((unsigned char)*p) || *p == '_'))
@@ -156,27 +177,31 @@ static char *parse_cast(gw_arena *a, const char **pp, const char *end)
 	return t;
 }
 
-static void skip_spaces(const char **pp, const char *end)
+static void
+skip_spaces(const char **pp, const char *end)
 {
 	while (*pp < end && (**pp == ' ' || **pp == '\t' || **pp == '\n'))
 		(*pp)++;
 }
 
 static int parse_select_list(gw_arena *a, const char **pp, const char *end, int depth,
-			     gw_select **out, const char *input, gw_parse_error *err);
+                             gw_select **out, const char *input, gw_parse_error *err);
 
-static int parse_select_item(gw_arena *a, const char **pp, const char *end, int depth,
-			     gw_select_item *it, const char *input, gw_parse_error *err)
+static int
+parse_select_item(gw_arena *a, const char **pp, const char *end, int depth, gw_select_item *it,
+                  const char *input, gw_parse_error *err)
 {
 	const char *p = *pp;
 	skip_spaces(&p, end);
-	if (p < end && *p == '*') {
+	if (p < end && *p == '*')
+	{
 		it->kind = GW_SEL_STAR;
 		*pp = p + 1;
 		return 0;
 	}
 	int spread = 0;
-	if (p + 2 < end && p[0] == '.' && p[1] == '.' && p[2] == '.') {
+	if (p + 2 < end && p[0] == '.' && p[1] == '.' && p[2] == '.')
+	{
 		spread = 1;
 		p += 3;
 	}
@@ -184,7 +209,8 @@ static int parse_select_item(gw_arena *a, const char **pp, const char *end, int 
 	char *first = parse_name(a, &p, end);
 	if (!first)
 		return fail(err, "select", input, "expected a column or relation name");
-	if (p < end && *p == ':' && !(p + 1 < end && p[1] == ':')) {
+	if (p < end && *p == ':' && !(p + 1 < end && p[1] == ':'))
+	{
 		it->alias = first;
 		p++;
 		save = p;
@@ -194,11 +220,13 @@ static int parse_select_item(gw_arena *a, const char **pp, const char *end, int 
 	}
 	if (spread && !(p < end && (*p == '!' || *p == '(')))
 		return fail(err, "select", input, "... spreads an embedded relation: ...rel(columns)");
-	if (p < end && (*p == '!' || *p == '(')) {
+	if (p < end && (*p == '!' || *p == '('))
+	{
 		it->kind = GW_SEL_EMBED;
 		it->relation = first;
 		it->spread = spread;
-		while (p < end && *p == '!') {
+		while (p < end && *p == '!')
+		{
 			p++;
 			char *word = parse_name(a, &p, end);
 			if (!word)
@@ -229,7 +257,8 @@ static int parse_select_item(gw_arena *a, const char **pp, const char *end, int 
 	it->kind = GW_SEL_FIELD;
 	if (parse_field(a, &p, end, &it->field))
 		return fail(err, "select", input, "malformed column or JSON path");
-	if (p + 1 < end && p[0] == ':' && p[1] == ':') {
+	if (p + 1 < end && p[0] == ':' && p[1] == ':')
+	{
 		p += 2;
 		it->cast = parse_cast(a, &p, end);
 		if (!it->cast)
@@ -244,21 +273,24 @@ static int parse_select_item(gw_arena *a, const char **pp, const char *end, int 
 	return 0;
 }
 
-static int parse_select_list(gw_arena *a, const char **pp, const char *end, int depth,
-			     gw_select **out, const char *input, gw_parse_error *err)
+static int
+parse_select_list(gw_arena *a, const char **pp, const char *end, int depth, gw_select **out,
+                  const char *input, gw_parse_error *err)
 {
 	gw_select *sel = gw_arena_alloc(a, sizeof *sel);
 	const char *p = *pp;
-	if (p < end && *p == ')') { /* rel() selects nothing but still embeds */
+	if (p < end && *p == ')')
+	{ /* rel() selects nothing but still embeds */
 		*out = sel;
 		return 0;
 	}
-	for (;;) {
-		gw_select_item *it = gw_arena_push(a, (void **)&sel->items, &sel->n, &sel->cap,
-						   sizeof *it);
+	for (;;)
+	{
+		gw_select_item *it = gw_arena_push(a, (void **)&sel->items, &sel->n, &sel->cap, sizeof *it);
 		if (parse_select_item(a, &p, end, depth, it, input, err))
 			return -1;
-		if (p < end && *p == ',') {
+		if (p < end && *p == ',')
+		{
 			p++;
 			continue;
 		}
@@ -269,10 +301,12 @@ static int parse_select_list(gw_arena *a, const char **pp, const char *end, int 
 	return 0;
 }
 
-int gw_parse_select(gw_arena *a, const char *s, gw_select **out, gw_parse_error *err)
+int
+gw_parse_select(gw_arena *a, const char *s, gw_select **out, gw_parse_error *err)
 {
 	const char *p = s, *end = s + strlen(s);
-	if (p == end) {
+	if (p == end)
+	{
 		*out = NULL;
 		return 0;
 	}
@@ -285,7 +319,8 @@ int gw_parse_select(gw_arena *a, const char *s, gw_select **out, gw_parse_error 
 
 /* Splits "a,b" / "{a,b}" / "(a,b)" contents into items; "quoted" items keep commas
  * and parentheses, with \" and \\ escapes. */
-static int parse_list(gw_arena *a, const char *s, size_t n, char ***out, int *nout)
+static int
+parse_list(gw_arena *a, const char *s, size_t n, char ***out, int *nout)
 {
 	int cap = 0;
 	*out = NULL;
@@ -293,12 +328,15 @@ static int parse_list(gw_arena *a, const char *s, size_t n, char ***out, int *no
 	if (n == 0)
 		return 0;
 	const char *p = s, *end = s + n;
-	for (;;) {
+	for (;;)
+	{
 		char *item;
-		if (p < end && *p == '"') {
+		if (p < end && *p == '"')
+		{
 			char *d = gw_arena_alloc(a, (size_t)(end - p) + 1), *o = d;
 			p++;
-			while (p < end && *p != '"') {
+			while (p < end && *p != '"')
+			{
 				if (*p == '\\' && p + 1 < end)
 					p++;
 				*o++ = *p++;
@@ -308,7 +346,9 @@ static int parse_list(gw_arena *a, const char *s, size_t n, char ***out, int *no
 			p++;
 			*o = '\0';
 			item = d;
-		} else {
+		}
+		else
+		{
 			const char *st = p;
 			while (p < end && *p != ',')
 				p++;
@@ -323,22 +363,25 @@ static int parse_list(gw_arena *a, const char *s, size_t n, char ***out, int *no
 	}
 }
 
-static void stars_to_percent(char *s)
+static void
+stars_to_percent(char *s)
 {
 	for (; s && *s; s++)
 		if (*s == '*')
 			*s = '%';
 }
 
-int gw_parse_filter(gw_arena *a, const char *field, const char *value, gw_filter *f,
-		    gw_parse_error *err)
+int
+gw_parse_filter(gw_arena *a, const char *field, const char *value, gw_filter *f,
+                gw_parse_error *err)
 {
 	memset(f, 0, sizeof *f);
 	const char *fp = field, *fend = field + strlen(field);
 	if (parse_field(a, &fp, fend, &f->field) || fp != fend)
 		return fail(err, "filter", field, "malformed column or JSON path");
 	const char *p = value;
-	if (!strncmp(p, "not.", 4)) {
+	if (!strncmp(p, "not.", 4))
+	{
 		f->negate = 1;
 		p += 4;
 	}
@@ -353,12 +396,17 @@ int gw_parse_filter(gw_arena *a, const char *field, const char *value, gw_filter
 	if (op < 0)
 		return fail(err, "filter", value, "unknown operator");
 	f->op = (gw_op)op;
-	if (!strncmp(p, "(any)", 5) || !strncmp(p, "(all)", 5)) {
+	if (!strncmp(p, "(any)", 5) || !strncmp(p, "(all)", 5))
+	{
 		if (!(op <= GW_OP_IMATCH))
-			return fail(err, "filter", value, "(any)/(all) apply to eq, neq, gt, gte, lt, lte, like, ilike, match, imatch");
+			return fail(
+			    err, "filter", value,
+			    "(any)/(all) apply to eq, neq, gt, gte, lt, lte, like, ilike, match, imatch");
 		f->quant = p[1] == 'a' && p[2] == 'n' ? GW_QUANT_ANY : GW_QUANT_ALL;
 		p += 5;
-	} else if (*p == '(' && op >= GW_OP_FTS && op <= GW_OP_WFTS) {
+	}
+	else if (*p == '(' && op >= GW_OP_FTS && op <= GW_OP_WFTS)
+	{
 		const char *ls = ++p;
 		while (*p && *p != ')')
 			p++;
@@ -371,28 +419,36 @@ int gw_parse_filter(gw_arena *a, const char *field, const char *value, gw_filter
 		return fail(err, "filter", value, "expected . after the operator");
 	p++;
 	size_t n = strlen(p);
-	if (op == GW_OP_IN) {
+	if (op == GW_OP_IN)
+	{
 		if (n < 2 || p[0] != '(' || p[n - 1] != ')' ||
 		    parse_list(a, p + 1, n - 2, &f->list, &f->nlist))
 			return fail(err, "filter", value, "in takes a list: in.(a,b,\"c,d\")");
-	} else if (f->quant) {
+	}
+	else if (f->quant)
+	{
 		if (n < 2 || p[0] != '{' || p[n - 1] != '}' ||
 		    parse_list(a, p + 1, n - 2, &f->list, &f->nlist))
 			return fail(err, "filter", value, "(any)/(all) take a list: {a,b}");
 		if (op == GW_OP_LIKE || op == GW_OP_ILIKE)
 			for (int i = 0; i < f->nlist; i++)
 				stars_to_percent(f->list[i]);
-	} else if (op == GW_OP_IS) {
+	}
+	else if (op == GW_OP_IS)
+	{
 		static const char *const ok[] = {"null", "not_null", "true", "false", "unknown"};
 		int found = 0;
 		for (size_t i = 0; i < 5; i++)
-			if (!strcasecmp(p, ok[i])) {
+			if (!strcasecmp(p, ok[i]))
+			{
 				f->value = gw_arena_strdup(a, ok[i]);
 				found = 1;
 			}
 		if (!found)
 			return fail(err, "filter", value, "is takes null, not_null, true, false or unknown");
-	} else {
+	}
+	else
+	{
 		f->value = gw_arena_strdup(a, p);
 		if (op == GW_OP_LIKE || op == GW_OP_ILIKE)
 			stars_to_percent(f->value);
@@ -400,7 +456,8 @@ int gw_parse_filter(gw_arena *a, const char *field, const char *value, gw_filter
 	return 0;
 }
 
-static gw_logic *new_node(gw_arena *a, int is_or, int negate)
+static gw_logic *
+new_node(gw_arena *a, int is_or, int negate)
 {
 	gw_logic *l = gw_arena_alloc(a, sizeof *l);
 	l->is_or = is_or;
@@ -408,29 +465,33 @@ static gw_logic *new_node(gw_arena *a, int is_or, int negate)
 	return l;
 }
 
-static void add_child(gw_arena *a, gw_logic *parent, gw_logic *child)
+static void
+add_child(gw_arena *a, gw_logic *parent, gw_logic *child)
 {
-	*(gw_logic **)gw_arena_push(a, (void **)&parent->children, &parent->nchildren,
-				    &parent->cap, sizeof child) = child;
+	*(gw_logic **)gw_arena_push(a, (void **)&parent->children, &parent->nchildren, &parent->cap,
+	                            sizeof child) = child;
 }
 
 static int parse_logic_body(gw_arena *a, const char *s, size_t n, gw_logic *node, int depth,
-			    const char *input, gw_parse_error *err);
+                            const char *input, gw_parse_error *err);
 
 /* One element of an and/or list: a nested tree or field.op.value. */
-static int parse_logic_item(gw_arena *a, const char *s, size_t n, gw_logic *parent, int depth,
-			    const char *input, gw_parse_error *err)
+static int
+parse_logic_item(gw_arena *a, const char *s, size_t n, gw_logic *parent, int depth,
+                 const char *input, gw_parse_error *err)
 {
 	int negate = 0;
 	if (n >= 4 && !strncmp(s, "not.", 4) &&
-	    ((n >= 8 && !strncmp(s + 4, "and(", 4)) || (n >= 7 && !strncmp(s + 4, "or(", 3)))) {
+	    ((n >= 8 && !strncmp(s + 4, "and(", 4)) || (n >= 7 && !strncmp(s + 4, "or(", 3))))
+	{
 		negate = 1;
 		s += 4;
 		n -= 4;
 	}
 	int is_or = n >= 3 && !strncmp(s, "or(", 3);
 	int is_and = n >= 4 && !strncmp(s, "and(", 4);
-	if (is_or || is_and) {
+	if (is_or || is_and)
+	{
 		size_t skip = is_or ? 2 : 3;
 		if (s[n - 1] != ')')
 			return fail(err, "logic tree", input, "expected ) to close the tree");
@@ -450,11 +511,14 @@ static int parse_logic_item(gw_arena *a, const char *s, size_t n, gw_logic *pare
 	char *value = gw_arena_strndup(a, p + 1, (size_t)(end - p - 1));
 	/* field.op."quoted value" keeps commas and parentheses; drop the quotes */
 	char *dot = strchr(value, '.');
-	if (dot && dot[1] == '"') {
+	if (dot && dot[1] == '"')
+	{
 		size_t vl = strlen(dot + 1);
-		if (vl >= 2 && dot[vl] == '"') {
+		if (vl >= 2 && dot[vl] == '"')
+		{
 			char *o = dot + 1;
-			for (char *q = dot + 2; q < dot + vl; q++) {
+			for (char *q = dot + 2; q < dot + vl; q++)
+			{
 				if (*q == '\\' && q + 1 < dot + vl)
 					q++;
 				*o++ = *q;
@@ -470,32 +534,39 @@ static int parse_logic_item(gw_arena *a, const char *s, size_t n, gw_logic *pare
 	return 0;
 }
 
-static int parse_logic_body(gw_arena *a, const char *s, size_t n, gw_logic *node, int depth,
-			    const char *input, gw_parse_error *err)
+static int
+parse_logic_body(gw_arena *a, const char *s, size_t n, gw_logic *node, int depth, const char *input,
+                 gw_parse_error *err)
 {
 	size_t i = 0, start = 0;
 	int paren = 0, quoted = 0;
 	if (n == 0)
 		return fail(err, "logic tree", input, "empty logic tree");
-	for (i = 0; i <= n; i++) {
-		if (i < n) {
+	for (i = 0; i <= n; i++)
+	{
+		if (i < n)
+		{
 			char c = s[i];
-			if (quoted) {
+			if (quoted)
+			{
 				if (c == '\\')
 					i++;
 				else if (c == '"')
 					quoted = 0;
 				continue;
 			}
-			if (c == '"') {
+			if (c == '"')
+			{
 				quoted = 1;
 				continue;
 			}
-			if (c == '(') {
+			if (c == '(')
+			{
 				paren++;
 				continue;
 			}
-			if (c == ')') {
+			if (c == ')')
+			{
 				if (--paren < 0)
 					return fail(err, "logic tree", input, "unbalanced parentheses");
 				continue;
@@ -516,8 +587,9 @@ static int parse_logic_body(gw_arena *a, const char *s, size_t n, gw_logic *node
 	return 0;
 }
 
-int gw_parse_logic(gw_arena *a, int is_or, int negate, const char *value, gw_logic **out,
-		   gw_parse_error *err)
+int
+gw_parse_logic(gw_arena *a, int is_or, int negate, const char *value, gw_logic **out,
+               gw_parse_error *err)
 {
 	size_t n = strlen(value);
 	if (n < 2 || value[0] != '(' || value[n - 1] != ')')
@@ -529,17 +601,20 @@ int gw_parse_logic(gw_arena *a, int is_or, int negate, const char *value, gw_log
 	return 0;
 }
 
-int gw_parse_order(gw_arena *a, const char *s, gw_scope *scope, gw_parse_error *err)
+int
+gw_parse_order(gw_arena *a, const char *s, gw_scope *scope, gw_parse_error *err)
 {
 	const char *p = s, *end = s + strlen(s);
 	if (p == end)
 		return fail(err, "order", s, "empty order");
-	for (;;) {
-		gw_order_term *t = gw_arena_push(a, (void **)&scope->order, &scope->norder,
-						 &scope->order_cap, sizeof *t);
+	for (;;)
+	{
+		gw_order_term *t =
+		    gw_arena_push(a, (void **)&scope->order, &scope->norder, &scope->order_cap, sizeof *t);
 		if (parse_field(a, &p, end, &t->field))
 			return fail(err, "order", s, "expected a column");
-		if (p < end && *p == '(') { /* rel(col): order by a to-one embed's column */
+		if (p < end && *p == '(')
+		{ /* rel(col): order by a to-one embed's column */
 			if (t->field.njson)
 				return fail(err, "order", s, "expected rel(column)");
 			t->embed = t->field.name;
@@ -548,7 +623,8 @@ int gw_parse_order(gw_arena *a, const char *s, gw_scope *scope, gw_parse_error *
 				return fail(err, "order", s, "expected rel(column)");
 			p++;
 		}
-		while (p < end && *p == '.') {
+		while (p < end && *p == '.')
+		{
 			const char *m = ++p;
 			while (p < end && *p != '.' && *p != ',')
 				p++;
@@ -572,7 +648,8 @@ int gw_parse_order(gw_arena *a, const char *s, gw_scope *scope, gw_parse_error *
 	}
 }
 
-gw_scope *gw_query_find_scope(const gw_query *q, const char *path)
+gw_scope *
+gw_query_find_scope(const gw_query *q, const char *path)
 {
 	for (int i = 0; i < q->nscopes; i++)
 		if (!strcmp(q->scopes[i].path, path))
@@ -580,7 +657,8 @@ gw_scope *gw_query_find_scope(const gw_query *q, const char *path)
 	return NULL;
 }
 
-gw_scope *gw_query_scope(gw_arena *a, gw_query *q, const char *path)
+gw_scope *
+gw_query_scope(gw_arena *a, gw_query *q, const char *path)
 {
 	gw_scope *s = gw_query_find_scope(q, path);
 	if (s)
@@ -592,7 +670,8 @@ gw_scope *gw_query_scope(gw_arena *a, gw_query *q, const char *path)
 	return s;
 }
 
-static int parse_count(const char *s, long *out)
+static int
+parse_count(const char *s, long *out)
 {
 	if (!*s || strlen(s) > 18)
 		return -1;
@@ -603,12 +682,14 @@ static int parse_count(const char *s, long *out)
 	return 0;
 }
 
-static int parse_name_list(gw_arena *a, const char *s, char ***out, int *n)
+static int
+parse_name_list(gw_arena *a, const char *s, char ***out, int *n)
 {
 	int cap = 0;
 	const char *p = s, *end = s + strlen(s);
 	*n = 0;
-	for (;;) {
+	for (;;)
+	{
 		char *name = parse_name(a, &p, end);
 		if (!name)
 			return -1;
@@ -622,7 +703,8 @@ static int parse_name_list(gw_arena *a, const char *s, char ***out, int *n)
 }
 
 /* Splits "a.b.key" into scope "a.b" and "key" (dots inside a JSON path stay). */
-static void split_scope(gw_arena *a, const char *key, char **scope, const char **rest)
+static void
+split_scope(gw_arena *a, const char *key, char **scope, const char **rest)
 {
 	const char *arrow = strstr(key, "->");
 	const char *lim = arrow ? arrow : key + strlen(key);
@@ -630,7 +712,8 @@ static void split_scope(gw_arena *a, const char *key, char **scope, const char *
 	for (const char *p = key; p < lim; p++)
 		if (*p == '.')
 			dot = p;
-	if (!dot) {
+	if (!dot)
+	{
 		*scope = "";
 		*rest = key;
 		return;
@@ -639,37 +722,44 @@ static void split_scope(gw_arena *a, const char *key, char **scope, const char *
 	*rest = dot + 1;
 }
 
-static int ends_with(const char *s, const char *suffix, char **prefix, gw_arena *a)
+static int
+ends_with(const char *s, const char *suffix, char **prefix, gw_arena *a)
 {
 	size_t n = strlen(s), m = strlen(suffix);
-	if (n == m && !strcmp(s, suffix)) {
+	if (n == m && !strcmp(s, suffix))
+	{
 		*prefix = "";
 		return 1;
 	}
-	if (n > m + 1 && s[n - m - 1] == '.' && !strcmp(s + n - m, suffix)) {
+	if (n > m + 1 && s[n - m - 1] == '.' && !strcmp(s + n - m, suffix))
+	{
 		*prefix = gw_arena_strndup(a, s, n - m - 1);
 		return 1;
 	}
 	return 0;
 }
 
-int gw_query_parse(gw_arena *a, const char *qs, size_t len, const char *const *arg_names,
-		   gw_query *q, gw_parse_error *err)
+int
+gw_query_parse(gw_arena *a, const char *qs, size_t len, const char *const *arg_names, gw_query *q,
+               gw_parse_error *err)
 {
 	memset(q, 0, sizeof *q);
 	gw_query_scope(a, q, "");
 	const char *p = qs, *end = qs + len;
 	int on_conflict_seen = 0;
-	while (p < end) {
+	while (p < end)
+	{
 		const char *amp = memchr(p, '&', (size_t)(end - p));
 		const char *pe = amp ? amp : end;
 		const char *eq = memchr(p, '=', (size_t)(pe - p));
-		if (pe == p) {
+		if (pe == p)
+		{
 			p = pe + 1;
 			continue;
 		}
 		char *key = gw_url_decode(a, p, (size_t)((eq ? eq : pe) - p), 1);
-		char *val = eq ? gw_url_decode(a, eq + 1, (size_t)(pe - eq - 1), 1) : gw_arena_strdup(a, "");
+		char *val =
+		    eq ? gw_url_decode(a, eq + 1, (size_t)(pe - eq - 1), 1) : gw_arena_strdup(a, "");
 		p = amp ? amp + 1 : end;
 		if (!key || !val)
 			return fail(err, "query", "", "malformed percent-encoding or NUL byte");
@@ -678,41 +768,58 @@ int gw_query_parse(gw_arena *a, const char *qs, size_t len, const char *const *a
 		for (const char *const *an = arg_names; an && *an; an++)
 			if (!strcmp(*an, key))
 				is_arg = 1;
-		if (is_arg) {
+		if (is_arg)
+		{
 			gw_kv *kv = gw_arena_push(a, (void **)&q->args, &q->nargs, &q->args_cap, sizeof *kv);
 			kv->key = key;
 			kv->value = val;
-		} else if (!strcmp(key, "select")) {
+		}
+		else if (!strcmp(key, "select"))
+		{
 			if (gw_parse_select(a, val, &q->select, err))
 				return -1;
-		} else if (!strcmp(key, "on_conflict")) {
+		}
+		else if (!strcmp(key, "on_conflict"))
+		{
 			if (on_conflict_seen++ || parse_name_list(a, val, &q->on_conflict, &q->non_conflict))
 				return fail(err, "on_conflict", val, "expected a list of columns");
-		} else if (!strcmp(key, "columns")) {
+		}
+		else if (!strcmp(key, "columns"))
+		{
 			if (parse_name_list(a, val, &q->columns, &q->ncolumns))
 				return fail(err, "columns", val, "expected a list of columns");
-		} else if (ends_with(key, "order", &scope, a)) {
+		}
+		else if (ends_with(key, "order", &scope, a))
+		{
 			gw_scope *s = gw_query_scope(a, q, scope);
 			s->norder = 0;
 			if (gw_parse_order(a, val, s, err))
 				return -1;
-		} else if (ends_with(key, "limit", &scope, a)) {
+		}
+		else if (ends_with(key, "limit", &scope, a))
+		{
 			if (parse_count(val, &gw_query_scope(a, q, scope)->limit))
 				return fail(err, "limit", val, "expected a non-negative integer");
-		} else if (ends_with(key, "offset", &scope, a)) {
+		}
+		else if (ends_with(key, "offset", &scope, a))
+		{
 			if (parse_count(val, &gw_query_scope(a, q, scope)->offset))
 				return fail(err, "offset", val, "expected a non-negative integer");
-		} else if (ends_with(key, "not.or", &scope, a) || ends_with(key, "not.and", &scope, a) ||
-			   ends_with(key, "or", &scope, a) || ends_with(key, "and", &scope, a)) {
+		}
+		else if (ends_with(key, "not.or", &scope, a) || ends_with(key, "not.and", &scope, a) ||
+		         ends_with(key, "or", &scope, a) || ends_with(key, "and", &scope, a))
+		{
 			size_t kl = strlen(key);
 			int is_or = kl >= 2 && !strcmp(key + kl - 2, "or");
 			int negate = strstr(key, "not.") &&
-				     !strcmp(key + kl - (is_or ? 6 : 7), is_or ? "not.or" : "not.and");
+			             !strcmp(key + kl - (is_or ? 6 : 7), is_or ? "not.or" : "not.and");
 			gw_logic *tree;
 			if (gw_parse_logic(a, is_or, negate, val, &tree, err))
 				return -1;
 			add_child(a, gw_query_scope(a, q, scope)->where, tree);
-		} else {
+		}
+		else
+		{
 			const char *field;
 			split_scope(a, key, &scope, &field);
 			gw_logic *leaf = new_node(a, 0, 0);

@@ -15,7 +15,8 @@
 #include "listener.h"
 #include "pool.h"
 
-typedef struct rest_call {
+typedef struct rest_call
+{
 	gw_req *req;
 	gw_auth auth;
 	gw_plan plan;
@@ -23,42 +24,54 @@ typedef struct rest_call {
 	gw_params settings_params;
 	gw_pg_job job;
 	gw_request_shape shape;
-	long offset;             /* first row of the page, for Content-Range */
+	long offset; /* first row of the page, for Content-Range */
 	int want_count;
 	char prefer_applied[128];
 } rest_call;
 
 /* Percent-encodes everything but unreserved characters: safe in a header. */
-static void url_encode(gw_buf *b, const char *s)
+static void
+url_encode(gw_buf *b, const char *s)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+	{
 		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-		    *p == '-' || *p == '_' || *p == '.' || *p == '~') {
+		    *p == '-' || *p == '_' || *p == '.' || *p == '~')
+		{
 			gw_buf_putc(b, (char)*p);
-		} else {
+		}
+		else
+		{
 			char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
 			gw_buf_append(b, e, 3);
 		}
 	}
 }
 
-static const char *content_type(int output)
+static const char *
+content_type(int output)
 {
-	switch (output) {
-	case GW_OUT_SINGLE: return "application/vnd.pgrst.object+json; charset=utf-8";
-	case GW_OUT_CSV: return "text/csv; charset=utf-8";
-	default: return "application/json; charset=utf-8";
+	switch (output)
+	{
+	case GW_OUT_SINGLE:
+		return "application/vnd.pgrst.object+json; charset=utf-8";
+	case GW_OUT_CSV:
+		return "text/csv; charset=utf-8";
+	default:
+		return "application/json; charset=utf-8";
 	}
 }
 
 /* Accept negotiation; -1 when nothing acceptable (406 PGRST107). */
-static int negotiate(const char *accept)
+static int
+negotiate(const char *accept)
 {
 	if (!accept || !*accept)
 		return GW_OUT_JSON;
 	const char *p = accept;
-	while (*p) {
+	while (*p)
+	{
 		while (*p == ' ' || *p == ',')
 			p++;
 		const char *e = p;
@@ -81,12 +94,14 @@ static int negotiate(const char *accept)
 	return -1;
 }
 
-static void parse_prefer(rest_call *rc, const char *h)
+static void
+parse_prefer(rest_call *rc, const char *h)
 {
 	gw_request_shape *s = &rc->shape;
 	gw_buf applied;
 	gw_buf_init(&applied);
-	while (h && *h) {
+	while (h && *h)
+	{
 		while (*h == ' ' || *h == ',')
 			h++;
 		const char *e = h;
@@ -101,7 +116,8 @@ static void parse_prefer(rest_call *rc, const char *h)
 			s->return_rep = 1;
 		else if (IS("return=minimal"))
 			s->return_rep = 0;
-		else if (IS("return=headers-only")) {
+		else if (IS("return=headers-only"))
+		{
 			s->return_rep = 0;
 			s->headers_only = 1;
 		}
@@ -110,7 +126,8 @@ static void parse_prefer(rest_call *rc, const char *h)
 		else if (IS("count=planned"))
 			s->count = GW_COUNT_PLANNED;
 		else if (IS("count=estimated"))
-			s->count = GW_COUNT_EXACT; /* PostgREST counts exactly below db-max-rows, which is unset here */
+			s->count = GW_COUNT_EXACT; /* PostgREST counts exactly below db-max-rows, which is unset
+			                              here */
 		else if (IS("resolution=merge-duplicates"))
 			s->resolution = GW_RESOLUTION_MERGE;
 		else if (IS("resolution=ignore-duplicates"))
@@ -120,7 +137,8 @@ static void parse_prefer(rest_call *rc, const char *h)
 		else
 			known = 0;
 #undef IS
-		if (known && applied.len + n + 2 < sizeof rc->prefer_applied) {
+		if (known && applied.len + n + 2 < sizeof rc->prefer_applied)
+		{
 			if (applied.len)
 				gw_buf_puts(&applied, ", ");
 			gw_buf_append(&applied, h, n);
@@ -132,7 +150,8 @@ static void parse_prefer(rest_call *rc, const char *h)
 }
 
 /* Range: [items=]a-b or a- ; 0 when absent, -1 when malformed. */
-static int parse_range(const char *h, long *offset, long *limit)
+static int
+parse_range(const char *h, long *offset, long *limit)
 {
 	*offset = -1;
 	*limit = -1;
@@ -145,7 +164,8 @@ static int parse_range(const char *h, long *offset, long *limit)
 	if (end == h || *end != '-' || a < 0)
 		return -1;
 	h = end + 1;
-	if (!*h) {
+	if (!*h)
+	{
 		*offset = a;
 		return 0;
 	}
@@ -157,7 +177,8 @@ static int parse_range(const char *h, long *offset, long *limit)
 	return 0;
 }
 
-static void call_free(gw_req *req, int ok)
+static void
+call_free(gw_req *req, int ok)
 {
 	(void)ok;
 	rest_call *rc = req->handler;
@@ -171,32 +192,38 @@ static void call_free(gw_req *req, int ok)
 	req->handler = NULL;
 }
 
-static void respond_pg_error(rest_call *rc, PGresult *r)
+static void
+respond_pg_error(rest_call *rc, PGresult *r)
 {
 	gw_error e;
 	const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 	const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-	if (st && !strcmp(st, "22P02") && msg && strstr(msg, "pgrst_single:")) {
+	if (st && !strcmp(st, "22P02") && msg && strstr(msg, "pgrst_single:"))
+	{
 		char details[64];
 		const char *n = strstr(msg, "pgrst_single:") + 13;
 		snprintf(details, sizeof details, "The result contains %ld rows", strtol(n, NULL, 10));
-		gw_error_set(&e, 406, "PGRST116", "Cannot coerce the result to a single JSON object", details, NULL);
+		gw_error_set(&e, 406, "PGRST116", "Cannot coerce the result to a single JSON object",
+		             details, NULL);
 		gw_respond_error(rc->req, &e, NULL);
 		return;
 	}
-	gw_error_from_pg(st, msg ? msg : PQresultErrorMessage(r), PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL),
-			 PQresultErrorField(r, PG_DIAG_MESSAGE_HINT), rc->auth.anonymous, &e);
+	gw_error_from_pg(st, msg ? msg : PQresultErrorMessage(r),
+	                 PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL),
+	                 PQresultErrorField(r, PG_DIAG_MESSAGE_HINT), rc->auth.anonymous, &e);
 	if (e.status >= 500 && e.status != 503)
 		gw_log("%s %s: %s %s", rc->req->method_name, rc->req->path, e.code, e.message);
 	gw_respond_error(rc->req, &e, e.status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
 }
 
 /* "Plan Rows" of the top plan node of EXPLAIN (FORMAT JSON). */
-static int planned_rows(const char *explain_json, char *out, size_t n)
+static int
+planned_rows(const char *explain_json, char *out, size_t n)
 {
 	json_error_t jerr;
 	json_t *j = json_loads(explain_json, 0, &jerr);
-	json_t *rows = j ? json_object_get(json_object_get(json_array_get(j, 0), "Plan"), "Plan Rows") : NULL;
+	json_t *rows =
+	    j ? json_object_get(json_object_get(json_array_get(j, 0), "Plan"), "Plan Rows") : NULL;
 	int ok = json_is_number(rows);
 	if (ok)
 		snprintf(out, n, "%.0f", json_number_value(rows));
@@ -206,20 +233,23 @@ static int planned_rows(const char *explain_json, char *out, size_t n)
 }
 
 /* Location: /rel?pk=eq.value&... from the JSON array of key values. */
-static void add_location(gw_buf *h, const char *rel, const char *values_json)
+static void
+add_location(gw_buf *h, const char *rel, const char *values_json)
 {
 	gw_schema *schema = gw_schema_current();
 	const gw_relation *r = schema ? gw_schema_relation(schema, rel) : NULL;
 	json_error_t jerr;
 	json_t *vals = json_loads(values_json, 0, &jerr);
-	if (!r || !vals || !json_is_array(vals) || json_array_size(vals) != (size_t)r->npk) {
+	if (!r || !vals || !json_is_array(vals) || json_array_size(vals) != (size_t)r->npk)
+	{
 		if (vals)
 			json_decref(vals);
 		return;
 	}
 	gw_buf_puts(h, "Location: /");
 	url_encode(h, rel);
-	for (int i = 0; i < r->npk; i++) {
+	for (int i = 0; i < r->npk; i++)
+	{
 		const char *v = json_string_value(json_array_get(vals, (size_t)i));
 		gw_buf_putc(h, i ? '&' : '?');
 		url_encode(h, r->pk[i]);
@@ -230,31 +260,37 @@ static void add_location(gw_buf *h, const char *rel, const char *values_json)
 	json_decref(vals);
 }
 
-static void job_done(gw_pg_job *job)
+static void
+job_done(gw_pg_job *job)
 {
 	rest_call *rc = job->data;
 	gw_req *req = rc->req;
-	if (!gw_req_alive(req)) {
+	if (!gw_req_alive(req))
+	{
 		gw_respond(req, 499, NULL, NULL, NULL, 0); /* counted, nobody listens */
 		return;
 	}
-	if (job->failed) {
+	if (job->failed)
+	{
 		if (job->timed_out)
 			gw_respond_simple_error(req, 504, "PGRST003", job->failure);
-		else {
+		else
+		{
 			gw_error e;
 			gw_error_set(&e, 503, "PGRST001", "Database client error. Retrying the connection.",
-				     job->failure, NULL);
+			             job->failure, NULL);
 			gw_respond_error(req, &e, NULL);
 		}
 		return;
 	}
-	if (job->error) {
+	if (job->error)
+	{
 		respond_pg_error(rc, job->error);
 		return;
 	}
 	PGresult *r = job->results[1];
-	if (!r || PQntuples(r) != 1) {
+	if (!r || PQntuples(r) != 1)
+	{
 		gw_respond_simple_error(req, 500, "PGRST000", "The statement returned no result row");
 		return;
 	}
@@ -273,23 +309,28 @@ static void job_done(gw_pg_job *job)
 		gw_buf_printf(&h, "Preference-Applied: %s\r\n", rc->prefer_applied);
 	int status = 200;
 	int single = s->output == GW_OUT_SINGLE;
-	if (single && n != 1 && !(rc->plan.rpc_scalar || rc->plan.rpc_single)) {
+	if (single && n != 1 && !(rc->plan.rpc_scalar || rc->plan.rpc_single))
+	{
 		char details[64];
 		snprintf(details, sizeof details, "The result contains %ld rows", n);
 		gw_error e;
-		gw_error_set(&e, 406, "PGRST116", "Cannot coerce the result to a single JSON object", details, NULL);
+		gw_error_set(&e, 406, "PGRST116", "Cannot coerce the result to a single JSON object",
+		             details, NULL);
 		gw_respond_error(req, &e, NULL);
 		gw_buf_free(&h);
 		return;
 	}
-	if (s->action == GW_ACTION_READ || s->action == GW_ACTION_RPC) {
+	if (s->action == GW_ACTION_READ || s->action == GW_ACTION_RPC)
+	{
 		long lower = rc->offset;
-		if (total && s->action == GW_ACTION_READ) {
+		if (total && s->action == GW_ACTION_READ)
+		{
 			long t = strtol(total, NULL, 10);
-			if (lower > 0 && lower >= t && n == 0 && (lower > t || t > 0)) {
+			if (lower > 0 && lower >= t && n == 0 && (lower > t || t > 0))
+			{
 				char details[128];
-				snprintf(details, sizeof details, "An offset of %ld was requested, but there are only %ld rows.",
-					 lower, t);
+				snprintf(details, sizeof details,
+				         "An offset of %ld was requested, but there are only %ld rows.", lower, t);
 				gw_error e;
 				gw_error_set(&e, 416, "PGRST103", "Requested range not satisfiable", details, NULL);
 				gw_buf_printf(&h, "Content-Range: */%ld\r\n", t);
@@ -301,14 +342,18 @@ static void job_done(gw_pg_job *job)
 				status = 206;
 		}
 		if (n > 0)
-			gw_buf_printf(&h, "Content-Range: %ld-%ld/%s\r\n", lower, lower + n - 1, total ? total : "*");
+			gw_buf_printf(&h, "Content-Range: %ld-%ld/%s\r\n", lower, lower + n - 1,
+			              total ? total : "*");
 		else
 			gw_buf_printf(&h, "Content-Range: */%s\r\n", total ? total : "*");
 		if (s->action == GW_ACTION_RPC && !rc->plan.returns_body)
 			status = 204;
-	} else {
+	}
+	else
+	{
 		if (n > 0)
-			gw_buf_printf(&h, "Content-Range: 0-%ld/%s\r\n", n - 1, s->count ? PQgetvalue(r, 0, 1) : "*");
+			gw_buf_printf(&h, "Content-Range: 0-%ld/%s\r\n", n - 1,
+			              s->count ? PQgetvalue(r, 0, 1) : "*");
 		else
 			gw_buf_printf(&h, "Content-Range: */%s\r\n", s->count ? "0" : "*");
 		if (s->action == GW_ACTION_INSERT)
@@ -319,28 +364,33 @@ static void job_done(gw_pg_job *job)
 			add_location(&h, s->target, PQgetvalue(r, 0, 3));
 	}
 	if (status == 204 || (!rc->plan.returns_body && s->action != GW_ACTION_READ))
-		gw_respond(req, status == 200 && !rc->plan.returns_body ? 204 : status, NULL, h.data, NULL, 0);
+		gw_respond(req, status == 200 && !rc->plan.returns_body ? 204 : status, NULL, h.data, NULL,
+		           0);
 	else
 		gw_respond(req, status, content_type(s->output), h.data, body, body_len);
 	gw_buf_free(&h);
 }
 
 /* key=value&... (percent-encoded, + for space) as a JSON object of strings. */
-static char *form_to_json(gw_req *req, const char *body, size_t len)
+static char *
+form_to_json(gw_req *req, const char *body, size_t len)
 {
 	gw_buf o;
 	gw_buf_init(&o);
 	gw_buf_putc(&o, '{');
 	const char *p = body, *end = body + len;
 	int first = 1;
-	while (p < end) {
+	while (p < end)
+	{
 		const char *amp = memchr(p, '&', (size_t)(end - p));
 		const char *pe = amp ? amp : end;
 		const char *eq = memchr(p, '=', (size_t)(pe - p));
-		if (pe > p) {
+		if (pe > p)
+		{
 			char *k = gw_url_decode(&req->arena, p, (size_t)((eq ? eq : pe) - p), 1);
 			char *v = eq ? gw_url_decode(&req->arena, eq + 1, (size_t)(pe - eq - 1), 1) : "";
-			if (!k || !v) {
+			if (!k || !v)
+			{
 				gw_buf_free(&o);
 				return NULL;
 			}
@@ -359,19 +409,22 @@ static char *form_to_json(gw_req *req, const char *body, size_t len)
 	return out;
 }
 
-static int body_is_json(const gw_req *req)
+static int
+body_is_json(const gw_req *req)
 {
 	const char *ct = gw_req_header(req, "content-type");
 	return !ct || !*ct || !strncasecmp(ct, "application/json", 16) ||
 	       !strncasecmp(ct, "application/vnd.pgrst", 21);
 }
 
-void gw_rest_handle(gw_req *req, const char *name, int is_rpc)
+void
+gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 {
 	gw_schema *schema = gw_schema_current();
-	if (!schema) {
+	if (!schema)
+	{
 		gw_respond_simple_error(req, 503, "PGRST002",
-					"Could not query the database for the schema cache. Retrying.");
+		                        "Could not query the database for the schema cache. Retrying.");
 		return;
 	}
 	rest_call *rc = calloc(1, sizeof *rc);
@@ -386,20 +439,25 @@ void gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 
 	gw_error e;
 	char www[256];
-	if (gw_auth_request(req, &rc->auth, &e, www, sizeof www)) {
+	if (gw_auth_request(req, &rc->auth, &e, www, sizeof www))
+	{
 		gw_respond_error(req, &e, www[0] ? www : NULL);
 		return;
 	}
-	const char *profile = gw_req_header(req, req->method == HTTP_GET || req->method == HTTP_HEAD
-						     ? "accept-profile" : "content-profile");
-	if (profile && strcmp(profile, "api")) {
-		gw_error_set(&e, 406, "PGRST106", "The schema must be one of the following: api", NULL, NULL);
+	const char *profile =
+	    gw_req_header(req, req->method == HTTP_GET || req->method == HTTP_HEAD ? "accept-profile"
+	                                                                           : "content-profile");
+	if (profile && strcmp(profile, "api"))
+	{
+		gw_error_set(&e, 406, "PGRST106", "The schema must be one of the following: api", NULL,
+		             NULL);
 		gw_respond_error(req, &e, NULL);
 		return;
 	}
 	gw_request_shape *s = &rc->shape;
 	s->target = name;
-	switch (req->method) {
+	switch (req->method)
+	{
 	case HTTP_GET:
 	case HTTP_HEAD:
 		s->action = is_rpc ? GW_ACTION_RPC : GW_ACTION_READ;
@@ -418,38 +476,48 @@ void gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 		s->action = GW_ACTION_UPSERT_PUT;
 		break;
 	case HTTP_OPTIONS:
-		gw_respond(req, 200, NULL, is_rpc ? "Allow: OPTIONS,GET,HEAD,POST\r\n"
-						  : "Allow: OPTIONS,GET,HEAD,POST,PUT,PATCH,DELETE\r\n", NULL, 0);
+		gw_respond(req, 200, NULL,
+		           is_rpc ? "Allow: OPTIONS,GET,HEAD,POST\r\n"
+		                  : "Allow: OPTIONS,GET,HEAD,POST,PUT,PATCH,DELETE\r\n",
+		           NULL, 0);
 		return;
 	default:
 		gw_respond_simple_error(req, 405, "PGRST117", "Unsupported HTTP method");
 		return;
 	}
-	if (is_rpc && s->action != GW_ACTION_RPC) {
+	if (is_rpc && s->action != GW_ACTION_RPC)
+	{
 		gw_respond_simple_error(req, 405, "PGRST117", "Unsupported HTTP method");
 		return;
 	}
 	int out = negotiate(gw_req_header(req, "accept"));
-	if (out < 0) {
+	if (out < 0)
+	{
 		char msg[300];
-		snprintf(msg, sizeof msg, "None of these media types are available: %.200s", gw_req_header(req, "accept"));
+		snprintf(msg, sizeof msg, "None of these media types are available: %.200s",
+		         gw_req_header(req, "accept"));
 		gw_respond_simple_error(req, 406, "PGRST107", msg);
 		return;
 	}
 	s->output = out;
 	parse_prefer(rc, gw_req_header(req, "prefer"));
-	if (req->method == HTTP_GET || req->method == HTTP_HEAD) {
-		if (parse_range(gw_req_header(req, "range"), &s->range_offset, &s->range_limit)) {
+	if (req->method == HTTP_GET || req->method == HTTP_HEAD)
+	{
+		if (parse_range(gw_req_header(req, "range"), &s->range_offset, &s->range_limit))
+		{
 			gw_respond_simple_error(req, 416, "PGRST103", "Requested range not satisfiable");
 			return;
 		}
-	} else {
+	}
+	else
+	{
 		s->range_offset = -1;
 		s->range_limit = -1;
 	}
 	/* RPC GET: parameter names of every overload are arguments, not filters */
 	const char **arg_names = NULL;
-	if (is_rpc && s->rpc_get) {
+	if (is_rpc && s->rpc_get)
+	{
 		int total = 0;
 		for (int i = 0; i < schema->nfuncs; i++)
 			if (!strcmp(schema->funcs[i].name, name))
@@ -464,7 +532,8 @@ void gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 	}
 	gw_query *q = gw_arena_alloc(&req->arena, sizeof *q);
 	gw_parse_error perr;
-	if (gw_query_parse(&req->arena, req->query, strlen(req->query), arg_names, q, &perr)) {
+	if (gw_query_parse(&req->arena, req->query, strlen(req->query), arg_names, q, &perr))
+	{
 		gw_error_set(&e, 400, "PGRST100", perr.message, perr.details, NULL);
 		gw_respond_error(req, &e, NULL);
 		return;
@@ -474,10 +543,13 @@ void gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 	s->body_len = req->body.len;
 	s->body_is_json = body_is_json(req);
 	const char *ct = gw_req_header(req, "content-type");
-	if (ct && !strncasecmp(ct, "application/x-www-form-urlencoded", 33) && s->action != GW_ACTION_DELETE) {
+	if (ct && !strncasecmp(ct, "application/x-www-form-urlencoded", 33) &&
+	    s->action != GW_ACTION_DELETE)
+	{
 		/* a form is one object of strings, as PostgREST reads it */
 		char *json = form_to_json(req, s->body, s->body_len);
-		if (!json) {
+		if (!json)
+		{
 			gw_respond_simple_error(req, 400, "PGRST102", "Malformed form body");
 			return;
 		}
@@ -485,26 +557,32 @@ void gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 		s->body_len = strlen(json);
 		s->body_is_json = 1;
 	}
-	if (!is_rpc && (s->action == GW_ACTION_INSERT || s->action == GW_ACTION_UPDATE ||
-			s->action == GW_ACTION_UPSERT_PUT) && !s->body_is_json) {
+	if (!is_rpc &&
+	    (s->action == GW_ACTION_INSERT || s->action == GW_ACTION_UPDATE ||
+	     s->action == GW_ACTION_UPSERT_PUT) &&
+	    !s->body_is_json)
+	{
 		gw_respond_simple_error(req, 415, "PGRST107", "Content-Type not acceptable");
 		return;
 	}
 	gw_schema_ref(schema);
 	int failed = gw_build(&req->arena, schema, s, &rc->plan, &e);
 	gw_schema_unref(schema);
-	if (failed) {
+	if (failed)
+	{
 		gw_respond_error(req, &e, NULL);
 		return;
 	}
-	rc->offset = (q->scopes[0].offset > 0 ? q->scopes[0].offset : 0) + (s->range_offset > 0 ? s->range_offset : 0);
+	rc->offset = (q->scopes[0].offset > 0 ? q->scopes[0].offset : 0) +
+	             (s->range_offset > 0 ? s->range_offset : 0);
 	gw_auth_settings_sql(req, &rc->auth, &rc->settings, &rc->settings_params);
 	rc->job.nstmts = 2;
 	rc->job.stmts[0].sql = rc->settings.data;
 	rc->job.stmts[0].params = &rc->settings_params;
 	rc->job.stmts[1].sql = rc->plan.sql.data;
 	rc->job.stmts[1].params = &rc->plan.params;
-	if (rc->plan.count_sql.len) {
+	if (rc->plan.count_sql.len)
+	{
 		rc->job.nstmts = 3;
 		rc->job.stmts[2].sql = rc->plan.count_sql.data;
 		rc->job.stmts[2].params = &rc->plan.count_params;

@@ -13,14 +13,17 @@
 #include "static.h"
 #include "upload.h"
 
-static int is_upload(const gw_req *req)
+static int
+is_upload(const gw_req *req)
 {
 	return req->method == HTTP_POST && !strcmp(req->path, "/upload");
 }
 
-void gw_route_head(gw_req *req)
+void
+gw_route_head(gw_req *req)
 {
-	if (is_upload(req)) {
+	if (is_upload(req))
+	{
 		gw_upload_head(req);
 		return;
 	}
@@ -29,7 +32,8 @@ void gw_route_head(gw_req *req)
 }
 
 /* "/prefix<name>" with a non-empty name and no further slash. */
-static const char *segment_after(const char *path, const char *prefix)
+static const char *
+segment_after(const char *path, const char *prefix)
 {
 	size_t n = strlen(prefix);
 	if (strncmp(path, prefix, n))
@@ -40,14 +44,16 @@ static const char *segment_after(const char *path, const char *prefix)
 	return name;
 }
 
-static void health(gw_req *req)
+static void
+health(gw_req *req)
 {
 	int ok = gw_schema_current() != NULL && gw_pool_up();
 	const char *body = ok ? "{\"status\":\"ok\"}" : "{\"status\":\"unavailable\"}";
 	gw_respond(req, ok ? 200 : 503, "application/json; charset=utf-8", NULL, body, strlen(body));
 }
 
-static void metrics(gw_req *req)
+static void
+metrics(gw_req *req)
 {
 	gw_buf b;
 	gw_buf_init(&b);
@@ -57,59 +63,73 @@ static void metrics(gw_req *req)
 }
 
 /* A browser's CORS preflight, answered as PostgREST does by default. */
-static void cors_preflight(gw_req *req)
+static void
+cors_preflight(gw_req *req)
 {
 	gw_buf h;
 	gw_buf_init(&h);
 	const char *asked = gw_req_header(req, "access-control-request-headers");
 	gw_buf_puts(&h, "Access-Control-Allow-Methods: GET, POST, PATCH, PUT, DELETE, OPTIONS, HEAD\r\n"
-		       "Access-Control-Max-Age: 86400\r\n");
+	                "Access-Control-Max-Age: 86400\r\n");
 	if (asked && !strpbrk(asked, "\r\n"))
 		gw_buf_printf(&h, "Access-Control-Allow-Headers: %s\r\n", asked);
 	else
-		gw_buf_puts(&h, "Access-Control-Allow-Headers: Authorization, Content-Type, Accept, Prefer, Range\r\n");
+		gw_buf_puts(
+		    &h,
+		    "Access-Control-Allow-Headers: Authorization, Content-Type, Accept, Prefer, Range\r\n");
 	gw_respond(req, 200, NULL, h.data, NULL, 0);
 	gw_buf_free(&h);
 }
 
-void gw_route(gw_req *req)
+void
+gw_route(gw_req *req)
 {
 	const char *p = req->path, *name;
 	int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
-	if (is_upload(req)) {
+	if (is_upload(req))
+	{
 		gw_upload_finish(req);
 		return;
 	}
-	if (req->method == HTTP_OPTIONS && gw_req_header(req, "access-control-request-method")) {
+	if (req->method == HTTP_OPTIONS && gw_req_header(req, "access-control-request-method"))
+	{
 		cors_preflight(req);
 		return;
 	}
-	if (!strcmp(p, "/") && get) {
+	if (!strcmp(p, "/") && get)
+	{
 		gw_openapi_handle(req);
 		return;
 	}
-	if (!strcmp(p, "/health") && get) {
+	if (!strcmp(p, "/health") && get)
+	{
 		health(req);
 		return;
 	}
-	if (!strcmp(p, "/metrics") && get) {
+	if (!strcmp(p, "/metrics") && get)
+	{
 		metrics(req);
 		return;
 	}
-	if ((name = segment_after(p, "/rpc/"))) {
+	if ((name = segment_after(p, "/rpc/")))
+	{
 		gw_rest_handle(req, name, 1);
 		return;
 	}
-	if ((name = segment_after(p, "/files/")) && get) {
+	if ((name = segment_after(p, "/files/")) && get)
+	{
 		gw_static_handle(req, name);
 		return;
 	}
-	if (!strncmp(p, "/rooms/", 7) && get) {
+	if (!strncmp(p, "/rooms/", 7) && get)
+	{
 		const char *room = p + 7, *slash = strchr(room, '/');
-		if (slash && !strcmp(slash, "/events")) {
+		if (slash && !strcmp(slash, "/events"))
+		{
 			char id[40];
 			size_t n = (size_t)(slash - room);
-			if (n < sizeof id) {
+			if (n < sizeof id)
+			{
 				memcpy(id, room, n);
 				id[n] = '\0';
 				gw_sse_handle(req, gw_arena_strdup(&req->arena, id));
@@ -117,7 +137,8 @@ void gw_route(gw_req *req)
 			}
 		}
 	}
-	if ((name = segment_after(p, "/")) && strcmp(name, "rpc") && strcmp(name, "upload")) {
+	if ((name = segment_after(p, "/")) && strcmp(name, "rpc") && strcmp(name, "upload"))
+	{
 		gw_rest_handle(req, name, 0);
 		return;
 	}

@@ -7,16 +7,18 @@
 #define GW_SCHEMA_H
 #include "arena.h"
 
-typedef struct gw_column {
+typedef struct gw_column
+{
 	char *name;
-	char *type;      /* format_type(): safe to paste, it comes from the catalog */
+	char *type; /* format_type(): safe to paste, it comes from the catalog */
 	int nullable;
 	int has_default;
 } gw_column;
 
-typedef struct gw_relation {
+typedef struct gw_relation
+{
 	char *name;
-	char kind;       /* relkind */
+	char kind; /* relkind */
 	int insertable, updatable, deletable;
 	gw_column *cols;
 	int ncols, cols_cap;
@@ -26,7 +28,8 @@ typedef struct gw_relation {
 } gw_relation;
 
 /* A many-to-one link: from.cols reference to.cols. */
-typedef struct gw_fk {
+typedef struct gw_fk
+{
 	char *name;
 	char *from;
 	char **from_cols;
@@ -35,13 +38,15 @@ typedef struct gw_fk {
 	int ncols;
 } gw_fk;
 
-typedef struct gw_func_arg {
-	char *name;      /* "" when unnamed */
+typedef struct gw_func_arg
+{
+	char *name; /* "" when unnamed */
 	char *type;
 	int has_default;
 } gw_func_arg;
 
-typedef struct gw_function {
+typedef struct gw_function
+{
 	char *name;
 	char *oid;
 	char volatility; /* i, s, v */
@@ -53,7 +58,8 @@ typedef struct gw_function {
 	int nargs, args_cap;
 } gw_function;
 
-typedef struct gw_schema {
+typedef struct gw_schema
+{
 	gw_arena arena;
 	int refs;
 	gw_relation *rels;
@@ -84,15 +90,16 @@ int gw_schema_role_allowed(const gw_schema *s, const char *role);
  * junction's name). Direct foreign keys come first; only when there is none are
  * junctions (a relation with a key to each) considered, as PostgREST does. Fills
  * up to max matches and returns the count. */
-typedef struct gw_rel_match {
+typedef struct gw_rel_match
+{
 	const gw_fk *fk;
-	int to_one;      /* parent holds the fk columns (many-to-one) */
+	int to_one; /* parent holds the fk columns (many-to-one) */
 	/* many-to-many through a junction: fk is junction -> parent, fk2 is
 	 * junction -> target (both many-to-one from the junction) */
 	const gw_fk *fk2;
 	const char *junction;
 } gw_rel_match;
 int gw_schema_relationships(const gw_schema *s, const char *parent, const char *target,
-			    const char *hint, gw_rel_match *out, int max);
+                            const char *hint, gw_rel_match *out, int max);
 
 #endif

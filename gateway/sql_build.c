@@ -12,8 +12,9 @@
 
 #define MAX_MATCHES 8
 
-void gw_error_set(gw_error *e, int status, const char *code, const char *message,
-		  const char *details, const char *hint)
+void
+gw_error_set(gw_error *e, int status, const char *code, const char *message, const char *details,
+             const char *hint)
 {
 	e->status = status;
 	snprintf(e->code, sizeof e->code, "%s", code);
@@ -22,7 +23,8 @@ void gw_error_set(gw_error *e, int status, const char *code, const char *message
 	snprintf(e->hint, sizeof e->hint, "%s", hint ? hint : "");
 }
 
-void gw_plan_init(gw_plan *p)
+void
+gw_plan_init(gw_plan *p)
 {
 	memset(p, 0, sizeof *p);
 	gw_buf_init(&p->sql);
@@ -31,7 +33,8 @@ void gw_plan_init(gw_plan *p)
 	gw_params_init(&p->count_params);
 }
 
-void gw_plan_free(gw_plan *p)
+void
+gw_plan_free(gw_plan *p)
 {
 	gw_buf_free(&p->sql);
 	gw_params_free(&p->params);
@@ -39,14 +42,17 @@ void gw_plan_free(gw_plan *p)
 	gw_params_free(&p->count_params);
 }
 
-void gw_sql_array_literal(gw_buf *b, char *const *items, int n)
+void
+gw_sql_array_literal(gw_buf *b, char *const *items, int n)
 {
 	gw_buf_putc(b, '{');
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < n; i++)
+	{
 		if (i)
 			gw_buf_putc(b, ',');
 		gw_buf_putc(b, '"');
-		for (const char *c = items[i]; *c; c++) {
+		for (const char *c = items[i]; *c; c++)
+		{
 			if (*c == '"' || *c == '\\')
 				gw_buf_putc(b, '\\');
 			gw_buf_putc(b, *c);
@@ -56,20 +62,24 @@ void gw_sql_array_literal(gw_buf *b, char *const *items, int n)
 	gw_buf_putc(b, '}');
 }
 
-void gw_sb_param(ctx *c, const char *value)
+void
+gw_sb_param(ctx *c, const char *value)
 {
 	gw_buf_printf(c->sql, "$%d", gw_params_add(c->params, value));
 }
 
 /* "alias"."col"->$n... for a field; JSON keys that are integers index arrays. */
-static void field_expr(ctx *c, const char *alias, const gw_field *f)
+static void
+field_expr(ctx *c, const char *alias, const gw_field *f)
 {
-	if (alias) {
+	if (alias)
+	{
 		gw_buf_ident(c->sql, alias);
 		gw_buf_putc(c->sql, '.');
 	}
 	gw_buf_ident(c->sql, f->name);
-	for (int i = 0; i < f->njson; i++) {
+	for (int i = 0; i < f->njson; i++)
+	{
 		const char *k = f->json_key[i];
 		int is_int = *k != '\0';
 		for (const char *p = k[0] == '-' ? k + 1 : k; *p; p++)
@@ -83,12 +93,14 @@ static void field_expr(ctx *c, const char *alias, const gw_field *f)
 	}
 }
 
-static const char *field_output_name(const gw_field *f)
+static const char *
+field_output_name(const gw_field *f)
 {
 	return f->njson ? f->json_key[f->njson - 1] : f->name;
 }
 
-static void column_missing(ctx *c, const char *rel, const char *col)
+static void
+column_missing(ctx *c, const char *rel, const char *col)
 {
 	char msg[300];
 	snprintf(msg, sizeof msg, "column %s.%s does not exist", rel, col);
@@ -97,9 +109,11 @@ static void column_missing(ctx *c, const char *rel, const char *col)
 
 /* Refuses a column the relation does not have; rel NULL (function results) lets
  * PostgreSQL decide. */
-static int check_column(ctx *c, const gw_relation *rel, const char *col)
+static int
+check_column(ctx *c, const gw_relation *rel, const char *col)
 {
-	if (rel && !gw_relation_column(rel, col)) {
+	if (rel && !gw_relation_column(rel, col))
+	{
 		column_missing(c, rel->name, col);
 		return -1;
 	}
@@ -107,11 +121,35 @@ static int check_column(ctx *c, const gw_relation *rel, const char *col)
 }
 
 static const char *const op_sql[] = {
-	"=", "<>", ">", ">=", "<", "<=", "LIKE", "ILIKE", "~", "~*", "= ANY", "IS",
-	"IS DISTINCT FROM", "@@", "@@", "@@", "@@", "@>", "<@", "&&", "<<", ">>", "&<", "&>", "-|-",
+    "=",
+    "<>",
+    ">",
+    ">=",
+    "<",
+    "<=",
+    "LIKE",
+    "ILIKE",
+    "~",
+    "~*",
+    "= ANY",
+    "IS",
+    "IS DISTINCT FROM",
+    "@@",
+    "@@",
+    "@@",
+    "@@",
+    "@>",
+    "<@",
+    "&&",
+    "<<",
+    ">>",
+    "&<",
+    "&>",
+    "-|-",
 };
 
-static int build_filter(ctx *c, const char *alias, const gw_relation *rel, const gw_filter *f)
+static int
+build_filter(ctx *c, const char *alias, const gw_relation *rel, const gw_filter *f)
 {
 	if (check_column(c, rel, f->field.name))
 		return -1;
@@ -119,35 +157,45 @@ static int build_filter(ctx *c, const char *alias, const gw_relation *rel, const
 		gw_buf_puts(c->sql, "NOT (");
 	field_expr(c, alias, &f->field);
 	gw_buf_putc(c->sql, ' ');
-	if (f->op == GW_OP_IN || f->quant) {
+	if (f->op == GW_OP_IN || f->quant)
+	{
 		gw_buf arr;
 		gw_buf_init(&arr);
 		gw_sql_array_literal(&arr, f->list, f->nlist);
 		if (f->op == GW_OP_IN)
 			gw_buf_puts(c->sql, "= ANY (");
 		else
-			gw_buf_printf(c->sql, "%s %s (", op_sql[f->op], f->quant == GW_QUANT_ANY ? "ANY" : "ALL");
+			gw_buf_printf(c->sql, "%s %s (", op_sql[f->op],
+			              f->quant == GW_QUANT_ANY ? "ANY" : "ALL");
 		gw_sb_param(c, arr.data);
 		gw_buf_putc(c->sql, ')');
 		gw_buf_free(&arr);
-	} else if (f->op == GW_OP_IS) {
+	}
+	else if (f->op == GW_OP_IS)
+	{
 		/* the value was checked against a fixed list in the parser */
 		gw_buf_puts(c->sql, "IS ");
-		gw_buf_puts(c->sql, !strcmp(f->value, "null") ? "NULL"
-			    : !strcmp(f->value, "not_null") ? "NOT NULL"
-			    : !strcmp(f->value, "true") ? "TRUE"
-			    : !strcmp(f->value, "false") ? "FALSE" : "UNKNOWN");
-	} else if (f->op >= GW_OP_FTS && f->op <= GW_OP_WFTS) {
+		gw_buf_puts(c->sql, !strcmp(f->value, "null")       ? "NULL"
+		                    : !strcmp(f->value, "not_null") ? "NOT NULL"
+		                    : !strcmp(f->value, "true")     ? "TRUE"
+		                    : !strcmp(f->value, "false")    ? "FALSE"
+		                                                    : "UNKNOWN");
+	}
+	else if (f->op >= GW_OP_FTS && f->op <= GW_OP_WFTS)
+	{
 		static const char *const fn[] = {"to_tsquery", "plainto_tsquery", "phraseto_tsquery",
-						 "websearch_to_tsquery"};
+		                                 "websearch_to_tsquery"};
 		gw_buf_printf(c->sql, "@@ pg_catalog.%s(", fn[f->op - GW_OP_FTS]);
-		if (f->lang) {
+		if (f->lang)
+		{
 			gw_sb_param(c, f->lang);
 			gw_buf_puts(c->sql, "::regconfig, ");
 		}
 		gw_sb_param(c, f->value);
 		gw_buf_puts(c->sql, "::text)");
-	} else {
+	}
+	else
+	{
 		gw_buf_printf(c->sql, "%s ", op_sql[f->op]);
 		gw_sb_param(c, f->value);
 	}
@@ -157,18 +205,21 @@ static int build_filter(ctx *c, const char *alias, const gw_relation *rel, const
 }
 
 /* Appends the tree as a condition; an empty AND is TRUE. */
-int gw_sb_build_logic(ctx *c, const char *alias, const gw_relation *rel, const gw_logic *l)
+int
+gw_sb_build_logic(ctx *c, const char *alias, const gw_relation *rel, const gw_logic *l)
 {
 	if (l->is_leaf)
 		return build_filter(c, alias, rel, &l->filter);
 	if (l->negate)
 		gw_buf_puts(c->sql, "NOT ");
-	if (!l->nchildren) {
+	if (!l->nchildren)
+	{
 		gw_buf_puts(c->sql, "TRUE");
 		return 0;
 	}
 	gw_buf_putc(c->sql, '(');
-	for (int i = 0; i < l->nchildren; i++) {
+	for (int i = 0; i < l->nchildren; i++)
+	{
 		if (i)
 			gw_buf_puts(c->sql, l->is_or ? " OR " : " AND ");
 		if (gw_sb_build_logic(c, alias, rel, l->children[i]))
@@ -179,30 +230,36 @@ int gw_sb_build_logic(ctx *c, const char *alias, const gw_relation *rel, const g
 }
 
 static int resolve_embed(ctx *c, const gw_relation *parent, const gw_select_item *it,
-			 gw_rel_match *m, const gw_relation **target);
+                         gw_rel_match *m, const gw_relation **target);
 static void embed_from(ctx *c, const gw_rel_match *m, const char *target, const char *child);
-static void join_condition(ctx *c, const gw_rel_match *m, const char *parent_alias, const char *child_alias);
+static void join_condition(ctx *c, const gw_rel_match *m, const char *parent_alias,
+                           const char *child_alias);
 
 /* order=rel(col): a correlated lookup of the to-one embed's column. The embed is
  * found by alias or name among the level's select items, or by relation name. */
-static int order_by_embed(ctx *c, const char *alias, const gw_relation *rel, const gw_order_term *t)
+static int
+order_by_embed(ctx *c, const char *alias, const gw_relation *rel, const gw_order_term *t)
 {
 	gw_select_item tmp = {.kind = GW_SEL_EMBED, .relation = t->embed};
 	const gw_select_item *it = &tmp;
 	const gw_select *sel = c->order_select;
-	for (int i = 0; sel && i < sel->n; i++) {
+	for (int i = 0; sel && i < sel->n; i++)
+	{
 		const gw_select_item *s = &sel->items[i];
-		if (s->kind == GW_SEL_EMBED && ((s->alias && !strcmp(s->alias, t->embed)) || !strcmp(s->relation, t->embed)))
+		if (s->kind == GW_SEL_EMBED &&
+		    ((s->alias && !strcmp(s->alias, t->embed)) || !strcmp(s->relation, t->embed)))
 			it = s;
 	}
 	gw_rel_match m;
 	const gw_relation *target;
 	if (resolve_embed(c, rel, it, &m, &target))
 		return -1;
-	if (!m.to_one) {
+	if (!m.to_one)
+	{
 		char msg[300];
 		snprintf(msg, sizeof msg, "A related order on '%s' is not possible", t->embed);
-		gw_error_set(c->e, 400, "PGRST118", msg, "Only to-one relationships can be ordered by.", NULL);
+		gw_error_set(c->e, 400, "PGRST118", msg, "Only to-one relationships can be ordered by.",
+		             NULL);
 		return -1;
 	}
 	if (check_column(c, target, t->field.name))
@@ -218,19 +275,24 @@ static int order_by_embed(ctx *c, const char *alias, const gw_relation *rel, con
 	return 0;
 }
 
-int gw_sb_build_order(ctx *c, const char *alias, const gw_relation *rel, const gw_scope *sc)
+int
+gw_sb_build_order(ctx *c, const char *alias, const gw_relation *rel, const gw_scope *sc)
 {
 	if (!sc || !sc->norder)
 		return 0;
 	gw_buf_puts(c->sql, " ORDER BY ");
-	for (int i = 0; i < sc->norder; i++) {
+	for (int i = 0; i < sc->norder; i++)
+	{
 		const gw_order_term *t = &sc->order[i];
 		if (i)
 			gw_buf_puts(c->sql, ", ");
-		if (t->embed) {
+		if (t->embed)
+		{
 			if (order_by_embed(c, alias, rel, t))
 				return -1;
-		} else {
+		}
+		else
+		{
 			if (check_column(c, rel, t->field.name))
 				return -1;
 			field_expr(c, alias, &t->field);
@@ -242,16 +304,19 @@ int gw_sb_build_order(ctx *c, const char *alias, const gw_relation *rel, const g
 	return 0;
 }
 
-void gw_sb_build_limit(ctx *c, long limit, long offset)
+void
+gw_sb_build_limit(ctx *c, long limit, long offset)
 {
 	char n[32];
-	if (limit >= 0) {
+	if (limit >= 0)
+	{
 		snprintf(n, sizeof n, "%ld", limit);
 		gw_buf_puts(c->sql, " LIMIT ");
 		gw_sb_param(c, n);
 		gw_buf_puts(c->sql, "::bigint");
 	}
-	if (offset > 0) {
+	if (offset > 0)
+	{
 		snprintf(n, sizeof n, "%ld", offset);
 		gw_buf_puts(c->sql, " OFFSET ");
 		gw_sb_param(c, n);
@@ -259,45 +324,57 @@ void gw_sb_build_limit(ctx *c, long limit, long offset)
 	}
 }
 
-const gw_scope *gw_sb_scope_for(ctx *c, const char *path)
+const gw_scope *
+gw_sb_scope_for(ctx *c, const char *path)
 {
 	return gw_query_find_scope(c->q, path);
 }
 
 int gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const gw_select *sel,
-			     const char *path, gw_buf *inner_conds);
+                            const char *path, gw_buf *inner_conds);
 
 /* Resolves an embed to exactly one foreign key, as PostgREST does (PGRST200/201). */
-static int resolve_embed(ctx *c, const gw_relation *parent, const gw_select_item *it,
-			 gw_rel_match *m, const gw_relation **target)
+static int
+resolve_embed(ctx *c, const gw_relation *parent, const gw_select_item *it, gw_rel_match *m,
+              const gw_relation **target)
 {
 	char msg[400];
 	*target = gw_schema_relation(c->s, it->relation);
 	gw_rel_match all[MAX_MATCHES];
-	int n = (parent && *target)
-		? gw_schema_relationships(c->s, parent->name, it->relation, it->hint, all, MAX_MATCHES) : 0;
-	if (n == 0) {
-		snprintf(msg, sizeof msg, "Could not find a relationship between '%s' and '%s' in the schema cache",
-			 parent ? parent->name : "?", it->relation);
-		gw_error_set(c->e, 400, "PGRST200", msg,
-			     "Searched for a foreign key relationship in the schema 'api', but no matches were found.",
-			     "Verify that the relationship exists in the database and reload the schema cache.");
+	int n = (parent && *target) ? gw_schema_relationships(c->s, parent->name, it->relation,
+	                                                      it->hint, all, MAX_MATCHES)
+	                            : 0;
+	if (n == 0)
+	{
+		snprintf(msg, sizeof msg,
+		         "Could not find a relationship between '%s' and '%s' in the schema cache",
+		         parent ? parent->name : "?", it->relation);
+		gw_error_set(
+		    c->e, 400, "PGRST200", msg,
+		    "Searched for a foreign key relationship in the schema 'api', but no matches were "
+		    "found.",
+		    "Verify that the relationship exists in the database and reload the schema cache.");
 		return -1;
 	}
-	if (n > 1) {
-		snprintf(msg, sizeof msg, "Could not embed because more than one relationship was found for '%s' and '%s'",
-			 parent->name, it->relation);
-		gw_error_set(c->e, 300, "PGRST201", msg, NULL,
-			     "Try changing the embed to name one relationship, e.g. target!constraint_name(...)");
+	if (n > 1)
+	{
+		snprintf(msg, sizeof msg,
+		         "Could not embed because more than one relationship was found for '%s' and '%s'",
+		         parent->name, it->relation);
+		gw_error_set(
+		    c->e, 300, "PGRST201", msg, NULL,
+		    "Try changing the embed to name one relationship, e.g. target!constraint_name(...)");
 		return -1;
 	}
 	*m = all[0];
 	return 0;
 }
 
-static void cols_equal(ctx *c, const char *a1, char *const *c1, const char *a2, char *const *c2, int n)
+static void
+cols_equal(ctx *c, const char *a1, char *const *c1, const char *a2, char *const *c2, int n)
 {
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < n; i++)
+	{
 		if (i)
 			gw_buf_puts(c->sql, " AND ");
 		gw_buf_ident(c->sql, a1);
@@ -311,13 +388,15 @@ static void cols_equal(ctx *c, const char *a1, char *const *c1, const char *a2, 
 }
 
 /* FROM "api"."target" AS child [JOIN "api"."junction" AS child_j ON ...] */
-static void embed_from(ctx *c, const gw_rel_match *m, const char *target, const char *child)
+static void
+embed_from(ctx *c, const gw_rel_match *m, const char *target, const char *child)
 {
 	gw_buf_puts(c->sql, " FROM \"api\".");
 	gw_buf_ident(c->sql, target);
 	gw_buf_puts(c->sql, " AS ");
 	gw_buf_ident(c->sql, child);
-	if (m->junction) {
+	if (m->junction)
+	{
 		char j[48];
 		snprintf(j, sizeof j, "%s_j", child);
 		gw_buf_puts(c->sql, " JOIN \"api\".");
@@ -329,15 +408,18 @@ static void embed_from(ctx *c, const gw_rel_match *m, const char *target, const 
 	}
 }
 
-static void join_condition(ctx *c, const gw_rel_match *m, const char *parent_alias, const char *child_alias)
+static void
+join_condition(ctx *c, const gw_rel_match *m, const char *parent_alias, const char *child_alias)
 {
-	if (m->junction) {
+	if (m->junction)
+	{
 		char j[48];
 		snprintf(j, sizeof j, "%s_j", child_alias);
 		cols_equal(c, j, m->fk->from_cols, parent_alias, m->fk->to_cols, m->fk->ncols);
 		return;
 	}
-	for (int i = 0; i < m->fk->ncols; i++) {
+	for (int i = 0; i < m->fk->ncols; i++)
+	{
 		if (i)
 			gw_buf_puts(c->sql, " AND ");
 		/* to_one: parent.from = child.to; to_many: child.from = parent.to */
@@ -351,10 +433,12 @@ static void join_condition(ctx *c, const gw_rel_match *m, const char *parent_ali
 	}
 }
 
-static const gw_scope *embed_scope(ctx *c, const char *path, const gw_select_item *it, char **child_path)
+static const gw_scope *
+embed_scope(ctx *c, const char *path, const gw_select_item *it, char **child_path)
 {
 	const char *names[2] = {it->alias, it->relation};
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < 2; i++)
+	{
 		if (!names[i])
 			continue;
 		char *p = gw_arena_alloc(c->a, strlen(path) + strlen(names[i]) + 2);
@@ -369,10 +453,12 @@ static const gw_scope *embed_scope(ctx *c, const char *path, const gw_select_ite
 
 /* ...rel(cols) of a to-one embed: each column is a correlated lookup named as
  * the parent's own column (PostgREST's spread). */
-static int build_spread(ctx *c, const char *parent_alias, const gw_select_item *it, const gw_rel_match *m,
-			const gw_relation *target)
+static int
+build_spread(ctx *c, const char *parent_alias, const gw_select_item *it, const gw_rel_match *m,
+             const gw_relation *target)
 {
-	if (!m->to_one) {
+	if (!m->to_one)
+	{
 		char msg[300];
 		snprintf(msg, sizeof msg, "A spread operation on '%s' is not possible", it->relation);
 		gw_error_set(c->e, 400, "PGRST119", msg, "Only to-one relationships can be spread.", NULL);
@@ -380,14 +466,18 @@ static int build_spread(ctx *c, const char *parent_alias, const gw_select_item *
 	}
 	const gw_select *sel = it->children;
 	int first = 1;
-	for (int i = 0; !sel || i < sel->n; i++) {
+	for (int i = 0; !sel || i < sel->n; i++)
+	{
 		const gw_select_item *ch = sel ? &sel->items[i] : NULL;
 		int star = !ch || ch->kind == GW_SEL_STAR;
-		if (ch && ch->kind == GW_SEL_EMBED) {
-			gw_error_set(c->e, 400, "PGRST100", "embeds inside a spread are not supported", NULL, NULL);
+		if (ch && ch->kind == GW_SEL_EMBED)
+		{
+			gw_error_set(c->e, 400, "PGRST100", "embeds inside a spread are not supported", NULL,
+			             NULL);
 			return -1;
 		}
-		for (int k = 0; k < (star ? target->ncols : 1); k++) {
+		for (int k = 0; k < (star ? target->ncols : 1); k++)
+		{
 			gw_field col = {0};
 			const gw_field *f = star ? &col : &ch->field;
 			if (star)
@@ -419,8 +509,9 @@ static int build_spread(ctx *c, const char *parent_alias, const gw_select_item *
 	return 0;
 }
 
-static int build_embed(ctx *c, const char *parent_alias, const gw_relation *parent,
-		       const gw_select_item *it, const char *path, gw_buf *inner_conds)
+static int
+build_embed(ctx *c, const char *parent_alias, const gw_relation *parent, const gw_select_item *it,
+            const char *path, gw_buf *inner_conds)
 {
 	gw_rel_match m;
 	const gw_relation *target;
@@ -434,7 +525,8 @@ static int build_embed(ctx *c, const char *parent_alias, const gw_relation *pare
 	char *child_path = NULL;
 	const gw_scope *sc = embed_scope(c, path, it, &child_path);
 
-	gw_buf_puts(c->sql, m.to_one ? "(SELECT pg_catalog.row_to_json(" : "COALESCE((SELECT pg_catalog.json_agg(");
+	gw_buf_puts(c->sql, m.to_one ? "(SELECT pg_catalog.row_to_json("
+	                             : "COALESCE((SELECT pg_catalog.json_agg(");
 	gw_buf_ident(c->sql, row);
 	gw_buf_puts(c->sql, ") FROM (SELECT ");
 	if (gw_sb_build_select_list(c, child, target, it->children, child_path, NULL))
@@ -442,11 +534,13 @@ static int build_embed(ctx *c, const char *parent_alias, const gw_relation *pare
 	embed_from(c, &m, target->name, child);
 	gw_buf_puts(c->sql, " WHERE ");
 	join_condition(c, &m, parent_alias, child);
-	if (sc) {
+	if (sc)
+	{
 		gw_buf_puts(c->sql, " AND ");
 		if (gw_sb_build_logic(c, child, target, sc->where))
 			return -1;
-		if (!m.to_one) {
+		if (!m.to_one)
+		{
 			if (gw_sb_build_order(c, child, target, sc))
 				return -1;
 			gw_sb_build_limit(c, sc->limit, sc->offset);
@@ -458,7 +552,8 @@ static int build_embed(ctx *c, const char *parent_alias, const gw_relation *pare
 	gw_buf_puts(c->sql, " AS ");
 	gw_buf_ident(c->sql, it->alias ? it->alias : it->relation);
 
-	if (it->inner && inner_conds) {
+	if (it->inner && inner_conds)
+	{
 		/* !inner keeps only parents with a matching child: build the EXISTS in a
 		 * separate buffer that the caller appends to its WHERE */
 		gw_buf *saved = c->sql;
@@ -468,7 +563,8 @@ static int build_embed(ctx *c, const char *parent_alias, const gw_relation *pare
 		gw_buf_puts(c->sql, " WHERE ");
 		join_condition(c, &m, parent_alias, child);
 		int rc = 0;
-		if (sc) {
+		if (sc)
+		{
 			gw_buf_puts(c->sql, " AND ");
 			rc = gw_sb_build_logic(c, child, target, sc->where);
 		}
@@ -479,11 +575,14 @@ static int build_embed(ctx *c, const char *parent_alias, const gw_relation *pare
 	return 0;
 }
 
-int gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const gw_select *sel,
-			     const char *path, gw_buf *inner_conds)
+int
+gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const gw_select *sel,
+                        const char *path, gw_buf *inner_conds)
 {
-	if (!sel || !sel->n) {
-		if (sel && !sel->n) { /* rel() embeds with no columns */
+	if (!sel || !sel->n)
+	{
+		if (sel && !sel->n)
+		{ /* rel() embeds with no columns */
 			gw_buf_puts(c->sql, "NULL::int AS pgrst_none");
 			return 0;
 		}
@@ -491,11 +590,13 @@ int gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, c
 		gw_buf_puts(c->sql, ".*");
 		return 0;
 	}
-	for (int i = 0; i < sel->n; i++) {
+	for (int i = 0; i < sel->n; i++)
+	{
 		const gw_select_item *it = &sel->items[i];
 		if (i)
 			gw_buf_puts(c->sql, ", ");
-		switch (it->kind) {
+		switch (it->kind)
+		{
 		case GW_SEL_STAR:
 			gw_buf_ident(c->sql, alias);
 			gw_buf_puts(c->sql, ".*");
@@ -521,33 +622,53 @@ int gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, c
 }
 
 /* The body and counts over pgrst_source, as PostgREST aggregates them. */
-void gw_sb_build_outer(ctx *c, const gw_request_shape *r, gw_plan *p, const char *count_sql,
-			const char *source)
+void
+gw_sb_build_outer(ctx *c, const gw_request_shape *r, gw_plan *p, const char *count_sql,
+                  const char *source)
 {
 	gw_buf *b = c->sql;
 	gw_buf_puts(b, " SELECT ");
 	gw_buf_puts(b, count_sql ? count_sql : "NULL::text");
 	gw_buf_puts(b, " AS total_result_set, pg_catalog.count(_postgrest_t) AS page_total, ");
-	if (!p->returns_body) {
+	if (!p->returns_body)
+	{
 		gw_buf_puts(b, "''::text AS body");
-	} else if (p->rpc_scalar) {
+	}
+	else if (p->rpc_scalar)
+	{
 		gw_buf_puts(b, "(pg_catalog.json_agg(_postgrest_t.pgrst_scalar)->0)::text AS body");
-	} else if (p->rpc_scalar_set && p->output != GW_OUT_CSV) {
-		gw_buf_puts(b, "coalesce(pg_catalog.json_agg(_postgrest_t.pgrst_scalar), '[]')::text AS body");
-	} else if (p->output == GW_OUT_CSV) {
-		gw_buf_printf(b, "(SELECT coalesce(string_agg(a.k, ','), '') FROM (SELECT pg_catalog.json_object_keys(r) AS k"
-			    " FROM (SELECT pg_catalog.row_to_json(hh) AS r FROM %s AS hh LIMIT 1) AS s) AS a)"
-			    " || E'\\n' || coalesce(string_agg(substring(_postgrest_t::text, 2, length(_postgrest_t::text) - 2), E'\\n'), '') AS body", source);
-	} else if (p->output == GW_OUT_SINGLE || p->rpc_single) {
+	}
+	else if (p->rpc_scalar_set && p->output != GW_OUT_CSV)
+	{
+		gw_buf_puts(b,
+		            "coalesce(pg_catalog.json_agg(_postgrest_t.pgrst_scalar), '[]')::text AS body");
+	}
+	else if (p->output == GW_OUT_CSV)
+	{
+		gw_buf_printf(
+		    b,
+		    "(SELECT coalesce(string_agg(a.k, ','), '') FROM (SELECT "
+		    "pg_catalog.json_object_keys(r) AS k"
+		    " FROM (SELECT pg_catalog.row_to_json(hh) AS r FROM %s AS hh LIMIT 1) AS s) AS a)"
+		    " || E'\\n' || coalesce(string_agg(substring(_postgrest_t::text, 2, "
+		    "length(_postgrest_t::text) - 2), E'\\n'), '') AS body",
+		    source);
+	}
+	else if (p->output == GW_OUT_SINGLE || p->rpc_single)
+	{
 		gw_buf_puts(b, "coalesce((pg_catalog.json_agg(_postgrest_t)->0)::text, 'null') AS body");
-	} else {
+	}
+	else
+	{
 		gw_buf_puts(b, "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')::text AS body");
 	}
-	if (p->insert_location) {
+	if (p->insert_location)
+	{
 		/* the first written row's key values, for the Location header */
 		const gw_relation *rel = gw_schema_relation(c->s, r->target);
 		gw_buf_puts(b, ", (SELECT pg_catalog.json_build_array(");
-		for (int i = 0; i < rel->npk; i++) {
+		for (int i = 0; i < rel->npk; i++)
+		{
 			if (i)
 				gw_buf_puts(b, ", ");
 			gw_buf_puts(b, "k.");
@@ -555,19 +676,24 @@ void gw_sb_build_outer(ctx *c, const gw_request_shape *r, gw_plan *p, const char
 			gw_buf_puts(b, "::text");
 		}
 		gw_buf_puts(b, ")::text FROM pgrst_source AS k LIMIT 1) AS location");
-	} else {
+	}
+	else
+	{
 		gw_buf_puts(b, ", NULL::text AS location");
 	}
-	if (r->action != GW_ACTION_READ && r->action != GW_ACTION_RPC && r->output == GW_OUT_SINGLE) {
+	if (r->action != GW_ACTION_READ && r->action != GW_ACTION_RPC && r->output == GW_OUT_SINGLE)
+	{
 		/* a write that must touch exactly one row fails inside the statement so
 		 * that the pipelined COMMIT is skipped and the pool rolls back (PGRST116) */
-		gw_buf_puts(b, ", CASE WHEN pg_catalog.count(_postgrest_t) <> 1 THEN ('pgrst_single:' || pg_catalog.count(_postgrest_t))::integer END AS single_check");
+		gw_buf_puts(b, ", CASE WHEN pg_catalog.count(_postgrest_t) <> 1 THEN ('pgrst_single:' || "
+		               "pg_catalog.count(_postgrest_t))::integer END AS single_check");
 	}
 	gw_buf_printf(b, " FROM (SELECT * FROM %s) AS _postgrest_t", source);
 }
 
 /* WHERE for the top level: filters plus the EXISTS of !inner embeds. */
-int gw_sb_build_where(ctx *c, const char *alias, const gw_relation *rel, const gw_buf *inner)
+int
+gw_sb_build_where(ctx *c, const char *alias, const gw_relation *rel, const gw_buf *inner)
 {
 	const gw_scope *top = gw_sb_scope_for(c, "");
 	gw_buf_puts(c->sql, " WHERE ");
@@ -578,18 +704,21 @@ int gw_sb_build_where(ctx *c, const char *alias, const gw_relation *rel, const g
 	return 0;
 }
 
-void gw_sb_effective_range(const gw_request_shape *r, const gw_scope *top, long *limit, long *offset)
+void
+gw_sb_effective_range(const gw_request_shape *r, const gw_scope *top, long *limit, long *offset)
 {
 	*limit = top->limit;
 	*offset = top->offset;
-	if (r->range_offset >= 0) {
+	if (r->range_offset >= 0)
+	{
 		*offset += r->range_offset;
 		if (r->range_limit >= 0 && (*limit < 0 || r->range_limit < *limit))
 			*limit = r->range_limit;
 	}
 }
 
-static int build_read(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p)
+static int
+build_read(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p)
 {
 	const char *alias = rel->name;
 	long limit, offset;
@@ -598,14 +727,16 @@ static int build_read(ctx *c, const gw_request_shape *r, const gw_relation *rel,
 	gw_buf_init(&inner);
 	gw_buf_puts(c->sql, "WITH pgrst_source AS (SELECT ");
 	int rc = gw_sb_build_select_list(c, alias, rel, c->q->select, "", &inner);
-	if (!rc) {
+	if (!rc)
+	{
 		gw_buf_puts(c->sql, " FROM \"api\".");
 		gw_buf_ident(c->sql, rel->name);
 		gw_buf_puts(c->sql, " AS ");
 		gw_buf_ident(c->sql, alias);
 		rc = gw_sb_build_where(c, alias, rel, &inner);
 	}
-	if (!rc) {
+	if (!rc)
+	{
 		c->order_select = c->q->select;
 		rc = gw_sb_build_order(c, alias, rel, gw_sb_scope_for(c, ""));
 		c->order_select = NULL;
@@ -615,7 +746,8 @@ static int build_read(ctx *c, const gw_request_shape *r, const gw_relation *rel,
 	gw_buf_putc(c->sql, ')');
 	gw_buf count;
 	gw_buf_init(&count);
-	if (!rc && r->count == GW_COUNT_EXACT) {
+	if (!rc && r->count == GW_COUNT_EXACT)
+	{
 		gw_buf *saved = c->sql;
 		c->sql = &count;
 		gw_buf_puts(c->sql, "(SELECT pg_catalog.count(*) FROM \"api\".");
@@ -626,7 +758,8 @@ static int build_read(ctx *c, const gw_request_shape *r, const gw_relation *rel,
 		gw_buf_puts(c->sql, ")::text");
 		c->sql = saved;
 	}
-	if (!rc && r->count == GW_COUNT_PLANNED) {
+	if (!rc && r->count == GW_COUNT_PLANNED)
+	{
 		/* the planner's estimate of the filtered relation; !inner embeds are left
 		 * out, which an estimate may do */
 		ctx c2 = *c;
@@ -638,7 +771,8 @@ static int build_read(ctx *c, const gw_request_shape *r, const gw_relation *rel,
 		gw_buf_ident(c2.sql, alias);
 		rc = gw_sb_build_where(&c2, alias, rel, NULL);
 	}
-	if (!rc) {
+	if (!rc)
+	{
 		p->returns_body = 1;
 		gw_sb_build_outer(c, r, p, count.len ? count.data : NULL, "pgrst_source");
 	}
@@ -648,20 +782,24 @@ static int build_read(ctx *c, const gw_request_shape *r, const gw_relation *rel,
 	return rc;
 }
 
-int gw_build(gw_arena *a, const gw_schema *s, const gw_request_shape *r, gw_plan *p, gw_error *e)
+int
+gw_build(gw_arena *a, const gw_schema *s, const gw_request_shape *r, gw_plan *p, gw_error *e)
 {
 	ctx c = {.a = a, .s = s, .q = r->query, .sql = &p->sql, .params = &p->params, .e = e};
 	p->output = r->output;
 	if (r->action == GW_ACTION_RPC)
 		return gw_sb_build_rpc(&c, r, p);
 	const gw_relation *rel = gw_schema_relation(s, r->target);
-	if (!rel) {
+	if (!rel)
+	{
 		char msg[300];
-		snprintf(msg, sizeof msg, "Could not find the table 'api.%s' in the schema cache", r->target);
+		snprintf(msg, sizeof msg, "Could not find the table 'api.%s' in the schema cache",
+		         r->target);
 		gw_error_set(e, 404, "PGRST205", msg, NULL, NULL);
 		return -1;
 	}
-	switch (r->action) {
+	switch (r->action)
+	{
 	case GW_ACTION_READ:
 		return build_read(&c, r, rel, p);
 	case GW_ACTION_INSERT:

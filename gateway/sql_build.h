@@ -8,7 +8,8 @@
 #include "query_parse.h"
 #include "schema.h"
 
-typedef struct gw_error {
+typedef struct gw_error
+{
 	int status;
 	char code[16];
 	char message[512];
@@ -17,45 +18,71 @@ typedef struct gw_error {
 } gw_error;
 
 void gw_error_set(gw_error *e, int status, const char *code, const char *message,
-		  const char *details, const char *hint);
+                  const char *details, const char *hint);
 
-enum { GW_OUT_JSON, GW_OUT_SINGLE, GW_OUT_CSV, GW_OUT_NONE };
-enum { GW_COUNT_NONE, GW_COUNT_EXACT, GW_COUNT_PLANNED, GW_COUNT_ESTIMATED };
-enum { GW_RESOLUTION_NONE, GW_RESOLUTION_MERGE, GW_RESOLUTION_IGNORE };
-enum { GW_ACTION_READ, GW_ACTION_INSERT, GW_ACTION_UPDATE, GW_ACTION_DELETE,
-       GW_ACTION_UPSERT_PUT, GW_ACTION_RPC };
+enum
+{
+	GW_OUT_JSON,
+	GW_OUT_SINGLE,
+	GW_OUT_CSV,
+	GW_OUT_NONE
+};
+enum
+{
+	GW_COUNT_NONE,
+	GW_COUNT_EXACT,
+	GW_COUNT_PLANNED,
+	GW_COUNT_ESTIMATED
+};
+enum
+{
+	GW_RESOLUTION_NONE,
+	GW_RESOLUTION_MERGE,
+	GW_RESOLUTION_IGNORE
+};
+enum
+{
+	GW_ACTION_READ,
+	GW_ACTION_INSERT,
+	GW_ACTION_UPDATE,
+	GW_ACTION_DELETE,
+	GW_ACTION_UPSERT_PUT,
+	GW_ACTION_RPC
+};
 
-typedef struct gw_request_shape {
+typedef struct gw_request_shape
+{
 	int action;
-	const char *target;      /* relation or function name in schema api */
+	const char *target; /* relation or function name in schema api */
 	const gw_query *query;
-	int output;              /* GW_OUT_* */
-	int count;               /* GW_COUNT_* */
-	int return_rep;          /* return=representation */
-	int resolution;          /* GW_RESOLUTION_* */
-	long range_offset;       /* from the Range header; -1 when absent */
-	long range_limit;        /* -1: unbounded */
+	int output;        /* GW_OUT_* */
+	int count;         /* GW_COUNT_* */
+	int return_rep;    /* return=representation */
+	int resolution;    /* GW_RESOLUTION_* */
+	long range_offset; /* from the Range header; -1 when absent */
+	long range_limit;  /* -1: unbounded */
 	/* request body: JSON text, or the raw bytes for a single-parameter function */
 	const char *body;
 	size_t body_len;
 	int body_is_json;
-	int rpc_get;             /* RPC arguments came from the query string */
-	int single_object;       /* Prefer: params=single-object */
-	int headers_only;        /* Prefer: return=headers-only (Location of an insert) */
+	int rpc_get;       /* RPC arguments came from the query string */
+	int single_object; /* Prefer: params=single-object */
+	int headers_only;  /* Prefer: return=headers-only (Location of an insert) */
 } gw_request_shape;
 
-typedef struct gw_plan {
+typedef struct gw_plan
+{
 	gw_buf sql;
 	gw_params params;
-	gw_buf count_sql;        /* Prefer: count=planned: an EXPLAIN run after sql */
+	gw_buf count_sql; /* Prefer: count=planned: an EXPLAIN run after sql */
 	gw_params count_params;
 	int read_only;
 	int output;
-	int returns_body;        /* 0: the request answers without a body (minimal, void) */
-	int rpc_scalar;          /* non-set scalar function: body is one JSON value */
-	int rpc_single;          /* non-set composite function: body is one object */
-	int rpc_scalar_set;      /* set of scalars: body is an array of values */
-	int insert_location;     /* column 3 is a JSON array of the first row's key values */
+	int returns_body;    /* 0: the request answers without a body (minimal, void) */
+	int rpc_scalar;      /* non-set scalar function: body is one JSON value */
+	int rpc_single;      /* non-set composite function: body is one object */
+	int rpc_scalar_set;  /* set of scalars: body is an array of values */
+	int insert_location; /* column 3 is a JSON array of the first row's key values */
 } gw_plan;
 
 void gw_plan_init(gw_plan *p);

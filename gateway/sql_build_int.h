@@ -5,7 +5,8 @@
 #define GW_SQL_BUILD_INT_H
 #include "sql_build.h"
 
-typedef struct ctx {
+typedef struct ctx
+{
 	gw_arena *a;
 	const gw_schema *s;
 	const gw_query *q;
@@ -18,15 +19,16 @@ typedef struct ctx {
 
 void gw_sb_param(ctx *c, const char *value);
 int gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const gw_select *sel,
-			    const char *path, gw_buf *inner_conds);
+                            const char *path, gw_buf *inner_conds);
 void gw_sb_build_outer(ctx *c, const gw_request_shape *r, gw_plan *p, const char *count_sql,
-		       const char *source);
+                       const char *source);
 int gw_sb_build_where(ctx *c, const char *alias, const gw_relation *rel, const gw_buf *inner);
 int gw_sb_build_logic(ctx *c, const char *alias, const gw_relation *rel, const gw_logic *l);
 int gw_sb_build_order(ctx *c, const char *alias, const gw_relation *rel, const gw_scope *sc);
 void gw_sb_build_limit(ctx *c, long limit, long offset);
 const gw_scope *gw_sb_scope_for(ctx *c, const char *path);
-void gw_sb_effective_range(const gw_request_shape *r, const gw_scope *top, long *limit, long *offset);
+void gw_sb_effective_range(const gw_request_shape *r, const gw_scope *top, long *limit,
+                           long *offset);
 
 int gw_sb_build_insert(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p);
 int gw_sb_build_update(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p);

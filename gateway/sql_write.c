@@ -11,24 +11,33 @@
 
 /* The columns a write names: ?columns= or the keys of the (first) object; all
  * objects of an array must have the same keys (PGRST102). */
-static int payload_columns(ctx *c, const gw_request_shape *r, const gw_relation *rel, json_t **root,
-			   const char ***cols, int *ncols)
+static int
+payload_columns(ctx *c, const gw_request_shape *r, const gw_relation *rel, json_t **root,
+                const char ***cols, int *ncols)
 {
 	json_error_t jerr;
-	*root = json_loadb(r->body ? r->body : "", r->body_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-	if (!*root || !(json_is_object(*root) || json_is_array(*root))) {
+	*root =
+	    json_loadb(r->body ? r->body : "", r->body_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+	if (!*root || !(json_is_object(*root) || json_is_array(*root)))
+	{
 		gw_error_set(c->e, 400, "PGRST102", "Empty or invalid json", NULL, NULL);
 		return -1;
 	}
 	json_t *first = json_is_array(*root) ? json_array_get(*root, 0) : *root;
-	if (c->q->ncolumns) {
+	if (c->q->ncolumns)
+	{
 		*cols = (const char **)c->q->columns;
 		*ncols = c->q->ncolumns;
-	} else if (!first) {
+	}
+	else if (!first)
+	{
 		*cols = NULL;
 		*ncols = 0;
-	} else {
-		if (!json_is_object(first)) {
+	}
+	else
+	{
+		if (!json_is_object(first))
+		{
 			gw_error_set(c->e, 400, "PGRST102", "Empty or invalid json", NULL, NULL);
 			return -1;
 		}
@@ -37,26 +46,31 @@ static int payload_columns(ctx *c, const gw_request_shape *r, const gw_relation 
 		int i = 0;
 		const char *k;
 		json_t *v;
-		json_object_foreach(first, k, v) (*cols)[i++] = gw_arena_strdup(c->a, k);
-		if (json_is_array(*root)) {
+		json_object_foreach(first, k, v)(*cols)[i++] = gw_arena_strdup(c->a, k);
+		if (json_is_array(*root))
+		{
 			size_t idx;
 			json_t *o;
-			json_array_foreach(*root, idx, o) {
+			json_array_foreach(*root, idx, o)
+			{
 				int same = json_is_object(o) && (int)json_object_size(o) == *ncols;
 				for (int j = 0; same && j < *ncols; j++)
 					same = json_object_get(o, (*cols)[j]) != NULL;
-				if (!same) {
+				if (!same)
+				{
 					gw_error_set(c->e, 400, "PGRST102", "All object keys must match", NULL, NULL);
 					return -1;
 				}
 			}
 		}
 	}
-	for (int i = 0; i < *ncols; i++) {
-		if (!gw_relation_column(rel, (*cols)[i])) {
+	for (int i = 0; i < *ncols; i++)
+	{
+		if (!gw_relation_column(rel, (*cols)[i]))
+		{
 			char msg[400];
 			snprintf(msg, sizeof msg, "Could not find the '%s' column of '%s' in the schema cache",
-				 (*cols)[i], rel->name);
+			         (*cols)[i], rel->name);
 			gw_error_set(c->e, 400, "PGRST204", msg, NULL, NULL);
 			return -1;
 		}
@@ -64,12 +78,15 @@ static int payload_columns(ctx *c, const gw_request_shape *r, const gw_relation 
 	return 0;
 }
 
-static void ident_list(gw_buf *b, const char *prefix, const char *const *cols, int n)
+static void
+ident_list(gw_buf *b, const char *prefix, const char *const *cols, int n)
 {
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < n; i++)
+	{
 		if (i)
 			gw_buf_puts(b, ", ");
-		if (prefix) {
+		if (prefix)
+		{
 			gw_buf_puts(b, prefix);
 			gw_buf_putc(b, '.');
 		}
@@ -78,7 +95,8 @@ static void ident_list(gw_buf *b, const char *prefix, const char *const *cols, i
 }
 
 /* RETURNING and the outer select over what was written. */
-static int finish_write(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p)
+static int
+finish_write(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p)
 {
 	const char *alias = rel->name;
 	gw_buf_puts(c->sql, " RETURNING ");
@@ -86,7 +104,8 @@ static int finish_write(ctx *c, const gw_request_shape *r, const gw_relation *re
 	gw_buf_puts(c->sql, ".*)");
 	p->returns_body = r->return_rep;
 	p->insert_location = r->headers_only && r->action == GW_ACTION_INSERT && rel->npk > 0;
-	if (!r->return_rep) {
+	if (!r->return_rep)
+	{
 		gw_sb_build_outer(c, r, p, NULL, "pgrst_source");
 		return 0;
 	}
@@ -102,7 +121,8 @@ static int finish_write(ctx *c, const gw_request_shape *r, const gw_relation *re
 	return 0;
 }
 
-int gw_sb_build_insert(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p)
+int
+gw_sb_build_insert(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p)
 {
 	json_t *root = NULL;
 	const char **cols;
@@ -115,9 +135,12 @@ int gw_sb_build_insert(ctx *c, const gw_request_shape *r, const gw_relation *rel
 	gw_buf_ident(b, rel->name);
 	gw_buf_puts(b, " AS ");
 	gw_buf_ident(b, alias);
-	if (ncols == 0) {
+	if (ncols == 0)
+	{
 		gw_buf_puts(b, " DEFAULT VALUES");
-	} else {
+	}
+	else
+	{
 		gw_buf_puts(b, " (");
 		ident_list(b, NULL, cols, ncols);
 		gw_buf_puts(b, ") SELECT ");
@@ -126,7 +149,8 @@ int gw_sb_build_insert(ctx *c, const gw_request_shape *r, const gw_relation *rel
 		gw_buf_ident(b, rel->name);
 		gw_buf_puts(b, ", ");
 		char *text = json_is_array(root) ? NULL : json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY);
-		if (text) {
+		if (text)
+		{
 			gw_buf wrapped;
 			gw_buf_init(&wrapped);
 			gw_buf_putc(&wrapped, '[');
@@ -135,33 +159,45 @@ int gw_sb_build_insert(ctx *c, const gw_request_shape *r, const gw_relation *rel
 			gw_sb_param(c, wrapped.data);
 			gw_buf_free(&wrapped);
 			free(text);
-		} else {
+		}
+		else
+		{
 			gw_params_addn(c->params, r->body, r->body_len);
 			gw_buf_printf(b, "$%d", c->params->n);
 		}
 		gw_buf_puts(b, "::json) AS pgrst_body");
 	}
-	if (r->resolution != GW_RESOLUTION_NONE || r->action == GW_ACTION_UPSERT_PUT) {
+	if (r->resolution != GW_RESOLUTION_NONE || r->action == GW_ACTION_UPSERT_PUT)
+	{
 		const char *const *conf = (const char *const *)c->q->on_conflict;
 		int nconf = c->q->non_conflict;
-		if (!nconf) {
+		if (!nconf)
+		{
 			conf = (const char *const *)rel->pk;
 			nconf = rel->npk;
 		}
-		if (!nconf) {
-			gw_error_set(c->e, 400, "PGRST103", "on_conflict is needed: the relation has no primary key", NULL, NULL);
+		if (!nconf)
+		{
+			gw_error_set(c->e, 400, "PGRST103",
+			             "on_conflict is needed: the relation has no primary key", NULL, NULL);
 			goto out;
 		}
 		gw_buf_puts(b, " ON CONFLICT (");
 		ident_list(b, NULL, conf, nconf);
 		gw_buf_puts(b, ")");
-		if (r->resolution == GW_RESOLUTION_IGNORE) {
+		if (r->resolution == GW_RESOLUTION_IGNORE)
+		{
 			gw_buf_puts(b, " DO NOTHING");
-		} else if (ncols == 0) {
+		}
+		else if (ncols == 0)
+		{
 			gw_buf_puts(b, " DO NOTHING");
-		} else {
+		}
+		else
+		{
 			gw_buf_puts(b, " DO UPDATE SET ");
-			for (int i = 0; i < ncols; i++) {
+			for (int i = 0; i < ncols; i++)
+			{
 				if (i)
 					gw_buf_puts(b, ", ");
 				gw_buf_ident(b, cols[i]);
@@ -177,7 +213,8 @@ out:
 	return rc;
 }
 
-int gw_sb_build_update(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p)
+int
+gw_sb_build_update(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p)
 {
 	json_t *root = NULL;
 	const char **cols;
@@ -185,12 +222,14 @@ int gw_sb_build_update(ctx *c, const gw_request_shape *r, const gw_relation *rel
 	const char *alias = rel->name;
 	if (payload_columns(c, r, rel, &root, &cols, &ncols))
 		goto out;
-	if (!json_is_object(root)) {
+	if (!json_is_object(root))
+	{
 		gw_error_set(c->e, 400, "PGRST102", "A PATCH body must be a JSON object", NULL, NULL);
 		goto out;
 	}
 	gw_buf *b = c->sql;
-	if (ncols == 0) {
+	if (ncols == 0)
+	{
 		/* nothing to set: PostgREST answers as if no row matched */
 		gw_buf_puts(b, "WITH pgrst_source AS (SELECT ");
 		gw_buf_ident(b, alias);
@@ -209,7 +248,8 @@ int gw_sb_build_update(ctx *c, const gw_request_shape *r, const gw_relation *rel
 	gw_buf_puts(b, " AS ");
 	gw_buf_ident(b, alias);
 	gw_buf_puts(b, " SET ");
-	for (int i = 0; i < ncols; i++) {
+	for (int i = 0; i < ncols; i++)
+	{
 		if (i)
 			gw_buf_puts(b, ", ");
 		gw_buf_ident(b, cols[i]);
@@ -230,7 +270,8 @@ out:
 	return rc;
 }
 
-int gw_sb_build_delete(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p)
+int
+gw_sb_build_delete(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p)
 {
 	const char *alias = rel->name;
 	gw_buf_puts(c->sql, "WITH pgrst_source AS (DELETE FROM \"api\".");
@@ -244,12 +285,14 @@ int gw_sb_build_delete(ctx *c, const gw_request_shape *r, const gw_relation *rel
 
 /* PUT: filters must be eq on exactly the primary key, and the body must carry the
  * same values (PGRST105 / PGRST115). */
-int gw_sb_check_put(ctx *c, const gw_request_shape *r, const gw_relation *rel)
+int
+gw_sb_check_put(ctx *c, const gw_request_shape *r, const gw_relation *rel)
 {
 	const gw_scope *top = gw_sb_scope_for(c, "");
 	const gw_logic *w = top->where;
 	int ok = rel->npk > 0 && w->nchildren == rel->npk;
-	for (int i = 0; ok && i < w->nchildren; i++) {
+	for (int i = 0; ok && i < w->nchildren; i++)
+	{
 		const gw_logic *l = w->children[i];
 		ok = l->is_leaf && l->filter.op == GW_OP_EQ && !l->filter.negate && !l->filter.quant &&
 		     !l->filter.field.njson;
@@ -258,23 +301,28 @@ int gw_sb_check_put(ctx *c, const gw_request_shape *r, const gw_relation *rel)
 			inpk |= !strcmp(rel->pk[k], l->filter.field.name);
 		ok = ok && inpk;
 	}
-	if (!ok) {
-		gw_error_set(c->e, 405, "PGRST105", "Filters must include all and only primary key columns with 'eq' operators",
-			     NULL, NULL);
+	if (!ok)
+	{
+		gw_error_set(c->e, 405, "PGRST105",
+		             "Filters must include all and only primary key columns with 'eq' operators",
+		             NULL, NULL);
 		return -1;
 	}
 	json_error_t jerr;
 	json_t *root = json_loadb(r->body ? r->body : "", r->body_len, JSON_DECODE_ANY, &jerr);
-	json_t *obj = root && json_is_array(root) && json_array_size(root) == 1 ? json_array_get(root, 0) : root;
+	json_t *obj =
+	    root && json_is_array(root) && json_array_size(root) == 1 ? json_array_get(root, 0) : root;
 	int match = obj && json_is_object(obj);
-	for (int i = 0; match && i < w->nchildren; i++) {
+	for (int i = 0; match && i < w->nchildren; i++)
+	{
 		const gw_filter *f = &w->children[i]->filter;
 		json_t *v = json_object_get(obj, f->field.name);
 		char num[64];
 		const char *text = NULL;
 		if (json_is_string(v))
 			text = json_string_value(v);
-		else if (json_is_integer(v)) {
+		else if (json_is_integer(v))
+		{
 			snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
 			text = num;
 		}
@@ -282,10 +330,11 @@ int gw_sb_check_put(ctx *c, const gw_request_shape *r, const gw_relation *rel)
 	}
 	if (root)
 		json_decref(root);
-	if (!match) {
-		gw_error_set(c->e, 400, "PGRST115", "Payload values do not match URL in primary key column(s)", NULL, NULL);
+	if (!match)
+	{
+		gw_error_set(c->e, 400, "PGRST115",
+		             "Payload values do not match URL in primary key column(s)", NULL, NULL);
 		return -1;
 	}
 	return 0;
 }
-

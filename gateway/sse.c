@@ -18,14 +18,15 @@
 #define HEARTBEAT 15.0
 #define MAX_BACKLOG (4 << 20)
 
-typedef struct sub {
-	gw_req *req;             /* NULL once the client left a started stream */
+typedef struct sub
+{
+	gw_req *req; /* NULL once the client left a started stream */
 	gw_auth auth;
 	char room[40];
 	long long last_seq;
-	int have_start;          /* last_seq is known */
-	int checked;             /* the caller may read the room */
-	int started;             /* headers sent */
+	int have_start; /* last_seq is known */
+	int checked;    /* the caller may read the room */
+	int started;    /* headers sent */
 	int fetching, dirty, gone;
 	gw_pg_job job;
 	gw_buf settings, sql;
@@ -38,7 +39,8 @@ static sub *subs;
 
 static void fetch(sub *s);
 
-static void sub_free(sub *s)
+static void
+sub_free(sub *s)
 {
 	if (s->prev)
 		s->prev->next = s->next;
@@ -57,13 +59,15 @@ static void sub_free(sub *s)
 	free(s);
 }
 
-static void on_close(gw_req *req)
+static void
+on_close(gw_req *req)
 {
 	sub *s = req->handler;
 	if (!s)
 		return;
 	s->gone = 1;
-	if (s->started) {
+	if (s->started)
+	{
 		s->req = NULL;
 		req->handler = NULL;
 		if (!s->fetching)
@@ -71,7 +75,8 @@ static void on_close(gw_req *req)
 	}
 }
 
-static void on_heartbeat(struct ev_loop *loop, ev_timer *w, int revents)
+static void
+on_heartbeat(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
@@ -83,28 +88,35 @@ static void on_heartbeat(struct ev_loop *loop, ev_timer *w, int revents)
 		fetch(s);
 }
 
-static int valid_uuid(const char *u)
+static int
+valid_uuid(const char *u)
 {
 	if (strlen(u) != 36)
 		return 0;
-	for (int i = 0; i < 36; i++) {
+	for (int i = 0; i < 36; i++)
+	{
 		char c = u[i];
-		if (i == 8 || i == 13 || i == 18 || i == 23) {
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
 			if (c != '-')
 				return 0;
-		} else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+		}
+		else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
 			return 0;
 	}
 	return 1;
 }
 
-static void fetch_done(gw_pg_job *job)
+static void
+fetch_done(gw_pg_job *job)
 {
 	sub *s = job->data;
 	/* fetching stays set while we write: a write that finds the client gone
 	 * must not free s under us (on_close defers to here) */
-	if (s->gone) {
-		if (!s->started && s->req) {
+	if (s->gone)
+	{
+		if (!s->started && s->req)
+		{
 			s->req->handler = NULL;
 			gw_respond(s->req, 499, NULL, NULL, NULL, 0);
 		}
@@ -112,17 +124,20 @@ static void fetch_done(gw_pg_job *job)
 		return;
 	}
 	gw_req *req = s->req;
-	if (job->failed || job->error) {
-		if (!s->started) {
+	if (job->failed || job->error)
+	{
+		if (!s->started)
+		{
 			gw_error e;
 			if (job->failed)
 				gw_error_set(&e, 503, "PGRST001", "Database client error. Retrying the connection.",
-					     job->failure, NULL);
+				             job->failure, NULL);
 			else
 				gw_error_from_pg(PQresultErrorField(job->error, PG_DIAG_SQLSTATE),
-						 PQresultErrorField(job->error, PG_DIAG_MESSAGE_PRIMARY),
-						 PQresultErrorField(job->error, PG_DIAG_MESSAGE_DETAIL),
-						 PQresultErrorField(job->error, PG_DIAG_MESSAGE_HINT), s->auth.anonymous, &e);
+				                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_PRIMARY),
+				                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_DETAIL),
+				                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_HINT),
+				                 s->auth.anonymous, &e);
 			req->handler = NULL;
 			req->on_close = NULL;
 			gw_respond_error(req, &e, NULL);
@@ -143,8 +158,10 @@ static void fetch_done(gw_pg_job *job)
 	gw_buf_init(&out);
 	int n = r ? PQntuples(r) : 0;
 	int catch_up = 0;
-	if (!s->checked) {
-		if (n != 1 || strcmp(PQgetvalue(r, 0, 0), "t")) {
+	if (!s->checked)
+	{
+		if (n != 1 || strcmp(PQgetvalue(r, 0, 0), "t"))
+		{
 			req->handler = NULL;
 			req->on_close = NULL;
 			gw_respond_simple_error(req, 404, "PGRST205", "Room not found");
@@ -155,14 +172,16 @@ static void fetch_done(gw_pg_job *job)
 		}
 		s->checked = 1;
 		long long max = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
-		if (!s->have_start) {
+		if (!s->have_start)
+		{
 			s->last_seq = max;
 			s->have_start = 1;
 		}
 		catch_up = max > s->last_seq;
 		n = 0;
 	}
-	if (!s->started) {
+	if (!s->started)
+	{
 		gw_stream_start(req, 200, "text/event-stream", NULL);
 		s->started = 1;
 		gw_metrics_sse(1);
@@ -171,37 +190,44 @@ static void fetch_done(gw_pg_job *job)
 		s->heartbeat.data = s;
 		ev_timer_start(gw_loop, &s->heartbeat);
 	}
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < n; i++)
+	{
 		long long seq = strtoll(PQgetvalue(r, i, 0), NULL, 10);
 		if (seq <= s->last_seq)
 			continue;
-		gw_buf_printf(&out, "id: %lld\nevent: %s\ndata: %s\n\n", seq, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
+		gw_buf_printf(&out, "id: %lld\nevent: %s\ndata: %s\n\n", seq, PQgetvalue(r, i, 1),
+		              PQgetvalue(r, i, 2));
 		s->last_seq = seq;
 	}
 	if (out.len)
 		gw_stream_write(req, out.data, out.len);
 	gw_buf_free(&out);
 	gw_pool_job_clear(job);
-	if (s->gone) { /* the write found the client gone */
+	if (s->gone)
+	{ /* the write found the client gone */
 		sub_free(s);
 		return;
 	}
 	s->fetching = 0;
-	if (gw_stream_backlog(req) > MAX_BACKLOG) {
+	if (gw_stream_backlog(req) > MAX_BACKLOG)
+	{
 		/* a client this far behind catches up by reconnecting with Last-Event-ID */
 		gw_log("SSE client of room %s too slow, waiting for it to drain", s->room);
 		s->dirty = 1;
 		return;
 	}
-	if (n == BATCH || s->dirty || catch_up) {
+	if (n == BATCH || s->dirty || catch_up)
+	{
 		s->dirty = 0;
 		fetch(s);
 	}
 }
 
-static void fetch(sub *s)
+static void
+fetch(sub *s)
 {
-	if (s->fetching) {
+	if (s->fetching)
+	{
 		s->dirty = 1;
 		return;
 	}
@@ -210,16 +236,25 @@ static void fetch(sub *s)
 	gw_params_free(&s->qp);
 	gw_params_init(&s->qp);
 	int room = gw_params_add(&s->qp, s->room);
-	if (!s->checked) {
+	if (!s->checked)
+	{
 		/* a room the caller cannot see (RLS on api.rooms) is a 404, not a silent stream */
-		gw_buf_printf(&s->sql, "SELECT EXISTS (SELECT 1 FROM api.rooms WHERE id = $%d::uuid),"
-			      " (SELECT coalesce(max(seq), 0) FROM api.room_events WHERE room_id = $%d::uuid)", room, room);
-	} else {
+		gw_buf_printf(
+		    &s->sql,
+		    "SELECT EXISTS (SELECT 1 FROM api.rooms WHERE id = $%d::uuid),"
+		    " (SELECT coalesce(max(seq), 0) FROM api.room_events WHERE room_id = $%d::uuid)",
+		    room, room);
+	}
+	else
+	{
 		char seq[32];
 		snprintf(seq, sizeof seq, "%lld", s->last_seq);
 		int after = gw_params_add(&s->qp, seq);
-		gw_buf_printf(&s->sql, "SELECT seq, kind, message::text FROM api.room_events WHERE room_id = $%d::uuid"
-			      " AND seq > $%d::bigint ORDER BY seq LIMIT %d", room, after, BATCH);
+		gw_buf_printf(
+		    &s->sql,
+		    "SELECT seq, kind, message::text FROM api.room_events WHERE room_id = $%d::uuid"
+		    " AND seq > $%d::bigint ORDER BY seq LIMIT %d",
+		    room, after, BATCH);
 	}
 	memset(&s->job, 0, sizeof s->job);
 	s->job.nstmts = 2;
@@ -233,9 +268,11 @@ static void fetch(sub *s)
 	gw_pool_submit(&s->job);
 }
 
-void gw_sse_handle(gw_req *req, const char *room)
+void
+gw_sse_handle(gw_req *req, const char *room)
 {
-	if (!valid_uuid(room)) {
+	if (!valid_uuid(room))
+	{
 		gw_respond_simple_error(req, 404, "PGRST000", "Not a room id");
 		return;
 	}
@@ -244,7 +281,8 @@ void gw_sse_handle(gw_req *req, const char *room)
 		abort();
 	gw_error e;
 	char www[256];
-	if (gw_auth_request(req, &s->auth, &e, www, sizeof www)) {
+	if (gw_auth_request(req, &s->auth, &e, www, sizeof www))
+	{
 		free(s);
 		gw_respond_error(req, &e, www[0] ? www : NULL);
 		return;
@@ -252,12 +290,15 @@ void gw_sse_handle(gw_req *req, const char *room)
 	s->req = req;
 	snprintf(s->room, sizeof s->room, "%s", room);
 	const char *last = gw_req_header(req, "last-event-id");
-	if (last && *last) {
+	if (last && *last)
+	{
 		char *end;
 		long long v = strtoll(last, &end, 10);
-		if (*end || v < 0) {
+		if (*end || v < 0)
+		{
 			free(s);
-			gw_respond_simple_error(req, 400, "PGRST100", "Last-Event-ID must be an event id (a seq number)");
+			gw_respond_simple_error(req, 400, "PGRST100",
+			                        "Last-Event-ID must be an event id (a seq number)");
 			return;
 		}
 		s->last_seq = v;
@@ -278,12 +319,14 @@ void gw_sse_handle(gw_req *req, const char *room)
 	fetch(s);
 }
 
-void gw_sse_notify(const char *payload)
+void
+gw_sse_notify(const char *payload)
 {
 	const char *colon = strchr(payload, ':');
 	size_t rl = colon ? (size_t)(colon - payload) : strlen(payload);
 	long long seq = colon ? strtoll(colon + 1, NULL, 10) : -1;
-	for (sub *s = subs; s; s = s->next) {
+	for (sub *s = subs; s; s = s->next)
+	{
 		if (s->gone || !s->started || strlen(s->room) != rl || strncasecmp(s->room, payload, rl))
 			continue;
 		if (seq >= 0 && seq <= s->last_seq)
@@ -292,7 +335,8 @@ void gw_sse_notify(const char *payload)
 	}
 }
 
-void gw_sse_resync_all(void)
+void
+gw_sse_resync_all(void)
 {
 	for (sub *s = subs; s; s = s->next)
 		if (!s->gone && s->started)

@@ -16,21 +16,24 @@
 #include "byte_range.h"
 #include "pool.h"
 
-typedef struct dl {
+typedef struct dl
+{
 	gw_req *req;
 	gw_auth auth;
-	const char *file_id;     /* request arena */
+	const char *file_id; /* request arena */
 	gw_buf settings;
 	gw_params sp, qp;
 	gw_pg_job job;
 } dl;
 
-void gw_blob_path(char *out, size_t n, const char *store_dir, const char *hex)
+void
+gw_blob_path(char *out, size_t n, const char *store_dir, const char *hex)
 {
 	snprintf(out, n, "%s/blobs/%.2s/%s", store_dir, hex, hex);
 }
 
-static void dl_free(gw_req *req, int ok)
+static void
+dl_free(gw_req *req, int ok)
 {
 	(void)ok;
 	dl *d = req->handler;
@@ -45,7 +48,8 @@ static void dl_free(gw_req *req, int ok)
 }
 
 /* Header-safe copy: no CR, LF or quote from the database reaches the head. */
-static void header_safe(char *dst, size_t n, const char *src)
+static void
+header_safe(char *dst, size_t n, const char *src)
 {
 	size_t o = 0;
 	for (; *src && o + 1 < n; src++)
@@ -62,7 +66,8 @@ static void header_safe(char *dst, size_t n, const char *src)
  * is still verified on every request. */
 #define CACHE_SLOTS 512
 
-typedef struct cache_entry {
+typedef struct cache_entry
+{
 	char *key;
 	double expires;
 	char hex[65];
@@ -72,7 +77,8 @@ typedef struct cache_entry {
 
 static cache_entry cache[CACHE_SLOTS];
 
-static char *cache_key(gw_req *req, const char *file_id)
+static char *
+cache_key(gw_req *req, const char *file_id)
 {
 	const char *auth = gw_req_header(req, "authorization");
 	size_t n = strlen(auth ? auth : "") + strlen(file_id) + 2;
@@ -81,7 +87,8 @@ static char *cache_key(gw_req *req, const char *file_id)
 	return k;
 }
 
-static unsigned cache_slot(const char *key)
+static unsigned
+cache_slot(const char *key)
 {
 	unsigned h = 2166136261u;
 	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
@@ -89,7 +96,8 @@ static unsigned cache_slot(const char *key)
 	return h % CACHE_SLOTS;
 }
 
-static const cache_entry *cache_get(gw_req *req, const char *file_id)
+static const cache_entry *
+cache_get(gw_req *req, const char *file_id)
 {
 	if (gw_cfg.file_cache_ms <= 0)
 		return NULL;
@@ -100,7 +108,8 @@ static const cache_entry *cache_get(gw_req *req, const char *file_id)
 	return e;
 }
 
-static void cache_put(gw_req *req, const char *file_id, const char *hex, const char *mime, const char *name)
+static void
+cache_put(gw_req *req, const char *file_id, const char *hex, const char *mime, const char *name)
 {
 	if (gw_cfg.file_cache_ms <= 0)
 		return;
@@ -115,27 +124,34 @@ static void cache_put(gw_req *req, const char *file_id, const char *hex, const c
 }
 
 /* Sends the blob of a looked-up file: 304, 416, 206 or 200. */
-static void serve(gw_req *req, const char *hex, const char *mime, const char *name)
+static void
+serve(gw_req *req, const char *hex, const char *mime, const char *name)
 {
 	char path[4096];
 	gw_blob_path(path, sizeof path, gw_cfg.store_dir, hex);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st)) {
+	if (fd < 0 || fstat(fd, &st))
+	{
 		gw_log("blob %s of file %s: %s", path, req->path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
-		gw_respond_simple_error(req, 404, "PGRST000", "The file's content is not in this pod's store");
+		gw_respond_simple_error(req, 404, "PGRST000",
+		                        "The file's content is not in this pod's store");
 		return;
 	}
 	long long size = st.st_size;
 	gw_buf h;
 	gw_buf_init(&h);
-	gw_buf_printf(&h, "ETag: \"%s\"\r\nAccept-Ranges: bytes\r\nCache-Control: private, max-age=31536000, immutable\r\n", hex);
+	gw_buf_printf(&h,
+	              "ETag: \"%s\"\r\nAccept-Ranges: bytes\r\nCache-Control: private, "
+	              "max-age=31536000, immutable\r\n",
+	              hex);
 	if (name[0])
 		gw_buf_printf(&h, "Content-Disposition: inline; filename=\"%s\"\r\n", name);
 	const char *inm = gw_req_header(req, "if-none-match");
-	if (inm && (strstr(inm, hex) || !strcmp(inm, "*"))) {
+	if (inm && (strstr(inm, hex) || !strcmp(inm, "*")))
+	{
 		close(fd);
 		gw_respond(req, 304, NULL, h.data, NULL, 0);
 		gw_buf_free(&h);
@@ -147,7 +163,8 @@ static void serve(gw_req *req, const char *hex, const char *mime, const char *na
 		range = NULL; /* the client's copy is another version: send it all */
 	long long start = 0, len = size;
 	int rr = gw_parse_byte_range(range, size, &start, &len);
-	if (rr < 0) {
+	if (rr < 0)
+	{
 		close(fd);
 		gw_buf_printf(&h, "Content-Range: bytes */%lld\r\n", size);
 		gw_error e;
@@ -162,41 +179,50 @@ static void serve(gw_req *req, const char *hex, const char *mime, const char *na
 	gw_buf_free(&h);
 }
 
-static void lookup_done(gw_pg_job *job)
+static void
+lookup_done(gw_pg_job *job)
 {
 	dl *d = job->data;
 	gw_req *req = d->req;
-	if (job->failed) {
-		gw_respond_simple_error(req, 503, "PGRST001", "Database client error. Retrying the connection.");
+	if (job->failed)
+	{
+		gw_respond_simple_error(req, 503, "PGRST001",
+		                        "Database client error. Retrying the connection.");
 		return;
 	}
-	if (job->error) {
+	if (job->error)
+	{
 		gw_error e;
 		gw_error_from_pg(PQresultErrorField(job->error, PG_DIAG_SQLSTATE),
-				 PQresultErrorField(job->error, PG_DIAG_MESSAGE_PRIMARY),
-				 PQresultErrorField(job->error, PG_DIAG_MESSAGE_DETAIL),
-				 PQresultErrorField(job->error, PG_DIAG_MESSAGE_HINT), d->auth.anonymous, &e);
+		                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_PRIMARY),
+		                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_DETAIL),
+		                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_HINT), d->auth.anonymous,
+		                 &e);
 		gw_respond_error(req, &e, NULL);
 		return;
 	}
 	PGresult *r = job->results[1];
-	if (!r || PQntuples(r) != 1) {
+	if (!r || PQntuples(r) != 1)
+	{
 		gw_respond_simple_error(req, 404, "PGRST116", "File not found");
 		return;
 	}
 	const char *hex = PQgetvalue(r, 0, 0);
-	if (strlen(hex) != 64 || strspn(hex, "0123456789abcdef") != 64) {
+	if (strlen(hex) != 64 || strspn(hex, "0123456789abcdef") != 64)
+	{
 		gw_respond_simple_error(req, 500, "PGRST000", "The file record has no valid sha256");
 		return;
 	}
 	char mime[256], name[256];
-	header_safe(mime, sizeof mime, PQgetisnull(r, 0, 2) ? "application/octet-stream" : PQgetvalue(r, 0, 2));
+	header_safe(mime, sizeof mime,
+	            PQgetisnull(r, 0, 2) ? "application/octet-stream" : PQgetvalue(r, 0, 2));
 	header_safe(name, sizeof name, PQgetisnull(r, 0, 3) ? "" : PQgetvalue(r, 0, 3));
 	cache_put(req, d->file_id, hex, mime, name);
 	serve(req, hex, mime, name);
 }
 
-void gw_static_handle(gw_req *req, const char *file_id)
+void
+gw_static_handle(gw_req *req, const char *file_id)
 {
 	dl *d = calloc(1, sizeof *d);
 	if (!d)
@@ -209,12 +235,14 @@ void gw_static_handle(gw_req *req, const char *file_id)
 	req->on_done = dl_free;
 	gw_error e;
 	char www[256];
-	if (gw_auth_request(req, &d->auth, &e, www, sizeof www)) {
+	if (gw_auth_request(req, &d->auth, &e, www, sizeof www))
+	{
 		gw_respond_error(req, &e, www[0] ? www : NULL);
 		return;
 	}
 	const cache_entry *hit = cache_get(req, file_id);
-	if (hit) {
+	if (hit)
+	{
 		serve(req, hit->hex, hit->mime, hit->name);
 		return;
 	}
@@ -225,7 +253,8 @@ void gw_static_handle(gw_req *req, const char *file_id)
 	d->job.nstmts = 2;
 	d->job.stmts[0].sql = d->settings.data;
 	d->job.stmts[0].params = &d->sp;
-	d->job.stmts[1].sql = "SELECT encode(sha256, 'hex'), size, mime_type, filename_visible FROM api.files WHERE id = $1::uuid";
+	d->job.stmts[1].sql = "SELECT encode(sha256, 'hex'), size, mime_type, filename_visible FROM "
+	                      "api.files WHERE id = $1::uuid";
 	d->job.stmts[1].params = &d->qp;
 	d->job.read_only = 1;
 	d->job.done = lookup_done;

@@ -18,7 +18,8 @@
 #include "pool.h"
 #include "static.h"
 
-typedef struct upload {
+typedef struct upload
+{
 	gw_req *req;
 	gw_auth auth;
 	int fd;
@@ -34,7 +35,8 @@ typedef struct upload {
 	gw_pg_job job;
 } upload;
 
-static void upload_free(gw_req *req, int ok)
+static void
+upload_free(gw_req *req, int ok)
 {
 	(void)ok;
 	upload *u = req->handler;
@@ -56,10 +58,12 @@ static void upload_free(gw_req *req, int ok)
 	req->handler = NULL;
 }
 
-static int upload_body(gw_req *req, const char *data, size_t len)
+static int
+upload_body(gw_req *req, const char *data, size_t len)
 {
 	upload *u = req->handler;
-	if (u->size + (long long)len > gw_cfg.upload_max) {
+	if (u->size + (long long)len > gw_cfg.upload_max)
+	{
 		/* remove the partial file before answering, not when the socket closes */
 		close(u->fd);
 		u->fd = -1;
@@ -69,9 +73,11 @@ static int upload_body(gw_req *req, const char *data, size_t len)
 		return -1;
 	}
 	EVP_DigestUpdate(u->md, data, len);
-	while (len) {
+	while (len)
+	{
 		ssize_t n = write(u->fd, data, len);
-		if (n < 0) {
+		if (n < 0)
+		{
 			if (errno == EINTR)
 				continue;
 			gw_log("upload to %s: %s", u->tmp, strerror(errno));
@@ -85,7 +91,8 @@ static int upload_body(gw_req *req, const char *data, size_t len)
 	return 0;
 }
 
-void gw_upload_head(gw_req *req)
+void
+gw_upload_head(gw_req *req)
 {
 	upload *u = calloc(1, sizeof *u);
 	if (!u)
@@ -99,16 +106,19 @@ void gw_upload_head(gw_req *req)
 	req->on_done = upload_free;
 	gw_error e;
 	char www[256];
-	if (gw_auth_request(req, &u->auth, &e, www, sizeof www)) {
+	if (gw_auth_request(req, &u->auth, &e, www, sizeof www))
+	{
 		gw_respond_error(req, &e, www[0] ? www : NULL);
 		return;
 	}
-	if (u->auth.anonymous) {
+	if (u->auth.anonymous)
+	{
 		gw_error_set(&e, 401, "PGRST302", "Anonymous access is disabled", NULL, NULL);
 		gw_respond_error(req, &e, "WWW-Authenticate: Bearer\r\n");
 		return;
 	}
-	if (req->content_length > gw_cfg.upload_max) {
+	if (req->content_length > gw_cfg.upload_max)
+	{
 		gw_respond_simple_error(req, 413, "PGRST413", "Payload Too Large");
 		return;
 	}
@@ -117,7 +127,8 @@ void gw_upload_head(gw_req *req)
 	mkdir(u->tmp, 0750);
 	snprintf(u->tmp, sizeof u->tmp, "%s/tmp/upload-XXXXXX", gw_cfg.store_dir);
 	u->fd = mkstemp(u->tmp);
-	if (u->fd < 0) {
+	if (u->fd < 0)
+	{
 		gw_log("upload: cannot create %s: %s", u->tmp, strerror(errno));
 		u->tmp[0] = '\0';
 		gw_respond_simple_error(req, 500, "PGRST000", "The upload could not be stored");
@@ -128,37 +139,45 @@ void gw_upload_head(gw_req *req)
 	req->on_body = upload_body;
 }
 
-static void register_done(gw_pg_job *job)
+static void
+register_done(gw_pg_job *job)
 {
 	upload *u = job->data;
 	gw_req *req = u->req;
-	if (job->failed) {
-		gw_respond_simple_error(req, 503, "PGRST001", "Database client error. Retrying the connection.");
+	if (job->failed)
+	{
+		gw_respond_simple_error(req, 503, "PGRST001",
+		                        "Database client error. Retrying the connection.");
 		return;
 	}
-	if (job->error) {
+	if (job->error)
+	{
 		gw_error e;
 		gw_error_from_pg(PQresultErrorField(job->error, PG_DIAG_SQLSTATE),
-				 PQresultErrorField(job->error, PG_DIAG_MESSAGE_PRIMARY),
-				 PQresultErrorField(job->error, PG_DIAG_MESSAGE_DETAIL),
-				 PQresultErrorField(job->error, PG_DIAG_MESSAGE_HINT), u->auth.anonymous, &e);
+		                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_PRIMARY),
+		                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_DETAIL),
+		                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_HINT), u->auth.anonymous,
+		                 &e);
 		gw_respond_error(req, &e, NULL);
 		return;
 	}
 	PGresult *r = job->results[1];
 	u->registered = 1;
 	gw_respond(req, 201, "application/json; charset=utf-8", NULL, PQgetvalue(r, 0, 0),
-		   (size_t)PQgetlength(r, 0, 0));
+	           (size_t)PQgetlength(r, 0, 0));
 }
 
 /* filename from ?filename= or Content-Disposition: ...; filename="x" */
-static char *upload_filename(gw_req *req)
+static char *
+upload_filename(gw_req *req)
 {
 	const char *q = req->query;
-	while (q && *q) {
+	while (q && *q)
+	{
 		const char *amp = strchr(q, '&');
 		size_t n = amp ? (size_t)(amp - q) : strlen(q);
-		if (n > 9 && !strncmp(q, "filename=", 9)) {
+		if (n > 9 && !strncmp(q, "filename=", 9))
+		{
 			char *v = gw_url_decode(&req->arena, q + 9, n - 9, 1);
 			if (v)
 				return v;
@@ -167,7 +186,8 @@ static char *upload_filename(gw_req *req)
 	}
 	const char *cd = gw_req_header(req, "content-disposition");
 	const char *f = cd ? strstr(cd, "filename=") : NULL;
-	if (f) {
+	if (f)
+	{
 		f += 9;
 		int quoted = *f == '"';
 		if (quoted)
@@ -180,7 +200,8 @@ static char *upload_filename(gw_req *req)
 	return NULL;
 }
 
-void gw_upload_finish(gw_req *req)
+void
+gw_upload_finish(gw_req *req)
 {
 	upload *u = req->handler;
 	if (!u || u->fd < 0)
@@ -199,17 +220,24 @@ void gw_upload_finish(gw_req *req)
 	mkdir(dir, 0750);
 	gw_blob_path(u->blob, sizeof u->blob, gw_cfg.store_dir, hex);
 	struct stat st;
-	if (stat(u->blob, &st) == 0) {
+	if (stat(u->blob, &st) == 0)
+	{
 		unlink(u->tmp); /* the same content is already stored */
-	} else if (link(u->tmp, u->blob) == 0) {
+	}
+	else if (link(u->tmp, u->blob) == 0)
+	{
 		/* link, not rename: a concurrent identical upload cannot be overwritten */
 		unlink(u->tmp);
 		u->created_blob = 1;
-	} else if (errno != EEXIST) {
+	}
+	else if (errno != EEXIST)
+	{
 		gw_log("upload: cannot store %s: %s", u->blob, strerror(errno));
 		gw_respond_simple_error(req, 500, "PGRST000", "The upload could not be stored");
 		return;
-	} else {
+	}
+	else
+	{
 		unlink(u->tmp);
 	}
 	u->tmp[0] = '\0';
@@ -224,7 +252,8 @@ void gw_upload_finish(gw_req *req)
 	u->job.nstmts = 2;
 	u->job.stmts[0].sql = u->settings.data;
 	u->job.stmts[0].params = &u->sp;
-	u->job.stmts[1].sql = "SELECT pod.register_upload($1::bytea, $2::bigint, $3::text, $4::text)::text";
+	u->job.stmts[1].sql =
+	    "SELECT pod.register_upload($1::bytea, $2::bigint, $3::text, $4::text)::text";
 	u->job.stmts[1].params = &u->qp;
 	u->job.done = register_done;
 	u->job.data = u;

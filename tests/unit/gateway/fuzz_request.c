@@ -1,7 +1,8 @@
 /* libFuzzer target: raw bytes as an HTTP request (http-parser), its URL's query
  * string through the PostgREST grammar and the SQL builder over a small schema,
  * its body as a JSON write payload, its Authorization value through JWT
- * verification, and the bytes as a Range header (a range must lie in the file). Built with ASan/UBSan by gateway/gateway.mk. */
+ * verification, and the bytes as a Range header (a range must lie in the file). Built with
+ * ASan/UBSan by gateway/gateway.mk. */
 #include <http_parser.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,14 +17,16 @@
 
 static gw_schema *S;
 
-static void row(int n, const char *a, const char *b, const char *c, const char *d, const char *e, const char *f,
-		const char *g, const char *h)
+static void
+row(int n, const char *a, const char *b, const char *c, const char *d, const char *e, const char *f,
+    const char *g, const char *h)
 {
 	const char *v[8] = {a, b, c, d, e, f, g, h};
 	gw_schema_add_row(S, n, v);
 }
 
-static void init(void)
+static void
+init(void)
 {
 	S = gw_schema_new();
 	row(5, "rel", "t", "v", "28", "", 0, 0, 0);
@@ -40,7 +43,8 @@ static void init(void)
 	row(5, "arg", "1", "a", "integer", "0", 0, 0, 0);
 }
 
-typedef struct req {
+typedef struct req
+{
 	char url[4096];
 	size_t url_len;
 	char body[4096];
@@ -50,57 +54,75 @@ typedef struct req {
 	int in_auth;
 } req;
 
-static int on_url(http_parser *p, const char *at, size_t n)
+static int
+on_url(http_parser *p, const char *at, size_t n)
 {
 	req *r = p->data;
-	if (r->url_len + n < sizeof r->url) {
+	if (r->url_len + n < sizeof r->url)
+	{
 		memcpy(r->url + r->url_len, at, n);
 		r->url_len += n;
 	}
 	return 0;
 }
 
-static int on_field(http_parser *p, const char *at, size_t n)
+static int
+on_field(http_parser *p, const char *at, size_t n)
 {
 	req *r = p->data;
 	r->in_auth = n == 13 && !strncasecmp(at, "authorization", 13);
 	return 0;
 }
 
-static int on_value(http_parser *p, const char *at, size_t n)
+static int
+on_value(http_parser *p, const char *at, size_t n)
 {
 	req *r = p->data;
-	if (r->in_auth && r->auth_len + n < sizeof r->auth) {
+	if (r->in_auth && r->auth_len + n < sizeof r->auth)
+	{
 		memcpy(r->auth + r->auth_len, at, n);
 		r->auth_len += n;
 	}
 	return 0;
 }
 
-static int on_body(http_parser *p, const char *at, size_t n)
+static int
+on_body(http_parser *p, const char *at, size_t n)
 {
 	req *r = p->data;
-	if (r->body_len + n < sizeof r->body) {
+	if (r->body_len + n < sizeof r->body)
+	{
 		memcpy(r->body + r->body_len, at, n);
 		r->body_len += n;
 	}
 	return 0;
 }
 
-static void run_query(const char *qs, size_t n, const char *body, size_t blen, int action)
+static void
+run_query(const char *qs, size_t n, const char *body, size_t blen, int action)
 {
 	gw_arena a;
 	gw_arena_init(&a);
 	gw_query q;
 	gw_parse_error pe;
 	const char *args[] = {"a", NULL};
-	if (gw_query_parse(&a, qs, n, action == GW_ACTION_RPC ? args : NULL, &q, &pe) == 0) {
+	if (gw_query_parse(&a, qs, n, action == GW_ACTION_RPC ? args : NULL, &q, &pe) == 0)
+	{
 		static const char *targets[] = {"t", "p", "f", "missing"};
-		gw_request_shape r = {.action = action, .target = targets[action == GW_ACTION_RPC ? 2 : (n % 4 == 2 ? 3 : n % 2)],
-				      .query = &q, .range_offset = -1, .range_limit = -1, .body = body,
-				      .body_len = blen, .body_is_json = 1, .rpc_get = action == GW_ACTION_RPC && n % 2,
-				      .output = (int)(n % 3), .count = (int)(blen % 2), .return_rep = (int)(n % 2),
-				      .resolution = (int)(blen % 3)};
+		gw_request_shape r = {.action = action,
+		                      .target =
+		                          targets[action == GW_ACTION_RPC ? 2 : (n % 4 == 2 ? 3 : n % 2)],
+		                      .query = &q,
+		                      .range_offset = -1,
+		                      .range_limit = -1,
+		                      .body = body,
+		                      .body_len = blen,
+		                      .body_is_json = 1,
+		                      .rpc_get = action == GW_ACTION_RPC && n % 2,
+		                      .output = (int)(n % 3),
+		                      .count = (int)(blen % 2),
+		                      .return_rep = (int)(n % 2),
+		                      .resolution = (int)(blen % 3)};
 		gw_plan plan;
 		gw_error e;
 		gw_plan_init(&plan);
@@ -110,7 +132,8 @@ static void run_query(const char *qs, size_t n, const char *body, size_t blen, i
 	gw_arena_free(&a);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (!S)
 		init();
@@ -144,7 +167,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort(); /* a range outside the file must never be accepted */
 		free(h);
 	}
-	if (r->auth_len) {
+	if (r->auth_len)
+	{
 		r->auth[r->auth_len] = '\0';
 		gw_jwt j;
 		char err[160];

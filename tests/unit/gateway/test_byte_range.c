@@ -2,20 +2,24 @@
 #include "byte_range.h"
 #include "tap.h"
 
-static int range(const char *h, long long size, long long *s, long long *l)
+static int
+range(const char *h, long long size, long long *s, long long *l)
 {
 	*s = *l = -7;
 	return gw_parse_byte_range(h, size, s, l);
 }
 
-void test_byte_range(void)
+void
+test_byte_range(void)
 {
 	long long s, l;
 	ok(range("bytes=0-99", 1000, &s, &l) == 1 && s == 0 && l == 100, "first-last");
 	ok(range("bytes=100-", 1000, &s, &l) == 1 && s == 100 && l == 900, "first- to the end");
 	ok(range("bytes=-10", 1000, &s, &l) == 1 && s == 990 && l == 10, "suffix");
-	ok(range("bytes=-5000", 1000, &s, &l) == 1 && s == 0 && l == 1000, "suffix longer than the file");
-	ok(range("bytes=900-5000", 1000, &s, &l) == 1 && s == 900 && l == 100, "last past the end is clipped");
+	ok(range("bytes=-5000", 1000, &s, &l) == 1 && s == 0 && l == 1000,
+	   "suffix longer than the file");
+	ok(range("bytes=900-5000", 1000, &s, &l) == 1 && s == 900 && l == 100,
+	   "last past the end is clipped");
 	ok(range("bytes=999-999", 1000, &s, &l) == 1 && s == 999 && l == 1, "last byte");
 	ok(range("bytes=1000-", 1000, &s, &l) == -1, "first at the size: unsatisfiable");
 	ok(range("bytes=-0", 1000, &s, &l) == -1, "empty suffix: unsatisfiable");
@@ -25,5 +29,6 @@ void test_byte_range(void)
 	ok(range("items=0-1", 1000, &s, &l) == 0, "other unit: whole file");
 	ok(range("bytes=x-1", 1000, &s, &l) == 0, "garbage: whole file");
 	ok(range(NULL, 1000, &s, &l) == 0, "no header: whole file");
-	ok(range("bytes=99999999999999999999-", 1000, &s, &l) != 1, "overflowing number is not a range");
+	ok(range("bytes=99999999999999999999-", 1000, &s, &l) != 1,
+	   "overflowing number is not a range");
 }

@@ -10,12 +10,15 @@
 
 static const unsigned char KEY[] = "0123456789abcdef0123456789abcdef";
 
-static void b64url(const unsigned char *in, size_t n, char *out)
+static void
+b64url(const unsigned char *in, size_t n, char *out)
 {
 	static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 	size_t o = 0;
-	for (size_t i = 0; i < n; i += 3) {
-		unsigned v = (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+	for (size_t i = 0; i < n; i += 3)
+	{
+		unsigned v = (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0) |
+		             (i + 2 < n ? in[i + 2] : 0);
 		out[o++] = t[(v >> 18) & 63];
 		out[o++] = t[(v >> 12) & 63];
 		if (i + 1 < n)
@@ -26,7 +29,8 @@ static void b64url(const unsigned char *in, size_t n, char *out)
 	out[o] = '\0';
 }
 
-static char *sign(const char *header, const char *payload, const unsigned char *key, size_t keylen)
+static char *
+sign(const char *header, const char *payload, const unsigned char *key, size_t keylen)
 {
 	static char tok[2048];
 	char h[512], p[1024], s[128];
@@ -42,7 +46,8 @@ static char *sign(const char *header, const char *payload, const unsigned char *
 	return tok;
 }
 
-void test_jwt(void)
+void
+test_jwt(void)
 {
 	const char *hs = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
 	gw_jwt j;
@@ -55,7 +60,8 @@ void test_jwt(void)
 	gw_jwt_free(&j);
 	ok(gw_jwt_verify(t, KEY, 32, 1700000200, &j, err, sizeof err) != 0, "expired token refused");
 	is_str(err, "JWT expired", "expiry message");
-	ok(gw_jwt_verify(t, (const unsigned char *)"another key 0123456789abcdef0123", 32, now, &j, err, sizeof err) != 0,
+	ok(gw_jwt_verify(t, (const unsigned char *)"another key 0123456789abcdef0123", 32, now, &j, err,
+	                 sizeof err) != 0,
 	   "wrong key refused");
 	t = sign("{\"alg\":\"none\"}", "{\"role\":\"pgpod_admin\"}", KEY, 32);
 	ok(gw_jwt_verify(t, KEY, 32, now, &j, err, sizeof err) != 0, "alg none refused");
@@ -64,7 +70,8 @@ void test_jwt(void)
 	t = sign(hs, "{\"role\":5}", KEY, 32);
 	ok(gw_jwt_verify(t, KEY, 32, now, &j, err, sizeof err) != 0, "non-string role refused");
 	t = sign(hs, "{\"sub\":\"x\"}", KEY, 32);
-	ok(gw_jwt_verify(t, KEY, 32, now, &j, err, sizeof err) == 0 && j.role == NULL, "token without role is valid");
+	ok(gw_jwt_verify(t, KEY, 32, now, &j, err, sizeof err) == 0 && j.role == NULL,
+	   "token without role is valid");
 	gw_jwt_free(&j);
 	ok(gw_jwt_verify("a.b", KEY, 32, now, &j, err, sizeof err) != 0, "two parts refused");
 	ok(gw_jwt_verify("a.b.c.d", KEY, 32, now, &j, err, sizeof err) != 0, "four parts refused");

@@ -8,7 +8,8 @@ void test_sql_build(void);
 void test_jwt(void);
 void test_byte_range(void);
 
-int main(void)
+int
+main(void)
 {
 	test_query_parse();
 	test_sql_build();

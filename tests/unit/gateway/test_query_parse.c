@@ -7,36 +7,44 @@
 
 static gw_arena A;
 
-static int parse(const char *qs, gw_query *q, gw_parse_error *e)
+static int
+parse(const char *qs, gw_query *q, gw_parse_error *e)
 {
 	return gw_query_parse(&A, qs, strlen(qs), NULL, q, e);
 }
 
-static void selects(void)
+static void
+selects(void)
 {
 	gw_select *s;
 	gw_parse_error e;
-	ok(gw_parse_select(&A, "id,t:title,data->who->>name,n:num::text,*", &s, &e) == 0, "select list parses");
+	ok(gw_parse_select(&A, "id,t:title,data->who->>name,n:num::text,*", &s, &e) == 0,
+	   "select list parses");
 	ok(s && s->n == 5, "five items");
 	is_str(s->items[1].alias, "t", "alias");
 	is_str(s->items[1].field.name, "title", "aliased column");
-	ok(s->items[2].field.njson == 2 && s->items[2].field.json_text[1] == 1 && !s->items[2].field.json_text[0],
+	ok(s->items[2].field.njson == 2 && s->items[2].field.json_text[1] == 1 &&
+	       !s->items[2].field.json_text[0],
 	   "json path -> then ->>");
 	is_str(s->items[2].field.json_key[1], "name", "json key");
 	is_str(s->items[3].cast, "text", "cast");
 	ok(s->items[4].kind == GW_SEL_STAR, "star");
 
-	ok(gw_parse_select(&A, "id,owner:gw_projects!fk_name!inner(id,name,tasks:gw_tasks(*))", &s, &e) == 0, "embeds parse");
+	ok(gw_parse_select(&A, "id,owner:gw_projects!fk_name!inner(id,name,tasks:gw_tasks(*))", &s,
+	                   &e) == 0,
+	   "embeds parse");
 	gw_select_item *emb = &s->items[1];
 	ok(emb->kind == GW_SEL_EMBED && emb->inner, "embed with !inner");
 	is_str(emb->hint, "fk_name", "embed hint");
 	is_str(emb->alias, "owner", "embed alias");
 	ok(emb->children->n == 3 && emb->children->items[2].kind == GW_SEL_EMBED, "nested embed");
 
-	ok(gw_parse_select(&A, "id,...proj(n:name)", &s, &e) == 0 && s->items[1].spread && s->items[1].kind == GW_SEL_EMBED,
+	ok(gw_parse_select(&A, "id,...proj(n:name)", &s, &e) == 0 && s->items[1].spread &&
+	       s->items[1].kind == GW_SEL_EMBED,
 	   "spread embed parses");
 	ok(gw_parse_select(&A, "...name", &s, &e) != 0, "spread of a plain column is refused");
-	ok(gw_parse_select(&A, "id::text; drop table x", &s, &e) != 0, "a cast with SQL in it is refused");
+	ok(gw_parse_select(&A, "id::text; drop table x", &s, &e) != 0,
+	   "a cast with SQL in it is refused");
 	ok(gw_parse_select(&A, "id::int)", &s, &e) != 0, "stray parenthesis is refused");
 	ok(gw_parse_select(&A, "a(b", &s, &e) != 0, "unclosed embed is refused");
 	ok(gw_parse_select(&A, "count()", &s, &e) == 0 && s->items[0].kind == GW_SEL_EMBED,
@@ -49,37 +57,47 @@ static void selects(void)
 	ok(gw_parse_select(&A, deep, &s, &e) != 0, "deep nesting is refused");
 }
 
-static void filters(void)
+static void
+filters(void)
 {
 	gw_filter f;
 	gw_parse_error e;
 	ok(gw_parse_filter(&A, "age", "gte.18", &f, &e) == 0 && f.op == GW_OP_GTE, "gte");
 	is_str(f.value, "18", "gte value");
-	ok(gw_parse_filter(&A, "name", "not.like.*ann*", &f, &e) == 0 && f.negate && f.op == GW_OP_LIKE, "not.like");
+	ok(gw_parse_filter(&A, "name", "not.like.*ann*", &f, &e) == 0 && f.negate && f.op == GW_OP_LIKE,
+	   "not.like");
 	is_str(f.value, "%ann%", "like stars become percent");
-	ok(gw_parse_filter(&A, "id", "in.(1,2,\"a,b\",\"q\\\"x\")", &f, &e) == 0 && f.nlist == 4, "in list with quotes");
+	ok(gw_parse_filter(&A, "id", "in.(1,2,\"a,b\",\"q\\\"x\")", &f, &e) == 0 && f.nlist == 4,
+	   "in list with quotes");
 	is_str(f.list[2], "a,b", "quoted comma kept");
 	is_str(f.list[3], "q\"x", "escaped quote");
 	ok(gw_parse_filter(&A, "id", "in.()", &f, &e) == 0 && f.nlist == 0, "empty in list");
-	ok(gw_parse_filter(&A, "x", "is.NULL", &f, &e) == 0 && !strcmp(f.value, "null"), "is null, any case");
+	ok(gw_parse_filter(&A, "x", "is.NULL", &f, &e) == 0 && !strcmp(f.value, "null"),
+	   "is null, any case");
 	ok(gw_parse_filter(&A, "x", "is.1=1", &f, &e) != 0, "is takes only its keywords");
-	ok(gw_parse_filter(&A, "doc", "fts(english).fat cats", &f, &e) == 0 && f.op == GW_OP_FTS, "fts with language");
+	ok(gw_parse_filter(&A, "doc", "fts(english).fat cats", &f, &e) == 0 && f.op == GW_OP_FTS,
+	   "fts with language");
 	is_str(f.lang, "english", "fts language");
-	ok(gw_parse_filter(&A, "name", "like(any).{a*,*b}", &f, &e) == 0 && f.quant == GW_QUANT_ANY && f.nlist == 2,
+	ok(gw_parse_filter(&A, "name", "like(any).{a*,*b}", &f, &e) == 0 && f.quant == GW_QUANT_ANY &&
+	       f.nlist == 2,
 	   "like(any)");
 	is_str(f.list[1], "%b", "quantified like list");
-	ok(gw_parse_filter(&A, "n", "eq(all).{1,2}", &f, &e) == 0 && f.quant == GW_QUANT_ALL, "eq(all)");
-	ok(gw_parse_filter(&A, "data->a->>b", "eq.1", &f, &e) == 0 && f.field.njson == 2, "json path filter");
+	ok(gw_parse_filter(&A, "n", "eq(all).{1,2}", &f, &e) == 0 && f.quant == GW_QUANT_ALL,
+	   "eq(all)");
+	ok(gw_parse_filter(&A, "data->a->>b", "eq.1", &f, &e) == 0 && f.field.njson == 2,
+	   "json path filter");
 	ok(gw_parse_filter(&A, "n", "between.1", &f, &e) != 0, "unknown operator");
 	is_str(e.details, "unknown operator", "error details");
 	ok(gw_parse_filter(&A, "n", "eq", &f, &e) != 0, "operator without value");
 	ok(gw_parse_filter(&A, "n", "fts(x.a", &f, &e) != 0, "broken language");
 	ok(gw_parse_filter(&A, "n", "in.1,2", &f, &e) != 0, "in without parentheses");
 	ok(gw_parse_filter(&A, "n", "gt(any).1", &f, &e) != 0, "(any) without braces");
-	const char *ops[] = {"eq", "neq", "gt", "gte", "lt", "lte", "like", "ilike", "match", "imatch", "isdistinct",
-			     "fts", "plfts", "phfts", "wfts", "cs", "cd", "ov", "sl", "sr", "nxl", "nxr", "adj"};
+	const char *ops[] = {"eq",    "neq",    "gt",         "gte", "lt",    "lte",   "like", "ilike",
+	                     "match", "imatch", "isdistinct", "fts", "plfts", "phfts", "wfts", "cs",
+	                     "cd",    "ov",     "sl",         "sr",  "nxl",   "nxr",   "adj"};
 	int all = 1;
-	for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
+	for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
+	{
 		char v[32];
 		snprintf(v, sizeof v, "%s.x", ops[i]);
 		all &= gw_parse_filter(&A, "c", v, &f, &e) == 0 && !strcmp(gw_op_name(f.op), ops[i]);
@@ -87,11 +105,13 @@ static void filters(void)
 	ok(all, "every PostgREST operator parses");
 }
 
-static void logic(void)
+static void
+logic(void)
 {
 	gw_logic *l;
 	gw_parse_error e;
-	ok(gw_parse_logic(&A, 1, 0, "(a.eq.1,and(b.gt.2,c.is.null),not.or(d.in.(1,2),e.eq.\"x,y\"))", &l, &e) == 0,
+	ok(gw_parse_logic(&A, 1, 0, "(a.eq.1,and(b.gt.2,c.is.null),not.or(d.in.(1,2),e.eq.\"x,y\"))",
+	                  &l, &e) == 0,
 	   "or tree parses");
 	ok(l->is_or && l->nchildren == 3, "three children");
 	ok(!l->children[1]->is_or && l->children[1]->nchildren == 2, "nested and");
@@ -104,16 +124,20 @@ static void logic(void)
 	ok(gw_parse_logic(&A, 0, 0, "(a)", &l, &e) != 0, "element without operator");
 }
 
-static void whole(void)
+static void
+whole(void)
 {
 	gw_query q;
 	gw_parse_error e;
-	ok(parse("select=id,name&id=gt.1&order=name.desc.nullslast,id&limit=10&offset=5&or=(a.eq.1,b.eq.2)"
-		 "&tasks.order=id&tasks.limit=2&tasks.done=is.true&not.and=(x.eq.1,y.eq.2)", &q, &e) == 0,
+	ok(parse("select=id,name&id=gt.1&order=name.desc.nullslast,id&limit=10&offset=5&or=(a.eq.1,b."
+	         "eq.2)"
+	         "&tasks.order=id&tasks.limit=2&tasks.done=is.true&not.and=(x.eq.1,y.eq.2)",
+	         &q, &e) == 0,
 	   "full query string parses");
 	gw_scope *top = gw_query_find_scope(&q, "");
 	ok(top && top->where->nchildren == 3, "three top-level conditions");
-	ok(top->norder == 2 && top->order[0].desc && top->order[0].nulls == GW_NULLS_LAST, "order terms");
+	ok(top->norder == 2 && top->order[0].desc && top->order[0].nulls == GW_NULLS_LAST,
+	   "order terms");
 	ok(top->limit == 10 && top->offset == 5, "limit and offset");
 	gw_scope *t = gw_query_find_scope(&q, "tasks");
 	ok(t && t->limit == 2 && t->norder == 1 && t->where->nchildren == 1, "embedded scope");
@@ -129,16 +153,20 @@ static void whole(void)
 	ok(parse("order=proj(name).desc,id", &q, &e) == 0, "order by an embed's column parses");
 	gw_scope *os = gw_query_find_scope(&q, "");
 	ok(os->norder == 2 && os->order[0].embed && !strcmp(os->order[0].embed, "proj") &&
-	   !strcmp(os->order[0].field.name, "name") && os->order[0].desc, "embed order term");
+	       !strcmp(os->order[0].field.name, "name") && os->order[0].desc,
+	   "embed order term");
 	ok(parse("order=proj(name", &q, &e) != 0, "unclosed embed order refused");
-	ok(parse("on_conflict=id,name&columns=a,b", &q, &e) == 0 && q.non_conflict == 2 && q.ncolumns == 2,
+	ok(parse("on_conflict=id,name&columns=a,b", &q, &e) == 0 && q.non_conflict == 2 &&
+	       q.ncolumns == 2,
 	   "on_conflict and columns");
 	const char *args[] = {"a", "b", NULL};
-	ok(gw_query_parse(&A, "a=1&b=2&c=eq.3", 14, args, &q, &e) == 0 && q.nargs == 2, "rpc arguments split off");
+	ok(gw_query_parse(&A, "a=1&b=2&c=eq.3", 14, args, &q, &e) == 0 && q.nargs == 2,
+	   "rpc arguments split off");
 	ok(gw_query_find_scope(&q, "")->where->nchildren == 1, "the rest are filters");
 }
 
-void test_query_parse(void)
+void
+test_query_parse(void)
 {
 	gw_arena_init(&A);
 	selects();
