@@ -14,7 +14,7 @@ pod() { local n=$1 u; u=$(url "$1"); shift; PGPOD_URL_SELF=$u PGPOD_DIR=$dir/p$n
 qp() { local n=$1; shift; psql -X -q -At -v ON_ERROR_STOP=1 -h "$dir/p$n/run" -p "$(pg "$n")" -U postgres -d pgpod "$@"; }
 cleanup() { for n in 1 2 3; do pod "$n" stop >/dev/null 2>&1; done; [[ ${PGPOD_KEEP:-0} == 1 ]] || rm -rf "$dir"; }
 trap cleanup EXIT
-plan 17
+plan 19
 echo "# pods in $dir"
 
 for n in 1 2 3; do pod "$n" start >"$dir/start$n.log" 2>&1 || echo "# pod $n: $(tail -3 "$dir/start$n.log")"; done
@@ -94,4 +94,14 @@ wait_for 30 revoked
 ok $? "failed attempts drive pod 3's score to 0 at pod 1: revoked"
 is "$(qp 1 -c "SELECT count(*) FROM pod.videos WHERE origin = '$(url 3)'")" "0" "pod 3's videos are gone from pod 1's index"
 ok "$(has_video 2 11111111-0000-0000-0000-000000000021 "$(url 1)"; echo $?)" "pod 2 still gets pod 1's videos"
+
+# Pod 2's PostgreSQL restarts under its federator: the daemon reconnects and delivers.
+pgbin=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+as_owner() { if [[ $(id -u) -eq 0 ]]; then runuser -u "${PGPOD_OS_USER:-postgres}" -- "$@"; else "$@"; fi; }
+f2=$(cat "$dir/p2/run/federator.pid")
+as_owner "$pgbin/pg_ctl" -D "$dir/p2/data" -m fast -w -t 60 restart -o "-p $(pg 2) -k $dir/p2/run" -l "$dir/p2/log/postgresql.log" >/dev/null
+ok $? "pod 2's PostgreSQL restarts (fast shutdown) under its running federator"
+publish 2 22222222-0000-0000-0000-000000000022 "after the restart of pod 2"
+wait_for 30 has_video 1 22222222-0000-0000-0000-000000000022 "$(url 2)"
+ok $? "the same federator process (pid $f2, alive: $(kill -0 "$f2" 2>/dev/null && echo yes || echo no)) reconnected and delivered to pod 1"
 done_testing

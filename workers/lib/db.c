@@ -222,10 +222,22 @@ db_poll_connect(wk_db *db)
 	}
 }
 
+/* Server notices go to the daemon's log, not raw to stderr. */
+static void
+db_notice(void *arg, const char *message)
+{
+	size_t		len = strlen(message);
+
+	(void) arg;
+	wk_log(WK_INFO, "server: %.*s", (int) (len && message[len - 1] == '\n' ? len - 1 : len), message);
+}
+
 static void
 db_connect(wk_db *db)
 {
 	db->conn = PQconnectStart(db->conninfo);
+	if (db->conn)
+		PQsetNoticeProcessor(db->conn, db_notice, db);
 	if (db->conn == NULL)
 	{
 		db_lost(db, "out of memory");
