@@ -105,6 +105,46 @@ gw_buf_ident(gw_buf *b, const char *s)
 	gw_buf_putc(b, '"');
 }
 
+/* Length of the valid UTF-8 sequence at s (lead byte >= 0x80), or 0. */
+static size_t
+utf8_length(const unsigned char *s, size_t n)
+{
+	size_t len;
+	unsigned min;
+	unsigned cp;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+	{
+		len = 2;
+		min = 0x80;
+		cp = s[0] & 0x1f;
+	}
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+	{
+		len = 3;
+		min = 0x800;
+		cp = s[0] & 0x0f;
+	}
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+	{
+		len = 4;
+		min = 0x10000;
+		cp = s[0] & 0x07;
+	}
+	else
+		return 0;
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++)
+	{
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
 void
 gw_buf_json_strn(gw_buf *b, const char *s, size_t n)
 {
@@ -136,8 +176,21 @@ gw_buf_json_strn(gw_buf *b, const char *s, size_t n)
 				char u[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
 				gw_buf_puts(b, u);
 			}
-			else
+			else if (c < 0x80)
 				gw_buf_putc(b, (char)c);
+			else
+			{
+				/* JSON text must be UTF-8 (PostgreSQL refuses anything else, and
+				 * headers may be Latin-1): keep valid sequences, replace the rest */
+				size_t len = utf8_length((const unsigned char *)s + i, n - i);
+				if (len)
+				{
+					gw_buf_append(b, s + i, len);
+					i += len - 1;
+				}
+				else
+					gw_buf_puts(b, "\\ufffd");
+			}
 		}
 	}
 	gw_buf_putc(b, '"');

@@ -218,6 +218,8 @@ is($r->{json}{claims}{sub}, '11111111-1111-1111-1111-111111111111', 'request.jwt
 is_deeply([$r->{json}{method}, $r->{json}{path}], ['GET', '/rpc/gw_whoami'], 'request.method and request.path');
 is($r->{json}{headers}{cookie}, 'a=1; b=two', 'request.headers with lower-case names');
 is_deeply($r->{json}{cookies}, { a => '1', b => 'two' }, 'request.cookies');
+like(raw_request("GET /gw_items?id=eq.1 HTTP/1.1\r\nHost: x\r\nX-Latin: caf\xe9\r\nConnection: close\r\n\r\n", 10),
+  qr/^HTTP\/1\.1 200 /, 'a header that is not UTF-8 does not break request.headers');
 $r = req(GET => '/rpc/gw_whoami');
 is_deeply([$r->{json}{role}, $r->{json}{claims}], ['pgpod_anon', {}], 'no token: pgpod_anon');
 $r = req(GET => '/gw_projects?select=id&order=id', {%auth});

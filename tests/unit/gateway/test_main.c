@@ -7,6 +7,7 @@ void test_query_parse(void);
 void test_sql_build(void);
 void test_jwt(void);
 void test_byte_range(void);
+void test_buf(void);
 
 int
 main(void)
@@ -15,6 +16,7 @@ main(void)
 	test_sql_build();
 	test_jwt();
 	test_byte_range();
+	test_buf();
 	printf("1..%d\n", tap_n);
 	if (tap_failed)
 		printf("# %d of %d failed\n", tap_failed, tap_n);
