@@ -65,7 +65,7 @@ q -c "INSERT INTO pod.job_kinds (kind, description) VALUES ('bench', 'benchmark'
       CREATE INDEX ON public.bench_plain_jobs (kind, run_at) WHERE state IN ('waiting', 'running')"
 cat >"$work/pod.sql" <<'SQL'
 INSERT INTO pod.jobs (kind, payload) SELECT 'bench', '{"n": 1}' FROM generate_series(1, 100);
-SELECT array_agg(id) AS ids FROM pod.job_claim('bench', 'w' || :client_id, 100) \gset
+SELECT coalesce(array_agg(id), '{}') AS ids FROM pod.job_claim('bench', 'w' || :client_id, 100) \gset
 SELECT pod.job_complete(':ids'::bigint[], 'w' || :client_id);
 SQL
 cat >"$work/plain.sql" <<'SQL'
@@ -74,7 +74,7 @@ WITH c AS (SELECT id FROM public.bench_plain_jobs WHERE kind = 'bench' AND state
             ORDER BY run_at LIMIT 100 FOR UPDATE SKIP LOCKED),
      u AS (UPDATE public.bench_plain_jobs j SET state = 'running', attempts = j.attempts + 1, worker = 'w' || :client_id,
                   run_at = now() + interval '60 seconds' FROM c WHERE j.id = c.id RETURNING j.id)
-SELECT array_agg(id) AS ids FROM u \gset
+SELECT coalesce(array_agg(id), '{}') AS ids FROM u \gset
 UPDATE public.bench_plain_jobs SET state = 'done', finished_at = now() WHERE id = ANY (':ids'::bigint[]) AND worker = 'w' || :client_id;
 SQL
 # Fresh tables before each run; the two alternate, three rounds, best of each (the
