@@ -30,20 +30,18 @@ static void
 envelope_openssl_error(int sqlstate, const char *doing)
 {
 	unsigned long code = ERR_get_error();
-	char		buf[256];
+	char buf[256];
 
 	ERR_error_string_n(code, buf, sizeof(buf));
 	ERR_clear_error();
-	ereport(ERROR,
-			(errcode(sqlstate),
-			 errmsg("could not %s", doing),
-			 errdetail("OpenSSL: %s", code ? buf : "unknown error")));
+	ereport(ERROR, (errcode(sqlstate), errmsg("could not %s", doing),
+	                errdetail("OpenSSL: %s", code ? buf : "unknown error")));
 }
 
 static bytea *
 new_bytea(size_t len)
 {
-	bytea	   *b = palloc(VARHDRSZ + len);
+	bytea *b = palloc(VARHDRSZ + len);
 
 	SET_VARSIZE(b, VARHDRSZ + len);
 	return b;
@@ -54,8 +52,8 @@ static bool
 set_oaep_sha256(EVP_PKEY_CTX *pctx)
 {
 	return EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_OAEP_PADDING) > 0 &&
-		EVP_PKEY_CTX_set_rsa_oaep_md(pctx, EVP_sha256()) > 0 &&
-		EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) > 0;
+	       EVP_PKEY_CTX_set_rsa_oaep_md(pctx, EVP_sha256()) > 0 &&
+	       EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) > 0;
 }
 
 /*
@@ -65,47 +63,43 @@ set_oaep_sha256(EVP_PKEY_CTX *pctx)
 Datum
 envelope_seal(PG_FUNCTION_ARGS)
 {
-	bytea	   *plain = PG_GETARG_BYTEA_PP(0);
-	EVP_PKEY   *pkey = httpsig_public_key(PG_GETARG_TEXT_PP(1));
+	bytea *plain = PG_GETARG_BYTEA_PP(0);
+	EVP_PKEY *pkey = httpsig_public_key(PG_GETARG_TEXT_PP(1));
 	unsigned char key[ENVELOPE_KEY_LEN];
-	TupleDesc	tupdesc;
+	TupleDesc tupdesc;
 	EVP_PKEY_CTX *pctx;
 	EVP_CIPHER_CTX *cctx;
-	size_t		wrapped_len = 0;
-	int			len = 0,
-				final_len = 0;
-	bytea	   *wrapped,
-			   *iv,
-			   *tag,
-			   *cipher;
-	Datum		values[4];
-	bool		nulls[4] = {false, false, false, false};
-	size_t		plain_len = VARSIZE_ANY_EXHDR(plain);
+	size_t wrapped_len = 0;
+	int len = 0, final_len = 0;
+	bytea *wrapped, *iv, *tag, *cipher;
+	Datum values[4];
+	bool nulls[4] = {false, false, false, false};
+	size_t plain_len = VARSIZE_ANY_EXHDR(plain);
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "envelope_seal must return a composite type");
 	if (plain_len > 64 * 1024 * 1024)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("envelope plaintext of %zu bytes exceeds 64 MB", plain_len)));
+		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+		                errmsg("envelope plaintext of %zu bytes exceeds 64 MB", plain_len)));
 
 	iv = new_bytea(ENVELOPE_IV_LEN);
 	tag = new_bytea(ENVELOPE_TAG_LEN);
 	cipher = new_bytea(plain_len);
 	if (RAND_bytes(key, sizeof(key)) != 1 ||
-		RAND_bytes((unsigned char *) VARDATA(iv), ENVELOPE_IV_LEN) != 1)
+	    RAND_bytes((unsigned char *)VARDATA(iv), ENVELOPE_IV_LEN) != 1)
 		envelope_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "generate an envelope key");
 
 	/* Wrap the key for the recipient. */
 	pctx = EVP_PKEY_CTX_new(pkey, NULL);
 	if (pctx == NULL || EVP_PKEY_encrypt_init(pctx) != 1 || !set_oaep_sha256(pctx) ||
-		EVP_PKEY_encrypt(pctx, NULL, &wrapped_len, key, sizeof(key)) != 1)
+	    EVP_PKEY_encrypt(pctx, NULL, &wrapped_len, key, sizeof(key)) != 1)
 	{
 		EVP_PKEY_CTX_free(pctx);
 		envelope_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "wrap the envelope key");
 	}
 	wrapped = new_bytea(wrapped_len);
-	if (EVP_PKEY_encrypt(pctx, (unsigned char *) VARDATA(wrapped), &wrapped_len, key, sizeof(key)) != 1)
+	if (EVP_PKEY_encrypt(pctx, (unsigned char *)VARDATA(wrapped), &wrapped_len, key, sizeof(key)) !=
+	    1)
 	{
 		EVP_PKEY_CTX_free(pctx);
 		envelope_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "wrap the envelope key");
@@ -116,11 +110,11 @@ envelope_seal(PG_FUNCTION_ARGS)
 	/* Encrypt the body. */
 	cctx = EVP_CIPHER_CTX_new();
 	if (cctx == NULL ||
-		EVP_EncryptInit_ex(cctx, EVP_aes_256_gcm(), NULL, key, (unsigned char *) VARDATA(iv)) != 1 ||
-		EVP_EncryptUpdate(cctx, (unsigned char *) VARDATA(cipher), &len,
-						  (unsigned char *) VARDATA_ANY(plain), (int) plain_len) != 1 ||
-		EVP_EncryptFinal_ex(cctx, (unsigned char *) VARDATA(cipher) + len, &final_len) != 1 ||
-		EVP_CIPHER_CTX_ctrl(cctx, EVP_CTRL_GCM_GET_TAG, ENVELOPE_TAG_LEN, VARDATA(tag)) != 1)
+	    EVP_EncryptInit_ex(cctx, EVP_aes_256_gcm(), NULL, key, (unsigned char *)VARDATA(iv)) != 1 ||
+	    EVP_EncryptUpdate(cctx, (unsigned char *)VARDATA(cipher), &len,
+	                      (unsigned char *)VARDATA_ANY(plain), (int)plain_len) != 1 ||
+	    EVP_EncryptFinal_ex(cctx, (unsigned char *)VARDATA(cipher) + len, &final_len) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(cctx, EVP_CTRL_GCM_GET_TAG, ENVELOPE_TAG_LEN, VARDATA(tag)) != 1)
 	{
 		EVP_CIPHER_CTX_free(cctx);
 		explicit_bzero(key, sizeof(key));
@@ -145,56 +139,56 @@ envelope_seal(PG_FUNCTION_ARGS)
 Datum
 envelope_open(PG_FUNCTION_ARGS)
 {
-	bytea	   *wrapped = PG_GETARG_BYTEA_PP(0);
-	bytea	   *iv = PG_GETARG_BYTEA_PP(1);
-	bytea	   *tag = PG_GETARG_BYTEA_PP(2);
-	bytea	   *cipher = PG_GETARG_BYTEA_PP(3);
-	EVP_PKEY   *pkey = httpsig_private_key(PG_GETARG_TEXT_PP(4));
+	bytea *wrapped = PG_GETARG_BYTEA_PP(0);
+	bytea *iv = PG_GETARG_BYTEA_PP(1);
+	bytea *tag = PG_GETARG_BYTEA_PP(2);
+	bytea *cipher = PG_GETARG_BYTEA_PP(3);
+	EVP_PKEY *pkey = httpsig_private_key(PG_GETARG_TEXT_PP(4));
 	unsigned char key[512];
-	size_t		key_len = sizeof(key);
+	size_t key_len = sizeof(key);
 	EVP_PKEY_CTX *pctx;
 	EVP_CIPHER_CTX *cctx;
-	size_t		cipher_len = VARSIZE_ANY_EXHDR(cipher);
-	bytea	   *plain = new_bytea(cipher_len);
-	int			len = 0,
-				final_len = 0;
-	bool		ok;
+	size_t cipher_len = VARSIZE_ANY_EXHDR(cipher);
+	bytea *plain = new_bytea(cipher_len);
+	int len = 0, final_len = 0;
+	bool ok;
 
 	if (VARSIZE_ANY_EXHDR(iv) != ENVELOPE_IV_LEN || VARSIZE_ANY_EXHDR(tag) != ENVELOPE_TAG_LEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("envelope iv must be %d bytes and tag %d bytes", ENVELOPE_IV_LEN, ENVELOPE_TAG_LEN)));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+		                errmsg("envelope iv must be %d bytes and tag %d bytes", ENVELOPE_IV_LEN,
+		                       ENVELOPE_TAG_LEN)));
 
 	pctx = EVP_PKEY_CTX_new(pkey, NULL);
 	ok = pctx != NULL && EVP_PKEY_decrypt_init(pctx) == 1 && set_oaep_sha256(pctx) &&
-		EVP_PKEY_decrypt(pctx, key, &key_len, (unsigned char *) VARDATA_ANY(wrapped),
-						 VARSIZE_ANY_EXHDR(wrapped)) == 1 && key_len == ENVELOPE_KEY_LEN;
+	     EVP_PKEY_decrypt(pctx, key, &key_len, (unsigned char *)VARDATA_ANY(wrapped),
+	                      VARSIZE_ANY_EXHDR(wrapped)) == 1 &&
+	     key_len == ENVELOPE_KEY_LEN;
 	EVP_PKEY_CTX_free(pctx);
 	if (!ok)
 	{
 		ERR_clear_error();
 		explicit_bzero(key, sizeof(key));
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("envelope key cannot be unwrapped with this pod's private key")));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+		                errmsg("envelope key cannot be unwrapped with this pod's private key")));
 	}
 
 	cctx = EVP_CIPHER_CTX_new();
 	ok = cctx != NULL &&
-		EVP_DecryptInit_ex(cctx, EVP_aes_256_gcm(), NULL, key, (unsigned char *) VARDATA_ANY(iv)) == 1 &&
-		EVP_DecryptUpdate(cctx, (unsigned char *) VARDATA(plain), &len,
-						  (unsigned char *) VARDATA_ANY(cipher), (int) cipher_len) == 1 &&
-		EVP_CIPHER_CTX_ctrl(cctx, EVP_CTRL_GCM_SET_TAG, ENVELOPE_TAG_LEN, VARDATA_ANY(tag)) == 1 &&
-		EVP_DecryptFinal_ex(cctx, (unsigned char *) VARDATA(plain) + len, &final_len) == 1;
+	     EVP_DecryptInit_ex(cctx, EVP_aes_256_gcm(), NULL, key, (unsigned char *)VARDATA_ANY(iv)) ==
+	         1 &&
+	     EVP_DecryptUpdate(cctx, (unsigned char *)VARDATA(plain), &len,
+	                       (unsigned char *)VARDATA_ANY(cipher), (int)cipher_len) == 1 &&
+	     EVP_CIPHER_CTX_ctrl(cctx, EVP_CTRL_GCM_SET_TAG, ENVELOPE_TAG_LEN, VARDATA_ANY(tag)) == 1 &&
+	     EVP_DecryptFinal_ex(cctx, (unsigned char *)VARDATA(plain) + len, &final_len) == 1;
 	EVP_CIPHER_CTX_free(cctx);
 	explicit_bzero(key, sizeof(key));
 	if (!ok)
 	{
 		ERR_clear_error();
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("envelope does not authenticate"),
-				 errdetail("The ciphertext or its tag was altered, or it was sealed for another key.")));
+		        (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("envelope does not authenticate"),
+		         errdetail(
+		             "The ciphertext or its tag was altered, or it was sealed for another key.")));
 	}
 	SET_VARSIZE(plain, VARHDRSZ + len + final_len);
 	PG_RETURN_BYTEA_P(plain);

@@ -25,13 +25,13 @@ PG_FUNCTION_INFO_V1(jobs_notify_send);
 
 typedef struct KindCount
 {
-	char		kind[KIND_MAX];
-	int64		ready;
+	char kind[KIND_MAX];
+	int64 ready;
 } KindCount;
 
 static KindCount *counts;
-static int	counts_len;
-static int	counts_cap;
+static int counts_len;
+static int counts_cap;
 static LocalTransactionId counts_lxid = InvalidLocalTransactionId;
 static SubTransactionId counts_subxid = InvalidSubTransactionId;
 
@@ -44,7 +44,7 @@ counts_are_current(void)
 static void
 counts_reset(void)
 {
-	counts = NULL;				/* its memory goes with the transaction */
+	counts = NULL; /* its memory goes with the transaction */
 	counts_len = counts_cap = 0;
 	counts_lxid = MyProc->lxid;
 	counts_subxid = GetCurrentSubTransactionId();
@@ -54,26 +54,26 @@ counts_reset(void)
 Datum
 jobs_notify_count(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc	desc;
-	HeapTuple	row;
-	bool		isnull;
-	Datum		kind_datum;
-	Datum		run_at;
-	char	   *kind;
-	int			i;
+	TriggerData *trigdata = (TriggerData *)fcinfo->context;
+	TupleDesc desc;
+	HeapTuple row;
+	bool isnull;
+	Datum kind_datum;
+	Datum run_at;
+	char *kind;
+	int i;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	    !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		elog(ERROR, "jobs_notify_count must be a BEFORE INSERT row trigger");
 	desc = trigdata->tg_relation->rd_att;
 	row = trigdata->tg_trigtuple;
 	run_at = heap_getattr(row, SPI_fnumber(desc, "run_at"), desc, &isnull);
 	if (!isnull && DatumGetTimestampTz(run_at) > GetCurrentTransactionStartTimestamp())
-		return PointerGetDatum(row);	/* delayed: the workers' timer finds it */
+		return PointerGetDatum(row); /* delayed: the workers' timer finds it */
 	kind_datum = heap_getattr(row, SPI_fnumber(desc, "kind"), desc, &isnull);
 	if (isnull)
-		return PointerGetDatum(row);	/* the NOT NULL constraint will refuse it */
+		return PointerGetDatum(row); /* the NOT NULL constraint will refuse it */
 	kind = TextDatumGetCString(kind_datum);
 
 	if (!counts_are_current())
@@ -86,8 +86,9 @@ jobs_notify_count(PG_FUNCTION_ARGS)
 		if (counts_len == counts_cap)
 		{
 			counts_cap = counts_cap ? counts_cap * 2 : 8;
-			counts = counts ? repalloc(counts, sizeof(KindCount) * counts_cap)
-				: MemoryContextAlloc(TopTransactionContext, sizeof(KindCount) * counts_cap);
+			counts =
+			    counts ? repalloc(counts, sizeof(KindCount) * counts_cap)
+			           : MemoryContextAlloc(TopTransactionContext, sizeof(KindCount) * counts_cap);
 		}
 		strlcpy(counts[i].kind, kind, KIND_MAX);
 		counts[i].ready = 0;
@@ -101,9 +102,9 @@ jobs_notify_count(PG_FUNCTION_ARGS)
 Datum
 jobs_notify_send(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	KindCount  *todo;
-	int			n;
+	TriggerData *trigdata = (TriggerData *)fcinfo->context;
+	KindCount *todo;
+	int n;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
 		elog(ERROR, "jobs_notify_send must be a statement trigger");
@@ -117,8 +118,8 @@ jobs_notify_send(PG_FUNCTION_ARGS)
 	counts_reset();
 	for (int i = 0; i < n; i++)
 	{
-		char		channel[NAMEDATALEN];
-		char		payload[32];
+		char channel[NAMEDATALEN];
+		char payload[32];
 
 		snprintf(channel, sizeof(channel), "pod_jobs_%s", todo[i].kind);
 		snprintf(payload, sizeof(payload), INT64_FORMAT, todo[i].ready);

@@ -24,14 +24,14 @@ PG_FUNCTION_INFO_V1(jobs_score_apply);
 
 typedef struct FriendTally
 {
-	char	   *target;
-	int32		delivered;
-	int32		failed;
+	char *target;
+	int32 delivered;
+	int32 failed;
 } FriendTally;
 
 static FriendTally *tally;
-static int	tally_len;
-static int	tally_cap;
+static int tally_len;
+static int tally_cap;
 static LocalTransactionId tally_lxid = InvalidLocalTransactionId;
 static SubTransactionId tally_subxid = InvalidSubTransactionId;
 
@@ -45,7 +45,7 @@ tally_is_current(void)
 static void
 tally_reset(void)
 {
-	tally = NULL;				/* its memory goes with the transaction */
+	tally = NULL; /* its memory goes with the transaction */
 	tally_len = tally_cap = 0;
 	tally_lxid = MyProc->lxid;
 	tally_subxid = GetCurrentSubTransactionId();
@@ -55,15 +55,15 @@ tally_reset(void)
 Datum
 jobs_score_outcome(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc	desc;
-	HeapTuple	row;
-	char	   *target;
-	char	   *state;
-	int			i;
+	TriggerData *trigdata = (TriggerData *)fcinfo->context;
+	TupleDesc desc;
+	HeapTuple row;
+	char *target;
+	char *state;
+	int i;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
-		!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	    !TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 		elog(ERROR, "jobs_score_outcome must be an AFTER UPDATE row trigger");
 	desc = trigdata->tg_relation->rd_att;
 	row = trigdata->tg_newtuple;
@@ -82,8 +82,9 @@ jobs_score_outcome(PG_FUNCTION_ARGS)
 		if (tally_len == tally_cap)
 		{
 			tally_cap = tally_cap ? tally_cap * 2 : 16;
-			tally = tally ? repalloc(tally, sizeof(FriendTally) * tally_cap)
-				: MemoryContextAlloc(TopTransactionContext, sizeof(FriendTally) * tally_cap);
+			tally =
+			    tally ? repalloc(tally, sizeof(FriendTally) * tally_cap)
+			          : MemoryContextAlloc(TopTransactionContext, sizeof(FriendTally) * tally_cap);
 		}
 		tally[i].target = MemoryContextStrdup(TopTransactionContext, target);
 		tally[i].delivered = tally[i].failed = 0;
@@ -100,13 +101,11 @@ jobs_score_outcome(PG_FUNCTION_ARGS)
 Datum
 jobs_score_apply(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	int			n;
-	Datum	   *targets,
-			   *delivered,
-			   *failed;
-	Datum		args[3];
-	Oid			types[3] = {TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID};
+	TriggerData *trigdata = (TriggerData *)fcinfo->context;
+	int n;
+	Datum *targets, *delivered, *failed;
+	Datum args[3];
+	Oid types[3] = {TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID};
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
 		elog(ERROR, "jobs_score_apply must be a statement trigger");
@@ -133,7 +132,8 @@ jobs_score_apply(PG_FUNCTION_ARGS)
 	args[2] = PointerGetDatum(construct_array(failed, n, INT4OID, 4, true, TYPALIGN_INT));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "jobs_score_apply: SPI_connect failed");
-	if (SPI_execute_with_args("SELECT pod.friends_apply_outcomes($1, $2, $3)", 3, types, args, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_with_args("SELECT pod.friends_apply_outcomes($1, $2, $3)", 3, types, args, NULL,
+	                          false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "jobs_score_apply: pod.friends_apply_outcomes failed");
 	SPI_finish();
 	return PointerGetDatum(NULL);

@@ -20,15 +20,15 @@
 /* --- settings (environment) ------------------------------------------------------- */
 typedef struct settings
 {
-	long		max_total;		/* transfers in flight or waiting locally */
-	long		max_per_friend; /* transfers in flight to one friend */
-	long		batch;			/* jobs per claim */
-	long		timeout_ms;		/* one HTTP request */
-	long		poll_ms;		/* timer wake-up: delayed retries, expired leases */
-	long		grace_ms;		/* on SIGTERM, how long in-flight requests may finish */
-	long		prune_ms;		/* how often finished jobs are pruned */
-	long		report_ms;		/* outcomes wait at most this long to be reported together */
-	long		connections;	/* database connections (signing runs in their backends) */
+	long max_total;      /* transfers in flight or waiting locally */
+	long max_per_friend; /* transfers in flight to one friend */
+	long batch;          /* jobs per claim */
+	long timeout_ms;     /* one HTTP request */
+	long poll_ms;        /* timer wake-up: delayed retries, expired leases */
+	long grace_ms;       /* on SIGTERM, how long in-flight requests may finish */
+	long prune_ms;       /* how often finished jobs are pruned */
+	long report_ms;      /* outcomes wait at most this long to be reported together */
+	long connections;    /* database connections (signing runs in their backends) */
 } settings;
 
 /* --- one HTTP transfer ------------------------------------------------------------- */
@@ -37,94 +37,90 @@ typedef struct fetch_job fetch_job;
 
 typedef struct transfer
 {
-	struct transfer *next;		/* in its friend's waiting queue */
-	struct transfer *flight_prev;	/* in the federator's in-flight list */
+	struct transfer *next;        /* in its friend's waiting queue */
+	struct transfer *flight_prev; /* in the federator's in-flight list */
 	struct transfer *flight_next;
 	struct federator *fed;
-	long long	job_id;			/* the delivery job; 0 for a friend-list fetch */
-	friend	   *friend;
-	fetch_job  *fetch;			/* set for a make_friends GET */
-	int			fetch_index;
-	char	   *url;
-	char	   *body;
+	long long job_id; /* the delivery job; 0 for a friend-list fetch */
+	friend *friend;
+	fetch_job *fetch; /* set for a make_friends GET */
+	int fetch_index;
+	char *url;
+	char *body;
 	struct curl_slist *headers;
-	CURL	   *easy;
-	wk_buf		response;		/* the first bytes of the answer, for errors and lists */
+	CURL *easy;
+	wk_buf response; /* the first bytes of the answer, for errors and lists */
 } transfer;
 
 /* A target pod: its waiting transfers and how many are in flight. */
 struct friend
 {
-	friend	   *next;
-	char	   *target;
-	int			in_flight;
-	transfer   *queue_head;
-	transfer   *queue_tail;
+	friend *next;
+	char *target;
+	int in_flight;
+	transfer *queue_head;
+	transfer *queue_tail;
 };
 
 /* A make_friends job: the pods to ask, their answers (NULL = no valid answer). */
 struct fetch_job
 {
-	long long	job_id;
-	int			count;
-	int			pending;
-	char	  **urls;
-	char	  **answers;
+	long long job_id;
+	int count;
+	int pending;
+	char **urls;
+	char **answers;
 };
 
 /* Outcomes waiting to be reported: done ids, failed ids with their errors, released ids. */
 typedef struct outcomes
 {
-	long long  *done;
-	size_t		ndone,
-				cap_done;
-	long long  *failed;
-	char	  **errors;
-	size_t		nfailed,
-				cap_failed;
-	long long  *released;
-	size_t		nreleased,
-				cap_released;
+	long long *done;
+	size_t ndone, cap_done;
+	long long *failed;
+	char **errors;
+	size_t nfailed, cap_failed;
+	long long *released;
+	size_t nreleased, cap_released;
 } outcomes;
 
 typedef struct federator
 {
 	struct ev_loop *loop;
-	settings	cfg;
-	char		worker_id[128];
-	wk_db	   *dbs[8];			/* dbs[0] listens; every one claims and reports */
-	int			ndb;
-	long		claiming;		/* deliveries asked for by claims in flight */
-	long		claim_size[8];	/* what the claim in flight on dbs[i] asked for */
-	int			reports_in_flight;
-	bool		finishing;		/* a make_friends_finish is in flight */
-	bool		claiming_friends;
-	CURLM	   *multi;
-	ev_timer	curl_timer;
-	ev_timer	poll_timer;
-	ev_timer	prune_timer;
-	ev_timer	grace_timer;
-	ev_timer	report_timer;
-	bool		report_due;
-	bool		more_waiting;	/* the last claim was full: more jobs may be ready */
-	ev_signal	sigterm;
-	ev_signal	sigint;
-	ev_idle		kick;			/* runs the scheduler once the current callback returns */
-	friend	   *friends;
-	transfer   *flight;			/* transfers handed to curl */
-	bool		grace_over;
-	long		held;			/* deliveries claimed and not yet reported */
-	long		in_flight;
-	bool		want_deliveries;
-	bool		want_make_friends;
-	bool		prune_due;
-	bool		stopping;
-	bool		ready_sent;
-	fetch_job  *fetch_done;		/* a make_friends job whose fetches all ended */
-	fetch_job  *fetch_running;
-	outcomes	out;
-	unsigned long long delivered,
-				failed_count;
+	settings cfg;
+	char worker_id[128];
+	wk_db *dbs[8]; /* dbs[0] listens; every one claims and reports */
+	int ndb;
+	long claiming;      /* deliveries asked for by claims in flight */
+	long claim_size[8]; /* what the claim in flight on dbs[i] asked for */
+	int reports_in_flight;
+	bool finishing; /* a make_friends_finish is in flight */
+	bool claiming_friends;
+	CURLM *multi;
+	ev_timer curl_timer;
+	ev_timer poll_timer;
+	ev_timer prune_timer;
+	ev_timer grace_timer;
+	ev_timer report_timer;
+	bool report_due;
+	bool more_waiting; /* the last claim was full: more jobs may be ready */
+	ev_signal sigterm;
+	ev_signal sigint;
+	ev_idle kick; /* runs the scheduler once the current callback returns */
+	friend *friends;
+	transfer *flight; /* transfers handed to curl */
+	bool grace_over;
+	long held; /* deliveries claimed and not yet reported */
+	long in_flight;
+	bool want_deliveries;
+	bool want_make_friends;
+	bool prune_due;
+	bool stopping;
+	bool ready_sent;
+	fetch_job *fetch_done; /* a make_friends job whose fetches all ended */
+	fetch_job *fetch_running;
+	outcomes out;
+	unsigned long long delivered, failed_count;
 } federator;
 
 static void schedule(federator *fed);
@@ -133,7 +129,7 @@ static void pump(federator *fed);
 static void *
 xcalloc(size_t n, size_t size)
 {
-	void	   *p = calloc(n, size);
+	void *p = calloc(n, size);
 
 	if (p == NULL)
 	{
@@ -146,7 +142,7 @@ xcalloc(size_t n, size_t size)
 static char *
 xstrdup(const char *s)
 {
-	char	   *p = strdup(s);
+	char *p = strdup(s);
 
 	if (p == NULL)
 	{
@@ -175,17 +171,17 @@ grow(void **array, size_t *cap, size_t need, size_t elem)
 static void
 outcome_done(outcomes *o, long long id)
 {
-	grow((void **) &o->done, &o->cap_done, o->ndone + 1, sizeof(*o->done));
+	grow((void **)&o->done, &o->cap_done, o->ndone + 1, sizeof(*o->done));
 	o->done[o->ndone++] = id;
 }
 
 static void
 outcome_failed(outcomes *o, long long id, const char *error)
 {
-	size_t		cap = o->cap_failed;
+	size_t cap = o->cap_failed;
 
-	grow((void **) &o->failed, &o->cap_failed, o->nfailed + 1, sizeof(*o->failed));
-	grow((void **) &o->errors, &cap, o->nfailed + 1, sizeof(*o->errors));
+	grow((void **)&o->failed, &o->cap_failed, o->nfailed + 1, sizeof(*o->failed));
+	grow((void **)&o->errors, &cap, o->nfailed + 1, sizeof(*o->errors));
 	o->failed[o->nfailed] = id;
 	o->errors[o->nfailed++] = xstrdup(error);
 }
@@ -193,7 +189,7 @@ outcome_failed(outcomes *o, long long id, const char *error)
 static void
 outcome_released(outcomes *o, long long id)
 {
-	grow((void **) &o->released, &o->cap_released, o->nreleased + 1, sizeof(*o->released));
+	grow((void **)&o->released, &o->cap_released, o->nreleased + 1, sizeof(*o->released));
 	o->released[o->nreleased++] = id;
 }
 
@@ -228,7 +224,7 @@ outcomes_requeue(federator *fed, outcomes *s)
 static void
 ids_literal(wk_buf *b, const long long *ids, size_t n)
 {
-	char		num[32];
+	char num[32];
 
 	wk_array_begin(b);
 	for (size_t i = 0; i < n; i++)
@@ -244,7 +240,7 @@ ids_literal(wk_buf *b, const long long *ids, size_t n)
 static friend *
 friend_get(federator *fed, const char *target)
 {
-	friend	   *f;
+	friend *f;
 
 	for (f = fed->friends; f; f = f->next)
 		if (strcmp(f->target, target) == 0)
@@ -261,9 +257,9 @@ friend_get(federator *fed, const char *target)
 static size_t
 transfer_write_cb(char *data, size_t size, size_t nmemb, void *userp)
 {
-	transfer   *t = userp;
-	size_t		n = size * nmemb;
-	size_t		limit = t->fetch ? 1024 * 1024 : 512;
+	transfer *t = userp;
+	size_t n = size * nmemb;
+	size_t limit = t->fetch ? 1024 * 1024 : 512;
 
 	if (t->response.len < limit)
 		wk_buf_add(&t->response, data, n < limit - t->response.len ? n : limit - t->response.len);
@@ -284,9 +280,10 @@ transfer_free(transfer *t)
 
 /* Builds a transfer: a signed POST (delivery) or a GET (friend list). */
 static transfer *
-transfer_new(federator *fed, long long job_id, const char *url, const char *header_lines, const char *body)
+transfer_new(federator *fed, long long job_id, const char *url, const char *header_lines,
+             const char *body)
 {
-	transfer   *t = xcalloc(1, sizeof(*t));
+	transfer *t = xcalloc(1, sizeof(*t));
 
 	t->fed = fed;
 	t->job_id = job_id;
@@ -295,14 +292,14 @@ transfer_new(federator *fed, long long job_id, const char *url, const char *head
 		t->body = xstrdup(body);
 	if (header_lines)
 	{
-		char	   *copy = xstrdup(header_lines);
-		char	   *save = NULL;
+		char *copy = xstrdup(header_lines);
+		char *save = NULL;
 
 		for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
 			t->headers = curl_slist_append(t->headers, line);
 		free(copy);
 	}
-	t->headers = curl_slist_append(t->headers, "Expect:");	/* no 100-continue round trip */
+	t->headers = curl_slist_append(t->headers, "Expect:"); /* no 100-continue round trip */
 	t->headers = curl_slist_append(t->headers, "Accept: application/json");
 	return t;
 }
@@ -311,7 +308,7 @@ transfer_new(federator *fed, long long job_id, const char *url, const char *head
 static void
 transfer_start(federator *fed, transfer *t)
 {
-	CURLMcode	rc;
+	CURLMcode rc;
 
 	t->easy = curl_easy_init();
 	if (t->easy == NULL)
@@ -332,7 +329,7 @@ transfer_start(federator *fed, transfer *t)
 	if (t->body)
 	{
 		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->body);
-		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) strlen(t->body));
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(t->body));
 	}
 	rc = curl_multi_add_handle(fed->multi, t->easy);
 	if (rc != CURLM_OK)
@@ -373,9 +370,10 @@ pump(federator *fed)
 	if (fed->stopping)
 		return;
 	for (friend *f = fed->friends; f; f = f->next)
-		while (f->queue_head && f->in_flight < fed->cfg.max_per_friend && fed->in_flight < fed->cfg.max_total)
+		while (f->queue_head && f->in_flight < fed->cfg.max_per_friend &&
+		       fed->in_flight < fed->cfg.max_total)
 		{
-			transfer   *t = f->queue_head;
+			transfer *t = f->queue_head;
 
 			f->queue_head = t->next;
 			if (f->queue_head == NULL)
@@ -389,7 +387,7 @@ pump(federator *fed)
 static void
 fetch_finished(federator *fed, transfer *t, long status, CURLcode rc)
 {
-	fetch_job  *job = t->fetch;
+	fetch_job *job = t->fetch;
 	const char *body = t->response.data ? t->response.data : "";
 
 	while (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')
@@ -398,7 +396,7 @@ fetch_finished(federator *fed, transfer *t, long status, CURLcode rc)
 		job->answers[t->fetch_index] = xstrdup(body);
 	else
 		wk_log(WK_WARN, "make_friends: %s answered no list (%s, HTTP %ld)", t->url,
-			   rc == CURLE_OK ? "ok" : curl_easy_strerror(rc), status);
+		       rc == CURLE_OK ? "ok" : curl_easy_strerror(rc), status);
 	if (--job->pending == 0)
 	{
 		fed->fetch_running = NULL;
@@ -410,17 +408,17 @@ fetch_finished(federator *fed, transfer *t, long status, CURLcode rc)
 static void
 check_multi_info(federator *fed)
 {
-	CURLMsg    *msg;
-	int			left;
+	CURLMsg *msg;
+	int left;
 
 	while ((msg = curl_multi_info_read(fed->multi, &left)) != NULL)
 	{
-		transfer   *t;
-		long		status = 0;
+		transfer *t;
+		long status = 0;
 
 		if (msg->msg != CURLMSG_DONE)
 			continue;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
 		transfer_unlink(fed, t);
 		if (t->fetch)
@@ -432,12 +430,13 @@ check_multi_info(federator *fed)
 		}
 		else
 		{
-			wk_buf		err = {0};
+			wk_buf err = {0};
 
 			if (msg->data.result != CURLE_OK)
 				wk_buf_printf(&err, "%s", curl_easy_strerror(msg->data.result));
 			else
-				wk_buf_printf(&err, "HTTP %ld: %.300s", status, t->response.data ? t->response.data : "");
+				wk_buf_printf(&err, "HTTP %ld: %.300s", status,
+				              t->response.data ? t->response.data : "");
 			wk_log(WK_INFO, "delivery %lld to %s failed: %s", t->job_id, t->url, err.data);
 			outcome_failed(&fed->out, t->job_id, err.data);
 			wk_buf_free(&err);
@@ -453,19 +452,20 @@ check_multi_info(federator *fed)
 
 typedef struct curl_socket_watch
 {
-	ev_io		io;
-	federator  *fed;
+	ev_io io;
+	federator *fed;
 } curl_socket_watch;
 
 static void
 curl_event_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	/* The watch may be freed inside socket_action (CURL_POLL_REMOVE): keep fed. */
-	federator  *fed = ((curl_socket_watch *) w)->fed;
-	int			action = (revents & EV_READ ? CURL_CSELECT_IN : 0) | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
-	int			running;
+	federator *fed = ((curl_socket_watch *)w)->fed;
+	int action =
+	    (revents & EV_READ ? CURL_CSELECT_IN : 0) | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
+	int running;
 
-	(void) loop;
+	(void)loop;
 	curl_multi_socket_action(fed->multi, w->fd, action, &running);
 	check_multi_info(fed);
 }
@@ -474,10 +474,10 @@ curl_event_cb(struct ev_loop *loop, ev_io *w, int revents)
 static int
 curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-	federator  *fed = userp;
+	federator *fed = userp;
 	curl_socket_watch *sw = socketp;
 
-	(void) easy;
+	(void)easy;
 	if (what == CURL_POLL_REMOVE)
 	{
 		if (sw)
@@ -497,7 +497,7 @@ curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp
 	else
 		ev_io_stop(fed->loop, &sw->io);
 	ev_io_init(&sw->io, curl_event_cb, s,
-			   (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0));
+	           (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0));
 	ev_io_start(fed->loop, &sw->io);
 	return 0;
 }
@@ -505,11 +505,11 @@ curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp
 static void
 curl_timer_expired(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	federator  *fed = w->data;
-	int			running;
+	federator *fed = w->data;
+	int running;
 
-	(void) loop;
-	(void) revents;
+	(void)loop;
+	(void)revents;
 	curl_multi_socket_action(fed->multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	check_multi_info(fed);
 }
@@ -518,9 +518,9 @@ curl_timer_expired(struct ev_loop *loop, ev_timer *w, int revents)
 static int
 curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
-	federator  *fed = userp;
+	federator *fed = userp;
 
-	(void) multi;
+	(void)multi;
 	ev_timer_stop(fed->loop, &fed->curl_timer);
 	if (timeout_ms >= 0)
 	{
@@ -532,16 +532,17 @@ curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 
 /* --- database work ------------------------------------------------------------------ */
 
-static const char *const CLAIM_SQL =
-	"SELECT job_id, target, url, array_to_string(headers, E'\\n'), body, $2 FROM pod.deliveries_claim($1, $2::integer)";
+static const char *const CLAIM_SQL = "SELECT job_id, target, url, array_to_string(headers, "
+                                     "E'\\n'), body, $2 FROM pod.deliveries_claim($1, $2::integer)";
 static const char *const REPORT_SQL =
-	"SELECT pod.job_complete($1::bigint[], $4), pod.job_fail($2::bigint[], $3::text[], $4), "
-	"pod.job_release($5::bigint[], $4)";
+    "SELECT pod.job_complete($1::bigint[], $4), pod.job_fail($2::bigint[], $3::text[], $4), "
+    "pod.job_release($5::bigint[], $4)";
 static const char *const CLAIM_FRIENDS_SQL =
-	"SELECT j.id, rtrim(u.url, '/') || (pod.setting('federation.friend_list_path') #>> '{}') "
-	"FROM pod.job_claim('make_friends', $1, 1) j, jsonb_array_elements_text(j.payload -> 'urls') u(url)";
+    "SELECT j.id, rtrim(u.url, '/') || (pod.setting('federation.friend_list_path') #>> '{}') "
+    "FROM pod.job_claim('make_friends', $1, 1) j, jsonb_array_elements_text(j.payload -> 'urls') "
+    "u(url)";
 static const char *const FINISH_FRIENDS_SQL =
-	"SELECT pod.make_friends_finish($1::bigint, $2, $3::text[], $4::text[])";
+    "SELECT pod.make_friends_finish($1::bigint, $2, $3::text[], $4::text[])";
 static const char *const PRUNE_SQL = "SELECT pod.jobs_prune(), pod.inbox_prune()";
 
 static void
@@ -553,8 +554,8 @@ result_error(const char *what, PGresult *res)
 /* One report in flight: its batch, kept until the server has applied it. */
 typedef struct report
 {
-	federator  *fed;
-	outcomes	batch;
+	federator *fed;
+	outcomes batch;
 } report;
 
 static void
@@ -570,18 +571,18 @@ outcomes_free(outcomes *o)
 static void
 report_done(wk_db *db, PGresult *res, void *arg)
 {
-	report	   *r = arg;
-	federator  *fed = r->fed;
-	outcomes   *b = &r->batch;
+	report *r = arg;
+	federator *fed = r->fed;
+	outcomes *b = &r->batch;
 
-	(void) db;
+	(void)db;
 	fed->reports_in_flight--;
 	if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
 	{
-		wk_log(WK_DEBUG, "reported %zu done, %zu failed, %zu released (%s/%s/%s applied)",
-			   b->ndone, b->nfailed, b->nreleased,
-			   PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
-		fed->held -= (long) (b->ndone + b->nfailed + b->nreleased);
+		wk_log(WK_DEBUG, "reported %zu done, %zu failed, %zu released (%s/%s/%s applied)", b->ndone,
+		       b->nfailed, b->nreleased, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1),
+		       PQgetvalue(res, 0, 2));
+		fed->held -= (long)(b->ndone + b->nfailed + b->nreleased);
 		if (fed->more_waiting)
 			fed->want_deliveries = true;
 	}
@@ -589,9 +590,9 @@ report_done(wk_db *db, PGresult *res, void *arg)
 	{
 		result_error("reporting outcomes", res);
 		if (res == NULL)
-			outcomes_requeue(fed, b);	/* not applied: send again once reconnected */
-		else				/* refused (should not happen): the leases expire */
-			fed->held -= (long) (b->ndone + b->nfailed + b->nreleased);
+			outcomes_requeue(fed, b); /* not applied: send again once reconnected */
+		else                          /* refused (should not happen): the leases expire */
+			fed->held -= (long)(b->ndone + b->nfailed + b->nreleased);
 	}
 	outcomes_free(b);
 	free(r);
@@ -600,13 +601,10 @@ report_done(wk_db *db, PGresult *res, void *arg)
 static bool
 send_report(federator *fed, wk_db *db)
 {
-	wk_buf		done = {0},
-				failed = {0},
-				errors = {0},
-				released = {0};
+	wk_buf done = {0}, failed = {0}, errors = {0}, released = {0};
 	const char *params[5];
-	report	   *r = xcalloc(1, sizeof(*r));
-	bool		sent;
+	report *r = xcalloc(1, sizeof(*r));
+	bool sent;
 
 	r->fed = fed;
 	r->batch = fed->out;
@@ -642,8 +640,8 @@ send_report(federator *fed, wk_db *db)
 static void
 claim_done(wk_db *db, PGresult *res, void *arg)
 {
-	federator  *fed = arg;
-	int			rows;
+	federator *fed = arg;
+	int rows;
 
 	for (int i = 0; i < fed->ndb; i++)
 		if (fed->dbs[i] == db)
@@ -659,9 +657,10 @@ claim_done(wk_db *db, PGresult *res, void *arg)
 	rows = PQntuples(res);
 	for (int i = 0; i < rows; i++)
 	{
-		transfer   *t = transfer_new(fed, strtoll(PQgetvalue(res, i, 0), NULL, 10), PQgetvalue(res, i, 2),
-									 PQgetvalue(res, i, 3), PQgetvalue(res, i, 4));
-		friend	   *f = friend_get(fed, PQgetvalue(res, i, 1));
+		transfer *t =
+		    transfer_new(fed, strtoll(PQgetvalue(res, i, 0), NULL, 10), PQgetvalue(res, i, 2),
+		                 PQgetvalue(res, i, 3), PQgetvalue(res, i, 4));
+		friend *f = friend_get(fed, PQgetvalue(res, i, 1));
 
 		t->friend = f;
 		if (f->queue_tail)
@@ -682,11 +681,11 @@ claim_done(wk_db *db, PGresult *res, void *arg)
 static void
 claim_friends_done(wk_db *db, PGresult *res, void *arg)
 {
-	federator  *fed = arg;
-	int			rows;
-	fetch_job  *job;
+	federator *fed = arg;
+	int rows;
+	fetch_job *job;
 
-	(void) db;
+	(void)db;
 	fed->claiming_friends = false;
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
@@ -702,13 +701,13 @@ claim_friends_done(wk_db *db, PGresult *res, void *arg)
 	job = xcalloc(1, sizeof(*job));
 	job->job_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	job->count = job->pending = rows;
-	job->urls = xcalloc((size_t) rows, sizeof(char *));
-	job->answers = xcalloc((size_t) rows, sizeof(char *));
+	job->urls = xcalloc((size_t)rows, sizeof(char *));
+	job->answers = xcalloc((size_t)rows, sizeof(char *));
 	fed->fetch_running = job;
 	wk_log(WK_INFO, "make_friends job %lld: asking %d pods for their friends", job->job_id, rows);
 	for (int i = 0; i < rows; i++)
 	{
-		transfer   *t = transfer_new(fed, 0, PQgetvalue(res, i, 1), NULL, NULL);
+		transfer *t = transfer_new(fed, 0, PQgetvalue(res, i, 1), NULL, NULL);
 
 		job->urls[i] = xstrdup(PQgetvalue(res, i, 1));
 		t->fetch = job;
@@ -733,13 +732,13 @@ fetch_job_free(fetch_job *job)
 static void
 finish_friends_done(wk_db *db, PGresult *res, void *arg)
 {
-	federator  *fed = arg;
-	fetch_job  *job = fed->fetch_done;
+	federator *fed = arg;
+	fetch_job *job = fed->fetch_done;
 
-	(void) db;
+	(void)db;
 	fed->finishing = false;
 	if (res == NULL)
-		return;					/* retried after reconnecting */
+		return; /* retried after reconnecting */
 	if (PQresultStatus(res) == PGRES_TUPLES_OK)
 		wk_log(WK_INFO, "make_friends job %lld: added %s", job->job_id, PQgetvalue(res, 0, 0));
 	else
@@ -755,12 +754,11 @@ finish_friends_done(wk_db *db, PGresult *res, void *arg)
 static bool
 send_finish_friends(federator *fed, wk_db *db)
 {
-	fetch_job  *job = fed->fetch_done;
-	wk_buf		urls = {0},
-				answers = {0};
-	char		id[32];
+	fetch_job *job = fed->fetch_done;
+	wk_buf urls = {0}, answers = {0};
+	char id[32];
 	const char *params[4];
-	bool		sent;
+	bool sent;
 
 	snprintf(id, sizeof(id), "%lld", job->job_id);
 	wk_array_begin(&urls);
@@ -768,9 +766,9 @@ send_finish_friends(federator *fed, wk_db *db)
 	for (int i = 0; i < job->count; i++)
 	{
 		/* The path was appended for the GET; the list is keyed by the pod URL. */
-		char	   *slash = strstr(job->urls[i], "://");
-		char	   *path = slash ? strchr(slash + 3, '/') : NULL;
-		char		save = 0;
+		char *slash = strstr(job->urls[i], "://");
+		char *path = slash ? strchr(slash + 3, '/') : NULL;
+		char save = 0;
 
 		if (path)
 		{
@@ -798,10 +796,11 @@ send_finish_friends(federator *fed, wk_db *db)
 static void
 prune_done(wk_db *db, PGresult *res, void *arg)
 {
-	(void) db;
-	(void) arg;
+	(void)db;
+	(void)arg;
 	if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
-		wk_log(WK_DEBUG, "pruned %s jobs and %s inbox records", PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+		wk_log(WK_DEBUG, "pruned %s jobs and %s inbox records", PQgetvalue(res, 0, 0),
+		       PQgetvalue(res, 0, 1));
 	else
 		result_error("pruning", res);
 }
@@ -813,7 +812,7 @@ release_waiting(federator *fed)
 	for (friend *f = fed->friends; f; f = f->next)
 		while (f->queue_head)
 		{
-			transfer   *t = f->queue_head;
+			transfer *t = f->queue_head;
 
 			f->queue_head = t->next;
 			outcome_released(&fed->out, t->job_id);
@@ -827,14 +826,15 @@ release_waiting(federator *fed)
 static void
 maybe_exit(federator *fed)
 {
-	bool		quiet = true;
+	bool quiet = true;
 
 	for (int i = 0; i < fed->ndb; i++)
 		quiet &= wk_db_idle(fed->dbs[i]) || !wk_db_connected(fed->dbs[i]);
 	if (fed->stopping && fed->in_flight == 0 && outcomes_empty(&fed->out) &&
-		fed->reports_in_flight == 0 && fed->fetch_done == NULL && quiet)
+	    fed->reports_in_flight == 0 && fed->fetch_done == NULL && quiet)
 	{
-		wk_log(WK_INFO, "stopped: %llu delivered, %llu failed attempts", fed->delivered, fed->failed_count);
+		wk_log(WK_INFO, "stopped: %llu delivered, %llu failed attempts", fed->delivered,
+		       fed->failed_count);
 		ev_break(fed->loop, EVBREAK_ALL);
 	}
 }
@@ -851,7 +851,7 @@ schedule(federator *fed)
 static void
 send_claim(federator *fed, wk_db *db, long room)
 {
-	char		n[32];
+	char n[32];
 	const char *params[2];
 
 	snprintf(n, sizeof(n), "%ld", room);
@@ -872,22 +872,23 @@ send_claim(federator *fed, wk_db *db, long room)
 static void
 kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
-	federator  *fed = w->data;
+	federator *fed = w->data;
 	const char *params[1];
 
-	(void) revents;
+	(void)revents;
 	ev_idle_stop(loop, w);
 	for (int i = 0; i < fed->ndb; i++)
 	{
-		wk_db	   *db = fed->dbs[i];
-		long		room = fed->cfg.max_total - fed->held - fed->claiming;
+		wk_db *db = fed->dbs[i];
+		long room = fed->cfg.max_total - fed->held - fed->claiming;
 
 		if (!wk_db_idle(db))
 			continue;
 		if (room > fed->cfg.batch)
 			room = fed->cfg.batch;
-		if (!outcomes_empty(&fed->out) && (fed->report_due || fed->stopping || !fed->more_waiting ||
-											fed->out.ndone + fed->out.nfailed >= (size_t) fed->cfg.batch / 2))
+		if (!outcomes_empty(&fed->out) &&
+		    (fed->report_due || fed->stopping || !fed->more_waiting ||
+		     fed->out.ndone + fed->out.nfailed >= (size_t)fed->cfg.batch / 2))
 		{
 			fed->report_due = false;
 			ev_timer_stop(loop, &fed->report_timer);
@@ -908,7 +909,8 @@ kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 		{
 			params[0] = fed->worker_id;
 			fed->want_make_friends = false;
-			fed->claiming_friends = wk_db_query(db, CLAIM_FRIENDS_SQL, 1, params, claim_friends_done, fed);
+			fed->claiming_friends =
+			    wk_db_query(db, CLAIM_FRIENDS_SQL, 1, params, claim_friends_done, fed);
 		}
 		else if (fed->want_deliveries && room > 0 && fed->claiming == 0)
 			send_claim(fed, db, room);
@@ -925,9 +927,9 @@ kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 static void
 db_ready(wk_db *db, void *arg)
 {
-	federator  *fed = arg;
+	federator *fed = arg;
 
-	(void) db;
+	(void)db;
 	if (!fed->ready_sent)
 	{
 		fed->ready_sent = true;
@@ -940,9 +942,9 @@ db_ready(wk_db *db, void *arg)
 static void
 db_notify(wk_db *db, const char *channel, void *arg)
 {
-	federator  *fed = arg;
+	federator *fed = arg;
 
-	(void) db;
+	(void)db;
 	if (strcmp(channel, "pod_jobs_deliver") == 0)
 		fed->want_deliveries = fed->more_waiting = true;
 	else if (strcmp(channel, "pod_jobs_make_friends") == 0)
@@ -953,9 +955,9 @@ db_notify(wk_db *db, const char *channel, void *arg)
 static void
 db_lost_cb(wk_db *db, void *arg)
 {
-	federator  *fed = arg;
+	federator *fed = arg;
 
-	(void) db;
+	(void)db;
 	/* After reconnecting, look for work at once (notifications may have been missed). */
 	fed->want_deliveries = fed->want_make_friends = fed->more_waiting = true;
 }
@@ -965,10 +967,10 @@ db_lost_cb(wk_db *db, void *arg)
 static void
 poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	federator  *fed = w->data;
+	federator *fed = w->data;
 
-	(void) loop;
-	(void) revents;
+	(void)loop;
+	(void)revents;
 	fed->want_deliveries = fed->want_make_friends = fed->more_waiting = true;
 	schedule(fed);
 }
@@ -976,10 +978,10 @@ poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 report_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	federator  *fed = w->data;
+	federator *fed = w->data;
 
-	(void) loop;
-	(void) revents;
+	(void)loop;
+	(void)revents;
 	fed->report_due = true;
 	schedule(fed);
 }
@@ -987,10 +989,10 @@ report_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 prune_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	federator  *fed = w->data;
+	federator *fed = w->data;
 
-	(void) loop;
-	(void) revents;
+	(void)loop;
+	(void)revents;
 	fed->prune_due = true;
 	schedule(fed);
 }
@@ -999,10 +1001,10 @@ prune_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	federator  *fed = w->data;
+	federator *fed = w->data;
 
-	(void) loop;
-	(void) revents;
+	(void)loop;
+	(void)revents;
 	if (fed->grace_over)
 	{
 		wk_log(WK_ERROR, "could not report to the database in time; exiting (leases will expire)");
@@ -1011,10 +1013,11 @@ grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	fed->grace_over = true;
 	if (fed->in_flight > 0)
-		wk_log(WK_WARN, "grace period over: releasing %ld requests still in flight", fed->in_flight);
+		wk_log(WK_WARN, "grace period over: releasing %ld requests still in flight",
+		       fed->in_flight);
 	while (fed->flight)
 	{
-		transfer   *t = fed->flight;
+		transfer *t = fed->flight;
 
 		transfer_unlink(fed, t);
 		if (t->fetch == NULL)
@@ -1030,15 +1033,16 @@ grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
-	federator  *fed = w->data;
+	federator *fed = w->data;
 
-	(void) revents;
+	(void)revents;
 	if (fed->stopping)
 		return;
 	fed->stopping = true;
 	wk_sd_notify("STOPPING=1");
-	wk_log(WK_INFO, "stopping: %ld requests in flight may finish within %ld ms; waiting ones are released",
-		   fed->in_flight, fed->cfg.grace_ms);
+	wk_log(WK_INFO,
+	       "stopping: %ld requests in flight may finish within %ld ms; waiting ones are released",
+	       fed->in_flight, fed->cfg.grace_ms);
 	release_waiting(fed);
 	ev_timer_stop(loop, &fed->poll_timer);
 	ev_timer_stop(loop, &fed->prune_timer);
@@ -1052,20 +1056,21 @@ stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 static void
 make_conninfo(char *buf, size_t size)
 {
-	snprintf(buf, size, "application_name=pgpod-federator%s", getenv("PGUSER") ? "" : " user=postgres");
+	snprintf(buf, size, "application_name=pgpod-federator%s",
+	         getenv("PGUSER") ? "" : " user=postgres");
 }
 
 int
 main(int argc, char **argv)
 {
 	static const char *const channels[] = {"pod_jobs_deliver", "pod_jobs_make_friends", NULL};
-	federator	fed = {0};
-	char		host[64] = "host";
-	char		conninfo[256];
+	federator fed = {0};
+	char host[64] = "host";
+	char conninfo[256];
 	wk_db_callbacks cb = {db_ready, db_notify, db_lost_cb, &fed};
 
-	(void) argc;
-	(void) argv;
+	(void)argc;
+	(void)argv;
 	wk_log_init("pgpod-federator");
 	signal(SIGPIPE, SIG_IGN);
 	fed.cfg.max_total = wk_env_long("PGPOD_FEDERATOR_MAX_TOTAL", 64, 1, 10000);
@@ -1078,7 +1083,7 @@ main(int argc, char **argv)
 	fed.cfg.report_ms = wk_env_long("PGPOD_FEDERATOR_REPORT_MS", 20, 0, 10000);
 	fed.cfg.connections = wk_env_long("PGPOD_FEDERATOR_CONNECTIONS", 2, 1, 8);
 	gethostname(host, sizeof(host) - 1);
-	snprintf(fed.worker_id, sizeof(fed.worker_id), "federator:%s:%d", host, (int) getpid());
+	snprintf(fed.worker_id, sizeof(fed.worker_id), "federator:%s:%d", host, (int)getpid());
 
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 	{
@@ -1114,8 +1119,8 @@ main(int argc, char **argv)
 
 	make_conninfo(conninfo, sizeof(conninfo));
 	wk_log(WK_INFO, "starting as %s (at most %ld requests, %ld per friend, batches of %ld)",
-		   fed.worker_id, fed.cfg.max_total, fed.cfg.max_per_friend, fed.cfg.batch);
-	fed.ndb = (int) fed.cfg.connections;
+	       fed.worker_id, fed.cfg.max_total, fed.cfg.max_per_friend, fed.cfg.batch);
+	fed.ndb = (int)fed.cfg.connections;
 	for (int i = 0; i < fed.ndb; i++)
 		fed.dbs[i] = wk_db_new(fed.loop, conninfo, i == 0 ? channels : NULL, cb);
 	ev_run(fed.loop, 0);

@@ -15,7 +15,7 @@
 static void
 reserve(wk_buf *b, size_t more)
 {
-	size_t		need = b->len + more + 1;
+	size_t need = b->len + more + 1;
 
 	if (need <= b->cap)
 		return;
@@ -48,17 +48,17 @@ wk_buf_adds(wk_buf *b, const char *s)
 void
 wk_buf_printf(wk_buf *b, const char *fmt, ...)
 {
-	va_list		ap;
-	int			n;
+	va_list ap;
+	int n;
 
 	va_start(ap, fmt);
 	n = vsnprintf(NULL, 0, fmt, ap);
 	va_end(ap);
-	reserve(b, (size_t) n);
+	reserve(b, (size_t)n);
 	va_start(ap, fmt);
-	vsnprintf(b->data + b->len, (size_t) n + 1, fmt, ap);
+	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
 	va_end(ap);
-	b->len += (size_t) n;
+	b->len += (size_t)n;
 }
 
 void
@@ -115,8 +115,8 @@ long
 wk_env_long(const char *name, long fallback, long min, long max)
 {
 	const char *s = getenv(name);
-	char	   *end;
-	long		v;
+	char *end;
+	long v;
 
 	if (s == NULL || *s == '\0')
 		return fallback;
@@ -124,7 +124,8 @@ wk_env_long(const char *name, long fallback, long min, long max)
 	v = strtol(s, &end, 10);
 	if (errno != 0 || *end != '\0' || v < min || v > max)
 	{
-		wk_log(WK_WARN, "%s=%s is not an integer in [%ld, %ld]; using %ld", name, s, min, max, fallback);
+		wk_log(WK_WARN, "%s=%s is not an integer in [%ld, %ld]; using %ld", name, s, min, max,
+		       fallback);
 		return fallback;
 	}
 	return v;

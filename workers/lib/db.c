@@ -11,9 +11,9 @@
 
 enum db_state
 {
-	DB_WAIT,					/* disconnected; the retry timer runs */
+	DB_WAIT, /* disconnected; the retry timer runs */
 	DB_CONNECTING,
-	DB_LISTENING,				/* the LISTEN commands are in flight */
+	DB_LISTENING, /* the LISTEN commands are in flight */
 	DB_IDLE,
 	DB_BUSY
 };
@@ -21,17 +21,17 @@ enum db_state
 struct wk_db
 {
 	struct ev_loop *loop;
-	char	   *conninfo;
-	char	   *listen_sql;		/* "LISTEN a; LISTEN b" or NULL */
+	char *conninfo;
+	char *listen_sql; /* "LISTEN a; LISTEN b" or NULL */
 	wk_db_callbacks cb;
-	PGconn	   *conn;
+	PGconn *conn;
 	enum db_state state;
-	ev_io		io;
-	ev_timer	retry;
-	double		retry_delay;
+	ev_io io;
+	ev_timer retry;
+	double retry_delay;
 	wk_db_result_cb query_cb;
-	void	   *query_arg;
-	PGresult   *last;			/* the result handed to query_cb */
+	void *query_arg;
+	PGresult *last; /* the result handed to query_cb */
 };
 
 static void db_io_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -41,7 +41,7 @@ static void db_connect(wk_db *db);
 static void
 db_watch(wk_db *db, int events)
 {
-	int			fd = PQsocket(db->conn);
+	int fd = PQsocket(db->conn);
 
 	if (ev_is_active(&db->io) && (db->io.fd != fd || db->io.events != events))
 		ev_io_stop(db->loop, &db->io);
@@ -57,8 +57,8 @@ static void
 db_lost(wk_db *db, const char *why)
 {
 	wk_db_result_cb cb = db->query_cb;
-	void	   *arg = db->query_arg;
-	bool		was_up = db->state == DB_IDLE || db->state == DB_BUSY;
+	void *arg = db->query_arg;
+	bool was_up = db->state == DB_IDLE || db->state == DB_BUSY;
 
 	wk_log(WK_WARN, "database connection lost: %s (retrying in %.1f s)", why, db->retry_delay);
 	if (ev_is_active(&db->io))
@@ -80,15 +80,15 @@ db_lost(wk_db *db, const char *why)
 static void
 db_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	(void) loop;
-	(void) revents;
-	db_connect((wk_db *) w->data);
+	(void)loop;
+	(void)revents;
+	db_connect((wk_db *)w->data);
 }
 
 static void
 db_deliver_notifies(wk_db *db)
 {
-	PGnotify   *n;
+	PGnotify *n;
 
 	while (db->conn && (n = PQnotifies(db->conn)) != NULL)
 	{
@@ -103,9 +103,9 @@ static void
 db_finished(wk_db *db)
 {
 	wk_db_result_cb cb = db->query_cb;
-	void	   *arg = db->query_arg;
-	PGresult   *res = db->last;
-	bool		listening = db->state == DB_LISTENING;
+	void *arg = db->query_arg;
+	PGresult *res = db->last;
+	bool listening = db->state == DB_LISTENING;
 
 	db->query_cb = NULL;
 	db->last = NULL;
@@ -141,7 +141,7 @@ db_read(wk_db *db)
 	}
 	while (db->state == DB_BUSY || db->state == DB_LISTENING)
 	{
-		PGresult   *res;
+		PGresult *res;
 
 		if (PQisBusy(db->conn))
 			break;
@@ -153,7 +153,7 @@ db_read(wk_db *db)
 		}
 		/* Keep the first error, else the last result. */
 		if (db->last == NULL || PQresultStatus(db->last) == PGRES_TUPLES_OK ||
-			PQresultStatus(db->last) == PGRES_COMMAND_OK)
+		    PQresultStatus(db->last) == PGRES_COMMAND_OK)
 		{
 			PQclear(db->last);
 			db->last = res;
@@ -162,7 +162,7 @@ db_read(wk_db *db)
 			PQclear(res);
 	}
 	if (db->conn == NULL)
-		return;					/* a callback lost the connection */
+		return; /* a callback lost the connection */
 	if (PQstatus(db->conn) == CONNECTION_BAD)
 	{
 		db_lost(db, PQerrorMessage(db->conn));
@@ -174,7 +174,7 @@ db_read(wk_db *db)
 static void
 db_flush(wk_db *db)
 {
-	int			rc = PQflush(db->conn);
+	int rc = PQflush(db->conn);
 
 	if (rc < 0)
 		db_lost(db, PQerrorMessage(db->conn));
@@ -208,17 +208,17 @@ db_poll_connect(wk_db *db)
 {
 	switch (PQconnectPoll(db->conn))
 	{
-		case PGRES_POLLING_READING:
-			db_watch(db, EV_READ);
-			break;
-		case PGRES_POLLING_WRITING:
-			db_watch(db, EV_WRITE);
-			break;
-		case PGRES_POLLING_OK:
-			db_start_listening(db);
-			break;
-		default:
-			db_lost(db, PQerrorMessage(db->conn));
+	case PGRES_POLLING_READING:
+		db_watch(db, EV_READ);
+		break;
+	case PGRES_POLLING_WRITING:
+		db_watch(db, EV_WRITE);
+		break;
+	case PGRES_POLLING_OK:
+		db_start_listening(db);
+		break;
+	default:
+		db_lost(db, PQerrorMessage(db->conn));
 	}
 }
 
@@ -226,10 +226,11 @@ db_poll_connect(wk_db *db)
 static void
 db_notice(void *arg, const char *message)
 {
-	size_t		len = strlen(message);
+	size_t len = strlen(message);
 
-	(void) arg;
-	wk_log(WK_INFO, "server: %.*s", (int) (len && message[len - 1] == '\n' ? len - 1 : len), message);
+	(void)arg;
+	wk_log(WK_INFO, "server: %.*s", (int)(len && message[len - 1] == '\n' ? len - 1 : len),
+	       message);
 }
 
 static void
@@ -255,9 +256,9 @@ db_connect(wk_db *db)
 static void
 db_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-	wk_db	   *db = (wk_db *) w->data;
+	wk_db *db = (wk_db *)w->data;
 
-	(void) loop;
+	(void)loop;
 	if (db->state == DB_CONNECTING)
 	{
 		db_poll_connect(db);
@@ -274,10 +275,11 @@ db_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 wk_db *
-wk_db_new(struct ev_loop *loop, const char *conninfo, const char *const *channels, wk_db_callbacks callbacks)
+wk_db_new(struct ev_loop *loop, const char *conninfo, const char *const *channels,
+          wk_db_callbacks callbacks)
 {
-	wk_db	   *db = calloc(1, sizeof(*db));
-	wk_buf		sql = {0};
+	wk_db *db = calloc(1, sizeof(*db));
+	wk_buf sql = {0};
 
 	if (db == NULL)
 		return NULL;
@@ -309,7 +311,8 @@ wk_db_connected(const wk_db *db)
 }
 
 bool
-wk_db_query(wk_db *db, const char *sql, int nparams, const char *const *params, wk_db_result_cb cb, void *arg)
+wk_db_query(wk_db *db, const char *sql, int nparams, const char *const *params, wk_db_result_cb cb,
+            void *arg)
 {
 	if (db->state != DB_IDLE)
 		return false;

@@ -37,16 +37,17 @@ wk_log(enum wk_level level, const char *fmt, ...)
 {
 	static const char *names[] = {"debug", "info", "warning", "error"};
 	struct timeval tv;
-	struct tm	tm;
-	char		when[32];
-	va_list		ap;
+	struct tm tm;
+	char when[32];
+	va_list ap;
 
 	if (level < wk_log_threshold)
 		return;
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-	fprintf(stderr, "%s.%03ldZ %s[%d] %s: ", when, (long) tv.tv_usec / 1000, log_name, (int) getpid(), names[level]);
+	fprintf(stderr, "%s.%03ldZ %s[%d] %s: ", when, (long)tv.tv_usec / 1000, log_name, (int)getpid(),
+	        names[level]);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);

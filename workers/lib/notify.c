@@ -16,9 +16,9 @@ wk_sd_notify(const char *state)
 {
 	const char *path = getenv("NOTIFY_SOCKET");
 	struct sockaddr_un addr;
-	size_t		len;
-	int			fd;
-	ssize_t		sent;
+	size_t len;
+	int fd;
+	ssize_t sent;
 
 	if (path == NULL || *path == '\0')
 		return 0;
@@ -32,15 +32,15 @@ wk_sd_notify(const char *state)
 	addr.sun_family = AF_UNIX;
 	memcpy(addr.sun_path, path, len);
 	if (path[0] == '@')
-		addr.sun_path[0] = '\0';	/* abstract namespace */
+		addr.sun_path[0] = '\0'; /* abstract namespace */
 	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 	{
 		wk_log(WK_WARN, "sd_notify: socket: %s", strerror(errno));
 		return -1;
 	}
-	sent = sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *) &addr,
-				  (socklen_t) (offsetof(struct sockaddr_un, sun_path) + len));
+	sent = sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&addr,
+	              (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len));
 	close(fd);
 	if (sent < 0)
 	{

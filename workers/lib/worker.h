@@ -14,58 +14,64 @@
 #include <libpq-fe.h>
 
 /* --- log.c ------------------------------------------------------------------- */
-enum wk_level { WK_DEBUG, WK_INFO, WK_WARN, WK_ERROR };
-void		wk_log_init(const char *name);
-void		wk_log(enum wk_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+enum wk_level
+{
+	WK_DEBUG,
+	WK_INFO,
+	WK_WARN,
+	WK_ERROR
+};
+void wk_log_init(const char *name);
+void wk_log(enum wk_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 extern enum wk_level wk_log_threshold;
 
 /* --- buf.c: growable strings, PostgreSQL array literals ----------------------- */
 typedef struct wk_buf
 {
-	char	   *data;			/* always NUL-terminated once anything was added */
-	size_t		len;
-	size_t		cap;
+	char *data; /* always NUL-terminated once anything was added */
+	size_t len;
+	size_t cap;
 } wk_buf;
 
-void		wk_buf_add(wk_buf *b, const char *s, size_t n);
-void		wk_buf_adds(wk_buf *b, const char *s);
-void		wk_buf_printf(wk_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void		wk_buf_reset(wk_buf *b);
-void		wk_buf_free(wk_buf *b);
+void wk_buf_add(wk_buf *b, const char *s, size_t n);
+void wk_buf_adds(wk_buf *b, const char *s);
+void wk_buf_printf(wk_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void wk_buf_reset(wk_buf *b);
+void wk_buf_free(wk_buf *b);
 /* Appends one element (quoted and escaped, or NULL) to an array literal being built
  * between wk_array_begin and wk_array_end. */
-void		wk_array_begin(wk_buf *b);
-void		wk_array_add(wk_buf *b, const char *element);
-void		wk_array_end(wk_buf *b);
+void wk_array_begin(wk_buf *b);
+void wk_array_add(wk_buf *b, const char *element);
+void wk_array_end(wk_buf *b);
 /* Reads an integer from the environment, or the default when unset or invalid. */
-long		wk_env_long(const char *name, long fallback, long min, long max);
+long wk_env_long(const char *name, long fallback, long min, long max);
 
 /* --- db.c: one async connection ----------------------------------------------- */
 typedef struct wk_db wk_db;
 /* A query's outcome: res is the last result (PGRES_TUPLES_OK, COMMAND_OK or an error);
  * NULL when the connection was lost before it finished. The callee must not PQclear. */
-typedef void (*wk_db_result_cb) (wk_db *db, PGresult *res, void *arg);
+typedef void (*wk_db_result_cb)(wk_db *db, PGresult *res, void *arg);
 typedef struct wk_db_callbacks
 {
-	void		(*ready) (wk_db *db, void *arg);	/* connected (and listening) or a query ended */
-	void		(*notify) (wk_db *db, const char *channel, void *arg);
-	void		(*lost) (wk_db *db, void *arg); /* the connection went away */
-	void	   *arg;
+	void (*ready)(wk_db *db, void *arg); /* connected (and listening) or a query ended */
+	void (*notify)(wk_db *db, const char *channel, void *arg);
+	void (*lost)(wk_db *db, void *arg); /* the connection went away */
+	void *arg;
 } wk_db_callbacks;
 
-wk_db	   *wk_db_new(struct ev_loop *loop, const char *conninfo, const char *const *channels,
-					  wk_db_callbacks callbacks);
+wk_db *wk_db_new(struct ev_loop *loop, const char *conninfo, const char *const *channels,
+                 wk_db_callbacks callbacks);
 /* True when connected, listening and no query is in flight. */
-bool		wk_db_idle(const wk_db *db);
-bool		wk_db_connected(const wk_db *db);
+bool wk_db_idle(const wk_db *db);
+bool wk_db_connected(const wk_db *db);
 /* Sends a query; false (and nothing sent) unless the connection is idle. */
-bool		wk_db_query(wk_db *db, const char *sql, int nparams, const char *const *params,
-						wk_db_result_cb cb, void *arg);
-void		wk_db_free(wk_db *db);
+bool wk_db_query(wk_db *db, const char *sql, int nparams, const char *const *params,
+                 wk_db_result_cb cb, void *arg);
+void wk_db_free(wk_db *db);
 
 /* --- notify.c: systemd readiness (Type=notify) -------------------------------- */
 /* Sends a state string ("READY=1", "STOPPING=1", "STATUS=...") to $NOTIFY_SOCKET;
  * 0 when sent or when not under systemd, -1 on error. */
-int			wk_sd_notify(const char *state);
+int wk_sd_notify(const char *state);
 
 #endif

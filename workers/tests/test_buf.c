@@ -8,8 +8,7 @@
 
 #include "worker.h"
 
-static int	failures,
-			count;
+static int failures, count;
 
 static void
 is(const char *got, const char *want, const char *name)
@@ -27,8 +26,8 @@ is(const char *got, const char *want, const char *name)
 int
 main(void)
 {
-	wk_buf		b = {0};
-	char		num[32];
+	wk_buf b = {0};
+	char num[32];
 
 	wk_log_init("test_buf");
 	printf("1..6\n");
@@ -44,7 +43,8 @@ main(void)
 	wk_array_add(&b, "HTTP 500: \"oops\" \\ {x,y}");
 	wk_array_add(&b, NULL);
 	wk_array_end(&b);
-	is(b.data, "{\"HTTP 500: \\\"oops\\\" \\\\ {x,y}\",NULL}", "quotes and backslashes are escaped; NULL stays NULL");
+	is(b.data, "{\"HTTP 500: \\\"oops\\\" \\\\ {x,y}\",NULL}",
+	   "quotes and backslashes are escaped; NULL stays NULL");
 	wk_buf_reset(&b);
 	wk_buf_printf(&b, "%s-%d", "a", 7);
 	is(b.data, "a-7", "printf appends");
