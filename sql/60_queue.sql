@@ -94,10 +94,14 @@ END $$;
 
 -- Claims up to max_jobs claimable jobs of a kind for a worker (oldest first), leased
 -- for `lease` (default: the kind's policy). Concurrent claimers never get the same job.
+-- A job whose lease expired on its last allowed attempt (its worker died on it each
+-- time) is not claimed again: pod.jobs_prune() declares it dead.
 CREATE FUNCTION pod.job_claim(job_kind text, worker text, max_jobs integer DEFAULT 100, lease interval DEFAULT NULL)
   RETURNS SETOF pod.jobs
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-DECLARE lease_end timestamptz;
+DECLARE
+  lease_end timestamptz;
+  last_attempt integer;
 BEGIN
   IF worker IS NULL OR worker = '' THEN
     RAISE EXCEPTION 'worker id is required' USING ERRCODE = '22023';
@@ -105,8 +109,10 @@ BEGIN
   IF max_jobs IS NULL OR max_jobs < 1 OR max_jobs > 10000 THEN
     RAISE EXCEPTION 'max_jobs must be between 1 and 10000, not %', max_jobs USING ERRCODE = '22023';
   END IF;
-  lease_end := now() + coalesce(lease, (SELECT k.lease FROM pod.job_kinds k WHERE k.kind = job_kind),
-                                (pod.setting('queue.lease') #>> '{}')::interval);
+  SELECT now() + coalesce(job_claim.lease, k.lease, (pod.setting('queue.lease') #>> '{}')::interval),
+         coalesce(k.retries, (pod.setting('queue.retries'))::integer) + 1
+    INTO lease_end, last_attempt
+    FROM (SELECT job_kind) q LEFT JOIN pod.job_kinds k ON k.kind = q.job_kind;
   IF lease_end <= now() THEN
     RAISE EXCEPTION 'lease must be positive' USING ERRCODE = '22023';
   END IF;
@@ -115,6 +121,7 @@ BEGIN
        SET state = 'running', attempts = j.attempts + 1, worker = job_claim.worker, run_at = lease_end
       FROM (SELECT c.id FROM pod.jobs c
              WHERE c.kind = job_kind AND c.state IN ('waiting', 'running') AND c.run_at <= now()
+               AND (c.state = 'waiting' OR c.attempts < last_attempt)
              ORDER BY c.run_at
              LIMIT max_jobs
              FOR UPDATE SKIP LOCKED) claimed
@@ -180,9 +187,16 @@ BEGIN
   RETURN n;
 END $$;
 
--- Removes done jobs past their kind's retention and dead jobs past queue.dead_retention.
+-- Declares dead the jobs whose lease expired on their last attempt, then removes
+-- done jobs past their kind's retention and dead jobs past queue.dead_retention.
+-- Returns how many jobs were removed.
 CREATE FUNCTION pod.jobs_prune() RETURNS integer
   LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+  UPDATE pod.jobs j
+     SET state = 'dead', finished_at = now(),
+         last_error = 'lease expired on the last attempt (the worker stopped or crashed)'
+   WHERE j.state = 'running' AND j.run_at < now()
+     AND j.attempts > (SELECT p.retries FROM pod.job_policy(j.kind) p);
   WITH gone AS (
     DELETE FROM pod.jobs j
      WHERE (j.state = 'done' AND j.finished_at < now() - (SELECT p.retention FROM pod.job_policy(j.kind) p))

@@ -4,7 +4,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(46);
+SELECT plan(49);
 
 DELETE FROM pod.jobs;
 INSERT INTO pod.job_kinds (kind, retries, base_delay, factor, lease, retention, description)
@@ -45,6 +45,20 @@ SELECT is((SELECT array_agg(id) FROM c3), ARRAY[(SELECT max(id) FROM c1)], 'an e
 SELECT is((SELECT attempts FROM c3), 2, 'the new claim is the second attempt');
 SELECT is(pod.job_complete(ARRAY(SELECT id FROM c3), 'w1'), 0, 'the worker whose lease expired cannot complete it any more');
 SELECT is(pod.job_complete(ARRAY(SELECT id FROM c3), 'w3'), 1, 'the new holder can');
+
+-- A lease that expires on the last allowed attempt: not claimed again, declared dead
+-- by pod.jobs_prune (a job that kills its worker every time must not loop forever).
+SELECT pod.job_enqueue('test_fast', '{"crash": true}');
+UPDATE pod.jobs SET state = 'running', attempts = 3, worker = 'gone', run_at = now() - interval '1 second'
+ WHERE payload ? 'crash';
+SELECT is((SELECT count(*) FROM pod.job_claim('test_fast', 'w4', 10)), 0::bigint, 'an expired lease on the last attempt (3 of 3) is not claimed');
+UPDATE pod.jobs SET attempts = 2 WHERE payload ? 'crash';
+SELECT is((SELECT attempts FROM pod.job_claim('test_fast', 'w4', 10)), 3, 'with an attempt left it is claimed (attempt 3)');
+UPDATE pod.jobs SET run_at = now() - interval '1 second' WHERE payload ? 'crash';
+SELECT pod.jobs_prune();
+SELECT is((SELECT state::text || ': ' || last_error FROM pod.jobs WHERE payload ? 'crash'),
+          'dead: lease expired on the last attempt (the worker stopped or crashed)', 'jobs_prune declares it dead');
+DELETE FROM pod.jobs WHERE payload ? 'crash';
 
 -- Release: back at once, the attempt not counted.
 SELECT is(pod.job_release(ARRAY(SELECT id FROM c2), 'w2'), 2, 'release gives the jobs back');
