@@ -9,6 +9,8 @@ use FindBin;
 use lib "$FindBin::Bin/../../gateway/testdata";
 use Test::More;
 use Time::HiRes qw(time);
+use IO::Socket::INET;
+use IO::Select;
 use GwTest;
 
 fixture();
@@ -19,6 +21,21 @@ my $pg_ctl = `pg_config --bindir 2>/dev/null` =~ s/\s+$//r || '/usr/lib/postgres
 $pg_ctl .= '/pg_ctl';
 
 is(req(GET => '/gw_items?id=eq.1')->{status}, 200, 'gateway answers before the stop');
+
+# an SSE stream opened before the restart keeps delivering after it
+my $email = "gw-restart-$$-" . int(rand(1e9)) . '@example.org';
+req(POST => '/rpc/register', {}, { email => $email, password => 'correct horse battery' });
+my $tok = req(POST => '/rpc/login', {}, { email => $email, password => 'correct horse battery' })->{json}{token};
+my %a = (Authorization => "Bearer $tok");
+my $room = req(POST => '/rooms', { %a, Prefer => 'return=representation' }, { name => 'restart', type => 'group' })->{json}[0]{id};
+my ($host, $port) = url() =~ m{//([^:/]+):(\d+)};
+my $sse = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port) or die;
+print $sse "GET /rooms/$room/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $tok\r\nLast-Event-ID: 0\r\n\r\n";
+my $stream = '';
+sub stream_has { my $re = shift; wait_until("the stream to show $re", 20, sub {
+  my $sel = IO::Select->new($sse); while ($sel->can_read(0.05)) { sysread($sse, my $b, 65536) or last; $stream .= $b } $stream =~ $re }) }
+req(POST => '/messages', {%a}, { room_id => $room, data => { text => 'before restart' } });
+ok(stream_has(qr/^id: 1$/m), 'stream delivers before the restart');
 system(@as, $pg_ctl, '-D', $data, '-m', 'fast', '-w', 'stop') == 0 or BAIL_OUT('cannot stop PostgreSQL');
 my $t0 = time;
 my $r = wait_until('a 503 from the gateway', 10, sub { my $x = req(GET => '/gw_items?id=eq.1'); $x->{status} == 503 ? $x : undef });
@@ -35,6 +52,10 @@ pass('/health recovers');
 psql("DROP VIEW IF EXISTS api.gw_after_restart; CREATE VIEW api.gw_after_restart AS SELECT 1 AS x; GRANT SELECT ON api.gw_after_restart TO pgpod_anon; NOTIFY pgrst, 'reload schema'");
 wait_until('the reconnected listener to reload the schema', 10, sub { req(GET => '/gw_after_restart')->{status} == 200 });
 pass('the schema listener reconnected (NOTIFY pgrst works again)');
+req(POST => '/messages', {%a}, { room_id => $room, data => { text => 'after restart' } });
+ok(stream_has(qr/^id: 2$/m), 'the same stream delivers after the restart');
+my @ids = $stream =~ /^id: (\d+)$/mg;
+is_deeply(\@ids, [1, 2], '... each event once, in order');
 psql("DROP VIEW api.gw_after_restart; NOTIFY pgrst, 'reload schema'");
 
 done_testing();
