@@ -156,6 +156,8 @@ reason(int status)
 		return "OK";
 	case 201:
 		return "Created";
+	case 202:
+		return "Accepted";
 	case 204:
 		return "No Content";
 	case 206:
@@ -168,6 +170,8 @@ reason(int status)
 		return "Bad Request";
 	case 401:
 		return "Unauthorized";
+	case 402:
+		return "Payment Required";
 	case 403:
 		return "Forbidden";
 	case 404:
@@ -180,6 +184,8 @@ reason(int status)
 		return "Request Timeout";
 	case 409:
 		return "Conflict";
+	case 410:
+		return "Gone";
 	case 411:
 		return "Length Required";
 	case 413:
@@ -190,10 +196,18 @@ reason(int status)
 		return "Unsupported Media Type";
 	case 416:
 		return "Range Not Satisfiable";
+	case 422:
+		return "Unprocessable Content";
+	case 429:
+		return "Too Many Requests";
 	case 431:
 		return "Request Header Fields Too Large";
 	case 500:
 		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
+	case 502:
+		return "Bad Gateway";
 	case 503:
 		return "Service Unavailable";
 	case 504:

@@ -216,6 +216,48 @@ respond_pg_error(rest_call *rc, PGresult *r)
 	gw_respond_error(rc->req, &e, e.status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
 }
 
+/* response.headers (a JSON array of one-key objects) and response.status, as
+ * PostgREST honours them; a header line never carries CR or LF. */
+static void
+apply_response_gucs(gw_buf *h, int *status, const char *headers_json, const char *status_text)
+{
+	if (status_text)
+	{
+		char *end;
+		long v = strtol(status_text, &end, 10);
+		if (!*end && v >= 100 && v <= 599)
+			*status = (int)v;
+		else
+			gw_log("response.status %.40s is not an HTTP status; ignored", status_text);
+	}
+	if (!headers_json)
+		return;
+	json_error_t jerr;
+	json_t *arr = json_loads(headers_json, 0, &jerr);
+	size_t i;
+	json_t *obj;
+	if (!arr || !json_is_array(arr))
+	{
+		gw_log("response.headers is not a JSON array of objects; ignored");
+		if (arr)
+			json_decref(arr);
+		return;
+	}
+	json_array_foreach(arr, i, obj)
+	{
+		const char *k;
+		json_t *v;
+		json_object_foreach(obj, k, v)
+		{
+			const char *val = json_string_value(v);
+			if (!val || strpbrk(k, "\r\n:") || strpbrk(val, "\r\n") || !*k)
+				continue;
+			gw_buf_printf(h, "%s: %s\r\n", k, val);
+		}
+	}
+	json_decref(arr);
+}
+
 /* "Plan Rows" of the top plan node of EXPLAIN (FORMAT JSON). */
 static int
 planned_rows(const char *explain_json, char *out, size_t n)
@@ -363,6 +405,9 @@ job_done(gw_pg_job *job)
 		if (rc->plan.insert_location && PQnfields(r) > 3 && !PQgetisnull(r, 0, 3))
 			add_location(&h, s->target, PQgetvalue(r, 0, 3));
 	}
+	if (PQnfields(r) > 5)
+		apply_response_gucs(&h, &status, PQgetisnull(r, 0, 4) ? NULL : PQgetvalue(r, 0, 4),
+		                    PQgetisnull(r, 0, 5) ? NULL : PQgetvalue(r, 0, 5));
 	if (status == 204 || (!rc->plan.returns_body && s->action != GW_ACTION_READ))
 		gw_respond(req, status == 200 && !rc->plan.returns_body ? 204 : status, NULL, h.data, NULL,
 		           0);

@@ -681,6 +681,10 @@ gw_sb_build_outer(ctx *c, const gw_request_shape *r, gw_plan *p, const char *cou
 	{
 		gw_buf_puts(b, ", NULL::text AS location");
 	}
+	/* what the statement asked for through PostgREST's response GUCs, read after
+	 * the aggregate has run the statement */
+	gw_buf_puts(b, ", nullif(pg_catalog.current_setting('response.headers', true), '') AS response_headers"
+	               ", nullif(pg_catalog.current_setting('response.status', true), '') AS response_status");
 	if (r->action != GW_ACTION_READ && r->action != GW_ACTION_RPC && r->output == GW_OUT_SINGLE)
 	{
 		/* a write that must touch exactly one row fails inside the statement so

@@ -1,7 +1,8 @@
 /* PostgREST requests as SQL: a parsed query (query_parse.h) plus the schema cache
  * become one statement whose every value is a bound parameter and every
  * identifier is quoted. The statement always returns one row:
- * (total text, page_total bigint, body text, location text). Pure. */
+ * (total text, page_total bigint, body text, location text, response_headers
+ * text, response_status text). Pure. */
 #ifndef GW_SQL_BUILD_H
 #define GW_SQL_BUILD_H
 #include "buf.h"

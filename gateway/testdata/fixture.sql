@@ -7,7 +7,7 @@ DROP VIEW IF EXISTS api.gw_projects, api.gw_tasks, api.gw_plain, api.gw_labels, 
 DROP TABLE IF EXISTS api.gw_items, api.gw_notes CASCADE;
 DROP FUNCTION IF EXISTS api.gw_add(integer, integer), api.gw_echo(json), api.gw_tasks_of(integer),
   api.gw_whoami(), api.gw_fail(text), api.gw_noop(), api.gw_words(text), api.gw_raw_text(text),
-  api.gw_project(integer), api.gw_bump(integer), api.gw_sleep(double precision) CASCADE;
+  api.gw_project(integer), api.gw_bump(integer), api.gw_sleep(double precision), api.gw_custom(integer) CASCADE;
 
 CREATE SCHEMA gw_private;
 GRANT USAGE ON SCHEMA gw_private TO pgpod_anon, pgpod_user, pgpod_admin;
@@ -106,5 +106,14 @@ GRANT EXECUTE ON FUNCTION api.gw_add(integer, integer), api.gw_echo(json), api.g
   api.gw_noop(), api.gw_words(text), api.gw_sleep(double precision)
   TO pgpod_anon, pgpod_user, pgpod_admin;
 GRANT EXECUTE ON FUNCTION api.gw_bump(integer) TO pgpod_user, pgpod_admin;
+-- sets PostgREST's response GUCs
+CREATE FUNCTION api.gw_custom(status integer) RETURNS json
+  LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  PERFORM set_config('response.status', status::text, true);
+  PERFORM set_config('response.headers', '[{"X-Custom": "yes"}, {"Cache-Control": "no-store"}, {"X-Bad\r\nInjected": "x"}]', true);
+  RETURN json_build_object('status', status);
+END $$;
+GRANT EXECUTE ON FUNCTION api.gw_custom(integer) TO pgpod_anon, pgpod_user, pgpod_admin;
 
 NOTIFY pgrst, 'reload schema';

@@ -193,6 +193,10 @@ $r = req(GET => '/rpc/gw_project?pid=2');
 is_deeply($r->{json}, { id => 2, name => 'Gemini', owner => undef }, 'RPC returning one composite: an object');
 $r = req(GET => '/rpc/gw_words?t=a%20b%20c');
 is_deeply($r->{json}, ['a', 'b', 'c'], 'RPC returning a set of scalars');
+$r = req(POST => '/rpc/gw_custom', {}, { status => 202 });
+is_deeply([$r->{status}, $r->{json}, $r->{headers}{'x-custom'}, $r->{headers}{'cache-control'}],
+  [202, { status => 202 }, 'yes', 'no-store'], 'response.status and response.headers set by SQL');
+ok(!exists $r->{headers}{injected} && !exists $r->{headers}{'x-bad'}, 'a header name with CR/LF is dropped');
 $r = req(POST => '/rpc/gw_noop', {}, {});
 is($r->{status}, 204, 'void function: 204');
 $r = req(GET => '/rpc/gw_add?a=1');
