@@ -259,8 +259,9 @@ CREATE TRIGGER jobs_score_apply AFTER UPDATE ON pod.jobs
 
 -- A revoked friend loses what came from it: its videos, its cached pubsub items and
 -- the deliveries still waiting for it. It stays (blocked) until pod.unblock_friend.
+-- Runs as the owner: an admin revoking a friend by hand needs no right on the queue.
 CREATE FUNCTION pod.friends_revoked() RETURNS trigger
-  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 BEGIN
   NEW.revoked_at := now();
   NEW.score := 0;

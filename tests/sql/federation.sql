@@ -5,7 +5,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(68);
+SELECT plan(70);
 
 DELETE FROM pod.jobs;
 DELETE FROM pod.friends;
@@ -241,6 +241,15 @@ SELECT ok(pod.unblock_friend('http://127.0.0.1:57999'), 'an admin unblocks it');
 SELECT pg_temp.send(51, b, pg_temp.signed(o.url, o.private_key, b)) FROM other o,
   pg_temp.activity('friend.request', jsonb_build_object('public_key', (SELECT public_key FROM other))) b;
 SELECT is((SELECT reply ->> 'status' FROM r WHERE n = 51), 'befriended', 'then it can befriend again');
+
+-- An admin (a role, not the superuser) may revoke a friend by hand; the cleanup runs.
+INSERT INTO pod.friends (url, state) VALUES ('http://127.0.0.1:57996', 'active');
+SELECT pod.deliver(ARRAY['http://127.0.0.1:57996'], 'video.removed', '{"object": {}}');
+SET LOCAL ROLE pgpod_admin;
+SELECT lives_ok($$UPDATE pod.friends SET state = 'revoked' WHERE url = 'http://127.0.0.1:57996'$$, 'pgpod_admin revokes a friend by hand');
+RESET ROLE;
+SELECT is((SELECT count(*) FROM pod.jobs WHERE target = 'http://127.0.0.1:57996'), 0::bigint, 'and its waiting deliveries are dropped');
+DELETE FROM pod.friends WHERE url = 'http://127.0.0.1:57996';
 
 -- Publishing a local video enqueues one delivery per active friend --------------------
 DELETE FROM pod.jobs;
