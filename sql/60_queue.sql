@@ -255,3 +255,20 @@ GRANT EXECUTE ON FUNCTION pod.job_claim(text, text, integer, interval), pod.job_
   pod.job_fail(bigint[], text[], text), pod.job_fail(bigint, text, text), pod.job_release(bigint[], text),
   pod.jobs_prune(), pod.job_policy(text) TO pgpod_worker;
 GRANT EXECUTE ON FUNCTION pod.job_retry(bigint), pod.jobs_prune(), pod.job_policy(text) TO pgpod_admin;
+
+-- A restore replays job_kinds rows over the built-in ones the extension script has
+-- just made: a duplicate kind becomes an update, so pg_restore keeps an admin's
+-- per-kind overrides instead of failing on the primary key. (An INSERT of a known
+-- kind is therefore an upsert.)
+CREATE FUNCTION pod.job_kinds_merge() RETURNS trigger
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+BEGIN
+  UPDATE pod.job_kinds SET retries = NEW.retries, base_delay = NEW.base_delay, factor = NEW.factor,
+         lease = NEW.lease, retention = NEW.retention, description = NEW.description
+   WHERE kind = NEW.kind;
+  RETURN CASE WHEN FOUND THEN NULL ELSE NEW END;
+END $$;
+CREATE TRIGGER job_kinds_merge BEFORE INSERT ON pod.job_kinds
+  FOR EACH ROW EXECUTE FUNCTION pod.job_kinds_merge();
+-- The identity's sequence too, or restored jobs would collide with new ones.
+SELECT pg_catalog.pg_extension_config_dump('pod.jobs_id_seq', '');
