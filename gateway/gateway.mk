@@ -44,11 +44,14 @@ gateway-unit: $(GW_OUT)/unit $(GW_OUT)/unit-asan gateway-fuzz-smoke
 # A brief run over the checked-in corpus plus 20 s of mutation: part of make check.
 gateway-fuzz-smoke: $(GW_OUT)/fuzz
 	@mkdir -p $(GW_OUT)/corpus
-	$(GW_OUT)/fuzz -max_total_time=20 -max_len=4096 -print_final_stats=0 $(GW_OUT)/corpus tests/unit/gateway/corpus 2>&1 | tail -3
+	@# pipefail: a crash must fail the check, not vanish behind tail.
+	set -o pipefail; $(GW_OUT)/fuzz -max_total_time=20 -max_len=4096 -print_final_stats=0 \
+	  -artifact_prefix=$(GW_OUT)/ $(GW_OUT)/corpus tests/unit/gateway/corpus 2>&1 | tail -3
 
 fuzz: $(GW_OUT)/fuzz
 	@mkdir -p $(GW_OUT)/corpus
-	$(GW_OUT)/fuzz -max_total_time=$(GW_FUZZ_SECONDS) -max_len=8192 $(GW_OUT)/corpus tests/unit/gateway/corpus
+	$(GW_OUT)/fuzz -max_total_time=$(GW_FUZZ_SECONDS) -max_len=8192 -artifact_prefix=$(GW_OUT)/ \
+	  $(GW_OUT)/corpus tests/unit/gateway/corpus
 
 # The server itself under ASan/UBSan, for running the integration tests against it:
 #   make gateway-asan && PGPOD_URL=... gateway/build/pgpod-gateway-asan
