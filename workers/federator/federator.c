@@ -1051,13 +1051,13 @@ stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	schedule(fed);
 }
 
-/* The conninfo: libpq's environment (PGHOST, PGPORT, PGDATABASE, ...); the cluster's
- * superuser when PGUSER is unset (scripts/pgpod starts daemons without it). */
+/* The conninfo: libpq's environment (PGHOST, PGPORT, PGDATABASE, ...); the daemon's own
+ * login role (pgpod_federator, made by migrations/pgpod-migrate) when PGUSER is unset. */
 static void
 make_conninfo(char *buf, size_t size)
 {
 	snprintf(buf, size, "application_name=pgpod-federator%s",
-	         getenv("PGUSER") ? "" : " user=postgres");
+	         getenv("PGUSER") ? "" : " user=pgpod_federator");
 }
 
 int
