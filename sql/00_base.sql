@@ -45,13 +45,18 @@ CREATE FUNCTION pod.base64url_decode(data text) RETURNS bytea
 CREATE TABLE pod.setting_defaults (
   name text PRIMARY KEY,
   value jsonb NOT NULL,
-  description text NOT NULL
+  description text NOT NULL,
+  allowed jsonb CHECK (jsonb_typeof(allowed) = 'array'),   -- the only values accepted, if set
+  minimum numeric,                                          -- bounds of a number setting
+  maximum numeric
 );
 INSERT INTO pod.setting_defaults (name, value, description) VALUES
   ('session.lifetime', '"30 days"', 'How long a login session (and its JWT) stays valid.'),
   ('livechat.room_per', '"video"', 'Livechat rooms: one per "video" or one per "channel".'),
   ('livechat.remote_refresh', '"1 hour"', 'Least time between two refreshes of a remote server''s information.'),
   ('livechat.remote_retention', '"30 days"', 'Remote server information unused for this long is removed by cleanup.');
+
+UPDATE pod.setting_defaults SET allowed = '["video", "channel"]' WHERE name = 'livechat.room_per';
 
 CREATE TABLE pod.setting_overrides (
   name text PRIMARY KEY REFERENCES pod.setting_defaults ON DELETE CASCADE,
@@ -71,24 +76,49 @@ CREATE FUNCTION pod.setting(setting_name text) RETURNS jsonb
   RETURN (SELECT coalesce(o.value, d.value) FROM pod.setting_defaults d
             LEFT JOIN pod.setting_overrides o USING (name) WHERE d.name = setting_name);
 
+-- Checks a new value against its default: same JSON type; an interval where the
+-- default is one; one of the allowed values; within the bounds of a number.
 CREATE FUNCTION pod.set_setting(setting_name text, new_value jsonb) RETURNS void
   LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
 DECLARE
-  kind text := jsonb_typeof((SELECT value FROM pod.setting_defaults WHERE name = setting_name));
+  d pod.setting_defaults;
+  is_interval boolean := false;
 BEGIN
-  IF kind IS NULL THEN
+  SELECT * INTO d FROM pod.setting_defaults WHERE name = setting_name;
+  IF NOT FOUND THEN
     RAISE EXCEPTION 'unknown setting "%"', setting_name USING ERRCODE = '22023',
       HINT = 'SELECT name, value, description FROM pod.settings lists them.';
   END IF;
-  IF jsonb_typeof(new_value) IS DISTINCT FROM kind THEN
-    RAISE EXCEPTION 'setting "%" takes a JSON %, not %', setting_name, kind, coalesce(jsonb_typeof(new_value), 'NULL')
+  IF jsonb_typeof(new_value) IS DISTINCT FROM jsonb_typeof(d.value) THEN
+    RAISE EXCEPTION 'setting "%" takes a JSON %, not %', setting_name, jsonb_typeof(d.value),
+      coalesce(jsonb_typeof(new_value), 'NULL') USING ERRCODE = '22023';
+  END IF;
+  IF jsonb_typeof(d.value) = 'string' THEN
+    BEGIN
+      PERFORM (d.value #>> '{}')::interval;
+      is_interval := true;
+    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+      is_interval := false;
+    END;
+  END IF;
+  IF is_interval THEN
+    BEGIN
+      PERFORM (new_value #>> '{}')::interval;
+    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+      RAISE EXCEPTION 'setting "%" takes an interval such as "30 seconds", not %', setting_name, new_value
+        USING ERRCODE = '22023';
+    END;
+    IF (new_value #>> '{}')::interval < interval '0' THEN
+      RAISE EXCEPTION 'setting "%" cannot be negative', setting_name USING ERRCODE = '22023';
+    END IF;
+  END IF;
+  IF d.allowed IS NOT NULL AND NOT d.allowed @> jsonb_build_array(new_value) THEN
+    RAISE EXCEPTION 'setting "%" is one of %, not %', setting_name, d.allowed, new_value USING ERRCODE = '22023';
+  END IF;
+  IF jsonb_typeof(new_value) = 'number'
+     AND ((new_value)::numeric < d.minimum OR (new_value)::numeric > d.maximum) THEN
+    RAISE EXCEPTION 'setting "%" is between % and %, not %', setting_name, d.minimum, d.maximum, new_value
       USING ERRCODE = '22023';
-  END IF;
-  IF setting_name LIKE '%.lifetime' OR setting_name LIKE 'livechat.remote_%' THEN
-    PERFORM (new_value #>> '{}')::interval;   -- raises 22007 on a bad interval
-  END IF;
-  IF setting_name = 'livechat.room_per' AND new_value #>> '{}' NOT IN ('video', 'channel') THEN
-    RAISE EXCEPTION 'livechat.room_per is "video" or "channel", not %', new_value USING ERRCODE = '22023';
   END IF;
   INSERT INTO pod.setting_overrides (name, value) VALUES (setting_name, new_value)
     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now();

@@ -12,6 +12,8 @@ INSERT INTO pod.setting_defaults (name, value, description) VALUES
   ('queue.lease', '"60 seconds"', 'How long a claimed job belongs to its worker before it is claimable again.'),
   ('queue.retention', '"1 day"', 'Done jobs older than this are removed by pod.jobs_prune().'),
   ('queue.dead_retention', '"30 days"', 'Dead jobs older than this are removed by pod.jobs_prune().');
+UPDATE pod.setting_defaults SET minimum = 0, maximum = 100 WHERE name = 'queue.retries';
+UPDATE pod.setting_defaults SET minimum = 1, maximum = 100 WHERE name = 'queue.factor';
 
 CREATE TYPE pod.job_state AS ENUM ('waiting', 'running', 'done', 'dead');
 

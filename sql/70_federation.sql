@@ -102,6 +102,9 @@ INSERT INTO pod.setting_defaults (name, value, description) VALUES
   ('federation.score_failure', '10', 'Score taken from a friend per failed delivery attempt.'),
   ('federation.score_max', '1000', 'Highest score of a friend.'),
   ('federation.dedup_retention', '"7 days"', 'How long the request ids of applied inbound requests are kept to refuse applying them twice.');
+UPDATE pod.setting_defaults SET minimum = 1, maximum = 86400 WHERE name = 'federation.date_window';
+UPDATE pod.setting_defaults SET minimum = 0, maximum = 1000
+ WHERE name IN ('federation.score_success', 'federation.score_failure', 'federation.score_max');
 
 ALTER TABLE pod.friends ADD COLUMN revoked_at timestamptz;
 CREATE INDEX friends_active_idx ON pod.friends (url) WHERE state = 'active';

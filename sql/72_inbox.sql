@@ -255,7 +255,8 @@ BEGIN
 END $$;
 
 INSERT INTO pod.setting_defaults (name, value, description) VALUES
-  ('federation.inbox_reject_mode', '"raise"', 'How api.inbox refuses a request: "raise" a PT400/PT401/PT403 error (the gateway answers that status; the refusal is logged in the server log only, since the error rolls back) or "status" (commit a row in pod.inbox_rejections and answer through the response.status GUC, for gateways that honour it as PostgREST does).');
+  ('federation.inbox_reject_mode', '"status"', 'How api.inbox refuses a request: "raise" a PT400/PT401/PT403 error (the gateway answers that status; the refusal is logged in the server log only, since the error rolls back) or "status" (commit a row in pod.inbox_rejections and answer through the response.status GUC, for gateways that honour it as PostgREST does).');
+UPDATE pod.setting_defaults SET allowed = '["raise", "status"]' WHERE name = 'federation.inbox_reject_mode';
 
 -- POST /rpc/inbox. A refused request gets 400/401/403 with {"code", "message"}: by a
 -- PTxxx error, or (federation.inbox_reject_mode = "status") by response.status with a
