@@ -14,7 +14,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-plan 14
+plan 15
 
 (cd "$js" && npm ci --no-audit --no-fund --loglevel=error >"$dir/npm.log" 2>&1)
 ok $? "npm ci in tests/js/federation"
@@ -26,7 +26,8 @@ openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/friend.k
 ok $? "a friend's key pair and a forger's (openssl)"
 printf "INSERT INTO pod.friends (url, state, public_key) VALUES (:'u', 'active', :'k')\n" |
   q -v u="$friend" -v k="$(cat "$dir/friend.pub")"
-rejections_before=$(q -c "SELECT count(*) FROM pod.videos")
+videos_before=$(q -c "SELECT count(*) FROM pod.videos")
+rejections_before=$(q -c "SELECT count(*) FROM pod.inbox_rejections")
 
 node "$js/sign.js" --url "$inbox" --actor "$friend" --key "$dir/friend.key" --other-key "$dir/other.key" >"$dir/out" 2>"$dir/err"
 ok $? "sign.js ran$(sed 's/^/ # /' "$dir/err" | head -3)"
@@ -44,5 +45,7 @@ is "$(status future) $(message future)" "401 Date is more than 1800 s away from 
 is "$(status digest) $(message digest)" "400 Digest does not match the body" "a body that does not match its Digest is refused"
 is "$(status unsigned) $(message unsigned)" "401 request is not signed (no Signature header)" "an unsigned request is refused"
 is "$(q -c "SELECT count(*) FROM pod.videos") $(q -c "SELECT count(*) FROM pod.videos WHERE name IN ('Refused', 'Changed')")" \
-   "$((rejections_before + 1)) 0" "refused requests changed nothing (one video more: the good one)"
+   "$((videos_before + 1)) 0" "refused requests changed nothing (one video more: the good one)"
+is "$(q -c "SELECT count(*) FROM pod.inbox_rejections") - $rejections_before" "$(( rejections_before + 6 )) - $rejections_before" \
+   "but each of the 6 refusals left its log row (pod.inbox_rejections)"
 done_testing
