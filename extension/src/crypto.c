@@ -16,13 +16,16 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 
+#include "pgpod.h"
+
 PG_FUNCTION_INFO_V1(hmac_sha256);
 PG_FUNCTION_INFO_V1(random_bytes);
 PG_FUNCTION_INFO_V1(rsa_generate_keypair);
 
-/* Raises the first OpenSSL error of this thread with what we were doing. */
-static void
-openssl_error(const char *doing)
+/* Raises the first OpenSSL error of this thread with what we were doing (shared by
+ * every file that calls OpenSSL; declared in pgpod.h). */
+void
+pgpod_openssl_error(int sqlstate, const char *doing)
 {
 	unsigned long code = ERR_get_error();
 	char		buf[256];
@@ -30,9 +33,10 @@ openssl_error(const char *doing)
 	ERR_error_string_n(code, buf, sizeof(buf));
 	ERR_clear_error();
 	ereport(ERROR,
-			(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+			(errcode(sqlstate),
 			 errmsg("could not %s", doing),
 			 errdetail("OpenSSL: %s", code ? buf : "unknown error")));
+	pg_unreachable();
 }
 
 /* pod.hmac_sha256(data bytea, key bytea) → bytea (32 bytes). */
@@ -47,7 +51,7 @@ hmac_sha256(PG_FUNCTION_ARGS)
 	if (HMAC(EVP_sha256(), VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
 			 (unsigned char *) VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data),
 			 (unsigned char *) VARDATA(result), &len) == NULL)
-		openssl_error("compute HMAC-SHA256");
+		pgpod_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "compute HMAC-SHA256");
 	SET_VARSIZE(result, VARHDRSZ + len);
 	PG_RETURN_BYTEA_P(result);
 }
@@ -65,7 +69,7 @@ random_bytes(PG_FUNCTION_ARGS)
 				 errmsg("random_bytes length must be between 1 and 1024, not %d", n)));
 	result = palloc(VARHDRSZ + n);
 	if (RAND_bytes((unsigned char *) VARDATA(result), n) != 1)
-		openssl_error("generate random bytes");
+		pgpod_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "generate random bytes");
 	SET_VARSIZE(result, VARHDRSZ + n);
 	PG_RETURN_BYTEA_P(result);
 }
@@ -104,7 +108,7 @@ rsa_generate_keypair(PG_FUNCTION_ARGS)
 
 	pkey = EVP_RSA_gen((unsigned int) bits);
 	if (pkey == NULL)
-		openssl_error("generate an RSA key pair");
+		pgpod_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "generate an RSA key pair");
 	priv = BIO_new(BIO_s_mem());
 	pub = BIO_new(BIO_s_mem());
 	if (priv == NULL || pub == NULL ||
@@ -114,7 +118,7 @@ rsa_generate_keypair(PG_FUNCTION_ARGS)
 		BIO_free(priv);
 		BIO_free(pub);
 		EVP_PKEY_free(pkey);
-		openssl_error("encode the RSA key pair as PEM");
+		pgpod_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "encode the RSA key pair as PEM");
 	}
 	values[0] = PointerGetDatum(bio_to_text(priv));
 	values[1] = PointerGetDatum(bio_to_text(pub));

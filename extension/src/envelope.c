@@ -15,6 +15,8 @@
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 
+#include "pgpod.h"
+
 PG_FUNCTION_INFO_V1(envelope_seal);
 PG_FUNCTION_INFO_V1(envelope_open);
 
@@ -25,18 +27,6 @@ PG_FUNCTION_INFO_V1(envelope_open);
 /* From httpsig.c: parsed, cached RSA keys (errors 22023 on bad PEM). */
 extern EVP_PKEY *httpsig_public_key(text *pem);
 extern EVP_PKEY *httpsig_private_key(text *pem);
-
-static void
-envelope_openssl_error(int sqlstate, const char *doing)
-{
-	unsigned long code = ERR_get_error();
-	char buf[256];
-
-	ERR_error_string_n(code, buf, sizeof(buf));
-	ERR_clear_error();
-	ereport(ERROR, (errcode(sqlstate), errmsg("could not %s", doing),
-	                errdetail("OpenSSL: %s", code ? buf : "unknown error")));
-}
 
 static bytea *
 new_bytea(size_t len)
@@ -87,7 +77,7 @@ envelope_seal(PG_FUNCTION_ARGS)
 	cipher = new_bytea(plain_len);
 	if (RAND_bytes(key, sizeof(key)) != 1 ||
 	    RAND_bytes((unsigned char *)VARDATA(iv), ENVELOPE_IV_LEN) != 1)
-		envelope_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "generate an envelope key");
+		pgpod_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "generate an envelope key");
 
 	/* Wrap the key for the recipient. */
 	pctx = EVP_PKEY_CTX_new(pkey, NULL);
@@ -95,14 +85,14 @@ envelope_seal(PG_FUNCTION_ARGS)
 	    EVP_PKEY_encrypt(pctx, NULL, &wrapped_len, key, sizeof(key)) != 1)
 	{
 		EVP_PKEY_CTX_free(pctx);
-		envelope_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "wrap the envelope key");
+		pgpod_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "wrap the envelope key");
 	}
 	wrapped = new_bytea(wrapped_len);
 	if (EVP_PKEY_encrypt(pctx, (unsigned char *)VARDATA(wrapped), &wrapped_len, key, sizeof(key)) !=
 	    1)
 	{
 		EVP_PKEY_CTX_free(pctx);
-		envelope_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "wrap the envelope key");
+		pgpod_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "wrap the envelope key");
 	}
 	EVP_PKEY_CTX_free(pctx);
 	SET_VARSIZE(wrapped, VARHDRSZ + wrapped_len);
@@ -118,7 +108,7 @@ envelope_seal(PG_FUNCTION_ARGS)
 	{
 		EVP_CIPHER_CTX_free(cctx);
 		explicit_bzero(key, sizeof(key));
-		envelope_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "encrypt with AES-256-GCM");
+		pgpod_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "encrypt with AES-256-GCM");
 	}
 	EVP_CIPHER_CTX_free(cctx);
 	explicit_bzero(key, sizeof(key));

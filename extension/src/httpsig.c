@@ -21,6 +21,8 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "pgpod.h"
+
 PG_FUNCTION_INFO_V1(rsa_sha256_sign);
 PG_FUNCTION_INFO_V1(rsa_sha256_verify);
 PG_FUNCTION_INFO_V1(httpsig_sign_request);
@@ -36,19 +38,6 @@ typedef struct CachedKey
 static CachedKey private_key_cache;
 static CachedKey public_key_cache[PUBLIC_KEY_CACHE_SIZE];
 static int public_key_next; /* round-robin replacement */
-
-/* Raises the first OpenSSL error of this thread with what we were doing. */
-static void
-httpsig_openssl_error(int sqlstate, const char *doing)
-{
-	unsigned long code = ERR_get_error();
-	char buf[256];
-
-	ERR_error_string_n(code, buf, sizeof(buf));
-	ERR_clear_error();
-	ereport(ERROR, (errcode(sqlstate), errmsg("could not %s", doing),
-	                errdetail("OpenSSL: %s", code ? buf : "unknown error")));
-}
 
 /* Parses a PEM key (private or public); NULL when it is not one. */
 static EVP_PKEY *
@@ -169,7 +158,7 @@ rsa_sha256_sign(PG_FUNCTION_ARGS)
 	                   (unsigned char *)VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data)) != 1)
 	{
 		EVP_MD_CTX_free(ctx);
-		httpsig_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "sign with RSA-SHA256");
+		pgpod_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "sign with RSA-SHA256");
 	}
 	EVP_MD_CTX_free(ctx);
 	SET_VARSIZE(result, VARHDRSZ + siglen);
@@ -194,7 +183,7 @@ rsa_sha256_verify(PG_FUNCTION_ARGS)
 	if (ctx == NULL || EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, pkey) != 1)
 	{
 		EVP_MD_CTX_free(ctx);
-		httpsig_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "verify with RSA-SHA256");
+		pgpod_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "verify with RSA-SHA256");
 	}
 	rc = EVP_DigestVerify(ctx, (unsigned char *)VARDATA_ANY(sig), VARSIZE_ANY_EXHDR(sig),
 	                      (unsigned char *)VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data));
@@ -283,7 +272,7 @@ httpsig_sign_request(PG_FUNCTION_ARGS)
 
 	if (EVP_Digest(VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body), digest, &digest_len, EVP_sha256(),
 	               NULL) != 1)
-		httpsig_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "compute SHA-256");
+		pgpod_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "compute SHA-256");
 	digest_header = psprintf("SHA-256=%s", base64(digest, (int)digest_len));
 	date = imf_fixdate(at);
 
@@ -299,7 +288,7 @@ httpsig_sign_request(PG_FUNCTION_ARGS)
 	    EVP_DigestSign(ctx, sig, &siglen, (unsigned char *)signing.data, signing.len) != 1)
 	{
 		EVP_MD_CTX_free(ctx);
-		httpsig_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "sign with RSA-SHA256");
+		pgpod_openssl_error(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "sign with RSA-SHA256");
 	}
 	EVP_MD_CTX_free(ctx);
 

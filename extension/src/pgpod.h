@@ -7,4 +7,7 @@
 extern int	pgpod_password_opslimit;
 extern int	pgpod_password_memlimit_kb;
 
+/* crypto.c: raise the pending OpenSSL error as an ERROR with this SQLSTATE. */
+extern void pgpod_openssl_error(int sqlstate, const char *doing) pg_attribute_noreturn();
+
 #endif
