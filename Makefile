@@ -15,9 +15,12 @@ UNIT_TARGETS :=
 
 all: build
 
-# Installs the Debian packages of deps.txt that are not installed yet (apt-get).
+# Installs the Debian packages of deps.txt that are not installed yet (apt-get). A
+# line "package:command" is also satisfied by that command on the PATH (Node.js from
+# another source than Debian's, say).
 deps:
-	@missing=$$(grep -v '^\s*\(#\|$$\)' deps.txt | while read -r p; do \
+	@missing=$$(grep -v '^\s*\(#\|$$\)' deps.txt | while IFS=: read -r p c; do \
+	  [ -n "$$c" ] && command -v "$$c" >/dev/null && continue; \
 	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || echo "$$p"; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing missing packages:" $$missing; \
