@@ -6,7 +6,7 @@
 src=pgpod_dump_src; dst=pgpod_dump_dst
 work=$(mktemp -d /tmp/pgpod-dump.XXXXXX)
 trap 'dropdb --if-exists $src; dropdb --if-exists $dst; rm -rf "$work"' EXIT
-plan 7
+plan 8
 
 "$PGPOD_TOP/migrations/pgpod-migrate" $src 2>/dev/null
 q -d $src >/dev/null <<'SQL'
@@ -27,6 +27,8 @@ SELECT pod.livechat_room(uuid) FROM pod.videos;
 RESET request.jwt.claims;
 SELECT pod.set_setting('session.lifetime', '"7 days"');
 INSERT INTO pod.friends (url) VALUES ('http://friend.test');
+UPDATE pod.job_kinds SET retries = 3 WHERE kind = 'deliver';
+SELECT pod.job_enqueue('deliver', '{"n": 1}', 'http://friend.test');
 SQL
 
 # room_events is a stream log, not dumped: a restore replays each message once as a
@@ -43,7 +45,8 @@ fingerprint="SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
   SELECT encode(value, 'hex') AS x FROM pod.secrets UNION ALL SELECT private_key FROM pod.identity
   UNION ALL SELECT to_jsonb(m)::text FROM pod.messages m UNION ALL SELECT to_jsonb(v)::text FROM pod.message_versions v
   UNION ALL SELECT (to_jsonb(r) - 'event_seq')::text FROM pod.rooms r
-  UNION ALL SELECT to_jsonb(f)::text FROM pod.files f UNION ALL SELECT pod.setting('session.lifetime')::text) s"
+  UNION ALL SELECT to_jsonb(f)::text FROM pod.files f UNION ALL SELECT pod.setting('session.lifetime')::text
+  UNION ALL SELECT to_jsonb(k)::text FROM pod.job_kinds k UNION ALL SELECT (to_jsonb(j) - 'run_at')::text FROM pod.jobs j) s"
 fp_before=$(q -d $src -c "$fingerprint")
 
 pg_dump -Fc -d $src -f "$work/pod.dump"
@@ -52,10 +55,12 @@ createdb $dst && pg_restore -d $dst --exit-on-error "$work/pod.dump" 2>"$work/re
 ok $? "pg_restore into a new database"
 [[ -s $work/restore.err ]] && sed 's/^/# /' "$work/restore.err" >&2
 is "$(snapshot $dst)" "$before" "every pod table has the same row count"
-is "$(q -d $dst -c "$fingerprint")" "$fp_before" "secrets, identity, messages, versions, rooms, files and settings are identical"
+is "$(q -d $dst -c "$fingerprint")" "$fp_before" "secrets, identity, messages, versions, rooms, files, settings, job kinds and jobs are identical"
 is "$(q -d $dst -c "SELECT status FROM pod.messages ORDER BY id")" "$(printf 'edited\ndeleted')" "the tombstone is still a tombstone"
 q -d $dst -c "INSERT INTO pod.messages (room_id, data) SELECT id, '{\"text\": \"after\"}' FROM pod.rooms WHERE name = 'kept'" >/dev/null
 ok $? "sequences continue after restore (a new message gets a free id)"
+q -d $dst -c "SELECT pod.job_enqueue('deliver', '{\"n\": 2}', 'http://friend.test')" >/dev/null
+ok $? "and a new job gets a free id"
 seq_before=$(q -d $src -c "SELECT max(seq) FROM pod.room_events")
 is "$(q -d $dst -c "SELECT min(seq) > $seq_before AND count(*) = (SELECT count(*) FROM pod.messages) FROM pod.room_events")" "t" \
   "room events continue after the room's last sequence (restored messages once, then the new one)"
