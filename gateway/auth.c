@@ -126,6 +126,8 @@ gw_auth_settings_sql(gw_req *req, const gw_auth *a, gw_buf *sql, gw_params *p)
 	int pa = gw_params_add(p, req->path);
 	int h = gw_params_add(p, headers.data);
 	int ck = gw_params_add(p, cookies.data);
+	/* Beyond PostgREST: the peer address, for sessions (pod.login records it). */
+	int ip = gw_params_add(p, gw_req_peer(req));
 	gw_buf_printf(sql,
 	              "SELECT pg_catalog.set_config('role', $%d, true), "
 	              "pg_catalog.set_config('request.jwt.claims', $%d, true),"
@@ -133,8 +135,9 @@ gw_auth_settings_sql(gw_req *req, const gw_auth *a, gw_buf *sql, gw_params *p)
 	              "pg_catalog.set_config('request.path', $%d, true),"
 	              " pg_catalog.set_config('request.headers', $%d, true), "
 	              "pg_catalog.set_config('request.cookies', $%d, true),"
+	              " pg_catalog.set_config('request.client_ip', $%d, true),"
 	              " pg_catalog.set_config('search_path', 'api, public', true)",
-	              r, c, m, pa, h, ck);
+	              r, c, m, pa, h, ck, ip);
 	gw_buf_free(&headers);
 	gw_buf_free(&cookies);
 }

@@ -73,6 +73,7 @@ struct gw_req
 };
 
 const char *gw_req_header(const gw_req *req, const char *lower_name);
+const char *gw_req_peer(const gw_req *req);
 
 /* Answers: a whole response; the connection continues per keep-alive. */
 void gw_respond(gw_req *req, int status, const char *content_type, const char *extra_headers,

@@ -36,6 +36,7 @@ enum conn_state
 struct gw_conn
 {
 	int fd;
+	char peer[INET_ADDRSTRLEN]; /* the client's address, for request.client_ip */
 	ev_io rio, wio;
 	ev_timer timer;
 	http_parser parser;
@@ -102,6 +103,13 @@ gw_req_header(const gw_req *req, const char *name)
 		if (!strcmp(req->headers[i].name, name))
 			return req->headers[i].value;
 	return NULL;
+}
+
+/* The client's IPv4 address as text, "" when unknown. */
+const char *
+gw_req_peer(const gw_req *req)
+{
+	return req->conn ? req->conn->peer : "";
 }
 
 int
@@ -836,7 +844,9 @@ on_accept(struct ev_loop *loop, ev_io *w, int revents)
 	(void)revents;
 	for (int i = 0; i < 64; i++)
 	{
-		int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_in peer;
+		socklen_t peer_len = sizeof peer;
+		int fd = accept4(w->fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0)
 		{
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
@@ -858,6 +868,8 @@ on_accept(struct ev_loop *loop, ev_io *w, int revents)
 		if (!c)
 			abort();
 		c->fd = fd;
+		if (peer.sin_family != AF_INET || !inet_ntop(AF_INET, &peer.sin_addr, c->peer, sizeof c->peer))
+			c->peer[0] = '\0';
 		c->file_fd = -1;
 		http_parser_init(&c->parser, HTTP_REQUEST);
 		c->parser.data = c;
