@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "gw.h"
 #include "metrics.h"
 
@@ -567,4 +568,27 @@ int
 gw_pool_up(void)
 {
 	return any_up();
+}
+
+int
+gw_error_from_job(const gw_pg_job *job, int anonymous, gw_error *e)
+{
+	if (job->failed)
+	{
+		if (job->timed_out)
+			gw_error_set(e, 504, "PGRST003", job->failure, NULL, NULL);
+		else
+			gw_error_set(e, 503, "PGRST001", "Database client error. Retrying the connection.",
+			             job->failure, NULL);
+		return 1;
+	}
+	if (job->error)
+	{
+		gw_error_from_pg(PQresultErrorField(job->error, PG_DIAG_SQLSTATE),
+		                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_PRIMARY),
+		                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_DETAIL),
+		                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_HINT), anonymous, e);
+		return 1;
+	}
+	return 0;
 }

@@ -41,6 +41,10 @@ struct gw_pg_job
 int gw_pool_init(int size, const char *user, long statement_timeout_ms);
 void gw_pool_submit(gw_pg_job *job);
 void gw_pool_job_clear(gw_pg_job *job);
+/* When the job got no answer (503 PGRST001, 504 PGRST003 on a timeout) or an error
+ * from PostgreSQL (PostgREST's mapping), fills e and returns 1; else 0. */
+struct gw_error;
+int gw_error_from_job(const gw_pg_job *job, int anonymous, struct gw_error *e);
 int gw_pool_busy(void);
 int gw_pool_up(void);
 void gw_pool_shutdown(void);

@@ -314,15 +314,9 @@ job_done(gw_pg_job *job)
 	}
 	if (job->failed)
 	{
-		if (job->timed_out)
-			gw_respond_simple_error(req, 504, "PGRST003", job->failure);
-		else
-		{
-			gw_error e;
-			gw_error_set(&e, 503, "PGRST001", "Database client error. Retrying the connection.",
-			             job->failure, NULL);
-			gw_respond_error(req, &e, NULL);
-		}
+		gw_error e;
+		gw_error_from_job(job, rc->auth.anonymous, &e);
+		gw_respond_error(req, &e, NULL);
 		return;
 	}
 	if (job->error)

@@ -129,15 +129,7 @@ fetch_done(gw_pg_job *job)
 		if (!s->started)
 		{
 			gw_error e;
-			if (job->failed)
-				gw_error_set(&e, 503, "PGRST001", "Database client error. Retrying the connection.",
-				             job->failure, NULL);
-			else
-				gw_error_from_pg(PQresultErrorField(job->error, PG_DIAG_SQLSTATE),
-				                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_PRIMARY),
-				                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_DETAIL),
-				                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_HINT),
-				                 s->auth.anonymous, &e);
+			gw_error_from_job(job, s->auth.anonymous, &e);
 			req->handler = NULL;
 			req->on_close = NULL;
 			gw_respond_error(req, &e, NULL);

@@ -144,20 +144,9 @@ register_done(gw_pg_job *job)
 {
 	upload *u = job->data;
 	gw_req *req = u->req;
-	if (job->failed)
+	gw_error e;
+	if (gw_error_from_job(job, u->auth.anonymous, &e))
 	{
-		gw_respond_simple_error(req, 503, "PGRST001",
-		                        "Database client error. Retrying the connection.");
-		return;
-	}
-	if (job->error)
-	{
-		gw_error e;
-		gw_error_from_pg(PQresultErrorField(job->error, PG_DIAG_SQLSTATE),
-		                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_PRIMARY),
-		                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_DETAIL),
-		                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_HINT), u->auth.anonymous,
-		                 &e);
 		gw_respond_error(req, &e, NULL);
 		return;
 	}
