@@ -18,8 +18,12 @@ ok $? "fresh database: created and installed"
 ok "$(grep -q "installing extension pgpod $current" "$work/fresh.log"; echo $?)" "fresh install says what it does"
 "$mig" $walked "$oldest" 2>/dev/null && "$mig" $walked 2>"$work/walk.log"
 ok $? "oldest version ($oldest) walked up to $current"
-# (\restrict lines carry a random key per dump.)
-dump() { pg_dump --schema-only --no-owner -d "$1" | grep -v -e '^--' -e '^\\restrict' -e '^\\unrestrict' | sed '/^$/d'; }
+# The extension's members and their definitions (lib/extension_fingerprint.sql), then
+# the rest of the schema as pg_dump sees it (\restrict lines carry a random key).
+dump() {
+  psql -X -At -v ON_ERROR_STOP=1 -d "$1" -f "$PGPOD_TOP/tests/integration/lib/extension_fingerprint.sql"
+  pg_dump --schema-only --no-owner -d "$1" | grep -v -e '^--' -e '^\\restrict' -e '^\\unrestrict' | sed '/^$/d'
+}
 diff <(dump $fresh) <(dump $walked) >"$work/diff"
 ok $? "fresh and walked schemas are identical"
 [[ -s $work/diff ]] && head -40 "$work/diff" | sed 's/^/# /' >&2
