@@ -226,6 +226,58 @@ BEGIN
   RETURN pod.make_friends_finish(job_id, worker, lists);
 END $$;
 
+-- The federator's GET jobs: a make_friends job (each asked pod's friend list) or a
+-- verify_key job (a pod's identity document). Claims one such job and returns one
+-- signed GET per pod to ask (the Date is fresh on every attempt).
+CREATE FUNCTION pod.fetches_claim(worker text)
+  RETURNS TABLE (job_id bigint, kind text, pod_url text, url text, headers text[])
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  me pod.identity;
+  at timestamptz := clock_timestamp();
+  j pod.jobs;
+  path text;
+BEGIN
+  SELECT * INTO me FROM pod.identity;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'this pod has no identity yet' USING ERRCODE = '55000', HINT = 'SELECT pod.init(url) makes it.';
+  END IF;
+  SELECT * INTO j FROM pod.job_claim('make_friends', worker, 1);
+  IF FOUND THEN
+    path := pod.setting('federation.friend_list_path') #>> '{}';
+    RETURN QUERY
+      SELECT j.id, j.kind, u.pod, u.pod || path,
+             pod.httpsig_sign_request('GET', u.pod || path, '', at, me.url || '#main-key', me.private_key)
+        FROM (SELECT rtrim(x, '/') AS pod FROM jsonb_array_elements_text(j.payload -> 'urls') x) u;
+    RETURN;
+  END IF;
+  SELECT * INTO j FROM pod.job_claim('verify_key', worker, 1);
+  IF FOUND THEN
+    path := pod.setting('federation.identity_path') #>> '{}';
+    RETURN QUERY
+      SELECT j.id, j.kind, j.payload ->> 'url', (j.payload ->> 'url') || path,
+             pod.httpsig_sign_request('GET', (j.payload ->> 'url') || path, '', at, me.url || '#main-key', me.private_key);
+  END IF;
+END $$;
+COMMENT ON FUNCTION pod.fetches_claim(text) IS 'Claims one make_friends or verify_key job: the signed GETs to send.';
+
+-- The end of a fetch job: what each pod answered (NULL: nothing usable).
+CREATE FUNCTION pod.fetches_finish(job_id bigint, worker text, urls text[], answers text[]) RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE k text := (SELECT j.kind FROM pod.jobs j WHERE j.id = job_id);
+BEGIN
+  IF k = 'make_friends' THEN
+    RETURN to_jsonb(pod.make_friends_finish(job_id, worker, urls, answers));
+  ELSIF k = 'verify_key' THEN
+    IF cardinality(answers) IS DISTINCT FROM 1 THEN
+      RAISE EXCEPTION 'a verify_key job has one answer' USING ERRCODE = '22023';
+    END IF;
+    RETURN pod.verify_key_finish(job_id, worker, answers[1]);
+  END IF;
+  RAISE EXCEPTION 'job % is not a fetch job', job_id USING ERRCODE = 'P0002';
+END $$;
+GRANT EXECUTE ON FUNCTION pod.fetches_claim(text), pod.fetches_finish(bigint, text, text[], text[]) TO pgpod_worker;
+
 -- Scores --------------------------------------------------------------------------------
 
 -- Delivery outcomes change the target friend's score, batched per statement: a row

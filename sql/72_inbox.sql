@@ -76,8 +76,9 @@ BEGIN
   END;
 END $$;
 
--- Applies one verified, decrypted activity from a sender. Returns the reply.
-CREATE FUNCTION pod.inbox_dispatch(sender text, activity jsonb) RETURNS jsonb
+-- Applies one verified, decrypted activity from a sender whose key (sender_key) has
+-- verified the request. Returns the reply.
+CREATE FUNCTION pod.inbox_dispatch(sender text, sender_key text, activity jsonb) RETURNS jsonb
   LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
 DECLARE
   kind text := activity ->> 'type';
@@ -87,7 +88,7 @@ BEGIN
   CASE kind
   WHEN 'friend.request' THEN
     SELECT * INTO me FROM pod.identity;
-    INSERT INTO pod.friends AS f (url, public_key, state) VALUES (sender, activity ->> 'public_key', 'active')
+    INSERT INTO pod.friends AS f (url, public_key, state) VALUES (sender, sender_key, 'active')
       ON CONFLICT (url) DO UPDATE SET state = 'active', public_key = EXCLUDED.public_key, updated_at = now()
       WHERE f.state = 'pending';
     -- The answer carries our key and our published videos (the seed's "in return").
@@ -96,7 +97,7 @@ BEGIN
         FROM pod.videos x WHERE x.origin IS NULL AND x.state = 'published'), '[]')));
     RETURN jsonb_build_object('status', 'befriended');
   WHEN 'friend.accept' THEN
-    UPDATE pod.friends SET state = 'active', public_key = activity ->> 'public_key', updated_at = now()
+    UPDATE pod.friends SET state = 'active', public_key = sender_key, updated_at = now()
      WHERE url = sender AND state = 'pending';
     IF FOUND THEN
       -- Now that it is a friend, it gets our videos too.
@@ -125,6 +126,90 @@ BEGIN
   RETURN NULL;
 END $$;
 
+-- Does a draft-cavage signature verify with a key? (false for a key or signature
+-- that cannot be used at all.)
+CREATE FUNCTION pod.inbox_signature_ok(signed text[], method text, path text, headers jsonb, sig bytea, key text)
+  RETURNS boolean
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pod AS $$
+BEGIN
+  RETURN pod.rsa_sha256_verify(convert_to(pod.httpsig_signing_string(signed, method, coalesce(path, '/'), headers), 'UTF8'),
+                               sig, key);
+EXCEPTION WHEN invalid_parameter_value THEN
+  RETURN false;
+END $$;
+
+-- The part of an inbound request after its signature verified with sender_key:
+-- decrypt, check actor, id and friendship, de-duplicate, dispatch.
+CREATE FUNCTION pod.inbox_apply(sender text, sender_key text, activity jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE
+  me pod.identity;
+  state pod.friend_state := (SELECT f.state FROM pod.friends f WHERE f.url = sender);
+BEGIN
+  IF activity ? 'encrypted' THEN
+    SELECT * INTO me FROM pod.identity;
+    BEGIN
+      activity := convert_from(pod.envelope_open(
+                    decode(activity #>> '{encrypted,key}', 'base64'), decode(activity #>> '{encrypted,iv}', 'base64'),
+                    decode(activity #>> '{encrypted,tag}', 'base64'), decode(activity #>> '{encrypted,data}', 'base64'),
+                    me.private_key), 'UTF8')::jsonb;
+    EXCEPTION WHEN invalid_parameter_value OR invalid_text_representation OR null_value_not_allowed
+                OR character_not_in_repertoire THEN
+      PERFORM pod.inbox_reject('PT400', 'encrypted body cannot be opened: ' || SQLERRM);
+    END;
+    IF activity IS NULL OR jsonb_typeof(activity) <> 'object' THEN
+      PERFORM pod.inbox_reject('PT400', 'encrypted body is not a JSON object');
+    END IF;
+  END IF;
+
+  IF rtrim(activity ->> 'actor', '/') IS DISTINCT FROM sender THEN
+    PERFORM pod.inbox_reject('PT401', 'actor does not match the signing key');
+  END IF;
+  IF coalesce(activity ->> 'id', '') !~ '^[0-9a-fA-F-]{36}$' THEN
+    PERFORM pod.inbox_reject('PT400', 'activity needs an id (a uuid)');
+  END IF;
+  IF state = 'revoked' THEN
+    PERFORM pod.inbox_reject('PT403', 'pod ' || sender || ' is blocked');
+  END IF;
+  IF activity ->> 'type' NOT IN ('friend.request', 'friend.accept') AND state IS DISTINCT FROM 'active' THEN
+    PERFORM pod.inbox_reject('PT403', 'pod ' || sender || ' is not a friend');
+  END IF;
+
+  INSERT INTO pod.inbox_applied (request_id, sender, type) VALUES ((activity ->> 'id')::uuid, sender, activity ->> 'type')
+    ON CONFLICT DO NOTHING;
+  IF NOT FOUND THEN
+    RETURN jsonb_build_object('status', 'duplicate', 'id', activity ->> 'id');
+  END IF;
+  RETURN pod.inbox_dispatch(sender, sender_key, activity) || jsonb_build_object('id', activity ->> 'id');
+END $$;
+
+-- Requests from pods whose key this pod does not know yet (a friend request, or the
+-- acceptance of ours). The key is never taken from the request itself: it is
+-- fetched from the pod's own URL (job kind verify_key, the federator GETs
+-- <pod>/identity), and only then is the request checked and applied — so a pod
+-- cannot claim another pod's URL with a key of its own.
+CREATE TABLE pod.inbox_held (
+  id bigserial PRIMARY KEY,
+  sender text NOT NULL,
+  method text NOT NULL,
+  path text NOT NULL,
+  headers jsonb NOT NULL,
+  signed text[] NOT NULL,
+  signature bytea NOT NULL,
+  activity jsonb NOT NULL,
+  received_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pod.inbox_held IS 'Signed requests from pods whose key is being fetched from their URL (verify_key jobs); applied or refused once it is known.';
+CREATE INDEX inbox_held_sender_idx ON pod.inbox_held (sender);
+SELECT pg_catalog.pg_extension_config_dump('pod.inbox_held', '');
+SELECT pg_catalog.pg_extension_config_dump('pod.inbox_held_id_seq', '');
+GRANT SELECT ON pod.inbox_held TO pgpod_admin;
+
+INSERT INTO pod.setting_defaults (name, value, description) VALUES
+  ('federation.identity_path', '"/identity"', 'Path where a pod publishes its URL and public key (GET, JSON); a new pod''s key is fetched from there.');
+INSERT INTO pod.job_kinds (kind, retries, description) VALUES
+  ('verify_key', 6, 'Fetch a pod''s public key from its own URL, then apply the requests held for it (federator).');
+
 -- Verifies and applies one inbound request; raises PT400/PT401/PT403 when refused.
 -- headers: the request's headers with lower-case names (as the gateway's
 -- request.headers); path: the request target (path and query).
@@ -140,9 +225,7 @@ DECLARE
   sender text;
   friend pod.friends;
   activity jsonb;
-  key text;
   sig bytea;
-  me pod.identity;
 BEGIN
   IF headers IS NULL OR jsonb_typeof(headers) <> 'object' THEN
     PERFORM pod.inbox_reject('PT400', 'request headers are missing');
@@ -186,9 +269,12 @@ BEGIN
   IF jsonb_typeof(activity) IS DISTINCT FROM 'object' THEN
     PERFORM pod.inbox_reject('PT400', 'body must be a JSON object');
   END IF;
+  BEGIN
+    sig := decode(params ->> 'signature', 'base64');
+  EXCEPTION WHEN invalid_parameter_value THEN
+    PERFORM pod.inbox_reject('PT401', 'signature is not base64');
+  END;
 
-  -- Whose key: a friend's stored key; for a friend request or acceptance from a pod
-  -- we know no key of, the key it presents (the seed: a pod presents URL and key).
   sender := rtrim(split_part(params ->> 'keyId', '#', 1), '/');
   IF sender !~ '^https?://[^/\s]+$' THEN
     PERFORM pod.inbox_reject('PT401', 'keyId is not a pod URL');
@@ -197,62 +283,107 @@ BEGIN
   IF friend.state = 'revoked' THEN
     PERFORM pod.inbox_reject('PT403', 'pod ' || sender || ' is blocked');
   END IF;
-  IF friend.public_key IS NOT NULL THEN
-    key := friend.public_key;
-  ELSIF activity ->> 'type' = 'friend.request' OR (activity ->> 'type' = 'friend.accept' AND friend.state = 'pending') THEN
-    key := activity ->> 'public_key';
-  END IF;
-  IF key IS NULL THEN
+
+  IF friend.public_key IS NULL THEN
+    -- A pod we know no key of: only a friend request, or the acceptance of ours, is
+    -- worth fetching its key for. The request waits (202) until the key published
+    -- at its URL is known; its signature is checked against that key then.
+    IF activity ->> 'type' = 'friend.request' OR (activity ->> 'type' = 'friend.accept' AND friend.state = 'pending') THEN
+      IF rtrim(activity ->> 'actor', '/') IS DISTINCT FROM sender THEN
+        PERFORM pod.inbox_reject('PT401', 'actor does not match the signing key');
+      END IF;
+      IF coalesce(activity ->> 'id', '') !~ '^[0-9a-fA-F-]{36}$' THEN
+        PERFORM pod.inbox_reject('PT400', 'activity needs an id (a uuid)');
+      END IF;
+      INSERT INTO pod.inbox_signatures (signature_hash) VALUES (sha256(sig)) ON CONFLICT DO NOTHING;
+      IF NOT FOUND THEN
+        PERFORM pod.inbox_reject('PT401', 'replayed request (signature already seen)');
+      END IF;
+      INSERT INTO pod.inbox_held (sender, method, path, headers, signed, signature, activity)
+        VALUES (sender, method, coalesce(path, '/'), headers, signed, sig, activity);
+      IF NOT EXISTS (SELECT 1 FROM pod.jobs WHERE kind = 'verify_key' AND target = sender AND state IN ('waiting', 'running')) THEN
+        PERFORM pod.job_enqueue('verify_key', jsonb_build_object('url', sender), sender);
+      END IF;
+      PERFORM set_config('response.status', '202', true);
+      RETURN jsonb_build_object('status', 'held', 'id', activity ->> 'id',
+                                'reason', 'the key of ' || sender || ' is being fetched from its URL');
+    END IF;
     PERFORM pod.inbox_reject('PT401', 'unknown key ' || quote_literal(params ->> 'keyId'));
   END IF;
 
-  BEGIN
-    sig := decode(params ->> 'signature', 'base64');
-    IF NOT pod.rsa_sha256_verify(convert_to(pod.httpsig_signing_string(signed, method, coalesce(path, '/'), headers), 'UTF8'),
-                                 sig, key) THEN
-      PERFORM pod.inbox_reject('PT401', 'signature does not verify');
-    END IF;
-  EXCEPTION WHEN invalid_parameter_value THEN
-    PERFORM pod.inbox_reject('PT401', 'signature cannot be checked: ' || SQLERRM);
-  END;
+  IF NOT pod.inbox_signature_ok(signed, method, path, headers, sig, friend.public_key) THEN
+    PERFORM pod.inbox_reject('PT401', 'signature does not verify');
+  END IF;
   INSERT INTO pod.inbox_signatures (signature_hash) VALUES (sha256(sig)) ON CONFLICT DO NOTHING;
   IF NOT FOUND THEN
     PERFORM pod.inbox_reject('PT401', 'replayed request (signature already seen)');
   END IF;
-
-  IF activity ? 'encrypted' THEN
-    SELECT * INTO me FROM pod.identity;
-    BEGIN
-      activity := convert_from(pod.envelope_open(
-                    decode(activity #>> '{encrypted,key}', 'base64'), decode(activity #>> '{encrypted,iv}', 'base64'),
-                    decode(activity #>> '{encrypted,tag}', 'base64'), decode(activity #>> '{encrypted,data}', 'base64'),
-                    me.private_key), 'UTF8')::jsonb;
-    EXCEPTION WHEN invalid_parameter_value OR invalid_text_representation OR null_value_not_allowed
-                OR character_not_in_repertoire THEN
-      PERFORM pod.inbox_reject('PT400', 'encrypted body cannot be opened: ' || SQLERRM);
-    END;
-    IF activity IS NULL OR jsonb_typeof(activity) <> 'object' THEN
-      PERFORM pod.inbox_reject('PT400', 'encrypted body is not a JSON object');
-    END IF;
-  END IF;
-
-  IF rtrim(activity ->> 'actor', '/') IS DISTINCT FROM sender THEN
-    PERFORM pod.inbox_reject('PT401', 'actor does not match the signing key');
-  END IF;
-  IF coalesce(activity ->> 'id', '') !~ '^[0-9a-fA-F-]{36}$' THEN
-    PERFORM pod.inbox_reject('PT400', 'activity needs an id (a uuid)');
-  END IF;
-  IF activity ->> 'type' NOT IN ('friend.request', 'friend.accept') AND friend.state IS DISTINCT FROM 'active' THEN
-    PERFORM pod.inbox_reject('PT403', 'pod ' || sender || ' is not a friend');
-  END IF;
-
-  INSERT INTO pod.inbox_applied (request_id, sender, type) VALUES ((activity ->> 'id')::uuid, sender, activity ->> 'type')
-    ON CONFLICT DO NOTHING;
-  IF NOT FOUND THEN
-    RETURN jsonb_build_object('status', 'duplicate', 'id', activity ->> 'id');
-  END IF;
-  RETURN pod.inbox_dispatch(sender, activity) || jsonb_build_object('id', activity ->> 'id');
+  RETURN pod.inbox_apply(sender, friend.public_key, activity);
 END $$;
+
+-- The end of a verify_key job (called by the federator with what <pod>/identity
+-- answered, NULL when it answered nothing usable): the key is taken when the
+-- document names that pod's URL; then each request held for the pod is checked
+-- against it and applied, or refused (a row in pod.inbox_rejections). No answer:
+-- the job fails and is retried; when it dies, pod.inbox_prune refuses what waits.
+-- Returns what happened to each held request.
+CREATE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  job pod.jobs;
+  pod_url text;
+  doc jsonb;
+  key text;
+  h pod.inbox_held;
+  reply jsonb;
+  results jsonb := '[]';
+  state text;
+  msg text;
+BEGIN
+  SELECT * INTO job FROM pod.jobs j WHERE j.id = job_id AND j.kind = 'verify_key'
+     AND j.state = 'running' AND j.worker = verify_key_finish.worker FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no verify_key job % leased to %', job_id, worker USING ERRCODE = 'P0002';
+  END IF;
+  pod_url := job.payload ->> 'url';
+  BEGIN
+    doc := answer::jsonb;
+  EXCEPTION WHEN invalid_text_representation THEN
+    doc := NULL;
+  END;
+  IF jsonb_typeof(doc) = 'array' AND jsonb_array_length(doc) = 1 THEN
+    doc := doc -> 0;   -- the answer of a PostgREST-style view
+  END IF;
+  IF jsonb_typeof(doc) = 'object' AND rtrim(doc ->> 'url', '/') = pod_url AND doc ->> 'public_key' LIKE '-----BEGIN PUBLIC KEY-----%' THEN
+    key := doc ->> 'public_key';
+  END IF;
+  IF key IS NULL THEN
+    PERFORM pod.job_fail(ARRAY[job_id], ARRAY['no identity document for ' || pod_url || ' at its URL: '
+                         || coalesce(left(answer, 200), 'no answer')], worker);
+    RETURN jsonb_build_object('status', 'failed');
+  END IF;
+
+  FOR h IN SELECT * FROM pod.inbox_held WHERE sender = pod_url ORDER BY id FOR UPDATE LOOP
+    BEGIN
+      IF NOT pod.inbox_signature_ok(h.signed, h.method, h.path, h.headers, h.signature, key) THEN
+        PERFORM pod.inbox_reject('PT401', 'signature does not verify with the key published at ' || pod_url);
+      END IF;
+      reply := pod.inbox_apply(pod_url, key, h.activity);
+    EXCEPTION WHEN SQLSTATE 'PT400' OR SQLSTATE 'PT401' OR SQLSTATE 'PT403' THEN
+      GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+      INSERT INTO pod.inbox_rejections (status, sqlstate, reason, key_id, headers, body_sha256)
+        VALUES (substr(state, 3)::integer, state, msg, pod_url || '#main-key', h.headers,
+                sha256(convert_to(h.activity::text, 'UTF8')));
+      RAISE LOG 'pgpod: held request from % refused (%): %', pod_url, state, msg;
+      reply := jsonb_build_object('status', 'refused', 'code', state, 'message', msg);
+    END;
+    DELETE FROM pod.inbox_held WHERE id = h.id;
+    results := results || reply;
+  END LOOP;
+  PERFORM pod.job_complete(ARRAY[job_id], worker);
+  RETURN jsonb_build_object('status', 'verified', 'applied', results);
+END $$;
+GRANT EXECUTE ON FUNCTION pod.verify_key_finish(bigint, text, text) TO pgpod_worker;
 
 INSERT INTO pod.setting_defaults (name, value, description) VALUES
   ('federation.inbox_reject_mode', '"status"', 'How api.inbox refuses a request: "raise" a PT400/PT401/PT403 error (the gateway answers that status; the refusal is logged in the server log only, since the error rolls back) or "status" (commit a row in pod.inbox_rejections and answer through the response.status GUC, for gateways that honour it as PostgREST does).');
@@ -299,7 +430,7 @@ GRANT EXECUTE ON FUNCTION api.inbox(json) TO pgpod_anon, pgpod_user, pgpod_admin
 -- request ids after federation.dedup_retention, rejections after 30 days).
 CREATE FUNCTION pod.inbox_prune() RETURNS integer
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-DECLARE a integer; b integer; c integer;
+DECLARE a integer; b integer; c integer; d integer;
 BEGIN
   DELETE FROM pod.inbox_signatures
    WHERE received_at < now() - make_interval(secs => 2 * (pod.setting('federation.date_window'))::integer);
@@ -308,6 +439,17 @@ BEGIN
   GET DIAGNOSTICS b = ROW_COUNT;
   DELETE FROM pod.inbox_rejections WHERE received_at < now() - interval '30 days';
   GET DIAGNOSTICS c = ROW_COUNT;
-  RETURN a + b + c;
+  -- Held requests whose key could not be fetched (no verify_key job left alive).
+  WITH gone AS (
+    DELETE FROM pod.inbox_held h
+     WHERE NOT EXISTS (SELECT 1 FROM pod.jobs j WHERE j.kind = 'verify_key' AND j.target = h.sender
+                                                  AND j.state IN ('waiting', 'running'))
+    RETURNING h.*)
+  INSERT INTO pod.inbox_rejections (status, sqlstate, reason, key_id, headers, body_sha256)
+    SELECT 401, 'PT401', 'the key of ' || sender || ' could not be fetched from its URL', sender || '#main-key',
+           headers, sha256(convert_to(activity::text, 'UTF8'))
+      FROM gone;
+  GET DIAGNOSTICS d = ROW_COUNT;
+  RETURN a + b + c + d;
 END $$;
 GRANT EXECUTE ON FUNCTION pod.inbox_prune() TO pgpod_worker, pgpod_admin;

@@ -5,7 +5,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(70);
+SELECT plan(92);
 
 DELETE FROM pod.jobs;
 DELETE FROM pod.friends;
@@ -63,7 +63,18 @@ SELECT is((SELECT count(*) FROM pod.jobs), 0::bigint, 'refused make_friends enqu
 SELECT pod.make_friends(ARRAY['http://pod1.com', 'http://pod2.com/', 'http://pod3.com']);
 SELECT is((SELECT payload -> 'urls' FROM pod.jobs WHERE kind = 'make_friends'),
           '["http://pod1.com", "http://pod2.com", "http://pod3.com"]'::jsonb, 'make_friends enqueues a job with the URLs');
-SELECT pod.job_claim('make_friends', 'fed', 1);
+CREATE TEMP TABLE mf AS SELECT * FROM pod.fetches_claim('fed');
+SELECT is((SELECT array_agg(kind || ' ' || pod_url || ' ' || url ORDER BY url) FROM mf),
+  ARRAY['make_friends http://pod1.com http://pod1.com/rpc/friend_list', 'make_friends http://pod2.com http://pod2.com/rpc/friend_list',
+        'make_friends http://pod3.com http://pod3.com/rpc/friend_list'], 'the federator claims one GET of the friend list per pod asked');
+SELECT ok((SELECT bool_and(array_to_string(headers, E'\n') ~ ('Signature: keyId="http://127.0.0.1:57451#main-key",algorithm="rsa-sha256"'))
+             FROM mf), 'each GET is signed by this pod');
+SELECT ok(pod.rsa_sha256_verify(
+    convert_to(pod.httpsig_signing_string('{(request-target),host,date,digest}', 'GET', '/rpc/friend_list', h.hdr), 'UTF8'),
+    decode(substring(h.hdr ->> 'signature' FROM 'signature="([^"]+)"'), 'base64'), (SELECT public_key FROM pod.identity)),
+  'the GET''s signature verifies with our key over (request-target) "get /rpc/friend_list"')
+  FROM (SELECT jsonb_object_agg(lower(split_part(x, ': ', 1)), substr(x, length(split_part(x, ': ', 1)) + 3)) AS hdr
+          FROM mf, unnest(headers) x WHERE mf.pod_url = 'http://pod1.com') h;
 SELECT is(pod.make_friends_finish((SELECT id FROM pod.jobs WHERE kind = 'make_friends'), 'fed',
   '{"http://pod1.com": ["http://pod2.com", "http://pod3.com", "http://pod4.com", "http://pod5.com", "http://127.0.0.1:57451"],
     "http://pod2.com": ["http://pod3.com", "http://pod5.com"], "http://pod3.com": ["http://pod5.com"]}'),
@@ -194,12 +205,47 @@ SELECT pg_temp.send(32, b, pg_temp.signed(o.url, o.private_key, b)) FROM other o
   pg_temp.activity('video.removed', '{"object": {"uuid": "44444444-4444-4444-4444-444444444444"}}') b;
 SELECT is((SELECT count(*) FROM pod.videos WHERE uuid = '44444444-4444-4444-4444-444444444444'), 0::bigint, 'video.removed removes it');
 
--- A friend request from an unknown pod (self-signed with the key it presents).
+-- A friend request from an unknown pod. Its key is not taken from the request: the
+-- request is held (202) and the key fetched from the pod's URL (a verify_key job).
+-- An impostor signs a request claiming pod 57995's URL with a key of its own.
+CREATE TEMP TABLE pod95 AS SELECT 'http://127.0.0.1:57995'::text AS url, k.* FROM pod.rsa_generate_keypair(2048) k;
+SELECT pg_temp.send(42, b, pg_temp.signed(p.url, s.private_key, b)) FROM stranger s, pod95 p,
+  pg_temp.activity('friend.request', jsonb_build_object('public_key', (SELECT public_key FROM stranger)), 'http://127.0.0.1:57995') b;
 SELECT pg_temp.send(40, b, pg_temp.signed(s.url, s.private_key, b)) FROM stranger s,
   pg_temp.activity('friend.request', jsonb_build_object('public_key', (SELECT public_key FROM stranger)), 'http://127.0.0.1:57998') b;
-SELECT is((SELECT reply ->> 'status' FROM r WHERE n = 40), 'befriended', 'a friend request is accepted');
+SELECT is((SELECT array_agg((reply ->> 'http') || ' ' || (reply ->> 'status') ORDER BY n) FROM r WHERE n IN (40, 42)),
+  ARRAY['202 held', '202 held'], 'friend requests from pods of unknown key are held (202)');
+SELECT is((SELECT count(*) FROM pod.friends WHERE url IN ('http://127.0.0.1:57998', 'http://127.0.0.1:57995')), 0::bigint,
+  'no friend yet: the key presented in a request is never trusted');
+SELECT is((SELECT array_agg(target ORDER BY target) FROM pod.jobs WHERE kind = 'verify_key' AND state = 'waiting'),
+  ARRAY['http://127.0.0.1:57995', 'http://127.0.0.1:57998'], 'a verify_key job per pod');
+SELECT pg_temp.send(43, b, pg_temp.signed(s.url, s.private_key, b)) FROM stranger s,
+  pg_temp.activity('video.published', '{"object": {"uuid": "88888888-8888-8888-8888-888888888888", "name": "x"}}', 'http://127.0.0.1:57998') b;
+SELECT is((SELECT reply ->> 'http' FROM r WHERE n = 43), '401', 'other activities from an unknown key are refused');
+CREATE TEMP TABLE vk AS SELECT * FROM pod.fetches_claim('fed');
+CREATE TEMP TABLE vk2 AS SELECT * FROM pod.fetches_claim('fed');
+SELECT is((SELECT array_agg(kind || ' ' || url ORDER BY url) FROM (SELECT * FROM vk UNION ALL SELECT * FROM vk2) v),
+  ARRAY['verify_key http://127.0.0.1:57995/identity', 'verify_key http://127.0.0.1:57998/identity'], 'the federator GETs each pod''s /identity');
+-- What each URL answers: the stranger's publishes its own key (a PostgREST-style view:
+-- an array of one row); 57995's publishes 57995's real key, not the impostor's.
+CREATE TEMP TABLE vkr AS
+  SELECT v.pod_url, pod.fetches_finish(v.job_id, 'fed', ARRAY[v.pod_url], ARRAY[CASE v.pod_url
+           WHEN s.url THEN json_build_array(json_build_object('url', s.url, 'public_key', s.public_key))::text
+           ELSE json_build_object('url', p.url, 'public_key', p.public_key)::text END]) AS reply
+    FROM (SELECT * FROM vk UNION ALL SELECT * FROM vk2) v, stranger s, pod95 p;
+SELECT is((SELECT reply #>> '{applied,0,status}' FROM vkr WHERE pod_url = 'http://127.0.0.1:57998'), 'befriended',
+  'with the key from its URL, the stranger''s held request verifies and is applied');
+SELECT is((SELECT reply #>> '{applied,0,message}' FROM vkr WHERE pod_url = 'http://127.0.0.1:57995'),
+  'signature does not verify with the key published at http://127.0.0.1:57995', 'the impostor''s request is refused');
+SELECT is((SELECT count(*) FROM pod.friends WHERE url = 'http://127.0.0.1:57995'), 0::bigint, 'and the impersonated pod is no friend');
+SELECT is((SELECT reason FROM pod.inbox_rejections ORDER BY id DESC LIMIT 1),
+  'signature does not verify with the key published at http://127.0.0.1:57995', 'the refusal is logged');
+SELECT is((SELECT count(*) FROM pod.inbox_held), 0::bigint, 'nothing is left held');
+SELECT is((SELECT string_agg(state::text, ',') FROM pod.jobs WHERE kind = 'verify_key'), 'done,done', 'both verify_key jobs are done');
+SELECT is((SELECT public_key FROM pod.friends WHERE url = 'http://127.0.0.1:57998'), (SELECT public_key FROM stranger),
+  'the stranger''s key is the one fetched from its URL');
 SELECT is((SELECT state::text || ':' || score FROM pod.friends WHERE url = 'http://127.0.0.1:57998'), 'active:100', 'the pod is an active friend with score 100');
-SELECT is((SELECT payload #>> '{activity,type}' FROM pod.jobs WHERE target = 'http://127.0.0.1:57998'), 'friend.accept',
+SELECT is((SELECT payload #>> '{activity,type}' FROM pod.jobs WHERE kind = 'deliver' AND target = 'http://127.0.0.1:57998'), 'friend.accept',
           'a friend.accept (our key and videos) is on its way back');
 SELECT pg_temp.send(41, b, pg_temp.signed(s.url, o.private_key, b)) FROM stranger s, other o,
   pg_temp.activity('video.published', '{"object": {"uuid": "66666666-6666-6666-6666-666666666666", "name": "x"}}', 'http://127.0.0.1:57998') b;
@@ -240,7 +286,30 @@ SELECT throws_ok($$SELECT pod.unblock_friend('http://127.0.0.1:57001')$$, 'P0002
 SELECT ok(pod.unblock_friend('http://127.0.0.1:57999'), 'an admin unblocks it');
 SELECT pg_temp.send(51, b, pg_temp.signed(o.url, o.private_key, b)) FROM other o,
   pg_temp.activity('friend.request', jsonb_build_object('public_key', (SELECT public_key FROM other))) b;
-SELECT is((SELECT reply ->> 'status' FROM r WHERE n = 51), 'befriended', 'then it can befriend again');
+SELECT is((SELECT reply ->> 'status' FROM r WHERE n = 51), 'held', 'then it can ask again (its key is fetched anew)');
+SELECT is((SELECT pod.fetches_finish(v.job_id, 'fed', ARRAY[v.pod_url], ARRAY[json_build_object('url', o.url, 'public_key', o.public_key)::text]) #>> '{applied,0,status}'
+             FROM pod.fetches_claim('fed') v, other o), 'befriended', 'and befriend again');
+
+-- A pod whose URL publishes no usable identity: the job fails (retried); once it is
+-- dead, pruning refuses what was held.
+CREATE TEMP TABLE pod94 AS SELECT 'http://127.0.0.1:57994'::text AS url, k.* FROM pod.rsa_generate_keypair(2048) k;
+SELECT pg_temp.send(52, b, pg_temp.signed(p.url, p.private_key, b)) FROM pod94 p,
+  pg_temp.activity('friend.request', '{}', 'http://127.0.0.1:57994') b;
+CREATE TEMP TABLE vk94 AS SELECT * FROM pod.fetches_claim('fed');
+SELECT is(pod.fetches_finish(v.job_id, 'fed', ARRAY[v.pod_url], ARRAY['<html>not found</html>']) ->> 'status', 'failed',
+  'an answer that is no identity document fails the job') FROM vk94 v;
+SELECT is((SELECT state::text || ' ' || attempts || ' ' || left(last_error, 58) FROM pod.jobs WHERE id = (SELECT job_id FROM vk94)),
+  'waiting 1 no identity document for http://127.0.0.1:57994 at its URL', 'it waits for a retry, with the reason');
+UPDATE pod.jobs SET run_at = now() WHERE id = (SELECT job_id FROM vk94);
+SELECT is(pod.fetches_finish(v.job_id, 'fed', ARRAY[v.pod_url], ARRAY[json_build_object('url', 'http://127.0.0.1:57993', 'public_key', p.public_key)::text]) ->> 'status',
+  'failed', 'a document naming another URL is not that pod''s identity') FROM pod.fetches_claim('fed') v, pod94 p;
+SELECT is((SELECT count(*) FROM pod.inbox_held WHERE sender = 'http://127.0.0.1:57994'), 1::bigint, 'the request stays held meanwhile');
+UPDATE pod.jobs SET state = 'dead' WHERE id = (SELECT job_id FROM vk94);
+SELECT pod.inbox_prune();
+SELECT is((SELECT count(*) FROM pod.inbox_held), 0::bigint, 'once the job is dead, pruning drops the held request');
+SELECT is((SELECT reason FROM pod.inbox_rejections ORDER BY id DESC LIMIT 1), 'the key of http://127.0.0.1:57994 could not be fetched from its URL',
+  'and logs its refusal');
+SELECT is((SELECT count(*) FROM pod.friends WHERE url = 'http://127.0.0.1:57994'), 0::bigint, 'no friend was made');
 
 -- An admin (a role, not the superuser) may revoke a friend by hand; the cleanup runs.
 INSERT INTO pod.friends (url, state) VALUES ('http://127.0.0.1:57996', 'active');

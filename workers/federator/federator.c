@@ -62,10 +62,12 @@ struct friend
 	transfer *queue_tail;
 };
 
-/* A make_friends job: the pods to ask, their answers (NULL = no valid answer). */
+/* A fetch job (make_friends or verify_key): the pods asked, their answers (NULL = no
+ * usable answer). */
 struct fetch_job
 {
 	long long job_id;
+	char kind[32];
 	int count;
 	int pending;
 	char **urls;
@@ -392,10 +394,11 @@ fetch_finished(federator *fed, transfer *t, long status, CURLcode rc)
 
 	while (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')
 		body++;
-	if (rc == CURLE_OK && status / 100 == 2 && *body == '[')
+	if (rc == CURLE_OK && status / 100 == 2 && *body != '\0')
 		job->answers[t->fetch_index] = xstrdup(body);
 	else
-		wk_log(WK_WARN, "make_friends: %s answered no list (%s, HTTP %ld)", t->url,
+		wk_log(WK_WARN, "%s job %lld: %s answered nothing usable (%s, HTTP %ld)", job->kind,
+		       job->job_id, t->url,
 		       rc == CURLE_OK ? "ok" : curl_easy_strerror(rc), status);
 	if (--job->pending == 0)
 	{
@@ -537,12 +540,12 @@ static const char *const CLAIM_SQL = "SELECT job_id, target, url, array_to_strin
 static const char *const REPORT_SQL =
     "SELECT pod.job_complete($1::bigint[], $4), pod.job_fail($2::bigint[], $3::text[], $4), "
     "pod.job_release($5::bigint[], $4)";
+/* Fetch jobs (make_friends: friend lists; verify_key: a pod's identity document):
+ * one job at a time, one signed GET per pod, every answer handed back to SQL. */
 static const char *const CLAIM_FRIENDS_SQL =
-    "SELECT j.id, rtrim(u.url, '/') || (pod.setting('federation.friend_list_path') #>> '{}') "
-    "FROM pod.job_claim('make_friends', $1, 1) j, jsonb_array_elements_text(j.payload -> 'urls') "
-    "u(url)";
+    "SELECT job_id, kind, pod_url, url, array_to_string(headers, E'\\n') FROM pod.fetches_claim($1)";
 static const char *const FINISH_FRIENDS_SQL =
-    "SELECT pod.make_friends_finish($1::bigint, $2, $3::text[], $4::text[])";
+    "SELECT pod.fetches_finish($1::bigint, $2, $3::text[], $4::text[])";
 static const char *const PRUNE_SQL = "SELECT pod.jobs_prune(), pod.inbox_prune()";
 
 static void
@@ -689,7 +692,7 @@ claim_friends_done(wk_db *db, PGresult *res, void *arg)
 	fed->claiming_friends = false;
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
-		result_error("claiming make_friends", res);
+		result_error("claiming a fetch job", res);
 		return;
 	}
 	rows = PQntuples(res);
@@ -698,18 +701,20 @@ claim_friends_done(wk_db *db, PGresult *res, void *arg)
 		fed->want_make_friends = false;
 		return;
 	}
+	fed->want_make_friends = true; /* look for the next one once this one is done */
 	job = xcalloc(1, sizeof(*job));
 	job->job_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	snprintf(job->kind, sizeof(job->kind), "%s", PQgetvalue(res, 0, 1));
 	job->count = job->pending = rows;
 	job->urls = xcalloc((size_t)rows, sizeof(char *));
 	job->answers = xcalloc((size_t)rows, sizeof(char *));
 	fed->fetch_running = job;
-	wk_log(WK_INFO, "make_friends job %lld: asking %d pods for their friends", job->job_id, rows);
+	wk_log(WK_INFO, "%s job %lld: asking %d pods", job->kind, job->job_id, rows);
 	for (int i = 0; i < rows; i++)
 	{
-		transfer *t = transfer_new(fed, 0, PQgetvalue(res, i, 1), NULL, NULL);
+		transfer *t = transfer_new(fed, 0, PQgetvalue(res, i, 3), PQgetvalue(res, i, 4), NULL);
 
-		job->urls[i] = xstrdup(PQgetvalue(res, i, 1));
+		job->urls[i] = xstrdup(PQgetvalue(res, i, 2));
 		t->fetch = job;
 		t->fetch_index = i;
 		transfer_start(fed, t);
@@ -740,10 +745,10 @@ finish_friends_done(wk_db *db, PGresult *res, void *arg)
 	if (res == NULL)
 		return; /* retried after reconnecting */
 	if (PQresultStatus(res) == PGRES_TUPLES_OK)
-		wk_log(WK_INFO, "make_friends job %lld: added %s", job->job_id, PQgetvalue(res, 0, 0));
+		wk_log(WK_INFO, "%s job %lld: %s", job->kind, job->job_id, PQgetvalue(res, 0, 0));
 	else
 	{
-		result_error("make_friends_finish", res);
+		result_error("fetches_finish", res);
 		outcome_failed(&fed->out, job->job_id, PQresultErrorMessage(res));
 		fed->held++;
 	}
@@ -765,19 +770,7 @@ send_finish_friends(federator *fed, wk_db *db)
 	wk_array_begin(&answers);
 	for (int i = 0; i < job->count; i++)
 	{
-		/* The path was appended for the GET; the list is keyed by the pod URL. */
-		char *slash = strstr(job->urls[i], "://");
-		char *path = slash ? strchr(slash + 3, '/') : NULL;
-		char save = 0;
-
-		if (path)
-		{
-			save = *path;
-			*path = '\0';
-		}
 		wk_array_add(&urls, job->urls[i]);
-		if (path)
-			*path = save;
 		wk_array_add(&answers, job->answers[i]);
 	}
 	wk_array_end(&urls);
@@ -947,7 +940,8 @@ db_notify(wk_db *db, const char *channel, void *arg)
 	(void)db;
 	if (strcmp(channel, "pod_jobs_deliver") == 0)
 		fed->want_deliveries = fed->more_waiting = true;
-	else if (strcmp(channel, "pod_jobs_make_friends") == 0)
+	else if (strcmp(channel, "pod_jobs_make_friends") == 0 ||
+	         strcmp(channel, "pod_jobs_verify_key") == 0)
 		fed->want_make_friends = true;
 	schedule(fed);
 }
@@ -1063,7 +1057,8 @@ make_conninfo(char *buf, size_t size)
 int
 main(int argc, char **argv)
 {
-	static const char *const channels[] = {"pod_jobs_deliver", "pod_jobs_make_friends", NULL};
+	static const char *const channels[] = {"pod_jobs_deliver", "pod_jobs_make_friends",
+	                                            "pod_jobs_verify_key", NULL};
 	federator fed = {0};
 	char host[64] = "host";
 	char conninfo[256];
