@@ -12,9 +12,10 @@ http() { echo $((PGPOD_HTTP_PORT + 60 + $1)); }
 url() { echo "http://127.0.0.1:$(http "$1")"; }
 pod() { local n=$1 u; u=$(url "$1"); shift; PGPOD_URL_SELF=$u PGPOD_DIR=$dir/p$n PGPOD_PG_PORT=$(pg "$n") PGPOD_HTTP_PORT=$(http "$n") PGPOD_DB=pgpod "$top/scripts/pgpod" "$@"; }
 qp() { local n=$1; shift; psql -X -q -At -v ON_ERROR_STOP=1 -h "$dir/p$n/run" -p "$(pg "$n")" -U postgres -d pgpod "$@"; }
-cleanup() { for n in 1 2 3; do pod "$n" stop >/dev/null 2>&1; done; [[ ${PGPOD_KEEP:-0} == 1 ]] || rm -rf "$dir"; }
+sink_pid=
+cleanup() { [[ -n $sink_pid ]] && kill "$sink_pid" 2>/dev/null; for n in 1 2 3; do pod "$n" stop >/dev/null 2>&1; done; [[ ${PGPOD_KEEP:-0} == 1 ]] || rm -rf "$dir"; }
 trap cleanup EXIT
-plan 19
+plan 21
 echo "# pods in $dir"
 
 for n in 1 2 3; do pod "$n" start >"$dir/start$n.log" 2>&1 || echo "# pod $n: $(tail -3 "$dir/start$n.log")"; done
@@ -66,6 +67,29 @@ ok $? "an update follows (video.updated)"
 publish 3 33333333-0000-0000-0000-000000000003 "on pod 3"
 wait_for 30 has_video 1 33333333-0000-0000-0000-000000000003 "$(url 3)"
 ok $? "pod 3's video reaches pod 1"
+
+# Encrypted deliveries (federation.encrypt): pod 1 seals each body for its recipient
+# (AES-256-GCM, key wrapped with the recipient's RSA-OAEP key). Pods 2 and 3 open them;
+# a sink friend opens them with Node's crypto, an implementation nobody here wrote.
+(cd "$top/tests/js/federation" && { [[ -d node_modules ]] || npm ci --no-audit --no-fund --loglevel=error >/dev/null; })
+sink_port=$(http 9); sink=http://127.0.0.1:$sink_port
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/sink.key" 2>/dev/null
+openssl pkey -in "$dir/sink.key" -pubout -out "$dir/sink.pub"
+qp 1 -c "SELECT public_key FROM pod.identity" >"$dir/pod1.pub"
+node "$top/tests/js/federation/inbox.js" --port "$sink_port" --verify-key "$dir/pod1.pub" --decrypt-key "$dir/sink.key" >"$dir/sink.log" 2>&1 &
+sink_pid=$!
+wait_for 20 curl -sf "$sink/stats" -o /dev/null
+qp 1 -v key="$(cat "$dir/sink.pub")" <<<"INSERT INTO pod.friends (url, public_key, state) VALUES ('$sink', :'key', 'active');
+  SELECT pod.set_setting('federation.encrypt', 'true')" >/dev/null
+publish 1 11111111-0000-0000-0000-000000000005 "sealed on pod 1"
+stat() { curl -s "$sink/stats" | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const j=JSON.parse(s);console.log($1)})"; }
+sealed() { has_video 2 11111111-0000-0000-0000-000000000005 "$(url 1)" && has_video 3 11111111-0000-0000-0000-000000000005 "$(url 1)" \
+             && [[ $(stat 'j.decrypted') -ge 1 ]]; }
+wait_for 30 sealed
+ok $? "with encryption on, pod 1's video reaches pods 2 and 3 (they open the sealed body) and the sink"
+is "$(stat '[j.received, j.verified, j.encrypted, j.decrypted, j.decrypt_failed, j.plain_types["video.published"]].join(" ")')" "1 1 1 1 0 1" \
+  "the sink got one signed, sealed request and opened it with Node's crypto: a video.published"
+qp 1 -c "SELECT pod.set_setting('federation.encrypt', 'false'); DELETE FROM pod.friends WHERE url = '$sink'" >/dev/null
 
 # Pod 3's gateway goes down: pod 1's deliveries to it fail, retry, its score falls.
 score13() { qp 1 -c "SELECT score FROM pod.friends WHERE url = '$(url 3)'"; }

@@ -2,7 +2,10 @@
 // inbox.js — a loopback HTTP endpoint for the federation integration tests.
 //   sink mode  (--verify-key PEM): checks each POST with http-signature (signature,
 //              Digest, Date) as an independent implementation would, counts request
-//              ids (first time vs repeated) and answers 200 (or --status).
+//              ids (first time vs repeated) and answers 200 (or --status). With
+//              --decrypt-key PEM, a sealed body ({"encrypted": {key, iv, tag, data}})
+//              is opened with Node's crypto (RSA-OAEP SHA-256 unwraps the AES-256-GCM
+//              key) and counted (encrypted / decrypted / decrypt_failed).
 //   relay mode (--relay): a stand-in for the gateway's federation routes in front of a
 //              pod's database (libpq env): POST /rpc/inbox → api.inbox(json) with the
 //              request.* GUCs set as PostgREST sets them; GET /rpc/friend_list.
@@ -19,6 +22,7 @@ const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args
 const flag = (name) => args.includes(name);
 const port = Number(opt('--port', '0'));
 const verifyKeyFile = opt('--verify-key', null);
+const decryptKeyFile = opt('--decrypt-key', null);
 const relay = flag('--relay');
 let forcedStatus = Number(opt('--status', '0'));
 let delayMs = 0;
@@ -26,7 +30,18 @@ let delayMs = 0;
 const stats = {
   received: 0, verified: 0, verify_failed: 0, digest_failed: 0, unique_ids: 0, repeated_ids: 0,
   statuses: {}, last_error: null, signature_headers: null,
+  encrypted: 0, decrypted: 0, decrypt_failed: 0, plain_types: {},
 };
+
+// Opens a sealed body with the recipient's private key; the activity, or null.
+function open(sealed) {
+  const e = sealed.encrypted;
+  const key = crypto.privateDecrypt({ key: fs.readFileSync(decryptKeyFile, 'utf8'),
+    padding: crypto.constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, Buffer.from(e.key, 'base64'));
+  const d = crypto.createDecipheriv('aes-256-gcm', key, Buffer.from(e.iv, 'base64'));
+  d.setAuthTag(Buffer.from(e.tag, 'base64'));
+  return JSON.parse(Buffer.concat([d.update(Buffer.from(e.data, 'base64')), d.final()]).toString('utf8'));
+}
 const seen = new Set();
 
 let pool = null;
@@ -117,7 +132,23 @@ const server = http.createServer((req, res) => {
       }
       if (verifyKeyFile) stats.verified++;
       let id = null;
-      try { id = JSON.parse(raw).id || null; } catch (e) { /* counted below */ }
+      try {
+        let body = JSON.parse(raw);
+        if (body && body.encrypted) {
+          stats.encrypted++;
+          if (decryptKeyFile) {
+            try {
+              body = open(body);
+              stats.decrypted++;
+            } catch (e) {
+              stats.decrypt_failed++;
+              stats.last_error = 'cannot decrypt: ' + e.message;
+            }
+          }
+        }
+        if (body && body.type) stats.plain_types[body.type] = (stats.plain_types[body.type] || 0) + 1;
+        id = (body && body.id) || null;
+      } catch (e) { /* counted below */ }
       if (id && seen.has(id)) stats.repeated_ids++;
       else if (id) { seen.add(id); stats.unique_ids++; }
       if (relay) return relayInbox(req, res, raw);
