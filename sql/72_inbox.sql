@@ -308,6 +308,19 @@ BEGIN
       RETURN jsonb_build_object('status', 'held', 'id', activity ->> 'id',
                                 'reason', 'the key of ' || sender || ' is being fetched from its URL');
     END IF;
+    -- Anything else from a pod whose key is being fetched (a new friend's first
+    -- deliveries racing its acceptance) waits with it, in order.
+    IF EXISTS (SELECT 1 FROM pod.inbox_held h WHERE h.sender = rtrim(split_part(params ->> 'keyId', '#', 1), '/')) THEN
+      INSERT INTO pod.inbox_signatures (signature_hash) VALUES (sha256(sig)) ON CONFLICT DO NOTHING;
+      IF NOT FOUND THEN
+        PERFORM pod.inbox_reject('PT401', 'replayed request (signature already seen)');
+      END IF;
+      INSERT INTO pod.inbox_held (sender, method, path, headers, signed, signature, activity)
+        VALUES (sender, method, coalesce(path, '/'), headers, signed, sig, activity);
+      PERFORM set_config('response.status', '202', true);
+      RETURN jsonb_build_object('status', 'held', 'id', activity ->> 'id',
+                                'reason', 'the key of ' || sender || ' is being fetched from its URL');
+    END IF;
     PERFORM pod.inbox_reject('PT401', 'unknown key ' || quote_literal(params ->> 'keyId'));
   END IF;
 

@@ -15,7 +15,7 @@ qp() { local n=$1; shift; psql -X -q -At -v ON_ERROR_STOP=1 -h "$dir/p$n/run" -p
 sink_pid=
 cleanup() { [[ -n $sink_pid ]] && kill "$sink_pid" 2>/dev/null; for n in 1 2 3; do pod "$n" stop >/dev/null 2>&1; done; [[ ${PGPOD_KEEP:-0} == 1 ]] || rm -rf "$dir"; }
 trap cleanup EXIT
-plan 21
+plan 24
 echo "# pods in $dir"
 
 for n in 1 2 3; do pod "$n" start >"$dir/start$n.log" 2>&1 || echo "# pod $n: $(tail -3 "$dir/start$n.log")"; done
@@ -35,6 +35,18 @@ publish() { # publish POD UUID NAME
 }
 has_video() { [[ $(qp "$1" -c "SELECT count(*) FROM pod.videos WHERE uuid = '$2' AND origin = '$3'") == 1 ]]; }
 friends_of() { qp "$1" -c "SELECT string_agg(url || ':' || state, ' ' ORDER BY url) FROM pod.friends"; }
+
+# An impostor asks pod 2 for friendship in pod 3's name, signing with a key of its own
+# (http-signature). Pod 2 holds the request, fetches pod 3's key from pod 3's URL, and
+# refuses: the key a request presents is never trusted.
+(cd "$top/tests/js/federation" && { [[ -d node_modules ]] || npm ci --no-audit --no-fund --loglevel=error >/dev/null; })
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/impostor.key" 2>/dev/null
+is "$(node "$top/tests/js/federation/sign.js" --url "$(url 2)/rpc/inbox" --actor "$(url 3)" --key "$dir/impostor.key" --friend-request \
+      | cut -d' ' -f1-2)" "friend-request 202" "a friend request in pod 3's name is held (202) while pod 3's key is fetched"
+refused() { [[ $(qp 2 -c "SELECT count(*) FROM pod.inbox_rejections WHERE reason = 'signature does not verify with the key published at $(url 3)'") == 1 ]]; }
+wait_for 30 refused
+ok $? "pod 2 fetched pod 3's key from pod 3's URL and refused the impostor's request"
+is "$(friends_of 2)" "" "pod 2 has no friend from it"
 
 publish 2 22222222-0000-0000-0000-000000000002 "on pod 2 before friendship"
 # Pod 1 asks pod 2 (who has no friends yet), then pod 3 asks pod 1, whose list names pod 2.

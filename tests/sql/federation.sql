@@ -5,7 +5,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(92);
+SELECT plan(94);
 
 DELETE FROM pod.jobs;
 DELETE FROM pod.friends;
@@ -221,7 +221,11 @@ SELECT is((SELECT array_agg(target ORDER BY target) FROM pod.jobs WHERE kind = '
   ARRAY['http://127.0.0.1:57995', 'http://127.0.0.1:57998'], 'a verify_key job per pod');
 SELECT pg_temp.send(43, b, pg_temp.signed(s.url, s.private_key, b)) FROM stranger s,
   pg_temp.activity('video.published', '{"object": {"uuid": "88888888-8888-8888-8888-888888888888", "name": "x"}}', 'http://127.0.0.1:57998') b;
-SELECT is((SELECT reply ->> 'http' FROM r WHERE n = 43), '401', 'other activities from an unknown key are refused');
+SELECT is((SELECT reply ->> 'http' || ' ' || (reply ->> 'status') FROM r WHERE n = 43), '202 held',
+  'a delivery racing the friend request of a pod whose key is being fetched waits with it');
+SELECT pg_temp.send(44, b, pg_temp.signed(p.url, p.private_key, b)) FROM pod95 p,
+  pg_temp.activity('video.published', '{"object": {"uuid": "88888888-8888-8888-8888-888888888889", "name": "x"}}', 'http://127.0.0.1:57997') b;
+SELECT is((SELECT reply ->> 'http' FROM r WHERE n = 44), '401', 'other activities from an unknown key are refused');
 CREATE TEMP TABLE vk AS SELECT * FROM pod.fetches_claim('fed');
 CREATE TEMP TABLE vk2 AS SELECT * FROM pod.fetches_claim('fed');
 SELECT is((SELECT array_agg(kind || ' ' || url ORDER BY url) FROM (SELECT * FROM vk UNION ALL SELECT * FROM vk2) v),
@@ -233,8 +237,9 @@ CREATE TEMP TABLE vkr AS
            WHEN s.url THEN json_build_array(json_build_object('url', s.url, 'public_key', s.public_key))::text
            ELSE json_build_object('url', p.url, 'public_key', p.public_key)::text END]) AS reply
     FROM (SELECT * FROM vk UNION ALL SELECT * FROM vk2) v, stranger s, pod95 p;
-SELECT is((SELECT reply #>> '{applied,0,status}' FROM vkr WHERE pod_url = 'http://127.0.0.1:57998'), 'befriended',
-  'with the key from its URL, the stranger''s held request verifies and is applied');
+SELECT is((SELECT reply #>> '{applied,0,status}' || ' ' || (reply #>> '{applied,1,status}') FROM vkr WHERE pod_url = 'http://127.0.0.1:57998'),
+  'befriended applied', 'with the key from its URL, the stranger''s held requests verify and are applied in order');
+SELECT is((SELECT origin FROM pod.videos WHERE uuid = '88888888-8888-8888-8888-888888888888'), 'http://127.0.0.1:57998', 'its video is in the index');
 SELECT is((SELECT reply #>> '{applied,0,message}' FROM vkr WHERE pod_url = 'http://127.0.0.1:57995'),
   'signature does not verify with the key published at http://127.0.0.1:57995', 'the impostor''s request is refused');
 SELECT is((SELECT count(*) FROM pod.friends WHERE url = 'http://127.0.0.1:57995'), 0::bigint, 'and the impersonated pod is no friend');

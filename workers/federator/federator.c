@@ -898,7 +898,8 @@ kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 		}
 		else if (fed->want_deliveries && room >= fed->cfg.batch / 4 + 1)
 			send_claim(fed, db, room);
-		else if (fed->want_make_friends && fed->fetch_running == NULL && !fed->claiming_friends)
+		else if (fed->want_make_friends && fed->fetch_running == NULL && fed->fetch_done == NULL &&
+		         !fed->finishing && !fed->claiming_friends)
 		{
 			params[0] = fed->worker_id;
 			fed->want_make_friends = false;

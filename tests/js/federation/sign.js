@@ -3,6 +3,8 @@
 // one good request and its variants that must be refused. Prints one line per case:
 //   <case> <http status> <response body>
 // Usage: node sign.js --url http://127.0.0.1:P/rpc/inbox --actor URL --key FILE --other-key FILE
+//        node sign.js --url ... --actor URL --key FILE --friend-request
+//          (one friend request as ACTOR, signed with KEY and presenting its public key)
 'use strict';
 const http = require('http');
 const fs = require('fs');
@@ -14,7 +16,7 @@ const opt = (name) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1
 const url = new URL(opt('--url'));
 const actor = opt('--actor');
 const key = fs.readFileSync(opt('--key'), 'utf8');
-const otherKey = fs.readFileSync(opt('--other-key'), 'utf8');
+const otherKey = opt('--other-key') ? fs.readFileSync(opt('--other-key'), 'utf8') : null;
 const SIGNED = ['(request-target)', 'host', 'date', 'digest'];
 
 function activity(extra) {
@@ -53,6 +55,11 @@ function send(body, { signKey = key, date = new Date(), sendBody = body, headers
 
 (async () => {
   const out = (name, [status, body]) => process.stdout.write(`${name} ${status} ${body}\n`);
+  if (args.includes('--friend-request')) {
+    const pub = crypto.createPublicKey(key).export({ type: 'spki', format: 'pem' });
+    out('friend-request', await send(activity({ type: 'friend.request', public_key: pub })));
+    return;
+  }
   const uuid = crypto.randomUUID();
   const good = activity({ object: { uuid, name: 'Signed by http-signature', author: 'js' } });
   const first = await send(good);
