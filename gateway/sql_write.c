@@ -114,8 +114,11 @@ finish_write(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan 
 	gw_buf_puts(b, ", pgrst_written AS (SELECT ");
 	if (gw_sb_build_select_list(c, alias, rel, c->q->select, "", NULL))
 		return -1;
+	const char *group_by = c->group_by;
 	gw_buf_puts(b, " FROM pgrst_source AS ");
 	gw_buf_ident(b, alias);
+	if (group_by)
+		gw_buf_puts(b, group_by);
 	gw_buf_putc(b, ')');
 	gw_sb_build_outer(c, r, p, NULL, "pgrst_written");
 	return 0;

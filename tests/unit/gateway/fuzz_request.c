@@ -122,7 +122,11 @@ run_query(const char *qs, size_t n, const char *body, size_t blen, int action)
 		                      .output = (int)(n % 3),
 		                      .count = (int)(blen % 2),
 		                      .return_rep = (int)(n % 2),
-		                      .resolution = (int)(blen % 3)};
+		                      .resolution = (int)(blen % 3),
+		                      .missing_default = (int)(n % 5 == 1),
+		                      .max_affected_set = (int)(blen % 4 == 1),
+		                      .max_affected = (long)(n % 7),
+		                      .aggregates = (int)(n % 3 != 0)};
 		gw_plan plan;
 		gw_error e;
 		gw_plan_init(&plan);
