@@ -529,9 +529,13 @@ job_done(gw_pg_job *job)
 	}
 	else
 	{
-		if (n > 0)
+		/* PostgREST v12: an update gives the rows' range, an insert or a delete
+		 * only the total, star slash n */
+		if (n > 0 && (s->action == GW_ACTION_UPDATE || s->action == GW_ACTION_UPSERT_PUT))
 			gw_buf_printf(&h, "Content-Range: 0-%ld/%s\r\n", n - 1,
 			              s->count ? PQgetvalue(r, 0, 1) : "*");
+		else if (n > 0)
+			gw_buf_printf(&h, "Content-Range: */%s\r\n", s->count ? PQgetvalue(r, 0, 1) : "*");
 		else
 			gw_buf_printf(&h, "Content-Range: */%s\r\n", s->count ? "0" : "*");
 		if (s->action == GW_ACTION_INSERT)
