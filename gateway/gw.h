@@ -32,6 +32,9 @@ typedef struct gw_settings
 	double drain_timeout;
 	long file_cache_ms; /* authorization cache of /files lookups */
 	int access_log;     /* one log line per answered request */
+	int tx_rollback;    /* PGPOD_GATEWAY_TX_END rollback*: end transactions with ROLLBACK */
+	int tx_override;    /* PGPOD_GATEWAY_TX_END *-allow-override: Prefer: tx= decides */
+	int aggregates;     /* PGPOD_GATEWAY_AGGREGATES=on: count() sum() ... in select= */
 } gw_settings;
 
 extern gw_settings gw_cfg;

@@ -66,6 +66,25 @@ load_settings(void)
 	gw_cfg.access_log = (int)env_long("PGPOD_ACCESS_LOG", 0, 0, 1);
 	gw_cfg.file_cache_ms = env_long("PGPOD_FILE_CACHE_MS", 1000, 0, 3600000);
 	gw_cfg.db_user = env_str("PGPOD_DB_USER", "pgpod_authenticator");
+	/* PostgREST's db-tx-end and db-aggregates-enabled */
+	const char *tx = env_str("PGPOD_GATEWAY_TX_END", "commit");
+	if (!strcmp(tx, "commit") || !strcmp(tx, "commit-allow-override") || !strcmp(tx, "rollback") ||
+	    !strcmp(tx, "rollback-allow-override"))
+	{
+		gw_cfg.tx_rollback = !strncmp(tx, "rollback", 8);
+		gw_cfg.tx_override = strstr(tx, "-allow-override") != NULL;
+	}
+	else
+		fprintf(stderr,
+		        "pgpod-gateway: PGPOD_GATEWAY_TX_END=%s is not one of commit, "
+		        "commit-allow-override, rollback, rollback-allow-override; using commit\n",
+		        tx);
+	const char *agg = env_str("PGPOD_GATEWAY_AGGREGATES", "off");
+	if (!strcmp(agg, "on") || !strcmp(agg, "off"))
+		gw_cfg.aggregates = !strcmp(agg, "on");
+	else
+		fprintf(stderr, "pgpod-gateway: PGPOD_GATEWAY_AGGREGATES=%s is not on or off; using off\n",
+		        agg);
 	static char store[4096];
 	const char *dir = getenv("PGPOD_DIR");
 	snprintf(store, sizeof store, "%s/store", dir && *dir ? dir : ".");

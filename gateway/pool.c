@@ -221,7 +221,7 @@ start_job(pconn *c, gw_pg_job *job)
 	/* one Sync for the whole transaction: the success path is one round trip;
 	 * after an error the block stays open and read_results rolls it back */
 	if (!job->no_transaction)
-		ok = ok && send_q(c, "COMMIT", NULL);
+		ok = ok && send_q(c, job->rollback ? "ROLLBACK" : "COMMIT", NULL);
 	ok = ok && PQpipelineSync(c->pg);
 	if (!ok)
 	{

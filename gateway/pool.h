@@ -24,6 +24,7 @@ struct gw_pg_job
 	gw_pg_stmt stmts[GW_JOB_MAX];
 	int read_only;
 	int no_transaction; /* run the statements alone (health checks) */
+	int rollback;       /* end with ROLLBACK instead of COMMIT (Prefer: tx=rollback) */
 	void (*done)(gw_pg_job *job);
 	void *data;
 	/* results, owned by the job until gw_pool_job_clear */

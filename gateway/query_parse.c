@@ -21,6 +21,31 @@ gw_op_name(gw_op op)
 	return op_names[op];
 }
 
+static const char *const agg_names[] = {"", "count", "sum", "avg", "max", "min"};
+
+const char *
+gw_agg_name(int agg)
+{
+	return agg > GW_AGG_NONE && agg <= GW_AGG_MIN ? agg_names[agg] : "";
+}
+
+/* name() at *pp for one of the aggregate functions; 0 when there is none. */
+static int
+parse_agg_call(const char **pp, const char *end)
+{
+	for (int i = GW_AGG_COUNT; i <= GW_AGG_MIN; i++)
+	{
+		size_t n = strlen(agg_names[i]);
+		if ((size_t)(end - *pp) >= n + 2 && !strncmp(*pp, agg_names[i], n) && (*pp)[n] == '(' &&
+		    (*pp)[n + 1] == ')')
+		{
+			*pp += n + 2;
+			return i;
+		}
+	}
+	return 0;
+}
+
 static int
 fail(gw_parse_error *err, const char *what, const char *input, const char *details)
 {
@@ -206,6 +231,40 @@ parse_select_item(gw_arena *a, const char **pp, const char *end, int depth, gw_s
 		p += 3;
 	}
 	const char *save = p;
+	if (!spread)
+	{
+		/* count() alone, optionally aliased: alias:count()::cast */
+		const char *q = p;
+		char *alias = NULL;
+		if (p < end && *p != '"')
+		{
+			alias = parse_name(a, &q, end);
+			if (alias && q < end && *q == ':' && !(q + 1 < end && q[1] == ':'))
+				q++;
+			else
+			{
+				alias = NULL;
+				q = p;
+			}
+		}
+		if (parse_agg_call(&q, end) == GW_AGG_COUNT && (q == end || *q == ',' || *q == ')' ||
+		                                                 (q + 1 < end && q[0] == ':' && q[1] == ':')))
+		{
+			it->kind = GW_SEL_FIELD;
+			it->agg = GW_AGG_COUNT;
+			it->agg_star = 1;
+			it->alias = alias;
+			if (q + 1 < end && q[0] == ':' && q[1] == ':')
+			{
+				q += 2;
+				it->agg_cast = parse_cast(a, &q, end);
+				if (!it->agg_cast)
+					return fail(err, "select", input, "malformed cast type");
+			}
+			*pp = q;
+			return 0;
+		}
+	}
 	char *first = parse_name(a, &p, end);
 	if (!first)
 		return fail(err, "select", input, "expected a column or relation name");
@@ -264,10 +323,23 @@ parse_select_item(gw_arena *a, const char **pp, const char *end, int depth, gw_s
 		if (!it->cast)
 			return fail(err, "select", input, "malformed cast type");
 	}
-	if (p < end && *p == '(')
-		return fail(err, "select", input, "aggregate functions are not supported");
 	if (p < end && *p == '.')
-		return fail(err, "select", input, "unexpected '.' in select");
+	{
+		p++;
+		it->agg = parse_agg_call(&p, end);
+		if (!it->agg)
+			return fail(err, "select", input,
+			            "expected an aggregate function: count(), sum(), avg(), max() or min()");
+		if (p + 1 < end && p[0] == ':' && p[1] == ':')
+		{
+			p += 2;
+			it->agg_cast = parse_cast(a, &p, end);
+			if (!it->agg_cast)
+				return fail(err, "select", input, "malformed cast type");
+		}
+	}
+	if (p < end && *p == '(')
+		return fail(err, "select", input, "unexpected '(' in select");
 	skip_spaces(&p, end);
 	*pp = p;
 	return 0;

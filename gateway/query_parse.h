@@ -83,6 +83,18 @@ enum
 	GW_SEL_EMBED
 };
 
+/* Aggregate functions of select= (PostgREST v12): col.sum(), count(). */
+enum
+{
+	GW_AGG_NONE,
+	GW_AGG_COUNT,
+	GW_AGG_SUM,
+	GW_AGG_AVG,
+	GW_AGG_MAX,
+	GW_AGG_MIN
+};
+const char *gw_agg_name(int agg);
+
 typedef struct gw_select gw_select;
 typedef struct gw_select_item
 {
@@ -94,6 +106,9 @@ typedef struct gw_select_item
 	char *hint;     /* !hint: fk constraint name or column */
 	int inner;      /* !inner */
 	int spread;     /* ...rel(cols): the columns join the parent's */
+	int agg;        /* GW_SEL_FIELD: GW_AGG_*, applied to the (cast) field */
+	int agg_star;   /* count() without a column: field.name is NULL */
+	char *agg_cast; /* ::type after the aggregate, or NULL */
 	gw_select *children;
 } gw_select_item;
 

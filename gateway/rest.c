@@ -3,6 +3,7 @@
  * cache used to build the statement. */
 #include "rest.h"
 
+#include <errno.h>
 #include <http_parser.h>
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -26,7 +27,8 @@ typedef struct rest_call
 	gw_request_shape shape;
 	long offset; /* first row of the page, for Content-Range */
 	int want_count;
-	char prefer_applied[128];
+	int tx_rollback; /* end the transaction with ROLLBACK */
+	char prefer_applied[256];
 } rest_call;
 
 /* Percent-encodes everything but unreserved characters: safe in a header. */
@@ -94,59 +96,189 @@ negotiate(const char *accept)
 	return -1;
 }
 
-static void
-parse_prefer(rest_call *rc, const char *h)
+/* The preferences of every Prefer header as PostgREST reads them: tokens split
+ * at commas and trimmed, the first of each kind wins, anything else is invalid
+ * (an error only with handling=strict). The token of each kind is kept so that
+ * Preference-Applied can echo what was honoured. */
+typedef struct prefs
 {
+	const char *ret, *count, *resolution, *params, *missing, *handling, *tx;
+	char max_affected[32];
+	long max_affected_n;
+	int max_affected_ok;
+	gw_buf invalid;
+} prefs;
+
+static const char *const pref_tokens[] = {
+    "return=representation", "return=minimal",   "return=headers-only",
+    "count=exact",           "count=planned",    "count=estimated",
+    "resolution=merge-duplicates", "resolution=ignore-duplicates",
+    "params=single-object",  "tx=commit",        "tx=rollback",
+    "missing=default",       "missing=null",     "handling=strict",
+    "handling=lenient",
+};
+
+static void
+pref_token(prefs *p, const char *t, size_t n, gw_arena *a)
+{
+	if (!n)
+		return;
+	const char *tok = NULL;
+	for (size_t i = 0; i < sizeof pref_tokens / sizeof *pref_tokens; i++)
+		if (strlen(pref_tokens[i]) == n && !strncmp(pref_tokens[i], t, n))
+			tok = pref_tokens[i];
+	if (tok)
+	{
+		const char **slot = !strncmp(tok, "return=", 7)       ? &p->ret
+		                    : !strncmp(tok, "count=", 6)      ? &p->count
+		                    : !strncmp(tok, "resolution=", 11) ? &p->resolution
+		                    : !strncmp(tok, "params=", 7)     ? &p->params
+		                    : !strncmp(tok, "tx=", 3)         ? &p->tx
+		                    : !strncmp(tok, "missing=", 8)    ? &p->missing
+		                                                      : &p->handling;
+		if (!*slot)
+			*slot = tok;
+		return;
+	}
+	if (n > 13 && !strncmp(t, "max-affected=", 13))
+	{
+		/* PostgREST: never invalid, applied when it reads as a 64-bit integer */
+		if (!p->max_affected_ok && !p->max_affected[0])
+		{
+			char *num = gw_arena_strndup(a, t + 13, n - 13), *end;
+			errno = 0;
+			long v = strtol(num, &end, 10);
+			if (!*end && errno == 0 && *num && *num != '+' && *num != ' ')
+			{
+				p->max_affected_ok = 1;
+				p->max_affected_n = v;
+				snprintf(p->max_affected, sizeof p->max_affected, "max-affected=%ld", v);
+			}
+		}
+		return;
+	}
+	if (p->invalid.len)
+		gw_buf_puts(&p->invalid, ", ");
+	gw_buf_append(&p->invalid, t, n);
+}
+
+static void
+parse_prefer_headers(gw_req *req, prefs *p)
+{
+	for (int i = 0; i < req->nheaders; i++)
+	{
+		if (strcmp(req->headers[i].name, "prefer"))
+			continue;
+		const char *h = req->headers[i].value;
+		while (*h)
+		{
+			const char *e = strchr(h, ',');
+			if (!e)
+				e = h + strlen(h);
+			const char *s = h, *t = e;
+			while (s < t && (*s == ' ' || *s == '\t'))
+				s++;
+			while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
+				t--;
+			pref_token(p, s, (size_t)(t - s), &req->arena);
+			h = *e ? e + 1 : e;
+		}
+	}
+}
+
+/* Applies the preferences to the request and builds Preference-Applied with
+ * what PostgREST v12 lists for the action, in its order. Returns -1 after
+ * answering 400 PGRST122 under handling=strict. */
+static int
+apply_prefer(rest_call *rc)
+{
+	gw_req *req = rc->req;
 	gw_request_shape *s = &rc->shape;
+	prefs p;
+	memset(&p, 0, sizeof p);
+	gw_buf_init(&p.invalid);
+	parse_prefer_headers(req, &p);
+	int strict = p.handling && !strcmp(p.handling, "handling=strict");
+	if (strict && p.invalid.len)
+	{
+		char details[sizeof ((gw_error *)0)->details];
+		snprintf(details, sizeof details, "Invalid preferences: %s", p.invalid.data);
+		gw_error e;
+		gw_error_set(&e, 400, "PGRST122", "Invalid preferences given with handling=strict",
+		             details, NULL);
+		gw_respond_error(req, &e, NULL);
+		gw_buf_free(&p.invalid);
+		return -1;
+	}
+	gw_buf_free(&p.invalid);
+	if (p.ret)
+	{
+		s->return_rep = !strcmp(p.ret, "return=representation");
+		s->headers_only = !strcmp(p.ret, "return=headers-only");
+	}
+	if (p.count)
+		s->count = !strcmp(p.count, "count=planned") ? GW_COUNT_PLANNED
+		                                              : GW_COUNT_EXACT; /* estimated: exact, no
+		                                                                   db-max-rows here */
+	if (p.resolution)
+		s->resolution = !strcmp(p.resolution, "resolution=merge-duplicates") ? GW_RESOLUTION_MERGE
+		                                                                      : GW_RESOLUTION_IGNORE;
+	if (p.params)
+		s->single_object = 1;
+	if (p.missing)
+		s->missing_default = !strcmp(p.missing, "missing=default");
+	/* tx= only counts when the setting allows an override, as db-tx-end does */
+	const char *tx = gw_cfg.tx_override ? p.tx : NULL;
+	rc->tx_rollback = tx ? !strcmp(tx, "tx=rollback") : gw_cfg.tx_rollback;
+	int mutate_many = s->action == GW_ACTION_UPDATE || s->action == GW_ACTION_DELETE;
+	const char *max_affected = NULL;
+	if (strict && p.max_affected_ok && mutate_many)
+	{
+		s->max_affected_set = 1;
+		s->max_affected = p.max_affected_n;
+		max_affected = p.max_affected;
+	}
+	/* Preference-Applied: resolution, missing, return, params, count, tx,
+	 * handling, max-affected; each action lists only what it honours */
+	const char *resolution = NULL, *missing = NULL, *ret = NULL, *params = NULL;
+	switch (s->action)
+	{
+	case GW_ACTION_INSERT:
+	{
+		gw_schema *schema = gw_schema_current();
+		const gw_relation *rel = schema ? gw_schema_relation(schema, s->target) : NULL;
+		if ((rel && rel->npk > 0) || strstr(req->query, "on_conflict="))
+			resolution = p.resolution;
+		missing = p.missing;
+		ret = p.ret;
+		break;
+	}
+	case GW_ACTION_UPDATE:
+		missing = p.missing;
+		ret = p.ret;
+		break;
+	case GW_ACTION_UPSERT_PUT:
+	case GW_ACTION_DELETE:
+		ret = p.ret;
+		break;
+	case GW_ACTION_RPC:
+		params = p.params;
+		break;
+	}
+	const char *list[] = {resolution, missing, ret, params, p.count, tx, p.handling, max_affected};
 	gw_buf applied;
 	gw_buf_init(&applied);
-	while (h && *h)
+	for (size_t i = 0; i < sizeof list / sizeof *list; i++)
 	{
-		while (*h == ' ' || *h == ',')
-			h++;
-		const char *e = h;
-		while (*e && *e != ',')
-			e++;
-		size_t n = (size_t)(e - h);
-		while (n && h[n - 1] == ' ')
-			n--;
-		int known = 1;
-#define IS(x) (n == strlen(x) && !strncmp(h, x, n))
-		if (IS("return=representation"))
-			s->return_rep = 1;
-		else if (IS("return=minimal"))
-			s->return_rep = 0;
-		else if (IS("return=headers-only"))
-		{
-			s->return_rep = 0;
-			s->headers_only = 1;
-		}
-		else if (IS("count=exact"))
-			s->count = GW_COUNT_EXACT;
-		else if (IS("count=planned"))
-			s->count = GW_COUNT_PLANNED;
-		else if (IS("count=estimated"))
-			s->count = GW_COUNT_EXACT; /* PostgREST counts exactly below db-max-rows, which is unset
-			                              here */
-		else if (IS("resolution=merge-duplicates"))
-			s->resolution = GW_RESOLUTION_MERGE;
-		else if (IS("resolution=ignore-duplicates"))
-			s->resolution = GW_RESOLUTION_IGNORE;
-		else if (IS("params=single-object"))
-			s->single_object = 1;
-		else
-			known = 0;
-#undef IS
-		if (known && applied.len + n + 2 < sizeof rc->prefer_applied)
-		{
-			if (applied.len)
-				gw_buf_puts(&applied, ", ");
-			gw_buf_append(&applied, h, n);
-		}
-		h = e;
+		if (!list[i])
+			continue;
+		if (applied.len)
+			gw_buf_puts(&applied, ", ");
+		gw_buf_puts(&applied, list[i]);
 	}
 	snprintf(rc->prefer_applied, sizeof rc->prefer_applied, "%s", applied.data ? applied.data : "");
 	gw_buf_free(&applied);
+	return 0;
 }
 
 /* Range: [items=]a-b or a- ; 0 when absent, -1 when malformed. */
@@ -204,6 +336,16 @@ respond_pg_error(rest_call *rc, PGresult *r)
 		const char *n = strstr(msg, "pgrst_single:") + 13;
 		snprintf(details, sizeof details, "The result contains %ld rows", strtol(n, NULL, 10));
 		gw_error_set(&e, 406, "PGRST116", "Cannot coerce the result to a single JSON object",
+		             details, NULL);
+		gw_respond_error(rc->req, &e, NULL);
+		return;
+	}
+	if (st && !strcmp(st, "22P02") && msg && strstr(msg, "pgrst_max_affected:"))
+	{
+		char details[64];
+		const char *n = strstr(msg, "pgrst_max_affected:") + 19;
+		snprintf(details, sizeof details, "The query affects %ld rows", strtol(n, NULL, 10));
+		gw_error_set(&e, 400, "PGRST124", "Query result exceeds max-affected preference constraint",
 		             details, NULL);
 		gw_respond_error(rc->req, &e, NULL);
 		return;
@@ -387,9 +529,13 @@ job_done(gw_pg_job *job)
 	}
 	else
 	{
-		if (n > 0)
+		/* PostgREST v12: an update gives the rows' range, an insert or a delete
+		 * only the total, star slash n */
+		if (n > 0 && (s->action == GW_ACTION_UPDATE || s->action == GW_ACTION_UPSERT_PUT))
 			gw_buf_printf(&h, "Content-Range: 0-%ld/%s\r\n", n - 1,
 			              s->count ? PQgetvalue(r, 0, 1) : "*");
+		else if (n > 0)
+			gw_buf_printf(&h, "Content-Range: */%s\r\n", s->count ? PQgetvalue(r, 0, 1) : "*");
 		else
 			gw_buf_printf(&h, "Content-Range: */%s\r\n", s->count ? "0" : "*");
 		if (s->action == GW_ACTION_INSERT)
@@ -539,7 +685,9 @@ gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 		return;
 	}
 	s->output = out;
-	parse_prefer(rc, gw_req_header(req, "prefer"));
+	if (apply_prefer(rc))
+		return;
+	s->aggregates = gw_cfg.aggregates;
 	if (req->method == HTTP_GET || req->method == HTTP_HEAD)
 	{
 		if (parse_range(gw_req_header(req, "range"), &s->range_offset, &s->range_limit))
@@ -627,6 +775,7 @@ gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 		rc->job.stmts[2].params = &rc->plan.count_params;
 	}
 	rc->job.read_only = rc->plan.read_only;
+	rc->job.rollback = rc->tx_rollback;
 	rc->job.done = job_done;
 	rc->job.data = rc;
 	gw_pool_submit(&rc->job);

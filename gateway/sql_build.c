@@ -455,7 +455,7 @@ embed_scope(ctx *c, const char *path, const gw_select_item *it, char **child_pat
  * the parent's own column (PostgREST's spread). */
 static int
 build_spread(ctx *c, const char *parent_alias, const gw_select_item *it, const gw_rel_match *m,
-             const gw_relation *target)
+             const gw_relation *target, int *nout)
 {
 	if (!m->to_one)
 	{
@@ -474,6 +474,12 @@ build_spread(ctx *c, const char *parent_alias, const gw_select_item *it, const g
 		{
 			gw_error_set(c->e, 400, "PGRST100", "embeds inside a spread are not supported", NULL,
 			             NULL);
+			return -1;
+		}
+		if (ch && ch->agg)
+		{
+			gw_error_set(c->e, 400, "PGRST100",
+			             "aggregate functions inside a spread are not supported", NULL, NULL);
 			return -1;
 		}
 		for (int k = 0; k < (star ? target->ncols : 1); k++)
@@ -500,37 +506,47 @@ build_spread(ctx *c, const char *parent_alias, const gw_select_item *it, const g
 			join_condition(c, m, parent_alias, child);
 			gw_buf_puts(c->sql, ") AS ");
 			gw_buf_ident(c->sql, !star && ch->alias ? ch->alias : field_output_name(f));
+			(*nout)++;
 		}
 		if (!sel)
 			break;
 	}
 	if (first)
+	{
 		gw_buf_puts(c->sql, "NULL::int AS pgrst_none");
+		(*nout)++;
+	}
 	return 0;
 }
 
 static int
 build_embed(ctx *c, const char *parent_alias, const gw_relation *parent, const gw_select_item *it,
-            const char *path, gw_buf *inner_conds)
+            const char *path, gw_buf *inner_conds, int *nout)
 {
 	gw_rel_match m;
 	const gw_relation *target;
 	if (resolve_embed(c, parent, it, &m, &target))
 		return -1;
 	if (it->spread)
-		return build_spread(c, parent_alias, it, &m, target);
+		return build_spread(c, parent_alias, it, &m, target, nout);
+	(*nout)++;
+	/* json has no equality operator: a grouped embed is jsonb */
+	int as_jsonb = c->group_embeds;
 	char child[32], row[32];
 	snprintf(child, sizeof child, "pgrst_%d", ++c->alias_seq);
 	snprintf(row, sizeof row, "pgrst_%d_row", c->alias_seq);
 	char *child_path = NULL;
 	const gw_scope *sc = embed_scope(c, path, it, &child_path);
 
+	if (as_jsonb)
+		gw_buf_putc(c->sql, '(');
 	gw_buf_puts(c->sql, m.to_one ? "(SELECT pg_catalog.row_to_json("
 	                             : "COALESCE((SELECT pg_catalog.json_agg(");
 	gw_buf_ident(c->sql, row);
 	gw_buf_puts(c->sql, ") FROM (SELECT ");
 	if (gw_sb_build_select_list(c, child, target, it->children, child_path, NULL))
 		return -1;
+	const char *group_by = c->group_by;
 	embed_from(c, &m, target->name, child);
 	gw_buf_puts(c->sql, " WHERE ");
 	join_condition(c, &m, parent_alias, child);
@@ -539,6 +555,11 @@ build_embed(ctx *c, const char *parent_alias, const gw_relation *parent, const g
 		gw_buf_puts(c->sql, " AND ");
 		if (gw_sb_build_logic(c, child, target, sc->where))
 			return -1;
+	}
+	if (group_by)
+		gw_buf_puts(c->sql, group_by);
+	if (sc)
+	{
 		if (!m.to_one)
 		{
 			if (gw_sb_build_order(c, child, target, sc))
@@ -549,6 +570,8 @@ build_embed(ctx *c, const char *parent_alias, const gw_relation *parent, const g
 	gw_buf_puts(c->sql, ") AS ");
 	gw_buf_ident(c->sql, row);
 	gw_buf_puts(c->sql, m.to_one ? ")" : "), '[]')");
+	if (as_jsonb)
+		gw_buf_puts(c->sql, ")::jsonb");
 	gw_buf_puts(c->sql, " AS ");
 	gw_buf_ident(c->sql, it->alias ? it->alias : it->relation);
 
@@ -575,10 +598,47 @@ build_embed(ctx *c, const char *parent_alias, const gw_relation *parent, const g
 	return 0;
 }
 
+/* An aggregate item: agg(CAST(field AS cast)) [::agg_cast] AS alias. */
+static int
+build_aggregate(ctx *c, const char *alias, const gw_relation *rel, const gw_select_item *it)
+{
+	if (!c->aggregates)
+	{
+		gw_error_set(c->e, 400, "PGRST123", "Use of aggregate functions is not allowed", NULL,
+		             NULL);
+		return -1;
+	}
+	if (!it->agg_star && check_column(c, rel, it->field.name))
+		return -1;
+	if (it->agg_cast)
+		gw_buf_puts(c->sql, "CAST(");
+	gw_buf_printf(c->sql, "pg_catalog.%s(", gw_agg_name(it->agg));
+	if (it->agg_star)
+		gw_buf_putc(c->sql, '*');
+	else
+	{
+		if (it->cast)
+			gw_buf_puts(c->sql, "CAST(");
+		field_expr(c, alias, &it->field);
+		if (it->cast)
+			gw_buf_printf(c->sql, " AS %s)", it->cast);
+	}
+	gw_buf_putc(c->sql, ')');
+	if (it->agg_cast)
+		gw_buf_printf(c->sql, " AS %s)", it->agg_cast);
+	gw_buf_puts(c->sql, " AS ");
+	gw_buf_ident(c->sql, it->alias ? it->alias : gw_agg_name(it->agg));
+	return 0;
+}
+
+/* The select list of one level. With aggregates, every other output column is
+ * grouped by its position (c->group_by), as PostgREST groups by the selected
+ * columns; * is spelled out as the relation's columns then. */
 int
 gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const gw_select *sel,
                         const char *path, gw_buf *inner_conds)
 {
+	c->group_by = NULL;
 	if (!sel || !sel->n)
 	{
 		if (sel && !sel->n)
@@ -590,20 +650,61 @@ gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const
 		gw_buf_puts(c->sql, ".*");
 		return 0;
 	}
+	int has_agg = 0;
+	for (int i = 0; i < sel->n; i++)
+		has_agg |= sel->items[i].kind == GW_SEL_FIELD && sel->items[i].agg;
+	gw_buf group;
+	gw_buf_init(&group);
+	int nout = 0;
 	for (int i = 0; i < sel->n; i++)
 	{
 		const gw_select_item *it = &sel->items[i];
+		int before = nout;
 		if (i)
 			gw_buf_puts(c->sql, ", ");
 		switch (it->kind)
 		{
 		case GW_SEL_STAR:
+			if (has_agg && !rel)
+			{
+				gw_error_set(c->e, 400, "PGRST100",
+				             "aggregate functions with * need the columns named here", NULL, NULL);
+				gw_buf_free(&group);
+				return -1;
+			}
+			if (has_agg)
+			{
+				for (int k = 0; k < rel->ncols; k++)
+				{
+					if (k)
+						gw_buf_puts(c->sql, ", ");
+					gw_buf_ident(c->sql, alias);
+					gw_buf_putc(c->sql, '.');
+					gw_buf_ident(c->sql, rel->cols[k].name);
+					nout++;
+				}
+				break;
+			}
 			gw_buf_ident(c->sql, alias);
 			gw_buf_puts(c->sql, ".*");
 			break;
 		case GW_SEL_FIELD:
+			if (it->agg)
+			{
+				if (build_aggregate(c, alias, rel, it))
+				{
+					gw_buf_free(&group);
+					return -1;
+				}
+				nout++;
+				before = nout; /* not grouped */
+				break;
+			}
 			if (check_column(c, rel, it->field.name))
+			{
+				gw_buf_free(&group);
 				return -1;
+			}
 			if (it->cast)
 				gw_buf_puts(c->sql, "CAST(");
 			field_expr(c, alias, &it->field);
@@ -611,13 +712,23 @@ gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const
 				gw_buf_printf(c->sql, " AS %s)", it->cast);
 			gw_buf_puts(c->sql, " AS ");
 			gw_buf_ident(c->sql, it->alias ? it->alias : field_output_name(&it->field));
+			nout++;
 			break;
 		case GW_SEL_EMBED:
-			if (build_embed(c, alias, rel, it, path, inner_conds))
+			c->group_embeds = has_agg;
+			if (build_embed(c, alias, rel, it, path, inner_conds, &nout))
+			{
+				gw_buf_free(&group);
 				return -1;
+			}
 			break;
 		}
+		for (int k = before; k < nout; k++)
+			gw_buf_printf(&group, "%s%d", group.len ? ", " : " GROUP BY ", k + 1);
 	}
+	if (has_agg && group.len)
+		c->group_by = gw_arena_strdup(c->a, group.data);
+	gw_buf_free(&group);
 	return 0;
 }
 
@@ -692,6 +803,17 @@ gw_sb_build_outer(ctx *c, const gw_request_shape *r, gw_plan *p, const char *cou
 		gw_buf_puts(b, ", CASE WHEN pg_catalog.count(_postgrest_t) <> 1 THEN ('pgrst_single:' || "
 		               "pg_catalog.count(_postgrest_t))::integer END AS single_check");
 	}
+	if (r->max_affected_set && (r->action == GW_ACTION_UPDATE || r->action == GW_ACTION_DELETE))
+	{
+		/* Prefer: handling=strict, max-affected=N: more rows fail the statement
+		 * the same way, so nothing is committed (PGRST124) */
+		char n[32];
+		snprintf(n, sizeof n, "%ld", r->max_affected);
+		gw_buf_puts(b, ", CASE WHEN pg_catalog.count(_postgrest_t) > ");
+		gw_sb_param(c, n);
+		gw_buf_puts(b, "::bigint THEN ('pgrst_max_affected:' || "
+		               "pg_catalog.count(_postgrest_t))::integer END AS max_affected_check");
+	}
 	gw_buf_printf(b, " FROM (SELECT * FROM %s) AS _postgrest_t", source);
 }
 
@@ -731,6 +853,7 @@ build_read(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p
 	gw_buf_init(&inner);
 	gw_buf_puts(c->sql, "WITH pgrst_source AS (SELECT ");
 	int rc = gw_sb_build_select_list(c, alias, rel, c->q->select, "", &inner);
+	const char *group_by = c->group_by;
 	if (!rc)
 	{
 		gw_buf_puts(c->sql, " FROM \"api\".");
@@ -738,6 +861,8 @@ build_read(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p
 		gw_buf_puts(c->sql, " AS ");
 		gw_buf_ident(c->sql, alias);
 		rc = gw_sb_build_where(c, alias, rel, &inner);
+		if (!rc && group_by)
+			gw_buf_puts(c->sql, group_by);
 	}
 	if (!rc)
 	{
@@ -789,7 +914,13 @@ build_read(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p
 int
 gw_build(gw_arena *a, const gw_schema *s, const gw_request_shape *r, gw_plan *p, gw_error *e)
 {
-	ctx c = {.a = a, .s = s, .q = r->query, .sql = &p->sql, .params = &p->params, .e = e};
+	ctx c = {.a = a,
+	         .s = s,
+	         .q = r->query,
+	         .sql = &p->sql,
+	         .params = &p->params,
+	         .e = e,
+	         .aggregates = r->aggregates};
 	p->output = r->output;
 	if (r->action == GW_ACTION_RPC)
 		return gw_sb_build_rpc(&c, r, p);

@@ -69,6 +69,10 @@ typedef struct gw_request_shape
 	int rpc_get;       /* RPC arguments came from the query string */
 	int single_object; /* Prefer: params=single-object */
 	int headers_only;  /* Prefer: return=headers-only (Location of an insert) */
+	int missing_default; /* Prefer: missing=default: absent keys take the column default */
+	int max_affected_set; /* Prefer: handling=strict, max-affected=N on PATCH/DELETE */
+	long max_affected;
+	int aggregates;      /* aggregate functions in select= are allowed (else PGRST123) */
 } gw_request_shape;
 
 typedef struct gw_plan

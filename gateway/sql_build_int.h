@@ -15,6 +15,9 @@ typedef struct ctx
 	gw_error *e;
 	int alias_seq;
 	const gw_select *order_select; /* the level whose order= is being built */
+	int aggregates;                /* aggregate functions allowed (else PGRST123) */
+	const char *group_by;          /* " GROUP BY 1, 3" of the select list built last, or NULL */
+	int group_embeds;              /* embeds of this level are grouped: make them jsonb */
 } ctx;
 
 void gw_sb_param(ctx *c, const char *value);

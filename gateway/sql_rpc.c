@@ -168,10 +168,12 @@ gw_sb_build_rpc(ctx *c, const gw_request_shape *r, gw_plan *p)
 	gw_buf_puts(b, "WITH pgrst_source AS (SELECT ");
 	gw_buf inner;
 	gw_buf_init(&inner);
+	const char *group_by = NULL;
 	if (f->returns_composite)
 	{
 		if (gw_sb_build_select_list(c, alias, NULL, c->q->select, "", &inner))
 			goto out_inner;
+		group_by = c->group_by;
 	}
 	else
 	{
@@ -254,6 +256,8 @@ gw_sb_build_rpc(ctx *c, const gw_request_shape *r, gw_plan *p)
 			goto out_inner;
 		if (inner.len)
 			gw_buf_append(b, inner.data, inner.len);
+		if (group_by)
+			gw_buf_puts(b, group_by);
 		if (gw_sb_build_order(c, alias, NULL, top))
 			goto out_inner;
 		gw_sb_build_limit(c, limit, offset);

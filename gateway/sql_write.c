@@ -114,10 +114,73 @@ finish_write(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan 
 	gw_buf_puts(b, ", pgrst_written AS (SELECT ");
 	if (gw_sb_build_select_list(c, alias, rel, c->q->select, "", NULL))
 		return -1;
+	const char *group_by = c->group_by;
 	gw_buf_puts(b, " FROM pgrst_source AS ");
 	gw_buf_ident(b, alias);
+	if (group_by)
+		gw_buf_puts(b, group_by);
 	gw_buf_putc(b, ')');
 	gw_sb_build_outer(c, r, p, NULL, "pgrst_written");
+	return 0;
+}
+
+/* Prefer: missing=default: VALUES rows where a key the row lacks is DEFAULT
+ * (evaluated per row, so sequences and now() work) and a present one is read
+ * from that row's JSON with json_populate_record, typed by the relation. */
+static int
+values_with_defaults(ctx *c, const gw_relation *rel, json_t *root, const char **cols, int ncols)
+{
+	gw_buf *b = c->sql;
+	size_t nrows = json_is_array(root) ? json_array_size(root) : 1;
+	/* one parameter per row; a huge body shares one jsonb parameter instead */
+	int shared = nrows > 30000;
+	int shared_param = 0;
+	if (shared)
+	{
+		char *all = json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY);
+		shared_param = gw_params_add(c->params, all);
+		free(all);
+	}
+	gw_buf_puts(b, " (");
+	ident_list(b, NULL, cols, ncols);
+	gw_buf_puts(b, ") VALUES ");
+	for (size_t i = 0; i < nrows; i++)
+	{
+		json_t *row = json_is_array(root) ? json_array_get(root, i) : root;
+		if (!json_is_object(row))
+		{
+			gw_error_set(c->e, 400, "PGRST102", "Empty or invalid json", NULL, NULL);
+			return -1;
+		}
+		int param = 0;
+		for (int k = 0; k < ncols && !shared && !param; k++)
+			if (json_object_get(row, cols[k]))
+			{
+				char *text = json_dumps(row, JSON_COMPACT);
+				param = gw_params_add(c->params, text);
+				free(text);
+			}
+		gw_buf_puts(b, i ? ", (" : "(");
+		for (int k = 0; k < ncols; k++)
+		{
+			if (k)
+				gw_buf_puts(b, ", ");
+			if (!json_object_get(row, cols[k]))
+			{
+				gw_buf_puts(b, "DEFAULT");
+				continue;
+			}
+			gw_buf_puts(b, shared ? "(pg_catalog.jsonb_populate_record(NULL::\"api\"."
+			                      : "(pg_catalog.json_populate_record(NULL::\"api\".");
+			gw_buf_ident(b, rel->name);
+			if (shared)
+				gw_buf_printf(b, ", $%d::jsonb -> %zu)).", shared_param, i);
+			else
+				gw_buf_printf(b, ", $%d::json)).", param);
+			gw_buf_ident(b, cols[k]);
+		}
+		gw_buf_putc(b, ')');
+	}
 	return 0;
 }
 
@@ -138,6 +201,11 @@ gw_sb_build_insert(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw
 	if (ncols == 0)
 	{
 		gw_buf_puts(b, " DEFAULT VALUES");
+	}
+	else if (r->missing_default && !(json_is_array(root) && json_array_size(root) == 0))
+	{
+		if (values_with_defaults(c, rel, root, cols, ncols))
+			goto out;
 	}
 	else
 	{
@@ -253,6 +321,11 @@ gw_sb_build_update(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw
 		if (i)
 			gw_buf_puts(b, ", ");
 		gw_buf_ident(b, cols[i]);
+		if (r->missing_default && !json_object_get(root, cols[i]))
+		{
+			gw_buf_puts(b, " = DEFAULT");
+			continue;
+		}
 		gw_buf_puts(b, " = pgrst_body.");
 		gw_buf_ident(b, cols[i]);
 	}

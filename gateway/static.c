@@ -1,7 +1,6 @@
 /* Blob downloads (see static.h): one read-only transaction to look the file up
  * under the caller's role, then the blob is opened from the content store and
- * sent with sendfile by http.c. Multi-range requests get the whole file (RFC
- * 9110 allows ignoring Range). */
+ * sent with sendfile by http.c; several ranges are sent as multipart/byteranges. */
 #include "static.h"
 
 #include <errno.h>
@@ -9,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -123,7 +123,71 @@ cache_put(gw_req *req, const char *file_id, const char *hex, const char *mime, c
 	snprintf(e->name, sizeof e->name, "%s", name);
 }
 
-/* Sends the blob of a looked-up file: 304, 416, 206 or 200. */
+#define MAX_RANGES 64
+#define MULTIPART_MAX (8LL << 20)
+
+/* If-Range is a strong comparison with our ETag; a date never matches (no
+ * Last-Modified is sent), so the whole file follows. */
+static int
+if_range_matches(const char *v, const char *hex)
+{
+	while (*v == ' ')
+		v++;
+	size_t n = strlen(v);
+	while (n && v[n - 1] == ' ')
+		n--;
+	return n == 66 && v[0] == '"' && v[65] == '"' && !strncmp(v + 1, hex, 64);
+}
+
+/* 206 multipart/byteranges (RFC 9110 14.6): each part with its Content-Type and
+ * Content-Range, read into memory (at most MULTIPART_MAX bytes). */
+static void
+send_multipart(gw_req *req, int fd, gw_buf *h, const char *mime, long long size,
+               const gw_byte_range *rs, int nr)
+{
+	unsigned char rnd[10];
+	char boundary[32];
+	if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+		for (size_t i = 0; i < sizeof rnd; i++)
+			rnd[i] = (unsigned char)(rand() & 0xff);
+	for (size_t i = 0; i < sizeof rnd; i++)
+		snprintf(boundary + 2 * i, 3, "%02x", rnd[i]);
+	gw_buf body;
+	gw_buf_init(&body);
+	for (int i = 0; i < nr; i++)
+	{
+		gw_buf_printf(&body,
+		              "\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %lld-%lld/%lld\r\n\r\n",
+		              boundary, mime, rs[i].start, rs[i].start + rs[i].len - 1, size);
+		char *part = malloc((size_t)rs[i].len);
+		if (!part)
+			abort();
+		long long got = 0;
+		while (got < rs[i].len)
+		{
+			ssize_t k = pread(fd, part + got, (size_t)(rs[i].len - got), (off_t)(rs[i].start + got));
+			if (k <= 0)
+			{
+				gw_log("blob read of %s: %s", req->path, k < 0 ? strerror(errno) : "short file");
+				free(part);
+				gw_buf_free(&body);
+				gw_respond_simple_error(req, 500, "PGRST000", "The file could not be read");
+				return;
+			}
+			got += k;
+		}
+		gw_buf_append(&body, part, (size_t)got);
+		free(part);
+	}
+	gw_buf_printf(&body, "\r\n--%s--\r\n", boundary);
+	char ct[96];
+	snprintf(ct, sizeof ct, "multipart/byteranges; boundary=%s", boundary);
+	gw_respond(req, 206, ct, h->data, body.data, body.len);
+	gw_buf_free(&body);
+}
+
+/* Sends the blob of a looked-up file: 304, 416, 206 (one range with sendfile,
+ * several as multipart/byteranges) or 200. */
 static void
 serve(gw_req *req, const char *hex, const char *mime, const char *name)
 {
@@ -159,11 +223,11 @@ serve(gw_req *req, const char *hex, const char *mime, const char *name)
 	}
 	const char *range = gw_req_header(req, "range");
 	const char *if_range = gw_req_header(req, "if-range");
-	if (if_range && !strstr(if_range, hex))
+	if (range && if_range && !if_range_matches(if_range, hex))
 		range = NULL; /* the client's copy is another version: send it all */
-	long long start = 0, len = size;
-	int rr = gw_parse_byte_range(range, size, &start, &len);
-	if (rr < 0)
+	gw_byte_range rs[MAX_RANGES];
+	int nr = gw_parse_byte_ranges(range, size, rs, MAX_RANGES);
+	if (nr < 0)
 	{
 		close(fd);
 		gw_buf_printf(&h, "Content-Range: bytes */%lld\r\n", size);
@@ -173,9 +237,24 @@ serve(gw_req *req, const char *hex, const char *mime, const char *name)
 		gw_buf_free(&h);
 		return;
 	}
-	if (rr == 1)
+	if (nr > 1)
+	{
+		long long total = 0;
+		for (int i = 0; i < nr; i++)
+			total += rs[i].len;
+		if (total <= MULTIPART_MAX)
+		{
+			send_multipart(req, fd, &h, mime, size, rs, nr);
+			close(fd);
+			gw_buf_free(&h);
+			return;
+		}
+		nr = 0; /* too much to hold in memory: the whole file, as RFC 9110 allows */
+	}
+	long long start = nr == 1 ? rs[0].start : 0, len = nr == 1 ? rs[0].len : size;
+	if (nr == 1)
 		gw_buf_printf(&h, "Content-Range: bytes %lld-%lld/%lld\r\n", start, start + len - 1, size);
-	gw_respond_file(req, rr == 1 ? 206 : 200, mime, h.data, fd, (off_t)start, (off_t)len);
+	gw_respond_file(req, nr == 1 ? 206 : 200, mime, h.data, fd, (off_t)start, (off_t)len);
 	gw_buf_free(&h);
 }
 

@@ -60,6 +60,37 @@ $r = req(GET => "/files/$file->{id}", { %a, 'If-None-Match' => "\"$hex\"" });
 is($r->{status}, 304, 'If-None-Match: 304');
 $r = req(GET => "/files/$file->{id}", { %a, Range => 'bytes=0-9', 'If-Range' => '"other"' });
 is($r->{status}, 200, 'If-Range of another version: the whole file');
+$r = req(GET => "/files/$file->{id}", { %a, Range => 'bytes=0-9', 'If-Range' => "\"$hex\"" });
+is_deeply([$r->{status}, $r->{headers}{'content-range'}, $r->{content}], [206, 'bytes 0-9/300000', substr($data, 0, 10)],
+  'If-Range with the ETag: the range');
+$r = req(GET => "/files/$file->{id}", { %a, Range => 'bytes=0-9', 'If-Range' => "W/\"$hex\"" });
+is($r->{status}, 200, 'If-Range with a weak ETag never matches: the whole file');
+
+# several ranges: 206 multipart/byteranges, parts in order with their own headers
+$r = req(GET => "/files/$file->{id}", { %a, Range => 'bytes=299990-, 0-9,1000-1009' });
+my ($boundary) = ($r->{headers}{'content-type'} // '') =~ m{^multipart/byteranges; boundary=(\S+)$};
+ok($r->{status} == 206 && $boundary, 'several ranges: 206 multipart/byteranges with a boundary');
+ok(!exists $r->{headers}{'content-range'}, '... and no Content-Range of the whole');
+my $want = join('', map { my ($s, $l) = @$_;
+    "\r\n--$boundary\r\nContent-Type: application/x-test\r\nContent-Range: bytes $s-" . ($s + $l - 1) . "/300000\r\n\r\n" . substr($data, $s, $l) }
+  [0, 10], [1000, 10], [299990, 10]) . "\r\n--$boundary--\r\n";
+ok(defined $boundary && $r->{content} eq $want, '... parts sorted, each with Content-Type and Content-Range, byte-exact');
+is($r->{headers}{'content-length'}, length($want), '... Content-Length of the whole body');
+$r = req(GET => "/files/$file->{id}", { %a, Range => 'bytes=0-99,50-149' });
+is_deeply([$r->{status}, $r->{headers}{'content-range'}, $r->{content}], [206, 'bytes 0-149/300000', substr($data, 0, 150)],
+  'overlapping ranges are coalesced into one');
+$r = req(GET => "/files/$file->{id}", { %a, Range => 'bytes=400000-,0-4' });
+is_deeply([$r->{status}, $r->{headers}{'content-range'}, $r->{content}], [206, 'bytes 0-4/300000', substr($data, 0, 5)],
+  'an unsatisfiable range among others is dropped');
+$r = req(GET => "/files/$file->{id}", { %a, Range => 'bytes=400000-,500000-500001' });
+is_deeply([$r->{status}, $r->{headers}{'content-range'}], [416, 'bytes */300000'], 'no satisfiable range: 416 bytes */size');
+$r = req(GET => "/files/$file->{id}", { %a, Range => 'bytes=0-1,junk' });
+ok($r->{status} == 200 && $r->{content} eq $data, 'a malformed range set is ignored: the whole file');
+$r = req(GET => "/files/$file->{id}", { %a, Range => join(',', 'bytes=0-0', map { ($_ * 1000) . '-' . ($_ * 1000) } 1 .. 64) });
+is($r->{status}, 200, 'more than 64 ranges: the whole file');
+$r = req(HEAD => "/files/$file->{id}", { %a, Range => 'bytes=0-9,1000-1009' });
+ok($r->{status} == 206 && ($r->{headers}{'content-type'} // '') =~ m{^multipart/byteranges} && ($r->{content} // '') eq '',
+  'HEAD with several ranges: the head only');
 
 # several clients at once, each a different range
 my @kids;

@@ -122,7 +122,11 @@ run_query(const char *qs, size_t n, const char *body, size_t blen, int action)
 		                      .output = (int)(n % 3),
 		                      .count = (int)(blen % 2),
 		                      .return_rep = (int)(n % 2),
-		                      .resolution = (int)(blen % 3)};
+		                      .resolution = (int)(blen % 3),
+		                      .missing_default = (int)(n % 5 == 1),
+		                      .max_affected_set = (int)(blen % 4 == 1),
+		                      .max_affected = (long)(n % 7),
+		                      .aggregates = (int)(n % 3 != 0)};
 		gw_plan plan;
 		gw_error e;
 		gw_plan_init(&plan);
@@ -165,6 +169,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (h && gw_parse_byte_range(h, (long long)size * 131, &st, &len) == 1 &&
 		    (st < 0 || len <= 0 || st + len > (long long)size * 131))
 			abort(); /* a range outside the file must never be accepted */
+		gw_byte_range rs[8];
+		long long fsize = (long long)size * 131;
+		int n = h ? gw_parse_byte_ranges(h, fsize, rs, 8) : 0;
+		for (int i = 0; i < n; i++)
+			if (rs[i].start < 0 || rs[i].len <= 0 || rs[i].start + rs[i].len > fsize ||
+			    (i && rs[i].start <= rs[i - 1].start + rs[i - 1].len + GW_RANGE_GAP))
+				abort(); /* inside the file, sorted, coalesced */
 		free(h);
 	}
 	if (r->auth_len)

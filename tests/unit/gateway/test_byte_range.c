@@ -31,4 +31,23 @@ test_byte_range(void)
 	ok(range(NULL, 1000, &s, &l) == 0, "no header: whole file");
 	ok(range("bytes=99999999999999999999-", 1000, &s, &l) != 1,
 	   "overflowing number is not a range");
+
+	gw_byte_range r[4];
+	ok(gw_parse_byte_ranges("bytes=0-1, 500-599", 1000, r, 4) == 2 && r[0].start == 0 &&
+	       r[0].len == 2 && r[1].start == 500 && r[1].len == 100,
+	   "two ranges");
+	ok(gw_parse_byte_ranges("bytes=500-599,0-1", 1000, r, 4) == 2 && r[0].start == 0,
+	   "ranges are sorted");
+	ok(gw_parse_byte_ranges("bytes=0-99,50-150,-10", 1000, r, 4) == 2 && r[0].len == 151 &&
+	       r[1].start == 990,
+	   "overlapping ranges are coalesced");
+	ok(gw_parse_byte_ranges("bytes=0-9,20-29", 1000, r, 4) == 1 && r[0].len == 30,
+	   "ranges closer than a part header become one");
+	ok(gw_parse_byte_ranges("bytes=2000-,0-1", 1000, r, 4) == 1 && r[0].len == 2,
+	   "an unsatisfiable range among others is dropped");
+	ok(gw_parse_byte_ranges("bytes=2000-,3000-3001", 1000, r, 4) == -1, "none satisfiable: 416");
+	ok(gw_parse_byte_ranges("bytes=0-1,x", 1000, r, 4) == 0, "a malformed spec: whole file");
+	ok(gw_parse_byte_ranges("bytes=0-1,200-201,400-401,600-601,800-801", 1000, r, 4) == 0,
+	   "more ranges than allowed: whole file");
+	ok(gw_parse_byte_ranges(NULL, 1000, r, 4) == 0, "no header: whole file");
 }

@@ -47,8 +47,26 @@ selects(void)
 	   "a cast with SQL in it is refused");
 	ok(gw_parse_select(&A, "id::int)", &s, &e) != 0, "stray parenthesis is refused");
 	ok(gw_parse_select(&A, "a(b", &s, &e) != 0, "unclosed embed is refused");
-	ok(gw_parse_select(&A, "count()", &s, &e) == 0 && s->items[0].kind == GW_SEL_EMBED,
+	ok(gw_parse_select(&A, "things()", &s, &e) == 0 && s->items[0].kind == GW_SEL_EMBED,
 	   "name() is an embed (an unknown one fails at build time), never a function call");
+	ok(gw_parse_select(&A, "count()", &s, &e) == 0 && s->items[0].kind == GW_SEL_FIELD &&
+	       s->items[0].agg == GW_AGG_COUNT && s->items[0].agg_star,
+	   "count() alone is the count aggregate (PostgREST v12)");
+	ok(gw_parse_select(&A, "c:count()::text,project_id", &s, &e) == 0 && s->n == 2 &&
+	       s->items[0].agg_star && !strcmp(s->items[0].alias, "c") &&
+	       !strcmp(s->items[0].agg_cast, "text"),
+	   "aliased count() with a cast after it");
+	ok(gw_parse_select(&A, "s:data->>k::integer.sum()::text", &s, &e) == 0 &&
+	       s->items[0].agg == GW_AGG_SUM && !strcmp(s->items[0].cast, "integer") &&
+	       !strcmp(s->items[0].agg_cast, "text") && !strcmp(s->items[0].alias, "s") &&
+	       s->items[0].field.njson == 1,
+	   "alias, JSON path, cast before and after an aggregate");
+	ok(gw_parse_select(&A, "a.avg(),a.max(),a.min(),a.count()", &s, &e) == 0 && s->n == 4 &&
+	       s->items[0].agg == GW_AGG_AVG && s->items[3].agg == GW_AGG_COUNT,
+	   "avg, max, min, count on a column");
+	ok(gw_parse_select(&A, "a.median()", &s, &e) != 0, "an unknown aggregate is refused");
+	ok(gw_parse_select(&A, "a.sum(x)", &s, &e) != 0, "aggregates take no arguments");
+	ok(gw_parse_select(&A, "a.sum()::int;drop", &s, &e) != 0, "a cast after an aggregate is checked");
 	ok(gw_parse_select(&A, "\"weird \\\"name\",x", &s, &e) == 0 && s->n == 2, "quoted name parses");
 	is_str(s->items[0].field.name, "weird \"name", "quoted name with an escaped quote");
 	char deep[200] = "";

@@ -66,6 +66,7 @@ typedef struct built
 static gw_arena A;
 
 static int count_mode;
+static int aggregates_on, missing_default, max_affected = -1;
 
 static built *
 build(int action, const char *target, const char *qs, const char *body, int resolution)
@@ -89,7 +90,11 @@ build(int action, const char *target, const char *qs, const char *body, int reso
 	                      .body_is_json = 1,
 	                      .resolution = resolution,
 	                      .rpc_get = action == GW_ACTION_RPC && !body,
-	                      .count = count_mode};
+	                      .count = count_mode,
+	                      .aggregates = aggregates_on,
+	                      .missing_default = missing_default,
+	                      .max_affected_set = max_affected >= 0,
+	                      .max_affected = max_affected};
 	gw_plan_init(&b->plan);
 	b->rc = gw_build(&A, S, &r, &b->plan, &b->err);
 	return b;
@@ -297,6 +302,52 @@ rpc(void)
 	built_free(b);
 }
 
+static void
+aggregates_and_prefs(void)
+{
+	built *b = build(GW_ACTION_READ, "tasks", "select=id.sum()", NULL, 0);
+	ok(b->rc == -1 && b->err.status == 400 && !strcmp(b->err.code, "PGRST123"),
+	   "aggregates disabled: 400 PGRST123");
+	built_free(b);
+	aggregates_on = 1;
+	b = build(GW_ACTION_READ, "tasks", "select=project_id,c:count(),t:id.sum()::text&order=project_id",
+	          NULL, 0);
+	ok(b->rc == 0, "aggregates with a group column build");
+	contains(b->plan.sql.data, "pg_catalog.count(*) AS \"c\"", "count() counts rows");
+	contains(b->plan.sql.data, "CAST(pg_catalog.sum(\"tasks\".\"id\") AS text) AS \"t\"",
+	         "cast after the aggregate");
+	contains(b->plan.sql.data, " GROUP BY 1 ORDER BY", "grouped by the other column's position");
+	built_free(b);
+	b = build(GW_ACTION_READ, "tasks", "select=nope.max()", NULL, 0);
+	ok(b->rc == -1 && b->err.status == 400, "aggregate of an unknown column: 400");
+	built_free(b);
+	b = build(GW_ACTION_READ, "tasks", "select=*,count()", NULL, 0);
+	contains(b->plan.sql.data, " GROUP BY 1, 2, 3, 4)", "* with an aggregate groups by every column");
+	built_free(b);
+	aggregates_on = 0;
+
+	missing_default = 1;
+	b = build(GW_ACTION_INSERT, "tasks", "columns=id,title",
+	          "[{\"title\":\"a\"},{\"id\":2,\"title\":\"b\"}]", 0);
+	ok(b->rc == 0, "missing=default insert builds");
+	contains(b->plan.sql.data, "VALUES (DEFAULT, (pg_catalog.json_populate_record(",
+	         "a missing key is DEFAULT");
+	ok(param_is(b, "{\"title\":\"a\"}") && param_is(b, "{\"id\":2,\"title\":\"b\"}"),
+	   "each row is its own bound parameter");
+	built_free(b);
+	b = build(GW_ACTION_UPDATE, "tasks", "columns=title,data&id=eq.1", "{\"title\":\"x\"}", 0);
+	contains(b->plan.sql.data, "\"data\" = DEFAULT", "PATCH: a listed column missing from the body is DEFAULT");
+	built_free(b);
+	missing_default = 0;
+
+	max_affected = 3;
+	b = build(GW_ACTION_DELETE, "tasks", "id=gt.1", NULL, 0);
+	contains(b->plan.sql.data, "'pgrst_max_affected:'", "max-affected checks the count");
+	ok(param_is(b, "3") > 0, "the limit is a bound parameter");
+	built_free(b);
+	max_affected = -1;
+}
+
 void
 test_sql_build(void)
 {
@@ -305,6 +356,7 @@ test_sql_build(void)
 	reads();
 	writes();
 	rpc();
+	aggregates_and_prefs();
 	gw_schema_unref(S);
 	gw_arena_free(&A);
 }
