@@ -223,8 +223,8 @@ SELECT pg_temp.send(43, b, pg_temp.signed(s.url, s.private_key, b)) FROM strange
   pg_temp.activity('video.published', '{"object": {"uuid": "88888888-8888-8888-8888-888888888888", "name": "x"}}', 'http://127.0.0.1:57998') b;
 SELECT is((SELECT reply ->> 'http' || ' ' || (reply ->> 'status') FROM r WHERE n = 43), '202 held',
   'a delivery racing the friend request of a pod whose key is being fetched waits with it');
-SELECT pg_temp.send(44, b, pg_temp.signed(p.url, p.private_key, b)) FROM pod95 p,
-  pg_temp.activity('video.published', '{"object": {"uuid": "88888888-8888-8888-8888-888888888889", "name": "x"}}', 'http://127.0.0.1:57997') b;
+SELECT pg_temp.send(44, b, pg_temp.signed('http://127.0.0.1:57993', s.private_key, b)) FROM stranger s,
+  pg_temp.activity('video.published', '{"object": {"uuid": "88888888-8888-8888-8888-888888888889", "name": "x"}}', 'http://127.0.0.1:57993') b;
 SELECT is((SELECT reply ->> 'http' FROM r WHERE n = 44), '401', 'other activities from an unknown key are refused');
 CREATE TEMP TABLE vk AS SELECT * FROM pod.fetches_claim('fed');
 CREATE TEMP TABLE vk2 AS SELECT * FROM pod.fetches_claim('fed');
