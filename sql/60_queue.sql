@@ -115,8 +115,14 @@ BEGIN
   IF max_jobs IS NULL OR max_jobs < 1 OR max_jobs > 10000 THEN
     RAISE EXCEPTION 'max_jobs must be between 1 and 10000, not %', max_jobs USING ERRCODE = '22023';
   END IF;
-  SELECT now() + coalesce(job_claim.lease, k.lease, (pod.setting('queue.lease') #>> '{}')::interval),
-         coalesce(k.retries, (pod.setting('queue.retries'))::integer) + 1
+  -- The policy as pod.job_policy gives it, read in this one statement (its plan is
+  -- kept for the session) rather than through nested pod.setting calls.
+  SELECT now() + coalesce(job_claim.lease, k.lease,
+                          (SELECT coalesce(o.value, d.value) #>> '{}' FROM pod.setting_defaults d
+                             LEFT JOIN pod.setting_overrides o USING (name) WHERE d.name = 'queue.lease')::interval),
+         coalesce(k.retries,
+                  (SELECT coalesce(o.value, d.value) FROM pod.setting_defaults d
+                     LEFT JOIN pod.setting_overrides o USING (name) WHERE d.name = 'queue.retries')::integer) + 1
     INTO lease_end, last_attempt
     FROM (SELECT job_kind) q LEFT JOIN pod.job_kinds k ON k.kind = q.job_kind;
   IF lease_end <= now() THEN
