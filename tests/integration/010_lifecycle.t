@@ -17,7 +17,8 @@ env_vars=$(grep -o 'export [A-Z_]*' "$dir/env" | awk '{print $2}' | LC_ALL=C sor
 is "$env_vars" "PGDATABASE PGHOST PGPOD_URL PGPORT PGUSER " ".pgpod/env exports PGHOST PGPORT PGDATABASE PGUSER PGPOD_URL"
 {
   . "$dir/env"
-  is "$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'pgpod'")" "0.1" ". .pgpod/env && psql sees the extension"
+  is "$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'pgpod'")" \
+     "$(q -c "SELECT default_version FROM pg_available_extensions WHERE name = 'pgpod'")" ". .pgpod/env && psql sees the extension"
   is "$(q -c "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace WHERE nspname IN ('api', 'pod')")" "api,pod" "schemas pod and api"
   is "$(q -c "SELECT string_agg(rolname, ' ' ORDER BY rolname) FROM pg_roles WHERE rolname LIKE 'pgpod\_%'")" \
     "pgpod_admin pgpod_anon pgpod_authenticator pgpod_federator pgpod_user pgpod_worker" "the pgpod roles (and the federator's login)"
