@@ -850,7 +850,10 @@ send_claim(federator *fed, wk_db *db, long room)
 	snprintf(n, sizeof(n), "%ld", room);
 	params[0] = fed->worker_id;
 	params[1] = n;
-	fed->want_deliveries = false;
+	/* When the last claim came back full, more jobs are likely ready: another idle
+	 * connection claims too (SKIP LOCKED gives it other jobs), so that two backends
+	 * sign on two cores at once. Otherwise one claim at a time. */
+	fed->want_deliveries = fed->more_waiting;
 	if (wk_db_query(db, CLAIM_SQL, 2, params, claim_done, fed))
 		for (int i = 0; i < fed->ndb; i++)
 			if (fed->dbs[i] == db)
@@ -1092,6 +1095,11 @@ main(int argc, char **argv)
 	curl_multi_setopt(fed.multi, CURLMOPT_SOCKETDATA, &fed);
 	curl_multi_setopt(fed.multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
 	curl_multi_setopt(fed.multi, CURLMOPT_TIMERDATA, &fed);
+	/* Keep-alive: the multi's connection cache defaults to 4 × the handles added at the
+	 * moment, so it shrank as transfers ended and closed friends' connections between
+	 * bursts (about one new TCP connection per 5 deliveries). Room for every transfer
+	 * that may be in flight keeps one connection per concurrent request instead. */
+	curl_multi_setopt(fed.multi, CURLMOPT_MAXCONNECTS, fed.cfg.max_total + 8);
 	ev_init(&fed.curl_timer, curl_timer_expired);
 	fed.curl_timer.data = &fed;
 	ev_timer_init(&fed.poll_timer, poll_cb, fed.cfg.poll_ms / 1000.0, fed.cfg.poll_ms / 1000.0);
