@@ -398,6 +398,9 @@ END $$;
 -- one statement; job_complete keeps its plan;
 -- jobs_prune reads the policy per kind, not per row.
 ALTER TABLE pod.jobs SET (fillfactor = 40);
+-- Claims are first in, first out: ties of run_at (one statement's jobs) go by id.
+DROP INDEX pod.jobs_claimable_idx;
+CREATE INDEX jobs_claimable_idx ON pod.jobs (kind, run_at, id) WHERE state IN ('waiting', 'running');
 CREATE OR REPLACE FUNCTION pod.job_claim(job_kind text, worker text, max_jobs integer DEFAULT 100, lease interval DEFAULT NULL)
   RETURNS SETOF pod.jobs
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
@@ -430,7 +433,7 @@ BEGIN
       FROM (SELECT c.id FROM pod.jobs c
              WHERE c.kind = job_kind AND c.state IN ('waiting', 'running') AND c.run_at <= now()
                AND (c.state = 'waiting' OR c.attempts < last_attempt)
-             ORDER BY c.run_at
+             ORDER BY c.run_at, c.id
              LIMIT max_jobs
              FOR UPDATE SKIP LOCKED) claimed
      WHERE j.id = claimed.id
