@@ -285,43 +285,33 @@ BEGIN
   END IF;
 
   IF friend.public_key IS NULL THEN
-    -- A pod we know no key of: only a friend request, or the acceptance of ours, is
-    -- worth fetching its key for. The request waits (202) until the key published
-    -- at its URL is known; its signature is checked against that key then.
-    IF activity ->> 'type' = 'friend.request' OR (activity ->> 'type' = 'friend.accept' AND friend.state = 'pending') THEN
-      IF rtrim(activity ->> 'actor', '/') IS DISTINCT FROM sender THEN
-        PERFORM pod.inbox_reject('PT401', 'actor does not match the signing key');
-      END IF;
-      IF coalesce(activity ->> 'id', '') !~ '^[0-9a-fA-F-]{36}$' THEN
-        PERFORM pod.inbox_reject('PT400', 'activity needs an id (a uuid)');
-      END IF;
-      INSERT INTO pod.inbox_signatures (signature_hash) VALUES (sha256(sig)) ON CONFLICT DO NOTHING;
-      IF NOT FOUND THEN
-        PERFORM pod.inbox_reject('PT401', 'replayed request (signature already seen)');
-      END IF;
-      INSERT INTO pod.inbox_held (sender, method, path, headers, signed, signature, activity)
-        VALUES (sender, method, coalesce(path, '/'), headers, signed, sig, activity);
-      IF NOT EXISTS (SELECT 1 FROM pod.jobs WHERE kind = 'verify_key' AND target = sender AND state IN ('waiting', 'running')) THEN
-        PERFORM pod.job_enqueue('verify_key', jsonb_build_object('url', sender), sender);
-      END IF;
-      PERFORM set_config('response.status', '202', true);
-      RETURN jsonb_build_object('status', 'held', 'id', activity ->> 'id',
-                                'reason', 'the key of ' || sender || ' is being fetched from its URL');
+    -- A pod we know no key of: a friend request, or the acceptance of ours, is worth
+    -- fetching its key for; anything else from a pod whose key is being fetched (a
+    -- new friend's first deliveries racing its acceptance) waits with it, in order.
+    -- The request waits (202) until the key published at the pod's URL is known; its
+    -- signature is checked against that key then (pod.verify_key_finish).
+    IF NOT (activity ->> 'type' = 'friend.request' OR (activity ->> 'type' = 'friend.accept' AND friend.state = 'pending')
+            OR EXISTS (SELECT 1 FROM pod.inbox_held h WHERE h.sender = rtrim(split_part(params ->> 'keyId', '#', 1), '/'))) THEN
+      PERFORM pod.inbox_reject('PT401', 'unknown key ' || quote_literal(params ->> 'keyId'));
     END IF;
-    -- Anything else from a pod whose key is being fetched (a new friend's first
-    -- deliveries racing its acceptance) waits with it, in order.
-    IF EXISTS (SELECT 1 FROM pod.inbox_held h WHERE h.sender = rtrim(split_part(params ->> 'keyId', '#', 1), '/')) THEN
-      INSERT INTO pod.inbox_signatures (signature_hash) VALUES (sha256(sig)) ON CONFLICT DO NOTHING;
-      IF NOT FOUND THEN
-        PERFORM pod.inbox_reject('PT401', 'replayed request (signature already seen)');
-      END IF;
-      INSERT INTO pod.inbox_held (sender, method, path, headers, signed, signature, activity)
-        VALUES (sender, method, coalesce(path, '/'), headers, signed, sig, activity);
-      PERFORM set_config('response.status', '202', true);
-      RETURN jsonb_build_object('status', 'held', 'id', activity ->> 'id',
-                                'reason', 'the key of ' || sender || ' is being fetched from its URL');
+    IF rtrim(activity ->> 'actor', '/') IS DISTINCT FROM sender THEN
+      PERFORM pod.inbox_reject('PT401', 'actor does not match the signing key');
     END IF;
-    PERFORM pod.inbox_reject('PT401', 'unknown key ' || quote_literal(params ->> 'keyId'));
+    IF coalesce(activity ->> 'id', '') !~ '^[0-9a-fA-F-]{36}$' THEN
+      PERFORM pod.inbox_reject('PT400', 'activity needs an id (a uuid)');
+    END IF;
+    INSERT INTO pod.inbox_signatures (signature_hash) VALUES (sha256(sig)) ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+      PERFORM pod.inbox_reject('PT401', 'replayed request (signature already seen)');
+    END IF;
+    INSERT INTO pod.inbox_held (sender, method, path, headers, signed, signature, activity)
+      VALUES (sender, method, coalesce(path, '/'), headers, signed, sig, activity);
+    IF NOT EXISTS (SELECT 1 FROM pod.jobs WHERE kind = 'verify_key' AND target = sender AND state IN ('waiting', 'running')) THEN
+      PERFORM pod.job_enqueue('verify_key', jsonb_build_object('url', sender), sender);
+    END IF;
+    PERFORM set_config('response.status', '202', true);
+    RETURN jsonb_build_object('status', 'held', 'id', activity ->> 'id',
+                              'reason', 'the key of ' || sender || ' is being fetched from its URL');
   END IF;
 
   IF NOT pod.inbox_signature_ok(signed, method, path, headers, sig, friend.public_key) THEN
