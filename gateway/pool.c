@@ -261,6 +261,7 @@ send_stmt(pconn *c, const char *sql, const gw_params *p, int stmt, int entry, in
 	if (created)
 	{
 		add_cmd(c, CMD_PARSE, stmt, entry);
+		gw_metrics_prepare();
 		if (!PQsendPrepare(c->pg, name, sql, n, p ? (const Oid *)p->types : NULL))
 			return 0;
 	}
@@ -372,6 +373,7 @@ finish_or_retry(pconn *c, gw_pg_job *job)
 		job_finish(job);
 		return;
 	}
+	gw_metrics_stale_retry();
 	gw_pool_job_clear(job);
 	job->error_stmt = -1;
 	job->retried = 1;
