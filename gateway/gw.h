@@ -19,6 +19,7 @@ typedef struct gw_settings
 	int port;
 	int workers;
 	int pool_size;
+	int prepared; /* prepared statements per pool connection, 0: none */
 	long body_max;         /* JSON bodies */
 	long upload_max;       /* POST /upload */
 	long header_max;       /* URL + headers */

@@ -190,7 +190,12 @@ step_done(void)
 			current = loading;
 			loading = NULL;
 			if (old)
+			{
 				gw_schema_unref(old);
+				/* statements prepared before a change of the schema may have
+				 * inferred types that no longer fit: prepare them afresh */
+				gw_pool_forget_prepared();
+			}
 			/* periodic retries (secret missing) reload the same schema: say it once */
 			static int logged[3] = {-1, -1, -1};
 			if (logged[0] != current->nrels || logged[1] != current->nfks ||

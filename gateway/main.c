@@ -53,6 +53,9 @@ load_settings(void)
 	gw_cfg.port = (int)env_long("PGPOD_HTTP_PORT", 8080, 1, 65535);
 	gw_cfg.workers = (int)env_long("PGPOD_GATEWAY_WORKERS", ncpu > 0 ? ncpu : 1, 1, 256);
 	gw_cfg.pool_size = (int)env_long("PGPOD_GATEWAY_POOL", 8, 1, 512);
+	gw_cfg.prepared = (int)env_long("PGPOD_GATEWAY_PREPARED", 256, 0, 65536);
+	if (gw_cfg.prepared > 0 && gw_cfg.prepared < 16)
+		gw_cfg.prepared = 16; /* room for every statement of a job */
 	gw_cfg.body_max = env_long("PGPOD_BODY_MAX", 10L << 20, 1024, 1L << 40);
 	gw_cfg.upload_max = env_long("PGPOD_UPLOAD_MAX", 1L << 30, 0, 1L << 50);
 	gw_cfg.header_max = env_long("PGPOD_HEADER_MAX", 16L << 10, 1024, 1L << 20);
@@ -135,7 +138,8 @@ worker_main(int id)
 		gw_log("worker %d: %s", id, err);
 		return 1;
 	}
-	if (gw_pool_init(gw_cfg.pool_size, gw_cfg.db_user, gw_cfg.statement_timeout_ms))
+	if (gw_pool_init(gw_cfg.pool_size, gw_cfg.db_user, gw_cfg.statement_timeout_ms,
+	                 gw_cfg.prepared))
 	{
 		gw_log("worker %d: cannot create the pool", id);
 		return 1;

@@ -32,6 +32,7 @@ typedef struct shared
 	uint64_t latency[NBUCKETS + 1];
 	uint64_t latency_sum_us;
 	uint64_t requests;
+	uint64_t prepares, stale_retries;
 	gauges worker[MAX_WORKERS];
 } shared;
 
@@ -103,6 +104,18 @@ gw_metrics_sse(int delta)
 }
 
 void
+gw_metrics_prepare(void)
+{
+	ADD(prepares, 1);
+}
+
+void
+gw_metrics_stale_retry(void)
+{
+	ADD(stale_retries, 1);
+}
+
+void
 gw_metrics_db_up(int up)
 {
 	GAUGE(db_up, up ? 1 : -1);
@@ -140,6 +153,15 @@ gw_metrics_render(gw_buf *o)
 	              "pgpod_http_connections gauge\n"
 	              "pgpod_http_connections %lld\n",
 	              total(offsetof(gauges, connections)));
+	gw_buf_printf(o,
+	              "# HELP pgpod_pool_prepares_total Statements prepared on pool connections.\n"
+	              "# TYPE pgpod_pool_prepares_total counter\n"
+	              "pgpod_pool_prepares_total %llu\n"
+	              "# HELP pgpod_pool_stale_retries_total Requests run again after a stale "
+	              "prepared statement failed them.\n"
+	              "# TYPE pgpod_pool_stale_retries_total counter\n"
+	              "pgpod_pool_stale_retries_total %llu\n",
+	              (unsigned long long)m->prepares, (unsigned long long)m->stale_retries);
 	gw_buf_printf(o,
 	              "# HELP pgpod_pool_connections Database connections that are up.\n# TYPE "
 	              "pgpod_pool_connections gauge\n"

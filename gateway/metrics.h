@@ -11,6 +11,8 @@ void gw_metrics_request(int status, double seconds);
 void gw_metrics_connections(int delta);
 void gw_metrics_pool(int size_delta, int busy_delta, int waiting_delta);
 void gw_metrics_sse(int delta);
+void gw_metrics_prepare(void);     /* a Parse sent for the statement cache */
+void gw_metrics_stale_retry(void); /* a job run again after a stale statement */
 void gw_metrics_db_up(int up);
 void gw_metrics_render(gw_buf *out);
 

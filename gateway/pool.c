@@ -13,6 +13,7 @@
 #include "auth.h"
 #include "gw.h"
 #include "metrics.h"
+#include "stmt_cache.h"
 
 enum pstate
 {
@@ -23,6 +24,28 @@ enum pstate
 };
 
 #define CONNECT_TIMEOUT 5.0
+
+/* What each command sent in the current pipeline is, so that its results are
+ * read for what they are: a Parse of a cached statement (its entry), a
+ * statement of the job (its index), or the pool's own (BEGIN, COMMIT,
+ * DEALLOCATE). */
+enum cmd_kind
+{
+	CMD_OWN,
+	CMD_PARSE,
+	CMD_STMT
+};
+
+typedef struct pcmd
+{
+	short kind;
+	short stmt;  /* the job's statement index, -1 for the pool's own */
+	int entry;   /* cache entry, -1 when sent unnamed */
+} pcmd;
+
+/* DEALLOCATE ALL, evictions, then a Parse and an execution for each of
+ * BEGIN, the statements and COMMIT */
+#define PCMD_MAX (1 + 3 * (GW_JOB_MAX + 2))
 
 typedef struct pconn
 {
@@ -38,6 +61,11 @@ typedef struct pconn
 	int counted;      /* counted in the pool_size metric */
 	int rolling_back; /* a failed job's transaction is being rolled back */
 	int id;
+	gw_stmt_cache sc;  /* this session's prepared statements */
+	int sc_reset;      /* deallocate them all before the next job */
+	int stale;         /* the job failed because of a stale prepared statement */
+	pcmd cmds[PCMD_MAX];
+	int ncmds;
 } pconn;
 
 static pconn *conns;
@@ -169,6 +197,10 @@ pconn_down(pconn *c, const char *reason)
 	gw_pg_job *job = c->job;
 	c->job = NULL;
 	c->rolling_back = 0;
+	/* a new session has no prepared statements */
+	gw_sc_clear(&c->sc);
+	c->sc_reset = 0;
+	c->ncmds = 0;
 	int was_up = c->state == P_IDLE || c->state == P_BUSY;
 	set_state(c, P_DOWN);
 	if (was_up)
@@ -204,24 +236,102 @@ send_q(pconn *c, const char *sql, const gw_params *p)
 }
 
 static void
+add_cmd(pconn *c, int kind, int stmt, int entry)
+{
+	c->cmds[c->ncmds].kind = (short)kind;
+	c->cmds[c->ncmds].stmt = (short)stmt;
+	c->cmds[c->ncmds].entry = entry;
+	c->ncmds++;
+}
+
+/* Sends one statement of the pipeline: by its prepared name (with the Parse
+ * first when the cache has just made room for it), or unnamed when it is not
+ * cached. The Parse goes right before the first execution, so that it is
+ * analysed under the transaction's role and search_path like the statement. */
+static int
+send_stmt(pconn *c, const char *sql, const gw_params *p, int stmt, int entry, int created)
+{
+	int n = p ? p->n : 0;
+	if (entry < 0)
+	{
+		add_cmd(c, stmt >= 0 ? CMD_STMT : CMD_OWN, stmt, -1);
+		return send_q(c, sql, p);
+	}
+	const char *name = gw_sc_name(&c->sc, entry);
+	if (created)
+	{
+		add_cmd(c, CMD_PARSE, stmt, entry);
+		gw_metrics_prepare();
+		if (!PQsendPrepare(c->pg, name, sql, n, p ? (const Oid *)p->types : NULL))
+			return 0;
+	}
+	add_cmd(c, stmt >= 0 ? CMD_STMT : CMD_OWN, stmt, entry);
+	return PQsendQueryPrepared(c->pg, name, n, p ? (const char *const *)p->values : NULL,
+	                           p ? p->lengths : NULL, p ? p->formats : NULL, 0);
+}
+
+static void
 start_job(pconn *c, gw_pg_job *job)
 {
 	c->job = job;
 	c->qi = 0;
 	c->syncs = 0;
+	c->ncmds = 0;
+	c->stale = 0;
 	set_state(c, P_BUSY);
 	int ok = 1;
+	if (c->sc_reset)
+	{
+		/* first in the pipeline: nothing before it can fail and skip it */
+		gw_sc_clear(&c->sc);
+		c->sc_reset = 0;
+		add_cmd(c, CMD_OWN, -1, -1);
+		ok = send_q(c, "DEALLOCATE ALL", NULL);
+	}
+	/* the pipeline: BEGIN, the job's statements, COMMIT */
+	const char *sqls[GW_JOB_MAX + 2];
+	const gw_params *params[GW_JOB_MAX + 2];
+	int stmt[GW_JOB_MAX + 2], entry[GW_JOB_MAX + 2], created[GW_JOB_MAX + 2];
+	int n = 0;
 	if (!job->no_transaction)
-		ok = send_q(c,
-		            job->read_only ? "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY"
-		                           : "BEGIN ISOLATION LEVEL READ COMMITTED",
-		            NULL);
-	for (int i = 0; ok && i < job->nstmts; i++)
-		ok = send_q(c, job->stmts[i].sql, job->stmts[i].params);
+	{
+		sqls[n] = job->read_only ? "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY"
+		                         : "BEGIN ISOLATION LEVEL READ COMMITTED";
+		params[n] = NULL;
+		stmt[n++] = -1;
+	}
+	for (int i = 0; i < job->nstmts; i++)
+	{
+		sqls[n] = job->stmts[i].sql;
+		params[n] = job->stmts[i].params;
+		stmt[n++] = i;
+	}
+	if (!job->no_transaction)
+	{
+		sqls[n] = job->rollback ? "ROLLBACK" : "COMMIT"; /* Prefer: tx=rollback */
+		params[n] = NULL;
+		stmt[n++] = -1;
+	}
+	/* look every statement up first: what makes room is deallocated before
+	 * BEGIN, where no failure can skip it */
+	gw_sc_begin_job(&c->sc);
+	for (int i = 0; ok && i < n; i++)
+	{
+		char evicted[GW_SC_NAME_MAX];
+		entry[i] = gw_sc_get(&c->sc, sqls[i], params[i] ? params[i]->n : 0,
+		                     params[i] ? params[i]->types : NULL, &created[i], evicted);
+		if (evicted[0])
+		{
+			char sql[GW_SC_NAME_MAX + 16];
+			snprintf(sql, sizeof sql, "DEALLOCATE %s", evicted);
+			add_cmd(c, CMD_OWN, -1, -1);
+			ok = send_q(c, sql, NULL);
+		}
+	}
+	for (int i = 0; ok && i < n; i++)
+		ok = send_stmt(c, sqls[i], params[i], stmt[i], entry[i], created[i]);
 	/* one Sync for the whole transaction: the success path is one round trip;
 	 * after an error the block stays open and read_results rolls it back */
-	if (!job->no_transaction)
-		ok = ok && send_q(c, job->rollback ? "ROLLBACK" : "COMMIT", NULL);
 	ok = ok && PQpipelineSync(c->pg);
 	if (!ok)
 	{
@@ -231,12 +341,48 @@ start_job(pconn *c, gw_pg_job *job)
 	flush_out(c);
 }
 
-/* Maps the running query index to the job's statement index (-1: BEGIN/COMMIT). */
-static int
-stmt_index(pconn *c)
+/* Every connection deallocates its prepared statements before its next job. */
+static void
+forget_prepared(void)
 {
-	int i = c->job->no_transaction ? c->qi : c->qi - 1;
-	return i >= 0 && i < c->job->nstmts ? i : -1;
+	for (int i = 0; i < nconns; i++)
+		conns[i].sc_reset = 1;
+}
+
+/* A prepared statement the server no longer has (26000), or whose result type
+ * a change of the schema has altered (0A000 "cached plan must not change result
+ * type"): the transaction was rolled back, so the job can run again, once, on
+ * freshly prepared statements. */
+static int
+stale_statement(const pcmd *cmd, PGresult *r)
+{
+	const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+	const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+	if (!st || cmd->entry < 0)
+		return cmd->kind == CMD_OWN && st && !strcmp(st, "26000"); /* DEALLOCATE */
+	return !strcmp(st, "26000") ||
+	       (!strcmp(st, "0A000") && msg && strstr(msg, "cached plan must not change result type"));
+}
+
+/* Answers the job, or runs it again when a stale prepared statement failed it. */
+static void
+finish_or_retry(pconn *c, gw_pg_job *job)
+{
+	if (!c->stale || job->retried)
+	{
+		job_finish(job);
+		return;
+	}
+	gw_metrics_stale_retry();
+	gw_pool_job_clear(job);
+	job->error_stmt = -1;
+	job->retried = 1;
+	job->next = queue_head;
+	queue_head = job;
+	if (!queue_tail)
+		queue_tail = job;
+	queue_len++;
+	gw_metrics_pool(0, 0, 1);
 }
 
 static void
@@ -274,6 +420,11 @@ read_results(pconn *c)
 				return;
 			}
 			c->job = NULL;
+			/* a Parse that never got its answer left no statement behind */
+			for (int i = 0; i < c->ncmds; i++)
+				if (c->cmds[i].kind == CMD_PARSE && i >= c->qi)
+					gw_sc_drop(&c->sc, c->cmds[i].entry);
+			c->ncmds = 0;
 			if (ts == PQTRANS_INERROR)
 			{
 				/* the answer is known: give it now, clean up behind it */
@@ -286,7 +437,7 @@ read_results(pconn *c)
 				}
 				c->rolling_back = 1;
 				flush_out(c);
-				job_finish(job);
+				finish_or_retry(c, job);
 				if (c->state == P_DOWN)
 					return;
 				continue;
@@ -298,36 +449,49 @@ read_results(pconn *c)
 				return;
 			}
 			set_state(c, P_IDLE);
-			job_finish(job);
+			finish_or_retry(c, job);
 			dispatch();
 			return;
 		}
-		if (c->rolling_back)
+		if (c->rolling_back || c->qi >= c->ncmds)
 		{
 			PQclear(r);
 			continue;
 		}
+		const pcmd *cmd = &c->cmds[c->qi];
 		if (st == PGRES_PIPELINE_ABORTED)
 		{
+			if (cmd->kind == CMD_PARSE)
+				gw_sc_drop(&c->sc, cmd->entry);
 			PQclear(r);
 			continue;
 		}
 		if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR)
 		{
+			if (cmd->kind == CMD_PARSE)
+				gw_sc_drop(&c->sc, cmd->entry);
+			if (!job->error && stale_statement(cmd, r))
+			{
+				c->stale = 1;
+				forget_prepared();
+			}
 			if (!job->error)
 			{
 				job->error = r;
-				job->error_stmt = stmt_index(c);
+				job->error_stmt = cmd->stmt;
 			}
 			else
 				PQclear(r);
 			continue;
 		}
-		int si = stmt_index(c);
-		if (si >= 0 && !job->results[si])
-			job->results[si] = r;
-		else
-			PQclear(r);
+		if (cmd->kind == CMD_PARSE)
+			gw_sc_ready(&c->sc, cmd->entry);
+		else if (cmd->kind == CMD_STMT && !job->results[cmd->stmt])
+		{
+			job->results[cmd->stmt] = r;
+			continue;
+		}
+		PQclear(r);
 	}
 	if (PQstatus(c->pg) == CONNECTION_BAD)
 		pconn_down(c, PQerrorMessage(c->pg));
@@ -472,6 +636,7 @@ gw_pool_submit(gw_pg_job *job)
 	job->error_stmt = -1;
 	job->failed = 0;
 	job->timed_out = 0;
+	job->retried = 0;
 	job->next = NULL;
 	job->queued_at = ev_now(gw_loop);
 	if (!any_up() && !any_up_or_coming())
@@ -524,8 +689,14 @@ gw_pool_busy(void)
 	return n;
 }
 
+void
+gw_pool_forget_prepared(void)
+{
+	forget_prepared();
+}
+
 int
-gw_pool_init(int size, const char *user, long statement_timeout_ms)
+gw_pool_init(int size, const char *user, long statement_timeout_ms, int prepared)
 {
 	db_user = user;
 	snprintf(options, sizeof options, "-c statement_timeout=%ld", statement_timeout_ms);
@@ -542,6 +713,8 @@ gw_pool_init(int size, const char *user, long statement_timeout_ms)
 		c->io.data = c;
 		ev_init(&c->retry, on_retry);
 		c->retry.data = c;
+		if (gw_sc_init(&c->sc, prepared))
+			return -1;
 		pconn_start(c);
 	}
 	ev_timer_init(&queue_timer, on_queue_timer, 0.5, 0.5);

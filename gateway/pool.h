@@ -2,7 +2,11 @@
  * is a list of statements run as one transaction in one round trip:
  * BEGIN [READ ONLY]; statements...; COMMIT; Sync. After an error the server skips
  * to the Sync (the COMMIT never runs); the job is answered at once and the pool
- * sends ROLLBACK before the connection takes another job. */
+ * sends ROLLBACK before the connection takes another job.
+ *
+ * Each connection keeps its statements prepared (stmt_cache.h): the first use
+ * of a statement text sends its Parse inside the same pipeline, later uses only
+ * bind and execute it. */
 #ifndef GW_POOL_H
 #define GW_POOL_H
 #include <libpq-fe.h>
@@ -35,11 +39,17 @@ struct gw_pg_job
 	int timed_out;
 	char failure[256];
 	/* pool internals */
+	int retried; /* ran again after a stale prepared statement failed it */
 	gw_pg_job *next;
 	double queued_at;
 };
 
-int gw_pool_init(int size, const char *user, long statement_timeout_ms);
+/* prepared: prepared statements kept per connection (0: none, every statement
+ * is parsed each time). */
+int gw_pool_init(int size, const char *user, long statement_timeout_ms, int prepared);
+/* The schema changed: every connection deallocates its prepared statements
+ * before its next job. */
+void gw_pool_forget_prepared(void);
 void gw_pool_submit(gw_pg_job *job);
 void gw_pool_job_clear(gw_pg_job *job);
 /* When the job got no answer (503 PGRST001, 504 PGRST003 on a timeout) or an error

@@ -3,7 +3,9 @@
 #  1. GET /gw_bench?id=eq.N (one row by primary key) with wrk, 32 connections,
 #     against pgbench running the gateway's own transaction (BEGIN READ ONLY, the
 #     role/claims/request settings, the same JSON-producing SELECT, COMMIT) as the
-#     same login role, pipelined into one round trip, 32 clients.
+#     same login role, pipelined into one round trip, 32 clients (-M extended: each
+#     statement parsed each time). For information also -M prepared, which the
+#     gateway's own prepared statements correspond to (see below for its login).
 #  2. GET /files/<id> of a 1 MiB blob (lookup under RLS, reused for
 #     PGPOD_FILE_CACHE_MS, + sendfile) against nginx
 #     serving the same file from the store with sendfile, 32 connections.
@@ -59,12 +61,24 @@ SQL
 pgbench -n -M extended -U pgpod_authenticator -c "$clients" -j "$threads" -T "$secs" -f "$work/gateway.sql" >"$work/pgbench.out" 2>&1 \
   || { sed 's/^/pgbench: /' "$work/pgbench.out" >&2; exit 1; }
 pg_tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$work/pgbench.out")
+# For information: the same script with prepared statements, as the gateway runs
+# it. pgbench prepares every statement of a pipeline before running any, so the
+# SELECT would be analysed as pgpod_authenticator (no USAGE on api): this one logs
+# in as the superuser that runs the bench (SET ROLE still happens in the script).
+pgp_tps=
+if pgbench -n -M prepared -c "$clients" -j "$threads" -T "$secs" -f "$work/gateway.sql" >"$work/pgbench-prepared.out" 2>&1; then
+  pgp_tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$work/pgbench-prepared.out")
+fi
 wrk -t"$threads" -c"$clients" -d"${secs}s" -s "$work/rows.lua" "$PGPOD_URL" >"$work/wrk.out" 2>&1
 gw_rps=$(rps "$work/wrk.out")
 printf 'GET /gw_bench?id=eq.N through the gateway (wrk -c%d): %9.0f req/s\n' "$clients" "$gw_rps"
 printf 'same transaction with pgbench, pipelined (-c%d):        %9.0f tx/s\n' "$clients" "$pg_tps"
 errors "$work/wrk.out"
 awk -v a="$gw_rps" -v b="$pg_tps" 'BEGIN { printf "ratio: %.2f x pgbench (goal >= 0.80)\n", a / b }'
+if [[ -n $pgp_tps ]]; then
+  printf 'for information, pgbench -M prepared (as %s):       %9.0f tx/s, ratio %s\n' "${PGUSER:-superuser}" "$pgp_tps" \
+    "$(awk -v a="$gw_rps" -v b="$pgp_tps" 'BEGIN { printf "%.2f", a / b }')"
+fi
 
 # --- static file --------------------------------------------------------------------
 email="bench-gw-$$@bench.test"

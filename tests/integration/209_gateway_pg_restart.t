@@ -21,6 +21,12 @@ my $pg_ctl = `pg_config --bindir 2>/dev/null` =~ s/\s+$//r || '/usr/lib/postgres
 $pg_ctl .= '/pg_ctl';
 
 is(req(GET => '/gw_items?id=eq.1')->{status}, 200, 'gateway answers before the stop');
+# the pool's sessions have prepared statements; the new sessions after the
+# restart have none and must not be asked for the old ones
+sub metric { req(GET => '/metrics')->{content} =~ /^$_[0] (\d+)$/m ? $1 : -1 }
+my @before = map { req(GET => "/gw_items?id=eq.$_")->{status} } (1 .. 3) x 4;
+is_deeply(\@before, [(200) x 12], 'reads on prepared statements before the stop');
+my $retries = metric('pgpod_pool_stale_retries_total');
 
 # an SSE stream opened before the restart keeps delivering after it
 my $email = "gw-restart-$$-" . int(rand(1e9)) . '@example.org';
@@ -47,6 +53,11 @@ is(req(GET => '/health')->{status}, 503, '/health reports unavailable');
 system(@as, $pg_ctl, '-D', $data, '-w', '-l', "$ENV{PGPOD_DIR}/log/postgresql.log", '-o', "-p $ENV{PGPORT} -k $ENV{PGHOST}", 'start') == 0 or BAIL_OUT('cannot start PostgreSQL');
 wait_until('the gateway to recover', 30, sub { req(GET => '/gw_items?id=eq.1')->{status} == 200 });
 pass('requests succeed again after PostgreSQL is back');
+my $prepares = metric('pgpod_pool_prepares_total');
+my @after = map { req(GET => "/gw_items?id=eq.$_")->{status} } (1 .. 3) x 4;
+is_deeply(\@after, [(200) x 12], 'the same reads after the restart');
+is(metric('pgpod_pool_stale_retries_total'), $retries, '... never naming a statement of the old sessions');
+cmp_ok(metric('pgpod_pool_prepares_total'), '>=', $prepares, '... their statements are prepared anew');
 wait_until('/health to recover', 10, sub { req(GET => '/health')->{status} == 200 });
 pass('/health recovers');
 psql("DROP VIEW IF EXISTS api.gw_after_restart; CREATE VIEW api.gw_after_restart AS SELECT 1 AS x; GRANT SELECT ON api.gw_after_restart TO pgpod_anon; NOTIFY pgrst, 'reload schema'");
