@@ -388,9 +388,6 @@ END $$;
 -- one statement; job_complete keeps its plan;
 -- jobs_prune reads the policy per kind, not per row.
 ALTER TABLE pod.jobs SET (fillfactor = 40);
--- Claims are first in, first out: ties of run_at (one statement's jobs) go by id.
-DROP INDEX pod.jobs_claimable_idx;
-CREATE INDEX jobs_claimable_idx ON pod.jobs (kind, run_at, id) WHERE state IN ('waiting', 'running');
 CREATE OR REPLACE FUNCTION pod.job_claim(job_kind text, worker text, max_jobs integer DEFAULT 100, lease interval DEFAULT NULL)
   RETURNS SETOF pod.jobs
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
@@ -423,7 +420,7 @@ BEGIN
       FROM (SELECT c.id FROM pod.jobs c
              WHERE c.kind = job_kind AND c.state IN ('waiting', 'running') AND c.run_at <= now()
                AND (c.state = 'waiting' OR c.attempts < last_attempt)
-             ORDER BY c.run_at, c.id
+             ORDER BY c.run_at
              LIMIT max_jobs
              FOR UPDATE SKIP LOCKED) claimed
      WHERE j.id = claimed.id
@@ -434,8 +431,11 @@ CREATE OR REPLACE FUNCTION pod.job_complete(job_ids bigint[], worker text) RETUR
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE n integer;
 BEGIN
-  UPDATE pod.jobs SET state = 'done', finished_at = now()
-   WHERE id = ANY (job_ids) AND state = 'running' AND jobs.worker = job_complete.worker;
+  -- A join with the ids, not "id = ANY (job_ids)": the generic plan of the latter
+  -- ANDs in a scan of the whole claimable index (dead entries included until vacuum).
+  UPDATE pod.jobs j SET state = 'done', finished_at = now()
+    FROM unnest(job_ids) AS x(id)
+   WHERE j.id = x.id AND j.state = 'running' AND j.worker = job_complete.worker;
   GET DIAGNOSTICS n = ROW_COUNT;
   RETURN n;
 END $$;

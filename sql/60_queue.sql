@@ -49,7 +49,7 @@ COMMENT ON COLUMN pod.jobs.attempts IS 'Attempts started (claims); the job is de
 -- on its page lets the claim and the outcome put the new row version beside the old
 -- one, which PostgreSQL logs in a smaller WAL record (prefix/suffix compression) and
 -- without the extra lock record of a version moving to another page.
-CREATE INDEX jobs_claimable_idx ON pod.jobs (kind, run_at, id) WHERE state IN ('waiting', 'running');
+CREATE INDEX jobs_claimable_idx ON pod.jobs (kind, run_at) WHERE state IN ('waiting', 'running');
 CREATE INDEX jobs_finished_idx ON pod.jobs (finished_at) WHERE state IN ('done', 'dead');
 SELECT pg_catalog.pg_extension_config_dump('pod.jobs', '');
 
@@ -134,7 +134,7 @@ BEGIN
       FROM (SELECT c.id FROM pod.jobs c
              WHERE c.kind = job_kind AND c.state IN ('waiting', 'running') AND c.run_at <= now()
                AND (c.state = 'waiting' OR c.attempts < last_attempt)
-             ORDER BY c.run_at, c.id
+             ORDER BY c.run_at
              LIMIT max_jobs
              FOR UPDATE SKIP LOCKED) claimed
      WHERE j.id = claimed.id
@@ -147,8 +147,11 @@ CREATE FUNCTION pod.job_complete(job_ids bigint[], worker text) RETURNS integer
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE n integer;
 BEGIN
-  UPDATE pod.jobs SET state = 'done', finished_at = now()
-   WHERE id = ANY (job_ids) AND state = 'running' AND jobs.worker = job_complete.worker;
+  -- A join with the ids, not "id = ANY (job_ids)": the generic plan of the latter
+  -- ANDs in a scan of the whole claimable index (dead entries included until vacuum).
+  UPDATE pod.jobs j SET state = 'done', finished_at = now()
+    FROM unnest(job_ids) AS x(id)
+   WHERE j.id = x.id AND j.state = 'running' AND j.worker = job_complete.worker;
   GET DIAGNOSTICS n = ROW_COUNT;
   RETURN n;
 END $$;

@@ -104,11 +104,12 @@ WITH c AS (SELECT id FROM public.bench_plain_jobs WHERE kind = 'bench' AND state
 SELECT coalesce(array_agg(id), '{}') AS ids FROM u \gset
 UPDATE public.bench_plain_jobs SET state = 'done', finished_at = now() WHERE id = ANY (':ids'::bigint[]) AND worker = 'w' || :client_id;
 SQL
-# Fresh tables before each run; the two alternate, three rounds, best of each (the
+# Fresh tables and a checkpoint before each run (so that neither side pays for the
+# other's dirty pages); the two alternate, three rounds, best of each (the
 # machine's other load varies more than the queues differ).
 tps() {
   q -c "TRUNCATE public.bench_plain_jobs" -c "DELETE FROM pod.jobs WHERE kind = 'bench'" \
-    -c "VACUUM ANALYZE pod.jobs" -c "VACUUM ANALYZE public.bench_plain_jobs" >/dev/null
+    -c "VACUUM ANALYZE pod.jobs" -c "VACUUM ANALYZE public.bench_plain_jobs" -c CHECKPOINT >/dev/null
   pgbench -n -c "$clients" -j 2 -T "$secs" -f "$1" >"$work/pgbench.out" 2>&1 || { sed 's/^/pgbench: /' "$work/pgbench.out" >&2; exit 1; }
   sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$work/pgbench.out"
 }

@@ -21,13 +21,14 @@ SELECT throws_ok($$SELECT pod.job_fail(ARRAY[1::bigint, 2], ARRAY['x'], 'w')$$, 
 SELECT is((SELECT count(*) FROM pod.jobs), 0::bigint, 'no job was made by the refused calls');
 
 -- Enqueue and claim.
-SELECT lives_ok($$SELECT pod.job_enqueue('test_q', jsonb_build_object('n', g), 'http://t.example') FROM generate_series(1, 5) g$$, 'five jobs enqueued');
+SELECT lives_ok($$SELECT pod.job_enqueue('test_q', jsonb_build_object('n', g), 'http://t.example', now() - make_interval(secs => 10 - g)) FROM generate_series(1, 5) g$$,
+                'five jobs enqueued, due one second apart');
 SELECT pod.job_enqueue('test_q', '{"later": true}', NULL, now() + interval '1 hour');
 CREATE TEMP TABLE c1 AS SELECT * FROM pod.job_claim('test_q', 'w1', 3);
 SELECT is((SELECT count(*) FROM c1), 3::bigint, 'a claim takes at most max_jobs');
 SELECT ok((SELECT bool_and(state = 'running' AND attempts = 1 AND worker = 'w1' AND run_at = now() + interval '60 seconds') FROM c1),
           'claimed jobs are running, attempt 1, leased to the worker for the default lease (60 s)');
-SELECT is((SELECT array_agg((payload ->> 'n')::int ORDER BY id) FROM c1), ARRAY[1, 2, 3], 'oldest jobs are claimed first');
+SELECT is((SELECT array_agg((payload ->> 'n')::int ORDER BY id) FROM c1), ARRAY[1, 2, 3], 'the jobs due first are claimed first');
 CREATE TEMP TABLE c2 AS SELECT * FROM pod.job_claim('test_q', 'w2', 10);
 SELECT is((SELECT count(*) FROM c2), 2::bigint, 'a second claim gets only what is left (not the leased, not the delayed)');
 SELECT is((SELECT count(*) FROM pod.job_claim('test_q', 'w3', 10)), 0::bigint, 'nothing left to claim');
