@@ -428,11 +428,12 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION pod.job_complete(job_ids bigint[], worker text) RETURNS integer
-  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod SET plan_cache_mode = force_custom_plan AS $$
 DECLARE n integer;
 BEGIN
-  -- A join with the ids, not "id = ANY (job_ids)": the generic plan of the latter
-  -- ANDs in a scan of the whole claimable index (dead entries included until vacuum).
+  -- A join with the ids, not "id = ANY (job_ids)" (whose plans AND in a scan of the
+  -- whole claimable index, dead entries included until vacuum), planned for each call:
+  -- a generic plan made while the table was small keeps seq-scanning it as it grows.
   UPDATE pod.jobs j SET state = 'done', finished_at = now()
     FROM unnest(job_ids) AS x(id)
    WHERE j.id = x.id AND j.state = 'running' AND j.worker = job_complete.worker;
