@@ -150,9 +150,14 @@ BEGIN
   -- A join with the ids, not "id = ANY (job_ids)" (whose plans AND in a scan of the
   -- whole claimable index, dead entries included until vacuum), planned for each call:
   -- a generic plan made while the table was small keeps seq-scanning it as it grows.
+  -- The state is compared as text so that the planner cannot prove the claimable
+  -- index's predicate from it: otherwise, as the statistics count few running jobs, it
+  -- scans that index (dead entries too) as the outer side and filters the join on the
+  -- ids, rescanning unnest for each row (n² comparisons); here each id is one primary
+  -- key probe.
   UPDATE pod.jobs j SET state = 'done', finished_at = now()
     FROM unnest(job_ids) AS x(id)
-   WHERE j.id = x.id AND j.state = 'running' AND j.worker = job_complete.worker;
+   WHERE j.id = x.id AND j.state::text = 'running' AND j.worker = job_complete.worker;
   GET DIAGNOSTICS n = ROW_COUNT;
   RETURN n;
 END $$;
