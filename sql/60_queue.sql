@@ -147,17 +147,15 @@ CREATE FUNCTION pod.job_complete(job_ids bigint[], worker text) RETURNS integer
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod SET plan_cache_mode = force_custom_plan AS $$
 DECLARE n integer;
 BEGIN
-  -- A join with the ids, not "id = ANY (job_ids)" (whose plans AND in a scan of the
-  -- whole claimable index, dead entries included until vacuum), planned for each call:
-  -- a generic plan made while the table was small keeps seq-scanning it as it grows.
-  -- The state is compared as text so that the planner cannot prove the claimable
-  -- index's predicate from it: otherwise, as the statistics count few running jobs, it
-  -- scans that index (dead entries too) as the outer side and filters the join on the
-  -- ids, rescanning unnest for each row (n² comparisons); here each id is one primary
-  -- key probe.
+  -- One scan of the primary key for the ids, planned for each call (a generic plan
+  -- made while the table was small keeps seq-scanning it as it grows). The state is
+  -- compared as text so that the planner cannot prove the claimable index's predicate
+  -- from it: with "state = 'running'" it scanned that whole partial index (dead entries
+  -- too, until vacuum) and ANDed it with the ids, or, joined with unnest(job_ids), took
+  -- it as the outer side and filtered it against every id. Without a join there is no
+  -- join order to get wrong: a small table is seq-scanned, a large one probed.
   UPDATE pod.jobs j SET state = 'done', finished_at = now()
-    FROM unnest(job_ids) AS x(id)
-   WHERE j.id = x.id AND j.state::text = 'running' AND j.worker = job_complete.worker;
+   WHERE j.id = ANY (job_ids) AND j.state::text = 'running' AND j.worker = job_complete.worker;
   GET DIAGNOSTICS n = ROW_COUNT;
   RETURN n;
 END $$;
