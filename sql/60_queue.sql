@@ -142,7 +142,6 @@ BEGIN
 END $$;
 
 -- Marks jobs done; only those still leased to this worker count. Returns how many.
--- (PL/pgSQL keeps the UPDATE's plan for the session; a SQL function plans it per call.)
 CREATE FUNCTION pod.job_complete(job_ids bigint[], worker text) RETURNS integer
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod SET plan_cache_mode = force_custom_plan AS $$
 DECLARE n integer;
