@@ -45,8 +45,9 @@ struct gw_pg_job
 };
 
 /* prepared: prepared statements kept per connection (0: none, every statement
- * is parsed each time). */
-int gw_pool_init(int size, const char *user, long statement_timeout_ms, int prepared);
+ * is parsed each time); pipeline: transactions in flight per connection. */
+int gw_pool_init(int size, const char *user, long statement_timeout_ms, int prepared,
+                 int pipeline);
 /* The schema changed: every connection deallocates its prepared statements
  * before its next job. */
 void gw_pool_forget_prepared(void);
