@@ -490,9 +490,8 @@ slot_synced(pconn *c)
 	if (skipped)
 	{
 		/* sent behind a transaction that failed, before its ROLLBACK: the server
-		 * refused its first command (current transaction is aborted) and skipped
-		 * the rest, so it runs again; a DEALLOCATE it carried did not happen
-		 * either */
+		 * refused its first command and skipped the rest, so it runs again; a
+		 * DEALLOCATE it carried did not happen either */
 		if (own_cmds)
 			c->sc_reset = 1;
 		requeue(job);
@@ -570,12 +569,12 @@ read_results(pconn *c)
 		{
 			if (cmd->kind == CMD_PARSE)
 				gw_sc_drop(&c->sc, cmd->entry);
-			if (s->qi == 0 && !job->error)
-			{
-				const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-				s->skipped = code && !strcmp(code, "25P02");
-			}
-			if (!job->error && stale_statement(cmd, r))
+			/* behind a failed transaction (its ROLLBACK still to come), the
+			 * first command fails (25P02, or 26000 for a statement whose Parse
+			 * the failure skipped) and the server skips the rest: nothing ran */
+			if (s->qi == 0 && !job->error && c->aborted && !job->no_transaction)
+				s->skipped = 1;
+			if (!job->error && !s->skipped && stale_statement(cmd, r))
 			{
 				s->stale = 1;
 				forget_prepared();
@@ -725,8 +724,9 @@ dispatch(void)
 	while (queue_head)
 	{
 		/* a connection already given a transaction in this loop iteration (it
-		 * goes out in the same write), else an idle one, else the least loaded
-		 * one that may take it */
+		 * goes out in the same write), else the least loaded busy one that may
+		 * take it (fewer sessions, each woken for several transactions), else an
+		 * idle one */
 		pconn *best = NULL, *idle = NULL;
 		for (int i = 0; i < nconns; i++)
 		{
@@ -747,7 +747,7 @@ dispatch(void)
 			if (!best || c->n < best->n)
 				best = c;
 		}
-		if (idle && !(best && best->dirty))
+		if (!best)
 			best = idle;
 		if (!best)
 			return;

@@ -5,7 +5,8 @@
 # affect the others: the ones sent behind its failed transaction (before its
 # ROLLBACK) are refused by the server and run again, so every request gets its
 # own answer and every write happens exactly once. Runs a gateway of its own
-# (one worker, one pool connection).
+# (one worker, two pool connections). A transaction that runs long gets no
+# other one queued behind it.
 use strict;
 use warnings;
 use FindBin;
@@ -14,18 +15,22 @@ use Test::More;
 use HTTP::Tiny;
 use IO::Socket::INET;
 use IO::Select;
+use Time::HiRes qw(time);
 use GwTest;
 
 fixture();
 psql(q{
 DROP TABLE IF EXISTS api.gw_pl_t;
 DROP FUNCTION IF EXISTS api.gw_pl_fail(int);
+DROP FUNCTION IF EXISTS api.gw_pl_slow();
 CREATE TABLE api.gw_pl_t (id int PRIMARY KEY, v int NOT NULL CHECK (v >= 0));
 INSERT INTO api.gw_pl_t SELECT g, g FROM generate_series(1000, 1019) g;
 GRANT SELECT, INSERT ON api.gw_pl_t TO pgpod_anon;
 CREATE FUNCTION api.gw_pl_fail(n int) RETURNS int LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION 'failing %', n USING ERRCODE = 'PT418'; END $$;
 GRANT EXECUTE ON FUNCTION api.gw_pl_fail(int) TO pgpod_anon;
+CREATE FUNCTION api.gw_pl_slow() RETURNS int LANGUAGE sql AS 'SELECT 1 FROM pg_sleep(1.5)';
+GRANT EXECUTE ON FUNCTION api.gw_pl_slow() TO pgpod_anon;
 NOTIFY pgrst, 'reload schema';
 });
 
@@ -36,7 +41,7 @@ my $port = do { my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0
 $pid = fork // die;
 if (!$pid) {
   open STDERR, '>', '/dev/null';
-  @ENV{qw(PGPOD_HTTP_PORT PGPOD_GATEWAY_WORKERS PGPOD_GATEWAY_POOL PGPOD_GATEWAY_PIPELINE)} = ($port, 1, 1, 16);
+  @ENV{qw(PGPOD_HTTP_PORT PGPOD_GATEWAY_WORKERS PGPOD_GATEWAY_POOL PGPOD_GATEWAY_PIPELINE)} = ($port, 1, 2, 16);
   exec("$ENV{PGPOD_TOP}/gateway/pgpod-gateway") or exit 127;
 }
 my $base = "http://127.0.0.1:$port";
@@ -102,6 +107,18 @@ is(psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgpod-g
   'no session is left inside a transaction');
 is($http->get("$base/gw_pl_t?id=eq.1001")->{content}, '[{"id":1001,"v":1001}]', 'the connection still answers');
 
+# a slow transaction: what comes later goes to the other connection
+my $slow = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port) or die;
+print $slow "GET /rpc/gw_pl_slow HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+select(undef, undef, undef, 0.3);
+my $t0 = time;
+my @fast = map { $http->get("$base/gw_pl_t?id=eq.1002")->{status} } 1 .. 5;
+my $took = time - $t0;
+is_deeply(\@fast, [(200) x 5], 'requests during a slow one are answered');
+cmp_ok($took, '<', 1.0, '... without waiting for it');
+my $slow_answer = do { local $/; <$slow> };
+like($slow_answer, qr{^HTTP/1\.1 200}, 'the slow one is answered too');
+
 kill 'TERM', $pid; waitpid($pid, 0); $pid = 0;
-psql("DROP TABLE api.gw_pl_t; DROP FUNCTION api.gw_pl_fail(int); NOTIFY pgrst, 'reload schema'");
+psql("DROP TABLE api.gw_pl_t; DROP FUNCTION api.gw_pl_fail(int); DROP FUNCTION api.gw_pl_slow(); NOTIFY pgrst, 'reload schema'");
 done_testing();
