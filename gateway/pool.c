@@ -1,6 +1,8 @@
 /* The connection pool (see pool.h): one explicit state per connection
  * (down, connecting, idle, busy), libev watching each socket, a FIFO of waiting
  * jobs with a timeout, and reconnection with backoff when PostgreSQL goes away.
+ * A busy connection has a ring of the transactions it has sent (pslot), read
+ * back in order, one Sync each.
  * Jobs that cannot run because no connection is up fail at once (503), so a
  * database restart shows as errors, never as hung clients. */
 #include "pool.h"

@@ -2,7 +2,10 @@
  * is a list of statements run as one transaction in one round trip:
  * BEGIN [READ ONLY]; statements...; COMMIT; Sync. After an error the server skips
  * to the Sync (the COMMIT never runs); the job is answered at once and the pool
- * sends ROLLBACK before the connection takes another job.
+ * sends ROLLBACK before the connection takes another job. Up to
+ * PGPOD_GATEWAY_PIPELINE jobs are in flight on a connection, each with its own
+ * Sync; the ones sent behind a failed transaction are skipped by the server and
+ * run again after its ROLLBACK.
  *
  * Each connection keeps its statements prepared (stmt_cache.h): the first use
  * of a statement text sends its Parse inside the same pipeline, later uses only
