@@ -90,7 +90,8 @@ static ev_timer queue_timer;
 static const char *db_user;
 static char options[128];
 static int depth = 1;          /* transactions in flight per connection */
-static ev_prepare flusher;     /* sends what this loop iteration queued, in one write */
+static ev_prepare flusher;     /* sends what this loop iteration queued (libpq 15's
+                                * PQpipelineSync already flushes each transaction) */
 #define PIPE_MAX_AGE 0.002     /* never queue behind a transaction running longer */
 
 static void pconn_start(pconn *c);
