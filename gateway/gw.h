@@ -20,6 +20,7 @@ typedef struct gw_settings
 	int workers;
 	int pool_size;
 	int prepared; /* prepared statements per pool connection, 0: none */
+	int pipeline; /* transactions in flight per pool connection */
 	long body_max;         /* JSON bodies */
 	long upload_max;       /* POST /upload */
 	long header_max;       /* URL + headers */

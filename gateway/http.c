@@ -747,8 +747,9 @@ conn_parse(gw_conn *c)
 			}
 			if (c->message_complete)
 			{
+				/* the read watcher stays on (stopping and starting it costs an
+				 * epoll_ctl per request): on_read only keeps what comes meanwhile */
 				c->state = CS_HANDLING;
-				ev_io_stop(gw_loop, &c->rio);
 				arm_timer(c, 0);
 				gw_route(c->req);
 				return;
@@ -786,6 +787,12 @@ on_read(struct ev_loop *loop, ev_io *w, int revents)
 		conn_close(c);
 		return;
 	}
+	if (n == 0 && c->state == CS_HANDLING)
+	{
+		/* the client is done sending: answer, then notice the EOF again */
+		ev_io_stop(gw_loop, &c->rio);
+		return;
+	}
 	if (n == 0)
 	{
 		if (c->state == CS_BODY || (c->state == CS_HEAD && c->req))
@@ -804,6 +811,14 @@ on_read(struct ev_loop *loop, ev_io *w, int revents)
 		c->in_off = 0;
 	}
 	gw_buf_append(&c->in, buf, (size_t)n);
+	if (c->state == CS_HANDLING)
+	{
+		/* a pipelined request: parsed once this one is answered; reading
+		 * pauses while that much is waiting */
+		if (c->in.len - c->in_off > (size_t)gw_cfg.header_max + sizeof buf)
+			ev_io_stop(gw_loop, &c->rio);
+		return;
+	}
 	if (c->state == CS_HEAD && !c->req)
 		arm_timer(c, gw_cfg.header_timeout);
 	conn_parse(c);

@@ -54,6 +54,7 @@ load_settings(void)
 	gw_cfg.workers = (int)env_long("PGPOD_GATEWAY_WORKERS", ncpu > 0 ? ncpu : 1, 1, 256);
 	gw_cfg.pool_size = (int)env_long("PGPOD_GATEWAY_POOL", 8, 1, 512);
 	gw_cfg.prepared = (int)env_long("PGPOD_GATEWAY_PREPARED", 256, 0, 65536);
+	gw_cfg.pipeline = (int)env_long("PGPOD_GATEWAY_PIPELINE", 16, 1, 64);
 	if (gw_cfg.prepared > 0 && gw_cfg.prepared < 16)
 		gw_cfg.prepared = 16; /* room for every statement of a job */
 	gw_cfg.body_max = env_long("PGPOD_BODY_MAX", 10L << 20, 1024, 1L << 40);
@@ -139,7 +140,7 @@ worker_main(int id)
 		return 1;
 	}
 	if (gw_pool_init(gw_cfg.pool_size, gw_cfg.db_user, gw_cfg.statement_timeout_ms,
-	                 gw_cfg.prepared))
+	                 gw_cfg.prepared, gw_cfg.pipeline))
 	{
 		gw_log("worker %d: cannot create the pool", id);
 		return 1;

@@ -1,6 +1,8 @@
 /* The connection pool (see pool.h): one explicit state per connection
  * (down, connecting, idle, busy), libev watching each socket, a FIFO of waiting
  * jobs with a timeout, and reconnection with backoff when PostgreSQL goes away.
+ * A busy connection has a ring of the transactions it has sent (pslot), read
+ * back in order, one Sync each.
  * Jobs that cannot run because no connection is up fail at once (503), so a
  * database restart shows as errors, never as hung clients. */
 #include "pool.h"
@@ -47,6 +49,19 @@ typedef struct pcmd
  * BEGIN, the statements and COMMIT */
 #define PCMD_MAX (1 + 3 * (GW_JOB_MAX + 2))
 
+/* One transaction sent on a connection and not yet answered up to its Sync: a
+ * job, or the pool's own ROLLBACK after a job that failed. */
+typedef struct pslot
+{
+	gw_pg_job *job;  /* NULL for the pool's ROLLBACK */
+	int qi;          /* index of the command whose results come next */
+	int stale;       /* the job failed because of a stale prepared statement */
+	int skipped;     /* its first command met a failed transaction: nothing ran */
+	double sent_at;
+	pcmd cmds[PCMD_MAX];
+	int ncmds;
+} pslot;
+
 typedef struct pconn
 {
 	PGconn *pg;
@@ -55,17 +70,16 @@ typedef struct pconn
 	int io_fd, io_events;
 	ev_timer retry;
 	double backoff;
-	gw_pg_job *job;
-	int qi; /* index of the query whose results come next */
-	int syncs;
-	int counted;      /* counted in the pool_size metric */
-	int rolling_back; /* a failed job's transaction is being rolled back */
+	/* the transactions in flight, in the order they were sent (a ring) */
+	pslot *slots;
+	int head, n;
+	int aborted;  /* ROLLBACKs in flight after failed transactions: the jobs sent
+	               * between are skipped by the server and run again; none is added */
+	int dirty;    /* commands buffered in libpq, flushed before the loop sleeps */
+	int counted;  /* counted in the pool_size metric */
 	int id;
 	gw_stmt_cache sc;  /* this session's prepared statements */
 	int sc_reset;      /* deallocate them all before the next job */
-	int stale;         /* the job failed because of a stale prepared statement */
-	pcmd cmds[PCMD_MAX];
-	int ncmds;
 } pconn;
 
 static pconn *conns;
@@ -75,6 +89,10 @@ static int queue_len;
 static ev_timer queue_timer;
 static const char *db_user;
 static char options[128];
+static int depth = 1;          /* transactions in flight per connection */
+static ev_prepare flusher;     /* sends what this loop iteration queued (libpq 15's
+                                * PQpipelineSync already flushes each transaction) */
+#define PIPE_MAX_AGE 0.002     /* never queue behind a transaction running longer */
 
 static void pconn_start(pconn *c);
 static void dispatch(void);
@@ -180,6 +198,12 @@ fail_queue(const char *why)
 	queue_tail = NULL;
 }
 
+static pslot *
+slot_at(pconn *c, int i)
+{
+	return &c->slots[(c->head + i) % depth];
+}
+
 static void
 pconn_down(pconn *c, const char *reason)
 {
@@ -194,19 +218,24 @@ pconn_down(pconn *c, const char *reason)
 		PQfinish(c->pg);
 		c->pg = NULL;
 	}
-	gw_pg_job *job = c->job;
-	c->job = NULL;
-	c->rolling_back = 0;
+	/* every transaction in flight is lost: take the jobs out before answering any */
+	gw_pg_job *lost[depth > 0 ? depth : 1];
+	int nlost = 0;
+	for (int i = 0; i < c->n; i++)
+		if (slot_at(c, i)->job)
+			lost[nlost++] = slot_at(c, i)->job;
+	c->head = c->n = 0;
+	c->aborted = 0;
+	c->dirty = 0;
 	/* a new session has no prepared statements */
 	gw_sc_clear(&c->sc);
 	c->sc_reset = 0;
-	c->ncmds = 0;
 	int was_up = c->state == P_IDLE || c->state == P_BUSY;
 	set_state(c, P_DOWN);
 	if (was_up)
 		gw_log("database connection %d lost: %s", c->id, why);
-	if (job)
-		fail_job(job, why, 0);
+	for (int i = 0; i < nlost; i++)
+		fail_job(lost[i], why, 0);
 	c->backoff = c->backoff ? (c->backoff * 2 > 5 ? 5 : c->backoff * 2) : 0.25;
 	ev_timer_stop(gw_loop, &c->retry);
 	ev_timer_set(&c->retry, c->backoff, 0);
@@ -218,6 +247,7 @@ pconn_down(pconn *c, const char *reason)
 static void
 flush_out(pconn *c)
 {
+	c->dirty = 0;
 	int r = PQflush(c->pg);
 	if (r < 0)
 	{
@@ -225,6 +255,27 @@ flush_out(pconn *c)
 		return;
 	}
 	watch(c, PQsocket(c->pg), EV_READ | (r == 1 ? EV_WRITE : 0));
+}
+
+/* What was queued on a connection goes out once this loop iteration has
+ * dispatched everything it could: several transactions in one write. */
+static void
+mark_dirty(pconn *c)
+{
+	c->dirty = 1;
+	if (!ev_is_active(&flusher))
+		ev_prepare_start(gw_loop, &flusher);
+}
+
+static void
+on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	ev_prepare_stop(gw_loop, w);
+	for (int i = 0; i < nconns; i++)
+		if (conns[i].dirty && conns[i].pg)
+			flush_out(&conns[i]);
 }
 
 static int
@@ -236,12 +287,28 @@ send_q(pconn *c, const char *sql, const gw_params *p)
 }
 
 static void
-add_cmd(pconn *c, int kind, int stmt, int entry)
+add_cmd(pslot *s, int kind, int stmt, int entry)
 {
-	c->cmds[c->ncmds].kind = (short)kind;
-	c->cmds[c->ncmds].stmt = (short)stmt;
-	c->cmds[c->ncmds].entry = entry;
-	c->ncmds++;
+	s->cmds[s->ncmds].kind = (short)kind;
+	s->cmds[s->ncmds].stmt = (short)stmt;
+	s->cmds[s->ncmds].entry = entry;
+	s->ncmds++;
+}
+
+/* A new slot at the end of the connection's ring. */
+static pslot *
+push_slot(pconn *c, gw_pg_job *job)
+{
+	pslot *s = &c->slots[(c->head + c->n) % depth];
+	c->n++;
+	s->job = job;
+	s->qi = 0;
+	s->stale = 0;
+	s->skipped = 0;
+	s->ncmds = 0;
+	s->sent_at = ev_now(gw_loop);
+	set_state(c, P_BUSY);
+	return s;
 }
 
 /* Sends one statement of the pipeline: by its prepared name (with the Parse
@@ -249,23 +316,24 @@ add_cmd(pconn *c, int kind, int stmt, int entry)
  * cached. The Parse goes right before the first execution, so that it is
  * analysed under the transaction's role and search_path like the statement. */
 static int
-send_stmt(pconn *c, const char *sql, const gw_params *p, int stmt, int entry, int created)
+send_stmt(pconn *c, pslot *s, const char *sql, const gw_params *p, int stmt, int entry,
+          int created)
 {
 	int n = p ? p->n : 0;
 	if (entry < 0)
 	{
-		add_cmd(c, stmt >= 0 ? CMD_STMT : CMD_OWN, stmt, -1);
+		add_cmd(s, stmt >= 0 ? CMD_STMT : CMD_OWN, stmt, -1);
 		return send_q(c, sql, p);
 	}
 	const char *name = gw_sc_name(&c->sc, entry);
 	if (created)
 	{
-		add_cmd(c, CMD_PARSE, stmt, entry);
+		add_cmd(s, CMD_PARSE, stmt, entry);
 		gw_metrics_prepare();
 		if (!PQsendPrepare(c->pg, name, sql, n, p ? (const Oid *)p->types : NULL))
 			return 0;
 	}
-	add_cmd(c, stmt >= 0 ? CMD_STMT : CMD_OWN, stmt, entry);
+	add_cmd(s, stmt >= 0 ? CMD_STMT : CMD_OWN, stmt, entry);
 	return PQsendQueryPrepared(c->pg, name, n, p ? (const char *const *)p->values : NULL,
 	                           p ? p->lengths : NULL, p ? p->formats : NULL, 0);
 }
@@ -273,19 +341,15 @@ send_stmt(pconn *c, const char *sql, const gw_params *p, int stmt, int entry, in
 static void
 start_job(pconn *c, gw_pg_job *job)
 {
-	c->job = job;
-	c->qi = 0;
-	c->syncs = 0;
-	c->ncmds = 0;
-	c->stale = 0;
-	set_state(c, P_BUSY);
+	pslot *s = push_slot(c, job);
 	int ok = 1;
 	if (c->sc_reset)
 	{
-		/* first in the pipeline: nothing before it can fail and skip it */
+		/* only on an idle connection (dispatch): first in the pipeline, nothing
+		 * before it can fail and skip it */
 		gw_sc_clear(&c->sc);
 		c->sc_reset = 0;
-		add_cmd(c, CMD_OWN, -1, -1);
+		add_cmd(s, CMD_OWN, -1, -1);
 		ok = send_q(c, "DEALLOCATE ALL", NULL);
 	}
 	/* the pipeline: BEGIN, the job's statements, COMMIT */
@@ -313,7 +377,8 @@ start_job(pconn *c, gw_pg_job *job)
 		stmt[n++] = -1;
 	}
 	/* look every statement up first: what makes room is deallocated before
-	 * BEGIN, where no failure can skip it */
+	 * BEGIN, where no failure can skip it (the transactions sent before have
+	 * used it already: they come first) */
 	gw_sc_begin_job(&c->sc);
 	for (int i = 0; ok && i < n; i++)
 	{
@@ -324,12 +389,12 @@ start_job(pconn *c, gw_pg_job *job)
 		{
 			char sql[GW_SC_NAME_MAX + 16];
 			snprintf(sql, sizeof sql, "DEALLOCATE %s", evicted);
-			add_cmd(c, CMD_OWN, -1, -1);
+			add_cmd(s, CMD_OWN, -1, -1);
 			ok = send_q(c, sql, NULL);
 		}
 	}
 	for (int i = 0; ok && i < n; i++)
-		ok = send_stmt(c, sqls[i], params[i], stmt[i], entry[i], created[i]);
+		ok = send_stmt(c, s, sqls[i], params[i], stmt[i], entry[i], created[i]);
 	/* one Sync for the whole transaction: the success path is one round trip;
 	 * after an error the block stays open and read_results rolls it back */
 	ok = ok && PQpipelineSync(c->pg);
@@ -338,7 +403,7 @@ start_job(pconn *c, gw_pg_job *job)
 		pconn_down(c, PQerrorMessage(c->pg));
 		return;
 	}
-	flush_out(c);
+	mark_dirty(c);
 }
 
 /* Every connection deallocates its prepared statements before its next job. */
@@ -364,25 +429,104 @@ stale_statement(const pcmd *cmd, PGresult *r)
 	       (!strcmp(st, "0A000") && msg && strstr(msg, "cached plan must not change result type"));
 }
 
-/* Answers the job, or runs it again when a stale prepared statement failed it. */
+/* Puts a job back at the head of the queue, its results dropped. */
 static void
-finish_or_retry(pconn *c, gw_pg_job *job)
+requeue(gw_pg_job *job)
 {
-	if (!c->stale || job->retried)
-	{
-		job_finish(job);
-		return;
-	}
-	gw_metrics_stale_retry();
 	gw_pool_job_clear(job);
 	job->error_stmt = -1;
-	job->retried = 1;
 	job->next = queue_head;
 	queue_head = job;
 	if (!queue_tail)
 		queue_tail = job;
 	queue_len++;
 	gw_metrics_pool(0, 0, 1);
+}
+
+/* Answers the job, or runs it again when a stale prepared statement failed it. */
+static void
+finish_or_retry(gw_pg_job *job, int stale)
+{
+	if (!stale || job->retried)
+	{
+		job_finish(job);
+		return;
+	}
+	gw_metrics_stale_retry();
+	job->retried = 1;
+	requeue(job);
+}
+
+/* The Sync of the oldest transaction in flight came back. Returns 0 when the
+ * connection went down. PQtransactionStatus only tells the state after the
+ * last Sync sent (libpq reports "active" while more are in flight). */
+static int
+slot_synced(pconn *c)
+{
+	pslot *s = slot_at(c, 0);
+	gw_pg_job *job = s->job;
+	int stale = s->stale, skipped = s->skipped, own_cmds = 0;
+	/* a Parse that never got its answer left no statement behind */
+	for (int i = 0; i < s->ncmds; i++)
+	{
+		if (s->cmds[i].kind == CMD_PARSE && i >= s->qi)
+			gw_sc_drop(&c->sc, s->cmds[i].entry);
+		own_cmds |= s->cmds[i].kind == CMD_OWN && s->cmds[i].stmt < 0 && s->cmds[i].entry < 0;
+	}
+	c->head = (c->head + 1) % depth;
+	c->n--;
+	int last = c->n == 0;
+	PGTransactionStatusType ts = last ? PQtransactionStatus(c->pg) : PQTRANS_UNKNOWN;
+	if (last)
+		set_state(c, P_IDLE);
+	if (!job)
+	{
+		/* the pool's ROLLBACK */
+		c->aborted--;
+		if (last && ts != PQTRANS_IDLE)
+		{
+			pconn_down(c, "ROLLBACK did not end the transaction");
+			return 0;
+		}
+		return 1;
+	}
+	if (skipped)
+	{
+		/* sent behind a transaction that failed, before its ROLLBACK: the server
+		 * refused its first command and skipped the rest, so it runs again; a
+		 * DEALLOCATE it carried did not happen either */
+		if (own_cmds)
+			c->sc_reset = 1;
+		requeue(job);
+		return 1;
+	}
+	/* a failed transaction stays open (aborted) until rolled back; when more is
+	 * in flight its state is unknown here: ROLLBACK anyway (a warning if a
+	 * failed COMMIT had ended it) */
+	if (job->error && !job->no_transaction && (!last || ts == PQTRANS_INERROR))
+	{
+		/* the answer is known: give it now, clean up behind it */
+		push_slot(c, NULL);
+		if (!PQsendQueryParams(c->pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) ||
+		    !PQpipelineSync(c->pg))
+		{
+			pconn_down(c, PQerrorMessage(c->pg));
+			job_finish(job);
+			return 0;
+		}
+		c->aborted++;
+		mark_dirty(c);
+		finish_or_retry(job, stale);
+		return c->state != P_DOWN;
+	}
+	if (last && ts != PQTRANS_IDLE)
+	{
+		pconn_down(c, "connection left inside a transaction");
+		job_finish(job);
+		return 0;
+	}
+	finish_or_retry(job, stale);
+	return c->state != P_DOWN;
 }
 
 static void
@@ -393,72 +537,30 @@ read_results(pconn *c)
 		pconn_down(c, PQerrorMessage(c->pg));
 		return;
 	}
-	while ((c->job || c->rolling_back) && !PQisBusy(c->pg))
+	while (c->pg && c->n > 0 && !PQisBusy(c->pg))
 	{
 		PGresult *r = PQgetResult(c->pg);
-		gw_pg_job *job = c->job;
+		pslot *s = slot_at(c, 0);
+		gw_pg_job *job = s->job;
 		if (!r)
 		{
-			c->qi++;
+			s->qi++;
 			continue;
 		}
 		ExecStatusType st = PQresultStatus(r);
 		if (st == PGRES_PIPELINE_SYNC)
 		{
 			PQclear(r);
-			PGTransactionStatusType ts = PQtransactionStatus(c->pg);
-			if (c->rolling_back)
-			{
-				c->rolling_back = 0;
-				if (ts != PQTRANS_IDLE)
-				{
-					pconn_down(c, "ROLLBACK did not end the transaction");
-					return;
-				}
-				set_state(c, P_IDLE);
-				dispatch();
+			if (!slot_synced(c))
 				return;
-			}
-			c->job = NULL;
-			/* a Parse that never got its answer left no statement behind */
-			for (int i = 0; i < c->ncmds; i++)
-				if (c->cmds[i].kind == CMD_PARSE && i >= c->qi)
-					gw_sc_drop(&c->sc, c->cmds[i].entry);
-			c->ncmds = 0;
-			if (ts == PQTRANS_INERROR)
-			{
-				/* the answer is known: give it now, clean up behind it */
-				if (!PQsendQueryParams(c->pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) ||
-				    !PQpipelineSync(c->pg))
-				{
-					pconn_down(c, PQerrorMessage(c->pg));
-					job_finish(job);
-					return;
-				}
-				c->rolling_back = 1;
-				flush_out(c);
-				finish_or_retry(c, job);
-				if (c->state == P_DOWN)
-					return;
-				continue;
-			}
-			if (ts != PQTRANS_IDLE)
-			{
-				pconn_down(c, "connection left inside a transaction");
-				job_finish(job);
-				return;
-			}
-			set_state(c, P_IDLE);
-			finish_or_retry(c, job);
-			dispatch();
-			return;
+			continue;
 		}
-		if (c->rolling_back || c->qi >= c->ncmds)
+		if (!job || s->qi >= s->ncmds)
 		{
 			PQclear(r);
 			continue;
 		}
-		const pcmd *cmd = &c->cmds[c->qi];
+		const pcmd *cmd = &s->cmds[s->qi];
 		if (st == PGRES_PIPELINE_ABORTED)
 		{
 			if (cmd->kind == CMD_PARSE)
@@ -470,9 +572,14 @@ read_results(pconn *c)
 		{
 			if (cmd->kind == CMD_PARSE)
 				gw_sc_drop(&c->sc, cmd->entry);
-			if (!job->error && stale_statement(cmd, r))
+			/* behind a failed transaction (its ROLLBACK still to come), the
+			 * first command fails (25P02, or 26000 for a statement whose Parse
+			 * the failure skipped) and the server skips the rest: nothing ran */
+			if (s->qi == 0 && !job->error && c->aborted && !job->no_transaction)
+				s->skipped = 1;
+			if (!job->error && !s->skipped && stale_statement(cmd, r))
 			{
-				c->stale = 1;
+				s->stale = 1;
 				forget_prepared();
 			}
 			if (!job->error)
@@ -493,8 +600,14 @@ read_results(pconn *c)
 		}
 		PQclear(r);
 	}
+	if (!c->pg)
+		return;
 	if (PQstatus(c->pg) == CONNECTION_BAD)
+	{
 		pconn_down(c, PQerrorMessage(c->pg));
+		return;
+	}
+	dispatch();
 }
 
 static void
@@ -554,7 +667,7 @@ on_io(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	if (revents & EV_READ)
 	{
-		if (c->job || c->rolling_back)
+		if (c->n)
 			read_results(c);
 		else if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD)
 			pconn_down(c, "connection closed by the server");
@@ -591,20 +704,63 @@ on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 		pconn_start(c);
 }
 
+/* May a busy connection take this job behind the ones it is running? Only
+ * transactions (a statement run alone cannot be told apart from the ones behind
+ * it after an error), never behind a failed one or a pending DEALLOCATE ALL,
+ * and never behind a transaction that has been running for a while: a slow
+ * statement would hold up the jobs queued behind it. */
+static int
+can_pipeline(pconn *c, const gw_pg_job *job, double now)
+{
+	if (c->state != P_BUSY || c->n <= 0 || c->n >= depth || c->aborted || c->sc_reset || job->no_transaction)
+		return 0;
+	if (now - slot_at(c, 0)->sent_at > PIPE_MAX_AGE)
+		return 0;
+	const pslot *last = slot_at(c, c->n - 1);
+	return last->job && !last->job->no_transaction;
+}
+
 static void
 dispatch(void)
 {
-	for (int i = 0; i < nconns && queue_head; i++)
+	double now = ev_now(gw_loop);
+	while (queue_head)
 	{
-		if (conns[i].state != P_IDLE)
-			continue;
+		/* a connection already given a transaction in this loop iteration (it
+		 * goes out in the same write), else the least loaded busy one that may
+		 * take it (fewer sessions, each woken for several transactions), else an
+		 * idle one */
+		pconn *best = NULL, *idle = NULL;
+		for (int i = 0; i < nconns; i++)
+		{
+			pconn *c = &conns[i];
+			if (c->state == P_IDLE)
+			{
+				if (!idle)
+					idle = c;
+				continue;
+			}
+			if (!can_pipeline(c, queue_head, now))
+				continue;
+			if (c->dirty)
+			{
+				best = c;
+				break;
+			}
+			if (!best || c->n < best->n)
+				best = c;
+		}
+		if (!best)
+			best = idle;
+		if (!best)
+			return;
 		gw_pg_job *j = queue_head;
 		queue_head = j->next;
 		if (!queue_head)
 			queue_tail = NULL;
 		queue_len--;
 		gw_metrics_pool(0, 0, -1);
-		start_job(&conns[i], j);
+		start_job(best, j);
 	}
 }
 
@@ -696,9 +852,11 @@ gw_pool_forget_prepared(void)
 }
 
 int
-gw_pool_init(int size, const char *user, long statement_timeout_ms, int prepared)
+gw_pool_init(int size, const char *user, long statement_timeout_ms, int prepared, int pipeline)
 {
 	db_user = user;
+	depth = pipeline > 0 ? pipeline : 1;
+	ev_prepare_init(&flusher, on_flush);
 	snprintf(options, sizeof options, "-c statement_timeout=%ld", statement_timeout_ms);
 	nconns = size;
 	conns = calloc((size_t)size, sizeof *conns);
@@ -713,7 +871,8 @@ gw_pool_init(int size, const char *user, long statement_timeout_ms, int prepared
 		c->io.data = c;
 		ev_init(&c->retry, on_retry);
 		c->retry.data = c;
-		if (gw_sc_init(&c->sc, prepared))
+		c->slots = calloc((size_t)depth, sizeof *c->slots);
+		if (!c->slots || gw_sc_init(&c->sc, prepared))
 			return -1;
 		pconn_start(c);
 	}
@@ -726,6 +885,7 @@ void
 gw_pool_shutdown(void)
 {
 	ev_timer_stop(gw_loop, &queue_timer);
+	ev_prepare_stop(gw_loop, &flusher);
 	for (int i = 0; i < nconns; i++)
 	{
 		pconn *c = &conns[i];

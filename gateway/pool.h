@@ -2,7 +2,10 @@
  * is a list of statements run as one transaction in one round trip:
  * BEGIN [READ ONLY]; statements...; COMMIT; Sync. After an error the server skips
  * to the Sync (the COMMIT never runs); the job is answered at once and the pool
- * sends ROLLBACK before the connection takes another job.
+ * sends ROLLBACK before the connection takes another job. Up to
+ * PGPOD_GATEWAY_PIPELINE jobs are in flight on a connection, each with its own
+ * Sync; the ones sent behind a failed transaction are skipped by the server and
+ * run again after its ROLLBACK.
  *
  * Each connection keeps its statements prepared (stmt_cache.h): the first use
  * of a statement text sends its Parse inside the same pipeline, later uses only
@@ -45,8 +48,9 @@ struct gw_pg_job
 };
 
 /* prepared: prepared statements kept per connection (0: none, every statement
- * is parsed each time). */
-int gw_pool_init(int size, const char *user, long statement_timeout_ms, int prepared);
+ * is parsed each time); pipeline: transactions in flight per connection. */
+int gw_pool_init(int size, const char *user, long statement_timeout_ms, int prepared,
+                 int pipeline);
 /* The schema changed: every connection deallocates its prepared statements
  * before its next job. */
 void gw_pool_forget_prepared(void);
