@@ -65,6 +65,18 @@ EXCEPTION WHEN invalid_parameter_value THEN
   RETURN false;
 END $$;
 
+-- An activity names its sender as actor and carries a request id (a uuid).
+CREATE FUNCTION pod.inbox_check_activity(sender text, activity jsonb) RETURNS void
+  LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pod AS $$
+BEGIN
+  IF rtrim(activity ->> 'actor', '/') IS DISTINCT FROM sender THEN
+    PERFORM pod.inbox_reject('PT401', 'actor does not match the signing key');
+  END IF;
+  IF coalesce(activity ->> 'id', '') !~ '^[0-9a-fA-F-]{36}$' THEN
+    PERFORM pod.inbox_reject('PT400', 'activity needs an id (a uuid)');
+  END IF;
+END $$;
+
 CREATE FUNCTION pod.inbox_apply(sender text, sender_key text, activity jsonb) RETURNS jsonb
   LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
 DECLARE
@@ -87,12 +99,7 @@ BEGIN
     END IF;
   END IF;
 
-  IF rtrim(activity ->> 'actor', '/') IS DISTINCT FROM sender THEN
-    PERFORM pod.inbox_reject('PT401', 'actor does not match the signing key');
-  END IF;
-  IF coalesce(activity ->> 'id', '') !~ '^[0-9a-fA-F-]{36}$' THEN
-    PERFORM pod.inbox_reject('PT400', 'activity needs an id (a uuid)');
-  END IF;
+  PERFORM pod.inbox_check_activity(sender, activity);
   IF state = 'revoked' THEN
     PERFORM pod.inbox_reject('PT403', 'pod ' || sender || ' is blocked');
   END IF;
@@ -211,11 +218,9 @@ BEGIN
             OR EXISTS (SELECT 1 FROM pod.inbox_held h WHERE h.sender = rtrim(split_part(params ->> 'keyId', '#', 1), '/'))) THEN
       PERFORM pod.inbox_reject('PT401', 'unknown key ' || quote_literal(params ->> 'keyId'));
     END IF;
-    IF rtrim(activity ->> 'actor', '/') IS DISTINCT FROM sender THEN
-      PERFORM pod.inbox_reject('PT401', 'actor does not match the signing key');
-    END IF;
-    IF coalesce(activity ->> 'id', '') !~ '^[0-9a-fA-F-]{36}$' THEN
-      PERFORM pod.inbox_reject('PT400', 'activity needs an id (a uuid)');
+    -- (a sealed body is opened, and checked, when it is applied)
+    IF NOT activity ? 'encrypted' THEN
+      PERFORM pod.inbox_check_activity(sender, activity);
     END IF;
     INSERT INTO pod.inbox_signatures (signature_hash) VALUES (sha256(sig)) ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
@@ -373,7 +378,7 @@ BEGIN
 END $$;
 GRANT EXECUTE ON FUNCTION pod.fetches_claim(text), pod.fetches_finish(bigint, text, text[], text[]) TO pgpod_worker;
 
-REVOKE EXECUTE ON FUNCTION pod.inbox_dispatch(text, text, jsonb), pod.inbox_signature_ok(text[], text, text, jsonb, bytea, text),
+REVOKE EXECUTE ON FUNCTION pod.inbox_dispatch(text, text, jsonb), pod.inbox_check_activity(text, jsonb), pod.inbox_signature_ok(text[], text, text, jsonb, bytea, text),
   pod.inbox_apply(text, text, jsonb), pod.verify_key_finish(bigint, text, text), pod.fetches_claim(text),
   pod.fetches_finish(bigint, text, text[], text[]) FROM PUBLIC;
 -- 00_base: pod.setting in PL/pgSQL (its plan is kept; a SQL body was planned per call).

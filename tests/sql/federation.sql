@@ -5,7 +5,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(94);
+SELECT plan(96);
 
 DELETE FROM pod.jobs;
 DELETE FROM pod.friends;
@@ -223,6 +223,11 @@ SELECT pg_temp.send(43, b, pg_temp.signed(s.url, s.private_key, b)) FROM strange
   pg_temp.activity('video.published', '{"object": {"uuid": "88888888-8888-8888-8888-888888888888", "name": "x"}}', 'http://127.0.0.1:57998') b;
 SELECT is((SELECT reply ->> 'http' || ' ' || (reply ->> 'status') FROM r WHERE n = 43), '202 held',
   'a delivery racing the friend request of a pod whose key is being fetched waits with it');
+-- ... sealed too: it is opened and checked when applied.
+SELECT pg_temp.send(45, e, pg_temp.signed(s.url, s.private_key, e)) FROM stranger s,
+  pod.envelope_seal_json(pg_temp.activity('video.published', '{"object": {"uuid": "88888888-8888-8888-8888-88888888888a", "name": "sealed"}}',
+                                          'http://127.0.0.1:57998'), (SELECT public_key FROM pod.identity)) e;
+SELECT is((SELECT reply ->> 'http' || ' ' || (reply ->> 'status') FROM r WHERE n = 45), '202 held', 'a sealed one waits as well');
 SELECT pg_temp.send(44, b, pg_temp.signed('http://127.0.0.1:57993', s.private_key, b)) FROM stranger s,
   pg_temp.activity('video.published', '{"object": {"uuid": "88888888-8888-8888-8888-888888888889", "name": "x"}}', 'http://127.0.0.1:57993') b;
 SELECT is((SELECT reply ->> 'http' FROM r WHERE n = 44), '401', 'other activities from an unknown key are refused');
@@ -237,8 +242,10 @@ CREATE TEMP TABLE vkr AS
            WHEN s.url THEN json_build_array(json_build_object('url', s.url, 'public_key', s.public_key))::text
            ELSE json_build_object('url', p.url, 'public_key', p.public_key)::text END]) AS reply
     FROM (SELECT * FROM vk UNION ALL SELECT * FROM vk2) v, stranger s, pod95 p;
-SELECT is((SELECT reply #>> '{applied,0,status}' || ' ' || (reply #>> '{applied,1,status}') FROM vkr WHERE pod_url = 'http://127.0.0.1:57998'),
-  'befriended applied', 'with the key from its URL, the stranger''s held requests verify and are applied in order');
+SELECT is((SELECT concat_ws(' ', reply #>> '{applied,0,status}', reply #>> '{applied,1,status}', reply #>> '{applied,2,status}')
+             FROM vkr WHERE pod_url = 'http://127.0.0.1:57998'),
+  'befriended applied applied', 'with the key from its URL, the stranger''s held requests verify and are applied in order');
+SELECT is((SELECT origin FROM pod.videos WHERE uuid = '88888888-8888-8888-8888-88888888888a'), 'http://127.0.0.1:57998', 'the sealed one was opened and applied');
 SELECT is((SELECT origin FROM pod.videos WHERE uuid = '88888888-8888-8888-8888-888888888888'), 'http://127.0.0.1:57998', 'its video is in the index');
 SELECT is((SELECT reply #>> '{applied,0,message}' FROM vkr WHERE pod_url = 'http://127.0.0.1:57995'),
   'signature does not verify with the key published at http://127.0.0.1:57995', 'the impostor''s request is refused');
