@@ -330,23 +330,27 @@ respond_pg_error(rest_call *rc, PGresult *r)
 	gw_error e;
 	const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 	const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-	if (st && !strcmp(st, "22P02") && msg && strstr(msg, "pgrst_single:"))
+	/* A count check in the statement (sql_build.c) fails a cast of
+	 * '<marker>:<count>' on purpose: 22P02 carrying the marker and the count. */
+	static const struct
 	{
-		char details[64];
-		const char *n = strstr(msg, "pgrst_single:") + 13;
-		snprintf(details, sizeof details, "The result contains %ld rows", strtol(n, NULL, 10));
-		gw_error_set(&e, 406, "PGRST116", "Cannot coerce the result to a single JSON object",
-		             details, NULL);
-		gw_respond_error(rc->req, &e, NULL);
-		return;
-	}
-	if (st && !strcmp(st, "22P02") && msg && strstr(msg, "pgrst_max_affected:"))
+		const char *marker, *code, *message, *details;
+		int status;
+	} checks[] = {
+	    {"pgrst_single:", "PGRST116", "Cannot coerce the result to a single JSON object",
+	     "The result contains %ld rows", 406},
+	    {"pgrst_max_affected:", "PGRST124", "Query result exceeds max-affected preference constraint",
+	     "The query affects %ld rows", 400},
+	};
+	for (size_t i = 0; st && msg && !strcmp(st, "22P02") && i < sizeof checks / sizeof checks[0]; i++)
 	{
+		const char *at = strstr(msg, checks[i].marker);
 		char details[64];
-		const char *n = strstr(msg, "pgrst_max_affected:") + 19;
-		snprintf(details, sizeof details, "The query affects %ld rows", strtol(n, NULL, 10));
-		gw_error_set(&e, 400, "PGRST124", "Query result exceeds max-affected preference constraint",
-		             details, NULL);
+		if (!at)
+			continue;
+		snprintf(details, sizeof details, checks[i].details,
+		         strtol(at + strlen(checks[i].marker), NULL, 10));
+		gw_error_set(&e, checks[i].status, checks[i].code, checks[i].message, details, NULL);
 		gw_respond_error(rc->req, &e, NULL);
 		return;
 	}
