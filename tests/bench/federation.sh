@@ -15,7 +15,7 @@ top=${PGPOD_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 n=${BENCH_DELIVERIES:-5000}
 clients=${BENCH_CLIENTS:-4}; secs=${BENCH_SECONDS:-5}
 work=$(mktemp -d)
-sink_port=$((${PGPOD_HTTP_PORT:-58280} + 71))
+sink_port=$((${PGPOD_HTTP_PORT:-28280} + 71))
 sink=http://127.0.0.1:$sink_port
 pids=()
 cleanup() {
@@ -26,6 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT
 q() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+. "$top/tests/bench/lib.bash"
 now() { date +%s.%N; }
 
 # 1. Signing reference.
@@ -33,34 +34,18 @@ one=$(openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048/ {print $6}
 two=$(openssl speed -multi 2 -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048/ {print $6}')
 
 # 1. Deliveries: the instance's federator is replaced by one sized for a single sink.
-mkdir -p "$work/nginx"
-cat >"$work/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-$( [[ $(id -u) -eq 0 ]] && echo "user root;" )
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
-  server {
+nginx_start 1 4096 "$sink/stats" "  server {
     listen 127.0.0.1:$sink_port;
     location = /stats { stub_status; }
     location / { return 202; }
-  }
-}
-CONF
-nginx -p "$work/nginx" -c "$work/nginx.conf" >"$work/nginx/out.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do curl -sf "$sink/stats" >/dev/null && break; sleep 0.1; done
+  }" || exit 1
+pids+=("$nginx_pid")
 sink_requests() { curl -sf "$sink/stats" | awk 'NR == 3 {print $3}'; }
 before=$(sink_requests)
 if [[ -n ${PGPOD_DIR:-} && -f $PGPOD_DIR/run/federator.pid ]]; then
-  kill -TERM "$(cat "$PGPOD_DIR/run/federator.pid")" 2>/dev/null || true
-  sleep 1
+  fed=$(cat "$PGPOD_DIR/run/federator.pid")
+  kill -TERM "$fed" 2>/dev/null || true
+  for _ in $(seq 200); do kill -0 "$fed" 2>/dev/null || break; sleep 0.05; done
 fi
 q -c "DELETE FROM pod.jobs WHERE kind = 'deliver'; INSERT INTO pod.friends (url, state) VALUES ('$sink', 'active')
       ON CONFLICT (url) DO UPDATE SET state = 'active'"

@@ -14,6 +14,7 @@ set -euo pipefail
 clients=${BENCH_CLIENTS:-32}; secs=${BENCH_SECONDS:-10}
 threads=${BENCH_THREADS:-$(nproc)}
 top=${PGPOD_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$top/tests/bench/lib.bash"
 store=${PGPOD_STORE_DIR:-$PGPOD_DIR/store}
 work=$(mktemp -d); chmod 755 "$work"
 nginx_pid=
@@ -97,34 +98,13 @@ curl -s -H "Authorization: Bearer $token" "$PGPOD_URL/files/$id" | cmp -s - "$wo
 
 nport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 workers=$(nproc)
-mkdir -p "$work/nginx"
-cat >"$work/nginx.conf" <<CONF
-worker_processes $workers;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-$( [[ $(id -u) -eq 0 ]] && echo "user root;" )
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on;
+nginx_start "$workers" 1024 "http://127.0.0.1:$nport/${sha:0:2}/$sha" "  sendfile on;
   tcp_nopush on;
-  keepalive_requests 1000000;
-  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
   server {
     listen 127.0.0.1:$nport;
     root $store/blobs;
     default_type application/octet-stream;
-  }
-}
-CONF
-nginx -p "$work/nginx" -c "$work/nginx.conf" >"$work/nginx/out.log" 2>&1 &
-nginx_pid=$!
-for i in $(seq 100); do
-  [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$nport/${sha:0:2}/$sha") == 200 ]] && break
-  sleep 0.05
-done
+  }" || exit 1
 wrk -t"$threads" -c"$clients" -d"${secs}s" -H "Authorization: Bearer $token" "$PGPOD_URL/files/$id" >"$work/wrk-file.out" 2>&1
 wrk -t"$threads" -c"$clients" -d"${secs}s" "http://127.0.0.1:$nport/${sha:0:2}/$sha" >"$work/wrk-nginx.out" 2>&1
 gw_f=$(rps "$work/wrk-file.out"); ng_f=$(rps "$work/wrk-nginx.out")
