@@ -1,8 +1,8 @@
 /*
  * federator.c — pgpod's federation daemon: claims deliveries (signed by PostgreSQL at
  * claim time), POSTs them concurrently with libcurl multi (bounded in total and per
- * friend), and reports outcomes back in batches; runs make_friends jobs (GET each
- * pod's friend list). The database owns every job: this process only holds leases,
+ * friend), and reports outcomes back in batches; runs fetch jobs (signed GETs:
+ * make_friends asks each pod for its friend list, verify_key a pod for its key). The database owns every job: this process only holds leases,
  * so killing it at any moment loses nothing (leases expire, jobs are claimed again).
  * Single-threaded on one libev loop; one libpq connection (wk_db) for LISTEN and queries.
  */
@@ -43,7 +43,7 @@ typedef struct transfer
 	struct federator *fed;
 	long long job_id; /* the delivery job; 0 for a friend-list fetch */
 	friend *friend;
-	fetch_job *fetch; /* set for a make_friends GET */
+	fetch_job *fetch; /* set for a fetch job's GET */
 	int fetch_index;
 	char *url;
 	char *body;
@@ -96,8 +96,8 @@ typedef struct federator
 	long claiming;      /* deliveries asked for by claims in flight */
 	long claim_size[8]; /* what the claim in flight on dbs[i] asked for */
 	int reports_in_flight;
-	bool finishing; /* a make_friends_finish is in flight */
-	bool claiming_friends;
+	bool finishing; /* a fetches_finish is in flight */
+	bool claiming_fetch;
 	CURLM *multi;
 	ev_timer curl_timer;
 	ev_timer poll_timer;
@@ -115,11 +115,11 @@ typedef struct federator
 	long held; /* deliveries claimed and not yet reported */
 	long in_flight;
 	bool want_deliveries;
-	bool want_make_friends;
+	bool want_fetches;
 	bool prune_due;
 	bool stopping;
 	bool ready_sent;
-	fetch_job *fetch_done; /* a make_friends job whose fetches all ended */
+	fetch_job *fetch_done; /* a fetch job whose GETs all ended */
 	fetch_job *fetch_running;
 	outcomes out;
 	unsigned long long delivered, failed_count;
@@ -385,7 +385,7 @@ pump(federator *fed)
 		}
 }
 
-/* A make_friends fetch ended: keep its answer when it is a JSON array. */
+/* A fetch job's GET ended: keep any 2xx body (SQL decides what it is worth). */
 static void
 fetch_finished(federator *fed, transfer *t, long status, CURLcode rc)
 {
@@ -542,9 +542,9 @@ static const char *const REPORT_SQL =
     "pod.job_release($5::bigint[], $4)";
 /* Fetch jobs (make_friends: friend lists; verify_key: a pod's identity document):
  * one job at a time, one signed GET per pod, every answer handed back to SQL. */
-static const char *const CLAIM_FRIENDS_SQL =
+static const char *const CLAIM_FETCH_SQL =
     "SELECT job_id, kind, pod_url, url, array_to_string(headers, E'\\n') FROM pod.fetches_claim($1)";
-static const char *const FINISH_FRIENDS_SQL =
+static const char *const FINISH_FETCH_SQL =
     "SELECT pod.fetches_finish($1::bigint, $2, $3::text[], $4::text[])";
 static const char *const PRUNE_SQL = "SELECT pod.jobs_prune(), pod.inbox_prune()";
 
@@ -682,14 +682,14 @@ claim_done(wk_db *db, PGresult *res, void *arg)
 }
 
 static void
-claim_friends_done(wk_db *db, PGresult *res, void *arg)
+claim_fetch_done(wk_db *db, PGresult *res, void *arg)
 {
 	federator *fed = arg;
 	int rows;
 	fetch_job *job;
 
 	(void)db;
-	fed->claiming_friends = false;
+	fed->claiming_fetch = false;
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		result_error("claiming a fetch job", res);
@@ -698,10 +698,10 @@ claim_friends_done(wk_db *db, PGresult *res, void *arg)
 	rows = PQntuples(res);
 	if (rows == 0)
 	{
-		fed->want_make_friends = false;
+		fed->want_fetches = false;
 		return;
 	}
-	fed->want_make_friends = true; /* look for the next one once this one is done */
+	fed->want_fetches = true; /* look for the next one once this one is done */
 	job = xcalloc(1, sizeof(*job));
 	job->job_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	snprintf(job->kind, sizeof(job->kind), "%s", PQgetvalue(res, 0, 1));
@@ -735,7 +735,7 @@ fetch_job_free(fetch_job *job)
 }
 
 static void
-finish_friends_done(wk_db *db, PGresult *res, void *arg)
+finish_fetch_done(wk_db *db, PGresult *res, void *arg)
 {
 	federator *fed = arg;
 	fetch_job *job = fed->fetch_done;
@@ -757,7 +757,7 @@ finish_friends_done(wk_db *db, PGresult *res, void *arg)
 }
 
 static bool
-send_finish_friends(federator *fed, wk_db *db)
+send_finish_fetch(federator *fed, wk_db *db)
 {
 	fetch_job *job = fed->fetch_done;
 	wk_buf urls = {0}, answers = {0};
@@ -779,7 +779,7 @@ send_finish_friends(federator *fed, wk_db *db)
 	params[1] = fed->worker_id;
 	params[2] = urls.data;
 	params[3] = answers.data;
-	sent = wk_db_query(db, FINISH_FRIENDS_SQL, 4, params, finish_friends_done, fed);
+	sent = wk_db_query(db, FINISH_FETCH_SQL, 4, params, finish_fetch_done, fed);
 	fed->finishing = sent;
 	wk_buf_free(&urls);
 	wk_buf_free(&answers);
@@ -864,7 +864,7 @@ send_claim(federator *fed, wk_db *db, long room)
 }
 
 /* Gives each idle connection its next query: reports first (they free room and
- * move scores), then make_friends results, pruning, claims. */
+ * move scores), then fetch job results, pruning, claims. */
 static void
 kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
@@ -891,7 +891,7 @@ kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 			send_report(fed, db);
 		}
 		else if (fed->fetch_done && !fed->finishing)
-			send_finish_friends(fed, db);
+			send_finish_fetch(fed, db);
 		else if (fed->stopping)
 			continue;
 		else if (fed->prune_due)
@@ -901,13 +901,13 @@ kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 		}
 		else if (fed->want_deliveries && room >= fed->cfg.batch / 4 + 1)
 			send_claim(fed, db, room);
-		else if (fed->want_make_friends && fed->fetch_running == NULL && fed->fetch_done == NULL &&
-		         !fed->finishing && !fed->claiming_friends)
+		else if (fed->want_fetches && fed->fetch_running == NULL && fed->fetch_done == NULL &&
+		         !fed->finishing && !fed->claiming_fetch)
 		{
 			params[0] = fed->worker_id;
-			fed->want_make_friends = false;
-			fed->claiming_friends =
-			    wk_db_query(db, CLAIM_FRIENDS_SQL, 1, params, claim_friends_done, fed);
+			fed->want_fetches = false;
+			fed->claiming_fetch =
+			    wk_db_query(db, CLAIM_FETCH_SQL, 1, params, claim_fetch_done, fed);
 		}
 		else if (fed->want_deliveries && room > 0 && fed->claiming == 0)
 			send_claim(fed, db, room);
@@ -931,7 +931,7 @@ db_ready(wk_db *db, void *arg)
 	{
 		fed->ready_sent = true;
 		wk_sd_notify("READY=1\nSTATUS=delivering");
-		fed->want_deliveries = fed->want_make_friends = true;
+		fed->want_deliveries = fed->want_fetches = true;
 	}
 	schedule(fed);
 }
@@ -946,7 +946,7 @@ db_notify(wk_db *db, const char *channel, void *arg)
 		fed->want_deliveries = fed->more_waiting = true;
 	else if (strcmp(channel, "pod_jobs_make_friends") == 0 ||
 	         strcmp(channel, "pod_jobs_verify_key") == 0)
-		fed->want_make_friends = true;
+		fed->want_fetches = true;
 	schedule(fed);
 }
 
@@ -957,7 +957,7 @@ db_lost_cb(wk_db *db, void *arg)
 
 	(void)db;
 	/* After reconnecting, look for work at once (notifications may have been missed). */
-	fed->want_deliveries = fed->want_make_friends = fed->more_waiting = true;
+	fed->want_deliveries = fed->want_fetches = fed->more_waiting = true;
 }
 
 /* --- timers and signals ------------------------------------------------------------- */
@@ -969,7 +969,7 @@ poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)loop;
 	(void)revents;
-	fed->want_deliveries = fed->want_make_friends = fed->more_waiting = true;
+	fed->want_deliveries = fed->want_fetches = fed->more_waiting = true;
 	schedule(fed);
 }
 
