@@ -6,6 +6,7 @@ plan() { echo "1..$1"; }
 ok() { # ok CONDITION-EXIT-STATUS NAME
   tap_n=$((tap_n + 1))
   if [[ $1 -eq 0 ]]; then echo "ok $tap_n - $2"; else echo "not ok $tap_n - $2"; tap_failed=$((tap_failed + 1)); fi
+  [[ $1 -eq 0 ]] # the status is the test's, so a test can stop when nothing after it could pass
 }
 is() { # is GOT WANT NAME
   tap_n=$((tap_n + 1))
