@@ -1,7 +1,7 @@
 -- 60_queue: one job queue for every kind of work that leaves the database (deliver,
 -- make_friends, transcode, ...). Claims take rows with FOR UPDATE SKIP LOCKED and lease
--- them to a worker until run_at; an expired lease is claimable again. Failures back
--- off (base × factor^(attempt−1)) until the retries are spent, then the job is dead.
+-- them to a worker until lease_until; an expired lease is claimable again. Failures
+-- back off (base × factor^(attempt−1)) until the retries are spent, then the job is dead.
 -- Locking: a job row is only changed by the worker that holds its lease (worker =
 -- the caller) or by a claim once the lease has expired.
 
@@ -41,16 +41,20 @@ CREATE TABLE pod.jobs (
   worker text,
   last_error text,
   created_at timestamptz NOT NULL DEFAULT now(),
-  finished_at timestamptz
+  finished_at timestamptz,
+  lease_until timestamptz
 ) WITH (fillfactor = 40);
-COMMENT ON TABLE pod.jobs IS 'Every queued job. run_at: for a waiting job, not before; for a running job, the end of its lease. target: whom the job is for (a friend URL for deliveries).';
+COMMENT ON TABLE pod.jobs IS 'Every queued job. run_at: not before (a claim leaves it alone); lease_until: the end of a running job''s lease. target: whom the job is for (a friend URL for deliveries).';
 COMMENT ON COLUMN pod.jobs.attempts IS 'Attempts started (claims); the job is dead when a failed attempt leaves no retry.';
--- fillfactor 40: a job is written three times (enqueue, claim, outcome); the room left
--- on its page lets the claim and the outcome put the new row version beside the old
--- one, which PostgreSQL logs in a smaller WAL record (prefix/suffix compression) and
--- without the extra lock record of a version moving to another page.
-CREATE INDEX jobs_claimable_idx ON pod.jobs (kind, run_at) WHERE state IN ('waiting', 'running');
-CREATE INDEX jobs_finished_idx ON pod.jobs (finished_at) WHERE state IN ('done', 'dead');
+-- A claim changes no indexed column (the lease ends in lease_until, not run_at, and
+-- the indexes' predicates read finished_at, not state), so PostgreSQL makes it a HOT
+-- update: the new row version goes beside the old one on its page and no index gets
+-- an entry (a plain SKIP LOCKED queue that moves run_at writes three: heap, primary
+-- key, claim index). fillfactor 40 keeps the room on the page for it and for the
+-- outcome's version. The price: running jobs keep their place in the claim index, and
+-- a claim steps over the ones still leased (at most what the workers hold).
+CREATE INDEX jobs_claimable_idx ON pod.jobs (kind, run_at) WHERE finished_at IS NULL;
+CREATE INDEX jobs_finished_idx ON pod.jobs (finished_at) WHERE finished_at IS NOT NULL;
 SELECT pg_catalog.pg_extension_config_dump('pod.jobs', '');
 
 INSERT INTO pod.job_kinds (kind, description) VALUES
@@ -102,12 +106,16 @@ END $$;
 -- for `lease` (default: the kind's policy). Concurrent claimers never get the same job.
 -- A job whose lease expired on its last allowed attempt (its worker died on it each
 -- time) is not claimed again: pod.jobs_prune() declares it dead.
+-- Wake-ups: a worker sleeps only after two claims in a row came back short; the
+-- second one waits for the kind's sleep lock first (pod.job_claim_begin), so that
+-- every job inserted after it notifies (queue.c, README "Queue wake-ups").
 CREATE FUNCTION pod.job_claim(job_kind text, worker text, max_jobs integer DEFAULT 100, lease interval DEFAULT NULL)
   RETURNS SETOF pod.jobs
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   lease_end timestamptz;
   last_attempt integer;
+  n integer;
 BEGIN
   IF worker IS NULL OR worker = '' THEN
     RAISE EXCEPTION 'worker id is required' USING ERRCODE = '22023';
@@ -128,17 +136,20 @@ BEGIN
   IF lease_end <= now() THEN
     RAISE EXCEPTION 'lease must be positive' USING ERRCODE = '22023';
   END IF;
+  PERFORM pod.job_claim_begin(job_kind);
   RETURN QUERY
     UPDATE pod.jobs j
-       SET state = 'running', attempts = j.attempts + 1, worker = job_claim.worker, run_at = lease_end
+       SET state = 'running', attempts = j.attempts + 1, worker = job_claim.worker, lease_until = lease_end
       FROM (SELECT c.id FROM pod.jobs c
-             WHERE c.kind = job_kind AND c.state IN ('waiting', 'running') AND c.run_at <= now()
-               AND (c.state = 'waiting' OR c.attempts < last_attempt)
+             WHERE c.kind = job_kind AND c.finished_at IS NULL AND c.run_at <= now()
+               AND (c.state = 'waiting' OR (c.lease_until < now() AND c.attempts < last_attempt))
              ORDER BY c.run_at
              LIMIT max_jobs
              FOR UPDATE SKIP LOCKED) claimed
      WHERE j.id = claimed.id
     RETURNING j.*;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  PERFORM pod.job_claim_end(job_kind, n = max_jobs);
 END $$;
 
 -- Marks jobs done; only those still leased to this worker count. Returns how many.
@@ -153,7 +164,7 @@ BEGIN
   -- too, until vacuum) and ANDed it with the ids, or, joined with unnest(job_ids), took
   -- it as the outer side and filtered it against every id. Without a join there is no
   -- join order to get wrong: a small table is seq-scanned, a large one probed.
-  UPDATE pod.jobs j SET state = 'done', finished_at = now()
+  UPDATE pod.jobs j SET state = 'done', finished_at = now(), lease_until = NULL
    WHERE j.id = ANY (job_ids) AND j.state::text = 'running' AND j.worker = job_complete.worker;
   GET DIAGNOSTICS n = ROW_COUNT;
   RETURN n;
@@ -179,6 +190,7 @@ BEGIN
            run_at = CASE WHEN j.attempts > p.retries THEN j.run_at
                          ELSE now() + pod.job_backoff(j.attempts, p.base_delay, p.factor) END,
            finished_at = CASE WHEN j.attempts > p.retries THEN now() END,
+           lease_until = NULL,
            last_error = left(failed.error, 2000)
       FROM failed, policy p
      WHERE j.id = failed.id AND p.kind = j.kind AND j.state = 'running' AND j.worker = job_fail.worker
@@ -198,7 +210,8 @@ CREATE FUNCTION pod.job_release(job_ids bigint[], worker text) RETURNS integer
 DECLARE n integer;
 BEGIN
   WITH released AS (
-    UPDATE pod.jobs SET state = 'waiting', attempts = greatest(attempts - 1, 0), run_at = now(), worker = NULL
+    UPDATE pod.jobs SET state = 'waiting', attempts = greatest(attempts - 1, 0), run_at = now(), worker = NULL,
+                        lease_until = NULL
      WHERE id = ANY (job_ids) AND state = 'running' AND jobs.worker = job_release.worker
     RETURNING kind)
   SELECT count(*), (SELECT count(pg_notify(pod.job_channel(k), ''))
@@ -215,10 +228,10 @@ END $$;
 CREATE FUNCTION pod.jobs_prune() RETURNS integer
   LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
   UPDATE pod.jobs j
-     SET state = 'dead', finished_at = now(),
+     SET state = 'dead', finished_at = now(), lease_until = NULL,
          last_error = 'lease expired on the last attempt (the worker stopped or crashed)'
     FROM (SELECT (pod.setting('queue.retries'))::integer AS retries) d
-   WHERE j.state = 'running' AND j.run_at < now()
+   WHERE j.state = 'running' AND j.lease_until < now()
      AND j.attempts > coalesce((SELECT k.retries FROM pod.job_kinds k WHERE k.kind = j.kind), d.retries);
   WITH d AS MATERIALIZED (
     SELECT (pod.setting('queue.retention') #>> '{}')::interval AS retention,
@@ -242,6 +255,8 @@ $$;
 -- One NOTIFY per statement and kind (never per row): workers LISTEN pod_jobs_<kind>;
 -- the payload is how many jobs of that kind the statement made ready. A C row trigger
 -- counts in memory and the statement trigger notifies (queue.c): no transition table.
+-- Only when a worker of the kind is asleep: workers that will claim again need no
+-- wake-up, and each notifying commit costs every LISTENing session of the database.
 CREATE FUNCTION pod.jobs_notify_count() RETURNS trigger AS 'MODULE_PATHNAME', 'jobs_notify_count' LANGUAGE C;
 CREATE FUNCTION pod.jobs_notify_send() RETURNS trigger AS 'MODULE_PATHNAME', 'jobs_notify_send' LANGUAGE C;
 CREATE TRIGGER jobs_notify_count BEFORE INSERT ON pod.jobs
@@ -249,12 +264,28 @@ CREATE TRIGGER jobs_notify_count BEFORE INSERT ON pod.jobs
 CREATE TRIGGER jobs_notify AFTER INSERT ON pod.jobs
   FOR EACH STATEMENT EXECUTE FUNCTION pod.jobs_notify_send();
 
+-- The kind's sleep lock (queue.c). pod.job_claim takes and gives it back itself; a
+-- worker of its own may hold it explicitly to hear every insert of a kind.
+CREATE FUNCTION pod.job_sleep(job_kind text) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'job_sleep' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION pod.job_sleep(text) IS 'This session sleeps on a kind: every insert of it notifies pod_jobs_<kind> until pod.job_wake. Waits for inserts that saw no sleeper to commit.';
+CREATE FUNCTION pod.job_wake(job_kind text) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'job_wake' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION pod.job_wake(text) IS 'Gives back what pod.job_sleep took.';
+CREATE FUNCTION pod.job_claim_begin(job_kind text) RETURNS void
+  AS 'MODULE_PATHNAME', 'job_claim_begin' LANGUAGE C VOLATILE;
+CREATE FUNCTION pod.job_claim_end(job_kind text, full_batch boolean) RETURNS void
+  AS 'MODULE_PATHNAME', 'job_claim_end' LANGUAGE C VOLATILE STRICT;
+REVOKE ALL ON FUNCTION pod.job_sleep(text), pod.job_wake(text), pod.job_claim_begin(text),
+  pod.job_claim_end(text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pod.job_sleep(text), pod.job_wake(text) TO pgpod_worker;
+
 -- Admin views ---------------------------------------------------------------------------
 
 CREATE VIEW pod.queue_depth AS
   SELECT kind, state, count(*) AS jobs,
          count(*) FILTER (WHERE state = 'waiting' AND run_at <= now()) AS ready,
-         count(*) FILTER (WHERE state = 'running' AND run_at < now()) AS lease_expired,
+         count(*) FILTER (WHERE state = 'running' AND lease_until < now()) AS lease_expired,
          min(created_at) AS oldest_created_at
     FROM pod.jobs GROUP BY kind, state;
 COMMENT ON VIEW pod.queue_depth IS 'Jobs by kind and state; ready = waiting and due; lease_expired = running past its lease.';
@@ -273,7 +304,8 @@ COMMENT ON VIEW pod.queue_dead IS 'Jobs that spent their retries, with their las
 CREATE FUNCTION pod.job_retry(job_id bigint) RETURNS boolean
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 BEGIN
-  UPDATE pod.jobs SET state = 'waiting', attempts = 0, run_at = now(), worker = NULL, finished_at = NULL
+  UPDATE pod.jobs SET state = 'waiting', attempts = 0, run_at = now(), worker = NULL, finished_at = NULL,
+                      lease_until = NULL
    WHERE id = job_id AND state = 'dead';
   IF NOT FOUND THEN
     RAISE EXCEPTION 'no dead job %', job_id USING ERRCODE = 'P0002';

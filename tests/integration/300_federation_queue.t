@@ -1,6 +1,7 @@
 #!/bin/bash
 # The job queue across sessions: 8 concurrent claimers never get the same job and
-# together drain the queue; NOTIFY comes once per statement and kind, never per row.
+# together drain the queue; NOTIFY comes once per statement and kind, never per row
+# (for a sleeping worker: 301_queue_wakeups.t).
 . "$(dirname "$0")/tap.sh"
 dir=$(mktemp -d /tmp/pgpod-q.XXXXXX)
 trap 'q -c "DELETE FROM pod.jobs WHERE kind IN (\$\$test_race\$\$, \$\$test_race2\$\$); DELETE FROM pod.job_kinds WHERE kind IN (\$\$test_race\$\$, \$\$test_race2\$\$)" >/dev/null 2>&1; rm -rf "$dir"' EXIT
@@ -32,9 +33,11 @@ ok "$( ((workers_used >= 2)); echo $?)" "the work was spread over several claime
 is "$(q -c "SELECT count(*) FILTER (WHERE state = 'done' AND attempts = 1) || '/' || count(*) FROM pod.jobs WHERE kind = 'test_race'")" "5000/5000" \
   "all 5000 are done, each in one attempt"
 
-# Notifications: a session hears its own notifications after each command.
+# Notifications: a session hears its own notifications after each command. It sleeps
+# on both kinds (pod.job_sleep), or no insert would notify (301 tests who is woken).
 notes=$(psql -X -v ON_ERROR_STOP=1 \
   -c "LISTEN pod_jobs_test_race" -c "LISTEN pod_jobs_test_race2" \
+  -c "SELECT pod.job_sleep('test_race'), pod.job_sleep('test_race2')" \
   -c "INSERT INTO pod.jobs (kind) SELECT CASE WHEN g % 2 = 0 THEN 'test_race' ELSE 'test_race2' END FROM generate_series(1, 2000) g" \
   -c "INSERT INTO pod.jobs (kind) SELECT 'test_race' FROM generate_series(1, 7)" \
   -c "INSERT INTO pod.jobs (kind, run_at) SELECT 'test_race', now() + interval '1 hour' FROM generate_series(1, 3)" \

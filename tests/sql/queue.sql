@@ -4,12 +4,13 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(49);
+SELECT plan(59);
 
 DELETE FROM pod.jobs;
 INSERT INTO pod.job_kinds (kind, retries, base_delay, factor, lease, retention, description)
   VALUES ('test_q', NULL, NULL, NULL, NULL, NULL, 'queue test'),
-         ('test_fast', 2, '10 milliseconds', 2, '5 seconds', '0 seconds', 'fast backoff test');
+         ('test_fast', 2, '10 milliseconds', 2, '5 seconds', '0 seconds', 'fast backoff test'),
+         ('test_sleep', NULL, NULL, NULL, NULL, NULL, 'sleep lock test');
 
 -- Bad input changes nothing.
 SELECT throws_ok($$SELECT pod.job_enqueue('no_such_kind', '{}')$$, '22023', NULL, 'unknown kind is refused');
@@ -26,8 +27,11 @@ SELECT lives_ok($$SELECT pod.job_enqueue('test_q', jsonb_build_object('n', g), '
 SELECT pod.job_enqueue('test_q', '{"later": true}', NULL, now() + interval '1 hour');
 CREATE TEMP TABLE c1 AS SELECT * FROM pod.job_claim('test_q', 'w1', 3);
 SELECT is((SELECT count(*) FROM c1), 3::bigint, 'a claim takes at most max_jobs');
-SELECT ok((SELECT bool_and(state = 'running' AND attempts = 1 AND worker = 'w1' AND run_at = now() + interval '60 seconds') FROM c1),
-          'claimed jobs are running, attempt 1, leased to the worker for the default lease (60 s)');
+SELECT ok((SELECT bool_and(state = 'running' AND attempts = 1 AND worker = 'w1' AND lease_until = now() + interval '60 seconds'
+                           AND run_at < now()) FROM c1),
+          'claimed jobs are running, attempt 1, leased to the worker for the default lease (60 s), due time kept');
+SELECT is((SELECT array[n_tup_upd, n_tup_hot_upd] FROM pg_stat_xact_user_tables WHERE relid = 'pod.jobs'::regclass),
+          ARRAY[3::bigint, 3], 'the claim was 3 HOT updates (no index entry written)');
 SELECT is((SELECT array_agg((payload ->> 'n')::int ORDER BY id) FROM c1), ARRAY[1, 2, 3], 'the jobs due first are claimed first');
 CREATE TEMP TABLE c2 AS SELECT * FROM pod.job_claim('test_q', 'w2', 10);
 SELECT is((SELECT count(*) FROM c2), 2::bigint, 'a second claim gets only what is left (not the leased, not the delayed)');
@@ -39,8 +43,8 @@ SELECT is(pod.job_complete(ARRAY(SELECT id FROM c1 ORDER BY id LIMIT 2), 'w1'), 
 SELECT is((SELECT count(*) FROM pod.jobs WHERE state = 'done' AND finished_at IS NOT NULL), 2::bigint, 'completed jobs are done with finished_at');
 SELECT is(pod.job_complete(ARRAY(SELECT id FROM c1 ORDER BY id LIMIT 2), 'w1'), 0, 'completing twice does nothing');
 
--- Lease expiry: the time the lease ran out is simulated by moving run_at back.
-UPDATE pod.jobs SET run_at = now() - interval '1 second' WHERE id = (SELECT max(id) FROM c1);
+-- Lease expiry: the time the lease ran out is simulated by moving lease_until back.
+UPDATE pod.jobs SET lease_until = now() - interval '1 second' WHERE id = (SELECT max(id) FROM c1);
 CREATE TEMP TABLE c3 AS SELECT * FROM pod.job_claim('test_q', 'w3', 10);
 SELECT is((SELECT array_agg(id) FROM c3), ARRAY[(SELECT max(id) FROM c1)], 'an expired lease is claimable again');
 SELECT is((SELECT attempts FROM c3), 2, 'the new claim is the second attempt');
@@ -50,12 +54,12 @@ SELECT is(pod.job_complete(ARRAY(SELECT id FROM c3), 'w3'), 1, 'the new holder c
 -- A lease that expires on the last allowed attempt: not claimed again, declared dead
 -- by pod.jobs_prune (a job that kills its worker every time must not loop forever).
 SELECT pod.job_enqueue('test_fast', '{"crash": true}');
-UPDATE pod.jobs SET state = 'running', attempts = 3, worker = 'gone', run_at = now() - interval '1 second'
+UPDATE pod.jobs SET state = 'running', attempts = 3, worker = 'gone', lease_until = now() - interval '1 second'
  WHERE payload ? 'crash';
 SELECT is((SELECT count(*) FROM pod.job_claim('test_fast', 'w4', 10)), 0::bigint, 'an expired lease on the last attempt (3 of 3) is not claimed');
 UPDATE pod.jobs SET attempts = 2 WHERE payload ? 'crash';
 SELECT is((SELECT attempts FROM pod.job_claim('test_fast', 'w4', 10)), 3, 'with an attempt left it is claimed (attempt 3)');
-UPDATE pod.jobs SET run_at = now() - interval '1 second' WHERE payload ? 'crash';
+UPDATE pod.jobs SET lease_until = now() - interval '1 second' WHERE payload ? 'crash';
 SELECT pod.jobs_prune();
 SELECT is((SELECT state::text || ': ' || last_error FROM pod.jobs WHERE payload ? 'crash'),
           'dead: lease expired on the last attempt (the worker stopped or crashed)', 'jobs_prune declares it dead');
@@ -63,7 +67,7 @@ DELETE FROM pod.jobs WHERE payload ? 'crash';
 
 -- Release: back at once, the attempt not counted.
 SELECT is(pod.job_release(ARRAY(SELECT id FROM c2), 'w2'), 2, 'release gives the jobs back');
-SELECT ok((SELECT bool_and(state = 'waiting' AND attempts = 0 AND worker IS NULL AND run_at <= now())
+SELECT ok((SELECT bool_and(state = 'waiting' AND attempts = 0 AND worker IS NULL AND run_at <= now() AND lease_until IS NULL)
              FROM pod.jobs WHERE id IN (SELECT id FROM c2)), 'released jobs are waiting, due, attempt uncounted');
 
 -- Backoff schedule of the default policy: 2 s × 3^(n−1) after failed attempt n, dead
@@ -149,6 +153,24 @@ UPDATE pod.jobs SET state = 'dead' WHERE state = 'waiting';
 SELECT ok(pod.job_retry((SELECT max(id) FROM pod.jobs WHERE state = 'dead')), 'a dead job can be retried');
 SELECT throws_ok($$SELECT pod.job_retry(-1)$$, 'P0002', NULL, 'retrying a job that is not dead is an error');
 SELECT is((SELECT attempts FROM pod.jobs WHERE id = (SELECT max(id) FROM pod.jobs)), 0, 'a retried job starts over');
+
+-- Sleep locks (which inserts notify is tested across sessions in 300_federation_queue.t).
+CREATE FUNCTION pg_temp.sleeping(k text) RETURNS bigint LANGUAGE sql AS $$
+  SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 112 AND pid = pg_backend_pid()
+     AND mode = 'ShareLock' AND classid = hashtext(k)::oid AND granted $$;
+SELECT throws_ok($$SELECT pod.job_sleep(NULL)$$, '22023', NULL, 'job_sleep needs a kind');
+SELECT is(pod.job_sleep('test_sleep'), true, 'job_sleep takes the kind''s sleep lock');
+SELECT is(pod.job_sleep('test_sleep'), false, 'a second job_sleep finds it held');
+SELECT is(pg_temp.sleeping('test_sleep'), 1::bigint, 'pg_locks shows it (advisory, SHARE, objsubid 112)');
+SELECT is(pod.job_wake('test_sleep'), true, 'job_wake gives it back');
+SELECT is(pod.job_wake('test_sleep'), false, 'a second job_wake has nothing to give back');
+SELECT is((SELECT count(*) FROM pod.job_claim('test_sleep', 'ws', 5)) || '/' || pg_temp.sleeping('test_sleep'), '0/0',
+          'a first short claim takes no sleep lock (its worker claims again)');
+SELECT is((SELECT count(*) FROM pod.job_claim('test_sleep', 'ws', 5)) || '/' || pg_temp.sleeping('test_sleep'), '0/1',
+          'the next claim takes it before it looks: its worker may sleep');
+INSERT INTO pod.jobs (kind) SELECT 'test_sleep' FROM generate_series(1, 5);
+SELECT is((SELECT count(*) FROM pod.job_claim('test_sleep', 'ws', 5)) || '/' || pg_temp.sleeping('test_sleep'), '5/0',
+          'a full claim gives it back: its worker claims again, inserts need not wake it');
 
 SELECT * FROM finish();
 ROLLBACK;

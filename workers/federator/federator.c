@@ -95,6 +95,11 @@ typedef struct federator
 	int ndb;
 	long claiming;      /* deliveries asked for by claims in flight */
 	long claim_size[8]; /* what the claim in flight on dbs[i] asked for */
+	/* Short claims in a row on dbs[i] (deliveries, fetch jobs). The federator sleeps
+	 * only after two: the second one took the kind's sleep lock before it looked, so
+	 * every job inserted since notifies (pod.job_claim, README "Queue wake-ups"). */
+	int short_claims[8];
+	int short_fetches[8];
 	int reports_in_flight;
 	bool finishing; /* a fetches_finish is in flight */
 	bool claiming_fetch;
@@ -640,18 +645,24 @@ send_report(federator *fed, wk_db *db)
 	return sent;
 }
 
+static int
+db_index(federator *fed, wk_db *db)
+{
+	for (int i = 0; i < fed->ndb; i++)
+		if (fed->dbs[i] == db)
+			return i;
+	abort();
+}
+
 static void
 claim_done(wk_db *db, PGresult *res, void *arg)
 {
 	federator *fed = arg;
-	int rows;
+	int rows, i = db_index(fed, db);
+	bool full;
 
-	for (int i = 0; i < fed->ndb; i++)
-		if (fed->dbs[i] == db)
-		{
-			fed->claiming -= fed->claim_size[i];
-			fed->claim_size[i] = 0;
-		}
+	fed->claiming -= fed->claim_size[i];
+	fed->claim_size[i] = 0;
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		result_error("claiming deliveries", res);
@@ -673,8 +684,11 @@ claim_done(wk_db *db, PGresult *res, void *arg)
 		f->queue_tail = t;
 		fed->held++;
 	}
-	/* A full batch means there may be more; a short one means the queue is drained. */
-	fed->more_waiting = rows > 0 && rows == atoi(PQgetvalue(res, 0, 5));
+	/* A full batch means there may be more; two short ones in a row on a connection
+	 * mean the queue is drained and inserts will notify. */
+	full = rows > 0 && rows == atoi(PQgetvalue(res, 0, 5));
+	fed->short_claims[i] = full ? 0 : fed->short_claims[i] + 1;
+	fed->more_waiting = full || fed->short_claims[i] < 2;
 	fed->want_deliveries = fed->more_waiting && fed->held < fed->cfg.max_total;
 	if (rows > 0)
 		wk_log(WK_DEBUG, "claimed %d deliveries", rows);
@@ -688,7 +702,8 @@ claim_fetch_done(wk_db *db, PGresult *res, void *arg)
 	int rows;
 	fetch_job *job;
 
-	(void)db;
+	int i = db_index(fed, db);
+
 	fed->claiming_fetch = false;
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
@@ -698,9 +713,13 @@ claim_fetch_done(wk_db *db, PGresult *res, void *arg)
 	rows = PQntuples(res);
 	if (rows == 0)
 	{
-		fed->want_fetches = false;
+		/* Asleep after the second empty claim in a row (see short_claims). */
+		fed->want_fetches = ++fed->short_fetches[i] < 2;
+		if (fed->want_fetches)
+			schedule(fed);
 		return;
 	}
+	fed->short_fetches[i] = 0;
 	fed->want_fetches = true; /* look for the next one once this one is done */
 	job = xcalloc(1, sizeof(*job));
 	job->job_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -954,9 +973,11 @@ static void
 db_lost_cb(wk_db *db, void *arg)
 {
 	federator *fed = arg;
+	int i = db_index(fed, db);
 
-	(void)db;
-	/* After reconnecting, look for work at once (notifications may have been missed). */
+	/* After reconnecting, look for work at once (notifications may have been missed);
+	 * the new session holds no sleep lock. */
+	fed->short_claims[i] = fed->short_fetches[i] = 0;
 	fed->want_deliveries = fed->want_fetches = fed->more_waiting = true;
 }
 

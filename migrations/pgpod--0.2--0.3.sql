@@ -1,0 +1,180 @@
+-- pgpod 0.2 -> 0.3. Every change to sql/*.sql after 0.2 also goes here, in the
+-- same order, so that a walked-up database equals a fresh one
+-- (tests/integration/030_migrations.t compares their schemas).
+\echo Use "ALTER EXTENSION pgpod UPDATE TO '0.3'" to load this file. \quit
+
+-- The queue: a claim is a HOT update (the lease ends in lease_until; the indexes read
+-- finished_at), and an insert notifies only when a worker of its kind sleeps.
+ALTER TABLE pod.jobs ADD COLUMN lease_until timestamptz;
+-- A running job's lease used to end at run_at.
+UPDATE pod.jobs SET lease_until = run_at WHERE state = 'running';
+COMMENT ON TABLE pod.jobs IS 'Every queued job. run_at: not before (a claim leaves it alone); lease_until: the end of a running job''s lease. target: whom the job is for (a friend URL for deliveries).';
+DROP INDEX pod.jobs_claimable_idx;
+DROP INDEX pod.jobs_finished_idx;
+CREATE INDEX jobs_claimable_idx ON pod.jobs (kind, run_at) WHERE finished_at IS NULL;
+CREATE INDEX jobs_finished_idx ON pod.jobs (finished_at) WHERE finished_at IS NOT NULL;
+
+-- The kind's sleep lock (queue.c). pod.job_claim takes and gives it back itself; a
+-- worker of its own may hold it explicitly to hear every insert of a kind.
+CREATE FUNCTION pod.job_sleep(job_kind text) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'job_sleep' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION pod.job_sleep(text) IS 'This session sleeps on a kind: every insert of it notifies pod_jobs_<kind> until pod.job_wake. Waits for inserts that saw no sleeper to commit.';
+CREATE FUNCTION pod.job_wake(job_kind text) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'job_wake' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION pod.job_wake(text) IS 'Gives back what pod.job_sleep took.';
+CREATE FUNCTION pod.job_claim_begin(job_kind text) RETURNS void
+  AS 'MODULE_PATHNAME', 'job_claim_begin' LANGUAGE C VOLATILE;
+CREATE FUNCTION pod.job_claim_end(job_kind text, full_batch boolean) RETURNS void
+  AS 'MODULE_PATHNAME', 'job_claim_end' LANGUAGE C VOLATILE STRICT;
+REVOKE ALL ON FUNCTION pod.job_sleep(text), pod.job_wake(text), pod.job_claim_begin(text),
+  pod.job_claim_end(text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pod.job_sleep(text), pod.job_wake(text) TO pgpod_worker;
+
+CREATE OR REPLACE FUNCTION pod.job_claim(job_kind text, worker text, max_jobs integer DEFAULT 100, lease interval DEFAULT NULL)
+  RETURNS SETOF pod.jobs
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  lease_end timestamptz;
+  last_attempt integer;
+  n integer;
+BEGIN
+  IF worker IS NULL OR worker = '' THEN
+    RAISE EXCEPTION 'worker id is required' USING ERRCODE = '22023';
+  END IF;
+  IF max_jobs IS NULL OR max_jobs < 1 OR max_jobs > 10000 THEN
+    RAISE EXCEPTION 'max_jobs must be between 1 and 10000, not %', max_jobs USING ERRCODE = '22023';
+  END IF;
+  -- The policy as pod.job_policy gives it, read in this one statement (its plan is
+  -- kept for the session) rather than through nested pod.setting calls.
+  SELECT now() + coalesce(job_claim.lease, k.lease,
+                          (SELECT coalesce(o.value, d.value) #>> '{}' FROM pod.setting_defaults d
+                             LEFT JOIN pod.setting_overrides o USING (name) WHERE d.name = 'queue.lease')::interval),
+         coalesce(k.retries,
+                  (SELECT coalesce(o.value, d.value) FROM pod.setting_defaults d
+                     LEFT JOIN pod.setting_overrides o USING (name) WHERE d.name = 'queue.retries')::integer) + 1
+    INTO lease_end, last_attempt
+    FROM (SELECT job_kind) q LEFT JOIN pod.job_kinds k ON k.kind = q.job_kind;
+  IF lease_end <= now() THEN
+    RAISE EXCEPTION 'lease must be positive' USING ERRCODE = '22023';
+  END IF;
+  PERFORM pod.job_claim_begin(job_kind);
+  RETURN QUERY
+    UPDATE pod.jobs j
+       SET state = 'running', attempts = j.attempts + 1, worker = job_claim.worker, lease_until = lease_end
+      FROM (SELECT c.id FROM pod.jobs c
+             WHERE c.kind = job_kind AND c.finished_at IS NULL AND c.run_at <= now()
+               AND (c.state = 'waiting' OR (c.lease_until < now() AND c.attempts < last_attempt))
+             ORDER BY c.run_at
+             LIMIT max_jobs
+             FOR UPDATE SKIP LOCKED) claimed
+     WHERE j.id = claimed.id
+    RETURNING j.*;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  PERFORM pod.job_claim_end(job_kind, n = max_jobs);
+END $$;
+
+CREATE OR REPLACE FUNCTION pod.job_complete(job_ids bigint[], worker text) RETURNS integer
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod SET plan_cache_mode = force_custom_plan AS $$
+DECLARE n integer;
+BEGIN
+  -- One scan of the primary key for the ids, planned for each call (a generic plan
+  -- made while the table was small keeps seq-scanning it as it grows). The state is
+  -- compared as text so that the planner cannot prove the claimable index's predicate
+  -- from it: with "state = 'running'" it scanned that whole partial index (dead entries
+  -- too, until vacuum) and ANDed it with the ids, or, joined with unnest(job_ids), took
+  -- it as the outer side and filtered it against every id. Without a join there is no
+  -- join order to get wrong: a small table is seq-scanned, a large one probed.
+  UPDATE pod.jobs j SET state = 'done', finished_at = now(), lease_until = NULL
+   WHERE j.id = ANY (job_ids) AND j.state::text = 'running' AND j.worker = job_complete.worker;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n;
+END $$;
+
+CREATE OR REPLACE FUNCTION pod.job_fail(job_ids bigint[], errors text[], worker text) RETURNS integer
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE n integer;
+BEGIN
+  IF cardinality(job_ids) IS DISTINCT FROM cardinality(errors) THEN
+    RAISE EXCEPTION 'job_ids and errors must have the same length' USING ERRCODE = '22023';
+  END IF;
+  WITH failed AS (
+    SELECT f.id, coalesce(f.error, 'unknown error') AS error FROM unnest(job_ids, errors) f(id, error)),
+  policy AS (
+    SELECT k.kind, p.* FROM (SELECT DISTINCT j.kind FROM pod.jobs j JOIN failed USING (id)) k,
+                            LATERAL pod.job_policy(k.kind) p),
+  changed AS (
+    UPDATE pod.jobs j
+       SET state = CASE WHEN j.attempts > p.retries THEN 'dead'::pod.job_state ELSE 'waiting' END,
+           run_at = CASE WHEN j.attempts > p.retries THEN j.run_at
+                         ELSE now() + pod.job_backoff(j.attempts, p.base_delay, p.factor) END,
+           finished_at = CASE WHEN j.attempts > p.retries THEN now() END,
+           lease_until = NULL,
+           last_error = left(failed.error, 2000)
+      FROM failed, policy p
+     WHERE j.id = failed.id AND p.kind = j.kind AND j.state = 'running' AND j.worker = job_fail.worker
+    RETURNING 1)
+  SELECT count(*) INTO n FROM changed;
+  RETURN n;
+END $$;
+
+CREATE OR REPLACE FUNCTION pod.job_release(job_ids bigint[], worker text) RETURNS integer
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE n integer;
+BEGIN
+  WITH released AS (
+    UPDATE pod.jobs SET state = 'waiting', attempts = greatest(attempts - 1, 0), run_at = now(), worker = NULL,
+                        lease_until = NULL
+     WHERE id = ANY (job_ids) AND state = 'running' AND jobs.worker = job_release.worker
+    RETURNING kind)
+  SELECT count(*), (SELECT count(pg_notify(pod.job_channel(k), ''))
+                      FROM (SELECT DISTINCT kind FROM pod.jobs WHERE id = ANY (job_ids)) d(k))
+    INTO n FROM released;
+  RETURN n;
+END $$;
+
+CREATE OR REPLACE FUNCTION pod.jobs_prune() RETURNS integer
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+  UPDATE pod.jobs j
+     SET state = 'dead', finished_at = now(), lease_until = NULL,
+         last_error = 'lease expired on the last attempt (the worker stopped or crashed)'
+    FROM (SELECT (pod.setting('queue.retries'))::integer AS retries) d
+   WHERE j.state = 'running' AND j.lease_until < now()
+     AND j.attempts > coalesce((SELECT k.retries FROM pod.job_kinds k WHERE k.kind = j.kind), d.retries);
+  WITH d AS MATERIALIZED (
+    SELECT (pod.setting('queue.retention') #>> '{}')::interval AS retention,
+           (pod.setting('queue.dead_retention') #>> '{}')::interval AS dead_retention),
+  bound AS MATERIALIZED (
+    SELECT now() - least(d.retention, d.dead_retention,
+                         (SELECT min(k.retention) FROM pod.job_kinds k)) AS newest
+      FROM d),
+  gone AS (
+    DELETE FROM pod.jobs j
+     USING d, bound
+     WHERE j.state IN ('done', 'dead') AND j.finished_at < bound.newest
+       AND ((j.state = 'done'
+             AND j.finished_at < now() - coalesce((SELECT k.retention FROM pod.job_kinds k WHERE k.kind = j.kind),
+                                                  d.retention))
+         OR (j.state = 'dead' AND j.finished_at < now() - d.dead_retention))
+    RETURNING 1)
+  SELECT count(*)::integer FROM gone
+$$;
+
+CREATE OR REPLACE VIEW pod.queue_depth AS
+  SELECT kind, state, count(*) AS jobs,
+         count(*) FILTER (WHERE state = 'waiting' AND run_at <= now()) AS ready,
+         count(*) FILTER (WHERE state = 'running' AND lease_until < now()) AS lease_expired,
+         min(created_at) AS oldest_created_at
+    FROM pod.jobs GROUP BY kind, state;
+
+CREATE OR REPLACE FUNCTION pod.job_retry(job_id bigint) RETURNS boolean
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+BEGIN
+  UPDATE pod.jobs SET state = 'waiting', attempts = 0, run_at = now(), worker = NULL, finished_at = NULL,
+                      lease_until = NULL
+   WHERE id = job_id AND state = 'dead';
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no dead job %', job_id USING ERRCODE = 'P0002';
+  END IF;
+  PERFORM pg_notify(pod.job_channel(kind), '') FROM pod.jobs WHERE id = job_id;
+  RETURN true;
+END $$;
