@@ -178,3 +178,101 @@ BEGIN
   PERFORM pg_notify(pod.job_channel(kind), '') FROM pod.jobs WHERE id = job_id;
   RETURN true;
 END $$;
+
+-- Key rotation: a friend whose requests stop verifying has its key fetched again.
+ALTER TABLE pod.friends ADD COLUMN key_fetched_at timestamptz;
+COMMENT ON COLUMN pod.friends.key_fetched_at IS 'When public_key was last fetched from the pod''s own URL (a verify_key job).';
+INSERT INTO pod.setting_defaults (name, value, description) VALUES
+  ('federation.key_refetch_interval', '"10 minutes"', 'A friend whose requests stop verifying has its key fetched again from its URL (a changed key), at most this often.');
+CREATE OR REPLACE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  job pod.jobs;
+  pod_url text;
+  doc jsonb;
+  key text;
+  h pod.inbox_held;
+  reply jsonb;
+  results jsonb := '[]';
+  state text;
+  msg text;
+  old_key text;
+BEGIN
+  SELECT * INTO job FROM pod.jobs j WHERE j.id = job_id AND j.kind = 'verify_key'
+     AND j.state = 'running' AND j.worker = verify_key_finish.worker FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no verify_key job % leased to %', job_id, worker USING ERRCODE = 'P0002';
+  END IF;
+  pod_url := job.payload ->> 'url';
+  BEGIN
+    doc := answer::jsonb;
+  EXCEPTION WHEN invalid_text_representation THEN
+    doc := NULL;
+  END;
+  IF jsonb_typeof(doc) = 'array' AND jsonb_array_length(doc) = 1 THEN
+    doc := doc -> 0;   -- the answer of a PostgREST-style view
+  END IF;
+  IF jsonb_typeof(doc) = 'object' AND rtrim(doc ->> 'url', '/') = pod_url AND doc ->> 'public_key' LIKE '-----BEGIN PUBLIC KEY-----%' THEN
+    key := doc ->> 'public_key';
+  END IF;
+  IF key IS NULL THEN
+    PERFORM pod.job_fail(ARRAY[job_id], ARRAY['no identity document for ' || pod_url || ' at its URL: '
+                         || coalesce(left(answer, 200), 'no answer')], worker);
+    RETURN jsonb_build_object('status', 'failed');
+  END IF;
+
+  FOR h IN SELECT * FROM pod.inbox_held WHERE sender = pod_url ORDER BY id FOR UPDATE LOOP
+    BEGIN
+      IF NOT pod.inbox_signature_ok(h.signed, h.method, h.path, h.headers, h.signature, key) THEN
+        PERFORM pod.inbox_reject('PT401', 'signature does not verify with the key published at ' || pod_url);
+      END IF;
+      reply := pod.inbox_apply(pod_url, key, h.activity);
+    EXCEPTION WHEN SQLSTATE 'PT400' OR SQLSTATE 'PT401' OR SQLSTATE 'PT403' THEN
+      GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+      INSERT INTO pod.inbox_rejections (status, sqlstate, reason, key_id, headers, body_sha256)
+        VALUES (substr(state, 3)::integer, state, msg, pod_url || '#main-key', h.headers,
+                sha256(convert_to(h.activity::text, 'UTF8')));
+      RAISE LOG 'pgpod: held request from % refused (%): %', pod_url, state, msg;
+      reply := jsonb_build_object('status', 'refused', 'code', state, 'message', msg);
+    END;
+    DELETE FROM pod.inbox_held WHERE id = h.id;
+    results := results || reply;
+  END LOOP;
+  -- A friend that changed its key (pod.friend_keys_refresh asked): the key published
+  -- at its URL is its key from now on.
+  SELECT f.public_key INTO old_key FROM pod.friends f WHERE f.url = pod_url AND f.state <> 'revoked';
+  UPDATE pod.friends f SET public_key = key, key_fetched_at = now(), updated_at = now()
+   WHERE f.url = pod_url AND f.state <> 'revoked';
+  IF old_key IS DISTINCT FROM key AND old_key IS NOT NULL THEN
+    RAISE LOG 'pgpod: the key of % changed (the one published at its URL is taken)', pod_url;
+  END IF;
+  PERFORM pod.job_complete(ARRAY[job_id], worker);
+  RETURN jsonb_build_object('status', 'verified', 'applied', results);
+END $$;
+
+-- Key rotation. A friend's requests that stop verifying (a row 'signature does not
+-- verify' in pod.inbox_rejections since its key was last fetched) have its key
+-- fetched again from its URL (a verify_key job; pod.verify_key_finish takes the key
+-- published there), at most once per federation.key_refetch_interval. The refused
+-- requests stay refused, with 401 (the sender retries them, as it retries any failed
+-- delivery); the request only left a log row, and the federator calls this with its
+-- pruning. Returns how many keys are to be fetched.
+CREATE FUNCTION pod.friend_keys_refresh() RETURNS integer
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+  WITH due AS (
+    SELECT f.url FROM pod.friends f
+     WHERE f.state IN ('pending', 'active') AND f.public_key IS NOT NULL
+       AND (f.key_fetched_at IS NULL
+            OR f.key_fetched_at < now() - (pod.setting('federation.key_refetch_interval') #>> '{}')::interval)
+       AND EXISTS (SELECT 1 FROM pod.inbox_rejections r
+                    WHERE r.received_at > greatest(f.key_fetched_at, now() - interval '1 day')
+                      AND r.reason = 'signature does not verify'
+                      AND rtrim(split_part(r.key_id, '#', 1), '/') = f.url)
+       AND NOT EXISTS (SELECT 1 FROM pod.jobs j WHERE j.kind = 'verify_key' AND j.target = f.url
+                                                  AND j.state IN ('waiting', 'running'))),
+  queued AS (
+    SELECT pod.job_enqueue('verify_key', jsonb_build_object('url', url), url) FROM due)
+  SELECT count(*)::integer FROM queued
+$$;
+REVOKE ALL ON FUNCTION pod.friend_keys_refresh() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pod.friend_keys_refresh() TO pgpod_worker, pgpod_admin;

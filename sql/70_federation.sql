@@ -41,9 +41,11 @@ CREATE TABLE pod.friends (
   score integer NOT NULL DEFAULT 100 CHECK (score BETWEEN 0 AND 1000),
   state pod.friend_state NOT NULL DEFAULT 'pending',
   created_at timestamptz NOT NULL DEFAULT now(),
-  updated_at timestamptz NOT NULL DEFAULT now()
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  key_fetched_at timestamptz
 );
 COMMENT ON TABLE pod.friends IS 'Other pods this pod federates with; score 0..1000 (starts at 100), revoked at 0.';
+COMMENT ON COLUMN pod.friends.key_fetched_at IS 'When public_key was last fetched from the pod''s own URL (a verify_key job).';
 SELECT pg_catalog.pg_extension_config_dump('pod.friends', '');
 SELECT pg_catalog.pg_extension_config_dump('pod.friends_id_seq', '');
 

@@ -213,7 +213,8 @@ SELECT pg_catalog.pg_extension_config_dump('pod.inbox_held_id_seq', '');
 GRANT SELECT ON pod.inbox_held TO pgpod_admin;
 
 INSERT INTO pod.setting_defaults (name, value, description) VALUES
-  ('federation.identity_path', '"/identity"', 'Path where a pod publishes its URL and public key (GET, JSON); a new pod''s key is fetched from there.');
+  ('federation.identity_path', '"/identity"', 'Path where a pod publishes its URL and public key (GET, JSON); a new pod''s key is fetched from there.'),
+  ('federation.key_refetch_interval', '"10 minutes"', 'A friend whose requests stop verifying has its key fetched again from its URL (a changed key), at most this often.');
 INSERT INTO pod.job_kinds (kind, retries, description) VALUES
   ('verify_key', 6, 'Fetch a pod''s public key from its own URL, then apply the requests held for it (federator).');
 
@@ -347,6 +348,7 @@ DECLARE
   results jsonb := '[]';
   state text;
   msg text;
+  old_key text;
 BEGIN
   SELECT * INTO job FROM pod.jobs j WHERE j.id = job_id AND j.kind = 'verify_key'
      AND j.state = 'running' AND j.worker = verify_key_finish.worker FOR UPDATE;
@@ -388,10 +390,45 @@ BEGIN
     DELETE FROM pod.inbox_held WHERE id = h.id;
     results := results || reply;
   END LOOP;
+  -- A friend that changed its key (pod.friend_keys_refresh asked): the key published
+  -- at its URL is its key from now on.
+  SELECT f.public_key INTO old_key FROM pod.friends f WHERE f.url = pod_url AND f.state <> 'revoked';
+  UPDATE pod.friends f SET public_key = key, key_fetched_at = now(), updated_at = now()
+   WHERE f.url = pod_url AND f.state <> 'revoked';
+  IF old_key IS DISTINCT FROM key AND old_key IS NOT NULL THEN
+    RAISE LOG 'pgpod: the key of % changed (the one published at its URL is taken)', pod_url;
+  END IF;
   PERFORM pod.job_complete(ARRAY[job_id], worker);
   RETURN jsonb_build_object('status', 'verified', 'applied', results);
 END $$;
 GRANT EXECUTE ON FUNCTION pod.verify_key_finish(bigint, text, text) TO pgpod_worker;
+
+-- Key rotation. A friend's requests that stop verifying (a row 'signature does not
+-- verify' in pod.inbox_rejections since its key was last fetched) have its key
+-- fetched again from its URL (a verify_key job; pod.verify_key_finish takes the key
+-- published there), at most once per federation.key_refetch_interval. The refused
+-- requests stay refused, with 401 (the sender retries them, as it retries any failed
+-- delivery); the request only left a log row, and the federator calls this with its
+-- pruning. Returns how many keys are to be fetched.
+CREATE FUNCTION pod.friend_keys_refresh() RETURNS integer
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+  WITH due AS (
+    SELECT f.url FROM pod.friends f
+     WHERE f.state IN ('pending', 'active') AND f.public_key IS NOT NULL
+       AND (f.key_fetched_at IS NULL
+            OR f.key_fetched_at < now() - (pod.setting('federation.key_refetch_interval') #>> '{}')::interval)
+       AND EXISTS (SELECT 1 FROM pod.inbox_rejections r
+                    WHERE r.received_at > greatest(f.key_fetched_at, now() - interval '1 day')
+                      AND r.reason = 'signature does not verify'
+                      AND rtrim(split_part(r.key_id, '#', 1), '/') = f.url)
+       AND NOT EXISTS (SELECT 1 FROM pod.jobs j WHERE j.kind = 'verify_key' AND j.target = f.url
+                                                  AND j.state IN ('waiting', 'running'))),
+  queued AS (
+    SELECT pod.job_enqueue('verify_key', jsonb_build_object('url', url), url) FROM due)
+  SELECT count(*)::integer FROM queued
+$$;
+REVOKE ALL ON FUNCTION pod.friend_keys_refresh() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pod.friend_keys_refresh() TO pgpod_worker, pgpod_admin;
 
 INSERT INTO pod.setting_defaults (name, value, description) VALUES
   ('federation.inbox_reject_mode', '"status"', 'How api.inbox refuses a request: "raise" a PT400/PT401/PT403 error (the gateway answers that status; the refusal is logged in the server log only, since the error rolls back) or "status" (commit a row in pod.inbox_rejections and answer through the response.status GUC, for gateways that honour it as PostgREST does).');

@@ -5,7 +5,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(96);
+SELECT plan(106);
 
 DELETE FROM pod.jobs;
 DELETE FROM pod.friends;
@@ -331,6 +331,33 @@ SELECT lives_ok($$UPDATE pod.friends SET state = 'revoked' WHERE url = 'http://1
 RESET ROLE;
 SELECT is((SELECT count(*) FROM pod.jobs WHERE target = 'http://127.0.0.1:57996'), 0::bigint, 'and its waiting deliveries are dropped');
 DELETE FROM pod.friends WHERE url = 'http://127.0.0.1:57996';
+
+-- Key rotation: a friend that changed its key has it fetched again from its URL ----------
+DELETE FROM pod.jobs WHERE kind IN ('make_friends', 'verify_key');
+-- (this transaction's clock stands still: its key was fetched an hour ago)
+UPDATE pod.friends SET key_fetched_at = now() - interval '1 hour' WHERE url = 'http://127.0.0.1:57999';
+CREATE TEMP TABLE rotated AS SELECT k.* FROM pod.rsa_generate_keypair(2048) k;
+CREATE TEMP TABLE b60 AS SELECT pg_temp.activity('video.published', '{"object": {"uuid": "66666666-6666-6666-6666-666666666666", "name": "New key"}}') AS b;
+SELECT pg_temp.send(60, b, pg_temp.signed(o.url, k.private_key, b)) FROM other o, rotated k, b60;
+SELECT is((SELECT (reply ->> 'http') || ' ' || (reply ->> 'message') FROM r WHERE n = 60), '401 signature does not verify',
+          'a friend signing with a new key is refused at first');
+SELECT is(pod.friend_keys_refresh(), 1, 'the refusal has its key fetched again from its URL (a verify_key job)');
+SELECT is(pod.friend_keys_refresh(), 0, 'only once while that job is in flight');
+CREATE TEMP TABLE vk60 AS SELECT * FROM pod.fetches_claim('fed');
+SELECT is((SELECT string_agg(kind || ' ' || url, ',') FROM vk60), 'verify_key http://127.0.0.1:57999/identity', 'the federator GETs its identity');
+SELECT is(pod.fetches_finish(v.job_id, 'fed', ARRAY[v.pod_url], ARRAY[json_build_object('url', o.url, 'public_key', k.public_key)::text]) ->> 'status',
+          'verified', 'its URL publishes the new key') FROM vk60 v, other o, rotated k;
+SELECT ok((SELECT public_key = (SELECT public_key FROM rotated) AND key_fetched_at = now() FROM pod.friends WHERE url = 'http://127.0.0.1:57999'),
+          'the key published at its URL is the friend''s key now');
+SELECT pg_temp.send(61, b, pg_temp.signed(o.url, k.private_key, b, now() + interval '1 second')) FROM other o, rotated k, b60;
+SELECT is((SELECT reply ->> 'status' FROM r WHERE n = 61), 'applied', 'the sender''s retry of the refused request is applied');
+SELECT pg_temp.send(62, b, pg_temp.signed(o.url, o.private_key, b)) FROM other o, v2;
+SELECT is((SELECT (reply ->> 'http') || ' ' || (reply ->> 'message') FROM r WHERE n = 62), '401 signature does not verify',
+          'the old key signs nothing any more');
+UPDATE pod.friends SET key_fetched_at = now() - interval '9 minutes' WHERE url = 'http://127.0.0.1:57999';
+SELECT is(pod.friend_keys_refresh(), 0, 'and its refusal fetches no key again within federation.key_refetch_interval (10 min)');
+UPDATE pod.friends SET key_fetched_at = now() - interval '11 minutes' WHERE url = 'http://127.0.0.1:57999';
+SELECT is(pod.friend_keys_refresh(), 1, 'after it, it does');
 
 -- Publishing a local video enqueues one delivery per active friend --------------------
 DELETE FROM pod.jobs;

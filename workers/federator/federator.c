@@ -551,7 +551,8 @@ static const char *const CLAIM_FETCH_SQL =
     "SELECT job_id, kind, pod_url, url, array_to_string(headers, E'\\n') FROM pod.fetches_claim($1)";
 static const char *const FINISH_FETCH_SQL =
     "SELECT pod.fetches_finish($1::bigint, $2, $3::text[], $4::text[])";
-static const char *const PRUNE_SQL = "SELECT pod.jobs_prune(), pod.inbox_prune()";
+/* Pruning, and fetching again the keys of friends whose requests stopped verifying. */
+static const char *const PRUNE_SQL = "SELECT pod.jobs_prune(), pod.inbox_prune(), pod.friend_keys_refresh()";
 
 static void
 result_error(const char *what, PGresult *res)
@@ -811,8 +812,8 @@ prune_done(wk_db *db, PGresult *res, void *arg)
 	(void)db;
 	(void)arg;
 	if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
-		wk_log(WK_DEBUG, "pruned %s jobs and %s inbox records", PQgetvalue(res, 0, 0),
-		       PQgetvalue(res, 0, 1));
+		wk_log(WK_DEBUG, "pruned %s jobs and %s inbox records; %s keys to fetch again",
+		       PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
 	else
 		result_error("pruning", res);
 }
