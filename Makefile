@@ -57,9 +57,14 @@ psql:
 
 unit: $(UNIT_TARGETS)
 
-# The whole suite on its own instance (other ports, removed afterwards).
-check: deps build install
+# The whole suite on its own instance (other ports, removed afterwards), with the
+# daemons' sanitizer builds (ASan + UBSan) running in the integration tests.
+check: deps build install sanitize
 	@tests/check
+
+.PHONY: sanitize
+sanitize:
+	$(MAKE) -s -C workers asan
 
 
 bench: deps build install

@@ -33,7 +33,7 @@ control() { curl -s -X POST -d "$1" "$sink/control" >/dev/null; }
 # The federator: the instance's own (scripts/pgpod starts it) or one started here.
 fed_pid=$(cat "$PGPOD_DIR/run/federator.pid" 2>/dev/null)
 if ! kill -0 "$fed_pid" 2>/dev/null; then
-  PGUSER=pgpod_federator "$top/workers/federator/pgpod-federator" >>"$dir/federator.log" 2>&1 &
+  PGUSER=pgpod_federator "${PGPOD_FEDERATOR_BIN:-$top/workers/federator/pgpod-federator}" >>"$dir/federator.log" 2>&1 &
   fed_pid=$!; pids+=($fed_pid)
 fi
 ok "$(kill -0 "$fed_pid"; echo $?)" "a federator runs (pid $fed_pid)"
@@ -98,7 +98,7 @@ print(s.recv(4096).decode().replace('\n', ' ')); sys.stdout.flush()" >"$dir/noti
 pids+=($!)
 wait_for 5 test -S "$sock"
 NOTIFY_SOCKET=$sock PGUSER=pgpod_federator PGPOD_FEDERATOR_MAX_PER_FRIEND=4 PGPOD_FEDERATOR_GRACE_MS=5000 \
-  "$top/workers/federator/pgpod-federator" >>"$dir/federator.log" 2>&1 &
+  "${PGPOD_FEDERATOR_BIN:-$top/workers/federator/pgpod-federator}" >>"$dir/federator.log" 2>&1 &
 own=$!; pids+=($own)
 wait_for 10 grep -q READY=1 "$dir/notify.out"
 ok $? "the federator tells systemd READY=1 through \$NOTIFY_SOCKET"

@@ -54,7 +54,7 @@ q -c "INSERT INTO pod.jobs (kind, target, payload)
 done_count() { q -c "SELECT count(*) FROM pod.jobs WHERE kind = 'deliver' AND state = 'done'"; }
 start_fed() {
   PGUSER=pgpod_federator PGPOD_FEDERATOR_MAX_TOTAL=${1:-16} PGPOD_FEDERATOR_MAX_PER_FRIEND=${1:-16} \
-    "$top/workers/federator/pgpod-federator" >>"$dir/federator.log" 2>&1 &
+    "${PGPOD_FEDERATOR_BIN:-$top/workers/federator/pgpod-federator}" >>"$dir/federator.log" 2>&1 &
   fed=$!
 }
 kills=0

@@ -1155,5 +1155,15 @@ main(int argc, char **argv)
 		wk_db_free(fed.dbs[i]);
 	curl_multi_cleanup(fed.multi);
 	curl_global_cleanup();
+	/* Stopped with nothing in flight or queued: what is left is the friend table. */
+	while (fed.friends)
+	{
+		friend *f = fed.friends;
+
+		fed.friends = f->next;
+		free(f->target);
+		free(f);
+	}
+	outcomes_free(&fed.out);
 	return 0;
 }
