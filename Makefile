@@ -63,7 +63,7 @@ check: deps build install sanitize
 	@tests/check
 
 .PHONY: sanitize
-sanitize:
+sanitize: gateway-asan
 	$(MAKE) -s -C workers asan
 
 

@@ -70,7 +70,7 @@ cmp_ok(time - $t0, '<', 15, '... within the header timeout');
 # SO_REUSEPORT sharing)
 {
   my ($served) = url() =~ m{:(\d+)};
-  my $out = `PGPOD_HTTP_PORT=$served PGPOD_GATEWAY_WORKERS=1 timeout 10 $ENV{PGPOD_TOP}/gateway/pgpod-gateway 2>&1`;
+  my $out = `PGPOD_HTTP_PORT=$served PGPOD_GATEWAY_WORKERS=1 timeout 10 @{[$ENV{PGPOD_GATEWAY_BIN} // "$ENV{PGPOD_TOP}/gateway/pgpod-gateway"]} 2>&1`;
   isnt($? >> 8, 0, 'a second gateway on the same port exits');
   like($out, qr/Address already in use/, '... saying the address is in use');
 }
@@ -86,7 +86,7 @@ if (!$pid) {
   $ENV{PGPOD_GATEWAY_POOL} = 2;
   $ENV{PGPOD_BODY_TIMEOUT_MS} = 500;
   $ENV{PGPOD_IDLE_TIMEOUT_MS} = 500;
-  exec("$ENV{PGPOD_TOP}/gateway/pgpod-gateway") or exit 127;
+  exec($ENV{PGPOD_GATEWAY_BIN} // "$ENV{PGPOD_TOP}/gateway/pgpod-gateway") or exit 127;
 }
 my $base = "http://127.0.0.1:$port";
 my $http = HTTP::Tiny->new(timeout => 10);

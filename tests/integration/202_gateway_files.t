@@ -140,7 +140,7 @@ END { kill 'TERM', $gpid if $gpid }   # never leave our gateway behind
 if (!$gpid) {
   open STDERR, '>', '/dev/null';
   @ENV{qw(PGPOD_HTTP_PORT PGPOD_GATEWAY_WORKERS PGPOD_GATEWAY_POOL PGPOD_UPLOAD_MAX PGPOD_STORE_DIR)} = ($oport, 1, 2, 10000, $own_store);
-  exec("$ENV{PGPOD_TOP}/gateway/pgpod-gateway") or exit 127;
+  exec($ENV{PGPOD_GATEWAY_BIN} // "$ENV{PGPOD_TOP}/gateway/pgpod-gateway") or exit 127;
 }
 wait_until('the limited gateway to be healthy', 15, sub { HTTP::Tiny->new->get("http://127.0.0.1:$oport/health")->{status} == 200 });
 my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $oport) or die;

@@ -109,7 +109,7 @@ if (!$pid) {
   open STDERR, '>', '/dev/null';
   @ENV{qw(PGPOD_HTTP_PORT PGPOD_GATEWAY_WORKERS PGPOD_GATEWAY_POOL PGPOD_GATEWAY_TX_END PGPOD_GATEWAY_AGGREGATES)} =
     ($port, 1, 2, 'rollback-allow-override', 'on');
-  exec("$ENV{PGPOD_TOP}/gateway/pgpod-gateway") or exit 127;
+  exec($ENV{PGPOD_GATEWAY_BIN} // "$ENV{PGPOD_TOP}/gateway/pgpod-gateway") or exit 127;
 }
 my $base = "http://127.0.0.1:$port";
 my $http = HTTP::Tiny->new(timeout => 10);

@@ -50,7 +50,7 @@ sub start_gateway {
     $ENV{PGPOD_HTTP_PORT} = $port;
     $ENV{PGPOD_GATEWAY_WORKERS} = 1;
     $ENV{PGPOD_GATEWAY_POOL} = 1;
-    exec("$ENV{PGPOD_TOP}/gateway/pgpod-gateway") or exit 127;
+    exec($ENV{PGPOD_GATEWAY_BIN} // "$ENV{PGPOD_TOP}/gateway/pgpod-gateway") or exit 127;
   }
   push @pids, $pid;
   my $base = "http://127.0.0.1:$port";

@@ -42,7 +42,7 @@ $pid = fork // die;
 if (!$pid) {
   open STDERR, '>', '/dev/null';
   @ENV{qw(PGPOD_HTTP_PORT PGPOD_GATEWAY_WORKERS PGPOD_GATEWAY_POOL PGPOD_GATEWAY_PIPELINE)} = ($port, 1, 2, 16);
-  exec("$ENV{PGPOD_TOP}/gateway/pgpod-gateway") or exit 127;
+  exec($ENV{PGPOD_GATEWAY_BIN} // "$ENV{PGPOD_TOP}/gateway/pgpod-gateway") or exit 127;
 }
 my $base = "http://127.0.0.1:$port";
 wait_until('the gateway to know gw_pl_t', 15, sub { $http->get("$base/gw_pl_t?id=eq.1000")->{status} == 200 });
