@@ -276,3 +276,41 @@ CREATE FUNCTION pod.friend_keys_refresh() RETURNS integer
 $$;
 REVOKE ALL ON FUNCTION pod.friend_keys_refresh() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pod.friend_keys_refresh() TO pgpod_worker, pgpod_admin;
+
+-- A refused request answered 401 names its scheme (WWW-Authenticate: Signature).
+CREATE OR REPLACE FUNCTION api.inbox(json) RETURNS json
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  hdrs jsonb;
+  reply jsonb;
+  state text;
+  msg text;
+BEGIN
+  BEGIN
+    hdrs := nullif(current_setting('request.headers', true), '')::jsonb;
+  EXCEPTION WHEN invalid_text_representation THEN
+    hdrs := NULL;
+  END;
+  BEGIN
+    reply := pod.inbox_receive($1, hdrs, coalesce(nullif(current_setting('request.method', true), ''), 'POST'),
+                               coalesce(nullif(current_setting('request.path', true), ''), '/rpc/inbox'));
+    RETURN reply::json;
+  EXCEPTION WHEN SQLSTATE 'PT400' OR SQLSTATE 'PT401' OR SQLSTATE 'PT403' THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+  END;
+  RAISE LOG 'pgpod: inbox refused a request (%): % [keyId %]', state, msg,
+    coalesce(substring(hdrs ->> 'signature' FROM 'keyId="([^"]*)"'), 'none');
+  IF pod.setting('federation.inbox_reject_mode') #>> '{}' IS DISTINCT FROM 'status' THEN
+    RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg;
+  END IF;
+  INSERT INTO pod.inbox_rejections (status, sqlstate, reason, key_id, headers, body_sha256)
+    VALUES (substr(state, 3)::integer, state, msg,
+            substring(hdrs ->> 'signature' FROM 'keyId="([^"]*)"'), hdrs, sha256(convert_to(coalesce($1::text, ''), 'UTF8')));
+  PERFORM set_config('response.status', substr(state, 3), true);
+  IF state = 'PT401' THEN
+    -- a 401 names its scheme (RFC 9110 11.6.1; the challenge of the HTTP Signatures draft)
+    PERFORM set_config('response.headers', json_build_array(json_build_object('WWW-Authenticate',
+      'Signature realm="pgpod",headers="(request-target) host date digest"'))::text, true);
+  END IF;
+  RETURN json_build_object('code', state, 'message', msg);
+END $$;

@@ -466,6 +466,11 @@ BEGIN
     VALUES (substr(state, 3)::integer, state, msg,
             substring(hdrs ->> 'signature' FROM 'keyId="([^"]*)"'), hdrs, sha256(convert_to(coalesce($1::text, ''), 'UTF8')));
   PERFORM set_config('response.status', substr(state, 3), true);
+  IF state = 'PT401' THEN
+    -- a 401 names its scheme (RFC 9110 11.6.1; the challenge of the HTTP Signatures draft)
+    PERFORM set_config('response.headers', json_build_array(json_build_object('WWW-Authenticate',
+      'Signature realm="pgpod",headers="(request-target) host date digest"'))::text, true);
+  END IF;
   RETURN json_build_object('code', state, 'message', msg);
 END $$;
 COMMENT ON FUNCTION api.inbox(json) IS 'Inbound federation: a signed (and maybe encrypted) activity from another pod.';

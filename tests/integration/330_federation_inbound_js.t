@@ -14,7 +14,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-plan 15
+plan 16
 
 (cd "$js" && npm ci --no-audit --no-fund --loglevel=error >"$dir/npm.log" 2>&1)
 ok $? "npm ci in tests/js/federation"
@@ -48,4 +48,7 @@ is "$(q -c "SELECT count(*) FROM pod.videos") $(q -c "SELECT count(*) FROM pod.v
    "$((videos_before + 1)) 0" "refused requests changed nothing (one video more: the good one)"
 is "$(q -c "SELECT count(*) FROM pod.inbox_rejections") - $rejections_before" "$(( rejections_before + 6 )) - $rejections_before" \
    "but each of the 6 refusals left its log row (pod.inbox_rejections)"
+hdr=$(curl -s -o /dev/null -D - -X POST "$inbox" -H 'Content-Type: application/json' -d '{"type": "Refused"}' | tr -d '\r' | grep -i '^WWW-Authenticate:')
+is "$hdr" 'WWW-Authenticate: Signature realm="pgpod",headers="(request-target) host date digest"' \
+   "a 401 names the scheme and the headers a signature must cover (WWW-Authenticate)"
 done_testing
