@@ -314,3 +314,115 @@ BEGIN
   END IF;
   RETURN json_build_object('code', state, 'message', msg);
 END $$;
+
+-- algorithm="hs2019" (GoToSocial, newer Mastodon) is accepted with an RSA key.
+CREATE OR REPLACE FUNCTION pod.inbox_receive(body json, headers jsonb, method text DEFAULT 'POST', path text DEFAULT NULL)
+  RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  raw text := body::text;
+  params jsonb;
+  signed text[];
+  sent_at timestamptz;
+  window_s integer := (pod.setting('federation.date_window'))::integer;
+  sender text;
+  friend pod.friends;
+  activity jsonb;
+  sig bytea;
+BEGIN
+  IF headers IS NULL OR jsonb_typeof(headers) <> 'object' THEN
+    PERFORM pod.inbox_reject('PT400', 'request headers are missing');
+  END IF;
+  IF NOT headers ? 'signature' THEN
+    PERFORM pod.inbox_reject('PT401', 'request is not signed (no Signature header)');
+  END IF;
+  SELECT jsonb_object_agg(m[1], m[2]) INTO params
+    FROM regexp_matches(headers ->> 'signature', '([A-Za-z]+)="([^"]*)"', 'g') m;
+  IF params IS NULL OR NOT params ?& ARRAY['keyId', 'signature'] THEN
+    PERFORM pod.inbox_reject('PT401', 'Signature header needs keyId and signature');
+  END IF;
+  -- hs2019 (draft-cavage-12: the algorithm is the key's) is what GoToSocial and newer
+  -- Mastodon send; a pod's key is RSA, so it is RSA-SHA256 either way.
+  IF coalesce(params ->> 'algorithm', 'rsa-sha256') NOT IN ('rsa-sha256', 'hs2019') THEN
+    PERFORM pod.inbox_reject('PT401', 'signature algorithm must be rsa-sha256 (or hs2019 with an RSA key)');
+  END IF;
+  signed := string_to_array(lower(coalesce(params ->> 'headers', 'date')), ' ');
+  IF NOT signed @> ARRAY['(request-target)', 'host', 'date', 'digest'] THEN
+    PERFORM pod.inbox_reject('PT401', 'signature must cover (request-target) host date digest');
+  END IF;
+
+  BEGIN
+    sent_at := (headers ->> 'date')::timestamptz;
+  EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow THEN
+    PERFORM pod.inbox_reject('PT400', 'Date header is not a date');
+  END;
+  IF sent_at IS NULL THEN
+    PERFORM pod.inbox_reject('PT401', 'Date header is missing');
+  END IF;
+  IF abs(extract(epoch FROM clock_timestamp() - sent_at)) > window_s THEN
+    PERFORM pod.inbox_reject('PT401', format('Date is more than %s s away from now', window_s));
+  END IF;
+  IF headers ->> 'digest' IS DISTINCT FROM pod.http_digest(coalesce(raw, '')) THEN
+    PERFORM pod.inbox_reject('PT400', 'Digest does not match the body');
+  END IF;
+
+  BEGIN
+    activity := raw::jsonb;
+  EXCEPTION WHEN invalid_text_representation THEN
+    PERFORM pod.inbox_reject('PT400', 'body is not JSON');
+  END;
+  IF jsonb_typeof(activity) IS DISTINCT FROM 'object' THEN
+    PERFORM pod.inbox_reject('PT400', 'body must be a JSON object');
+  END IF;
+  BEGIN
+    sig := decode(params ->> 'signature', 'base64');
+  EXCEPTION WHEN invalid_parameter_value THEN
+    PERFORM pod.inbox_reject('PT401', 'signature is not base64');
+  END;
+
+  sender := rtrim(split_part(params ->> 'keyId', '#', 1), '/');
+  IF sender !~ '^https?://[^/\s]+$' THEN
+    PERFORM pod.inbox_reject('PT401', 'keyId is not a pod URL');
+  END IF;
+  SELECT * INTO friend FROM pod.friends WHERE url = sender;
+  IF friend.state = 'revoked' THEN
+    PERFORM pod.inbox_reject('PT403', 'pod ' || sender || ' is blocked');
+  END IF;
+
+  IF friend.public_key IS NULL THEN
+    -- A pod we know no key of: a friend request, or the acceptance of ours, is worth
+    -- fetching its key for; anything else from a pod whose key is being fetched (a
+    -- new friend's first deliveries racing its acceptance) waits with it, in order.
+    -- The request waits (202) until the key published at the pod's URL is known; its
+    -- signature is checked against that key then (pod.verify_key_finish).
+    IF NOT (activity ->> 'type' = 'friend.request' OR (activity ->> 'type' = 'friend.accept' AND friend.state = 'pending')
+            OR EXISTS (SELECT 1 FROM pod.inbox_held h WHERE h.sender = rtrim(split_part(params ->> 'keyId', '#', 1), '/'))) THEN
+      PERFORM pod.inbox_reject('PT401', 'unknown key ' || quote_literal(params ->> 'keyId'));
+    END IF;
+    -- (a sealed body is opened, and checked, when it is applied)
+    IF NOT activity ? 'encrypted' THEN
+      PERFORM pod.inbox_check_activity(sender, activity);
+    END IF;
+    INSERT INTO pod.inbox_signatures (signature_hash) VALUES (sha256(sig)) ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+      PERFORM pod.inbox_reject('PT401', 'replayed request (signature already seen)');
+    END IF;
+    INSERT INTO pod.inbox_held (sender, method, path, headers, signed, signature, activity)
+      VALUES (sender, method, coalesce(path, '/'), headers, signed, sig, activity);
+    IF NOT EXISTS (SELECT 1 FROM pod.jobs WHERE kind = 'verify_key' AND target = sender AND state IN ('waiting', 'running')) THEN
+      PERFORM pod.job_enqueue('verify_key', jsonb_build_object('url', sender), sender);
+    END IF;
+    PERFORM set_config('response.status', '202', true);
+    RETURN jsonb_build_object('status', 'held', 'id', activity ->> 'id',
+                              'reason', 'the key of ' || sender || ' is being fetched from its URL');
+  END IF;
+
+  IF NOT pod.inbox_signature_ok(signed, method, path, headers, sig, friend.public_key) THEN
+    PERFORM pod.inbox_reject('PT401', 'signature does not verify');
+  END IF;
+  INSERT INTO pod.inbox_signatures (signature_hash) VALUES (sha256(sig)) ON CONFLICT DO NOTHING;
+  IF NOT FOUND THEN
+    PERFORM pod.inbox_reject('PT401', 'replayed request (signature already seen)');
+  END IF;
+  RETURN pod.inbox_apply(sender, friend.public_key, activity);
+END $$;

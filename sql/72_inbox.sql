@@ -246,8 +246,10 @@ BEGIN
   IF params IS NULL OR NOT params ?& ARRAY['keyId', 'signature'] THEN
     PERFORM pod.inbox_reject('PT401', 'Signature header needs keyId and signature');
   END IF;
-  IF coalesce(params ->> 'algorithm', 'rsa-sha256') <> 'rsa-sha256' THEN
-    PERFORM pod.inbox_reject('PT401', 'signature algorithm must be rsa-sha256');
+  -- hs2019 (draft-cavage-12: the algorithm is the key's) is what GoToSocial and newer
+  -- Mastodon send; a pod's key is RSA, so it is RSA-SHA256 either way.
+  IF coalesce(params ->> 'algorithm', 'rsa-sha256') NOT IN ('rsa-sha256', 'hs2019') THEN
+    PERFORM pod.inbox_reject('PT401', 'signature algorithm must be rsa-sha256 (or hs2019 with an RSA key)');
   END IF;
   signed := string_to_array(lower(coalesce(params ->> 'headers', 'date')), ' ');
   IF NOT signed @> ARRAY['(request-target)', 'host', 'date', 'digest'] THEN

@@ -5,7 +5,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(106);
+SELECT plan(108);
 
 DELETE FROM pod.jobs;
 DELETE FROM pod.friends;
@@ -171,11 +171,17 @@ SELECT is((SELECT array_agg(n || ':' || (reply ->> 'http') ORDER BY n) FROM r WH
   ARRAY['10:401', '11:401', '12:401', '13:401', '14:400', '15:400', '16:401', '17:401', '18:401', '19:401', '20:401'],
   'replayed, forged, stale, future, digest-mismatched, unknown-key, unsigned, wrong-algorithm, partial and actor-spoofing requests are refused');
 SELECT is((SELECT reply ->> 'message' FROM r WHERE n = 10), 'replayed request (signature already seen)', 'replay reason');
+SELECT is((SELECT reply ->> 'message' FROM r WHERE n = 18), 'signature algorithm must be rsa-sha256 (or hs2019 with an RSA key)', 'wrong-algorithm reason');
 SELECT is((SELECT reply ->> 'message' FROM r WHERE n = 11), 'signature does not verify', 'forgery reason');
 SELECT is((SELECT reply ->> 'message' FROM r WHERE n = 12), 'Date is more than 1800 s away from now', 'stale reason');
 SELECT is((SELECT reply ->> 'message' FROM r WHERE n = 14), 'Digest does not match the body', 'digest reason');
 SELECT is((SELECT reply ->> 'code' FROM r WHERE n = 16), 'PT401', 'the code is PostgREST''s PT401');
 SELECT is((SELECT count(*) FROM pod.videos), (SELECT videos FROM before), 'refused requests changed no video');
+-- algorithm="hs2019" (GoToSocial, newer Mastodon) with the friend's RSA key is accepted
+SELECT is(pg_temp.post(b, jsonb_set(pg_temp.signed(o.url, o.private_key, b), '{signature}',
+         to_jsonb(replace(pg_temp.signed(o.url, o.private_key, b) ->> 'signature', '"rsa-sha256"', '"hs2019"')))) ->> 'status', 'applied',
+  'a request signed with algorithm="hs2019" and the friend''s RSA key is applied')
+  FROM other o, pg_temp.activity('video.published', '{"object": {"uuid": "aaaaaaaa-0000-4000-8000-000000002019", "name": "hs2019"}}') b;
 SELECT is((SELECT count(*) FROM pod.inbox_rejections) - (SELECT rejections FROM before), 11::bigint, 'each refusal left one log row');
 SELECT is((SELECT key_id FROM pod.inbox_rejections ORDER BY id DESC LIMIT 1), 'http://127.0.0.1:57999#main-key', 'the log row says whose key');
 
