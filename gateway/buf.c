@@ -47,7 +47,8 @@ reserve(gw_buf *b, size_t extra)
 {
 	if (b->len + extra + 1 <= b->cap)
 		return;
-	size_t cap = b->cap ? b->cap : 64;
+	/* 512: a request's statement fits at once, without growing by doubling */
+	size_t cap = b->cap ? b->cap : 512;
 	while (cap < b->len + extra + 1)
 		cap *= 2;
 	b->data = xrealloc(b->data, cap);
