@@ -7,8 +7,9 @@
  * watcher of the lowest priority, always active, writes each buffer out in one
  * call before the loop polls: nothing is held while the loop blocks. Every other
  * socket (HTTP clients, the listener's connection) goes straight to sendto().
- * A failed write drops the buffer and is reported by the next send() on that
- * socket (libpq then sees the failure as its own); EAGAIN keeps the rest for an
+ * A failed write drops the buffer, shuts the socket down (the pool then sees
+ * the connection fail and fails its jobs) and is reported by the next send() on
+ * that socket, as libpq would see it without the buffer; EAGAIN keeps the rest for an
  * EV_WRITE watcher, and send() reports EAGAIN itself once HIGH_WATER bytes are
  * held, so libpq keeps the rest in its own buffer as it would without this.
  * The pool releases a socket before libpq closes it (pool.c pconn_down), so
@@ -65,7 +66,11 @@ flush_held(held *h)
 				ev_io_start(gw_loop, &h->writable);
 			return;
 		}
+		/* the held transactions are lost: shut the socket so that libpq sees the
+		 * connection fail on its next read and the pool fails their jobs, rather
+		 * than wait for answers to statements that never left */
 		h->err = n < 0 ? errno : EPIPE;
+		shutdown(h->fd, SHUT_RDWR);
 		break;
 	}
 	h->off = h->len = 0;
