@@ -19,4 +19,16 @@ char *gw_arena_strdup(gw_arena *a, const char *s);
 /* Grows an arena array of elem-sized items to hold *n + 1 and returns the new slot. */
 void *gw_arena_push(gw_arena *a, void **array, int *n, int *cap, size_t elem);
 
+/* A free list of objects of one size, reused instead of freed: a request's
+ * large structures cost no malloc/free. Per process (a worker is
+ * single-threaded); kept empty under AddressSanitizer. */
+typedef struct gw_spare
+{
+	void *head;
+	int n;
+} gw_spare;
+/* A zeroed object of size bytes (always the same size for one list). */
+void *gw_spare_calloc(gw_spare *s, size_t size);
+void gw_spare_free(gw_spare *s, void *p);
+
 #endif

@@ -47,7 +47,8 @@ reserve(gw_buf *b, size_t extra)
 {
 	if (b->len + extra + 1 <= b->cap)
 		return;
-	size_t cap = b->cap ? b->cap : 64;
+	/* 512: a request's statement fits at once, without growing by doubling */
+	size_t cap = b->cap ? b->cap : 512;
 	while (cap < b->len + extra + 1)
 		cap *= 2;
 	b->data = xrealloc(b->data, cap);
@@ -79,17 +80,39 @@ gw_buf_putc(gw_buf *b, char c)
 void
 gw_buf_printf(gw_buf *b, const char *fmt, ...)
 {
+	/* formatted once into the room there is, again only when it did not fit */
+	reserve(b, 64);
+	size_t room = b->cap - b->len;
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(NULL, 0, fmt, ap);
+	int n = vsnprintf(b->data + b->len, room, fmt, ap);
 	va_end(ap);
 	if (n < 0)
+	{
+		b->data[b->len] = '\0';
 		return;
-	reserve(b, (size_t)n);
-	va_start(ap, fmt);
-	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-	va_end(ap);
+	}
+	if ((size_t)n >= room)
+	{
+		reserve(b, (size_t)n);
+		va_start(ap, fmt);
+		vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+	}
 	b->len += (size_t)n;
+}
+
+void
+gw_buf_put_long(gw_buf *b, long long v)
+{
+	char tmp[24], *e = tmp + sizeof tmp, *p = e;
+	unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
+	do
+		*--p = (char)('0' + u % 10);
+	while (u /= 10);
+	if (v < 0)
+		*--p = '-';
+	gw_buf_append(b, p, (size_t)(e - p));
 }
 
 void
@@ -226,10 +249,7 @@ gw_params_free(gw_params *p)
 {
 	for (int i = 0; i < p->n; i++)
 		free(p->values[i]);
-	free(p->values);
-	free(p->lengths);
-	free(p->formats);
-	free(p->types);
+	free(p->values); /* one block with lengths, formats and types (push) */
 	gw_params_init(p);
 }
 
@@ -238,11 +258,27 @@ push(gw_params *p, char *v, int len, int format, unsigned type)
 {
 	if (p->n == p->cap)
 	{
-		p->cap = p->cap ? p->cap * 2 : 8;
-		p->values = xrealloc(p->values, sizeof(char *) * (size_t)p->cap);
-		p->lengths = xrealloc(p->lengths, sizeof(int) * (size_t)p->cap);
-		p->formats = xrealloc(p->formats, sizeof(int) * (size_t)p->cap);
-		p->types = xrealloc(p->types, sizeof(unsigned) * (size_t)p->cap);
+		/* the four arrays in one allocation: one malloc, not four */
+		int cap = p->cap ? p->cap * 2 : 8;
+		size_t n = (size_t)cap;
+		char *block = xrealloc(NULL, (sizeof(char *) + 2 * sizeof(int) + sizeof(unsigned)) * n);
+		char **values = (char **)block;
+		int *lengths = (int *)(block + sizeof(char *) * n);
+		int *formats = lengths + n;
+		unsigned *types = (unsigned *)(formats + n);
+		if (p->n)
+		{
+			memcpy(values, p->values, sizeof(char *) * (size_t)p->n);
+			memcpy(lengths, p->lengths, sizeof(int) * (size_t)p->n);
+			memcpy(formats, p->formats, sizeof(int) * (size_t)p->n);
+			memcpy(types, p->types, sizeof(unsigned) * (size_t)p->n);
+		}
+		free(p->values);
+		p->values = values;
+		p->lengths = lengths;
+		p->formats = formats;
+		p->types = types;
+		p->cap = cap;
 	}
 	p->values[p->n] = v;
 	p->lengths[p->n] = len;

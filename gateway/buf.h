@@ -20,6 +20,8 @@ void gw_buf_append(gw_buf *b, const char *s, size_t n);
 void gw_buf_puts(gw_buf *b, const char *s);
 void gw_buf_putc(gw_buf *b, char c);
 void gw_buf_printf(gw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends v in decimal, as printf("%lld") would. */
+void gw_buf_put_long(gw_buf *b, long long v);
 /* Appends s as a double-quoted SQL identifier ("a""b"). */
 void gw_buf_ident(gw_buf *b, const char *s);
 /* Appends s as a JSON string literal with quotes; NULL appends null. */

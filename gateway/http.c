@@ -129,6 +129,8 @@ arm_timer(gw_conn *c, double seconds)
 	}
 }
 
+static gw_spare spare_reqs; /* finished requests, reused */
+
 static void
 req_free(gw_req *req)
 {
@@ -138,13 +140,13 @@ req_free(gw_req *req)
 		req->on_done(req, req->status > 0 && req->status < 400);
 	gw_buf_free(&req->body);
 	gw_arena_free(&req->arena);
-	free(req);
+	gw_spare_free(&spare_reqs, req);
 }
 
 static gw_req *
 req_new(gw_conn *c)
 {
-	gw_req *r = calloc(1, sizeof *r);
+	gw_req *r = gw_spare_calloc(&spare_reqs, sizeof *r);
 	if (!r)
 		abort();
 	r->conn = c;
@@ -229,17 +231,36 @@ static void
 write_head(gw_conn *c, int status, const char *content_type, const char *extra,
            long long content_length, int chunked_stream)
 {
-	char date[64];
+	/* the Date header changes once a second: formatted then, not per response */
+	static time_t date_at = (time_t)-1;
+	static char date[64];
 	time_t t = time(NULL);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-	gw_buf_printf(&c->out, "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: pgpod-gateway\r\n", status,
-	              reason(status), date);
+	if (t != date_at)
+	{
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		date_at = t;
+	}
+	gw_buf_puts(&c->out, "HTTP/1.1 ");
+	gw_buf_put_long(&c->out, status);
+	gw_buf_putc(&c->out, ' ');
+	gw_buf_puts(&c->out, reason(status));
+	gw_buf_puts(&c->out, "\r\nDate: ");
+	gw_buf_puts(&c->out, date);
+	gw_buf_puts(&c->out, "\r\nServer: pgpod-gateway\r\n");
 	if (content_type)
-		gw_buf_printf(&c->out, "Content-Type: %s\r\n", content_type);
+	{
+		gw_buf_puts(&c->out, "Content-Type: ");
+		gw_buf_puts(&c->out, content_type);
+		gw_buf_puts(&c->out, "\r\n");
+	}
 	if (content_length >= 0 && status != 204 && status != 304)
-		gw_buf_printf(&c->out, "Content-Length: %lld\r\n", content_length);
+	{
+		gw_buf_puts(&c->out, "Content-Length: ");
+		gw_buf_put_long(&c->out, content_length);
+		gw_buf_puts(&c->out, "\r\n");
+	}
 	if (extra)
 		gw_buf_puts(&c->out, extra);
 	if (c->req && gw_req_header(c->req, "origin"))

@@ -15,6 +15,7 @@
 #include "auth.h"
 #include "gw.h"
 #include "metrics.h"
+#include "pg_send.h"
 #include "stmt_cache.h"
 
 enum pstate
@@ -78,6 +79,7 @@ typedef struct pconn
 	int dirty;    /* commands buffered in libpq, flushed before the loop sleeps */
 	int counted;  /* counted in the pool_size metric */
 	int id;
+	int send_fd;  /* its socket, registered with pg_send.c while up */
 	gw_stmt_cache sc;  /* this session's prepared statements */
 	int sc_reset;      /* deallocate them all before the next job */
 } pconn;
@@ -90,8 +92,8 @@ static ev_timer queue_timer;
 static const char *db_user;
 static char options[128];
 static int depth = 1;          /* transactions in flight per connection */
-static ev_prepare flusher;     /* sends what this loop iteration queued (libpq 15's
-                                * PQpipelineSync already flushes each transaction) */
+static ev_prepare flusher;     /* flushes what libpq kept in its buffer; pg_send.c
+                                * then writes each socket's transactions at once */
 #define PIPE_MAX_AGE 0.002     /* never queue behind a transaction running longer */
 
 static void pconn_start(pconn *c);
@@ -213,6 +215,9 @@ pconn_down(pconn *c, const char *reason)
 	why[strcspn(why, "\n")] = '\0';
 	ev_io_stop(gw_loop, &c->io);
 	c->io_fd = -1;
+	/* before libpq closes the socket: what is held for it is lost with it */
+	gw_pgsend_release(c->send_fd, 0);
+	c->send_fd = -1;
 	if (c->pg)
 	{
 		PQfinish(c->pg);
@@ -631,6 +636,8 @@ connect_poll(pconn *c)
 		}
 		c->backoff = 0;
 		ev_timer_stop(gw_loop, &c->retry);
+		c->send_fd = PQsocket(c->pg);
+		gw_pgsend_register(c->send_fd);
 		set_state(c, P_IDLE);
 		watch(c, PQsocket(c->pg), EV_READ);
 		dispatch();
@@ -857,6 +864,7 @@ gw_pool_init(int size, const char *user, long statement_timeout_ms, int prepared
 	db_user = user;
 	depth = pipeline > 0 ? pipeline : 1;
 	ev_prepare_init(&flusher, on_flush);
+	gw_pgsend_init();
 	snprintf(options, sizeof options, "-c statement_timeout=%ld", statement_timeout_ms);
 	nconns = size;
 	conns = calloc((size_t)size, sizeof *conns);
@@ -867,6 +875,7 @@ gw_pool_init(int size, const char *user, long statement_timeout_ms, int prepared
 		pconn *c = &conns[i];
 		c->id = i;
 		c->io_fd = -1;
+		c->send_fd = -1;
 		ev_init(&c->io, on_io);
 		c->io.data = c;
 		ev_init(&c->retry, on_retry);
@@ -891,6 +900,8 @@ gw_pool_shutdown(void)
 		pconn *c = &conns[i];
 		ev_timer_stop(gw_loop, &c->retry);
 		ev_io_stop(gw_loop, &c->io);
+		gw_pgsend_release(c->send_fd, c->pg != NULL);
+		c->send_fd = -1;
 		if (c->pg)
 			PQfinish(c->pg);
 		c->pg = NULL;

@@ -31,6 +31,8 @@ typedef struct rest_call
 	char prefer_applied[256];
 } rest_call;
 
+static gw_spare spare_calls; /* finished calls, reused */
+
 /* Percent-encodes everything but unreserved characters: safe in a header. */
 static void
 url_encode(gw_buf *b, const char *s)
@@ -320,7 +322,7 @@ call_free(gw_req *req, int ok)
 	gw_buf_free(&rc->settings);
 	gw_params_free(&rc->settings_params);
 	gw_pool_job_clear(&rc->job);
-	free(rc);
+	gw_spare_free(&spare_calls, rc);
 	req->handler = NULL;
 }
 
@@ -523,11 +525,18 @@ job_done(gw_pg_job *job)
 			if (n < t)
 				status = 206;
 		}
+		gw_buf_puts(&h, "Content-Range: ");
 		if (n > 0)
-			gw_buf_printf(&h, "Content-Range: %ld-%ld/%s\r\n", lower, lower + n - 1,
-			              total ? total : "*");
+		{
+			gw_buf_put_long(&h, lower);
+			gw_buf_putc(&h, '-');
+			gw_buf_put_long(&h, lower + n - 1);
+		}
 		else
-			gw_buf_printf(&h, "Content-Range: */%s\r\n", total ? total : "*");
+			gw_buf_putc(&h, '*');
+		gw_buf_putc(&h, '/');
+		gw_buf_puts(&h, total ? total : "*");
+		gw_buf_puts(&h, "\r\n");
 		if (s->action == GW_ACTION_RPC && !rc->plan.returns_body)
 			status = 204;
 	}
@@ -616,7 +625,7 @@ gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 		                        "Could not query the database for the schema cache. Retrying.");
 		return;
 	}
-	rest_call *rc = calloc(1, sizeof *rc);
+	rest_call *rc = gw_spare_calloc(&spare_calls, sizeof *rc);
 	if (!rc)
 		abort();
 	rc->req = req;

@@ -65,7 +65,8 @@ gw_sql_array_literal(gw_buf *b, char *const *items, int n)
 void
 gw_sb_param(ctx *c, const char *value)
 {
-	gw_buf_printf(c->sql, "$%d", gw_params_add(c->params, value));
+	gw_buf_putc(c->sql, '$'); /* no printf: every parameter of every request */
+	gw_buf_put_long(c->sql, gw_params_add(c->params, value));
 }
 
 /* "alias"."col"->$n... for a field; JSON keys that are integers index arrays. */
@@ -196,7 +197,8 @@ build_filter(ctx *c, const char *alias, const gw_relation *rel, const gw_filter 
 	}
 	else
 	{
-		gw_buf_printf(c->sql, "%s ", op_sql[f->op]);
+		gw_buf_puts(c->sql, op_sql[f->op]);
+		gw_buf_putc(c->sql, ' ');
 		gw_sb_param(c, f->value);
 	}
 	if (f->negate)
@@ -814,7 +816,9 @@ gw_sb_build_outer(ctx *c, const gw_request_shape *r, gw_plan *p, const char *cou
 		gw_buf_puts(b, "::bigint THEN ('pgrst_max_affected:' || "
 		               "pg_catalog.count(_postgrest_t))::integer END AS max_affected_check");
 	}
-	gw_buf_printf(b, " FROM (SELECT * FROM %s) AS _postgrest_t", source);
+	gw_buf_puts(b, " FROM (SELECT * FROM ");
+	gw_buf_puts(b, source);
+	gw_buf_puts(b, ") AS _postgrest_t");
 }
 
 /* WHERE for the top level: filters plus the EXISTS of !inner embeds. */
