@@ -184,7 +184,19 @@ step_done(void)
 	switch (state)
 	{
 	case L_SCHEMA:
-		if (!load_failed)
+		/* published once the JWT secret is read too (below): a ready worker
+		 * (/health 200) never answers a token with PGRST300 for lack of it */
+		if (load_failed)
+		{
+			gw_schema_unref(loading);
+			loading = NULL;
+		}
+		last_load_failed = load_failed;
+		state = L_SECRET;
+		send_or_down("SELECT encode(pod.jwt_secret(), 'hex')");
+		break;
+	case L_SECRET:
+		if (loading)
 		{
 			gw_schema *old = current;
 			current = loading;
@@ -206,16 +218,6 @@ step_done(void)
 			logged[1] = current->nfks;
 			logged[2] = current->nfuncs;
 		}
-		else
-		{
-			gw_schema_unref(loading);
-			loading = NULL;
-		}
-		last_load_failed = load_failed;
-		state = L_SECRET;
-		send_or_down("SELECT encode(pod.jwt_secret(), 'hex')");
-		break;
-	case L_SECRET:
 		state = L_LISTENING;
 		if (!last_load_failed)
 			warned = 0;
