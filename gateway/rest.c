@@ -28,6 +28,7 @@ typedef struct rest_call
 	long offset; /* first row of the page, for Content-Range */
 	int want_count;
 	int tx_rollback; /* end the transaction with ROLLBACK */
+	const char *timezone; /* Prefer: timezone=, a name of pg_timezone_names */
 	char prefer_applied[256];
 } rest_call;
 
@@ -106,6 +107,8 @@ typedef struct prefs
 	char max_affected[32];
 	long max_affected_n;
 	int max_affected_ok;
+	const char *timezone; /* the first timezone= token (with its prefix) */
+	int timezone_seen, timezone_ok;
 	gw_buf invalid;
 } prefs;
 
@@ -119,10 +122,25 @@ static const char *const pref_tokens[] = {
 };
 
 static void
-pref_token(prefs *p, const char *t, size_t n, gw_arena *a)
+pref_token(prefs *p, const char *t, size_t n, gw_arena *a, const gw_schema *schema)
 {
 	if (!n)
 		return;
+	if (n >= 9 && !strncmp(t, "timezone=", 9))
+	{
+		/* PostgREST: the first one counts, and every timezone= token is
+		 * invalid unless that first one names a zone of pg_timezone_names */
+		if (!p->timezone_seen)
+		{
+			p->timezone_seen = 1;
+			char *tok = gw_arena_strndup(a, t, n);
+			p->timezone_ok = schema && gw_schema_timezone_valid(schema, tok + 9);
+			if (p->timezone_ok)
+				p->timezone = tok;
+		}
+		if (p->timezone_ok)
+			return;
+	}
 	const char *tok = NULL;
 	for (size_t i = 0; i < sizeof pref_tokens / sizeof *pref_tokens; i++)
 		if (strlen(pref_tokens[i]) == n && !strncmp(pref_tokens[i], t, n))
@@ -163,7 +181,7 @@ pref_token(prefs *p, const char *t, size_t n, gw_arena *a)
 }
 
 static void
-parse_prefer_headers(gw_req *req, prefs *p)
+parse_prefer_headers(gw_req *req, prefs *p, const gw_schema *schema)
 {
 	for (int i = 0; i < req->nheaders; i++)
 	{
@@ -180,7 +198,7 @@ parse_prefer_headers(gw_req *req, prefs *p)
 				s++;
 			while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
 				t--;
-			pref_token(p, s, (size_t)(t - s), &req->arena);
+			pref_token(p, s, (size_t)(t - s), &req->arena, schema);
 			h = *e ? e + 1 : e;
 		}
 	}
@@ -197,7 +215,7 @@ apply_prefer(rest_call *rc)
 	prefs p;
 	memset(&p, 0, sizeof p);
 	gw_buf_init(&p.invalid);
-	parse_prefer_headers(req, &p);
+	parse_prefer_headers(req, &p, gw_schema_current());
 	int strict = p.handling && !strcmp(p.handling, "handling=strict");
 	if (strict && p.invalid.len)
 	{
@@ -230,7 +248,11 @@ apply_prefer(rest_call *rc)
 	/* tx= only counts when the setting allows an override, as db-tx-end does */
 	const char *tx = gw_cfg.tx_override ? p.tx : NULL;
 	rc->tx_rollback = tx ? !strcmp(tx, "tx=rollback") : gw_cfg.tx_rollback;
-	int mutate_many = s->action == GW_ACTION_UPDATE || s->action == GW_ACTION_DELETE;
+	rc->timezone = p.timezone ? p.timezone + 9 : NULL;
+	/* max-affected counts the rows a PATCH or DELETE touches and those a
+	 * function returns (PGRST128 when it cannot return a set) */
+	int mutate_many = s->action == GW_ACTION_UPDATE || s->action == GW_ACTION_DELETE ||
+	                  s->action == GW_ACTION_RPC;
 	const char *max_affected = NULL;
 	if (strict && p.max_affected_ok && mutate_many)
 	{
@@ -239,7 +261,7 @@ apply_prefer(rest_call *rc)
 		max_affected = p.max_affected;
 	}
 	/* Preference-Applied: resolution, missing, return, params, count, tx,
-	 * handling, max-affected; each action lists only what it honours */
+	 * handling, timezone, max-affected; each action lists only what it honours */
 	const char *resolution = NULL, *missing = NULL, *ret = NULL, *params = NULL;
 	switch (s->action)
 	{
@@ -265,7 +287,8 @@ apply_prefer(rest_call *rc)
 		params = p.params;
 		break;
 	}
-	const char *list[] = {resolution, missing, ret, params, p.count, tx, p.handling, max_affected};
+	const char *list[] = {resolution, missing, ret,        params,
+	                      p.count,    tx,      p.handling, p.timezone, max_affected};
 	gw_buf applied;
 	gw_buf_init(&applied);
 	for (size_t i = 0; i < sizeof list / sizeof *list; i++)
@@ -767,6 +790,9 @@ gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 	rc->offset = (q->scopes[0].offset > 0 ? q->scopes[0].offset : 0) +
 	             (s->range_offset > 0 ? s->range_offset : 0);
 	gw_auth_settings_sql(req, &rc->auth, &rc->settings, &rc->settings_params);
+	if (rc->timezone)
+		gw_buf_printf(&rc->settings, ", pg_catalog.set_config('timezone', $%d, true)",
+		              gw_params_add(&rc->settings_params, rc->timezone));
 	rc->job.nstmts = 2;
 	rc->job.stmts[0].sql = rc->settings.data;
 	rc->job.stmts[0].params = &rc->settings_params;

@@ -803,10 +803,12 @@ gw_sb_build_outer(ctx *c, const gw_request_shape *r, gw_plan *p, const char *cou
 		gw_buf_puts(b, ", CASE WHEN pg_catalog.count(_postgrest_t) <> 1 THEN ('pgrst_single:' || "
 		               "pg_catalog.count(_postgrest_t))::integer END AS single_check");
 	}
-	if (r->max_affected_set && (r->action == GW_ACTION_UPDATE || r->action == GW_ACTION_DELETE))
+	if (r->max_affected_set && (r->action == GW_ACTION_UPDATE || r->action == GW_ACTION_DELETE ||
+	                            r->action == GW_ACTION_RPC))
 	{
-		/* Prefer: handling=strict, max-affected=N: more rows fail the statement
-		 * the same way, so nothing is committed (PGRST124) */
+		/* Prefer: handling=strict, max-affected=N: more rows (written, or
+		 * returned by a function) fail the statement the same way, so nothing
+		 * is committed (PGRST124) */
 		char n[32];
 		snprintf(n, sizeof n, "%ld", r->max_affected);
 		gw_buf_puts(b, ", CASE WHEN pg_catalog.count(_postgrest_t) > ");

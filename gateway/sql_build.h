@@ -70,7 +70,7 @@ typedef struct gw_request_shape
 	int single_object; /* Prefer: params=single-object */
 	int headers_only;  /* Prefer: return=headers-only (Location of an insert) */
 	int missing_default; /* Prefer: missing=default: absent keys take the column default */
-	int max_affected_set; /* Prefer: handling=strict, max-affected=N on PATCH/DELETE */
+	int max_affected_set; /* Prefer: handling=strict, max-affected=N on PATCH/DELETE/RPC */
 	long max_affected;
 	int aggregates;      /* aggregate functions in select= are allowed (else PGRST123) */
 } gw_request_shape;

@@ -156,6 +156,15 @@ gw_sb_build_rpc(ctx *c, const gw_request_shape *r, gw_plan *p)
 		gw_error_set(c->e, 400, "PGRST102", "Empty or invalid json", NULL, NULL);
 		goto out;
 	}
+	if (r->max_affected_set && !f->returns_set)
+	{
+		/* PostgREST decides before the call: only a set can be counted */
+		gw_error_set(c->e, 400, "PGRST128",
+		             "Function must return SETOF or TABLE when max-affected preference is used "
+		             "with handling=strict",
+		             NULL, NULL);
+		goto out;
+	}
 	int raw_call = f->nargs == 1 && f->args[0].name[0] == '\0' && !r->rpc_get &&
 	               (raw || is_raw_type(f->args[0].type));
 	p->read_only = r->rpc_get;

@@ -7,7 +7,8 @@ DROP VIEW IF EXISTS api.gw_projects, api.gw_tasks, api.gw_plain, api.gw_labels, 
 DROP TABLE IF EXISTS api.gw_items, api.gw_notes CASCADE;
 DROP FUNCTION IF EXISTS api.gw_add(integer, integer), api.gw_echo(json), api.gw_tasks_of(integer),
   api.gw_whoami(), api.gw_fail(text), api.gw_noop(), api.gw_words(text), api.gw_raw_text(text),
-  api.gw_project(integer), api.gw_bump(integer), api.gw_sleep(double precision), api.gw_custom(integer) CASCADE;
+  api.gw_project(integer), api.gw_bump(integer), api.gw_sleep(double precision), api.gw_custom(integer),
+  api.gw_items_drop(integer), api.gw_items_drop_void(integer), api.gw_moment() CASCADE;
 
 CREATE SCHEMA gw_private;
 GRANT USAGE ON SCHEMA gw_private TO pgpod_anon, pgpod_user, pgpod_admin;
@@ -115,5 +116,16 @@ BEGIN
   RETURN json_build_object('status', status);
 END $$;
 GRANT EXECUTE ON FUNCTION api.gw_custom(integer) TO pgpod_anon, pgpod_user, pgpod_admin;
+
+-- Prefer: max-affected on RPC: a set-returning and a void function that delete
+CREATE FUNCTION api.gw_items_drop(above integer) RETURNS SETOF api.gw_items
+  LANGUAGE sql VOLATILE AS $$ DELETE FROM api.gw_items WHERE id > above RETURNING * $$;
+CREATE FUNCTION api.gw_items_drop_void(above integer) RETURNS void
+  LANGUAGE sql VOLATILE AS $$ DELETE FROM api.gw_items WHERE id > above $$;
+GRANT EXECUTE ON FUNCTION api.gw_items_drop(integer), api.gw_items_drop_void(integer) TO pgpod_user, pgpod_admin;
+-- Prefer: timezone=: a fixed instant, shown in the transaction's time zone
+CREATE FUNCTION api.gw_moment() RETURNS TABLE (t timestamptz, zone text)
+  LANGUAGE sql STABLE AS $$ SELECT '2023-10-18 12:37:59.611+00'::timestamptz, current_setting('timezone') $$;
+GRANT EXECUTE ON FUNCTION api.gw_moment() TO pgpod_anon, pgpod_user, pgpod_admin;
 
 NOTIFY pgrst, 'reload schema';
