@@ -452,7 +452,9 @@ embed_scope(ctx *c, const char *path, const gw_select_item *it, char **child_pat
 }
 
 /* ...rel(cols) of a to-one embed: each column is a correlated lookup named as
- * the parent's own column (PostgREST's spread). */
+ * the parent's own column (PostgREST's spread). An aggregate of a spread column
+ * aggregates those lookups at the parent's level, and the other spread columns
+ * are grouped by there, as if they were the parent's own (PostgREST v12). */
 static int
 build_spread(ctx *c, const char *parent_alias, const gw_select_item *it, const gw_rel_match *m,
              const gw_relation *target, int *nout)
@@ -476,10 +478,11 @@ build_spread(ctx *c, const char *parent_alias, const gw_select_item *it, const g
 			             NULL);
 			return -1;
 		}
-		if (ch && ch->agg)
+		int agg = ch && ch->agg;
+		if (agg && !c->aggregates)
 		{
-			gw_error_set(c->e, 400, "PGRST100",
-			             "aggregate functions inside a spread are not supported", NULL, NULL);
+			gw_error_set(c->e, 400, "PGRST123", "Use of aggregate functions is not allowed",
+			             NULL, NULL);
 			return -1;
 		}
 		for (int k = 0; k < (star ? target->ncols : 1); k++)
@@ -488,25 +491,50 @@ build_spread(ctx *c, const char *parent_alias, const gw_select_item *it, const g
 			const gw_field *f = star ? &col : &ch->field;
 			if (star)
 				col.name = target->cols[k].name;
-			else if (check_column(c, target, f->name))
+			else if (!(agg && ch->agg_star) && check_column(c, target, f->name))
 				return -1;
 			char child[32];
 			snprintf(child, sizeof child, "pgrst_s%d", ++c->alias_seq);
 			if (!first)
 				gw_buf_puts(c->sql, ", ");
 			first = 0;
-			gw_buf_puts(c->sql, "(SELECT ");
-			if (!star && ch->cast)
-				gw_buf_puts(c->sql, "CAST(");
-			field_expr(c, child, f);
-			if (!star && ch->cast)
-				gw_buf_printf(c->sql, " AS %s)", ch->cast);
-			embed_from(c, m, target->name, child);
-			gw_buf_puts(c->sql, " WHERE ");
-			join_condition(c, m, parent_alias, child);
-			gw_buf_puts(c->sql, ") AS ");
-			gw_buf_ident(c->sql, !star && ch->alias ? ch->alias : field_output_name(f));
+			if (agg)
+			{
+				if (ch->agg_cast)
+					gw_buf_puts(c->sql, "CAST(");
+				gw_buf_printf(c->sql, "pg_catalog.%s(", gw_agg_name(ch->agg));
+			}
+			if (agg && ch->agg_star)
+			{
+				gw_buf_putc(c->sql, '*');
+			}
+			else
+			{
+				gw_buf_puts(c->sql, "(SELECT ");
+				if (!star && ch->cast)
+					gw_buf_puts(c->sql, "CAST(");
+				field_expr(c, child, f);
+				if (!star && ch->cast)
+					gw_buf_printf(c->sql, " AS %s)", ch->cast);
+				embed_from(c, m, target->name, child);
+				gw_buf_puts(c->sql, " WHERE ");
+				join_condition(c, m, parent_alias, child);
+				gw_buf_putc(c->sql, ')');
+			}
+			if (agg)
+			{
+				gw_buf_putc(c->sql, ')');
+				if (ch->agg_cast)
+					gw_buf_printf(c->sql, " AS %s)", ch->agg_cast);
+			}
+			gw_buf_puts(c->sql, " AS ");
+			gw_buf_ident(c->sql, agg ? (ch->alias ? ch->alias : gw_agg_name(ch->agg))
+			                         : !star && ch->alias ? ch->alias
+			                                              : field_output_name(f));
 			(*nout)++;
+			if (!agg && c->spread_group)
+				gw_buf_printf(c->spread_group, "%s%d",
+				              c->spread_group->len ? ", " : " GROUP BY ", *nout);
 		}
 		if (!sel)
 			break;
@@ -652,7 +680,15 @@ gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const
 	}
 	int has_agg = 0;
 	for (int i = 0; i < sel->n; i++)
-		has_agg |= sel->items[i].kind == GW_SEL_FIELD && sel->items[i].agg;
+	{
+		const gw_select_item *it = &sel->items[i];
+		has_agg |= it->kind == GW_SEL_FIELD && it->agg;
+		/* an aggregate inside a spread aggregates this level */
+		for (int k = 0; it->kind == GW_SEL_EMBED && it->spread && it->children &&
+		                k < it->children->n;
+		     k++)
+			has_agg |= it->children->items[k].kind == GW_SEL_FIELD && it->children->items[k].agg;
+	}
 	gw_buf group;
 	gw_buf_init(&group);
 	int nout = 0;
@@ -716,11 +752,17 @@ gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const
 			break;
 		case GW_SEL_EMBED:
 			c->group_embeds = has_agg;
+			/* a spread adds its grouped columns itself (not its aggregates) */
+			c->spread_group = it->spread && has_agg ? &group : NULL;
 			if (build_embed(c, alias, rel, it, path, inner_conds, &nout))
 			{
+				c->spread_group = NULL;
 				gw_buf_free(&group);
 				return -1;
 			}
+			if (it->spread)
+				before = nout;
+			c->spread_group = NULL;
 			break;
 		}
 		for (int k = before; k < nout; k++)

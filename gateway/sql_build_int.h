@@ -18,6 +18,7 @@ typedef struct ctx
 	int aggregates;                /* aggregate functions allowed (else PGRST123) */
 	const char *group_by;          /* " GROUP BY 1, 3" of the select list built last, or NULL */
 	int group_embeds;              /* embeds of this level are grouped: make them jsonb */
+	gw_buf *spread_group;          /* the level's GROUP BY positions, for a spread being built */
 } ctx;
 
 void gw_sb_param(ctx *c, const char *value);

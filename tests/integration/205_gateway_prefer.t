@@ -220,6 +220,25 @@ is_deeply($r->{json}, [{ name => 'Apollo', gw_tasks => [{ count => 2, max => 2 }
   'aggregates inside a to-many embed');
 $r = req2(GET => '/rpc/gw_tasks_of?pid=1&select=id.max()');
 is($r->{content}, '[{"max":2}]', 'aggregates over a function\'s rows');
+# aggregates and spreads: the spread's columns count as the parent's own
+sub by_sum { [sort { ($a->{sum} // $a->{count}) <=> ($b->{sum} // $b->{count}) || ($a->{name} // '') cmp ($b->{name} // '') } @{ $_[0] || [] }] }
+$r = req2(GET => '/gw_tasks?select=id.sum(),...gw_projects(name)');
+is_deeply(by_sum($r->{json}), [{ sum => 3, name => 'Apollo' }, { sum => 5, name => undef }, { sum => 7, name => 'Gemini' }],
+  'grouped by a spread column');
+$r = req2(GET => '/gw_tasks?select=done,...gw_projects(m:id.max(),n:name.min(),pid:id.sum()::text)&order=done');
+is_deeply($r->{json}, [{ done => JSON::PP::false, m => 2, n => 'Apollo', pid => '3' }, { done => JSON::PP::true, m => 2, n => 'Apollo', pid => '3' }],
+  'aggregates inside a spread, with an alias and a cast after, grouped by the parent\'s column');
+$r = req2(GET => '/gw_tasks?select=...gw_projects(id.count(),name)');
+is_deeply(by_sum($r->{json}), [{ count => 0, name => undef }, { count => 2, name => 'Apollo' }, { count => 2, name => 'Gemini' }],
+  'an aggregate and a grouping column in the same spread');
+$r = req2(GET => '/gw_tasks?select=...gw_projects(count())&project_id=eq.1');
+is($r->{content}, '[{"count":2}]', 'count() in a spread counts the parent\'s rows');
+$r = req2(GET => '/gw_tasks?select=...gw_projects(nope.sum())');
+is_deeply(code2($r), [400, '42703'], 'an aggregate of an unknown spread column: 400 42703');
+$r = req2(GET => '/gw_projects?select=...gw_tasks(id.sum())');
+is_deeply(code2($r), [400, 'PGRST119'], 'a to-many spread is still refused');
+$r = req(GET => '/gw_tasks?select=...gw_projects(id.sum())');
+is_deeply(code2($r), [400, 'PGRST123'], 'aggregates off: refused inside a spread too');
 $r = req2(GET => '/gw_tasks?select=id.median()');
 is_deeply(code2($r), [400, 'PGRST100'], 'an unknown aggregate: 400 PGRST100');
 $r = req2(GET => '/gw_tasks?select=nope.sum()');
