@@ -148,9 +148,33 @@ static const char *const op_sql[] = {
     "-|-",
 };
 
+static int embed_null_filter(ctx *c, const char *alias, const gw_relation *rel,
+                             const gw_select_item *it, const gw_filter *f);
+
+/* The embed of the level being filtered that a filter names (by alias, else
+ * by relation), or NULL. */
+static const gw_select_item *
+filtered_embed(ctx *c, const gw_filter *f)
+{
+	const gw_select *sel = c->filter_select;
+	if (!sel || f->field.njson)
+		return NULL;
+	for (int i = 0; i < sel->n; i++)
+	{
+		const gw_select_item *it = &sel->items[i];
+		if (it->kind == GW_SEL_EMBED && !it->spread &&
+		    !strcmp(it->alias ? it->alias : it->relation, f->field.name))
+			return it;
+	}
+	return NULL;
+}
+
 static int
 build_filter(ctx *c, const char *alias, const gw_relation *rel, const gw_filter *f)
 {
+	const gw_select_item *embed = filtered_embed(c, f);
+	if (embed)
+		return embed_null_filter(c, alias, rel, embed, f);
 	if (check_column(c, rel, f->field.name))
 		return -1;
 	if (f->negate)
@@ -451,6 +475,70 @@ embed_scope(ctx *c, const char *path, const gw_select_item *it, char **child_pat
 	return NULL;
 }
 
+/* " AND <filters of the embed's scope>", with the embed's own embeds known
+ * for null filters; the caller's level is restored afterwards. */
+static int
+embed_where(ctx *c, const char *child, const gw_relation *target, const gw_select_item *it,
+            const char *child_path, const gw_scope *sc)
+{
+	const gw_select *saved_sel = c->filter_select;
+	const char *saved_path = c->filter_path;
+	c->filter_select = it->children;
+	c->filter_path = child_path;
+	gw_buf_puts(c->sql, " AND ");
+	int rc = gw_sb_build_logic(c, child, target, sc->where);
+	c->filter_select = saved_sel;
+	c->filter_path = saved_path;
+	return rc;
+}
+
+/* EXISTS (a child of the parent row that passes the embed's filters): what
+ * !inner and embed=not.is.null keep. */
+static int
+embed_exists(ctx *c, const char *parent_alias, const gw_rel_match *m, const gw_relation *target,
+             const gw_select_item *it, const char *child_path, const gw_scope *sc)
+{
+	char child[32];
+	snprintf(child, sizeof child, "pgrst_e%d", ++c->alias_seq);
+	gw_buf_puts(c->sql, "EXISTS (SELECT 1");
+	embed_from(c, m, target->name, child);
+	gw_buf_puts(c->sql, " WHERE ");
+	join_condition(c, m, parent_alias, child);
+	if (sc && embed_where(c, child, target, it, child_path, sc))
+		return -1;
+	gw_buf_putc(c->sql, ')');
+	return 0;
+}
+
+/* embed=is.null / embed=not.is.null (PostgREST v11+): parents without / with a
+ * child passing the embed's filters; any other operator is PGRST120. */
+static int
+embed_null_filter(ctx *c, const char *alias, const gw_relation *rel, const gw_select_item *it,
+                  const gw_filter *f)
+{
+	const char *name = it->alias ? it->alias : it->relation;
+	int is_null = f->op == GW_OP_IS && f->value && !strcmp(f->value, "null");
+	int not_null = f->op == GW_OP_IS && f->value && !strcmp(f->value, "not_null");
+	if (!is_null && !not_null)
+	{
+		char msg[300];
+		snprintf(msg, sizeof msg, "Bad operator on the '%s' embedded resource", name);
+		gw_error_set(c->e, 400, "PGRST120", msg,
+		             "Only is null or not is null filters are allowed on embedded resources",
+		             NULL);
+		return -1;
+	}
+	gw_rel_match m;
+	const gw_relation *target;
+	if (resolve_embed(c, rel, it, &m, &target))
+		return -1;
+	char *child_path = NULL;
+	const gw_scope *sc = embed_scope(c, c->filter_path ? c->filter_path : "", it, &child_path);
+	if (is_null != !!f->negate)
+		gw_buf_puts(c->sql, "NOT ");
+	return embed_exists(c, alias, &m, target, it, child_path, sc);
+}
+
 /* ...rel(cols) of a to-one embed: each column is a correlated lookup named as
  * the parent's own column (PostgREST's spread). An aggregate of a spread column
  * aggregates those lookups at the parent's level, and the other spread columns
@@ -578,12 +666,8 @@ build_embed(ctx *c, const char *parent_alias, const gw_relation *parent, const g
 	embed_from(c, &m, target->name, child);
 	gw_buf_puts(c->sql, " WHERE ");
 	join_condition(c, &m, parent_alias, child);
-	if (sc)
-	{
-		gw_buf_puts(c->sql, " AND ");
-		if (gw_sb_build_logic(c, child, target, sc->where))
-			return -1;
-	}
+	if (sc && embed_where(c, child, target, it, child_path, sc))
+		return -1;
 	if (group_by)
 		gw_buf_puts(c->sql, group_by);
 	if (sc)
@@ -609,17 +693,8 @@ build_embed(ctx *c, const char *parent_alias, const gw_relation *parent, const g
 		 * separate buffer that the caller appends to its WHERE */
 		gw_buf *saved = c->sql;
 		c->sql = inner_conds;
-		gw_buf_puts(c->sql, " AND EXISTS (SELECT 1");
-		embed_from(c, &m, target->name, child);
-		gw_buf_puts(c->sql, " WHERE ");
-		join_condition(c, &m, parent_alias, child);
-		int rc = 0;
-		if (sc)
-		{
-			gw_buf_puts(c->sql, " AND ");
-			rc = gw_sb_build_logic(c, child, target, sc->where);
-		}
-		gw_buf_putc(c->sql, ')');
+		gw_buf_puts(c->sql, " AND ");
+		int rc = embed_exists(c, parent_alias, &m, target, it, child_path, sc);
 		c->sql = saved;
 		return rc;
 	}
@@ -867,7 +942,11 @@ gw_sb_build_where(ctx *c, const char *alias, const gw_relation *rel, const gw_bu
 {
 	const gw_scope *top = gw_sb_scope_for(c, "");
 	gw_buf_puts(c->sql, " WHERE ");
-	if (gw_sb_build_logic(c, alias, rel, top->where))
+	c->filter_select = c->q->select;
+	c->filter_path = "";
+	int rc = gw_sb_build_logic(c, alias, rel, top->where);
+	c->filter_select = NULL;
+	if (rc)
 		return -1;
 	if (inner && inner->len)
 		gw_buf_append(c->sql, inner->data, inner->len);

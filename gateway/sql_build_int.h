@@ -19,6 +19,10 @@ typedef struct ctx
 	const char *group_by;          /* " GROUP BY 1, 3" of the select list built last, or NULL */
 	int group_embeds;              /* embeds of this level are grouped: make them jsonb */
 	gw_buf *spread_group;          /* the level's GROUP BY positions, for a spread being built */
+	/* the level whose filters are being built: a filter named after one of its
+	 * embeds is a null filter on that embed (embed=is.null / not.is.null) */
+	const gw_select *filter_select;
+	const char *filter_path;
 } ctx;
 
 void gw_sb_param(ctx *c, const char *value);
