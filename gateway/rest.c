@@ -583,15 +583,13 @@ job_done(gw_pg_job *job)
 	gw_buf_free(&h);
 }
 
-/* key=value&... (percent-encoded, + for space) as a JSON object of strings. */
+/* key=value&... (percent-encoded, + for space) as a JSON object of strings; a
+ * repeated key gives an array of its strings (a variadic parameter's values). */
 static char *
 form_to_json(gw_req *req, const char *body, size_t len)
 {
-	gw_buf o;
-	gw_buf_init(&o);
-	gw_buf_putc(&o, '{');
+	json_t *o = json_object();
 	const char *p = body, *end = body + len;
-	int first = 1;
 	while (p < end)
 	{
 		const char *amp = memchr(p, '&', (size_t)(end - p));
@@ -601,23 +599,33 @@ form_to_json(gw_req *req, const char *body, size_t len)
 		{
 			char *k = gw_url_decode(&req->arena, p, (size_t)((eq ? eq : pe) - p), 1);
 			char *v = eq ? gw_url_decode(&req->arena, eq + 1, (size_t)(pe - eq - 1), 1) : "";
-			if (!k || !v)
+			json_t *jv = k && v ? json_string(v) : NULL;
+			if (!jv)
 			{
-				gw_buf_free(&o);
+				json_decref(o);
 				return NULL;
 			}
-			if (!first)
-				gw_buf_putc(&o, ',');
-			first = 0;
-			gw_buf_json_str(&o, k);
-			gw_buf_putc(&o, ':');
-			gw_buf_json_str(&o, v);
+			json_t *prev = json_object_get(o, k);
+			if (!prev)
+				json_object_set_new(o, k, jv);
+			else if (json_is_array(prev))
+				json_array_append_new(prev, jv);
+			else
+			{
+				json_t *arr = json_array();
+				json_array_append(arr, prev);
+				json_array_append_new(arr, jv);
+				json_object_set_new(o, k, arr);
+			}
 		}
 		p = amp ? amp + 1 : end;
 	}
-	gw_buf_putc(&o, '}');
-	char *out = gw_arena_strdup(&req->arena, o.data);
-	gw_buf_free(&o);
+	char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (!text)
+		return NULL;
+	char *out = gw_arena_strdup(&req->arena, text);
+	free(text);
 	return out;
 }
 
@@ -728,25 +736,9 @@ gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 		s->range_offset = -1;
 		s->range_limit = -1;
 	}
-	/* RPC GET: parameter names of every overload are arguments, not filters */
-	const char **arg_names = NULL;
-	if (is_rpc && s->rpc_get)
-	{
-		int total = 0;
-		for (int i = 0; i < schema->nfuncs; i++)
-			if (!strcmp(schema->funcs[i].name, name))
-				total += schema->funcs[i].nargs;
-		arg_names = gw_arena_alloc(&req->arena, sizeof(char *) * (size_t)(total + 1));
-		int k = 0;
-		for (int i = 0; i < schema->nfuncs; i++)
-			if (!strcmp(schema->funcs[i].name, name))
-				for (int j = 0; j < schema->funcs[i].nargs; j++)
-					if (schema->funcs[i].args[j].name[0])
-						arg_names[k++] = schema->funcs[i].args[j].name;
-	}
 	gw_query *q = gw_arena_alloc(&req->arena, sizeof *q);
 	gw_parse_error perr;
-	if (gw_query_parse(&req->arena, req->query, strlen(req->query), arg_names, q, &perr))
+	if (gw_query_parse(&req->arena, req->query, strlen(req->query), q, &perr))
 	{
 		gw_error_set(&e, 400, "PGRST100", perr.message, perr.details, NULL);
 		gw_respond_error(req, &e, NULL);
@@ -757,6 +749,7 @@ gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 	s->body_len = req->body.len;
 	s->body_is_json = body_is_json(req);
 	const char *ct = gw_req_header(req, "content-type");
+	s->content_type = ct;
 	if (ct && !strncasecmp(ct, "application/x-www-form-urlencoded", 33) &&
 	    s->action != GW_ACTION_DELETE)
 	{

@@ -64,7 +64,7 @@ const char *const gw_schema_queries =
     "p.prorettype"
     " WHERE n.nspname = 'api' AND p.prokind = 'f' ORDER BY p.proname, p.oid;\n"
     "SELECT 'arg', p.oid::text, coalesce(a.name, ''), format_type(a.typ, NULL),"
-    " (row_number() OVER w > p.pronargs - p.pronargdefaults)::int::text"
+    " (row_number() OVER w > p.pronargs - p.pronargdefaults)::int::text, (a.mode = 'v')::int::text"
     " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
     " CROSS JOIN LATERAL unnest(coalesce(p.proallargtypes, p.proargtypes::oid[]),"
     "  coalesce(p.proargmodes, array_fill('i'::\"char\", ARRAY[p.pronargs::int])), p.proargnames)"
@@ -248,6 +248,7 @@ gw_schema_add_row(gw_schema *s, int n, const char *const *v)
 			g->name = gw_arena_strdup(a, v[2]);
 			g->type = gw_arena_strdup(a, v[3]);
 			g->has_default = atoi(v[4]);
+			g->variadic = n >= 6 && atoi(v[5]);
 			return 0;
 		}
 		return -1;

@@ -43,6 +43,7 @@ typedef struct gw_func_arg
 	char *name; /* "" when unnamed */
 	char *type;
 	int has_default;
+	int variadic; /* VARIADIC: called as VARIADIC name := array */
 } gw_func_arg;
 
 typedef struct gw_function

@@ -7,6 +7,8 @@
 #include "sql_build.h"
 #include "sql_build_int.h"
 
+#include "fuzzy.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -357,6 +359,39 @@ gw_sb_scope_for(ctx *c, const char *path)
 int gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const gw_select *sel,
                             const char *path, gw_buf *inner_conds);
 
+/* PostgREST's hint for PGRST200: when the parent has relationships, the closest
+ * of its related relations that is not the child itself; otherwise the closest
+ * relation that has relationships, for the parent. */
+static void
+no_relationship_hint(ctx *c, const char *parent, const char *child, char *out, size_t n)
+{
+	const char **related = gw_arena_alloc(c->a, sizeof(char *) * (size_t)(2 * c->s->nfks + 1));
+	int nrel = 0;
+	for (int i = 0; i < c->s->nfks; i++)
+	{
+		const gw_fk *f = &c->s->fks[i];
+		if (!strcmp(f->from, parent))
+			related[nrel++] = f->to;
+		if (!strcmp(f->to, parent))
+			related[nrel++] = f->from;
+	}
+	if (nrel)
+	{
+		int best = gw_fuzzy_best(child, related, nrel, GW_FUZZY_MIN);
+		if (best >= 0 && strcmp(related[best], child))
+			snprintf(out, n, "Perhaps you meant '%s' instead of '%s'.", related[best], child);
+		return;
+	}
+	for (int i = 0; i < c->s->nfks; i++)
+	{
+		related[nrel++] = c->s->fks[i].from;
+		related[nrel++] = c->s->fks[i].to;
+	}
+	int best = gw_fuzzy_best(parent, related, nrel, GW_FUZZY_MIN);
+	if (best >= 0)
+		snprintf(out, n, "Perhaps you meant '%s' instead of '%s'.", related[best], parent);
+}
+
 /* Resolves an embed to exactly one foreign key, as PostgREST does (PGRST200/201). */
 static int
 resolve_embed(ctx *c, const gw_relation *parent, const gw_select_item *it, gw_rel_match *m,
@@ -370,14 +405,18 @@ resolve_embed(ctx *c, const gw_relation *parent, const gw_select_item *it, gw_re
 	                            : 0;
 	if (n == 0)
 	{
+		const char *pname = parent ? parent->name : "?";
+		char details[512], hint[300] = "";
 		snprintf(msg, sizeof msg,
-		         "Could not find a relationship between '%s' and '%s' in the schema cache",
-		         parent ? parent->name : "?", it->relation);
-		gw_error_set(
-		    c->e, 400, "PGRST200", msg,
-		    "Searched for a foreign key relationship in the schema 'api', but no matches were "
-		    "found.",
-		    "Verify that the relationship exists in the database and reload the schema cache.");
+		         "Could not find a relationship between '%s' and '%s' in the schema cache", pname,
+		         it->relation);
+		snprintf(details, sizeof details,
+		         "Searched for a foreign key relationship between '%s' and '%s'%s%s%s in the "
+		         "schema 'api', but no matches were found.",
+		         pname, it->relation, it->hint ? " using the hint '" : "", it->hint ? it->hint : "",
+		         it->hint ? "'" : "");
+		no_relationship_hint(c, pname, it->relation, hint, sizeof hint);
+		gw_error_set(c->e, 400, "PGRST200", msg, details, hint[0] ? hint : NULL);
 		return -1;
 	}
 	if (n > 1)
@@ -1040,6 +1079,7 @@ gw_build(gw_arena *a, const gw_schema *s, const gw_request_shape *r, gw_plan *p,
 	ctx c = {.a = a,
 	         .s = s,
 	         .q = r->query,
+	         .shape = r,
 	         .sql = &p->sql,
 	         .params = &p->params,
 	         .e = e,
@@ -1050,10 +1090,16 @@ gw_build(gw_arena *a, const gw_schema *s, const gw_request_shape *r, gw_plan *p,
 	const gw_relation *rel = gw_schema_relation(s, r->target);
 	if (!rel)
 	{
-		char msg[300];
+		char msg[300], hint[300] = "";
 		snprintf(msg, sizeof msg, "Could not find the table 'api.%s' in the schema cache",
 		         r->target);
-		gw_error_set(e, 404, "PGRST205", msg, NULL, NULL);
+		const char **names = gw_arena_alloc(a, sizeof(char *) * (size_t)(s->nrels + 1));
+		for (int i = 0; i < s->nrels; i++)
+			names[i] = s->rels[i].name;
+		int best = gw_fuzzy_best(r->target, names, s->nrels, GW_FUZZY_MIN_TABLE);
+		if (best >= 0)
+			snprintf(hint, sizeof hint, "Perhaps you meant the table 'api.%s'", names[best]);
+		gw_error_set(e, 404, "PGRST205", msg, NULL, hint[0] ? hint : NULL);
 		return -1;
 	}
 	switch (r->action)

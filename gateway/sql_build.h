@@ -66,6 +66,7 @@ typedef struct gw_request_shape
 	const char *body;
 	size_t body_len;
 	int body_is_json;
+	const char *content_type; /* the request's Content-Type header, or NULL */
 	int rpc_get;       /* RPC arguments came from the query string */
 	int single_object; /* Prefer: params=single-object */
 	int headers_only;  /* Prefer: return=headers-only (Location of an insert) */

@@ -10,6 +10,7 @@ typedef struct ctx
 	gw_arena *a;
 	const gw_schema *s;
 	const gw_query *q;
+	const gw_request_shape *shape; /* the request being built */
 	gw_buf *sql;
 	gw_params *params;
 	gw_error *e;

@@ -8,7 +8,8 @@ DROP TABLE IF EXISTS api.gw_items, api.gw_notes CASCADE;
 DROP FUNCTION IF EXISTS api.gw_add(integer, integer), api.gw_echo(json), api.gw_tasks_of(integer),
   api.gw_whoami(), api.gw_fail(text), api.gw_noop(), api.gw_words(text), api.gw_raw_text(text),
   api.gw_project(integer), api.gw_bump(integer), api.gw_sleep(double precision), api.gw_custom(integer),
-  api.gw_items_drop(integer), api.gw_items_drop_void(integer), api.gw_moment() CASCADE;
+  api.gw_items_drop(integer), api.gw_items_drop_void(integer), api.gw_moment(),
+  api.gw_sum_all(integer[]) CASCADE;
 
 CREATE SCHEMA gw_private;
 GRANT USAGE ON SCHEMA gw_private TO pgpod_anon, pgpod_user, pgpod_admin;
@@ -127,5 +128,9 @@ GRANT EXECUTE ON FUNCTION api.gw_items_drop(integer), api.gw_items_drop_void(int
 CREATE FUNCTION api.gw_moment() RETURNS TABLE (t timestamptz, zone text)
   LANGUAGE sql STABLE AS $$ SELECT '2023-10-18 12:37:59.611+00'::timestamptz, current_setting('timezone') $$;
 GRANT EXECUTE ON FUNCTION api.gw_moment() TO pgpod_anon, pgpod_user, pgpod_admin;
+-- a variadic function: GET repeats the parameter, POST sends an array
+CREATE FUNCTION api.gw_sum_all(VARIADIC v integer[]) RETURNS integer
+  LANGUAGE sql IMMUTABLE AS $$ SELECT sum(x)::integer FROM unnest(v) AS x $$;
+GRANT EXECUTE ON FUNCTION api.gw_sum_all(integer[]) TO pgpod_anon, pgpod_user, pgpod_admin;
 
 NOTIFY pgrst, 'reload schema';

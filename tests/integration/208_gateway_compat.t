@@ -1,7 +1,10 @@
 #!/usr/bin/perl
 # PostgREST v12 behaviours found missing by a compatibility sweep of the gateway,
 # each with bad inputs next to good ones: null filtering on embedded resources
-# (embed=is.null / not.is.null, in or= too, PGRST120 otherwise), ...
+# (embed=is.null / not.is.null, in or= too, PGRST120 otherwise), variadic functions
+# (repeated GET parameters, a JSON array, repeated form keys), PostgREST's split of
+# query parameters into filters and function arguments, schema cache errors in
+# PostgREST's words with its fuzzy hints (PGRST200/202/205).
 use strict;
 use warnings;
 use FindBin;
@@ -47,5 +50,78 @@ is_deeply(code2($r), [400, '42703'], 'an embed that is not selected is an unknow
 $r = req(GET => '/gw_projects?select=name,gw_tasks(title)&gw_tasks=is.null;drop');
 is($r->{status}, 400, 'a hostile value is refused');
 psql("DELETE FROM gw_private.projects WHERE id = 4");
+
+# --- variadic functions, repeated parameters -------------------------------------------
+$r = req(GET => '/rpc/gw_sum_all?v=1&v=2&v=3');
+is_deeply([$r->{status}, $r->{content}], [200, '6'], 'variadic by GET: the repeated parameter is the array');
+$r = req(GET => '/rpc/gw_sum_all?v=5');
+is($r->{content}, '5', '... once is an array of one');
+$r = req(POST => '/rpc/gw_sum_all', {}, { v => [1, 2, 3, 4] });
+is_deeply([$r->{status}, $r->{content}], [200, '10'], 'variadic by POST: a JSON array');
+$r = req(POST => '/rpc/gw_sum_all', { 'Content-Type' => 'application/x-www-form-urlencoded' }, 'v=1&v=2&v=30');
+is_deeply([$r->{status}, $r->{content}], [200, '33'], 'variadic by a form: repeated keys');
+$r = req(GET => '/rpc/gw_sum_all?v=1&v=x');
+is_deeply(code2($r), [400, '22P02'], 'a bad element: PostgreSQL\'s 22P02');
+$r = req(GET => '/rpc/gw_add?a=1&b=2&a=30');
+is_deeply([$r->{status}, $r->{content}], [200, '32'], 'a repeated parameter that is not variadic: the last value');
+$r = req(GET => '/rpc/gw_sum_all?w=1&w=2');
+is_deeply(code2($r), [404, 'PGRST202'], 'an unknown parameter: 404 PGRST202');
+
+# --- filters or arguments: PostgREST decides by the key's path and the value's operator --
+$r = req(GET => '/gw_items?id=1&order=id');
+is_deeply([$r->{status}, scalar @{ $r->{json} || [] }], [200, 2], 'a parameter without an operator is an argument: a relation ignores it');
+$r = req(GET => '/gw_items?id=foo.1&select=id&order=id');
+is_deeply([$r->{status}, $r->{json}], [200, [{ id => 1 }, { id => 2 }]], '... also with a dot in its value');
+$r = req(GET => '/gw_items?id=eq');
+is_deeply(code2($r), [400, 'PGRST100'], 'an operator without a value is a bad filter');
+$r = req(GET => '/gw_items?id=not.1');
+is_deeply(code2($r), [400, 'PGRST100'], 'not. makes a filter');
+$r = req(GET => '/gw_items?gw_x.id=1');
+is_deeply(code2($r), [400, 'PGRST100'], 'a key with a path is a filter');
+$r = req(GET => '/rpc/gw_tasks_of?pid=1&id=2');
+is_deeply(err($r), [404, 'PGRST202', 'Could not find the function api.gw_tasks_of(id, pid) in the schema cache',
+  'Searched for the function api.gw_tasks_of with parameters id, pid, but no matches were found in the schema cache.',
+  'Perhaps you meant to call the function api.gw_tasks_of(pid)'],
+  'RPC: an extra parameter is an argument the function lacks (sorted, with the closest overload as hint)');
+$r = req(GET => '/rpc/gw_tasks_of?pid=1&id=eq.2&select=id');
+is_deeply([$r->{status}, $r->{json}], [200, [{ id => 2 }]], 'RPC: with an operator it filters the result');
+$r = req(GET => '/rpc/gw_add?a=eq.1&b=2');
+is_deeply(code2($r), [404, 'PGRST202'], 'RPC: an argument whose value looks like a filter is a filter (as PostgREST)');
+$r = req(GET => '/rpc/gw_raw_text?x');
+is_deeply(code2($r), [404, 'PGRST202'], 'a parameter without = is dropped');
+
+# --- schema cache errors and their hints ----------------------------------------------
+$r = req(GET => '/gw_item');
+is_deeply(err($r), [404, 'PGRST205', "Could not find the table 'api.gw_item' in the schema cache", undef,
+  "Perhaps you meant the table 'api.gw_items'"], 'an unknown table: 404 PGRST205 with the closest table');
+$r = req(GET => '/zzzzzz');
+is_deeply(err($r), [404, 'PGRST205', "Could not find the table 'api.zzzzzz' in the schema cache", undef, undef],
+  '... no hint when nothing is close');
+$r = req(GET => '/rpc/gw_ad?a=1&b=2');
+is_deeply(err($r), [404, 'PGRST202', 'Could not find the function api.gw_ad(a, b) in the schema cache',
+  'Searched for the function api.gw_ad with parameters a, b, but no matches were found in the schema cache.',
+  'Perhaps you meant to call the function api.gw_add'], 'an unknown function: the closest name');
+$r = req(GET => '/rpc/gw_add?a=1&bb=2');
+is_deeply([@{ err($r) }[0, 1, 4]], [404, 'PGRST202', 'Perhaps you meant to call the function api.gw_add(a, b)'],
+  'wrong parameters: the closest parameter list');
+$r = req(POST => '/rpc/gw_add', {}, { a => 1 });
+is($r->{json}{details}, 'Searched for the function api.gw_add with parameter a or with a single unnamed json/jsonb parameter, '
+  . 'but no matches were found in the schema cache.', 'POST with JSON: the json/jsonb alternative is named');
+$r = req(POST => '/rpc/gw_add', { 'Content-Type' => 'text/plain' }, 'x');
+is_deeply(err($r), [404, 'PGRST202', 'Could not find the function api.gw_add in the schema cache',
+  'Searched for the function api.gw_add with a single unnamed text parameter, but no matches were found in the schema cache.', undef],
+  'POST text/plain: a single unnamed text parameter was looked for');
+$r = req(GET => '/rpc/zzzzzz');
+is_deeply(err($r), [404, 'PGRST202', 'Could not find the function api.zzzzzz without parameters in the schema cache',
+  'Searched for the function api.zzzzzz without parameters, but no matches were found in the schema cache.', undef],
+  'no parameters, nothing close');
+$r = req(GET => '/gw_projects?select=*,gw_task(*)');
+is_deeply(err($r), [400, 'PGRST200', "Could not find a relationship between 'gw_projects' and 'gw_task' in the schema cache",
+  "Searched for a foreign key relationship between 'gw_projects' and 'gw_task' in the schema 'api', but no matches were found.",
+  "Perhaps you meant 'gw_tasks' instead of 'gw_task'."], 'an unknown embed: 400 PGRST200 with the closest related relation');
+$r = req(GET => '/gw_projects?select=*,gw_tasks!nope(*)');
+is_deeply([@{ err($r) }[0, 1, 3, 4]], [400, 'PGRST200',
+  "Searched for a foreign key relationship between 'gw_projects' and 'gw_tasks' using the hint 'nope' in the schema 'api', but no matches were found.", undef],
+  'a hint that matches nothing: named in the details, no suggestion');
 
 done_testing();
