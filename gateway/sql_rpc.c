@@ -29,8 +29,11 @@ static char *
 sorted_list(gw_arena *a, const char *const *names, int n, int parens)
 {
 	const char **copy = gw_arena_alloc(a, sizeof(char *) * (size_t)(n + 1));
-	memcpy(copy, names, sizeof(char *) * (size_t)n);
-	qsort(copy, (size_t)n, sizeof(char *), compare_strings);
+	if (n > 0)
+	{
+		memcpy(copy, names, sizeof(char *) * (size_t)n);
+		qsort(copy, (size_t)n, sizeof(char *), compare_strings);
+	}
 	gw_buf b;
 	gw_buf_init(&b);
 	if (parens)
