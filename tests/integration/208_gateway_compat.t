@@ -4,7 +4,8 @@
 # (embed=is.null / not.is.null, in or= too, PGRST120 otherwise), variadic functions
 # (repeated GET parameters, a JSON array, repeated form keys), PostgREST's split of
 # query parameters into filters and function arguments, schema cache errors in
-# PostgREST's words with its fuzzy hints (PGRST200/202/205).
+# PostgREST's words with its fuzzy hints (PGRST200/202/205), a JWT role that does not
+# exist (401 22023) or is not granted (403 42501).
 use strict;
 use warnings;
 use FindBin;
@@ -123,5 +124,17 @@ $r = req(GET => '/gw_projects?select=*,gw_tasks!nope(*)');
 is_deeply([@{ err($r) }[0, 1, 3, 4]], [400, 'PGRST200',
   "Searched for a foreign key relationship between 'gw_projects' and 'gw_tasks' using the hint 'nope' in the schema 'api', but no matches were found.", undef],
   'a hint that matches nothing: named in the details, no suggestion');
+
+# --- the JWT's role ------------------------------------------------------------------------
+$r = req(GET => '/gw_items', { Authorization => 'Bearer ' . token({ role => 'no_such_role_x' }) });
+is_deeply([@{ err($r) }[0, 1, 2], $r->{headers}{'www-authenticate'}], [401, '22023', 'role "no_such_role_x" does not exist', 'Bearer'],
+  'a role that does not exist: 401 22023 with WWW-Authenticate');
+$r = req(GET => '/gw_items', { Authorization => 'Bearer ' . token({ role => 'postgres' }) });
+is_deeply([@{ err($r) }[0, 1, 2], $r->{headers}{'www-authenticate'}], [403, '42501', 'permission denied to set role "postgres"', undef],
+  'a role the authenticator may not take: 403 42501');
+$r = req(GET => '/gw_items', { Authorization => 'Bearer ' . token({ role => 'pg_read_all_data' }) });
+is_deeply(code2($r), [403, '42501'], 'a pg_ role: 403 42501');
+$r = req(GET => '/gw_items?select=id&order=id', { Authorization => 'Bearer ' . token({ role => 'pgpod_user' }) });
+is_deeply([$r->{status}, $r->{json}], [200, [{ id => 1 }, { id => 2 }]], 'a granted role works');
 
 done_testing();
