@@ -19,6 +19,7 @@ gw_error_set(gw_error *e, int status, const char *code, const char *message, con
              const char *hint)
 {
 	e->status = status;
+	e->details_json = 0;
 	snprintf(e->code, sizeof e->code, "%s", code);
 	snprintf(e->message, sizeof e->message, "%s", message ? message : "");
 	snprintf(e->details, sizeof e->details, "%s", details ? details : "");
@@ -392,6 +393,81 @@ no_relationship_hint(ctx *c, const char *parent, const char *child, char *out, s
 		snprintf(out, n, "Perhaps you meant '%s' instead of '%s'.", related[best], parent);
 }
 
+static void
+cols_list(gw_buf *b, char *const *cols, int n)
+{
+	gw_buf_putc(b, '(');
+	for (int i = 0; i < n; i++)
+		gw_buf_printf(b, "%s%s", i ? ", " : "", cols[i]);
+	gw_buf_putc(b, ')');
+}
+
+/* PGRST201's details (each relationship as PostgREST describes it, a JSON
+ * array) and hint (the embed spelled with each one's name). */
+static void
+ambiguous_embed(ctx *c, const char *parent, const char *child, const gw_rel_match *all, int n)
+{
+	gw_buf d, h, rel;
+	gw_buf_init(&d);
+	gw_buf_init(&h);
+	gw_buf_printf(&h, "Try changing '%s' to one of the following: ", child);
+	gw_buf_putc(&d, '[');
+	for (int i = 0; i < n; i++)
+	{
+		const gw_rel_match *m = &all[i];
+		gw_buf_init(&rel);
+		const char *cardinality, *name;
+		if (m->junction)
+		{
+			cardinality = "many-to-many";
+			name = m->junction;
+			gw_buf_printf(&rel, "%s using %s", m->junction, m->fk->name);
+			cols_list(&rel, m->fk->from_cols, m->fk->ncols);
+			gw_buf_printf(&rel, " and %s", m->fk2->name);
+			cols_list(&rel, m->fk2->from_cols, m->fk2->ncols);
+		}
+		else if (m->to_one)
+		{
+			cardinality = "many-to-one";
+			name = m->fk->name;
+			gw_buf_printf(&rel, "%s using %s", m->fk->name, parent);
+			cols_list(&rel, m->fk->from_cols, m->fk->ncols);
+			gw_buf_printf(&rel, " and %s", child);
+			cols_list(&rel, m->fk->to_cols, m->fk->ncols);
+		}
+		else
+		{
+			cardinality = "one-to-many";
+			name = m->fk->name;
+			gw_buf_printf(&rel, "%s using %s", m->fk->name, parent);
+			cols_list(&rel, m->fk->to_cols, m->fk->ncols);
+			gw_buf_printf(&rel, " and %s", child);
+			cols_list(&rel, m->fk->from_cols, m->fk->ncols);
+		}
+		char embedding[300];
+		snprintf(embedding, sizeof embedding, "%s with %s", parent, child);
+		gw_buf_puts(&d, i ? ",{\"cardinality\":" : "{\"cardinality\":");
+		gw_buf_json_str(&d, cardinality);
+		gw_buf_puts(&d, ",\"embedding\":");
+		gw_buf_json_str(&d, embedding);
+		gw_buf_puts(&d, ",\"relationship\":");
+		gw_buf_json_str(&d, rel.data);
+		gw_buf_putc(&d, '}');
+		gw_buf_printf(&h, "%s'%s!%s'", i ? ", " : "", child, name);
+		gw_buf_free(&rel);
+	}
+	gw_buf_putc(&d, ']');
+	gw_buf_puts(&h, ". Find the desired relationship in the 'details' key.");
+	gw_error_set(c->e, 300, "PGRST201", "", NULL, h.data);
+	if (d.len < sizeof c->e->details)
+	{
+		snprintf(c->e->details, sizeof c->e->details, "%s", d.data);
+		c->e->details_json = 1;
+	}
+	gw_buf_free(&d);
+	gw_buf_free(&h);
+}
+
 /* Resolves an embed to exactly one foreign key, as PostgREST does (PGRST200/201). */
 static int
 resolve_embed(ctx *c, const gw_relation *parent, const gw_select_item *it, gw_rel_match *m,
@@ -424,9 +500,10 @@ resolve_embed(ctx *c, const gw_relation *parent, const gw_select_item *it, gw_re
 		snprintf(msg, sizeof msg,
 		         "Could not embed because more than one relationship was found for '%s' and '%s'",
 		         parent->name, it->relation);
-		gw_error_set(
-		    c->e, 300, "PGRST201", msg, NULL,
-		    "Try changing the embed to name one relationship, e.g. target!constraint_name(...)");
+		ambiguous_embed(c, parent->name, it->relation, all, n);
+		c->e->status = 300;
+		snprintf(c->e->code, sizeof c->e->code, "PGRST201");
+		snprintf(c->e->message, sizeof c->e->message, "%s", msg);
 		return -1;
 	}
 	*m = all[0];

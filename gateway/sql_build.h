@@ -14,8 +14,9 @@ typedef struct gw_error
 	int status;
 	char code[16];
 	char message[512];
-	char details[512];
-	char hint[256];
+	char details[1024];
+	int details_json; /* details is a JSON value to send as it is (PGRST201) */
+	char hint[512];
 } gw_error;
 
 void gw_error_set(gw_error *e, int status, const char *code, const char *message,

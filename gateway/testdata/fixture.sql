@@ -4,7 +4,7 @@
 -- the JWT's sub claim, and functions for RPC. Idempotent: dropped and recreated.
 DROP SCHEMA IF EXISTS gw_private CASCADE;
 DROP VIEW IF EXISTS api.gw_projects, api.gw_tasks, api.gw_plain, api.gw_labels, api.gw_task_labels CASCADE;
-DROP TABLE IF EXISTS api.gw_items, api.gw_notes CASCADE;
+DROP TABLE IF EXISTS api.gw_transfers, api.gw_items, api.gw_notes CASCADE;
 DROP FUNCTION IF EXISTS api.gw_add(integer, integer), api.gw_echo(json), api.gw_tasks_of(integer),
   api.gw_whoami(), api.gw_fail(text), api.gw_noop(), api.gw_words(text), api.gw_raw_text(text),
   api.gw_project(integer), api.gw_bump(integer), api.gw_sleep(double precision), api.gw_custom(integer),
@@ -72,6 +72,15 @@ CREATE TABLE api.gw_items (
   qty integer NOT NULL DEFAULT 0 CHECK (qty >= 0)
 );
 INSERT INTO api.gw_items VALUES (1, 'one', 1), (2, 'two', 2);
+
+-- two foreign keys to the same table: an embed must name one (PGRST201)
+CREATE TABLE api.gw_transfers (
+  id integer PRIMARY KEY,
+  from_item integer REFERENCES api.gw_items (id),
+  to_item integer REFERENCES api.gw_items (id)
+);
+INSERT INTO api.gw_transfers VALUES (1, 1, 2);
+GRANT SELECT ON api.gw_transfers TO pgpod_anon, pgpod_user, pgpod_admin;
 
 GRANT SELECT ON gw_private.projects, gw_private.tasks TO pgpod_anon, pgpod_user, pgpod_admin;
 GRANT INSERT, UPDATE, DELETE ON gw_private.projects, gw_private.tasks TO pgpod_user, pgpod_admin;

@@ -124,6 +124,19 @@ $r = req(GET => '/gw_projects?select=*,gw_tasks!nope(*)');
 is_deeply([@{ err($r) }[0, 1, 3, 4]], [400, 'PGRST200',
   "Searched for a foreign key relationship between 'gw_projects' and 'gw_tasks' using the hint 'nope' in the schema 'api', but no matches were found.", undef],
   'a hint that matches nothing: named in the details, no suggestion');
+$r = req(GET => '/gw_transfers?select=*,gw_items(*)');
+is_deeply([$r->{status}, $r->{json}{code}, $r->{json}{details}, $r->{json}{hint}], [300, 'PGRST201',
+  [{ cardinality => 'many-to-one', embedding => 'gw_transfers with gw_items',
+     relationship => 'gw_transfers_from_item_fkey using gw_transfers(from_item) and gw_items(id)' },
+   { cardinality => 'many-to-one', embedding => 'gw_transfers with gw_items',
+     relationship => 'gw_transfers_to_item_fkey using gw_transfers(to_item) and gw_items(id)' }],
+  "Try changing 'gw_items' to one of the following: 'gw_items!gw_transfers_from_item_fkey', 'gw_items!gw_transfers_to_item_fkey'. "
+  . "Find the desired relationship in the 'details' key."], 'an ambiguous embed: 300 PGRST201, the relationships as JSON details');
+$r = req(GET => '/gw_items?select=id,gw_transfers(id)&id=eq.1');
+is_deeply([$r->{status}, $r->{json}{details}[0]{cardinality}], [300, 'one-to-many'], '... from the other side: one-to-many');
+$r = req(GET => '/gw_transfers?select=id,src:gw_items!gw_transfers_from_item_fkey(name),dst:gw_items!to_item(name)');
+is_deeply([$r->{status}, $r->{json}], [200, [{ id => 1, src => { name => 'one' }, dst => { name => 'two' } }]],
+  'named by constraint or by column, it embeds');
 
 # --- the JWT's role ------------------------------------------------------------------------
 $r = req(GET => '/gw_items', { Authorization => 'Bearer ' . token({ role => 'no_such_role_x' }) });
