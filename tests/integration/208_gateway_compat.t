@@ -138,6 +138,19 @@ $r = req(GET => '/gw_transfers?select=id,src:gw_items!gw_transfers_from_item_fke
 is_deeply([$r->{status}, $r->{json}], [200, [{ id => 1, src => { name => 'one' }, dst => { name => 'two' } }]],
   'named by constraint or by column, it embeds');
 
+# --- writes without columns, PUT with a range ----------------------------------------------
+my $before = psql("SELECT count(*) FROM api.gw_items");
+$r = req(POST => '/gw_items', { %auth, Prefer => 'return=representation' }, []);
+is_deeply([$r->{status}, $r->{content}, psql("SELECT count(*) FROM api.gw_items")], [201, '[]', $before], 'POST [] inserts nothing: 201 []');
+$r = req(POST => '/gw_items', { %auth }, {});
+is_deeply([$r->{status}, $r->{json}{code}], [400, '23502'], 'POST {} is one row of defaults (here refused: id has none)');
+$r = req(POST => '/gw_items', { %auth }, [{}, {}]);
+is_deeply([$r->{status}, $r->{json}{code}, psql("SELECT count(*) FROM api.gw_items")], [400, '23502', $before], '... [{}, {}] too, and nothing stays');
+$r = req(PUT => '/gw_items?id=eq.1&limit=1', { %auth }, { id => 1, name => 'one' });
+is_deeply(err($r), [400, 'PGRST114', 'limit/offset querystring parameters are not allowed for PUT', undef, undef], 'PUT with limit: 400 PGRST114');
+$r = req(PUT => '/gw_items?id=eq.1&offset=1', { %auth }, { id => 1, name => 'one' });
+is_deeply(code2($r), [400, 'PGRST114'], '... with offset too');
+
 # --- the JWT's role ------------------------------------------------------------------------
 $r = req(GET => '/gw_items', { Authorization => 'Bearer ' . token({ role => 'no_such_role_x' }) });
 is_deeply([@{ err($r) }[0, 1, 2], $r->{headers}{'www-authenticate'}], [401, '22023', 'role "no_such_role_x" does not exist', 'Bearer'],
