@@ -817,10 +817,26 @@ build_embed(ctx *c, const char *parent_alias, const gw_relation *parent, const g
 	return 0;
 }
 
+/* PostgREST's legacy count: a selected "count" that is not a column of the
+ * relation is count(*), allowed even when aggregate functions are not. */
+static int
+legacy_count(const gw_relation *rel, const gw_select_item *it)
+{
+	return it->kind == GW_SEL_FIELD && !it->agg && rel && it->field.name &&
+	       !strcmp(it->field.name, "count") && !it->field.njson && !it->cast &&
+	       !gw_relation_column(rel, "count");
+}
+
 /* An aggregate item: agg(CAST(field AS cast)) [::agg_cast] AS alias. */
 static int
 build_aggregate(ctx *c, const char *alias, const gw_relation *rel, const gw_select_item *it)
 {
+	if (legacy_count(rel, it))
+	{
+		gw_buf_puts(c->sql, "pg_catalog.count(*) AS ");
+		gw_buf_ident(c->sql, it->alias ? it->alias : "count");
+		return 0;
+	}
 	if (!c->aggregates)
 	{
 		gw_error_set(c->e, 400, "PGRST123", "Use of aggregate functions is not allowed", NULL,
@@ -873,7 +889,7 @@ gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const
 	for (int i = 0; i < sel->n; i++)
 	{
 		const gw_select_item *it = &sel->items[i];
-		has_agg |= it->kind == GW_SEL_FIELD && it->agg;
+		has_agg |= it->kind == GW_SEL_FIELD && (it->agg || legacy_count(rel, it));
 		/* an aggregate inside a spread aggregates this level */
 		for (int k = 0; it->kind == GW_SEL_EMBED && it->spread && it->children &&
 		                k < it->children->n;
@@ -916,7 +932,7 @@ gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const
 			gw_buf_puts(c->sql, ".*");
 			break;
 		case GW_SEL_FIELD:
-			if (it->agg)
+			if (it->agg || legacy_count(rel, it))
 			{
 				if (build_aggregate(c, alias, rel, it))
 				{

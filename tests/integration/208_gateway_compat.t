@@ -138,6 +138,21 @@ $r = req(GET => '/gw_transfers?select=id,src:gw_items!gw_transfers_from_item_fke
 is_deeply([$r->{status}, $r->{json}], [200, [{ id => 1, src => { name => 'one' }, dst => { name => 'two' } }]],
   'named by constraint or by column, it embeds');
 
+# --- the legacy count (PostgREST: still supported, aggregates off or on) --------------------
+psql("INSERT INTO gw_private.projects VALUES (4, 'Mercury', NULL, false)");
+$r = req(GET => '/gw_projects?select=name,gw_tasks(count)&order=id');
+is_deeply([$r->{status}, $r->{json}], [200, [{ name => 'Apollo', gw_tasks => [{ count => 2 }] }, { name => 'Gemini', gw_tasks => [{ count => 2 }] },
+  { name => 'Mercury', gw_tasks => [{ count => 0 }] }]], 'rel(count) counts the embedded rows, with aggregates off');
+$r = req(GET => '/gw_tasks?select=count');
+is_deeply([$r->{status}, $r->{content}], [200, '[{"count":5}]'], 'select=count');
+$r = req(GET => '/gw_tasks?select=n:count&done=eq.true');
+is($r->{content}, '[{"n":2}]', 'with an alias and a filter');
+$r = req(GET => '/gw_tasks?select=done,count&order=done');
+is_deeply($r->{json}, [{ done => JSON::PP::false, count => 3 }, { done => JSON::PP::true, count => 2 }], 'grouped by the other columns');
+$r = req(GET => '/gw_tasks?select=count::text');
+is_deeply(code2($r), [400, '42703'], 'count with a cast is a column (there is none)');
+psql("DELETE FROM gw_private.projects WHERE id = 4");
+
 # --- writes without columns, PUT with a range ----------------------------------------------
 my $before = psql("SELECT count(*) FROM api.gw_items");
 $r = req(POST => '/gw_items', { %auth, Prefer => 'return=representation' }, []);
