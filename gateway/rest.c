@@ -702,12 +702,21 @@ gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 		           NULL, 0);
 		return;
 	default:
-		gw_respond_simple_error(req, 405, "PGRST117", "Unsupported HTTP method");
-		return;
+		break;
 	}
 	if (is_rpc && s->action != GW_ACTION_RPC)
 	{
-		gw_respond_simple_error(req, 405, "PGRST117", "Unsupported HTTP method");
+		char msg[96];
+		snprintf(msg, sizeof msg, "Cannot use the %.40s method on RPC", req->method_name);
+		gw_respond_simple_error(req, 405, "PGRST101", msg);
+		return;
+	}
+	if (req->method != HTTP_GET && req->method != HTTP_HEAD && req->method != HTTP_POST &&
+	    req->method != HTTP_PATCH && req->method != HTTP_DELETE && req->method != HTTP_PUT)
+	{
+		char msg[96];
+		snprintf(msg, sizeof msg, "Unsupported HTTP method: %.40s", req->method_name);
+		gw_respond_simple_error(req, 405, "PGRST117", msg);
 		return;
 	}
 	int out = negotiate(gw_req_header(req, "accept"));

@@ -166,6 +166,14 @@ is_deeply(err($r), [400, 'PGRST114', 'limit/offset querystring parameters are no
 $r = req(PUT => '/gw_items?id=eq.1&offset=1', { %auth }, { id => 1, name => 'one' });
 is_deeply(code2($r), [400, 'PGRST114'], '... with offset too');
 
+# --- methods ---------------------------------------------------------------------------------
+$r = req(PATCH => '/rpc/gw_add', {}, { a => 1 });
+is_deeply(err($r), [405, 'PGRST101', 'Cannot use the PATCH method on RPC', undef, undef], 'PATCH on a function: 405 PGRST101');
+$r = req(DELETE => '/rpc/gw_add');
+is_deeply(code2($r), [405, 'PGRST101'], 'DELETE on a function too');
+$r = req(TRACE => '/gw_items');
+is_deeply(err($r), [405, 'PGRST117', 'Unsupported HTTP method: TRACE', undef, undef], 'an unknown method on a relation: 405 PGRST117');
+
 # --- the JWT's role ------------------------------------------------------------------------
 $r = req(GET => '/gw_items', { Authorization => 'Bearer ' . token({ role => 'no_such_role_x' }) });
 is_deeply([@{ err($r) }[0, 1, 2], $r->{headers}{'www-authenticate'}], [401, '22023', 'role "no_such_role_x" does not exist', 'Bearer'],
