@@ -528,7 +528,7 @@ job_done(gw_pg_job *job)
 	if (s->action == GW_ACTION_READ || s->action == GW_ACTION_RPC)
 	{
 		long lower = rc->offset;
-		if (total && s->action == GW_ACTION_READ)
+		if (total)
 		{
 			long t = strtol(total, NULL, 10);
 			if (lower > 0 && lower >= t && n == 0 && (lower > t || t > 0))

@@ -276,8 +276,9 @@ gw_sb_build_rpc(ctx *c, const gw_request_shape *r, gw_plan *p)
 	gw_buf *b = c->sql;
 	char alias[] = "pgrst_call";
 	gw_buf_puts(b, "WITH pgrst_source AS (SELECT ");
-	gw_buf inner;
+	gw_buf inner, count;
 	gw_buf_init(&inner);
+	gw_buf_init(&count);
 	const char *group_by = NULL;
 	if (f->returns_composite)
 	{
@@ -289,6 +290,7 @@ gw_sb_build_rpc(ctx *c, const gw_request_shape *r, gw_plan *p)
 	{
 		gw_buf_puts(b, "pgrst_call AS pgrst_scalar");
 	}
+	size_t from_at = b->len; /* " FROM ... WHERE ..." is reused to count */
 	gw_buf_puts(b, " FROM ");
 	int nargs_used = 0;
 	if (!raw_call && !r->single_object && nkeys)
@@ -390,6 +392,15 @@ gw_sb_build_rpc(ctx *c, const gw_request_shape *r, gw_plan *p)
 			goto out_inner;
 		if (inner.len)
 			gw_buf_append(b, inner.data, inner.len);
+		if (r->count == GW_COUNT_EXACT && f->volatility != 'v')
+		{
+			/* the rows the filters keep, before limit and offset; a volatile
+			 * function is not called twice for it (its total stays *) */
+			count.len = 0;
+			gw_buf_puts(&count, "(SELECT pg_catalog.count(*)");
+			gw_buf_append(&count, b->data + from_at, b->len - from_at);
+			gw_buf_puts(&count, ")::text");
+		}
 		if (group_by)
 			gw_buf_puts(b, group_by);
 		if (gw_sb_build_order(c, alias, NULL, top))
@@ -397,10 +408,11 @@ gw_sb_build_rpc(ctx *c, const gw_request_shape *r, gw_plan *p)
 		gw_sb_build_limit(c, limit, offset);
 	}
 	gw_buf_putc(b, ')');
-	gw_sb_build_outer(c, r, p, NULL, "pgrst_source");
+	gw_sb_build_outer(c, r, p, count.len ? count.data : NULL, "pgrst_source");
 	rc = 0;
 out_inner:
 	gw_buf_free(&inner);
+	gw_buf_free(&count);
 out:
 	if (root)
 		json_decref(root);

@@ -68,6 +68,18 @@ is_deeply([$r->{status}, $r->{content}], [200, '32'], 'a repeated parameter that
 $r = req(GET => '/rpc/gw_sum_all?w=1&w=2');
 is_deeply(code2($r), [404, 'PGRST202'], 'an unknown parameter: 404 PGRST202');
 
+# --- count=exact on functions ------------------------------------------------------------------
+$r = req(GET => '/rpc/gw_tasks_of?pid=1&limit=1&select=id', { Prefer => 'count=exact' });
+is_deeply([$r->{status}, $r->{headers}{'content-range'}, $r->{json}], [206, '0-0/2', [{ id => 1 }]], 'a page of a function\'s rows: 206 with the total');
+$r = req(GET => '/rpc/gw_tasks_of?pid=1&select=id&id=gt.1', { Prefer => 'count=exact' });
+is_deeply([$r->{status}, $r->{headers}{'content-range'}], [200, '0-0/1'], 'the total counts what the filters keep');
+$r = req(GET => '/rpc/gw_tasks_of?pid=1&offset=5', { Prefer => 'count=exact' });
+is_deeply([$r->{status}, $r->{json}{code}, $r->{headers}{'content-range'}], [416, 'PGRST103', '*/2'], 'an offset past the end: 416');
+$r = req(GET => '/rpc/gw_words?t=a%20b%20c&limit=2', { Prefer => 'count=exact' });
+is_deeply([$r->{status}, $r->{headers}{'content-range'}], [206, '0-1/3'], 'a set of scalars');
+$r = req(POST => '/rpc/gw_items_drop?limit=1', { %auth, Prefer => 'count=exact' }, { above => 1000 });
+is_deeply([$r->{status}, $r->{headers}{'content-range'}], [200, '*/*'], 'a volatile function is not run twice to count (total *)');
+
 # --- filters or arguments: PostgREST decides by the key's path and the value's operator --
 $r = req(GET => '/gw_items?id=1&order=id');
 is_deeply([$r->{status}, scalar @{ $r->{json} || [] }], [200, 2], 'a parameter without an operator is an argument: a relation ignores it');
