@@ -557,14 +557,12 @@ job_done(gw_pg_job *job)
 	else
 	{
 		/* PostgREST v12: an update gives the rows' range, an insert or a delete
-		 * only the total, star slash n */
-		if (n > 0 && (s->action == GW_ACTION_UPDATE || s->action == GW_ACTION_UPSERT_PUT))
-			gw_buf_printf(&h, "Content-Range: 0-%ld/%s\r\n", n - 1,
-			              s->count ? PQgetvalue(r, 0, 1) : "*");
-		else if (n > 0)
-			gw_buf_printf(&h, "Content-Range: */%s\r\n", s->count ? PQgetvalue(r, 0, 1) : "*");
-		else
-			gw_buf_printf(&h, "Content-Range: */%s\r\n", s->count ? "0" : "*");
+		 * only the total, star slash n, a PUT none */
+		const char *count = s->count ? (n > 0 ? PQgetvalue(r, 0, 1) : "0") : "*";
+		if (n > 0 && s->action == GW_ACTION_UPDATE)
+			gw_buf_printf(&h, "Content-Range: 0-%ld/%s\r\n", n - 1, count);
+		else if (s->action != GW_ACTION_UPSERT_PUT)
+			gw_buf_printf(&h, "Content-Range: */%s\r\n", count);
 		if (s->action == GW_ACTION_INSERT)
 			status = 201;
 		else

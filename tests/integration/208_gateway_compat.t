@@ -173,6 +173,9 @@ $r = req(POST => '/gw_items', { %auth }, {});
 is_deeply([$r->{status}, $r->{json}{code}], [400, '23502'], 'POST {} is one row of defaults (here refused: id has none)');
 $r = req(POST => '/gw_items', { %auth }, [{}, {}]);
 is_deeply([$r->{status}, $r->{json}{code}, psql("SELECT count(*) FROM api.gw_items")], [400, '23502', $before], '... [{}, {}] too, and nothing stays');
+$r = req(PUT => '/gw_items?id=eq.2', { %auth, Prefer => 'return=representation' }, { id => 2, name => 'two', qty => 2 });
+is_deeply([$r->{status}, $r->{headers}{'content-range'}, $r->{json}], [200, undef, [{ id => 2, name => 'two', qty => 2 }]],
+  'PUT answers without Content-Range (PostgREST v12)');
 $r = req(PUT => '/gw_items?id=eq.1&limit=1', { %auth }, { id => 1, name => 'one' });
 is_deeply(err($r), [400, 'PGRST114', 'limit/offset querystring parameters are not allowed for PUT', undef, undef], 'PUT with limit: 400 PGRST114');
 $r = req(PUT => '/gw_items?id=eq.1&offset=1', { %auth }, { id => 1, name => 'one' });
