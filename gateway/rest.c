@@ -563,8 +563,13 @@ job_done(gw_pg_job *job)
 			gw_buf_printf(&h, "Content-Range: 0-%ld/%s\r\n", n - 1, count);
 		else if (s->action != GW_ACTION_UPSERT_PUT)
 			gw_buf_printf(&h, "Content-Range: */%s\r\n", count);
+		/* an upsert: 201 when a row was new, else 200 (PUT: 204 when minimal) */
+		int inserted_col = PQfnumber(r, "pgrst_inserted");
+		long inserted = inserted_col >= 0 ? strtol(PQgetvalue(r, 0, inserted_col), NULL, 10) : 1;
 		if (s->action == GW_ACTION_INSERT)
-			status = 201;
+			status = inserted > 0 || s->resolution != GW_RESOLUTION_MERGE ? 201 : 200;
+		else if (s->action == GW_ACTION_UPSERT_PUT)
+			status = s->return_rep ? (inserted > 0 ? 201 : 200) : 204;
 		else
 			status = s->return_rep ? 200 : 204;
 		if (rc->plan.insert_location && PQnfields(r) > 3 && !PQgetisnull(r, 0, 3))
@@ -574,8 +579,11 @@ job_done(gw_pg_job *job)
 		apply_response_gucs(&h, &status, PQgetisnull(r, 0, 4) ? NULL : PQgetvalue(r, 0, 4),
 		                    PQgetisnull(r, 0, 5) ? NULL : PQgetvalue(r, 0, 5));
 	if (status == 204 || (!rc->plan.returns_body && s->action != GW_ACTION_READ))
-		gw_respond(req, status == 200 && !rc->plan.returns_body ? 204 : status, NULL, h.data, NULL,
-		           0);
+	{
+		/* an upsert that only updated answers 200 without a body, as PostgREST */
+		int empty = status == 200 && !rc->plan.returns_body && s->action != GW_ACTION_INSERT;
+		gw_respond(req, empty ? 204 : status, NULL, h.data, NULL, 0);
+	}
 	else
 		gw_respond(req, status, content_type(s->output), h.data, body, body_len);
 	gw_buf_free(&h);

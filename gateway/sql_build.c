@@ -1065,6 +1065,23 @@ gw_sb_build_outer(ctx *c, const gw_request_shape *r, gw_plan *p, const char *cou
 		gw_buf_puts(b, "::bigint THEN ('pgrst_max_affected:' || "
 		               "pg_catalog.count(_postgrest_t))::integer END AS max_affected_check");
 	}
+	if (c->upsert_rel)
+	{
+		/* the statement sees the relation as it was before the upsert: a
+		 * written row whose key was not there yet was inserted (201, else 200) */
+		gw_buf_puts(b, ", (SELECT pg_catalog.count(*) FROM pgrst_source AS pgrst_new WHERE NOT EXISTS "
+		               "(SELECT 1 FROM \"api\".");
+		gw_buf_ident(b, c->upsert_rel->name);
+		gw_buf_puts(b, " AS pgrst_old WHERE ");
+		for (int i = 0; i < c->nupsert_cols; i++)
+		{
+			gw_buf_puts(b, i ? " AND pgrst_old." : "pgrst_old.");
+			gw_buf_ident(b, c->upsert_cols[i]);
+			gw_buf_puts(b, " = pgrst_new.");
+			gw_buf_ident(b, c->upsert_cols[i]);
+		}
+		gw_buf_puts(b, ")) AS pgrst_inserted");
+	}
 	gw_buf_printf(b, " FROM (SELECT * FROM %s) AS _postgrest_t", source);
 }
 

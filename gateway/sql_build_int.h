@@ -24,6 +24,10 @@ typedef struct ctx
 	 * embeds is a null filter on that embed (embed=is.null / not.is.null) */
 	const gw_select *filter_select;
 	const char *filter_path;
+	/* an upsert's conflict columns: the outer counts the rows that were new */
+	const gw_relation *upsert_rel;
+	const char *const *upsert_cols;
+	int nupsert_cols;
 } ctx;
 
 void gw_sb_param(ctx *c, const char *value);

@@ -260,6 +260,12 @@ gw_sb_build_insert(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw
 		gw_buf_puts(b, " ON CONFLICT (");
 		ident_list(b, NULL, conf, nconf);
 		gw_buf_puts(b, ")");
+		if (r->resolution == GW_RESOLUTION_MERGE || r->action == GW_ACTION_UPSERT_PUT)
+		{
+			c->upsert_rel = rel;
+			c->upsert_cols = conf;
+			c->nupsert_cols = nconf;
+		}
 		if (r->resolution == GW_RESOLUTION_IGNORE)
 		{
 			gw_buf_puts(b, " DO NOTHING");

@@ -155,7 +155,7 @@ $r = req(PATCH => '/gw_items?id=gt.10', { %auth, Accept => 'application/vnd.pgrs
 is_deeply([$r->{status}, $r->{json}{code}], [406, 'PGRST116'], 'PATCH of many rows asking for one object: 406');
 is(psql("SELECT count(*) FROM api.gw_items WHERE qty = 99"), 0, '... and rolled back');
 $r = req(PUT => '/gw_items?id=eq.20', { %auth, Prefer => 'return=representation' }, { id => 20, name => 'put', qty => 2 });
-is_deeply([$r->{status}, $r->{json}], [200, [{ id => 20, name => 'put', qty => 2 }]], 'PUT creates');
+is_deeply([$r->{status}, $r->{json}], [201, [{ id => 20, name => 'put', qty => 2 }]], 'PUT creates: 201 (PostgREST v12)');
 $r = req(PUT => '/gw_items?id=eq.20', {%auth}, { id => 20, name => 'put2', qty => 3 });
 is_deeply([$r->{status}, psql("SELECT name FROM api.gw_items WHERE id = 20")], [204, 'put2'], 'PUT replaces');
 $r = req(PUT => '/gw_items?id=eq.21', {%auth}, { id => 22, name => 'x' });
