@@ -66,35 +66,66 @@ content_type(int output)
 	}
 }
 
-/* Accept negotiation; -1 when nothing acceptable (406 PGRST107). */
+/* The output a media range names, or -1. */
+static int
+media_output(const char *p, size_t n)
+{
+#define IS(s) (n == strlen(s) && !strncasecmp(p, s, n))
+	if (IS("application/vnd.pgrst.object+json") || IS("application/vnd.pgrst.object"))
+		return GW_OUT_SINGLE;
+	if (IS("text/csv"))
+		return GW_OUT_CSV;
+	if (IS("application/json") || IS("*/*") || IS("application/*") ||
+	    IS("application/vnd.pgrst.array+json"))
+		return GW_OUT_JSON;
+#undef IS
+	return -1;
+}
+
+/* Accept negotiation: the acceptable media range with the highest quality
+ * (q=), the first of equals; -1 when nothing acceptable (406 PGRST107). */
 static int
 negotiate(const char *accept)
 {
 	if (!accept || !*accept)
 		return GW_OUT_JSON;
+	int best = -1;
+	double best_q = 0;
 	const char *p = accept;
 	while (*p)
 	{
 		while (*p == ' ' || *p == ',')
 			p++;
+		if (!*p)
+			break;
 		const char *e = p;
 		while (*e && *e != ',' && *e != ';')
 			e++;
-		size_t n = (size_t)(e - p);
-#define IS(s) (n == strlen(s) && !strncasecmp(p, s, n))
-		if (IS("application/vnd.pgrst.object+json") || IS("application/vnd.pgrst.object"))
-			return GW_OUT_SINGLE;
-		if (IS("text/csv"))
-			return GW_OUT_CSV;
-		if (IS("application/json") || IS("*/*") || IS("application/*") ||
-		    IS("application/vnd.pgrst.array+json"))
-			return GW_OUT_JSON;
-#undef IS
+		const char *t = e;
+		while (t > p && t[-1] == ' ')
+			t--;
+		int out = media_output(p, (size_t)(t - p));
+		double q = 1;
+		while (*e == ';')
+		{
+			e++;
+			while (*e == ' ')
+				e++;
+			if ((e[0] == 'q' || e[0] == 'Q') && e[1] == '=')
+				q = strtod(e + 2, NULL);
+			while (*e && *e != ',' && *e != ';')
+				e++;
+		}
+		if (out >= 0 && q > 0 && q > best_q)
+		{
+			best = out;
+			best_q = q;
+		}
 		while (*e && *e != ',')
 			e++;
 		p = e;
 	}
-	return -1;
+	return best;
 }
 
 /* The preferences of every Prefer header as PostgREST reads them: tokens split

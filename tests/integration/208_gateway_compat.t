@@ -194,6 +194,16 @@ is_deeply(err($r), [400, 'PGRST114', 'limit/offset querystring parameters are no
 $r = req(PUT => '/gw_items?id=eq.1&offset=1', { %auth }, { id => 1, name => 'one' });
 is_deeply(code2($r), [400, 'PGRST114'], '... with offset too');
 
+# --- Accept with qualities ---------------------------------------------------------------------
+$r = req(GET => '/gw_items?id=eq.1&select=id', { Accept => 'application/json;q=0.9, text/csv' });
+is_deeply([$r->{status}, $r->{headers}{'content-type'}, $r->{content}], [200, 'text/csv; charset=utf-8', "id\n1"], 'the higher quality wins');
+$r = req(GET => '/gw_items?id=eq.1&select=id', { Accept => 'text/csv;q=0.5, application/json' });
+is($r->{content}, '[{"id":1}]', '... whichever comes first');
+$r = req(GET => '/gw_items?id=eq.1&select=id', { Accept => 'text/html, */*;q=0.8' });
+is_deeply([$r->{status}, $r->{content}], [200, '[{"id":1}]'], 'an unavailable type before */*');
+$r = req(GET => '/gw_items?id=eq.1&select=id', { Accept => 'text/csv;q=0' });
+is_deeply(code2($r), [406, 'PGRST107'], 'q=0 is not acceptable');
+
 # --- methods ---------------------------------------------------------------------------------
 $r = req(PATCH => '/rpc/gw_add', {}, { a => 1 });
 is_deeply(err($r), [405, 'PGRST101', 'Cannot use the PATCH method on RPC', undef, undef], 'PATCH on a function: 405 PGRST101');
