@@ -143,9 +143,14 @@ parse_name(gw_arena *a, const char **pp, const char *end)
 	const char *s = p;
 	while (p < end && !name_stop(p, end))
 		p++;
+	*pp = p;
+	/* PostgREST strips a bare name's leading and trailing spaces */
+	while (s < p && *s == ' ')
+		s++;
+	while (p > s && p[-1] == ' ')
+		p--;
 	if (p == s)
 		return NULL;
-	*pp = p;
 	return gw_arena_strndup(a, s, (size_t)(p - s));
 }
 

@@ -474,6 +474,89 @@ planned_rows(const char *explain_json, char *out, size_t n)
 	return ok;
 }
 
+/* Percent-encodes as Haskell's urlEncode over a byte string read as Latin-1:
+ * unreserved characters stay, a byte past ASCII is escaped as the UTF-8 of
+ * that code point (what PostgREST's Content-Location shows). */
+static void
+haskell_url_encode(gw_buf *b, const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+	{
+		if (*p >= 0x80)
+		{
+			gw_buf_printf(b, "%%%02X%%%02X", 0xC0 | (*p >> 6), 0x80 | (*p & 0x3F));
+			continue;
+		}
+		char one[2] = {(char)*p, 0};
+		url_encode(b, one);
+	}
+}
+
+typedef struct query_pair
+{
+	const char *key, *value;
+	int order;
+} query_pair;
+
+static int
+by_key(const void *x, const void *y)
+{
+	const query_pair *a = x, *b = y;
+	int c = strcmp(a->key, b->key);
+	return c ? c : a->order - b->order; /* stable, as sortOn */
+}
+
+/* Content-Location: /name?canonical, PostgREST's canonical query string: the
+ * parameters (split at & and ;) sorted by key, a repeated key's values joined
+ * with commas, re-encoded. Nothing when the query does not decode. */
+static void
+add_content_location(gw_buf *h, gw_arena *a, const char *name, const char *query)
+{
+	size_t n = 0, cap = 8;
+	query_pair *pairs = gw_arena_alloc(a, cap * sizeof *pairs);
+	for (const char *p = query; *p;)
+	{
+		size_t len = strcspn(p, "&;");
+		if (len)
+		{
+			const char *eq = memchr(p, '=', len);
+			char *k = gw_url_decode(a, p, eq ? (size_t)(eq - p) : len, 1);
+			char *v = eq ? gw_url_decode(a, eq + 1, len - (size_t)(eq - p) - 1, 1) : "";
+			if (!k || !v)
+				return;
+			if (n == cap)
+			{
+				query_pair *more = gw_arena_alloc(a, 2 * cap * sizeof *pairs);
+				memcpy(more, pairs, cap * sizeof *pairs);
+				pairs = more;
+				cap *= 2;
+			}
+			pairs[n] = (query_pair){k, v, (int)n};
+			n++;
+		}
+		p += len;
+		if (*p)
+			p++;
+	}
+	qsort(pairs, n, sizeof *pairs, by_key);
+	gw_buf_puts(h, "Content-Location: /");
+	url_encode(h, name);
+	for (size_t i = 0; i < n; i++)
+	{
+		if (i && !strcmp(pairs[i].key, pairs[i - 1].key))
+		{
+			gw_buf_putc(h, ',');
+			haskell_url_encode(h, pairs[i].value);
+			continue;
+		}
+		gw_buf_putc(h, i ? '&' : '?');
+		haskell_url_encode(h, pairs[i].key);
+		gw_buf_putc(h, '=');
+		haskell_url_encode(h, pairs[i].value);
+	}
+	gw_buf_puts(h, "\r\n");
+}
+
 /* Location: /rel?pk=eq.value&... from the JSON array of key values. */
 static void
 add_location(gw_buf *h, const char *rel, const char *values_json)
@@ -556,6 +639,8 @@ job_done(gw_pg_job *job)
 		gw_buf_free(&h);
 		return;
 	}
+	if (s->action == GW_ACTION_READ)
+		add_content_location(&h, &req->arena, s->target, req->query);
 	if (s->action == GW_ACTION_READ || s->action == GW_ACTION_RPC)
 	{
 		long lower = rc->offset;

@@ -204,6 +204,17 @@ is_deeply([$r->{status}, $r->{content}], [200, '[{"id":1}]'], 'an unavailable ty
 $r = req(GET => '/gw_items?id=eq.1&select=id', { Accept => 'text/csv;q=0' });
 is_deeply(code2($r), [406, 'PGRST107'], 'q=0 is not acceptable');
 
+# --- Content-Location, spaces around names -----------------------------------------------------
+$r = req(GET => '/gw_items');
+is($r->{headers}{'content-location'}, '/gw_items', 'a read names its canonical location');
+$r = req(GET => '/gw_items?select=id,name&order=id&id=in.(1,2)&id=neq.3&flag');
+is($r->{headers}{'content-location'}, '/gw_items?flag=&id=in.%281%2C2%29,neq.3&order=id&select=id%2Cname',
+  '... with the parameters sorted, a repeated key\'s values joined, re-encoded (PostgREST\'s canonical form)');
+$r = req(GET => '/rpc/gw_add?a=1&b=2');
+is($r->{headers}{'content-location'}, undef, 'not on function calls');
+$r = req(GET => '/gw_items?select=%20id%20,%20name%20&order=%20id%20');
+is_deeply([$r->{status}, $r->{json}[0]], [200, { id => 1, name => 'one' }], 'spaces around bare names are stripped');
+
 # --- methods ---------------------------------------------------------------------------------
 $r = req(PATCH => '/rpc/gw_add', {}, { a => 1 });
 is_deeply(err($r), [405, 'PGRST101', 'Cannot use the PATCH method on RPC', undef, undef], 'PATCH on a function: 405 PGRST101');
