@@ -55,16 +55,20 @@ gw_auth_request(gw_req *req, gw_auth *a, gw_error *e, char *www, size_t wwwlen)
 	a->role = gw_arena_strdup(&req->arena, jwt.role ? jwt.role : GW_ANON_ROLE);
 	a->anonymous = !jwt.role || !strcmp(jwt.role, GW_ANON_ROLE);
 	gw_jwt_free(&jwt);
-	gw_schema *s = gw_schema_current();
-	if (s && (!gw_schema_role_allowed(s, a->role) || !strncmp(a->role, "pg_", 3)))
+	/* A role the authenticator may not switch to is refused by PostgreSQL when
+	 * the settings statement runs, with PostgREST's answers: 401 22023 for a role
+	 * that does not exist, 403 42501 for one not granted. pg_* roles are refused
+	 * here the same way, without asking. */
+	if (!strncmp(a->role, "pg_", 3))
 	{
-		char msg[200];
-		snprintf(msg, sizeof msg, "permission denied to set role \"%.100s\"", a->role);
-		gw_error_set(e, 401, "42501", msg, NULL, NULL);
-		snprintf(www, wwwlen,
-		         "WWW-Authenticate: Bearer error=\"invalid_token\", error_description=\"role not "
-		         "allowed\"\r\n");
-		return -1;
+		gw_schema *s = gw_schema_current();
+		if (!s || !gw_schema_role_allowed(s, a->role))
+		{
+			char msg[200];
+			snprintf(msg, sizeof msg, "permission denied to set role \"%.100s\"", a->role);
+			gw_error_set(e, 403, "42501", msg, NULL, NULL);
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -183,6 +187,9 @@ gw_error_from_pg(const char *st, const char *message, const char *detail, const 
 		status = 500;
 	else if (!strcmp(st, "42501"))
 		status = anonymous ? 401 : 403;
+	else if (!strcmp(st, "22023") && !strncmp(message, "role ", 5) &&
+	         strlen(message) > 15 && !strcmp(message + strlen(message) - 15, " does not exist"))
+		status = 401; /* a JWT's role that does not exist (PostgREST v12.2) */
 	else if (!strcmp(st, "57014"))
 		status = 500; /* statement timeout, as PostgREST answers it */
 	if (st[0] == 'P' && st[1] == 'T' && st[2] >= '1' && st[2] <= '5')

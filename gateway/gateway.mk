@@ -9,11 +9,12 @@ GW_SRCS := $(sort $(wildcard gateway/*.c))
 GW_HDRS := $(wildcard gateway/*.h)
 # What needs no server: parsers, builders, the schema cache, JWT.
 GW_CORE := gateway/arena.c gateway/buf.c gateway/query_parse.c gateway/schema.c \
-	gateway/sql_build.c gateway/sql_write.c gateway/sql_rpc.c gateway/jwt.c gateway/byte_range.c
+	gateway/sql_build.c gateway/sql_write.c gateway/sql_rpc.c gateway/jwt.c gateway/byte_range.c gateway/fuzzy.c \
+	gateway/sql_embed.c
 GW_PGINC := $(shell $(PG_CONFIG) --includedir 2>/dev/null || echo /usr/include/postgresql)
 GW_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -O2 -g -Igateway -I$(GW_PGINC) $(PGPOD_EXTRA_CFLAGS)
-GW_LIBS := -lev -lpq -lhttp_parser -ljansson -lcrypto
-GW_TEST_LIBS := -ljansson -lcrypto -lhttp_parser
+GW_LIBS := -lev -lpq -lhttp_parser -ljansson -lcrypto -lm
+GW_TEST_LIBS := -ljansson -lcrypto -lhttp_parser -lm
 GW_OUT := gateway/build
 GW_UNIT_SRCS := $(sort $(wildcard tests/unit/gateway/test_*.c))
 GW_FUZZ_SECONDS ?= 300

@@ -321,7 +321,10 @@ gw_respond_error(gw_req *req, const gw_error *e, const char *extra)
 	gw_buf_puts(&b, "{\"code\":");
 	gw_buf_json_str(&b, e->code);
 	gw_buf_puts(&b, ",\"details\":");
-	gw_buf_json_str(&b, e->details[0] ? e->details : NULL);
+	if (e->details_json && e->details[0])
+		gw_buf_puts(&b, e->details);
+	else
+		gw_buf_json_str(&b, e->details[0] ? e->details : NULL);
 	gw_buf_puts(&b, ",\"hint\":");
 	gw_buf_json_str(&b, e->hint[0] ? e->hint : NULL);
 	gw_buf_puts(&b, ",\"message\":");

@@ -143,9 +143,14 @@ parse_name(gw_arena *a, const char **pp, const char *end)
 	const char *s = p;
 	while (p < end && !name_stop(p, end))
 		p++;
+	*pp = p;
+	/* PostgREST strips a bare name's leading and trailing spaces */
+	while (s < p && *s == ' ')
+		s++;
+	while (p > s && p[-1] == ' ')
+		p--;
 	if (p == s)
 		return NULL;
-	*pp = p;
 	return gw_arena_strndup(a, s, (size_t)(p - s));
 }
 
@@ -811,9 +816,30 @@ ends_with(const char *s, const char *suffix, char **prefix, gw_arena *a)
 	return 0;
 }
 
+/* PostgREST's test of a filter value: its first word (before the first '.',
+ * without a (any)/(all) or fts (config) suffix) is an operator, or it starts
+ * with not., is or in. */
+static int
+has_operator(const char *val)
+{
+	static const char *const ops[] = {"eq",  "gte", "gt",    "lte",        "lt",    "neq",
+	                                  "like", "ilike", "cs",  "cd",         "ov",    "sl",
+	                                  "sr",  "nxr", "nxl",   "adj",        "match", "imatch",
+	                                  "fts", "plfts", "phfts", "wfts",     "isdistinct"};
+	size_t n = strcspn(val, ".");
+	if (n == 3 && !strncmp(val, "not", 3) && val[n] == '.')
+		return 1;
+	if ((n == 2 && !strncmp(val, "is", 2)) || (n == 2 && !strncmp(val, "in", 2)))
+		return 1;
+	size_t w = strcspn(val, ".(");
+	for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
+		if (strlen(ops[i]) == w && !strncmp(val, ops[i], w))
+			return 1;
+	return 0;
+}
+
 int
-gw_query_parse(gw_arena *a, const char *qs, size_t len, const char *const *arg_names, gw_query *q,
-               gw_parse_error *err)
+gw_query_parse(gw_arena *a, const char *qs, size_t len, gw_query *q, gw_parse_error *err)
 {
 	memset(q, 0, sizeof *q);
 	gw_query_scope(a, q, "");
@@ -835,11 +861,17 @@ gw_query_parse(gw_arena *a, const char *qs, size_t len, const char *const *arg_n
 		p = amp ? amp + 1 : end;
 		if (!key || !val)
 			return fail(err, "query", "", "malformed percent-encoding or NUL byte");
+		if (!eq)
+			continue; /* PostgREST drops a parameter without '=' */
 		char *scope;
-		int is_arg = 0;
-		for (const char *const *an = arg_names; an && *an; an++)
-			if (!strcmp(*an, key))
-				is_arg = 1;
+		/* As PostgREST: a parameter is a filter when its key is a path (a.b) or
+		 * its value starts with an operator; any other one (not reserved) is a
+		 * function argument, and means nothing to a relation. */
+		int reserved = !strcmp(key, "select") || !strcmp(key, "on_conflict") ||
+		               !strcmp(key, "columns") || ends_with(key, "order", &scope, a) ||
+		               ends_with(key, "limit", &scope, a) || ends_with(key, "offset", &scope, a) ||
+		               ends_with(key, "or", &scope, a) || ends_with(key, "and", &scope, a);
+		int is_arg = !reserved && !strchr(key, '.') && !has_operator(val);
 		if (is_arg)
 		{
 			gw_kv *kv = gw_arena_push(a, (void **)&q->args, &q->nargs, &q->args_cap, sizeof *kv);

@@ -159,7 +159,7 @@ typedef struct gw_query
 	int non_conflict;
 	char **columns;
 	int ncolumns;
-	gw_kv *args; /* keys named in arg_names (RPC GET arguments) */
+	gw_kv *args; /* parameters that are not filters: RPC GET arguments */
 	int nargs, args_cap;
 } gw_query;
 
@@ -169,11 +169,11 @@ typedef struct gw_parse_error
 	char details[256];
 } gw_parse_error;
 
-/* Parses a raw (still percent-encoded) query string. Keys equal to one of
- * arg_names (NULL-terminated, may be NULL) become args instead of filters.
- * Returns 0, or -1 with err filled (PGRST100). */
-int gw_query_parse(gw_arena *a, const char *qs, size_t len, const char *const *arg_names,
-                   gw_query *out, gw_parse_error *err);
+/* Parses a raw (still percent-encoded) query string. As in PostgREST, a
+ * parameter that is not reserved, whose key has no '.' and whose value does not
+ * start with an operator becomes an arg (a function argument) instead of a
+ * filter. Returns 0, or -1 with err filled (PGRST100). */
+int gw_query_parse(gw_arena *a, const char *qs, size_t len, gw_query *out, gw_parse_error *err);
 
 /* Single parsers, exposed for the unit tests and the fuzzer. */
 int gw_parse_select(gw_arena *a, const char *s, gw_select **out, gw_parse_error *err);

@@ -28,6 +28,7 @@ typedef struct rest_call
 	long offset; /* first row of the page, for Content-Range */
 	int want_count;
 	int tx_rollback; /* end the transaction with ROLLBACK */
+	const char *timezone; /* Prefer: timezone=, a name of pg_timezone_names */
 	char prefer_applied[256];
 } rest_call;
 
@@ -67,35 +68,66 @@ content_type(int output)
 	}
 }
 
-/* Accept negotiation; -1 when nothing acceptable (406 PGRST107). */
+/* The output a media range names, or -1. */
+static int
+media_output(const char *p, size_t n)
+{
+#define IS(s) (n == strlen(s) && !strncasecmp(p, s, n))
+	if (IS("application/vnd.pgrst.object+json") || IS("application/vnd.pgrst.object"))
+		return GW_OUT_SINGLE;
+	if (IS("text/csv"))
+		return GW_OUT_CSV;
+	if (IS("application/json") || IS("*/*") || IS("application/*") ||
+	    IS("application/vnd.pgrst.array+json"))
+		return GW_OUT_JSON;
+#undef IS
+	return -1;
+}
+
+/* Accept negotiation: the acceptable media range with the highest quality
+ * (q=), the first of equals; -1 when nothing acceptable (406 PGRST107). */
 static int
 negotiate(const char *accept)
 {
 	if (!accept || !*accept)
 		return GW_OUT_JSON;
+	int best = -1;
+	double best_q = 0;
 	const char *p = accept;
 	while (*p)
 	{
 		while (*p == ' ' || *p == ',')
 			p++;
+		if (!*p)
+			break;
 		const char *e = p;
 		while (*e && *e != ',' && *e != ';')
 			e++;
-		size_t n = (size_t)(e - p);
-#define IS(s) (n == strlen(s) && !strncasecmp(p, s, n))
-		if (IS("application/vnd.pgrst.object+json") || IS("application/vnd.pgrst.object"))
-			return GW_OUT_SINGLE;
-		if (IS("text/csv"))
-			return GW_OUT_CSV;
-		if (IS("application/json") || IS("*/*") || IS("application/*") ||
-		    IS("application/vnd.pgrst.array+json"))
-			return GW_OUT_JSON;
-#undef IS
+		const char *t = e;
+		while (t > p && t[-1] == ' ')
+			t--;
+		int out = media_output(p, (size_t)(t - p));
+		double q = 1;
+		while (*e == ';')
+		{
+			e++;
+			while (*e == ' ')
+				e++;
+			if ((e[0] == 'q' || e[0] == 'Q') && e[1] == '=')
+				q = strtod(e + 2, NULL);
+			while (*e && *e != ',' && *e != ';')
+				e++;
+		}
+		if (out >= 0 && q > 0 && q > best_q)
+		{
+			best = out;
+			best_q = q;
+		}
 		while (*e && *e != ',')
 			e++;
 		p = e;
 	}
-	return -1;
+	return best;
 }
 
 /* The preferences of every Prefer header as PostgREST reads them: tokens split
@@ -108,6 +140,8 @@ typedef struct prefs
 	char max_affected[32];
 	long max_affected_n;
 	int max_affected_ok;
+	const char *timezone; /* the first timezone= token (with its prefix) */
+	int timezone_seen, timezone_ok;
 	gw_buf invalid;
 } prefs;
 
@@ -121,10 +155,25 @@ static const char *const pref_tokens[] = {
 };
 
 static void
-pref_token(prefs *p, const char *t, size_t n, gw_arena *a)
+pref_token(prefs *p, const char *t, size_t n, gw_arena *a, const gw_schema *schema)
 {
 	if (!n)
 		return;
+	if (n >= 9 && !strncmp(t, "timezone=", 9))
+	{
+		/* PostgREST: the first one counts, and every timezone= token is
+		 * invalid unless that first one names a zone of pg_timezone_names */
+		if (!p->timezone_seen)
+		{
+			p->timezone_seen = 1;
+			char *tok = gw_arena_strndup(a, t, n);
+			p->timezone_ok = schema && gw_schema_timezone_valid(schema, tok + 9);
+			if (p->timezone_ok)
+				p->timezone = tok;
+		}
+		if (p->timezone_ok)
+			return;
+	}
 	const char *tok = NULL;
 	for (size_t i = 0; i < sizeof pref_tokens / sizeof *pref_tokens; i++)
 		if (strlen(pref_tokens[i]) == n && !strncmp(pref_tokens[i], t, n))
@@ -165,7 +214,7 @@ pref_token(prefs *p, const char *t, size_t n, gw_arena *a)
 }
 
 static void
-parse_prefer_headers(gw_req *req, prefs *p)
+parse_prefer_headers(gw_req *req, prefs *p, const gw_schema *schema)
 {
 	for (int i = 0; i < req->nheaders; i++)
 	{
@@ -182,7 +231,7 @@ parse_prefer_headers(gw_req *req, prefs *p)
 				s++;
 			while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
 				t--;
-			pref_token(p, s, (size_t)(t - s), &req->arena);
+			pref_token(p, s, (size_t)(t - s), &req->arena, schema);
 			h = *e ? e + 1 : e;
 		}
 	}
@@ -199,7 +248,7 @@ apply_prefer(rest_call *rc)
 	prefs p;
 	memset(&p, 0, sizeof p);
 	gw_buf_init(&p.invalid);
-	parse_prefer_headers(req, &p);
+	parse_prefer_headers(req, &p, gw_schema_current());
 	int strict = p.handling && !strcmp(p.handling, "handling=strict");
 	if (strict && p.invalid.len)
 	{
@@ -232,7 +281,11 @@ apply_prefer(rest_call *rc)
 	/* tx= only counts when the setting allows an override, as db-tx-end does */
 	const char *tx = gw_cfg.tx_override ? p.tx : NULL;
 	rc->tx_rollback = tx ? !strcmp(tx, "tx=rollback") : gw_cfg.tx_rollback;
-	int mutate_many = s->action == GW_ACTION_UPDATE || s->action == GW_ACTION_DELETE;
+	rc->timezone = p.timezone ? p.timezone + 9 : NULL;
+	/* max-affected counts the rows a PATCH or DELETE touches and those a
+	 * function returns (PGRST128 when it cannot return a set) */
+	int mutate_many = s->action == GW_ACTION_UPDATE || s->action == GW_ACTION_DELETE ||
+	                  s->action == GW_ACTION_RPC;
 	const char *max_affected = NULL;
 	if (strict && p.max_affected_ok && mutate_many)
 	{
@@ -241,7 +294,7 @@ apply_prefer(rest_call *rc)
 		max_affected = p.max_affected;
 	}
 	/* Preference-Applied: resolution, missing, return, params, count, tx,
-	 * handling, max-affected; each action lists only what it honours */
+	 * handling, timezone, max-affected; each action lists only what it honours */
 	const char *resolution = NULL, *missing = NULL, *ret = NULL, *params = NULL;
 	switch (s->action)
 	{
@@ -267,7 +320,8 @@ apply_prefer(rest_call *rc)
 		params = p.params;
 		break;
 	}
-	const char *list[] = {resolution, missing, ret, params, p.count, tx, p.handling, max_affected};
+	const char *list[] = {resolution, missing, ret,        params,
+	                      p.count,    tx,      p.handling, p.timezone, max_affected};
 	gw_buf applied;
 	gw_buf_init(&applied);
 	for (size_t i = 0; i < sizeof list / sizeof *list; i++)
@@ -422,6 +476,89 @@ planned_rows(const char *explain_json, char *out, size_t n)
 	return ok;
 }
 
+/* Percent-encodes as Haskell's urlEncode over a byte string read as Latin-1:
+ * unreserved characters stay, a byte past ASCII is escaped as the UTF-8 of
+ * that code point (what PostgREST's Content-Location shows). */
+static void
+haskell_url_encode(gw_buf *b, const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+	{
+		if (*p >= 0x80)
+		{
+			gw_buf_printf(b, "%%%02X%%%02X", 0xC0 | (*p >> 6), 0x80 | (*p & 0x3F));
+			continue;
+		}
+		char one[2] = {(char)*p, 0};
+		url_encode(b, one);
+	}
+}
+
+typedef struct query_pair
+{
+	const char *key, *value;
+	int order;
+} query_pair;
+
+static int
+by_key(const void *x, const void *y)
+{
+	const query_pair *a = x, *b = y;
+	int c = strcmp(a->key, b->key);
+	return c ? c : a->order - b->order; /* stable, as sortOn */
+}
+
+/* Content-Location: /name?canonical, PostgREST's canonical query string: the
+ * parameters (split at & and ;) sorted by key, a repeated key's values joined
+ * with commas, re-encoded. Nothing when the query does not decode. */
+static void
+add_content_location(gw_buf *h, gw_arena *a, const char *name, const char *query)
+{
+	size_t n = 0, cap = 8;
+	query_pair *pairs = gw_arena_alloc(a, cap * sizeof *pairs);
+	for (const char *p = query; *p;)
+	{
+		size_t len = strcspn(p, "&;");
+		if (len)
+		{
+			const char *eq = memchr(p, '=', len);
+			char *k = gw_url_decode(a, p, eq ? (size_t)(eq - p) : len, 1);
+			char *v = eq ? gw_url_decode(a, eq + 1, len - (size_t)(eq - p) - 1, 1) : "";
+			if (!k || !v)
+				return;
+			if (n == cap)
+			{
+				query_pair *more = gw_arena_alloc(a, 2 * cap * sizeof *pairs);
+				memcpy(more, pairs, cap * sizeof *pairs);
+				pairs = more;
+				cap *= 2;
+			}
+			pairs[n] = (query_pair){k, v, (int)n};
+			n++;
+		}
+		p += len;
+		if (*p)
+			p++;
+	}
+	qsort(pairs, n, sizeof *pairs, by_key);
+	gw_buf_puts(h, "Content-Location: /");
+	url_encode(h, name);
+	for (size_t i = 0; i < n; i++)
+	{
+		if (i && !strcmp(pairs[i].key, pairs[i - 1].key))
+		{
+			gw_buf_putc(h, ',');
+			haskell_url_encode(h, pairs[i].value);
+			continue;
+		}
+		gw_buf_putc(h, i ? '&' : '?');
+		haskell_url_encode(h, pairs[i].key);
+		gw_buf_putc(h, '=');
+		haskell_url_encode(h, pairs[i].value);
+	}
+	gw_buf_puts(h, "\r\n");
+}
+
 /* Location: /rel?pk=eq.value&... from the JSON array of key values. */
 static void
 add_location(gw_buf *h, const char *rel, const char *values_json)
@@ -504,10 +641,12 @@ job_done(gw_pg_job *job)
 		gw_buf_free(&h);
 		return;
 	}
+	if (s->action == GW_ACTION_READ)
+		add_content_location(&h, &req->arena, s->target, req->query);
 	if (s->action == GW_ACTION_READ || s->action == GW_ACTION_RPC)
 	{
 		long lower = rc->offset;
-		if (total && s->action == GW_ACTION_READ)
+		if (total)
 		{
 			long t = strtol(total, NULL, 10);
 			if (lower > 0 && lower >= t && n == 0 && (lower > t || t > 0))
@@ -543,16 +682,19 @@ job_done(gw_pg_job *job)
 	else
 	{
 		/* PostgREST v12: an update gives the rows' range, an insert or a delete
-		 * only the total, star slash n */
-		if (n > 0 && (s->action == GW_ACTION_UPDATE || s->action == GW_ACTION_UPSERT_PUT))
-			gw_buf_printf(&h, "Content-Range: 0-%ld/%s\r\n", n - 1,
-			              s->count ? PQgetvalue(r, 0, 1) : "*");
-		else if (n > 0)
-			gw_buf_printf(&h, "Content-Range: */%s\r\n", s->count ? PQgetvalue(r, 0, 1) : "*");
-		else
-			gw_buf_printf(&h, "Content-Range: */%s\r\n", s->count ? "0" : "*");
+		 * only the total, star slash n, a PUT none */
+		const char *count = s->count ? (n > 0 ? PQgetvalue(r, 0, 1) : "0") : "*";
+		if (n > 0 && s->action == GW_ACTION_UPDATE)
+			gw_buf_printf(&h, "Content-Range: 0-%ld/%s\r\n", n - 1, count);
+		else if (s->action != GW_ACTION_UPSERT_PUT)
+			gw_buf_printf(&h, "Content-Range: */%s\r\n", count);
+		/* an upsert: 201 when a row was new, else 200 (PUT: 204 when minimal) */
+		int inserted_col = PQfnumber(r, "pgrst_inserted");
+		long inserted = inserted_col >= 0 ? strtol(PQgetvalue(r, 0, inserted_col), NULL, 10) : 1;
 		if (s->action == GW_ACTION_INSERT)
-			status = 201;
+			status = inserted > 0 || s->resolution != GW_RESOLUTION_MERGE ? 201 : 200;
+		else if (s->action == GW_ACTION_UPSERT_PUT)
+			status = s->return_rep ? (inserted > 0 ? 201 : 200) : 204;
 		else
 			status = s->return_rep ? 200 : 204;
 		if (rc->plan.insert_location && PQnfields(r) > 3 && !PQgetisnull(r, 0, 3))
@@ -562,22 +704,23 @@ job_done(gw_pg_job *job)
 		apply_response_gucs(&h, &status, PQgetisnull(r, 0, 4) ? NULL : PQgetvalue(r, 0, 4),
 		                    PQgetisnull(r, 0, 5) ? NULL : PQgetvalue(r, 0, 5));
 	if (status == 204 || (!rc->plan.returns_body && s->action != GW_ACTION_READ))
-		gw_respond(req, status == 200 && !rc->plan.returns_body ? 204 : status, NULL, h.data, NULL,
-		           0);
+	{
+		/* an upsert that only updated answers 200 without a body, as PostgREST */
+		int empty = status == 200 && !rc->plan.returns_body && s->action != GW_ACTION_INSERT;
+		gw_respond(req, empty ? 204 : status, NULL, h.data, NULL, 0);
+	}
 	else
 		gw_respond(req, status, content_type(s->output), h.data, body, body_len);
 	gw_buf_free(&h);
 }
 
-/* key=value&... (percent-encoded, + for space) as a JSON object of strings. */
+/* key=value&... (percent-encoded, + for space) as a JSON object of strings; a
+ * repeated key gives an array of its strings (a variadic parameter's values). */
 static char *
 form_to_json(gw_req *req, const char *body, size_t len)
 {
-	gw_buf o;
-	gw_buf_init(&o);
-	gw_buf_putc(&o, '{');
+	json_t *o = json_object();
 	const char *p = body, *end = body + len;
-	int first = 1;
 	while (p < end)
 	{
 		const char *amp = memchr(p, '&', (size_t)(end - p));
@@ -587,23 +730,33 @@ form_to_json(gw_req *req, const char *body, size_t len)
 		{
 			char *k = gw_url_decode(&req->arena, p, (size_t)((eq ? eq : pe) - p), 1);
 			char *v = eq ? gw_url_decode(&req->arena, eq + 1, (size_t)(pe - eq - 1), 1) : "";
-			if (!k || !v)
+			json_t *jv = k && v ? json_string(v) : NULL;
+			if (!jv)
 			{
-				gw_buf_free(&o);
+				json_decref(o);
 				return NULL;
 			}
-			if (!first)
-				gw_buf_putc(&o, ',');
-			first = 0;
-			gw_buf_json_str(&o, k);
-			gw_buf_putc(&o, ':');
-			gw_buf_json_str(&o, v);
+			json_t *prev = json_object_get(o, k);
+			if (!prev)
+				json_object_set_new(o, k, jv);
+			else if (json_is_array(prev))
+				json_array_append_new(prev, jv);
+			else
+			{
+				json_t *arr = json_array();
+				json_array_append(arr, prev);
+				json_array_append_new(arr, jv);
+				json_object_set_new(o, k, arr);
+			}
 		}
 		p = amp ? amp + 1 : end;
 	}
-	gw_buf_putc(&o, '}');
-	char *out = gw_arena_strdup(&req->arena, o.data);
-	gw_buf_free(&o);
+	char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (!text)
+		return NULL;
+	char *out = gw_arena_strdup(&req->arena, text);
+	free(text);
 	return out;
 }
 
@@ -680,12 +833,21 @@ gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 		           NULL, 0);
 		return;
 	default:
-		gw_respond_simple_error(req, 405, "PGRST117", "Unsupported HTTP method");
-		return;
+		break;
 	}
 	if (is_rpc && s->action != GW_ACTION_RPC)
 	{
-		gw_respond_simple_error(req, 405, "PGRST117", "Unsupported HTTP method");
+		char msg[96];
+		snprintf(msg, sizeof msg, "Cannot use the %.40s method on RPC", req->method_name);
+		gw_respond_simple_error(req, 405, "PGRST101", msg);
+		return;
+	}
+	if (req->method != HTTP_GET && req->method != HTTP_HEAD && req->method != HTTP_POST &&
+	    req->method != HTTP_PATCH && req->method != HTTP_DELETE && req->method != HTTP_PUT)
+	{
+		char msg[96];
+		snprintf(msg, sizeof msg, "Unsupported HTTP method: %.40s", req->method_name);
+		gw_respond_simple_error(req, 405, "PGRST117", msg);
 		return;
 	}
 	int out = negotiate(gw_req_header(req, "accept"));
@@ -714,25 +876,9 @@ gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 		s->range_offset = -1;
 		s->range_limit = -1;
 	}
-	/* RPC GET: parameter names of every overload are arguments, not filters */
-	const char **arg_names = NULL;
-	if (is_rpc && s->rpc_get)
-	{
-		int total = 0;
-		for (int i = 0; i < schema->nfuncs; i++)
-			if (!strcmp(schema->funcs[i].name, name))
-				total += schema->funcs[i].nargs;
-		arg_names = gw_arena_alloc(&req->arena, sizeof(char *) * (size_t)(total + 1));
-		int k = 0;
-		for (int i = 0; i < schema->nfuncs; i++)
-			if (!strcmp(schema->funcs[i].name, name))
-				for (int j = 0; j < schema->funcs[i].nargs; j++)
-					if (schema->funcs[i].args[j].name[0])
-						arg_names[k++] = schema->funcs[i].args[j].name;
-	}
 	gw_query *q = gw_arena_alloc(&req->arena, sizeof *q);
 	gw_parse_error perr;
-	if (gw_query_parse(&req->arena, req->query, strlen(req->query), arg_names, q, &perr))
+	if (gw_query_parse(&req->arena, req->query, strlen(req->query), q, &perr))
 	{
 		gw_error_set(&e, 400, "PGRST100", perr.message, perr.details, NULL);
 		gw_respond_error(req, &e, NULL);
@@ -743,6 +889,7 @@ gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 	s->body_len = req->body.len;
 	s->body_is_json = body_is_json(req);
 	const char *ct = gw_req_header(req, "content-type");
+	s->content_type = ct;
 	if (ct && !strncasecmp(ct, "application/x-www-form-urlencoded", 33) &&
 	    s->action != GW_ACTION_DELETE)
 	{
@@ -776,6 +923,9 @@ gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 	rc->offset = (q->scopes[0].offset > 0 ? q->scopes[0].offset : 0) +
 	             (s->range_offset > 0 ? s->range_offset : 0);
 	gw_auth_settings_sql(req, &rc->auth, &rc->settings, &rc->settings_params);
+	if (rc->timezone)
+		gw_buf_printf(&rc->settings, ", pg_catalog.set_config('timezone', $%d, true)",
+		              gw_params_add(&rc->settings_params, rc->timezone));
 	rc->job.nstmts = 2;
 	rc->job.stmts[0].sql = rc->settings.data;
 	rc->job.stmts[0].params = &rc->settings_params;

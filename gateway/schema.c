@@ -64,7 +64,7 @@ const char *const gw_schema_queries =
     "p.prorettype"
     " WHERE n.nspname = 'api' AND p.prokind = 'f' ORDER BY p.proname, p.oid;\n"
     "SELECT 'arg', p.oid::text, coalesce(a.name, ''), format_type(a.typ, NULL),"
-    " (row_number() OVER w > p.pronargs - p.pronargdefaults)::int::text"
+    " (row_number() OVER w > p.pronargs - p.pronargdefaults)::int::text, (a.mode = 'v')::int::text"
     " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
     " CROSS JOIN LATERAL unnest(coalesce(p.proallargtypes, p.proargtypes::oid[]),"
     "  coalesce(p.proargmodes, array_fill('i'::\"char\", ARRAY[p.pronargs::int])), p.proargnames)"
@@ -72,7 +72,9 @@ const char *const gw_schema_queries =
     " WHERE n.nspname = 'api' AND p.prokind = 'f' AND a.mode IN ('i','b','v')"
     " WINDOW w AS (PARTITION BY p.oid ORDER BY a.ord) ORDER BY p.oid, a.ord;\n"
     "SELECT 'role', rolname FROM pg_roles WHERE pg_has_role(current_user, oid, 'MEMBER') ORDER BY "
-    "2;\n";
+    "2;\n"
+    /* the time zones Prefer: timezone= accepts, sorted for a binary search */
+    "SELECT DISTINCT 'tz', name COLLATE \"C\" FROM pg_timezone_names ORDER BY 2;\n";
 
 gw_schema *
 gw_schema_new(void)
@@ -131,6 +133,19 @@ gw_schema_role_allowed(const gw_schema *s, const char *role)
 		if (!strcmp(s->roles[i], role))
 			return 1;
 	return 0;
+}
+
+static int
+compare_names(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int
+gw_schema_timezone_valid(const gw_schema *s, const char *name)
+{
+	return s->ntimezones > 0 && bsearch(&name, s->timezones, (size_t)s->ntimezones,
+	                                    sizeof(char *), compare_names) != NULL;
 }
 
 /* Splits "a,b,c" into an arena array; column names with commas do not reach
@@ -233,9 +248,20 @@ gw_schema_add_row(gw_schema *s, int n, const char *const *v)
 			g->name = gw_arena_strdup(a, v[2]);
 			g->type = gw_arena_strdup(a, v[3]);
 			g->has_default = atoi(v[4]);
+			g->variadic = n >= 6 && atoi(v[5]);
 			return 0;
 		}
 		return -1;
+	}
+	if (!strcmp(v[0], "tz"))
+	{
+		/* the query sorts them in byte order; one out of order would break
+		 * the binary search, so it is refused */
+		if (s->ntimezones && strcmp(s->timezones[s->ntimezones - 1], v[1]) >= 0)
+			return -1;
+		*(char **)gw_arena_push(a, (void **)&s->timezones, &s->ntimezones, &s->timezones_cap,
+		                        sizeof(char *)) = gw_arena_strdup(a, v[1]);
+		return 0;
 	}
 	if (!strcmp(v[0], "role"))
 	{

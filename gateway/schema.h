@@ -43,6 +43,7 @@ typedef struct gw_func_arg
 	char *name; /* "" when unnamed */
 	char *type;
 	int has_default;
+	int variadic; /* VARIADIC: called as VARIADIC name := array */
 } gw_func_arg;
 
 typedef struct gw_function
@@ -70,6 +71,8 @@ typedef struct gw_schema
 	int nfuncs, funcs_cap;
 	char **roles;
 	int nroles, roles_cap;
+	char **timezones; /* pg_timezone_names, in byte order (Prefer: timezone=) */
+	int ntimezones, timezones_cap;
 } gw_schema;
 
 /* The catalog queries, one statement each; their rows feed gw_schema_add_row. */
@@ -78,12 +81,14 @@ extern const char *const gw_schema_queries;
 gw_schema *gw_schema_new(void);
 void gw_schema_ref(gw_schema *s);
 void gw_schema_unref(gw_schema *s);
-/* Adds one catalog row: vals[0] is the kind (rel, col, pk, fk, fn, arg, role). */
+/* Adds one catalog row: vals[0] is the kind (rel, col, pk, fk, fn, arg, role, tz). */
 int gw_schema_add_row(gw_schema *s, int nvals, const char *const *vals);
 
 const gw_relation *gw_schema_relation(const gw_schema *s, const char *name);
 const gw_column *gw_relation_column(const gw_relation *r, const char *name);
 int gw_schema_role_allowed(const gw_schema *s, const char *role);
+/* Whether name is one of pg_timezone_names (exact, case-sensitive, as PostgREST). */
+int gw_schema_timezone_valid(const gw_schema *s, const char *name);
 
 /* Relationships between parent (the relation being selected) and a target
  * relation, optionally narrowed by a hint (constraint name, a column, or the

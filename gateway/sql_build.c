@@ -1,5 +1,6 @@
-/* PostgREST requests as SQL (see sql_build.h): reads, select lists, embeds,
- * filters and the dispatcher; writes are in sql_write.c, calls in sql_rpc.c. All
+/* PostgREST requests as SQL (see sql_build.h): reads, select lists, filters and
+ * the dispatcher; writes are in sql_write.c, calls in sql_rpc.c, embeds in
+ * sql_embed.c. All
  * share one shape: a pgrst_source CTE, then an outer SELECT that counts and
  * aggregates it into JSON or CSV, as PostgREST does. Identifiers go through gw_buf_ident,
  * values through gw_params; type names come only from the catalog or from the
@@ -7,16 +8,17 @@
 #include "sql_build.h"
 #include "sql_build_int.h"
 
+#include "fuzzy.h"
+
 #include <stdio.h>
 #include <string.h>
-
-#define MAX_MATCHES 8
 
 void
 gw_error_set(gw_error *e, int status, const char *code, const char *message, const char *details,
              const char *hint)
 {
 	e->status = status;
+	e->details_json = 0;
 	snprintf(e->code, sizeof e->code, "%s", code);
 	snprintf(e->message, sizeof e->message, "%s", message ? message : "");
 	snprintf(e->details, sizeof e->details, "%s", details ? details : "");
@@ -70,8 +72,8 @@ gw_sb_param(ctx *c, const char *value)
 }
 
 /* "alias"."col"->$n... for a field; JSON keys that are integers index arrays. */
-static void
-field_expr(ctx *c, const char *alias, const gw_field *f)
+void
+gw_sb_field_expr(ctx *c, const char *alias, const gw_field *f)
 {
 	if (alias)
 	{
@@ -94,8 +96,8 @@ field_expr(ctx *c, const char *alias, const gw_field *f)
 	}
 }
 
-static const char *
-field_output_name(const gw_field *f)
+const char *
+gw_sb_field_output_name(const gw_field *f)
 {
 	return f->njson ? f->json_key[f->njson - 1] : f->name;
 }
@@ -110,8 +112,8 @@ column_missing(ctx *c, const char *rel, const char *col)
 
 /* Refuses a column the relation does not have; rel NULL (function results) lets
  * PostgreSQL decide. */
-static int
-check_column(ctx *c, const gw_relation *rel, const char *col)
+int
+gw_sb_check_column(ctx *c, const gw_relation *rel, const char *col)
 {
 	if (rel && !gw_relation_column(rel, col))
 	{
@@ -149,14 +151,35 @@ static const char *const op_sql[] = {
     "-|-",
 };
 
+/* The embed of the level being filtered that a filter names (by alias, else
+ * by relation), or NULL. */
+static const gw_select_item *
+filtered_embed(ctx *c, const gw_filter *f)
+{
+	const gw_select *sel = c->filter_select;
+	if (!sel || f->field.njson)
+		return NULL;
+	for (int i = 0; i < sel->n; i++)
+	{
+		const gw_select_item *it = &sel->items[i];
+		if (it->kind == GW_SEL_EMBED && !it->spread &&
+		    !strcmp(it->alias ? it->alias : it->relation, f->field.name))
+			return it;
+	}
+	return NULL;
+}
+
 static int
 build_filter(ctx *c, const char *alias, const gw_relation *rel, const gw_filter *f)
 {
-	if (check_column(c, rel, f->field.name))
+	const gw_select_item *embed = filtered_embed(c, f);
+	if (embed)
+		return gw_sb_embed_null_filter(c, alias, rel, embed, f);
+	if (gw_sb_check_column(c, rel, f->field.name))
 		return -1;
 	if (f->negate)
 		gw_buf_puts(c->sql, "NOT (");
-	field_expr(c, alias, &f->field);
+	gw_sb_field_expr(c, alias, &f->field);
 	gw_buf_putc(c->sql, ' ');
 	if (f->op == GW_OP_IN || f->quant)
 	{
@@ -231,12 +254,6 @@ gw_sb_build_logic(ctx *c, const char *alias, const gw_relation *rel, const gw_lo
 	return 0;
 }
 
-static int resolve_embed(ctx *c, const gw_relation *parent, const gw_select_item *it,
-                         gw_rel_match *m, const gw_relation **target);
-static void embed_from(ctx *c, const gw_rel_match *m, const char *target, const char *child);
-static void join_condition(ctx *c, const gw_rel_match *m, const char *parent_alias,
-                           const char *child_alias);
-
 /* order=rel(col): a correlated lookup of the to-one embed's column. The embed is
  * found by alias or name among the level's select items, or by relation name. */
 static int
@@ -254,7 +271,7 @@ order_by_embed(ctx *c, const char *alias, const gw_relation *rel, const gw_order
 	}
 	gw_rel_match m;
 	const gw_relation *target;
-	if (resolve_embed(c, rel, it, &m, &target))
+	if (gw_sb_resolve_embed(c, rel, it, &m, &target))
 		return -1;
 	if (!m.to_one)
 	{
@@ -264,15 +281,15 @@ order_by_embed(ctx *c, const char *alias, const gw_relation *rel, const gw_order
 		             NULL);
 		return -1;
 	}
-	if (check_column(c, target, t->field.name))
+	if (gw_sb_check_column(c, target, t->field.name))
 		return -1;
 	char child[32];
 	snprintf(child, sizeof child, "pgrst_o%d", ++c->alias_seq);
 	gw_buf_puts(c->sql, "(SELECT ");
-	field_expr(c, child, &t->field);
-	embed_from(c, &m, target->name, child);
+	gw_sb_field_expr(c, child, &t->field);
+	gw_sb_embed_from(c, &m, target->name, child);
 	gw_buf_puts(c->sql, " WHERE ");
-	join_condition(c, &m, alias, child);
+	gw_sb_join_condition(c, &m, alias, child);
 	gw_buf_putc(c->sql, ')');
 	return 0;
 }
@@ -295,9 +312,9 @@ gw_sb_build_order(ctx *c, const char *alias, const gw_relation *rel, const gw_sc
 		}
 		else
 		{
-			if (check_column(c, rel, t->field.name))
+			if (gw_sb_check_column(c, rel, t->field.name))
 				return -1;
-			field_expr(c, alias, &t->field);
+			gw_sb_field_expr(c, alias, &t->field);
 		}
 		gw_buf_puts(c->sql, t->desc ? " DESC" : " ASC");
 		if (t->nulls)
@@ -332,285 +349,33 @@ gw_sb_scope_for(ctx *c, const char *path)
 	return gw_query_find_scope(c->q, path);
 }
 
-int gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const gw_select *sel,
-                            const char *path, gw_buf *inner_conds);
-
-/* Resolves an embed to exactly one foreign key, as PostgREST does (PGRST200/201). */
+/* PostgREST's legacy count: a selected "count" that is not a column of the
+ * relation is count(*), allowed even when aggregate functions are not. */
 static int
-resolve_embed(ctx *c, const gw_relation *parent, const gw_select_item *it, gw_rel_match *m,
-              const gw_relation **target)
+legacy_count(const gw_relation *rel, const gw_select_item *it)
 {
-	char msg[400];
-	*target = gw_schema_relation(c->s, it->relation);
-	gw_rel_match all[MAX_MATCHES];
-	int n = (parent && *target) ? gw_schema_relationships(c->s, parent->name, it->relation,
-	                                                      it->hint, all, MAX_MATCHES)
-	                            : 0;
-	if (n == 0)
-	{
-		snprintf(msg, sizeof msg,
-		         "Could not find a relationship between '%s' and '%s' in the schema cache",
-		         parent ? parent->name : "?", it->relation);
-		gw_error_set(
-		    c->e, 400, "PGRST200", msg,
-		    "Searched for a foreign key relationship in the schema 'api', but no matches were "
-		    "found.",
-		    "Verify that the relationship exists in the database and reload the schema cache.");
-		return -1;
-	}
-	if (n > 1)
-	{
-		snprintf(msg, sizeof msg,
-		         "Could not embed because more than one relationship was found for '%s' and '%s'",
-		         parent->name, it->relation);
-		gw_error_set(
-		    c->e, 300, "PGRST201", msg, NULL,
-		    "Try changing the embed to name one relationship, e.g. target!constraint_name(...)");
-		return -1;
-	}
-	*m = all[0];
-	return 0;
-}
-
-static void
-cols_equal(ctx *c, const char *a1, char *const *c1, const char *a2, char *const *c2, int n)
-{
-	for (int i = 0; i < n; i++)
-	{
-		if (i)
-			gw_buf_puts(c->sql, " AND ");
-		gw_buf_ident(c->sql, a1);
-		gw_buf_putc(c->sql, '.');
-		gw_buf_ident(c->sql, c1[i]);
-		gw_buf_puts(c->sql, " = ");
-		gw_buf_ident(c->sql, a2);
-		gw_buf_putc(c->sql, '.');
-		gw_buf_ident(c->sql, c2[i]);
-	}
-}
-
-/* FROM "api"."target" AS child [JOIN "api"."junction" AS child_j ON ...] */
-static void
-embed_from(ctx *c, const gw_rel_match *m, const char *target, const char *child)
-{
-	gw_buf_puts(c->sql, " FROM \"api\".");
-	gw_buf_ident(c->sql, target);
-	gw_buf_puts(c->sql, " AS ");
-	gw_buf_ident(c->sql, child);
-	if (m->junction)
-	{
-		char j[48];
-		snprintf(j, sizeof j, "%s_j", child);
-		gw_buf_puts(c->sql, " JOIN \"api\".");
-		gw_buf_ident(c->sql, m->junction);
-		gw_buf_puts(c->sql, " AS ");
-		gw_buf_ident(c->sql, j);
-		gw_buf_puts(c->sql, " ON ");
-		cols_equal(c, j, m->fk2->from_cols, child, m->fk2->to_cols, m->fk2->ncols);
-	}
-}
-
-static void
-join_condition(ctx *c, const gw_rel_match *m, const char *parent_alias, const char *child_alias)
-{
-	if (m->junction)
-	{
-		char j[48];
-		snprintf(j, sizeof j, "%s_j", child_alias);
-		cols_equal(c, j, m->fk->from_cols, parent_alias, m->fk->to_cols, m->fk->ncols);
-		return;
-	}
-	for (int i = 0; i < m->fk->ncols; i++)
-	{
-		if (i)
-			gw_buf_puts(c->sql, " AND ");
-		/* to_one: parent.from = child.to; to_many: child.from = parent.to */
-		gw_buf_ident(c->sql, child_alias);
-		gw_buf_putc(c->sql, '.');
-		gw_buf_ident(c->sql, m->to_one ? m->fk->to_cols[i] : m->fk->from_cols[i]);
-		gw_buf_puts(c->sql, " = ");
-		gw_buf_ident(c->sql, parent_alias);
-		gw_buf_putc(c->sql, '.');
-		gw_buf_ident(c->sql, m->to_one ? m->fk->from_cols[i] : m->fk->to_cols[i]);
-	}
-}
-
-static const gw_scope *
-embed_scope(ctx *c, const char *path, const gw_select_item *it, char **child_path)
-{
-	const char *names[2] = {it->alias, it->relation};
-	for (int i = 0; i < 2; i++)
-	{
-		if (!names[i])
-			continue;
-		char *p = gw_arena_alloc(c->a, strlen(path) + strlen(names[i]) + 2);
-		sprintf(p, "%s%s%s", path, *path ? "." : "", names[i]);
-		*child_path = p;
-		const gw_scope *s = gw_sb_scope_for(c, p);
-		if (s)
-			return s;
-	}
-	return NULL;
-}
-
-/* ...rel(cols) of a to-one embed: each column is a correlated lookup named as
- * the parent's own column (PostgREST's spread). */
-static int
-build_spread(ctx *c, const char *parent_alias, const gw_select_item *it, const gw_rel_match *m,
-             const gw_relation *target, int *nout)
-{
-	if (!m->to_one)
-	{
-		char msg[300];
-		snprintf(msg, sizeof msg, "A spread operation on '%s' is not possible", it->relation);
-		gw_error_set(c->e, 400, "PGRST119", msg, "Only to-one relationships can be spread.", NULL);
-		return -1;
-	}
-	const gw_select *sel = it->children;
-	int first = 1;
-	for (int i = 0; !sel || i < sel->n; i++)
-	{
-		const gw_select_item *ch = sel ? &sel->items[i] : NULL;
-		int star = !ch || ch->kind == GW_SEL_STAR;
-		if (ch && ch->kind == GW_SEL_EMBED)
-		{
-			gw_error_set(c->e, 400, "PGRST100", "embeds inside a spread are not supported", NULL,
-			             NULL);
-			return -1;
-		}
-		if (ch && ch->agg)
-		{
-			gw_error_set(c->e, 400, "PGRST100",
-			             "aggregate functions inside a spread are not supported", NULL, NULL);
-			return -1;
-		}
-		for (int k = 0; k < (star ? target->ncols : 1); k++)
-		{
-			gw_field col = {0};
-			const gw_field *f = star ? &col : &ch->field;
-			if (star)
-				col.name = target->cols[k].name;
-			else if (check_column(c, target, f->name))
-				return -1;
-			char child[32];
-			snprintf(child, sizeof child, "pgrst_s%d", ++c->alias_seq);
-			if (!first)
-				gw_buf_puts(c->sql, ", ");
-			first = 0;
-			gw_buf_puts(c->sql, "(SELECT ");
-			if (!star && ch->cast)
-				gw_buf_puts(c->sql, "CAST(");
-			field_expr(c, child, f);
-			if (!star && ch->cast)
-				gw_buf_printf(c->sql, " AS %s)", ch->cast);
-			embed_from(c, m, target->name, child);
-			gw_buf_puts(c->sql, " WHERE ");
-			join_condition(c, m, parent_alias, child);
-			gw_buf_puts(c->sql, ") AS ");
-			gw_buf_ident(c->sql, !star && ch->alias ? ch->alias : field_output_name(f));
-			(*nout)++;
-		}
-		if (!sel)
-			break;
-	}
-	if (first)
-	{
-		gw_buf_puts(c->sql, "NULL::int AS pgrst_none");
-		(*nout)++;
-	}
-	return 0;
-}
-
-static int
-build_embed(ctx *c, const char *parent_alias, const gw_relation *parent, const gw_select_item *it,
-            const char *path, gw_buf *inner_conds, int *nout)
-{
-	gw_rel_match m;
-	const gw_relation *target;
-	if (resolve_embed(c, parent, it, &m, &target))
-		return -1;
-	if (it->spread)
-		return build_spread(c, parent_alias, it, &m, target, nout);
-	(*nout)++;
-	/* json has no equality operator: a grouped embed is jsonb */
-	int as_jsonb = c->group_embeds;
-	char child[32], row[32];
-	snprintf(child, sizeof child, "pgrst_%d", ++c->alias_seq);
-	snprintf(row, sizeof row, "pgrst_%d_row", c->alias_seq);
-	char *child_path = NULL;
-	const gw_scope *sc = embed_scope(c, path, it, &child_path);
-
-	if (as_jsonb)
-		gw_buf_putc(c->sql, '(');
-	gw_buf_puts(c->sql, m.to_one ? "(SELECT pg_catalog.row_to_json("
-	                             : "COALESCE((SELECT pg_catalog.json_agg(");
-	gw_buf_ident(c->sql, row);
-	gw_buf_puts(c->sql, ") FROM (SELECT ");
-	if (gw_sb_build_select_list(c, child, target, it->children, child_path, NULL))
-		return -1;
-	const char *group_by = c->group_by;
-	embed_from(c, &m, target->name, child);
-	gw_buf_puts(c->sql, " WHERE ");
-	join_condition(c, &m, parent_alias, child);
-	if (sc)
-	{
-		gw_buf_puts(c->sql, " AND ");
-		if (gw_sb_build_logic(c, child, target, sc->where))
-			return -1;
-	}
-	if (group_by)
-		gw_buf_puts(c->sql, group_by);
-	if (sc)
-	{
-		if (!m.to_one)
-		{
-			if (gw_sb_build_order(c, child, target, sc))
-				return -1;
-			gw_sb_build_limit(c, sc->limit, sc->offset);
-		}
-	}
-	gw_buf_puts(c->sql, ") AS ");
-	gw_buf_ident(c->sql, row);
-	gw_buf_puts(c->sql, m.to_one ? ")" : "), '[]')");
-	if (as_jsonb)
-		gw_buf_puts(c->sql, ")::jsonb");
-	gw_buf_puts(c->sql, " AS ");
-	gw_buf_ident(c->sql, it->alias ? it->alias : it->relation);
-
-	if (it->inner && inner_conds)
-	{
-		/* !inner keeps only parents with a matching child: build the EXISTS in a
-		 * separate buffer that the caller appends to its WHERE */
-		gw_buf *saved = c->sql;
-		c->sql = inner_conds;
-		gw_buf_puts(c->sql, " AND EXISTS (SELECT 1");
-		embed_from(c, &m, target->name, child);
-		gw_buf_puts(c->sql, " WHERE ");
-		join_condition(c, &m, parent_alias, child);
-		int rc = 0;
-		if (sc)
-		{
-			gw_buf_puts(c->sql, " AND ");
-			rc = gw_sb_build_logic(c, child, target, sc->where);
-		}
-		gw_buf_putc(c->sql, ')');
-		c->sql = saved;
-		return rc;
-	}
-	return 0;
+	return it->kind == GW_SEL_FIELD && !it->agg && rel && it->field.name &&
+	       !strcmp(it->field.name, "count") && !it->field.njson && !it->cast &&
+	       !gw_relation_column(rel, "count");
 }
 
 /* An aggregate item: agg(CAST(field AS cast)) [::agg_cast] AS alias. */
 static int
 build_aggregate(ctx *c, const char *alias, const gw_relation *rel, const gw_select_item *it)
 {
+	if (legacy_count(rel, it))
+	{
+		gw_buf_puts(c->sql, "pg_catalog.count(*) AS ");
+		gw_buf_ident(c->sql, it->alias ? it->alias : "count");
+		return 0;
+	}
 	if (!c->aggregates)
 	{
 		gw_error_set(c->e, 400, "PGRST123", "Use of aggregate functions is not allowed", NULL,
 		             NULL);
 		return -1;
 	}
-	if (!it->agg_star && check_column(c, rel, it->field.name))
+	if (!it->agg_star && gw_sb_check_column(c, rel, it->field.name))
 		return -1;
 	if (it->agg_cast)
 		gw_buf_puts(c->sql, "CAST(");
@@ -621,7 +386,7 @@ build_aggregate(ctx *c, const char *alias, const gw_relation *rel, const gw_sele
 	{
 		if (it->cast)
 			gw_buf_puts(c->sql, "CAST(");
-		field_expr(c, alias, &it->field);
+		gw_sb_field_expr(c, alias, &it->field);
 		if (it->cast)
 			gw_buf_printf(c->sql, " AS %s)", it->cast);
 	}
@@ -654,7 +419,15 @@ gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const
 	}
 	int has_agg = 0;
 	for (int i = 0; i < sel->n; i++)
-		has_agg |= sel->items[i].kind == GW_SEL_FIELD && sel->items[i].agg;
+	{
+		const gw_select_item *it = &sel->items[i];
+		has_agg |= it->kind == GW_SEL_FIELD && (it->agg || legacy_count(rel, it));
+		/* an aggregate inside a spread aggregates this level */
+		for (int k = 0; it->kind == GW_SEL_EMBED && it->spread && it->children &&
+		                k < it->children->n;
+		     k++)
+			has_agg |= it->children->items[k].kind == GW_SEL_FIELD && it->children->items[k].agg;
+	}
 	gw_buf group;
 	gw_buf_init(&group);
 	int nout = 0;
@@ -691,7 +464,7 @@ gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const
 			gw_buf_puts(c->sql, ".*");
 			break;
 		case GW_SEL_FIELD:
-			if (it->agg)
+			if (it->agg || legacy_count(rel, it))
 			{
 				if (build_aggregate(c, alias, rel, it))
 				{
@@ -702,27 +475,33 @@ gw_sb_build_select_list(ctx *c, const char *alias, const gw_relation *rel, const
 				before = nout; /* not grouped */
 				break;
 			}
-			if (check_column(c, rel, it->field.name))
+			if (gw_sb_check_column(c, rel, it->field.name))
 			{
 				gw_buf_free(&group);
 				return -1;
 			}
 			if (it->cast)
 				gw_buf_puts(c->sql, "CAST(");
-			field_expr(c, alias, &it->field);
+			gw_sb_field_expr(c, alias, &it->field);
 			if (it->cast)
 				gw_buf_printf(c->sql, " AS %s)", it->cast);
 			gw_buf_puts(c->sql, " AS ");
-			gw_buf_ident(c->sql, it->alias ? it->alias : field_output_name(&it->field));
+			gw_buf_ident(c->sql, it->alias ? it->alias : gw_sb_field_output_name(&it->field));
 			nout++;
 			break;
 		case GW_SEL_EMBED:
 			c->group_embeds = has_agg;
-			if (build_embed(c, alias, rel, it, path, inner_conds, &nout))
+			/* a spread adds its grouped columns itself (not its aggregates) */
+			c->spread_group = it->spread && has_agg ? &group : NULL;
+			if (gw_sb_build_embed(c, alias, rel, it, path, inner_conds, &nout))
 			{
+				c->spread_group = NULL;
 				gw_buf_free(&group);
 				return -1;
 			}
+			if (it->spread)
+				before = nout;
+			c->spread_group = NULL;
 			break;
 		}
 		for (int k = before; k < nout; k++)
@@ -805,16 +584,35 @@ gw_sb_build_outer(ctx *c, const gw_request_shape *r, gw_plan *p, const char *cou
 		gw_buf_puts(b, ", CASE WHEN pg_catalog.count(_postgrest_t) <> 1 THEN ('pgrst_single:' || "
 		               "pg_catalog.count(_postgrest_t))::integer END AS single_check");
 	}
-	if (r->max_affected_set && (r->action == GW_ACTION_UPDATE || r->action == GW_ACTION_DELETE))
+	if (r->max_affected_set && (r->action == GW_ACTION_UPDATE || r->action == GW_ACTION_DELETE ||
+	                            r->action == GW_ACTION_RPC))
 	{
-		/* Prefer: handling=strict, max-affected=N: more rows fail the statement
-		 * the same way, so nothing is committed (PGRST124) */
+		/* Prefer: handling=strict, max-affected=N: more rows (written, or
+		 * returned by a function) fail the statement the same way, so nothing
+		 * is committed (PGRST124) */
 		char n[32];
 		snprintf(n, sizeof n, "%ld", r->max_affected);
 		gw_buf_puts(b, ", CASE WHEN pg_catalog.count(_postgrest_t) > ");
 		gw_sb_param(c, n);
 		gw_buf_puts(b, "::bigint THEN ('pgrst_max_affected:' || "
 		               "pg_catalog.count(_postgrest_t))::integer END AS max_affected_check");
+	}
+	if (c->upsert_rel)
+	{
+		/* the statement sees the relation as it was before the upsert: a
+		 * written row whose key was not there yet was inserted (201, else 200) */
+		gw_buf_puts(b, ", (SELECT pg_catalog.count(*) FROM pgrst_source AS pgrst_new WHERE NOT EXISTS "
+		               "(SELECT 1 FROM \"api\".");
+		gw_buf_ident(b, c->upsert_rel->name);
+		gw_buf_puts(b, " AS pgrst_old WHERE ");
+		for (int i = 0; i < c->nupsert_cols; i++)
+		{
+			gw_buf_puts(b, i ? " AND pgrst_old." : "pgrst_old.");
+			gw_buf_ident(b, c->upsert_cols[i]);
+			gw_buf_puts(b, " = pgrst_new.");
+			gw_buf_ident(b, c->upsert_cols[i]);
+		}
+		gw_buf_puts(b, ")) AS pgrst_inserted");
 	}
 	gw_buf_puts(b, " FROM (SELECT * FROM ");
 	gw_buf_puts(b, source);
@@ -827,7 +625,11 @@ gw_sb_build_where(ctx *c, const char *alias, const gw_relation *rel, const gw_bu
 {
 	const gw_scope *top = gw_sb_scope_for(c, "");
 	gw_buf_puts(c->sql, " WHERE ");
-	if (gw_sb_build_logic(c, alias, rel, top->where))
+	c->filter_select = c->q->select;
+	c->filter_path = "";
+	int rc = gw_sb_build_logic(c, alias, rel, top->where);
+	c->filter_select = NULL;
+	if (rc)
 		return -1;
 	if (inner && inner->len)
 		gw_buf_append(c->sql, inner->data, inner->len);
@@ -921,6 +723,7 @@ gw_build(gw_arena *a, const gw_schema *s, const gw_request_shape *r, gw_plan *p,
 	ctx c = {.a = a,
 	         .s = s,
 	         .q = r->query,
+	         .shape = r,
 	         .sql = &p->sql,
 	         .params = &p->params,
 	         .e = e,
@@ -931,10 +734,16 @@ gw_build(gw_arena *a, const gw_schema *s, const gw_request_shape *r, gw_plan *p,
 	const gw_relation *rel = gw_schema_relation(s, r->target);
 	if (!rel)
 	{
-		char msg[300];
+		char msg[300], hint[300] = "";
 		snprintf(msg, sizeof msg, "Could not find the table 'api.%s' in the schema cache",
 		         r->target);
-		gw_error_set(e, 404, "PGRST205", msg, NULL, NULL);
+		const char **names = gw_arena_alloc(a, sizeof(char *) * (size_t)(s->nrels + 1));
+		for (int i = 0; i < s->nrels; i++)
+			names[i] = s->rels[i].name;
+		int best = gw_fuzzy_best(r->target, names, s->nrels, GW_FUZZY_MIN_TABLE);
+		if (best >= 0)
+			snprintf(hint, sizeof hint, "Perhaps you meant the table 'api.%s'", names[best]);
+		gw_error_set(e, 404, "PGRST205", msg, NULL, hint[0] ? hint : NULL);
 		return -1;
 	}
 	switch (r->action)

@@ -14,8 +14,9 @@ typedef struct gw_error
 	int status;
 	char code[16];
 	char message[512];
-	char details[512];
-	char hint[256];
+	char details[1024];
+	int details_json; /* details is a JSON value to send as it is (PGRST201) */
+	char hint[512];
 } gw_error;
 
 void gw_error_set(gw_error *e, int status, const char *code, const char *message,
@@ -66,11 +67,12 @@ typedef struct gw_request_shape
 	const char *body;
 	size_t body_len;
 	int body_is_json;
+	const char *content_type; /* the request's Content-Type header, or NULL */
 	int rpc_get;       /* RPC arguments came from the query string */
 	int single_object; /* Prefer: params=single-object */
 	int headers_only;  /* Prefer: return=headers-only (Location of an insert) */
 	int missing_default; /* Prefer: missing=default: absent keys take the column default */
-	int max_affected_set; /* Prefer: handling=strict, max-affected=N on PATCH/DELETE */
+	int max_affected_set; /* Prefer: handling=strict, max-affected=N on PATCH/DELETE/RPC */
 	long max_affected;
 	int aggregates;      /* aggregate functions in select= are allowed (else PGRST123) */
 } gw_request_shape;

@@ -1,6 +1,7 @@
 /* Internals shared by the SQL builder's files: sql_build.c (reads, select lists,
- * embeds, filters, the outer aggregate), sql_write.c (insert, upsert, update,
- * delete, put) and sql_rpc.c (function calls). Not for other modules. */
+ * filters, the outer aggregate), sql_write.c (insert, upsert, update,
+ * delete, put), sql_rpc.c (function calls) and sql_embed.c (embedded resources).
+ * Not for other modules. */
 #ifndef GW_SQL_BUILD_INT_H
 #define GW_SQL_BUILD_INT_H
 #include "sql_build.h"
@@ -10,6 +11,7 @@ typedef struct ctx
 	gw_arena *a;
 	const gw_schema *s;
 	const gw_query *q;
+	const gw_request_shape *shape; /* the request being built */
 	gw_buf *sql;
 	gw_params *params;
 	gw_error *e;
@@ -18,6 +20,15 @@ typedef struct ctx
 	int aggregates;                /* aggregate functions allowed (else PGRST123) */
 	const char *group_by;          /* " GROUP BY 1, 3" of the select list built last, or NULL */
 	int group_embeds;              /* embeds of this level are grouped: make them jsonb */
+	gw_buf *spread_group;          /* the level's GROUP BY positions, for a spread being built */
+	/* the level whose filters are being built: a filter named after one of its
+	 * embeds is a null filter on that embed (embed=is.null / not.is.null) */
+	const gw_select *filter_select;
+	const char *filter_path;
+	/* an upsert's conflict columns: the outer counts the rows that were new */
+	const gw_relation *upsert_rel;
+	const char *const *upsert_cols;
+	int nupsert_cols;
 } ctx;
 
 void gw_sb_param(ctx *c, const char *value);
@@ -32,6 +43,22 @@ void gw_sb_build_limit(ctx *c, long limit, long offset);
 const gw_scope *gw_sb_scope_for(ctx *c, const char *path);
 void gw_sb_effective_range(const gw_request_shape *r, const gw_scope *top, long *limit,
                            long *offset);
+
+/* sql_build.c: fields and columns */
+void gw_sb_field_expr(ctx *c, const char *alias, const gw_field *f);
+const char *gw_sb_field_output_name(const gw_field *f);
+int gw_sb_check_column(ctx *c, const gw_relation *rel, const char *col);
+
+/* sql_embed.c */
+int gw_sb_resolve_embed(ctx *c, const gw_relation *parent, const gw_select_item *it, gw_rel_match *m,
+                        const gw_relation **target);
+void gw_sb_embed_from(ctx *c, const gw_rel_match *m, const char *target, const char *child);
+void gw_sb_join_condition(ctx *c, const gw_rel_match *m, const char *parent_alias,
+                          const char *child_alias);
+int gw_sb_embed_null_filter(ctx *c, const char *alias, const gw_relation *rel,
+                            const gw_select_item *it, const gw_filter *f);
+int gw_sb_build_embed(ctx *c, const char *parent_alias, const gw_relation *parent,
+                      const gw_select_item *it, const char *path, gw_buf *inner_conds, int *nout);
 
 int gw_sb_build_insert(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p);
 int gw_sb_build_update(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p);

@@ -200,7 +200,14 @@ gw_sb_build_insert(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw
 	gw_buf_ident(b, alias);
 	if (ncols == 0)
 	{
-		gw_buf_puts(b, " DEFAULT VALUES");
+		/* {} is one row of defaults, [] none, [{}, {}] two (as PostgREST's
+		 * column-less SELECT over the payload's rows) */
+		size_t nrows = json_is_array(root) ? json_array_size(root) : 1;
+		char n[32];
+		snprintf(n, sizeof n, "%zu", nrows);
+		gw_buf_puts(b, " SELECT FROM pg_catalog.generate_series(1, ");
+		gw_sb_param(c, n);
+		gw_buf_puts(b, "::integer)");
 	}
 	else if (r->missing_default && !(json_is_array(root) && json_array_size(root) == 0))
 	{
@@ -253,6 +260,12 @@ gw_sb_build_insert(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw
 		gw_buf_puts(b, " ON CONFLICT (");
 		ident_list(b, NULL, conf, nconf);
 		gw_buf_puts(b, ")");
+		if (r->resolution == GW_RESOLUTION_MERGE || r->action == GW_ACTION_UPSERT_PUT)
+		{
+			c->upsert_rel = rel;
+			c->upsert_cols = conf;
+			c->nupsert_cols = nconf;
+		}
 		if (r->resolution == GW_RESOLUTION_IGNORE)
 		{
 			gw_buf_puts(b, " DO NOTHING");
@@ -363,6 +376,12 @@ gw_sb_check_put(ctx *c, const gw_request_shape *r, const gw_relation *rel)
 {
 	const gw_scope *top = gw_sb_scope_for(c, "");
 	const gw_logic *w = top->where;
+	if (top->limit >= 0 || top->offset > 0)
+	{
+		gw_error_set(c->e, 400, "PGRST114",
+		             "limit/offset querystring parameters are not allowed for PUT", NULL, NULL);
+		return -1;
+	}
 	int ok = rel->npk > 0 && w->nchildren == rel->npk;
 	for (int i = 0; ok && i < w->nchildren; i++)
 	{

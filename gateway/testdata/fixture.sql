@@ -4,10 +4,12 @@
 -- the JWT's sub claim, and functions for RPC. Idempotent: dropped and recreated.
 DROP SCHEMA IF EXISTS gw_private CASCADE;
 DROP VIEW IF EXISTS api.gw_projects, api.gw_tasks, api.gw_plain, api.gw_labels, api.gw_task_labels CASCADE;
-DROP TABLE IF EXISTS api.gw_items, api.gw_notes CASCADE;
+DROP TABLE IF EXISTS api.gw_transfers, api.gw_items, api.gw_notes CASCADE;
 DROP FUNCTION IF EXISTS api.gw_add(integer, integer), api.gw_echo(json), api.gw_tasks_of(integer),
   api.gw_whoami(), api.gw_fail(text), api.gw_noop(), api.gw_words(text), api.gw_raw_text(text),
-  api.gw_project(integer), api.gw_bump(integer), api.gw_sleep(double precision), api.gw_custom(integer) CASCADE;
+  api.gw_project(integer), api.gw_bump(integer), api.gw_sleep(double precision), api.gw_custom(integer),
+  api.gw_items_drop(integer), api.gw_items_drop_void(integer), api.gw_moment(),
+  api.gw_sum_all(integer[]) CASCADE;
 
 CREATE SCHEMA gw_private;
 GRANT USAGE ON SCHEMA gw_private TO pgpod_anon, pgpod_user, pgpod_admin;
@@ -71,6 +73,15 @@ CREATE TABLE api.gw_items (
 );
 INSERT INTO api.gw_items VALUES (1, 'one', 1), (2, 'two', 2);
 
+-- two foreign keys to the same table: an embed must name one (PGRST201)
+CREATE TABLE api.gw_transfers (
+  id integer PRIMARY KEY,
+  from_item integer REFERENCES api.gw_items (id),
+  to_item integer REFERENCES api.gw_items (id)
+);
+INSERT INTO api.gw_transfers VALUES (1, 1, 2);
+GRANT SELECT ON api.gw_transfers TO pgpod_anon, pgpod_user, pgpod_admin;
+
 GRANT SELECT ON gw_private.projects, gw_private.tasks TO pgpod_anon, pgpod_user, pgpod_admin;
 GRANT INSERT, UPDATE, DELETE ON gw_private.projects, gw_private.tasks TO pgpod_user, pgpod_admin;
 GRANT USAGE ON SEQUENCE gw_private.tasks_id_seq TO pgpod_user, pgpod_admin;
@@ -115,5 +126,20 @@ BEGIN
   RETURN json_build_object('status', status);
 END $$;
 GRANT EXECUTE ON FUNCTION api.gw_custom(integer) TO pgpod_anon, pgpod_user, pgpod_admin;
+
+-- Prefer: max-affected on RPC: a set-returning and a void function that delete
+CREATE FUNCTION api.gw_items_drop(above integer) RETURNS SETOF api.gw_items
+  LANGUAGE sql VOLATILE AS $$ DELETE FROM api.gw_items WHERE id > above RETURNING * $$;
+CREATE FUNCTION api.gw_items_drop_void(above integer) RETURNS void
+  LANGUAGE sql VOLATILE AS $$ DELETE FROM api.gw_items WHERE id > above $$;
+GRANT EXECUTE ON FUNCTION api.gw_items_drop(integer), api.gw_items_drop_void(integer) TO pgpod_user, pgpod_admin;
+-- Prefer: timezone=: a fixed instant, shown in the transaction's time zone
+CREATE FUNCTION api.gw_moment() RETURNS TABLE (t timestamptz, zone text)
+  LANGUAGE sql STABLE AS $$ SELECT '2023-10-18 12:37:59.611+00'::timestamptz, current_setting('timezone') $$;
+GRANT EXECUTE ON FUNCTION api.gw_moment() TO pgpod_anon, pgpod_user, pgpod_admin;
+-- a variadic function: GET repeats the parameter, POST sends an array
+CREATE FUNCTION api.gw_sum_all(VARIADIC v integer[]) RETURNS integer
+  LANGUAGE sql IMMUTABLE AS $$ SELECT sum(x)::integer FROM unnest(v) AS x $$;
+GRANT EXECUTE ON FUNCTION api.gw_sum_all(integer[]) TO pgpod_anon, pgpod_user, pgpod_admin;
 
 NOTIFY pgrst, 'reload schema';

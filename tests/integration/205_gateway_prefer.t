@@ -34,10 +34,41 @@ $r = req(POST => '/gw_items', { %auth, Prefer => 'return=representation,handling
 is_deeply([@{ err($r) }[0, 1, 3]], [400, 'PGRST122', 'Invalid preferences: anything'], 'strict on a write: 400 before anything runs');
 is(psql("SELECT count(*) FROM api.gw_items WHERE id = 50"), 0, '... and nothing was written');
 $r = req(POST => '/rpc/gw_add', { Prefer => 'handling=strict, timezone=Nowhere/Else' }, { a => 1, b => 2 });
-is_deeply(code2($r), [400, 'PGRST122'], 'timezone= is not supported: invalid under strict');
+is_deeply(err($r), [400, 'PGRST122', 'Invalid preferences given with handling=strict', 'Invalid preferences: timezone=Nowhere/Else', undef],
+  'a time zone that is not in pg_timezone_names: invalid under strict');
 $r = req(GET => '/gw_items?select=id&id=eq.1', { Prefer => 'handling=strict, count=exact, tx=rollback' });
 is_deeply([$r->{status}, $r->{headers}{'preference-applied'}, $r->{headers}{'content-range'}], [200, 'count=exact, handling=strict', '0-0/1'],
   'tx= is a known preference even when not allowed (no error, not applied)');
+
+# --- timezone= ---------------------------------------------------------------------------
+$r = req(GET => '/rpc/gw_moment', { Prefer => 'timezone=America/Los_Angeles' });
+is_deeply([$r->{status}, $r->{json}, $r->{headers}{'preference-applied'}],
+  [200, [{ t => '2023-10-18T05:37:59.611-07:00', zone => 'America/Los_Angeles' }], 'timezone=America/Los_Angeles'],
+  'timezone=: the transaction\'s time zone, listed as applied');
+$r = req(GET => '/rpc/gw_moment', { Prefer => 'handling=strict, timezone=Asia/Kolkata' });
+is_deeply([$r->{status}, $r->{json}[0]{t}, $r->{headers}{'preference-applied'}],
+  [200, '2023-10-18T18:07:59.611+05:30', 'handling=strict, timezone=Asia/Kolkata'], '... under strict too, after handling');
+$r = req(GET => '/rpc/gw_moment');
+is_deeply([$r->{json}[0]{t}, $r->{headers}{'preference-applied'}], ['2023-10-18T12:37:59.611+00:00', undef],
+  '... only for that transaction: the next request has the server\'s zone');
+$r = req(GET => '/rpc/gw_moment', { Prefer => 'timezone=Invalid/Timezone' });
+is_deeply([$r->{status}, $r->{json}[0]{t}, $r->{headers}{'preference-applied'}], [200, '2023-10-18T12:37:59.611+00:00', undef],
+  'an unknown zone is ignored (lenient)');
+$r = req(GET => '/rpc/gw_moment', { Prefer => 'handling=lenient, timezone=america/los_angeles' });
+is_deeply([$r->{status}, $r->{json}[0]{zone}, $r->{headers}{'preference-applied'}], [200, 'Etc/UTC', 'handling=lenient'],
+  'names are case-sensitive, as in PostgREST');
+$r = req(GET => '/rpc/gw_moment', { Prefer => "handling=strict, timezone=UTC', true); SELECT 1; --" });
+is_deeply(err($r), [400, 'PGRST122', 'Invalid preferences given with handling=strict', "Invalid preferences: timezone=UTC', true); SELECT 1; --", undef],
+  'a hostile value is just an unknown zone');
+$r = req(GET => '/rpc/gw_moment', { Prefer => 'handling=strict, timezone=' });
+is_deeply(code2($r), [400, 'PGRST122'], 'an empty zone: invalid');
+$r = req(GET => '/rpc/gw_moment', { Prefer => 'timezone=Europe/Paris, timezone=Nowhere, handling=strict' });
+is_deeply([$r->{status}, $r->{json}[0]{zone}, $r->{headers}{'preference-applied'}], [200, 'Europe/Paris', 'handling=strict, timezone=Europe/Paris'],
+  'the first timezone= wins; later ones are not invalid');
+$r = req(POST => '/gw_items', { %auth, Prefer => 'return=representation, timezone=Europe/Paris' }, { id => 60, name => 'tz' });
+is_deeply([$r->{status}, $r->{headers}{'preference-applied'}], [201, 'return=representation, timezone=Europe/Paris'], 'listed on writes too');
+$r = req(DELETE => '/gw_items?id=eq.60', { %auth, Prefer => 'timezone=Europe/Paris' });
+is_deeply([$r->{status}, $r->{headers}{'preference-applied'}], [204, 'timezone=Europe/Paris'], '... and on DELETE');
 
 # --- Preference-Applied per action --------------------------------------------------------
 $r = req(POST => '/gw_items', { %auth, Prefer => 'return=minimal, count=exact, resolution=merge-duplicates, missing=null' }, { id => 51, name => 'pa' });
@@ -90,6 +121,31 @@ $r = req(DELETE => '/gw_items?id=in.(52,53)', { %auth, Prefer => 'handling=stric
 is_deeply([$r->{status}, $r->{content} // '', $r->{headers}{'preference-applied'}], [204, '', 'handling=strict, max-affected=2'],
   'within the limit: done, and listed as applied');
 is(psql("SELECT count(*) FROM api.gw_items WHERE id IN (52, 53)"), 0, '... deleted');
+
+# --- max-affected on RPC ------------------------------------------------------------------
+psql("INSERT INTO api.gw_items VALUES (61, 'a', 0), (62, 'b', 0), (63, 'c', 0)");
+$r = req(POST => '/rpc/gw_items_drop', { %auth, Prefer => 'handling=strict, max-affected=2' }, { above => 60 });
+is_deeply(err($r), [400, 'PGRST124', 'Query result exceeds max-affected preference constraint', 'The query affects 3 rows', undef],
+  'RPC returning more rows than max-affected: 400 PGRST124');
+is(psql("SELECT count(*) FROM api.gw_items WHERE id > 60"), 3, '... rolled back');
+$r = req(POST => '/rpc/gw_items_drop_void', { %auth, Prefer => 'handling=strict, max-affected=10' }, { above => 60 });
+is_deeply(err($r), [400, 'PGRST128', 'Function must return SETOF or TABLE when max-affected preference is used with handling=strict', undef, undef],
+  'a void function: 400 PGRST128');
+is(psql("SELECT count(*) FROM api.gw_items WHERE id > 60"), 3, '... not run');
+$r = req(GET => '/rpc/gw_add?a=1&b=2', { Prefer => 'handling=strict, max-affected=10' });
+is_deeply(code2($r), [400, 'PGRST128'], 'a scalar function too');
+$r = req(GET => '/rpc/gw_project?pid=1', { Prefer => 'handling=strict, max-affected=10' });
+is_deeply(code2($r), [400, 'PGRST128'], 'a function returning one composite too');
+$r = req(GET => '/rpc/gw_add?a=1&b=2', { Prefer => 'max-affected=0' });
+is_deeply([$r->{status}, $r->{content}, $r->{headers}{'preference-applied'}], [200, '3', undef], 'without strict: ignored, not listed');
+$r = req(POST => '/rpc/gw_items_drop_void', { %auth, Prefer => 'handling=lenient, max-affected=0' }, { above => 62 });
+is_deeply([$r->{status}, $r->{headers}{'preference-applied'}], [204, 'handling=lenient'], 'lenient: the void function runs');
+is(psql("SELECT count(*) FROM api.gw_items WHERE id > 60"), 2, '... and deleted');
+$r = req(POST => '/rpc/gw_items_drop', { %auth, Prefer => 'handling=strict, max-affected=2' }, { above => 60 });
+is_deeply([$r->{status}, $r->{json}, $r->{headers}{'preference-applied'}],
+  [200, [{ id => 61, name => 'a', qty => 0 }, { id => 62, name => 'b', qty => 0 }], 'handling=strict, max-affected=2'],
+  'within the limit: the rows, listed as applied');
+is(psql("SELECT count(*) FROM api.gw_items WHERE id > 60"), 0, '... deleted');
 
 # --- defaults of this gateway: no aggregates, commit ------------------------------------------
 $r = req(GET => '/gw_tasks?select=id.sum()');
@@ -164,6 +220,25 @@ is_deeply($r->{json}, [{ name => 'Apollo', gw_tasks => [{ count => 2, max => 2 }
   'aggregates inside a to-many embed');
 $r = req2(GET => '/rpc/gw_tasks_of?pid=1&select=id.max()');
 is($r->{content}, '[{"max":2}]', 'aggregates over a function\'s rows');
+# aggregates and spreads: the spread's columns count as the parent's own
+sub by_sum { [sort { ($a->{sum} // $a->{count}) <=> ($b->{sum} // $b->{count}) || ($a->{name} // '') cmp ($b->{name} // '') } @{ $_[0] || [] }] }
+$r = req2(GET => '/gw_tasks?select=id.sum(),...gw_projects(name)');
+is_deeply(by_sum($r->{json}), [{ sum => 3, name => 'Apollo' }, { sum => 5, name => undef }, { sum => 7, name => 'Gemini' }],
+  'grouped by a spread column');
+$r = req2(GET => '/gw_tasks?select=done,...gw_projects(m:id.max(),n:name.min(),pid:id.sum()::text)&order=done');
+is_deeply($r->{json}, [{ done => JSON::PP::false, m => 2, n => 'Apollo', pid => '3' }, { done => JSON::PP::true, m => 2, n => 'Apollo', pid => '3' }],
+  'aggregates inside a spread, with an alias and a cast after, grouped by the parent\'s column');
+$r = req2(GET => '/gw_tasks?select=...gw_projects(id.count(),name)');
+is_deeply(by_sum($r->{json}), [{ count => 0, name => undef }, { count => 2, name => 'Apollo' }, { count => 2, name => 'Gemini' }],
+  'an aggregate and a grouping column in the same spread');
+$r = req2(GET => '/gw_tasks?select=...gw_projects(count())&project_id=eq.1');
+is($r->{content}, '[{"count":2}]', 'count() in a spread counts the parent\'s rows');
+$r = req2(GET => '/gw_tasks?select=...gw_projects(nope.sum())');
+is_deeply(code2($r), [400, '42703'], 'an aggregate of an unknown spread column: 400 42703');
+$r = req2(GET => '/gw_projects?select=...gw_tasks(id.sum())');
+is_deeply(code2($r), [400, 'PGRST119'], 'a to-many spread is still refused');
+$r = req(GET => '/gw_tasks?select=...gw_projects(id.sum())');
+is_deeply(code2($r), [400, 'PGRST123'], 'aggregates off: refused inside a spread too');
 $r = req2(GET => '/gw_tasks?select=id.median()');
 is_deeply(code2($r), [400, 'PGRST100'], 'an unknown aggregate: 400 PGRST100');
 $r = req2(GET => '/gw_tasks?select=nope.sum()');

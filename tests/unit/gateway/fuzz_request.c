@@ -105,8 +105,7 @@ run_query(const char *qs, size_t n, const char *body, size_t blen, int action)
 	gw_arena_init(&a);
 	gw_query q;
 	gw_parse_error pe;
-	const char *args[] = {"a", NULL};
-	if (gw_query_parse(&a, qs, n, action == GW_ACTION_RPC ? args : NULL, &q, &pe) == 0)
+	if (gw_query_parse(&a, qs, n, &q, &pe) == 0)
 	{
 		static const char *targets[] = {"t", "p", "f", "missing"};
 		gw_request_shape r = {.action = action,

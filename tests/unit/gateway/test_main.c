@@ -1,4 +1,4 @@
-/* Runs the gateway's unit tests (parser, SQL builder, JWT, byte ranges) and prints TAP. */
+/* Runs the gateway's unit tests (parser, SQL builder, JWT, byte ranges, fuzzy hints) and prints TAP. */
 #include "tap.h"
 
 int tap_n, tap_failed;
@@ -8,6 +8,7 @@ void test_sql_build(void);
 void test_jwt(void);
 void test_byte_range(void);
 void test_buf(void);
+void test_fuzzy(void);
 
 int
 main(void)
@@ -17,6 +18,7 @@ main(void)
 	test_jwt();
 	test_byte_range();
 	test_buf();
+	test_fuzzy();
 	printf("1..%d\n", tap_n);
 	if (tap_failed)
 		printf("# %d of %d failed\n", tap_failed, tap_n);

@@ -10,7 +10,7 @@ static gw_arena A;
 static int
 parse(const char *qs, gw_query *q, gw_parse_error *e)
 {
-	return gw_query_parse(&A, qs, strlen(qs), NULL, q, e);
+	return gw_query_parse(&A, qs, strlen(qs), q, e);
 }
 
 static void
@@ -177,10 +177,16 @@ whole(void)
 	ok(parse("on_conflict=id,name&columns=a,b", &q, &e) == 0 && q.non_conflict == 2 &&
 	       q.ncolumns == 2,
 	   "on_conflict and columns");
-	const char *args[] = {"a", "b", NULL};
-	ok(gw_query_parse(&A, "a=1&b=2&c=eq.3", 14, args, &q, &e) == 0 && q.nargs == 2,
+	ok(gw_query_parse(&A, "a=1&b=2&c=eq.3", 14, &q, &e) == 0 && q.nargs == 2,
 	   "rpc arguments split off");
 	ok(gw_query_find_scope(&q, "")->where->nchildren == 1, "the rest are filters");
+	ok(parse("a=eq.1&b.c=1&d=not.x&e=is&f=in&g=fts(english).x&h=eq(any).{1}&i=x.eq.1&j=&k", &q,
+	         &e) != 0,
+	   "a value starting with an operator or a key with a path is a filter (here: a bad one)");
+	ok(parse("a=eq.1&b.c=eq.1&g=fts(english).x&h=eq(any).{1}&i=x.eq.1&j=&k&l=1;drop", &q, &e) == 0 &&
+	       q.nargs == 3 && !strcmp(q.args[0].key, "i") && !strcmp(q.args[1].key, "j") &&
+	       !strcmp(q.args[2].key, "l"),
+	   "any other value is an argument; a key without = is dropped (PostgREST)");
 }
 
 void

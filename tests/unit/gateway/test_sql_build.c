@@ -74,8 +74,7 @@ build(int action, const char *target, const char *qs, const char *body, int reso
 	built *b = calloc(1, sizeof *b);
 	gw_query *q = gw_arena_alloc(&A, sizeof *q);
 	gw_parse_error pe;
-	const char *args[] = {"a", "b", NULL};
-	if (gw_query_parse(&A, qs, strlen(qs), action == GW_ACTION_RPC && !body ? args : NULL, q, &pe))
+	if (gw_query_parse(&A, qs, strlen(qs), q, &pe))
 	{
 		b->rc = -2;
 		return b;
