@@ -11,29 +11,83 @@
 
 #include "jwt.h"
 #include "listener.h"
+#include "query_parse.h"
+
+/* The value of access_token in the query string (RFC 6750 2.3), decoded into
+ * the request's arena; NULL when absent; "" (and *bad set) when malformed. */
+static const char *
+query_token(gw_req *req, int *bad)
+{
+	*bad = 0;
+	for (const char *p = req->query; p && *p;)
+	{
+		const char *end = strchr(p, '&');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		if (n > 13 && !memcmp(p, "access_token=", 13))
+		{
+			char *v = gw_url_decode(&req->arena, p + 13, n - 13, 1);
+			if (!v)
+				*bad = 1;
+			return v ? v : "";
+		}
+		p = end ? end + 1 : NULL;
+	}
+	return NULL;
+}
 
 int
 gw_auth_request(gw_req *req, gw_auth *a, gw_error *e, char *www, size_t wwwlen)
 {
+	return gw_auth_request_ex(req, a, e, www, wwwlen, 0);
+}
+
+int
+gw_auth_request_ex(gw_req *req, gw_auth *a, gw_error *e, char *www, size_t wwwlen,
+                   int allow_query_token)
+{
 	memset(a, 0, sizeof *a);
 	www[0] = '\0';
 	const char *h = gw_req_header(req, "authorization");
-	if (!h || !*h)
+	const char *token = NULL;
+	if (allow_query_token)
+	{
+		int bad;
+		token = query_token(req, &bad);
+		if (token && h && *h)
+		{
+			/* RFC 6750: one way per request */
+			gw_error_set(e, 400, "PGRST301",
+			             "The token is sent both in the Authorization header and as access_token",
+			             NULL, NULL);
+			snprintf(www, wwwlen, "WWW-Authenticate: Bearer error=\"invalid_request\"\r\n");
+			return -1;
+		}
+		if (token && (bad || !*token))
+		{
+			gw_error_set(e, 401, "PGRST301", "Invalid access_token parameter", NULL, NULL);
+			snprintf(www, wwwlen, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
+			return -1;
+		}
+	}
+	if (!token && (!h || !*h))
 	{
 		a->role = GW_ANON_ROLE;
 		a->claims_json = "{}";
 		a->anonymous = 1;
 		return 0;
 	}
-	if (strncasecmp(h, "Bearer ", 7))
+	if (!token)
 	{
-		gw_error_set(e, 401, "PGRST301", "Invalid authorization header", NULL, NULL);
-		snprintf(www, wwwlen, "WWW-Authenticate: Bearer\r\n");
-		return -1;
+		if (strncasecmp(h, "Bearer ", 7))
+		{
+			gw_error_set(e, 401, "PGRST301", "Invalid authorization header", NULL, NULL);
+			snprintf(www, wwwlen, "WWW-Authenticate: Bearer\r\n");
+			return -1;
+		}
+		token = h + 7;
+		while (*token == ' ')
+			token++;
 	}
-	const char *token = h + 7;
-	while (*token == ' ')
-		token++;
 	size_t slen;
 	const unsigned char *secret = gw_jwt_secret(&slen);
 	if (!secret)

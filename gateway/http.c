@@ -290,9 +290,21 @@ finish_request(gw_req *req, int status)
 	req->status = status;
 	gw_metrics_request(status, elapsed);
 	if (gw_cfg.access_log)
+	{
+		/* a token in the query string (access_token) stays out of the log */
+		const char *q = req->query ? req->query : "";
+		char redacted[512];
+		const char *t = strstr(q, "access_token=");
+		if (t && (t == q || t[-1] == '&'))
+		{
+			const char *rest = strchr(t, '&');
+			snprintf(redacted, sizeof redacted, "%.*saccess_token=(redacted)%s",
+			         (int)(t - q > 400 ? 400 : t - q), q, rest ? rest : "");
+			q = redacted;
+		}
 		gw_log("%s %s%s%s %d %.1f ms", req->method_name ? req->method_name : "-",
-		       req->path ? req->path : "-", req->query && *req->query ? "?" : "",
-		       req->query ? req->query : "", status, elapsed * 1000.0);
+		       req->path ? req->path : "-", *q ? "?" : "", q, status, elapsed * 1000.0);
+	}
 	if (c)
 		c->responded = 1;
 }

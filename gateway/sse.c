@@ -273,7 +273,7 @@ gw_sse_handle(gw_req *req, const char *room)
 		abort();
 	gw_error e;
 	char www[256];
-	if (gw_auth_request(req, &s->auth, &e, www, sizeof www))
+	if (gw_auth_request_ex(req, &s->auth, &e, www, sizeof www, 1))
 	{
 		free(s);
 		gw_respond_error(req, &e, www[0] ? www : NULL);

@@ -61,8 +61,8 @@ header_safe(char *dst, size_t n, const char *src)
 /* --- authorization cache -----------------------------------------------------
  * A WebSeed or a video player asks for many ranges of one file in a row; each
  * would cost a transaction. A positive answer of api.files is remembered for
- * PGPOD_FILE_CACHE_MS (default 1000, 0 disables) per (Authorization header, file
- * id), so a revoked permission takes effect within that time. The token itself
+ * PGPOD_FILE_CACHE_MS (default 1000, 0 disables) per (role and claims of the
+ * verified token, file id), so a revoked permission takes effect within that time. The token itself
  * is still verified on every request. */
 #define CACHE_SLOTS 512
 
@@ -78,12 +78,13 @@ typedef struct cache_entry
 static cache_entry cache[CACHE_SLOTS];
 
 static char *
-cache_key(gw_req *req, const char *file_id)
+cache_key(gw_req *req, const gw_auth *auth, const char *file_id)
 {
-	const char *auth = gw_req_header(req, "authorization");
-	size_t n = strlen(auth ? auth : "") + strlen(file_id) + 2;
+	/* who the verified token says the caller is, however it came (header or
+	 * access_token), never the raw header */
+	size_t n = strlen(auth->role) + strlen(auth->claims_json) + strlen(file_id) + 3;
 	char *k = gw_arena_alloc(&req->arena, n);
-	snprintf(k, n, "%s\n%s", auth ? auth : "", file_id);
+	snprintf(k, n, "%s\n%s\n%s", auth->role, auth->claims_json, file_id);
 	return k;
 }
 
@@ -97,11 +98,11 @@ cache_slot(const char *key)
 }
 
 static const cache_entry *
-cache_get(gw_req *req, const char *file_id)
+cache_get(gw_req *req, const gw_auth *auth, const char *file_id)
 {
 	if (gw_cfg.file_cache_ms <= 0)
 		return NULL;
-	char *key = cache_key(req, file_id);
+	char *key = cache_key(req, auth, file_id);
 	cache_entry *e = &cache[cache_slot(key)];
 	if (!e->key || strcmp(e->key, key) || e->expires < ev_now(gw_loop))
 		return NULL;
@@ -109,11 +110,11 @@ cache_get(gw_req *req, const char *file_id)
 }
 
 static void
-cache_put(gw_req *req, const char *file_id, const char *hex, const char *mime, const char *name)
+cache_put(gw_req *req, const gw_auth *auth, const char *file_id, const char *hex, const char *mime, const char *name)
 {
 	if (gw_cfg.file_cache_ms <= 0)
 		return;
-	char *key = cache_key(req, file_id);
+	char *key = cache_key(req, auth, file_id);
 	cache_entry *e = &cache[cache_slot(key)];
 	free(e->key);
 	e->key = strdup(key);
@@ -285,7 +286,7 @@ lookup_done(gw_pg_job *job)
 	header_safe(mime, sizeof mime,
 	            PQgetisnull(r, 0, 2) ? "application/octet-stream" : PQgetvalue(r, 0, 2));
 	header_safe(name, sizeof name, PQgetisnull(r, 0, 3) ? "" : PQgetvalue(r, 0, 3));
-	cache_put(req, d->file_id, hex, mime, name);
+	cache_put(req, &d->auth, d->file_id, hex, mime, name);
 	serve(req, hex, mime, name);
 }
 
@@ -303,12 +304,12 @@ gw_static_handle(gw_req *req, const char *file_id)
 	req->on_done = dl_free;
 	gw_error e;
 	char www[256];
-	if (gw_auth_request(req, &d->auth, &e, www, sizeof www))
+	if (gw_auth_request_ex(req, &d->auth, &e, www, sizeof www, 1))
 	{
 		gw_respond_error(req, &e, www[0] ? www : NULL);
 		return;
 	}
-	const cache_entry *hit = cache_get(req, file_id);
+	const cache_entry *hit = cache_get(req, &d->auth, file_id);
 	if (hit)
 	{
 		serve(req, hit->hex, hit->mime, hit->name);

@@ -114,6 +114,21 @@ is($r->{status}, 401, 'anonymous cannot download it');
 $r = req(GET => "/files/not-a-uuid", {%a});
 is($r->{status}, 400, 'malformed file id: 400');
 
+# A <video src> or a WebSeed sends no Authorization header: the token may come as
+# access_token in the query (RFC 6750 2.3); what is cached is who it says, not the URL.
+$r = req(GET => "/files/$file->{id}?access_token=$tok{a}", { Range => 'bytes=1000-1999' });
+ok($r->{status} == 206 && $r->{content} eq substr($data, 1000, 1000), 'access_token in the query: 206, exact bytes')
+  or diag "$r->{status} $r->{content}";
+$r = req(GET => "/files/$file->{id}");
+is($r->{status}, 401, 'anonymous right after it still cannot download (the cache is per verified caller)');
+$r = req(GET => "/files/$file->{id}?access_token=$tok{b}");
+is($r->{status}, 404, 'access_token of another user: 404 (RLS)');
+$r = req(GET => "/files/$file->{id}?access_token=not.a.jwt");
+is_deeply([$r->{status}, $r->{json}{code}], [401, 'PGRST301'], 'a bad access_token: 401 PGRST301');
+like($r->{headers}{'www-authenticate'} // '', qr/^Bearer error="invalid_token"/, '... with WWW-Authenticate');
+$r = req(GET => "/files/$file->{id}?access_token=$tok{a}", {%a});
+is($r->{status}, 400, 'a token both in the header and in the query: 400');
+
 $r = req(POST => '/upload', { %a, 'Content-Disposition' => 'attachment; filename="again.bin"' }, $data);
 is_deeply([$r->{status}, $r->{json}{sha256}, $r->{json}{filename_visible}], [201, $hex, 'again.bin'],
   'same content again: a new record over the same blob, name from Content-Disposition');

@@ -37,7 +37,8 @@ sub open_stream {
   my (%h) = @_;
   my ($host, $port) = url() =~ m{//([^:/]+):(\d+)};
   my $s = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port) or die "connect: $!";
-  my $head = "GET /rooms/$room/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n";
+  my $q = delete $h{_query};
+  my $head = "GET /rooms/$room/events" . (defined $q ? "?$q" : '') . " HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n";
   $head .= "$_: $h{$_}\r\n" for keys %h;
   print $s "$head\r\n";
   return { sock => $s, buf => '', events => [], status => undef };
@@ -120,6 +121,13 @@ is(scalar @{ $sb->{events} }, 0, '... and no event');
 post_message('members only');
 $total++;
 ok(pump($s1, 10, sub { @{ $_[0]{events} } >= $total }), 'the member gets the next one');
+# a browser's EventSource sends no Authorization header: access_token in the query
+my $sq = open_stream(_query => "access_token=$tok{a}", 'Last-Event-ID' => '0');
+ok(pump($sq, 10, sub { @{ $_[0]{events} } >= $total }), 'a stream authorized by access_token (EventSource) gets the events');
+is_deeply(ids_of($sq), [1 .. $total], '... all of them, in order');
+my $sqb = open_stream(_query => "access_token=$tok{b}");
+pump($sqb, 5, sub { defined $_[0]{status} });
+is($sqb->{status}, 404, "another user's access_token: 404");
 $room = '00000000-0000-0000-0000-000000000000';
 my $ghost = open_stream(%a);
 pump($ghost, 5, sub { defined $_[0]{status} });
