@@ -75,23 +75,15 @@ ambiguous_embed(ctx *c, const char *parent, const char *child, const gw_rel_matc
 			gw_buf_printf(&rel, " and %s", m->fk2->name);
 			cols_list(&rel, m->fk2->from_cols, m->fk2->ncols);
 		}
-		else if (m->to_one)
-		{
-			cardinality = "many-to-one";
-			name = m->fk->name;
-			gw_buf_printf(&rel, "%s using %s", m->fk->name, parent);
-			cols_list(&rel, m->fk->from_cols, m->fk->ncols);
-			gw_buf_printf(&rel, " and %s", child);
-			cols_list(&rel, m->fk->to_cols, m->fk->ncols);
-		}
 		else
 		{
-			cardinality = "one-to-many";
+			/* the parent's columns first: the key's own side when it holds it */
+			cardinality = m->to_one ? "many-to-one" : "one-to-many";
 			name = m->fk->name;
 			gw_buf_printf(&rel, "%s using %s", m->fk->name, parent);
-			cols_list(&rel, m->fk->to_cols, m->fk->ncols);
+			cols_list(&rel, m->to_one ? m->fk->from_cols : m->fk->to_cols, m->fk->ncols);
 			gw_buf_printf(&rel, " and %s", child);
-			cols_list(&rel, m->fk->from_cols, m->fk->ncols);
+			cols_list(&rel, m->to_one ? m->fk->to_cols : m->fk->from_cols, m->fk->ncols);
 		}
 		char embedding[300];
 		snprintf(embedding, sizeof embedding, "%s with %s", parent, child);

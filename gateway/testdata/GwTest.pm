@@ -12,13 +12,16 @@ use MIME::Base64 qw(encode_base64);
 use Time::HiRes qw(time sleep);
 use IO::Socket::INET;
 
-our @EXPORT = qw(req psql fixture token wait_until json url raw_request b64url);
+our @EXPORT = qw(req psql fixture token wait_until json url raw_request b64url code2 err);
 
 my $url = $ENV{PGPOD_URL} or die "PGPOD_URL is not set (run through tests/check)\n";
 my $http = HTTP::Tiny->new(timeout => 30, keep_alive => 1);
 my $json = JSON::PP->new->canonical->allow_nonref;
 
 sub url { $url }
+# [status, code] and [status, code, message, details, hint] of an answer, to compare
+sub code2 { [$_[0]{status}, $_[0]{json}{code}] }
+sub err { my $r = shift; [$r->{status}, $r->{json}{code}, $r->{json}{message}, $r->{json}{details}, $r->{json}{hint}] }
 sub json { $json }
 
 # req(METHOD, PATH, {headers}, BODY) -> {status, headers, content, json}

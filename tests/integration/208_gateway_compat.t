@@ -18,8 +18,6 @@ fixture();
 my $user = token({ role => 'pgpod_user', sub => '11111111-1111-1111-1111-111111111111', exp => time + 600 });
 my %auth = (Authorization => "Bearer $user");
 my ($r);
-sub code2 { [$_[0]{status}, $_[0]{json}{code}] }
-sub err { my $r = shift; [$r->{status}, $r->{json}{code}, $r->{json}{message}, $r->{json}{details}, $r->{json}{hint}] }
 sub names { [map { $_->{name} } @{ ref $_[0]{json} eq 'ARRAY' ? $_[0]{json} : [] }] }
 
 # --- null filtering on embedded resources ----------------------------------------------
