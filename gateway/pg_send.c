@@ -156,9 +156,10 @@ send(int fd, const void *buf, size_t len, int flags)
 		errno = h->err;
 		return -1;
 	}
-	if (h->len - h->off + len > HIGH_WATER)
+	if (h->len - h->off + len > HIGH_WATER || hold(h, buf, len))
 	{
-		/* much to write: what is held goes first, then this one directly */
+		/* much to write (or no memory to hold it): what is held goes first,
+		 * then this one directly, never ahead of held bytes */
 		flush_held(h);
 		if (h->err)
 		{
@@ -172,8 +173,6 @@ send(int fd, const void *buf, size_t len, int flags)
 		}
 		return sendto(fd, buf, len, flags, NULL, 0);
 	}
-	if (hold(h, buf, len))
-		return sendto(fd, buf, len, flags, NULL, 0); /* out of memory: unbuffered */
 	return (ssize_t)len;
 }
 
