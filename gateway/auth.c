@@ -23,7 +23,7 @@ query_token(gw_req *req, int *bad)
 	{
 		const char *end = strchr(p, '&');
 		size_t n = end ? (size_t)(end - p) : strlen(p);
-		if (n > 13 && !memcmp(p, "access_token=", 13))
+		if (n >= 13 && !memcmp(p, "access_token=", 13))
 		{
 			char *v = gw_url_decode(&req->arena, p + 13, n - 13, 1);
 			if (!v)

@@ -126,6 +126,8 @@ is($r->{status}, 404, 'access_token of another user: 404 (RLS)');
 $r = req(GET => "/files/$file->{id}?access_token=not.a.jwt");
 is_deeply([$r->{status}, $r->{json}{code}], [401, 'PGRST301'], 'a bad access_token: 401 PGRST301');
 like($r->{headers}{'www-authenticate'} // '', qr/^Bearer error="invalid_token"/, '... with WWW-Authenticate');
+$r = req(GET => "/files/$file->{id}?access_token=");
+is($r->{status}, 401, 'an empty access_token: 401, not anonymous');
 $r = req(GET => "/files/$file->{id}?access_token=$tok{a}", {%a});
 is($r->{status}, 400, 'a token both in the header and in the query: 400');
 
