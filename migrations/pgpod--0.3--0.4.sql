@@ -115,6 +115,29 @@ BEGIN
                || 'Accept: application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams", application/json;q=0.5'::text;
   END IF;
 END $$;
+-- The end of a fetch job: what each pod answered (NULL: nothing usable) and each
+-- GET's HTTP status (0: no answer; NULL: not known). A verify_key whose key URL
+-- answered a 4xx is dead at once (pod.http_failure_permanent).
+CREATE OR REPLACE FUNCTION pod.fetches_finish(job_id bigint, worker text, urls text[], answers text[], statuses integer[]) RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE k text := (SELECT j.kind FROM pod.jobs j WHERE j.id = job_id);
+BEGIN
+  IF k = 'make_friends' THEN
+    RETURN to_jsonb(pod.make_friends_finish(job_id, worker, urls, answers));
+  ELSIF k = 'verify_key' THEN
+    IF cardinality(answers) IS DISTINCT FROM 1 THEN
+      RAISE EXCEPTION 'a verify_key job has one answer' USING ERRCODE = '22023';
+    END IF;
+    RETURN pod.verify_key_finish(job_id, worker, answers[1], statuses[1]);
+  END IF;
+  RAISE EXCEPTION 'job % is not a fetch job', job_id USING ERRCODE = 'P0002';
+END $$;
+
+CREATE OR REPLACE FUNCTION pod.fetches_finish(job_id bigint, worker text, urls text[], answers text[]) RETURNS jsonb
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
+  RETURN pod.fetches_finish(job_id, worker, urls, answers, NULL);
+GRANT EXECUTE ON FUNCTION pod.fetches_claim(text), pod.fetches_finish(bigint, text, text[], text[]),
+  pod.fetches_finish(bigint, text, text[], text[], integer[]) TO pgpod_worker;
 
 -- signed deliveries (sql/71_httpsig.sql)
 -- Failed deliveries: a refusal that no retry can change (4xx but 408 Request Timeout,
@@ -635,7 +658,7 @@ GRANT EXECUTE ON FUNCTION api.actor() TO pgpod_anon, pgpod_user, pgpod_admin, pg
 -- against it and applied, or refused (a row in pod.inbox_rejections). No answer:
 -- the job fails and is retried; when it dies, pod.inbox_prune refuses what waits.
 -- Returns what happened to each held request.
-CREATE OR REPLACE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text, status integer) RETURNS jsonb
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   job pod.jobs;
@@ -662,8 +685,11 @@ BEGIN
   END;
   key := pod.key_document_key(doc, pod_url, coalesce(job.payload ->> 'key_id', pod_url || '#main-key'));
   IF key IS NULL THEN
+    -- a 4xx at the key's URL (404, 410, ...) will not change: dead at once; anything
+    -- else (no answer, 5xx, a document without the key) is retried
     PERFORM pod.job_fail(ARRAY[job_id], ARRAY['no identity document for ' || pod_url || ' at its URL: '
-                         || coalesce(left(answer, 200), 'no answer')], worker);
+                         || coalesce(left(answer, 200), 'no answer') || coalesce(' (HTTP ' || status || ')', '')], worker,
+                         ARRAY[coalesce(pod.http_failure_permanent(status), false)], NULL);
     RETURN jsonb_build_object('status', 'failed');
   END IF;
 
@@ -695,6 +721,10 @@ BEGIN
   PERFORM pod.job_complete(ARRAY[job_id], worker);
   RETURN jsonb_build_object('status', 'verified', 'applied', results);
 END $$;
+CREATE OR REPLACE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
+  RETURN pod.verify_key_finish(job_id, worker, answer, NULL);
+GRANT EXECUTE ON FUNCTION pod.verify_key_finish(bigint, text, text), pod.verify_key_finish(bigint, text, text, integer) TO pgpod_worker;
 -- POST /rpc/inbox. A refused request gets 400/401/403/413/429 with {"code", "message"}:
 -- by a PTxxx error, or (federation.inbox_reject_mode = "status") by response.status,
 -- logged by pod.inbox_log_refusal (a bounded row, or a counter). Either way it changes

@@ -628,7 +628,7 @@ GRANT EXECUTE ON FUNCTION api.actor() TO pgpod_anon, pgpod_user, pgpod_admin, pg
 -- against it and applied, or refused (a row in pod.inbox_rejections). No answer:
 -- the job fails and is retried; when it dies, pod.inbox_prune refuses what waits.
 -- Returns what happened to each held request.
-CREATE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+CREATE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text, status integer) RETURNS jsonb
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   job pod.jobs;
@@ -655,8 +655,11 @@ BEGIN
   END;
   key := pod.key_document_key(doc, pod_url, coalesce(job.payload ->> 'key_id', pod_url || '#main-key'));
   IF key IS NULL THEN
+    -- a 4xx at the key's URL (404, 410, ...) will not change: dead at once; anything
+    -- else (no answer, 5xx, a document without the key) is retried
     PERFORM pod.job_fail(ARRAY[job_id], ARRAY['no identity document for ' || pod_url || ' at its URL: '
-                         || coalesce(left(answer, 200), 'no answer')], worker);
+                         || coalesce(left(answer, 200), 'no answer') || coalesce(' (HTTP ' || status || ')', '')], worker,
+                         ARRAY[coalesce(pod.http_failure_permanent(status), false)], NULL);
     RETURN jsonb_build_object('status', 'failed');
   END IF;
 
@@ -688,7 +691,10 @@ BEGIN
   PERFORM pod.job_complete(ARRAY[job_id], worker);
   RETURN jsonb_build_object('status', 'verified', 'applied', results);
 END $$;
-GRANT EXECUTE ON FUNCTION pod.verify_key_finish(bigint, text, text) TO pgpod_worker;
+CREATE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
+  RETURN pod.verify_key_finish(job_id, worker, answer, NULL);
+GRANT EXECUTE ON FUNCTION pod.verify_key_finish(bigint, text, text), pod.verify_key_finish(bigint, text, text, integer) TO pgpod_worker;
 
 -- Key rotation. A friend's requests that stop verifying (a row 'signature does not
 -- verify' in pod.inbox_rejections since its key was last fetched) have its key

@@ -7,7 +7,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(89);
+SELECT plan(93);
 
 DELETE FROM pod.jobs;
 DELETE FROM pod.friends;
@@ -138,6 +138,21 @@ SELECT is(pod.fetches_finish(v.job_id, 'fed', ARRAY[v.pod_url], ARRAY[jsonb_buil
             'publicKey', jsonb_build_object('id', s.url || '/actor#main-key', 'owner', s.url || '/actor', 'publicKeyPem', s.public_key))::text])
             #>> '{applied,0,status}', 'befriended', 'its actor document''s key verifies the held request: befriended')
   FROM vk v, stranger s;
+
+-- A key URL that answers 404 will not answer otherwise: the fetch is dead at once;
+-- a 503 is retried.
+CREATE TEMP TABLE gone AS SELECT 'http://127.0.0.1:57996'::text AS url, k.* FROM pod.rsa_generate_keypair(2048) k;
+SELECT count(pg_temp.post(b, pg_temp.signed(g.url || '/actor#main-key', g.private_key, b)))
+  FROM gone g, pg_temp.act('friend.request', NULL, g.url) b;
+CREATE TEMP TABLE vk404 AS SELECT * FROM pod.fetches_claim('fed');
+SELECT is(pod.fetches_finish(v.job_id, 'fed', ARRAY[v.pod_url], ARRAY[NULL], ARRAY[503]) ->> 'status', 'failed', 'a 503 at the key URL fails the fetch')
+  FROM vk404 v;
+SELECT is((SELECT state::text FROM pod.jobs WHERE id = (SELECT job_id FROM vk404)), 'waiting', 'and it is retried');
+UPDATE pod.jobs SET run_at = now() WHERE id = (SELECT job_id FROM vk404);
+SELECT is(pod.fetches_finish(v.job_id, 'fed', ARRAY[v.pod_url], ARRAY[NULL], ARRAY[404]) ->> 'status', 'failed', 'a 404 fails it')
+  FROM pod.fetches_claim('fed') v;
+SELECT is((SELECT state::text || ' ' || attempts || ' ' || left(last_error, 11) FROM pod.jobs WHERE id = (SELECT job_id FROM vk404)),
+  'dead 2 permanent: ', 'for good, at once (not after 6 attempts)');
 
 -- 7. Anonymous work and storage are bounded ----------------------------------------------
 DELETE FROM pod.inbox_rejection_counts;

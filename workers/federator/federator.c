@@ -77,6 +77,7 @@ struct fetch_job
 	int pending;
 	char **urls;
 	char **answers;
+	long *statuses; /* each GET's HTTP status; 0: no answer (transport error) */
 };
 
 /* Outcomes waiting to be reported: done ids, failed ids with their errors, released ids. */
@@ -468,6 +469,7 @@ fetch_finished(federator *fed, transfer *t, long status, CURLcode rc)
 
 	while (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')
 		body++;
+	job->statuses[t->fetch_index] = rc == CURLE_OK ? status : 0;
 	if (rc == CURLE_OK && status / 100 == 2 && *body != '\0')
 		job->answers[t->fetch_index] = xstrdup(body);
 	else
@@ -631,7 +633,7 @@ static const char *const RECLAIM_SQL = "SELECT pod.job_reclaim($1)";
 static const char *const CLAIM_FETCH_SQL =
     "SELECT job_id, kind, pod_url, url, array_to_string(headers, E'\\n') FROM pod.fetches_claim($1)";
 static const char *const FINISH_FETCH_SQL =
-    "SELECT pod.fetches_finish($1::bigint, $2, $3::text[], $4::text[])";
+    "SELECT pod.fetches_finish($1::bigint, $2, $3::text[], $4::text[], $5::integer[])";
 /* Pruning, and fetching again the keys of friends whose requests stopped verifying. */
 static const char *const PRUNE_SQL = "SELECT pod.jobs_prune(), pod.inbox_prune(), pod.friend_keys_refresh()";
 
@@ -828,6 +830,7 @@ claim_fetch_done(wk_db *db, PGresult *res, void *arg)
 	job->count = job->pending = rows;
 	job->urls = xcalloc((size_t)rows, sizeof(char *));
 	job->answers = xcalloc((size_t)rows, sizeof(char *));
+	job->statuses = xcalloc((size_t)rows, sizeof(long));
 	fed->fetch_running = job;
 	wk_log(WK_INFO, "%s job %lld: asking %d pods", job->kind, job->job_id, rows);
 	for (int i = 0; i < rows; i++)
@@ -851,6 +854,7 @@ fetch_job_free(fetch_job *job)
 	}
 	free(job->urls);
 	free(job->answers);
+	free(job->statuses);
 	free(job);
 }
 
@@ -880,29 +884,37 @@ static bool
 send_finish_fetch(federator *fed, wk_db *db)
 {
 	fetch_job *job = fed->fetch_done;
-	wk_buf urls = {0}, answers = {0};
+	wk_buf urls = {0}, answers = {0}, statuses = {0};
 	char id[32];
-	const char *params[4];
+	const char *params[5];
 	bool sent;
 
 	snprintf(id, sizeof(id), "%lld", job->job_id);
 	wk_array_begin(&urls);
 	wk_array_begin(&answers);
+	wk_array_begin(&statuses);
 	for (int i = 0; i < job->count; i++)
 	{
+		char num[32];
+
 		wk_array_add(&urls, job->urls[i]);
 		wk_array_add(&answers, job->answers[i]);
+		snprintf(num, sizeof(num), "%ld", job->statuses[i]);
+		wk_array_add(&statuses, num);
 	}
 	wk_array_end(&urls);
 	wk_array_end(&answers);
+	wk_array_end(&statuses);
 	params[0] = id;
 	params[1] = fed->worker_id;
 	params[2] = urls.data;
 	params[3] = answers.data;
-	sent = wk_db_query(db, FINISH_FETCH_SQL, 4, params, finish_fetch_done, fed);
+	params[4] = statuses.data;
+	sent = wk_db_query(db, FINISH_FETCH_SQL, 5, params, finish_fetch_done, fed);
 	fed->finishing = sent;
 	wk_buf_free(&urls);
 	wk_buf_free(&answers);
+	wk_buf_free(&statuses);
 	return sent;
 }
 
