@@ -38,12 +38,13 @@ BEGIN
   RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = reason;
 END $$;
 
--- Applies a friend's video from its activity object when it is newer, by the origin's
--- (version, updated_at), than the video held and than any removal of it
--- (pod.federated_apply): deliveries retried out of order end at the origin's last
--- state, and a late video.updated never brings back a removed video. Returns
+-- Applies a friend's video.published/updated (remove false) or video.removed (remove
+-- true) when it is newer, by the origin's (version, updated_at), than the video held
+-- and than any removal of it (pod.federated_apply): deliveries retried out of order
+-- end at the origin's last state, a late update never brings back a removed video, a
+-- late removal never removes a newer one (a removal is kept as a tombstone). Returns
 -- 'applied' or 'stale' (acknowledged, nothing changed).
-CREATE FUNCTION pod.inbox_video_upsert(sender text, video jsonb) RETURNS text
+CREATE FUNCTION pod.inbox_video_apply(sender text, video jsonb, remove boolean DEFAULT false) RETURNS text
   LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
 DECLARE
   id uuid;
@@ -58,16 +59,25 @@ BEGIN
   EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
     PERFORM pod.inbox_reject('PT400', 'video uuid, version or updated_at is malformed');
   END;
-  IF id IS NULL OR coalesce(video ->> 'name', '') = '' THEN
-    PERFORM pod.inbox_reject('PT400', 'video needs a uuid and a name');
+  IF id IS NULL OR NOT remove AND coalesce(video ->> 'name', '') = '' THEN
+    PERFORM pod.inbox_reject('PT400', CASE WHEN remove THEN 'video.removed needs the video''s uuid'
+                                           ELSE 'video needs a uuid and a name' END);
   END IF;
   PERFORM pod.federated_lock('video', id::text);
   SELECT * INTO held FROM pod.videos v WHERE v.uuid = id;
   IF FOUND AND held.origin IS DISTINCT FROM sender THEN
     PERFORM pod.inbox_reject('PT403', 'video ' || id || ' belongs to another pod');
   END IF;
-  IF NOT pod.federated_apply('video', id::text, sender, version, at, held.version, held.updated_at) THEN
+  -- A removal without a version or time (an older pod) removes whatever is held.
+  IF remove AND version IS NULL AND at IS NULL THEN
+    version := coalesce(held.version, 0) + 1;
+  END IF;
+  IF NOT pod.federated_apply('video', id::text, sender, version, at, held.version, held.updated_at, remove) THEN
     RETURN 'stale';
+  END IF;
+  IF remove THEN
+    DELETE FROM pod.videos v WHERE v.uuid = id AND v.origin = sender;
+    RETURN 'applied';
   END IF;
   BEGIN
     INSERT INTO pod.videos AS v (uuid, channel_id, name, description, origin, author, magnet, thumbnail,
@@ -86,43 +96,6 @@ BEGIN
               OR datetime_field_overflow OR numeric_value_out_of_range THEN
     PERFORM pod.inbox_reject('PT400', 'video is malformed: ' || SQLERRM);
   END;
-  RETURN 'applied';
-END $$;
-
--- Removes a friend's video on its video.removed, unless what is held is newer than the
--- removal; the removal's tombstone keeps an older update delivered late from bringing
--- it back. Returns 'applied' or 'stale'.
-CREATE FUNCTION pod.inbox_video_remove(sender text, video jsonb) RETURNS text
-  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
-DECLARE
-  id uuid;
-  held pod.videos;
-  version bigint;
-  at timestamptz;
-BEGIN
-  BEGIN
-    id := (video ->> 'uuid')::uuid;
-    version := (video ->> 'version')::bigint;
-    at := pod.federated_time(video ->> 'updated_at');
-  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
-    PERFORM pod.inbox_reject('PT400', 'video uuid, version or updated_at is malformed');
-  END;
-  IF id IS NULL THEN
-    PERFORM pod.inbox_reject('PT400', 'video.removed needs the video''s uuid');
-  END IF;
-  PERFORM pod.federated_lock('video', id::text);
-  SELECT * INTO held FROM pod.videos v WHERE v.uuid = id;
-  IF FOUND AND held.origin IS DISTINCT FROM sender THEN
-    PERFORM pod.inbox_reject('PT403', 'video ' || id || ' belongs to another pod');
-  END IF;
-  -- A removal without a version or time (an older pod) removes whatever is held.
-  IF version IS NULL AND at IS NULL THEN
-    version := coalesce(held.version, 0) + 1;
-  END IF;
-  IF NOT pod.federated_apply('video', id::text, sender, version, at, held.version, held.updated_at, true) THEN
-    RETURN 'stale';
-  END IF;
-  DELETE FROM pod.videos v WHERE v.uuid = id AND v.origin = sender;
   RETURN 'applied';
 END $$;
 
@@ -172,7 +145,7 @@ BEGIN
     END IF;
     FOR v IN SELECT jsonb_array_elements(CASE WHEN jsonb_typeof(activity -> 'videos') = 'array'
                                               THEN activity -> 'videos' ELSE '[]' END) LOOP
-      PERFORM pod.inbox_video_upsert(sender, v);
+      PERFORM pod.inbox_video_apply(sender, v);
     END LOOP;
     RETURN jsonb_build_object('status', 'accepted');
   WHEN 'friend.remove' THEN
@@ -181,9 +154,9 @@ BEGIN
     DELETE FROM pod.jobs WHERE kind = 'deliver' AND target = sender AND state = 'waiting';
     RETURN jsonb_build_object('status', 'removed');
   WHEN 'video.published', 'video.updated' THEN
-    RETURN jsonb_build_object('status', pod.inbox_video_upsert(sender, activity -> 'object'));
+    RETURN jsonb_build_object('status', pod.inbox_video_apply(sender, activity -> 'object'));
   WHEN 'video.removed' THEN
-    RETURN jsonb_build_object('status', pod.inbox_video_remove(sender, activity -> 'object'));
+    RETURN jsonb_build_object('status', pod.inbox_video_apply(sender, activity -> 'object', true));
   ELSE
     PERFORM pod.inbox_reject('PT400', 'unknown activity type ' || coalesce(quote_literal(kind), 'NULL'));
   END CASE;
