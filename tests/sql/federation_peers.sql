@@ -7,7 +7,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(93);
+SELECT plan(96);
 
 DELETE FROM pod.jobs;
 DELETE FROM pod.friends;
@@ -245,6 +245,10 @@ SELECT is(pod.federated_newer(2, '2026-01-01', 1, '2026-06-01'), true, 'a higher
 SELECT is(pod.federated_newer(NULL, '2026-01-02', NULL, '2026-01-01'), true, 'without versions, the origin''s later time wins');
 SELECT is(pod.federated_newer(1, '2026-01-01', 1, '2026-01-01'), false, 'the same state is not newer');
 SELECT is(pod.federated_newer(1, '2026-01-01', NULL, NULL), true, 'anything is newer than nothing');
+SELECT is(pod.federated_newer(NULL, '2026-01-01', 0, '2026-01-01'), true,
+  'a sender without versions (before 0.4: its updated_at never moved) still updates at the same time');
+SELECT is(pod.federated_newer(NULL, '2026-01-01', 2, '2025-01-01'), false, 'but never over a versioned state');
+SELECT is(pod.federated_newer(NULL, '2026-01-01', 1, NULL), false, 'nor over the tombstone of its own versionless removal');
 
 -- 8. Permanent and transient failures ----------------------------------------------------
 DELETE FROM pod.jobs;
