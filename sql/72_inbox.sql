@@ -631,7 +631,8 @@ BEGIN
     -- a 4xx at the key's URL (404, 410, ...) will not change: dead at once; anything
     -- else (no answer, 5xx, a document without the key) is retried
     PERFORM pod.job_fail(ARRAY[job_id], ARRAY['no identity document for ' || pod_url || ' at its URL: '
-                         || coalesce(left(answer, 200), 'no answer') || coalesce(' (HTTP ' || status || ')', '')], worker,
+                         || coalesce(left(answer, 200), 'no answer')
+                         || CASE WHEN status < 0 THEN ' (refused: a private address)' ELSE coalesce(' (HTTP ' || status || ')', '') END], worker,
                          ARRAY[coalesce(pod.http_failure_permanent(status), false)], NULL);
     RETURN jsonb_build_object('status', 'failed');
   END IF;

@@ -253,9 +253,9 @@ SELECT is(pod.federated_newer(NULL, '2026-01-01', 1, NULL), false, 'nor over the
 -- 8. Permanent and transient failures ----------------------------------------------------
 DELETE FROM pod.jobs;
 UPDATE pod.friends SET score = 100, state = 'active' WHERE url = 'http://127.0.0.1:57999';
-SELECT is(array_agg(pod.http_failure_permanent(s) ORDER BY s), ARRAY[false, true, true, true, true, false, true, true, false, false, false, false],
-  'permanent: 400 401 403 404 410 422 (4xx); transient: 0 (no answer) 408 429 5xx')
-  FROM unnest(ARRAY[400, 401, 403, 404, 410, 408, 429, 422, 500, 502, 503, 0]) s;
+SELECT is(array_agg(pod.http_failure_permanent(s) ORDER BY s), ARRAY[true, false, true, true, true, true, false, true, true, false, false, false, false],
+  'permanent: 400 401 403 404 410 422 (4xx), -1 (refused before sending); transient: 0 (no answer) 408 429 5xx')
+  FROM unnest(ARRAY[400, 401, 403, 404, 410, 408, 429, 422, 500, 502, 503, 0, -1]) s;
 SELECT pod.deliver(ARRAY['http://127.0.0.1:57999'], 'video.removed', '{"object": {"uuid": "00000000-0000-0000-0000-000000000001"}}') FROM generate_series(1, 4);
 CREATE TEMP TABLE c AS SELECT job_id FROM pod.deliveries_claim('fed', 4);
 SELECT is(pod.deliveries_fail(ARRAY(SELECT job_id FROM c ORDER BY job_id), ARRAY['HTTP 404', 'HTTP 410', 'HTTP 503', 'Failed to connect'], 'fed',

@@ -50,6 +50,7 @@ typedef struct transfer
 	friend *friend;
 	fetch_job *fetch; /* set for a fetch job's GET */
 	int fetch_index;
+	bool refused; /* the socket opener refused its address (private, not allowed) */
 	char *url;
 	char *body;
 	struct curl_slist *headers;
@@ -77,7 +78,7 @@ struct fetch_job
 	int pending;
 	char **urls;
 	char **answers;
-	long *statuses; /* each GET's HTTP status; 0: no answer (transport error) */
+	long *statuses; /* each GET's HTTP status; 0: no answer; -1: refused here */
 };
 
 /* Outcomes waiting to be reported: done ids, failed ids with their errors, released ids. */
@@ -87,7 +88,7 @@ typedef struct outcomes
 	size_t ndone, cap_done;
 	long long *failed;
 	char **errors;
-	long *statuses;    /* HTTP status of each failure; 0: no answer (transport error) */
+	long *statuses;    /* HTTP status of each failure; 0: no answer; -1: refused here */
 	long *retry_after; /* its Retry-After in seconds; -1: none */
 	size_t nfailed, cap_failed;
 	long long *released;
@@ -366,13 +367,14 @@ address_private(const struct sockaddr *sa)
 static curl_socket_t
 open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 {
-	federator *fed = clientp;
+	transfer *t = clientp;
 
 	(void)purpose;
-	if (!fed->allow_private && address_private(&addr->addr))
+	if (!t->fed->allow_private && address_private(&addr->addr))
 	{
-		wk_log(WK_WARN, "refusing to connect to a loopback/link-local/private address "
-		                "(PGPOD_FEDERATOR_ALLOW_PRIVATE=1 allows it)");
+		wk_log(WK_WARN, "%s: refusing to connect to a loopback/link-local/private address "
+		                "(PGPOD_FEDERATOR_ALLOW_PRIVATE=1 allows it)", t->url);
+		t->refused = true;
 		return CURL_SOCKET_BAD;
 	}
 	return socket(addr->family, addr->socktype, addr->protocol);
@@ -401,7 +403,7 @@ transfer_start(federator *fed, transfer *t)
 	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "pgpod-federator/0.1");
 	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
-	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, fed);
+	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, t);
 	curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L); /* a redirect is an answer, not a hop */
 	if (t->body)
 	{
@@ -469,7 +471,7 @@ fetch_finished(federator *fed, transfer *t, long status, CURLcode rc)
 
 	while (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')
 		body++;
-	job->statuses[t->fetch_index] = rc == CURLE_OK ? status : 0;
+	job->statuses[t->fetch_index] = t->refused ? -1 : rc == CURLE_OK ? status : 0;
 	if (rc == CURLE_OK && status / 100 == 2 && *body != '\0')
 		job->answers[t->fetch_index] = xstrdup(body);
 	else
@@ -517,14 +519,18 @@ check_multi_info(federator *fed)
 				retry_after = -1;
 			if (retry_after == 0 && msg->data.result == CURLE_OK)
 				retry_after = -1; /* curl's 0: no Retry-After (or "now") */
-			if (msg->data.result != CURLE_OK)
+			if (t->refused)
+				wk_buf_printf(&err, "refused: a loopback/link-local/private address "
+				                    "(PGPOD_FEDERATOR_ALLOW_PRIVATE)");
+			else if (msg->data.result != CURLE_OK)
 				wk_buf_printf(&err, "%s", curl_easy_strerror(msg->data.result));
 			else
 				wk_buf_printf(&err, "HTTP %ld: %.300s", status,
 				              t->response.data ? t->response.data : "");
 			wk_log(WK_INFO, "delivery %lld to %s failed: %s", t->job_id, t->url, err.data);
 			outcome_failed(&fed->out, t->job_id, err.data,
-			               msg->data.result == CURLE_OK ? status : 0, (long)retry_after);
+			               t->refused ? -1 : msg->data.result == CURLE_OK ? status : 0,
+			               (long)retry_after);
 			wk_buf_free(&err);
 			fed->failed_count++;
 		}
