@@ -14,7 +14,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-plan 7
+plan 8
 
 # A background job of a script ignores SIGINT; perl restores the default so make and
 # scripts/pgpod see Ctrl-C as a terminal would deliver it.
@@ -36,6 +36,7 @@ ok $? "a federator killed with SIGKILL under make run is restarted by its superv
 status=$(make -s -C "$top" status | grep '^federator:')
 [[ $status == *"supervised by $sup"*"restarts 1"* ]]
 ok $? "make status says so: $status"
+session=$pid
 kill -INT -- "-$pid"
 gone() { ! kill -0 "$pid" 2>/dev/null; }
 wait_for 60 gone
@@ -44,4 +45,5 @@ pid=
 is "$(pgrep -f -- "$dir/" | tr '\n' ' ')" "" "nothing of it is left running"
 dead() { [[ ! -e /proc/$1 || $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]]; }   # a zombie is gone too
 dead "$sup"; ok $? "its supervisors are gone too"
+is "$(pgrep -s "$session" | tr '\n' ' ')" "" "nothing of its session either (the sleeper make run waited on)"
 done_testing
