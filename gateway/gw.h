@@ -108,6 +108,9 @@ int gw_http_active(void);
 void gw_route_head(gw_req *req);
 void gw_route(gw_req *req);
 
+/* The request's path and query for a log line, secrets replaced by (redacted). */
+void gw_log_redacted_target(gw_buf *out, const char *path, const char *query);
+
 double gw_now(void);
 void gw_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
