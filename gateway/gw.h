@@ -99,6 +99,8 @@ int gw_req_alive(const gw_req *req);
 /* reuseport 0 binds exclusively: the supervisor's probe fails when another
  * gateway already serves the port, instead of silently sharing it. */
 int gw_http_listen(const char *host, int port, int reuseport, char *err, size_t errlen);
+void gw_http_init(void);
+/* Accepts on fd from now on (once the worker is ready: main.c). */
 void gw_http_start(int fd);
 void gw_http_drain(void);
 int gw_http_active(void);

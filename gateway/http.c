@@ -1180,7 +1180,7 @@ gw_http_listen(const char *host, int port, int reuseport, char *err, size_t errl
 }
 
 void
-gw_http_start(int fd)
+gw_http_init(void)
 {
 	http_parser_settings_init(&parser_settings);
 	parser_settings.on_message_begin = on_message_begin;
@@ -1190,12 +1190,17 @@ gw_http_start(int fd)
 	parser_settings.on_headers_complete = on_headers_complete;
 	parser_settings.on_body = on_body;
 	parser_settings.on_message_complete = on_message_complete;
-	listen_fd = fd;
 	ev_check_init(&reaper, reap);
 	ev_check_start(gw_loop, &reaper);
+	ev_init(&accept_pause, on_accept_pause);
+}
+
+void
+gw_http_start(int fd)
+{
+	listen_fd = fd;
 	ev_io_init(&listen_io, on_accept, fd, EV_READ);
 	ev_io_start(gw_loop, &listen_io);
-	ev_init(&accept_pause, on_accept_pause);
 }
 
 /* Stops accepting and closes idle connections; busy ones close after answering. */

@@ -24,6 +24,7 @@ typedef struct gauges
 	int64_t pool_size, pool_busy, pool_waiting;
 	int64_t sse;
 	int64_t db_up;
+	int64_t ready; /* serving: schema cache, JWT secret and a pool connection */
 } gauges;
 
 typedef struct shared
@@ -113,6 +114,24 @@ void
 gw_metrics_stale_retry(void)
 {
 	ADD(stale_retries, 1);
+}
+
+void
+gw_metrics_ready(int ready)
+{
+	if (m)
+		__atomic_store_n(&m->worker[gw_worker_id % MAX_WORKERS].ready, ready ? 1 : 0,
+		                 __ATOMIC_RELAXED);
+}
+
+int
+gw_metrics_others_ready(void)
+{
+	int n = 0;
+	for (int i = 0; m && i < MAX_WORKERS; i++)
+		if (i != gw_worker_id % MAX_WORKERS && __atomic_load_n(&m->worker[i].ready, __ATOMIC_RELAXED))
+			n++;
+	return n;
 }
 
 void
