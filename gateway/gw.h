@@ -92,6 +92,8 @@ void gw_respond_file(gw_req *req, int status, const char *content_type, const ch
 void gw_stream_start(gw_req *req, int status, const char *content_type, const char *extra_headers);
 void gw_stream_write(gw_req *req, const char *data, size_t len);
 int gw_stream_backlog(const gw_req *req);
+/* Ends a stream once what is queued is written (the connection closes). */
+void gw_stream_end(gw_req *req);
 /* The request was answered elsewhere and nothing more will come. */
 int gw_req_alive(const gw_req *req);
 

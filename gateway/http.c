@@ -506,6 +506,16 @@ gw_stream_write(gw_req *req, const char *data, size_t len)
 	conn_flush(c, 0);
 }
 
+void
+gw_stream_end(gw_req *req)
+{
+	gw_conn *c = req->conn;
+	if (!c || c->dead || c->state != CS_STREAM)
+		return;
+	c->close_after = 1;
+	conn_flush(c, 0); /* closes from the loop once written, never inside the caller */
+}
+
 int
 gw_stream_backlog(const gw_req *req)
 {
@@ -517,6 +527,11 @@ gw_stream_backlog(const gw_req *req)
 static void
 response_done(gw_conn *c)
 {
+	if (c->state == CS_STREAM && c->close_after)
+	{
+		conn_close(c); /* gw_stream_end */
+		return;
+	}
 	if (c->state == CS_STREAM || !c->responded)
 		return;
 	if (!c->keep_alive || c->close_after || !c->message_complete)
