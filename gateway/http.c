@@ -605,6 +605,8 @@ conn_flush(gw_conn *c, int from_loop)
 	else
 	{
 		ev_io_stop(gw_loop, &c->wio);
+		if (c->state == CS_STREAM && !c->close_after)
+			return; /* a stream's write finishes nothing (one loop callback per event saved) */
 		/* finishing may free the request: never inside a handler's call */
 		if (from_loop)
 			response_done(c);

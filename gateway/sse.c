@@ -16,7 +16,9 @@ static const gw_hub_kind rooms = {
     .name = "room",
     /* a room the caller cannot see (RLS on api.rooms) is a 404, not a silent stream */
     .authorize_sql = "SELECT EXISTS (SELECT 1 FROM api.rooms WHERE id = $1::uuid),"
-                     " (SELECT coalesce(max(seq), 0) FROM api.room_events WHERE room_id = $1::uuid)",
+                     /* the table, not the view: max(seq) is one backward step of its
+                      * primary key, where the view would join every message */
+                     " (SELECT coalesce(max(seq), 0) FROM pod.room_events WHERE room_id = $1::uuid)",
     .history_sql = "SELECT seq, kind, message::text FROM api.room_events WHERE room_id = $1::uuid"
                    " AND seq > $2::bigint AND seq <= $3::bigint ORDER BY seq LIMIT 500",
     .feed_sql = "SELECT seq, kind, message FROM pod.room_events_feed($1::uuid, $2::bigint, 500)",
