@@ -211,4 +211,9 @@ gw_metrics_render(gw_buf *o)
 	              "TYPE pgpod_db_listeners_up gauge\n"
 	              "pgpod_db_listeners_up %lld\n",
 	              total(offsetof(gauges, db_up)));
+	gw_buf_printf(o,
+	              "# HELP pgpod_workers_ready Workers ready to serve (schema cache, JWT secret, "
+	              "a pool connection).\n# TYPE pgpod_workers_ready gauge\n"
+	              "pgpod_workers_ready %lld\n",
+	              total(offsetof(gauges, ready)));
 }
