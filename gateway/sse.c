@@ -54,18 +54,28 @@ gw_sse_handle(gw_req *req, const char *room)
 	gw_hub_subscribe(req, &rooms, room);
 }
 
+/* Splits "<room>:<rest>" into room (NUL-terminated); rest is NULL without a colon. */
+static int
+split_payload(const char *payload, char room[40], const char **rest)
+{
+	const char *colon = strchr(payload, ':');
+	size_t n = colon ? (size_t)(colon - payload) : strlen(payload);
+	if (n >= 40)
+		return -1;
+	memcpy(room, payload, n);
+	room[n] = '\0';
+	*rest = colon ? colon + 1 : NULL;
+	return 0;
+}
+
 /* "<room>:<seq>" */
 void
 gw_sse_notify(const char *payload)
 {
 	char room[40];
-	const char *colon = strchr(payload, ':');
-	size_t n = colon ? (size_t)(colon - payload) : strlen(payload);
-	if (n >= sizeof room)
-		return;
-	memcpy(room, payload, n);
-	room[n] = '\0';
-	gw_hub_notify(&rooms, room, colon ? strtoll(colon + 1, NULL, 10) : -1);
+	const char *seq;
+	if (!split_payload(payload, room, &seq))
+		gw_hub_notify(&rooms, room, seq ? strtoll(seq, NULL, 10) : -1);
 }
 
 /* "<room>:<user>" (user empty: everyone in the room) */
@@ -73,13 +83,9 @@ void
 gw_sse_members(const char *payload)
 {
 	char room[40];
-	const char *colon = strchr(payload, ':');
-	size_t n = colon ? (size_t)(colon - payload) : strlen(payload);
-	if (n >= sizeof room)
-		return;
-	memcpy(room, payload, n);
-	room[n] = '\0';
-	gw_hub_reauthorize(&rooms, room, colon ? colon + 1 : NULL);
+	const char *user;
+	if (!split_payload(payload, room, &user))
+		gw_hub_reauthorize(&rooms, room, user);
 }
 
 void

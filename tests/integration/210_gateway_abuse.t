@@ -178,6 +178,31 @@ sub waiting_registrations {
   ok($r->{status} == 401 || $r->{status} == 404, 'forward_file anonymously: 401/404, not 500') or diag $r->{content};
 }
 
+# every API function, called by anonymous and by a user with made-up arguments
+# (unknown ids, wrong types, nothing), answers with a JSON error below 500
+{
+  my $email = "gw-abuse-sweep-$tag\@example.org";
+  req(POST => '/rpc/register', {}, { email => $email, password => 'correct horse battery' });
+  my $sweeper = req(POST => '/rpc/login', {}, { email => $email, password => 'correct horse battery' })->{json}{token};
+  my @funcs = split /\n/, psql("SELECT p.proname || ':' || coalesce(array_to_string(p.proargnames, ','), '')
+    FROM pg_proc p WHERE p.pronamespace = 'api'::regnamespace AND p.proname NOT LIKE 'gw\\_%' ORDER BY 1");
+  my @fives;
+  for my $f (@funcs) {
+    my ($name, $args) = split /:/, $f, 2;
+    my @args = grep { length } split /,/, $args // '';
+    for my $body ({}, { map { ($_ => '00000000-0000-0000-0000-000000000000') } @args }, { map { ($_ => 'x') } @args },
+                  { map { ($_ => 12345) } @args }) {
+      for my $who ({}, { Authorization => "Bearer $sweeper" }) {
+        next if $name eq 'logout' && %$who;   # it would end the sweeper's session
+        my $r = req(POST => "/rpc/$name", $who, $body);
+        push @fives, "$name " . json()->encode($body) . " -> $r->{status} $r->{content}" if $r->{status} >= 500 || ($r->{status} >= 400 && ref $r->{json} ne "HASH");
+      }
+    }
+  }
+  ok(@funcs >= 5, scalar(@funcs) . ' API functions swept');
+  is_deeply(\@fives, [], 'no API function answers 500 (or a non-JSON error) to made-up arguments') or diag join "\n", @fives;
+}
+
 # --- 6. filenames: NUL, control characters, separators, length -----------------
 {
   my $before_files = psql("SELECT count(*) FROM pod.files");
