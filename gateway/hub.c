@@ -41,7 +41,8 @@ typedef struct sub
 	char user[64]; /* the token's sub claim, "" without one */
 	enum sub_state state;
 	long long last_seq;
-	int have_start; /* last_seq given (Last-Event-ID) */
+	long long catchup_to; /* the upper bound of the history read in flight */
+	int have_start;       /* last_seq given (Last-Event-ID) */
 	int started;    /* the stream's head is sent */
 	int busy;       /* a job of this subscriber is in flight */
 	int recheck;    /* its rights changed while a job was in flight */
@@ -316,13 +317,14 @@ catchup_done(gw_pg_job *job)
 	gw_buf_free(&out);
 	if (s->gone)
 		return;
-	if (n == GW_HUB_BATCH && s->last_seq < s->t->last_seq)
+	if (n == GW_HUB_BATCH && s->last_seq < s->catchup_to)
 		sub_catchup(s);
 	else
 	{
-		/* what the history did not show (it cannot, for an authorised reader) is skipped */
-		if (s->last_seq < s->t->last_seq && n < GW_HUB_BATCH)
-			s->last_seq = s->t->last_seq;
+		/* what the history did not show up to its bound (it cannot, for an
+		 * authorised reader) is skipped; what the topic read since is not */
+		if (s->last_seq < s->catchup_to)
+			s->last_seq = s->catchup_to;
 		sub_settle(s);
 	}
 }
@@ -335,7 +337,8 @@ sub_catchup(sub *s)
 	gw_params_init(&s->qp);
 	char a[32], b[32];
 	snprintf(a, sizeof a, "%lld", s->last_seq);
-	snprintf(b, sizeof b, "%lld", s->t->last_seq);
+	s->catchup_to = s->t->last_seq;
+	snprintf(b, sizeof b, "%lld", s->catchup_to);
 	gw_params_add(&s->qp, s->t->key);
 	gw_params_add(&s->qp, a);
 	gw_params_add(&s->qp, b);

@@ -32,10 +32,11 @@ for my $who (qw(b c)) {
 }
 
 sub open_stream {
-  my ($token) = @_;
+  my ($token, $last) = @_;
   my ($host, $port) = url() =~ m{//([^:/]+):(\d+)};
   my $s = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port) or die "connect: $!";
-  print $s "GET /rooms/$room/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer $token\r\n\r\n";
+  print $s "GET /rooms/$room/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer $token\r\n"
+    . (defined $last ? "Last-Event-ID: $last\r\n" : '') . "\r\n";
   $s->blocking(0);
   return { sock => $s, buf => '', events => [], status => undef, closed => 0 };
 }
@@ -95,6 +96,30 @@ eval { wait_until('the read counter to settle', 25, sub {
 $calls -= $before;
 cmp_ok($calls, '>', 0, "the events were read through pod.room_events_feed ($calls reads)");
 cmp_ok($calls, '<=', 2 * ($m + 2), "... at most once per event per worker (2 workers, $m events: $calls reads, not one per subscriber: " . ($n + 2) * $m . ')');
+
+# subscribers that resume (Last-Event-ID) while messages keep coming: each gets
+# every event after its id exactly once, whether it came from its own catch-up
+# read or from the topic's shared read (the two race each other)
+{
+  my $top = psql("SELECT max(seq) FROM pod.room_events WHERE room_id = '$room'");
+  my $writer = fork // die;
+  if (!$writer) { post("race $_") for 1 .. 40; exit 0 }
+  my @resumed;
+  for my $i (1 .. 30) {
+    my $from = int(rand($top));
+    my $st = open_stream($tok{a}, $from);
+    $st->{from} = $from;
+    push @resumed, $st;
+    sleep 0.01;
+  }
+  waitpid($writer, 0);
+  my $final = psql("SELECT max(seq) FROM pod.room_events WHERE room_id = '$room'");
+  pump_all(\@resumed, 30, sub { !grep { !@{ $_->{events} } || $_->{events}[-1]{id} < $final } @resumed });
+  my @wrong = grep { join(',', map { $_->{id} } @{ $_->{events} }) ne join(',', $_->{from} + 1 .. $final) } @resumed;
+  is(scalar @wrong, 0, '30 streams resuming from random ids while 40 messages are posted: each gets from+1..last, no gap, no duplicate')
+    or diag join "\n", map { "from $_->{from}: " . join(',', map { $_->{id} } @{ $_->{events} }) } @wrong[0 .. ($#wrong < 2 ? $#wrong : 2)];
+  close $_->{sock} for @resumed;
+}
 
 # the database decides: b removed, c made an outcast -> their streams end
 $r = req(DELETE => "/room_members?room_id=eq.$room&user_id=eq.$uid{b}", {%a});
