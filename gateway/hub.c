@@ -225,6 +225,8 @@ on_heartbeat(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	sub *s = w->data;
 	sub_write(s, ": ping\n\n", 8);
+	if (!s->gone && s->t->dirty && !s->t->fetching)
+		topic_fetch(s->t); /* a shared read that failed */
 }
 
 static void
@@ -403,8 +405,11 @@ check_done(gw_pg_job *job)
 	}
 	if (!t->have_seq)
 	{
+		/* the topic starts here; an event announced while this check ran may be
+		 * after its snapshot: read once to be sure */
 		t->last_seq = max;
 		t->have_seq = 1;
+		topic_fetch(t);
 	}
 	else if (max > t->last_seq)
 		topic_fetch(t);
@@ -446,7 +451,7 @@ feed_done(gw_pg_job *job)
 		gw_log("SSE read of %s %s failed: %s", t->kind->name, t->key,
 		       job->failed ? job->failure : PQresultErrorMessage(job->error));
 		gw_pool_job_clear(job);
-		t->dirty = 0;
+		t->dirty = 1; /* read again at the next heartbeat, if no notification comes first */
 		return;
 	}
 	PGresult *r = job->results[0];
@@ -509,6 +514,7 @@ topic_fetch(topic *t)
 		return;
 	}
 	t->fetching = 1;
+	t->dirty = 0;
 	gw_params_free(&t->qp);
 	gw_params_init(&t->qp);
 	char after[32];
