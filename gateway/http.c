@@ -288,6 +288,8 @@ write_head(gw_conn *c, int status, const char *content_type, const char *extra,
 		    "Range-Unit, Preference-Applied, ETag\r\n");
 	if (chunked_stream)
 		gw_buf_puts(&c->out, "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+	if (!c->message_complete && !chunked_stream)
+		c->keep_alive = 0; /* answered before the body was read: the connection ends */
 	if (!c->keep_alive || chunked_stream || gw_draining)
 		gw_buf_puts(&c->out, "Connection: close\r\n");
 	else

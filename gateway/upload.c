@@ -127,6 +127,36 @@ upload_filename(gw_req *req, const char **bad)
 	return NULL;
 }
 
+/* The Content-Type's media type (before any ';', trimmed, any case) must be one
+ * pod.files accepts: type/subtype of RFC 6838's characters. Checked before the
+ * body is read, so that a refused type stores nothing. */
+static const char *
+mime_problem(const char *ct)
+{
+	if (!ct)
+		return NULL; /* application/octet-stream */
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	size_t n = strcspn(ct, ";");
+	while (n && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+		n--;
+	if (!n)
+		return NULL;
+	static const char extra[] = "!#$&^_.+-";
+	int slash = 0;
+	for (size_t i = 0; i < n; i++)
+	{
+		char c = ct[i];
+		int first = i == 0 || ct[i - 1] == '/';
+		if (c == '/' && !slash && i > 0 && i + 1 < n)
+			slash = 1;
+		else if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		           (!first && strchr(extra, c))))
+			return "The Content-Type is not a media type (type/subtype)";
+	}
+	return slash ? NULL : "The Content-Type is not a media type (type/subtype)";
+}
+
 void
 gw_upload_head(gw_req *req)
 {
@@ -158,6 +188,8 @@ gw_upload_head(gw_req *req)
 	}
 	const char *bad;
 	u->filename = upload_filename(req, &bad);
+	if (!bad)
+		bad = mime_problem(gw_req_header(req, "content-type"));
 	if (bad)
 	{
 		gw_respond_simple_error(req, 400, "PGRST100", bad);

@@ -34,9 +34,16 @@ my %a = (Authorization => "Bearer $tok{a}");
 my %b = (Authorization => "Bearer $tok{b}");
 
 # --- 1. racing uploads of the same content -----------------------------------
-# B (refused at registration: a type pod.files does not accept) creates the blob,
-# A (accepted) finds it there; both wait on a lock of pod.files; B fails first.
-# The blob belongs to whoever the database says: A's 201 must keep its bytes.
+# B (refused at registration: here by a test trigger, as any refusal the database
+# may make after the bytes are in) creates the blob, A (accepted) finds it there;
+# both wait on a lock of pod.files; B fails first. The blob belongs to whoever
+# the database says: A's 201 must keep its bytes.
+psql(q{CREATE OR REPLACE FUNCTION public.gw_refuse_upload() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22023'; END $$;
+  DROP TRIGGER IF EXISTS gw_refuse_upload ON pod.files;
+  CREATE TRIGGER gw_refuse_upload BEFORE INSERT ON pod.files FOR EACH ROW
+    WHEN (NEW.filename_visible LIKE 'refuse-me%') EXECUTE FUNCTION public.gw_refuse_upload()});
+END { eval { psql(q{DROP TRIGGER IF EXISTS gw_refuse_upload ON pod.files; DROP FUNCTION IF EXISTS public.gw_refuse_upload()}) } }
 sub send_upload {
   my ($path, $headers, $body) = @_;
   my $s = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port) or die "connect: $!";
@@ -70,7 +77,7 @@ sub waiting_registrations {
   print $locker "BEGIN;\nLOCK TABLE pod.files IN EXCLUSIVE MODE;\nSELECT pg_sleep(60);\n";
   wait_until('the lock on pod.files', 10, sub {
     psql("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'files' AND l.mode = 'ExclusiveLock' AND l.granted") > 0 });
-  my $refused = send_upload("/upload?filename=b.bin", { %a, 'Content-Type' => 'not a type' }, $content);
+  my $refused = send_upload("/upload?filename=refuse-me.bin", { %a, 'Content-Type' => 'application/x-test' }, $content);
   wait_until('the refused upload to wait for the lock', 10, sub { waiting_registrations() >= 1 });
   ok(blob_on_disk($hex), 'the first upload stored the blob');
   my $accepted = send_upload("/upload?filename=a.bin", { %b, 'Content-Type' => 'application/x-test' }, $content);
@@ -79,7 +86,7 @@ sub waiting_registrations {
   close $locker;
   my $ra = read_all($accepted);
   my $rb = read_all($refused);
-  is(status_of($rb), 400, 'the upload with a bad type is refused (400)') or diag $rb;
+  is(status_of($rb), 400, 'the upload refused at registration: 400') or diag $rb;
   is(status_of($ra), 201, 'the racing upload is accepted (201)') or diag $ra;
   my $file = eval { json()->decode(body_of($ra)) } // {};
   my $r = req(GET => "/files/$file->{id}", {%b});
@@ -103,7 +110,7 @@ sub waiting_registrations {
   # so the collector can remove it; the gateway removes nothing
   my $lonely = "lonely $tag";
   my $lhex = sha256_hex($lonely);
-  $r = req(POST => '/upload?filename=l.bin', { %a, 'Content-Type' => 'not a type' }, $lonely);
+  $r = req(POST => '/upload?filename=refuse-me-too.bin', { %a, 'Content-Type' => 'application/x-test' }, $lonely);
   is($r->{status}, 400, 'an upload refused at registration: 400');
   is(psql("SELECT count(*) FROM pod.blobs WHERE sha256 = '\\x$lhex' AND orphaned_at IS NOT NULL"), 1,
      '... its blob is recorded as orphaned, for the collector');
@@ -218,6 +225,10 @@ sub waiting_registrations {
   }
   my $r = req(POST => '/upload', { %a, 'Content-Type' => 'text/plain', 'Content-Disposition' => "attachment; filename=\"a\\b\"" }, $content);
   is($r->{status}, 400, 'a Content-Disposition filename with a backslash: 400');
+  for my $type ('not a type', 'text/', '/plain', 'text/pl ain', 'te<xt/html') {
+    $r = req(POST => '/upload?filename=ok.txt', { %a, 'Content-Type' => $type }, $content);
+    is_deeply(code2($r), [400, 'PGRST100'], "Content-Type '$type': 400 before the body is stored") or diag $r->{content};
+  }
   is(psql("SELECT count(*) FROM pod.files"), $before_files, 'no file was recorded');
   ok(!blob_on_disk($hex), 'no blob was stored');
   is(psql("SELECT count(*) FROM pod.blobs WHERE sha256 = '\\x$hex'"), 0, '... nor recorded');
@@ -248,6 +259,16 @@ sub waiting_registrations {
   shutdown($s, SHUT_WR);
   $got = read_all($s, 15);
   is(status_of($got), 400, 'an API body cut short with SHUT_WR: 400') or diag $got;
+}
+
+# an answer given before the body is read says Connection: close (the connection
+# cannot carry another request), so that a keep-alive client does not reuse it
+{
+  my $s = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port) or die;
+  print $s "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 200000\r\n\r\n" . ('q' x 200000);
+  my $got = read_all($s, 15);
+  is(status_of($got), 401, 'an upload without a token: 401 before the body is read');
+  like($got, qr/\r\nConnection: close\r\n/i, '... with Connection: close') or diag substr($got, 0, 400);
 }
 
 # --- 9. invalid JSON to an RPC: 400 PGRST102 -------------------------------------
