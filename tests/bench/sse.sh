@@ -68,5 +68,6 @@ printf '  %s subscribers:         p50 %s ms, p99 %s ms, max %s ms (%s events del
   "$subs" "$(field "$full" p50_ms)" "$(field "$full" p99_ms)" "$(field "$full" max_ms)" "$(field "$full" events)"
 awk -v p="$(field "$full" p99_ms)" -v r="$(field "$ref" p99_ms)" 'BEGIN {
   printf "  p99 delivery: %.1f ms (goal <= 50 ms on 2 cores): %s; %.1f x the 1-subscriber p99\n", p, (p <= 50 ? "met" : "NOT met"), (r > 0 ? p / r : 0) }'
-awk -v t="$(field "$full" gw_ticks)" -v e="$(field "$full" events)" -v hz="$hz" 'BEGIN {
-  printf "  gateway CPU per delivered event: %.2f us (%.2f s of CPU for %d events)\n", (e > 0 ? t * 1e6 / hz / e : 0), t / hz, e }'
+awk -v t="$(field "$full" gw_ticks)" -v e="$(field "$full" events)" -v hz="$hz" -v c="$(field "$full" client_cpu_s)" 'BEGIN {
+  printf "  gateway CPU per delivered event: %.2f us (%.2f s of CPU for %d events; the client, on the same cores: %.2f s)\n", (e > 0 ? t * 1e6 / hz / e : 0), t / hz, e, c }'
+echo "  load average at the end (other work on this machine delays delivery): $(cut -d' ' -f1-3 /proc/loadavg)"

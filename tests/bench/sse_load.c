@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -203,7 +204,11 @@ main(int argc, char **argv)
 	qsort(lat, nlat, sizeof *lat, cmp);
 	double p50 = nlat ? lat[nlat / 2] : 0, p99 = nlat ? lat[(size_t)(nlat * 0.99)] : 0,
 	       max = nlat ? lat[nlat - 1] : 0;
-	printf("streams %d done %d events %lld timed %zu dups %lld gaps %lld p50_ms %.2f p99_ms %.2f max_ms %.2f\n",
-	       n, done, events, nlat, dups, gaps, p50 * 1e3, p99 * 1e3, max * 1e3);
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	double cpu = ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+	printf("streams %d done %d events %lld timed %zu dups %lld gaps %lld p50_ms %.2f p99_ms %.2f max_ms %.2f "
+	       "client_cpu_s %.2f\n",
+	       n, done, events, nlat, dups, gaps, p50 * 1e3, p99 * 1e3, max * 1e3, cpu);
 	return done == n && !dups && !gaps ? 0 : 1;
 }
