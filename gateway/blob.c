@@ -152,16 +152,7 @@ static void commit_step(gw_pg_job *job);
 static void
 commit_submit(gw_blob_commit *bc, const char *sql, const gw_params *params)
 {
-	gw_pool_job_clear(&bc->job);
-	memset(&bc->job, 0, sizeof bc->job);
-	bc->job.nstmts = 2;
-	bc->job.stmts[0].sql = bc->settings.data;
-	bc->job.stmts[0].params = &bc->sp;
-	bc->job.stmts[1].sql = sql;
-	bc->job.stmts[1].params = params;
-	bc->job.done = commit_step;
-	bc->job.data = bc;
-	gw_pool_submit(&bc->job);
+	gw_pool_submit_as(&bc->job, bc->settings.data, &bc->sp, sql, params, 0, commit_step, bc);
 }
 
 static void

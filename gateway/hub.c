@@ -232,18 +232,8 @@ on_heartbeat(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 sub_submit(sub *s, const char *sql, void (*done)(gw_pg_job *))
 {
-	gw_pool_job_clear(&s->job);
-	memset(&s->job, 0, sizeof s->job);
-	s->job.nstmts = 2;
-	s->job.stmts[0].sql = s->settings.data;
-	s->job.stmts[0].params = &s->sp;
-	s->job.stmts[1].sql = sql;
-	s->job.stmts[1].params = &s->qp;
-	s->job.read_only = 1;
-	s->job.done = done;
-	s->job.data = s;
 	s->busy = 1;
-	gw_pool_submit(&s->job);
+	gw_pool_submit_as(&s->job, s->settings.data, &s->sp, sql, &s->qp, 1, done, s);
 }
 
 /* A subscriber's job came back: 1 when it should go on (not gone, no recheck). */
