@@ -597,6 +597,17 @@ gw_hub_reauthorize(const gw_hub_kind *kind, const char *key, const char *user)
 }
 
 void
+gw_hub_reauthorize_user(const gw_hub_kind *kind, const char *user)
+{
+	if (!user || !*user)
+		return;
+	for (int b = 0; b < TOPIC_BUCKETS; b++)
+		for (topic *t = buckets[b]; t; t = t->hnext)
+			if (t->kind == kind)
+				gw_hub_reauthorize(kind, t->key, user);
+}
+
+void
 gw_hub_resync_all(void)
 {
 	for (int b = 0; b < TOPIC_BUCKETS; b++)

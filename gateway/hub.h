@@ -38,6 +38,8 @@ void gw_hub_notify(const gw_hub_kind *kind, const char *key, long long seq);
  * changed: those subscribers get nothing more until the database says again
  * that they may listen; the ones it refuses are disconnected. */
 void gw_hub_reauthorize(const gw_hub_kind *kind, const char *key, const char *user);
+/* The same for every topic of the kind (a user's session ended). */
+void gw_hub_reauthorize_user(const gw_hub_kind *kind, const char *user);
 /* After the listener reconnects: every topic reads what it may have missed. */
 void gw_hub_resync_all(void);
 

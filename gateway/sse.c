@@ -78,13 +78,17 @@ gw_sse_notify(const char *payload)
 		gw_hub_notify(&rooms, room, seq ? strtoll(seq, NULL, 10) : -1);
 }
 
-/* "<room>:<user>" (user empty: everyone in the room) */
+/* "<room>:<user>" (user empty: everyone in the room; room "*": every room) */
 void
 gw_sse_members(const char *payload)
 {
 	char room[40];
 	const char *user;
-	if (!split_payload(payload, room, &user))
+	if (split_payload(payload, room, &user))
+		return;
+	if (!strcmp(room, "*"))
+		gw_hub_reauthorize_user(&rooms, user);
+	else
 		gw_hub_reauthorize(&rooms, room, user);
 }
 

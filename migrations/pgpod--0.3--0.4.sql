@@ -56,12 +56,15 @@ COMMENT ON FUNCTION pod.room_events_feed(uuid, bigint, integer) IS 'A room''s ev
 GRANT EXECUTE ON FUNCTION pod.room_events_feed(uuid, bigint, integer) TO pgpod_authenticator;
 
 -- A change of who may read a room is announced to the streams ('<room>:<user>';
--- no user: everyone), which ask the database again for those subscribers.
+-- no user: everyone; room '*': every room, when a user's session ends), which ask
+-- the database again for those subscribers.
 CREATE FUNCTION pod.room_members_notify() RETURNS trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 BEGIN
   IF TG_TABLE_NAME = 'rooms' THEN
     PERFORM pg_notify('pgpod_room_members', OLD.id || ':');
+  ELSIF TG_TABLE_NAME = 'sessions' THEN
+    PERFORM pg_notify('pgpod_room_members', '*:' || OLD.user_id);
   ELSIF TG_OP = 'DELETE' THEN
     PERFORM pg_notify('pgpod_room_members', OLD.room_id || ':' || OLD.user_id);
   ELSE
@@ -72,6 +75,8 @@ END $$;
 CREATE TRIGGER room_members_notify AFTER INSERT OR UPDATE OR DELETE ON pod.room_members
   FOR EACH ROW EXECUTE FUNCTION pod.room_members_notify();
 CREATE TRIGGER rooms_notify_members AFTER DELETE ON pod.rooms
+  FOR EACH ROW EXECUTE FUNCTION pod.room_members_notify();
+CREATE TRIGGER sessions_notify_members AFTER UPDATE OF revoked_at OR DELETE ON pod.sessions
   FOR EACH ROW EXECUTE FUNCTION pod.room_members_notify();
 REVOKE ALL ON FUNCTION pod.room_events_feed(uuid, bigint, integer), pod.room_members_notify() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pod.room_events_feed(uuid, bigint, integer) TO pgpod_authenticator;

@@ -16,17 +16,17 @@ use GwTest;
 
 my $tag = "$$-" . int(rand(1e9));
 my (%tok, %uid);
-for my $who (qw(a b c)) {
+for my $who (qw(a b c d)) {
   my $email = "gw-fan-$who-$tag\@example.org";
   $uid{$who} = req(POST => '/rpc/register', {}, { email => $email, password => 'correct horse battery' })->{json}{id};
   $tok{$who} = req(POST => '/rpc/login', {}, { email => $email, password => 'correct horse battery' })->{json}{token};
 }
-ok($tok{a} && $tok{b} && $tok{c}, 'three users logged in');
-$uid{$_} //= psql("SELECT id FROM pod.users WHERE email = 'gw-fan-$_-$tag\@example.org'") for qw(a b c);
+ok($tok{a} && $tok{b} && $tok{c} && $tok{d}, 'four users logged in');
+$uid{$_} //= psql("SELECT id FROM pod.users WHERE email = 'gw-fan-$_-$tag\@example.org'") for qw(a b c d);
 my %a = (Authorization => "Bearer $tok{a}");
 my $r = req(POST => '/rooms', { %a, Prefer => 'return=representation' }, { name => "fan $tag", type => 'group' });
 my $room = $r->{json}[0]{id};
-for my $who (qw(b c)) {
+for my $who (qw(b c d)) {
   $r = req(POST => '/room_members', {%a}, { room_id => $room, user_id => $uid{$who}, affiliation => 'member' });
   is($r->{status}, 201, "user $who joins the room") or diag $r->{content};
 }
@@ -132,8 +132,16 @@ ok(pump_all([$sb, $sc, $streams[0]], 15, sub { $sb->{closed} && $sc->{closed} &&
 ok($sb->{closed}, 'b\'s stream ended');
 ok($sc->{closed}, 'c\'s stream ended');
 ok(!grep({ $_->{data} =~ /after the change/ } @{ $sb->{events} }, @{ $sc->{events} }), 'neither got the message posted after the change');
+# a member whose session ends (logout) has the stream ended too
+my $sd = open_stream($tok{d});
+ok(pump_all([$sd], 10, sub { defined $sd->{status} }) && $sd->{status} == 200, 'member d is streaming');
+$r = req(POST => '/rpc/logout', { Authorization => "Bearer $tok{d}" }, {});
+is($r->{status}, 200, 'd logs out') or diag $r->{content};
+post('after the logout');
+ok(pump_all([$sd], 15, sub { $sd->{closed} }), "the logged-out member's stream is ended");
+ok(!grep({ $_->{data} =~ /after the logout/ } @{ $sd->{events} }), '... without the message posted after the logout');
 my $again = open_stream($tok{b});
 pump_all([$again], 10, sub { defined $again->{status} });
 is($again->{status}, 404, 'b subscribing again: 404');
-close $_->{sock} for @streams, $sb, $sc, $again;
+close $_->{sock} for @streams, $sb, $sc, $sd, $again;
 done_testing();
