@@ -1,6 +1,8 @@
 /* Bearer tokens, transaction settings and the SQLSTATE -> HTTP status map (see
- * auth.h). The map follows PostgREST's documented table; an insufficient
- * privilege error is 401 for the anonymous role and 403 for a signed-in one. */
+ * auth.h). The map follows PostgREST's documented table, but for P0002
+ * (no_data_found, 404: what pgpod's functions raise for a row the caller may not
+ * see); an insufficient privilege error is 401 for the anonymous role and 403
+ * for a signed-in one. */
 #include "auth.h"
 
 #include <stdio.h>
@@ -238,6 +240,9 @@ gw_error_from_pg(const char *st, const char *message, const char *detail, const 
 		status = 405;
 	else if (!strcmp(st, "P0001"))
 		status = 400;
+	else if (!strcmp(st, "P0002"))
+		status = 404; /* no_data_found: pgpod's functions raise it for what the caller may not
+		                 see or that does not exist (PostgREST: 500); an access refusal is never a 500 */
 	else if (!strcmp(st, "42883") || !strcmp(st, "42P01"))
 		status = 404;
 	else if (!strcmp(st, "42P17"))

@@ -93,6 +93,8 @@ void gw_respond_file(gw_req *req, int status, const char *content_type, const ch
 void gw_stream_start(gw_req *req, int status, const char *content_type, const char *extra_headers);
 void gw_stream_write(gw_req *req, const char *data, size_t len);
 int gw_stream_backlog(const gw_req *req);
+/* Ends a stream once what is queued is written (the connection closes). */
+void gw_stream_end(gw_req *req);
 /* The request was answered elsewhere and nothing more will come. */
 int gw_req_alive(const gw_req *req);
 
@@ -100,6 +102,8 @@ int gw_req_alive(const gw_req *req);
 /* reuseport 0 binds exclusively: the supervisor's probe fails when another
  * gateway already serves the port, instead of silently sharing it. */
 int gw_http_listen(const char *host, int port, int reuseport, char *err, size_t errlen);
+void gw_http_init(void);
+/* Accepts on fd from now on (once the worker is ready: main.c). */
 void gw_http_start(int fd);
 void gw_http_drain(void);
 int gw_http_active(void);
@@ -108,6 +112,9 @@ int gw_http_active(void);
  * and when the whole request has arrived. */
 void gw_route_head(gw_req *req);
 void gw_route(gw_req *req);
+
+/* The request's path and query for a log line, secrets replaced by (redacted). */
+void gw_log_redacted_target(gw_buf *out, const char *path, const char *query);
 
 double gw_now(void);
 void gw_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

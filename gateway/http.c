@@ -30,8 +30,18 @@ enum conn_state
 	CS_BODY,
 	CS_HANDLING,
 	CS_STREAM,
-	CS_CLOSING
+	CS_LINGER /* answered and shut down for writing: reading what the client still sends */
 };
+
+/* Lingering close (as nginx's lingering_close, h2o's): closing a socket with
+ * unread input makes the kernel send RST, which can destroy the answer before
+ * the client reads it (a client that sends its whole body before reading: fetch,
+ * Python's http.client). So the gateway shuts down writing and reads and drops
+ * what comes, until the client's EOF, LINGER_IDLE without data, LINGER_TIME in
+ * all or LINGER_BYTES. */
+#define LINGER_TIME 5.0
+#define LINGER_IDLE 2.0
+#define LINGER_BYTES (64L << 20)
 
 struct gw_conn
 {
@@ -57,6 +67,9 @@ struct gw_conn
 	int error_status; /* set by a parser callback that rejected the request */
 	int message_complete;
 	int responded;
+	int read_eof;        /* the client shut down its sending side */
+	double linger_until; /* CS_LINGER: the end of the lingering close */
+	long linger_bytes;   /* CS_LINGER: bytes dropped so far */
 	gw_conn *prev, *next;
 	gw_conn *znext; /* closed, waiting to be freed by the reaper */
 };
@@ -71,6 +84,7 @@ static int nconns;
 static ev_check reaper;
 
 static void conn_close(gw_conn *c);
+static void conn_end(gw_conn *c);
 static void conn_flush(gw_conn *c, int from_loop);
 static void conn_parse(gw_conn *c);
 
@@ -248,7 +262,8 @@ write_head(gw_conn *c, int status, const char *content_type, const char *extra,
 	gw_buf_puts(&c->out, reason(status));
 	gw_buf_puts(&c->out, "\r\nDate: ");
 	gw_buf_puts(&c->out, date);
-	gw_buf_puts(&c->out, "\r\nServer: pgpod-gateway\r\n");
+	/* no answer of the gateway is ever to be sniffed into another type */
+	gw_buf_puts(&c->out, "\r\nServer: pgpod-gateway\r\nX-Content-Type-Options: nosniff\r\n");
 	if (content_type)
 	{
 		gw_buf_puts(&c->out, "Content-Type: ");
@@ -273,6 +288,8 @@ write_head(gw_conn *c, int status, const char *content_type, const char *extra,
 		    "Range-Unit, Preference-Applied, ETag\r\n");
 	if (chunked_stream)
 		gw_buf_puts(&c->out, "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+	if (!c->message_complete && !chunked_stream)
+		c->keep_alive = 0; /* answered before the body was read: the connection ends */
 	if (!c->keep_alive || chunked_stream || gw_draining)
 		gw_buf_puts(&c->out, "Connection: close\r\n");
 	else
@@ -280,6 +297,95 @@ write_head(gw_conn *c, int status, const char *content_type, const char *extra,
 	gw_buf_puts(&c->out, "\r\n");
 	if (gw_draining || chunked_stream)
 		c->keep_alive = 0;
+}
+
+/* A parameter whose value is a secret: named so (after percent-decoding, in any
+ * case), as access_token is for /files and /rooms/<id>/events. */
+static int
+secret_param(const char *key, size_t n)
+{
+	static const char *const names[] = {"access_token", "token",  "refresh_token", "id_token",
+	                                    "password",     "secret", "jwt"};
+	char k[32];
+	size_t o = 0;
+	for (size_t i = 0; i < n && o + 1 < sizeof k; i++)
+	{
+		char ch = key[i];
+		if (ch == '%' && i + 2 < n)
+		{
+			unsigned v;
+			if (sscanf(key + i + 1, "%2x", &v) == 1)
+			{
+				ch = (char)v;
+				i += 2;
+			}
+		}
+		else if (ch == '+')
+			ch = ' ';
+		k[o++] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+	}
+	if (o + 1 >= sizeof k)
+		return 0;
+	k[o] = '\0';
+	for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+		if (!strcmp(k, names[i]))
+			return 1;
+	return 0;
+}
+
+/* Appends s, with every JSON Web Token in it (three base64url parts, the first
+ * one a JSON object: "eyJ") replaced by (redacted). */
+static void
+put_without_jwts(gw_buf *out, const char *s, size_t n)
+{
+#define B64URL(ch) (((ch) >= 'A' && (ch) <= 'Z') || ((ch) >= 'a' && (ch) <= 'z') || ((ch) >= '0' && (ch) <= '9') || (ch) == '-' || (ch) == '_')
+	size_t i = 0;
+	while (i < n)
+	{
+		if (i + 3 <= n && !memcmp(s + i, "eyJ", 3))
+		{
+			size_t j = i, dots = 0;
+			while (j < n && (B64URL(s[j]) || (s[j] == '.' && dots < 2 && (dots++, 1))))
+				j++;
+			if (dots == 2)
+			{
+				gw_buf_puts(out, "(redacted)");
+				i = j;
+				continue;
+			}
+		}
+		gw_buf_putc(out, s[i++]);
+	}
+#undef B64URL
+}
+
+/* The request target as the access log shows it: every parameter named as a
+ * secret has its value replaced, every occurrence (parameters split at & and ;
+ * as PostgREST splits them), and anything shaped like a JWT is removed too. */
+void
+gw_log_redacted_target(gw_buf *out, const char *path, const char *query)
+{
+	put_without_jwts(out, path, strlen(path));
+	if (!*query)
+		return;
+	gw_buf_putc(out, '?');
+	const char *p = query;
+	for (;;)
+	{
+		size_t n = strcspn(p, "&;");
+		const char *eq = memchr(p, '=', n);
+		if (eq && secret_param(p, (size_t)(eq - p)))
+		{
+			gw_buf_append(out, p, (size_t)(eq - p) + 1);
+			gw_buf_puts(out, "(redacted)");
+		}
+		else
+			put_without_jwts(out, p, n);
+		if (!p[n])
+			break;
+		gw_buf_putc(out, p[n]);
+		p += n + 1;
+	}
 }
 
 static void
@@ -291,19 +397,12 @@ finish_request(gw_req *req, int status)
 	gw_metrics_request(status, elapsed);
 	if (gw_cfg.access_log)
 	{
-		/* a token in the query string (access_token) stays out of the log */
-		const char *q = req->query ? req->query : "";
-		char redacted[512];
-		const char *t = strstr(q, "access_token=");
-		if (t && (t == q || t[-1] == '&'))
-		{
-			const char *rest = strchr(t, '&');
-			snprintf(redacted, sizeof redacted, "%.*saccess_token=(redacted)%s",
-			         (int)(t - q > 400 ? 400 : t - q), q, rest ? rest : "");
-			q = redacted;
-		}
-		gw_log("%s %s%s%s %d %.1f ms", req->method_name ? req->method_name : "-",
-		       req->path ? req->path : "-", *q ? "?" : "", q, status, elapsed * 1000.0);
+		gw_buf line;
+		gw_buf_init(&line);
+		gw_log_redacted_target(&line, req->path ? req->path : "-", req->query ? req->query : "");
+		gw_log("%s %s %d %.1f ms", req->method_name ? req->method_name : "-", line.data, status,
+		       elapsed * 1000.0);
+		gw_buf_free(&line);
 	}
 	if (c)
 		c->responded = 1;
@@ -409,6 +508,16 @@ gw_stream_write(gw_req *req, const char *data, size_t len)
 	conn_flush(c, 0);
 }
 
+void
+gw_stream_end(gw_req *req)
+{
+	gw_conn *c = req->conn;
+	if (!c || c->dead || c->state != CS_STREAM)
+		return;
+	c->close_after = 1;
+	conn_flush(c, 0); /* closes from the loop once written, never inside the caller */
+}
+
 int
 gw_stream_backlog(const gw_req *req)
 {
@@ -420,11 +529,16 @@ gw_stream_backlog(const gw_req *req)
 static void
 response_done(gw_conn *c)
 {
+	if (c->state == CS_STREAM && c->close_after)
+	{
+		conn_close(c); /* gw_stream_end */
+		return;
+	}
 	if (c->state == CS_STREAM || !c->responded)
 		return;
 	if (!c->keep_alive || c->close_after || !c->message_complete)
 	{
-		conn_close(c);
+		conn_end(c);
 		return;
 	}
 	req_free(c->req);
@@ -493,6 +607,8 @@ conn_flush(gw_conn *c, int from_loop)
 	else
 	{
 		ev_io_stop(gw_loop, &c->wio);
+		if (c->state == CS_STREAM && !c->close_after)
+			return; /* a stream's write finishes nothing (one loop callback per event saved) */
 		/* finishing may free the request: never inside a handler's call */
 		if (from_loop)
 			response_done(c);
@@ -537,6 +653,64 @@ conn_close(gw_conn *c)
 	zombies = c;
 }
 
+/* Ends a connection whose answer is written: at once when the client has
+ * shut down its side (nothing unread can follow), else by a lingering close. */
+static void
+conn_end(gw_conn *c)
+{
+	if (c->fd < 0)
+		return;
+	if (c->read_eof)
+	{
+		conn_close(c);
+		return;
+	}
+	c->state = CS_LINGER;
+	ev_io_stop(gw_loop, &c->wio);
+	if (shutdown(c->fd, SHUT_WR))
+	{
+		conn_close(c);
+		return;
+	}
+	gw_buf_reset(&c->in);
+	c->in_off = 0;
+	c->linger_until = ev_now(gw_loop) + LINGER_TIME;
+	c->linger_bytes = 0;
+	arm_timer(c, LINGER_IDLE);
+	ev_io_start(gw_loop, &c->rio);
+}
+
+/* CS_LINGER: drops what the client still sends; ends at its EOF or a limit. */
+static void
+linger_read(gw_conn *c)
+{
+	char buf[65536];
+	for (;;)
+	{
+		ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			break;
+		if (n <= 0)
+		{
+			conn_close(c);
+			return;
+		}
+		c->linger_bytes += n;
+		if (c->linger_bytes > LINGER_BYTES)
+		{
+			conn_close(c);
+			return;
+		}
+	}
+	double left = c->linger_until - ev_now(gw_loop);
+	if (left <= 0)
+	{
+		conn_close(c);
+		return;
+	}
+	arm_timer(c, left < LINGER_IDLE ? left : LINGER_IDLE);
+}
+
 static void
 reap(struct ev_loop *loop, ev_check *w, int revents)
 {
@@ -559,6 +733,22 @@ reap(struct ev_loop *loop, ev_check *w, int revents)
 		gw_buf_free(&c->hname);
 		gw_buf_free(&c->hval);
 		free(c);
+	}
+}
+
+/* The request will not complete: its handler cleans up now (an upload removes
+ * its partial file before the answer goes out) and hears nothing more. */
+static void
+req_abort_handler(gw_req *req)
+{
+	if (!req)
+		return;
+	req->on_body = NULL;
+	if (req->on_done)
+	{
+		void (*done)(gw_req *, int) = req->on_done;
+		req->on_done = NULL;
+		done(req, 0);
 	}
 }
 
@@ -758,7 +948,7 @@ handle_parse_error(gw_conn *c)
 		c->close_after = 1;
 		c->keep_alive = 0;
 		if (c->out.len == c->out_off && c->file_fd < 0)
-			conn_close(c);
+			conn_end(c);
 		return;
 	}
 	reject(c, status, "PGRST000", msg);
@@ -815,6 +1005,11 @@ on_read(struct ev_loop *loop, ev_io *w, int revents)
 	(void)loop;
 	(void)revents;
 	gw_conn *c = w->data;
+	if (c->state == CS_LINGER)
+	{
+		linger_read(c);
+		return;
+	}
 	char buf[65536];
 	ssize_t n = recv(c->fd, buf, sizeof buf, 0);
 	if (n < 0)
@@ -824,18 +1019,38 @@ on_read(struct ev_loop *loop, ev_io *w, int revents)
 		conn_close(c);
 		return;
 	}
+	if (n == 0)
+		c->read_eof = 1;
 	if (n == 0 && c->state == CS_HANDLING)
 	{
-		/* the client is done sending: answer, then notice the EOF again */
+		/* the client is done sending (half-close): answer, then close */
 		ev_io_stop(gw_loop, &c->rio);
+		c->keep_alive = 0;
 		return;
 	}
 	if (n == 0)
 	{
-		if (c->state == CS_BODY || (c->state == CS_HEAD && c->req))
+		ev_io_stop(gw_loop, &c->rio);
+		if (!c->responded && (c->state == CS_BODY || (c->state == CS_HEAD && c->req)))
 		{
-			/* let the parser see EOF (a body that ends here is incomplete) */
-			http_parser_execute(&c->parser, &parser_settings, NULL, 0);
+			/* a request cut short by a half-close still gets its answer (the
+			 * client may be waiting for it); the handler drops what it stored */
+			int body = c->state == CS_BODY;
+			req_abort_handler(c->req);
+			reject(c, 400, "PGRST000",
+			       !body ? "The request ended before its head was complete"
+			       : c->req->content_length >= 0 ? "The request body is shorter than Content-Length"
+			                                     : "The request body ended before its last chunk");
+			return;
+		}
+		if (c->responded && c->state != CS_STREAM)
+		{
+			/* answered early: close once the answer is out */
+			c->keep_alive = 0;
+			c->close_after = 1;
+			if (c->out.len == c->out_off && c->file_fd < 0)
+				conn_close(c);
+			return;
 		}
 		conn_close(c);
 		return;
@@ -875,6 +1090,11 @@ on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)loop;
 	(void)revents;
 	gw_conn *c = w->data;
+	if (c->state == CS_LINGER)
+	{
+		conn_close(c); /* silent for LINGER_IDLE, or LINGER_TIME is over */
+		return;
+	}
 	if (c->state == CS_HEAD && !c->req)
 	{
 		conn_close(c); /* idle keep-alive */
@@ -980,7 +1200,7 @@ gw_http_listen(const char *host, int port, int reuseport, char *err, size_t errl
 }
 
 void
-gw_http_start(int fd)
+gw_http_init(void)
 {
 	http_parser_settings_init(&parser_settings);
 	parser_settings.on_message_begin = on_message_begin;
@@ -990,12 +1210,17 @@ gw_http_start(int fd)
 	parser_settings.on_headers_complete = on_headers_complete;
 	parser_settings.on_body = on_body;
 	parser_settings.on_message_complete = on_message_complete;
-	listen_fd = fd;
 	ev_check_init(&reaper, reap);
 	ev_check_start(gw_loop, &reaper);
+	ev_init(&accept_pause, on_accept_pause);
+}
+
+void
+gw_http_start(int fd)
+{
+	listen_fd = fd;
 	ev_io_init(&listen_io, on_accept, fd, EV_READ);
 	ev_io_start(gw_loop, &listen_io);
-	ev_init(&accept_pause, on_accept_pause);
 }
 
 /* Stops accepting and closes idle connections; busy ones close after answering. */

@@ -267,6 +267,10 @@ handle_notifies(void)
 		{
 			gw_sse_notify(n->extra);
 		}
+		else if (!strcmp(n->relname, "pgpod_room_members"))
+		{
+			gw_sse_members(n->extra);
+		}
 		PQfreemem(n);
 	}
 }
@@ -290,7 +294,7 @@ on_io(struct ev_loop *loop, ev_io *w, int revents)
 			backoff = 0;
 			ev_timer_stop(gw_loop, &retry);
 			state = L_LISTEN_CMD;
-			send_or_down("LISTEN pgrst; LISTEN pgpod_room_events");
+			send_or_down("LISTEN pgrst; LISTEN pgpod_room_events; LISTEN pgpod_room_members");
 			return;
 		default:
 			go_down(PQerrorMessage(pg));

@@ -125,6 +125,56 @@ on_term(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_timer_start(loop, &drain_w);
 }
 
+/* --- readiness ---------------------------------------------------------------
+ * A worker joins the SO_REUSEPORT group (binds and listens) only once it can
+ * answer: schema cache loaded, JWT secret read, a pool connection up. Until then
+ * the kernel gives new connections to the workers that are ready, so a restarted
+ * worker never answers 503 PGRST002 beside a healthy one. When no worker is ready
+ * (the gateway starts, or the database is away for all) it listens at once, so
+ * that clients get a 503 with a reason rather than a refused connection. */
+static ev_timer ready_w;
+static int listening;
+static int ready_reported;
+
+static int
+worker_ready(void)
+{
+	size_t n;
+	return gw_schema_current() != NULL && gw_jwt_secret(&n) != NULL && gw_pool_up();
+}
+
+static void
+on_ready_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	int ready = worker_ready();
+	if (ready != ready_reported)
+	{
+		gw_metrics_ready(ready);
+		ready_reported = ready;
+	}
+	if (listening || gw_draining || (!ready && gw_metrics_others_ready() > 0))
+		return;
+	char err[256];
+	int fd = gw_http_listen(gw_cfg.host, gw_cfg.port, 1, err, sizeof err);
+	if (fd < 0)
+	{
+		gw_log("worker %d: %s", gw_worker_id, err);
+		ev_break(gw_loop, EVBREAK_ALL);
+		return;
+	}
+	listening = 1;
+	gw_http_start(fd);
+	/* from now on only this worker's readiness, for the others, is followed */
+	w->repeat = 0.25;
+	ev_timer_again(gw_loop, w);
+	if (!ready)
+		gw_log("worker %d: listening before it is ready (no worker is): 503 until then",
+		       gw_worker_id);
+	(void)w;
+}
+
 static int
 worker_main(int id)
 {
@@ -132,13 +182,6 @@ worker_main(int id)
 	gw_metrics_worker_start();
 	gw_loop = ev_default_loop(EVFLAG_AUTO);
 	signal(SIGPIPE, SIG_IGN);
-	char err[256];
-	int fd = gw_http_listen(gw_cfg.host, gw_cfg.port, 1, err, sizeof err);
-	if (fd < 0)
-	{
-		gw_log("worker %d: %s", id, err);
-		return 1;
-	}
 	if (gw_pool_init(gw_cfg.pool_size, gw_cfg.db_user, gw_cfg.statement_timeout_ms,
 	                 gw_cfg.prepared, gw_cfg.pipeline))
 	{
@@ -146,12 +189,16 @@ worker_main(int id)
 		return 1;
 	}
 	gw_listener_start();
-	gw_http_start(fd);
+	gw_http_init();
+	ev_timer_init(&ready_w, on_ready_tick, 0, 0.02);
+	ev_timer_start(gw_loop, &ready_w);
 	ev_signal_init(&sigterm_w, on_term, SIGTERM);
 	ev_signal_start(gw_loop, &sigterm_w);
 	ev_signal_init(&sigint_w, on_term, SIGINT);
 	ev_signal_start(gw_loop, &sigint_w);
 	ev_run(gw_loop, 0);
+	ev_timer_stop(gw_loop, &ready_w);
+	gw_metrics_ready(0);
 	gw_listener_stop();
 	gw_pool_shutdown();
 	return 0;

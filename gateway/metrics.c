@@ -24,6 +24,7 @@ typedef struct gauges
 	int64_t pool_size, pool_busy, pool_waiting;
 	int64_t sse;
 	int64_t db_up;
+	int64_t ready; /* serving: schema cache, JWT secret and a pool connection */
 } gauges;
 
 typedef struct shared
@@ -116,6 +117,24 @@ gw_metrics_stale_retry(void)
 }
 
 void
+gw_metrics_ready(int ready)
+{
+	if (m)
+		__atomic_store_n(&m->worker[gw_worker_id % MAX_WORKERS].ready, ready ? 1 : 0,
+		                 __ATOMIC_RELAXED);
+}
+
+int
+gw_metrics_others_ready(void)
+{
+	int n = 0;
+	for (int i = 0; m && i < MAX_WORKERS; i++)
+		if (i != gw_worker_id % MAX_WORKERS && __atomic_load_n(&m->worker[i].ready, __ATOMIC_RELAXED))
+			n++;
+	return n;
+}
+
+void
 gw_metrics_db_up(int up)
 {
 	GAUGE(db_up, up ? 1 : -1);
@@ -192,4 +211,9 @@ gw_metrics_render(gw_buf *o)
 	              "TYPE pgpod_db_listeners_up gauge\n"
 	              "pgpod_db_listeners_up %lld\n",
 	              total(offsetof(gauges, db_up)));
+	gw_buf_printf(o,
+	              "# HELP pgpod_workers_ready Workers ready to serve (schema cache, JWT secret, "
+	              "a pool connection).\n# TYPE pgpod_workers_ready gauge\n"
+	              "pgpod_workers_ready %lld\n",
+	              total(offsetof(gauges, ready)));
 }

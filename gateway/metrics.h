@@ -14,6 +14,9 @@ void gw_metrics_sse(int delta);
 void gw_metrics_prepare(void);     /* a Parse sent for the statement cache */
 void gw_metrics_stale_retry(void); /* a job run again after a stale statement */
 void gw_metrics_db_up(int up);
+/* This worker serves (or stops serving) fully; how many other workers do. */
+void gw_metrics_ready(int ready);
+int gw_metrics_others_ready(void);
 void gw_metrics_render(gw_buf *out);
 
 #endif

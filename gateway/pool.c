@@ -830,6 +830,24 @@ gw_pool_submit(gw_pg_job *job)
 }
 
 void
+gw_pool_submit_as(gw_pg_job *job, const char *settings, const gw_params *settings_params,
+                  const char *sql, const gw_params *params, int read_only,
+                  void (*done)(gw_pg_job *), void *data)
+{
+	gw_pool_job_clear(job);
+	memset(job, 0, sizeof *job);
+	job->nstmts = 2;
+	job->stmts[0].sql = settings;
+	job->stmts[0].params = settings_params;
+	job->stmts[1].sql = sql;
+	job->stmts[1].params = params;
+	job->read_only = read_only;
+	job->done = done;
+	job->data = data;
+	gw_pool_submit(job);
+}
+
+void
 gw_pool_job_clear(gw_pg_job *job)
 {
 	for (int i = 0; i < GW_JOB_MAX; i++)

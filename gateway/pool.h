@@ -55,6 +55,11 @@ int gw_pool_init(int size, const char *user, long statement_timeout_ms, int prep
  * before its next job. */
 void gw_pool_forget_prepared(void);
 void gw_pool_submit(gw_pg_job *job);
+/* Clears job's results and submits it as the usual two statements: the
+ * transaction's settings (gw_auth_settings_sql), then sql with params. */
+void gw_pool_submit_as(gw_pg_job *job, const char *settings, const gw_params *settings_params,
+                       const char *sql, const gw_params *params, int read_only,
+                       void (*done)(gw_pg_job *), void *data);
 void gw_pool_job_clear(gw_pg_job *job);
 /* When the job got no answer (503 PGRST001, 504 PGRST003 on a timeout) or an error
  * from PostgreSQL (PostgREST's mapping), fills e and returns 1; else 0. */

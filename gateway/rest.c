@@ -414,7 +414,13 @@ respond_pg_error(rest_call *rc, PGresult *r)
 	                 PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL),
 	                 PQresultErrorField(r, PG_DIAG_MESSAGE_HINT), rc->auth.anonymous, &e);
 	if (e.status >= 500 && e.status != 503)
-		gw_log("%s %s: %s %s", rc->req->method_name, rc->req->path, e.code, e.message);
+	{
+		gw_buf path; /* a JWT pasted into a path stays out of the log too */
+		gw_buf_init(&path);
+		gw_log_redacted_target(&path, rc->req->path, "");
+		gw_log("%s %s: %s %s", rc->req->method_name, path.data, e.code, e.message);
+		gw_buf_free(&path);
+	}
 	gw_respond_error(rc->req, &e, e.status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
 }
 

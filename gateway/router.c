@@ -48,7 +48,8 @@ segment_after(const char *path, const char *prefix)
 static void
 health(gw_req *req)
 {
-	int ok = gw_schema_current() != NULL && gw_pool_up();
+	size_t n; /* ready as main.c means it: schema cache, JWT secret, a pool connection */
+	int ok = gw_schema_current() != NULL && gw_jwt_secret(&n) != NULL && gw_pool_up();
 	const char *body = ok ? "{\"status\":\"ok\"}" : "{\"status\":\"unavailable\"}";
 	gw_respond(req, ok ? 200 : 503, "application/json; charset=utf-8", NULL, body, strlen(body));
 }

@@ -220,7 +220,13 @@ gw_sb_build_rpc(ctx *c, const gw_request_shape *r, gw_plan *p)
 		json_error_t jerr;
 		root =
 		    r->body_len ? json_loadb(r->body, r->body_len, JSON_DECODE_ANY, &jerr) : json_object();
-		if (root && json_is_object(root))
+		if (!root)
+		{
+			/* PostgREST reads a JSON body before it looks for the function */
+			gw_error_set(c->e, 400, "PGRST102", "Empty or invalid json", NULL, NULL);
+			goto out;
+		}
+		if (json_is_object(root))
 		{
 			keys = gw_arena_alloc(c->a, sizeof(char *) * (json_object_size(root) + 1));
 			const char *k;

@@ -1,6 +1,7 @@
 /* Blob downloads (see static.h): one read-only transaction to look the file up
  * under the caller's role, then the blob is opened from the content store and
  * sent with sendfile by http.c; several ranges are sent as multipart/byteranges. */
+#define _GNU_SOURCE /* strcasestr */
 #include "static.h"
 
 #include <errno.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -72,7 +74,7 @@ typedef struct cache_entry
 	double expires;
 	char hex[65];
 	char mime[256];
-	char name[256];
+	char name[1024]; /* 255 characters of UTF-8 */
 } cache_entry;
 
 static cache_entry cache[CACHE_SLOTS];
@@ -122,6 +124,78 @@ cache_put(gw_req *req, const gw_auth *auth, const char *file_id, const char *hex
 	snprintf(e->hex, sizeof e->hex, "%s", hex);
 	snprintf(e->mime, sizeof e->mime, "%s", mime);
 	snprintf(e->name, sizeof e->name, "%s", name);
+}
+
+/* --- serving user content ----------------------------------------------------
+ * Files are what users uploaded, served on the API's own origin, where a page
+ * that runs would run as the pod (its tokens, its API). So (gateway/README.md,
+ * "Serving user content"): every answer carries X-Content-Type-Options: nosniff
+ * and Content-Security-Policy: default-src 'none'; sandbox (a document rendered
+ * anyway gets a unique origin and runs nothing); media a player or an <img>
+ * needs (raster images, audio, video, HLS playlists, WebVTT) is inline with its
+ * type; everything else is an attachment, and a type a browser would render as
+ * a document or run (HTML, XML, SVG, scripts, CSS, PDF, other text) is sent as
+ * application/octet-stream. */
+static int
+type_is(const char *mime, const char *prefix)
+{
+	return !strncasecmp(mime, prefix, strlen(prefix));
+}
+
+static int
+inline_type(const char *m)
+{
+	static const char *const images[] = {"image/png", "image/jpeg", "image/gif", "image/webp",
+	                                     "image/avif", "image/bmp", "image/apng", "image/x-icon",
+	                                     "image/vnd.microsoft.icon"};
+	for (size_t i = 0; i < sizeof images / sizeof *images; i++)
+		if (!strcasecmp(m, images[i]))
+			return 1;
+	return type_is(m, "video/") || type_is(m, "audio/") ||
+	       !strcasecmp(m, "application/vnd.apple.mpegurl") ||
+	       !strcasecmp(m, "application/x-mpegurl") || !strcasecmp(m, "application/mp4") ||
+	       !strcasecmp(m, "application/ogg") || !strcasecmp(m, "text/vtt");
+}
+
+/* A type some browser renders as a document, runs, or applies to a page. */
+static int
+active_type(const char *m)
+{
+	static const char *const words[] = {"html", "xml", "svg", "script", "pdf", "flash", "css", "xsl"};
+	for (size_t i = 0; i < sizeof words / sizeof *words; i++)
+		if (strcasestr(m, words[i]))
+			return 1;
+	return type_is(m, "multipart/") || type_is(m, "message/") ||
+	       (type_is(m, "image/") && !inline_type(m)) ||
+	       (type_is(m, "text/") && strcasecmp(m, "text/plain") && strcasecmp(m, "text/csv"));
+}
+
+/* The served type and the policy headers of a file (appended to h). */
+static const char *
+content_policy(gw_buf *h, const char *mime, const char *name)
+{
+	int show = inline_type(mime);
+	const char *type = show || !active_type(mime) ? mime : "application/octet-stream";
+	gw_buf_puts(h, "Content-Security-Policy: default-src 'none'; sandbox\r\n");
+	gw_buf_puts(h, show ? "Content-Disposition: inline" : "Content-Disposition: attachment");
+	if (name[0])
+	{
+		/* RFC 6266: an ASCII fallback, then the UTF-8 name percent-encoded */
+		gw_buf_puts(h, "; filename=\"");
+		for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+			gw_buf_putc(h, *p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\' ? (char)*p : '_');
+		gw_buf_puts(h, "\"; filename*=UTF-8''");
+		for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		{
+			if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+			    strchr("!#$&+-.^_`|~", *p))
+				gw_buf_putc(h, (char)*p);
+			else
+				gw_buf_printf(h, "%%%02X", *p);
+		}
+	}
+	gw_buf_puts(h, "\r\n");
+	return type;
 }
 
 #define MAX_RANGES 64
@@ -212,8 +286,7 @@ serve(gw_req *req, const char *hex, const char *mime, const char *name)
 	              "ETag: \"%s\"\r\nAccept-Ranges: bytes\r\nCache-Control: private, "
 	              "max-age=31536000, immutable\r\n",
 	              hex);
-	if (name[0])
-		gw_buf_printf(&h, "Content-Disposition: inline; filename=\"%s\"\r\n", name);
+	mime = content_policy(&h, mime, name);
 	const char *inm = gw_req_header(req, "if-none-match");
 	if (inm && (strstr(inm, hex) || !strcmp(inm, "*")))
 	{
@@ -282,10 +355,11 @@ lookup_done(gw_pg_job *job)
 		gw_respond_simple_error(req, 500, "PGRST000", "The file record has no valid sha256");
 		return;
 	}
-	char mime[256], name[256];
+	char mime[256], name[1024];
 	header_safe(mime, sizeof mime,
 	            PQgetisnull(r, 0, 2) ? "application/octet-stream" : PQgetvalue(r, 0, 2));
-	header_safe(name, sizeof name, PQgetisnull(r, 0, 3) ? "" : PQgetvalue(r, 0, 3));
+	/* content_policy() quotes and encodes the name for the header */
+	snprintf(name, sizeof name, "%s", PQgetisnull(r, 0, 3) ? "" : PQgetvalue(r, 0, 3));
 	cache_put(req, &d->auth, d->file_id, hex, mime, name);
 	serve(req, hex, mime, name);
 }

@@ -1,38 +1,27 @@
-/* Uploads (see upload.h). Ownership: the upload struct owns the temporary file
- * until it is renamed into the store; after that it owns the blob only if this
- * upload created it, and removes it again when registration fails. Writes to
- * the local disk are synchronous: they are short, and the store is local. */
+/* Uploads (see upload.h): the body streams into a hashed temporary file of the
+ * content store (blob.h), which is then stored as a blob and registered as a
+ * file of the uploader by pod.register_upload. Everything is checked that can
+ * be before the body is read (token, size, filename): a refusal stores nothing.
+ * The upload owns only its temporary file; blobs are the database's (blob.h). */
 #include "upload.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "auth.h"
+#include "blob.h"
 #include "pool.h"
-#include "static.h"
 
 typedef struct upload
 {
 	gw_req *req;
 	gw_auth auth;
-	int fd;
-	char tmp[4096];
-	char blob[4096];
-	int created_blob;
-	int registered;
-	long long size;
-	EVP_MD_CTX *md;
-	unsigned char digest[32];
-	gw_buf settings;
-	gw_params sp, qp;
-	gw_pg_job job;
+	gw_blob_tmp tmp;
+	const char *filename; /* request arena; NULL: none given */
+	gw_params qp;
+	gw_blob_commit commit;
 } upload;
 
 static void
@@ -42,53 +31,130 @@ upload_free(gw_req *req, int ok)
 	upload *u = req->handler;
 	if (!u)
 		return;
-	if (u->fd >= 0)
-		close(u->fd);
-	if (u->tmp[0])
-		unlink(u->tmp);
-	if (u->created_blob && !u->registered)
-		unlink(u->blob);
-	if (u->md)
-		EVP_MD_CTX_free(u->md);
-	gw_pool_job_clear(&u->job);
-	gw_buf_free(&u->settings);
-	gw_params_free(&u->sp);
+	gw_blob_tmp_discard(&u->tmp);
+	gw_blob_commit_clear(&u->commit);
 	gw_params_free(&u->qp);
 	free(u);
 	req->handler = NULL;
+}
+
+/* An error answer: the temporary file goes first, not when the socket closes. */
+static void
+upload_refuse(gw_req *req, int status, const char *code, const char *message)
+{
+	upload *u = req->handler;
+	gw_blob_tmp_discard(&u->tmp);
+	gw_respond_simple_error(req, status, code, message);
 }
 
 static int
 upload_body(gw_req *req, const char *data, size_t len)
 {
 	upload *u = req->handler;
-	if (u->size + (long long)len > gw_cfg.upload_max)
+	if (u->tmp.size + (long long)len > gw_cfg.upload_max)
 	{
-		/* remove the partial file before answering, not when the socket closes */
-		close(u->fd);
-		u->fd = -1;
-		unlink(u->tmp);
-		u->tmp[0] = '\0';
-		gw_respond_simple_error(req, 413, "PGRST413", "Payload Too Large");
+		upload_refuse(req, 413, "PGRST413", "Payload Too Large");
 		return -1;
 	}
-	EVP_DigestUpdate(u->md, data, len);
-	while (len)
+	if (gw_blob_tmp_write(&u->tmp, data, len))
 	{
-		ssize_t n = write(u->fd, data, len);
-		if (n < 0)
-		{
-			if (errno == EINTR)
-				continue;
-			gw_log("upload to %s: %s", u->tmp, strerror(errno));
-			gw_respond_simple_error(req, 507, "PGRST000", "The upload could not be stored");
-			return -1;
-		}
-		data += n;
-		len -= (size_t)n;
-		u->size += n;
+		upload_refuse(req, 507, "PGRST000", "The upload could not be stored");
+		return -1;
 	}
 	return 0;
+}
+
+static int
+hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The filename from ?filename= (the first one) or Content-Disposition's
+ * filename="..." / filename=...; *bad set when one is given but unusable. */
+static const char *
+upload_filename(gw_req *req, const char **bad)
+{
+	*bad = NULL;
+	const char *q = req->query;
+	while (q && *q)
+	{
+		size_t n = strcspn(q, "&");
+		if (n >= 9 && !strncmp(q, "filename=", 9))
+		{
+			/* decoded with its length: a %00 must be seen, not end the string */
+			char *v = gw_arena_alloc(&req->arena, n - 9 + 1);
+			size_t o = 0;
+			for (size_t i = 9; i < n; i++)
+			{
+				int hi = q[i] == '%' && i + 2 < n ? hexval(q[i + 1]) : -1;
+				int lo = hi >= 0 ? hexval(q[i + 2]) : -1;
+				if (lo >= 0)
+				{
+					v[o++] = (char)(hi * 16 + lo);
+					i += 2;
+				}
+				else if (q[i] == '%')
+				{
+					*bad = "The filename is not correctly percent-encoded";
+					return NULL;
+				}
+				else
+					v[o++] = q[i] == '+' ? ' ' : q[i];
+			}
+			v[o] = '\0';
+			*bad = gw_filename_problem(v, o);
+			return *bad ? NULL : v;
+		}
+		q += n;
+		if (*q)
+			q++;
+	}
+	const char *cd = gw_req_header(req, "content-disposition");
+	const char *f = cd ? strstr(cd, "filename=") : NULL;
+	if (f)
+	{
+		f += 9;
+		int quoted = *f == '"';
+		if (quoted)
+			f++;
+		const char *e = f;
+		while (*e && (quoted ? *e != '"' : *e != ';'))
+			e++;
+		*bad = gw_filename_problem(f, (size_t)(e - f));
+		return *bad ? NULL : gw_arena_strndup(&req->arena, f, (size_t)(e - f));
+	}
+	return NULL;
+}
+
+/* The Content-Type's media type (before any ';', trimmed, any case) must be one
+ * pod.files accepts: type/subtype of RFC 6838's characters. Checked before the
+ * body is read, so that a refused type stores nothing. */
+static const char *
+mime_problem(const char *ct)
+{
+	if (!ct)
+		return NULL; /* application/octet-stream */
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	size_t n = strcspn(ct, ";");
+	while (n && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+		n--;
+	if (!n)
+		return NULL;
+	static const char extra[] = "!#$&^_.+-";
+	int slash = 0;
+	for (size_t i = 0; i < n; i++)
+	{
+		char c = ct[i];
+		int first = i == 0 || ct[i - 1] == '/';
+		if (c == '/' && !slash && i > 0 && i + 1 < n)
+			slash = 1;
+		else if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		           (!first && strchr(extra, c))))
+			return "The Content-Type is not a media type (type/subtype)";
+	}
+	return slash ? NULL : "The Content-Type is not a media type (type/subtype)";
 }
 
 void
@@ -97,10 +163,8 @@ gw_upload_head(gw_req *req)
 	upload *u = calloc(1, sizeof *u);
 	if (!u)
 		abort();
-	u->fd = -1;
+	u->tmp.fd = -1;
 	u->req = req;
-	gw_buf_init(&u->settings);
-	gw_params_init(&u->sp);
 	gw_params_init(&u->qp);
 	req->handler = u;
 	req->on_done = upload_free;
@@ -122,129 +186,57 @@ gw_upload_head(gw_req *req)
 		gw_respond_simple_error(req, 413, "PGRST413", "Payload Too Large");
 		return;
 	}
-	snprintf(u->tmp, sizeof u->tmp, "%s/tmp", gw_cfg.store_dir);
-	mkdir(gw_cfg.store_dir, 0750);
-	mkdir(u->tmp, 0750);
-	snprintf(u->tmp, sizeof u->tmp, "%s/tmp/upload-XXXXXX", gw_cfg.store_dir);
-	u->fd = mkstemp(u->tmp);
-	if (u->fd < 0)
+	const char *bad;
+	u->filename = upload_filename(req, &bad);
+	if (!bad)
+		bad = mime_problem(gw_req_header(req, "content-type"));
+	if (bad)
 	{
-		gw_log("upload: cannot create %s: %s", u->tmp, strerror(errno));
-		u->tmp[0] = '\0';
+		gw_respond_simple_error(req, 400, "PGRST100", bad);
+		return;
+	}
+	if (gw_blob_tmp_open(&u->tmp))
+	{
 		gw_respond_simple_error(req, 500, "PGRST000", "The upload could not be stored");
 		return;
 	}
-	u->md = EVP_MD_CTX_new();
-	EVP_DigestInit_ex(u->md, EVP_sha256(), NULL);
 	req->on_body = upload_body;
 }
 
 static void
-register_done(gw_pg_job *job)
+registered(gw_blob_commit *bc, PGresult *r, const gw_error *e)
 {
-	upload *u = job->data;
-	gw_req *req = u->req;
-	gw_error e;
-	if (gw_error_from_job(job, u->auth.anonymous, &e))
+	upload *u = bc->data;
+	if (e)
 	{
-		gw_respond_error(req, &e, NULL);
+		gw_respond_error(u->req, e, NULL);
 		return;
 	}
-	PGresult *r = job->results[1];
-	u->registered = 1;
-	gw_respond(req, 201, "application/json; charset=utf-8", NULL, PQgetvalue(r, 0, 0),
+	gw_respond(u->req, 201, "application/json; charset=utf-8", NULL, PQgetvalue(r, 0, 0),
 	           (size_t)PQgetlength(r, 0, 0));
-}
-
-/* filename from ?filename= or Content-Disposition: ...; filename="x" */
-static char *
-upload_filename(gw_req *req)
-{
-	const char *q = req->query;
-	while (q && *q)
-	{
-		const char *amp = strchr(q, '&');
-		size_t n = amp ? (size_t)(amp - q) : strlen(q);
-		if (n > 9 && !strncmp(q, "filename=", 9))
-		{
-			char *v = gw_url_decode(&req->arena, q + 9, n - 9, 1);
-			if (v)
-				return v;
-		}
-		q = amp ? amp + 1 : NULL;
-	}
-	const char *cd = gw_req_header(req, "content-disposition");
-	const char *f = cd ? strstr(cd, "filename=") : NULL;
-	if (f)
-	{
-		f += 9;
-		int quoted = *f == '"';
-		if (quoted)
-			f++;
-		const char *e = f;
-		while (*e && (quoted ? *e != '"' : *e != ';'))
-			e++;
-		return gw_arena_strndup(&req->arena, f, (size_t)(e - f));
-	}
-	return NULL;
 }
 
 void
 gw_upload_finish(gw_req *req)
 {
 	upload *u = req->handler;
-	if (!u || u->fd < 0)
+	if (!u || u->tmp.fd < 0)
 		return;
-	unsigned dl = 0;
-	EVP_DigestFinal_ex(u->md, u->digest, &dl);
-	char hex[65];
-	for (int i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", u->digest[i]);
-	close(u->fd);
-	u->fd = -1;
-	char dir[4096];
-	snprintf(dir, sizeof dir, "%s/blobs", gw_cfg.store_dir);
-	mkdir(dir, 0750);
-	snprintf(dir, sizeof dir, "%s/blobs/%.2s", gw_cfg.store_dir, hex);
-	mkdir(dir, 0750);
-	gw_blob_path(u->blob, sizeof u->blob, gw_cfg.store_dir, hex);
-	struct stat st;
-	if (stat(u->blob, &st) == 0)
-	{
-		unlink(u->tmp); /* the same content is already stored */
-	}
-	else if (link(u->tmp, u->blob) == 0)
-	{
-		/* link, not rename: a concurrent identical upload cannot be overwritten */
-		unlink(u->tmp);
-		u->created_blob = 1;
-	}
-	else if (errno != EEXIST)
-	{
-		gw_log("upload: cannot store %s: %s", u->blob, strerror(errno));
-		gw_respond_simple_error(req, 500, "PGRST000", "The upload could not be stored");
-		return;
-	}
-	else
-	{
-		unlink(u->tmp);
-	}
-	u->tmp[0] = '\0';
+	gw_blob_tmp_seal(&u->tmp);
 	char size[32];
-	snprintf(size, sizeof size, "%lld", u->size);
+	snprintf(size, sizeof size, "%lld", u->tmp.size);
 	const char *ct = gw_req_header(req, "content-type");
-	gw_params_add_binary(&u->qp, u->digest, 32, 17);
+	gw_params_add_binary(&u->qp, u->tmp.digest, 32, 17);
 	gw_params_add(&u->qp, size);
-	gw_params_add(&u->qp, upload_filename(req));
+	gw_params_add(&u->qp, u->filename);
 	gw_params_add(&u->qp, ct && *ct ? ct : "application/octet-stream");
-	gw_auth_settings_sql(req, &u->auth, &u->settings, &u->sp);
-	u->job.nstmts = 2;
-	u->job.stmts[0].sql = u->settings.data;
-	u->job.stmts[0].params = &u->sp;
-	u->job.stmts[1].sql =
+	u->commit.req = req;
+	u->commit.auth = &u->auth;
+	u->commit.tmp = &u->tmp;
+	u->commit.register_sql =
 	    "SELECT pod.register_upload($1::bytea, $2::bigint, $3::text, $4::text)::text";
-	u->job.stmts[1].params = &u->qp;
-	u->job.done = register_done;
-	u->job.data = u;
-	gw_pool_submit(&u->job);
+	u->commit.register_params = &u->qp;
+	u->commit.done = registered;
+	u->commit.data = u;
+	gw_blob_commit_start(&u->commit);
 }

@@ -1,6 +1,8 @@
-/* POST /upload: the body streams to $PGPOD_STORE_DIR/tmp with SHA-256 computed
- * on the fly, moves to blobs/<2 hex>/<64 hex>, and pod.register_upload records
- * it in the uploader's transaction. A failure leaves no file behind. */
+/* POST /upload: the token, the size and the filename are checked before the body
+ * is read; the body streams into a hashed temporary file of the content store,
+ * is stored as blobs/<2 hex>/<64 hex> and recorded by pod.register_upload in the
+ * uploader's transaction (blob.h). A refused or failed upload removes its
+ * temporary file and never a blob. */
 #ifndef GW_UPLOAD_H
 #define GW_UPLOAD_H
 #include "gw.h"

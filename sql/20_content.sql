@@ -28,7 +28,9 @@ CREATE INDEX blobs_orphaned_idx ON pod.blobs (orphaned_at) WHERE orphaned_at IS 
 CREATE TABLE pod.files (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   owner_id uuid NOT NULL REFERENCES pod.users ON DELETE CASCADE,
-  filename_visible text NOT NULL CHECK (length(filename_visible) BETWEEN 1 AND 255 AND filename_visible !~ '[/\x01-\x1f]'),
+  filename_visible text NOT NULL CONSTRAINT files_filename_visible_check
+    CHECK (length(filename_visible) BETWEEN 1 AND 255 AND filename_visible !~ '[/\\\x01-\x1f\x7f]'
+           AND filename_visible NOT IN ('.', '..')),
   sha256 bytea NOT NULL REFERENCES pod.blobs ON DELETE RESTRICT,
   size bigint NOT NULL CHECK (size >= 0),
   mime_type text NOT NULL DEFAULT 'application/octet-stream'
@@ -114,6 +116,30 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pod.register_upload(bytea, bigint, text, text) IS 'Records an uploaded blob and a file of the calling user over it.';
 
+-- The gateway stores a blob's bytes only after this has recorded the blob (as
+-- orphaned when no file uses it yet), so every blob on disk is known here and a
+-- blob whose upload is refused or interrupted is the collector's to remove. A
+-- request never removes a blob: the database decides, through the collector.
+CREATE FUNCTION pod.blob_stored(sha256 bytea, size bigint) RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+#variable_conflict use_column
+BEGIN
+  IF pod.current_user_id() IS NULL THEN
+    RAISE EXCEPTION 'uploading needs a logged-in user' USING ERRCODE = '42501';
+  END IF;
+  IF blob_stored.sha256 IS NULL OR length(blob_stored.sha256) <> 32
+     OR blob_stored.size IS NULL OR blob_stored.size < 0 THEN
+    RAISE EXCEPTION 'a blob needs a 32-byte sha256 and a size' USING ERRCODE = '22023';
+  END IF;
+  -- an orphaned blob being stored again is not the collector's for a while more
+  INSERT INTO pod.blobs AS b (sha256, size, orphaned_at) VALUES (blob_stored.sha256, blob_stored.size, now())
+    ON CONFLICT (sha256) DO UPDATE SET orphaned_at = now() WHERE b.orphaned_at IS NOT NULL;
+  IF (SELECT b.size FROM pod.blobs b WHERE b.sha256 = blob_stored.sha256) <> blob_stored.size THEN
+    RAISE EXCEPTION 'blob % is already stored with another size', encode(blob_stored.sha256, 'hex') USING ERRCODE = '22023';
+  END IF;
+END $$;
+COMMENT ON FUNCTION pod.blob_stored(bytea, bigint) IS 'Records a blob the gateway is about to store (orphaned until a file uses it).';
+
 CREATE FUNCTION pod.can_read_file(file uuid) RETURNS boolean
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
   RETURN EXISTS (SELECT 1 FROM pod.files f WHERE f.id = file AND f.owner_id = pod.current_user_id())
@@ -140,6 +166,11 @@ END $$;
 COMMENT ON FUNCTION pod.forward_file(uuid) IS 'Copies a readable file to the caller as a new file over the same blob.';
 
 -- Blobs no file uses, for the collector to remove from disk and then from here.
+-- The collector removes a returned blob's bytes before its transaction commits
+-- (rename aside, commit, then unlink; on rollback rename back): an upload of the
+-- same content that registers meanwhile waits on the deleted row and then puts
+-- the bytes back from its own copy (the gateway links its temporary file again
+-- after registration).
 CREATE FUNCTION pod.collect_orphaned_blobs(older_than interval DEFAULT '1 hour') RETURNS SETOF pod.blobs
   LANGUAGE sql SET search_path = pg_catalog, pod
   BEGIN ATOMIC
@@ -185,4 +216,5 @@ CREATE FUNCTION api.forward_file(file uuid) RETURNS json
   END;
 COMMENT ON FUNCTION api.forward_file(uuid) IS 'Forwards a file: a new file of yours over the same content.';
 GRANT EXECUTE ON FUNCTION pod.register_upload(bytea, bigint, text, text), api.forward_file(uuid) TO pgpod_user;
+GRANT EXECUTE ON FUNCTION pod.blob_stored(bytea, bigint) TO pgpod_user;
 GRANT EXECUTE ON FUNCTION pod.can_read_file(uuid) TO pgpod_user, pgpod_admin;

@@ -206,6 +206,49 @@ GRANT SELECT ON pod.message_versions, pod.room_events TO pgpod_user;
 GRANT SELECT, INSERT, UPDATE, DELETE ON pod.rooms, pod.room_members, pod.messages TO pgpod_admin;
 GRANT SELECT ON pod.message_versions, pod.room_events TO pgpod_admin;
 
+-- Streams: the gateway reads each room event once per worker process and fans it
+-- out to the subscribers the database allows (api.rooms under each subscriber's
+-- role, when it subscribes and when its membership changes). The read bypasses
+-- row-level security, so only the gateway's login role may call it.
+CREATE FUNCTION pod.room_events_feed(room uuid, after bigint, max_rows integer DEFAULT 500)
+  RETURNS TABLE (seq bigint, kind text, message text)
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
+  BEGIN ATOMIC
+    SELECT e.seq, e.kind::text,
+           coalesce(to_jsonb(m), jsonb_build_object('id', e.message_id, 'room_id', e.room_id, 'status', 'deleted'))::text
+      FROM pod.room_events e
+      LEFT JOIN pod.messages m ON m.id = e.message_id
+     WHERE e.room_id = room_events_feed.room AND e.seq > room_events_feed.after
+     ORDER BY e.seq
+     LIMIT least(greatest(room_events_feed.max_rows, 0), 5000);
+  END;
+COMMENT ON FUNCTION pod.room_events_feed(uuid, bigint, integer) IS 'A room''s events after a seq, for the gateway''s shared stream read (its login role only).';
+GRANT EXECUTE ON FUNCTION pod.room_events_feed(uuid, bigint, integer) TO pgpod_authenticator;
+
+-- A change of who may read a room is announced to the streams ('<room>:<user>';
+-- no user: everyone; room '*': every room, when a user's session ends), which ask
+-- the database again for those subscribers.
+CREATE FUNCTION pod.room_members_notify() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+BEGIN
+  IF TG_TABLE_NAME = 'rooms' THEN
+    PERFORM pg_notify('pgpod_room_members', OLD.id || ':');
+  ELSIF TG_TABLE_NAME = 'sessions' THEN
+    PERFORM pg_notify('pgpod_room_members', '*:' || OLD.user_id);
+  ELSIF TG_OP = 'DELETE' THEN
+    PERFORM pg_notify('pgpod_room_members', OLD.room_id || ':' || OLD.user_id);
+  ELSE
+    PERFORM pg_notify('pgpod_room_members', NEW.room_id || ':' || NEW.user_id);
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER room_members_notify AFTER INSERT OR UPDATE OR DELETE ON pod.room_members
+  FOR EACH ROW EXECUTE FUNCTION pod.room_members_notify();
+CREATE TRIGGER rooms_notify_members AFTER DELETE ON pod.rooms
+  FOR EACH ROW EXECUTE FUNCTION pod.room_members_notify();
+CREATE TRIGGER sessions_notify_members AFTER UPDATE OF revoked_at OR DELETE ON pod.sessions
+  FOR EACH ROW EXECUTE FUNCTION pod.room_members_notify();
+
 -- api -------------------------------------------------------------------------------
 
 CREATE VIEW api.rooms WITH (security_invoker = true) AS

@@ -12,7 +12,7 @@ use MIME::Base64 qw(encode_base64);
 use Time::HiRes qw(time sleep);
 use IO::Socket::INET;
 
-our @EXPORT = qw(req psql fixture token wait_until json url raw_request b64url code2 err);
+our @EXPORT = qw(req psql fixture token wait_until json url raw_request b64url code2 err sse_take);
 
 my $url = $ENV{PGPOD_URL} or die "PGPOD_URL is not set (run through tests/check)\n";
 my $http = HTTP::Tiny->new(timeout => 30, keep_alive => 1);
@@ -101,6 +101,19 @@ sub raw_request {
   }
   close $s;
   return $out;
+}
+
+# sse_take(\$buf): removes the complete Server-Sent Events from $buf and returns
+# those with an id as hashes (id, event, data)
+sub sse_take {
+  my ($buf) = @_;
+  my @events;
+  while ($$buf =~ s/^(.*?)\n\n//s) {
+    my %ev;
+    for (split /\n/, $1) { $ev{$1} = $2 if /^(\w+): ?(.*)$/ }
+    push @events, \%ev if exists $ev{id};
+  }
+  return @events;
 }
 
 1;

@@ -109,14 +109,6 @@ done
 [[ -n $check ]] || { echo "pgbench's transaction never showed in $pglog" >&2; exit 1; }
 log_off
 
-# CPU ticks (user + system) of process $1 and its children, live and reaped.
-cpu_ticks() {
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '{
-    pid = $1; sub(/^[^(]*\(.*\) /, "")
-    if (pid == root) t += $12 + $13 + $14 + $15
-    else if ($2 == root) t += $12 + $13
-  } END { printf "%d\n", t }'
-}
 hz=$(getconf CLK_TCK)
 gw_pid=$(cat "$PGPOD_DIR/run/gateway.pid")
 # the postmaster: the parent of a backend (whose own stat the superuser reads)

@@ -30,3 +30,12 @@ CONF
   echo "nginx did not start: $(tail -3 "$work/nginx/error.log" "$work/nginx/out.log" 2>/dev/null)" >&2
   return 1
 }
+
+# CPU ticks (user + system) of process $1 and its children, live and reaped.
+cpu_ticks() {
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '{
+    pid = $1; sub(/^[^(]*\(.*\) /, "")
+    if (pid == root) t += $12 + $13 + $14 + $15
+    else if ($2 == root) t += $12 + $13
+  } END { printf "%d\n", t }'
+}

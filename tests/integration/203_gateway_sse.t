@@ -57,11 +57,7 @@ sub pump {
     $st->{buf} .= $chunk;
     if (!defined $st->{status} && $st->{buf} =~ s/^HTTP\/1\.1 (\d+)[^\n]*\n.*?\r\n\r\n//s) { $st->{status} = $1 }
     next unless defined $st->{status};
-    while ($st->{buf} =~ s/^(.*?)\n\n//s) {
-      my %ev;
-      for (split /\n/, $1) { $ev{$1} = $2 if /^(\w+): ?(.*)$/ }
-      push @{ $st->{events} }, \%ev if exists $ev{id};
-    }
+    push @{ $st->{events} }, sse_take(\$st->{buf});
   }
   return $cond->($st);
 }

@@ -3,7 +3,7 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(20);
+SELECT plan(25);
 
 CREATE TEMP TABLE actor AS
   SELECT name, u.id AS user_id,
@@ -26,8 +26,15 @@ SELECT throws_ok($$SELECT pod.register_upload(sha256('hello'), 6, 'x', 'text/pla
                  'same blob with another size refused');
 SELECT throws_ok($$SELECT pod.register_upload(sha256('x'), 1, 'a/b', 'text/plain')$$, '23514', NULL, 'slash in a file name refused');
 SELECT throws_ok($$SELECT pod.register_upload(sha256('x'), 1, 'ok', 'not a type')$$, '23514', NULL, 'bad mime type refused');
+SELECT throws_ok($$SELECT pod.register_upload(sha256('x'), 1, E'a\\b', 'text/plain')$$, '23514', NULL, 'backslash in a file name refused');
+SELECT throws_ok($$SELECT pod.register_upload(sha256('x'), 1, E'a\x7fb', 'text/plain')$$, '23514', NULL, 'DEL in a file name refused');
+SELECT throws_ok($$SELECT pod.register_upload(sha256('x'), 1, '..', 'text/plain')$$, '23514', NULL, 'a file named .. refused');
+-- a blob recorded before its bytes are stored is orphaned until a file uses it
+SELECT pod.blob_stored(sha256('stored'), 6);
+SELECT throws_ok($$SELECT pod.blob_stored(sha256('stored'), 7)$$, '22023', NULL, 'a stored blob with another size refused');
 RESET ROLE;
 SELECT is((SELECT count(*)::int FROM pod.blobs WHERE sha256 = sha256('x')), 0, 'refused uploads left no blob');
+SELECT ok((SELECT orphaned_at IS NOT NULL FROM pod.blobs WHERE sha256 = sha256('stored')), 'pod.blob_stored records an orphaned blob, for the collector');
 
 -- ben cannot see ann's file until granted
 SELECT set_config('request.jwt.claims', :'c_ben', true);
