@@ -170,10 +170,10 @@ BEGIN
   RETURN n;
 END $$;
 
--- Records failed attempts (one error per job), telling permanent failures (permanent[i]: no retry can succeed, so the
--- job is dead at once with its error) from transient ones, which back off, no sooner
--- than not_before[i] when given (an HTTP Retry-After). NULL arrays: all transient,
--- the policy's delays.
+-- Records failed attempts (one error per job), telling permanent failures
+-- (permanent[i]: no retry can succeed, so the job is dead at once with its error) from
+-- transient ones, which back off, no sooner than not_before[i] when given (an HTTP
+-- Retry-After). NULL arrays: all transient, the policy's delays.
 CREATE FUNCTION pod.job_fail(job_ids bigint[], errors text[], worker text, permanent boolean[],
                              not_before timestamptz[]) RETURNS integer
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
