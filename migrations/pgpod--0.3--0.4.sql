@@ -3,7 +3,7 @@
 -- (tests/integration/030_migrations.t compares their schemas).
 \echo Use "ALTER EXTENSION pgpod UPDATE TO '0.4'" to load this file. \quit
 
--- >>> pubsub cache (issue 15): sql/74_pubsub.sql, verbatim; then the privileges sql/99 would take back.
+-- >>> pubsub cache (issue 15): sql/74_pubsub.sql, sql/75_feeds.sql, sql/76_pubsub_federation.sql, verbatim; then the privileges sql/99 would take back.
 -- 74_pubsub: the pubsub cache (after Libervia's): nodes of a service (a pod's URL or
 -- a feed's URL) and their items, each kept raw (XML as received) with the JSONB its
 -- parser (C, extension/src/pubsub_parse.c) made of it; analysers decide per node which
@@ -261,10 +261,10 @@ BEGIN
       SET data = EXCLUDED.data, parsed = EXCLUDED.parsed, publisher = EXCLUDED.publisher,
           created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, parse_error = NULL,
           seq = nextval('pod.pubsub_items_seq')
-      WHERE i.updated_at <= EXCLUDED.updated_at
+      WHERE i.updated_at <= EXCLUDED.updated_at AND (i.data, i.updated_at) IS DISTINCT FROM (EXCLUDED.data, EXCLUDED.updated_at)
     RETURNING id INTO item_id;
   IF item_id IS NULL THEN
-    RETURN NULL;  -- the cache holds a newer version
+    RETURN NULL;  -- the cache holds a newer version, or this very one
   END IF;
   DELETE FROM pod.pubsub_tombstones t WHERE t.node_id = n.id AND t.name = item;
   IF n.max_items IS NOT NULL THEN
@@ -512,6 +512,504 @@ GRANT EXECUTE ON FUNCTION pod.pubsub_analyser_register(text, text, text, text, t
   pod.pubsub_purge(text, text, timestamptz), pod.pubsub_delete_node(text, text),
   pod.pubsub_items_page(text, text, integer, text, text), pod.pubsub_search(text, jsonb, text, text, integer)
   TO pgpod_admin;
+
+-- 75_feeds: subscriptions to Atom / RSS feeds (a PeerTube instance's or channel's
+-- /feeds/videos.atom or .xml). Each feed is a node (service = the feed URL, name
+-- urn:pgpod:feed) whose items are its entries, parsed by the same C parsers; the
+-- federator polls it (job feed_poll: a conditional GET with ETag / Last-Modified, a
+-- per-feed interval, backoff on errors) and hands the answer to pod.feed_poll_finish.
+-- Also the federator's fetch-job entry points that add feed polls and node
+-- synchronisations (76) to the GET jobs of 70_federation.
+
+CREATE TABLE pod.feeds (
+  id bigserial PRIMARY KEY,
+  url text NOT NULL UNIQUE CHECK (url ~ '^https?://[^\s]+$' AND length(url) <= 2000),
+  poll_url text NOT NULL CHECK (poll_url ~ '^https?://[^\s]+$'),
+  node_id bigint NOT NULL UNIQUE REFERENCES pod.pubsub_nodes ON DELETE CASCADE,
+  poll_interval interval NOT NULL CHECK (poll_interval >= interval '1 second'),
+  next_poll_at timestamptz NOT NULL DEFAULT now(),
+  etag text,
+  last_modified text,
+  failures integer NOT NULL DEFAULT 0,
+  last_status integer,
+  last_error text,
+  last_polled_at timestamptz,
+  last_body_bytes integer,
+  polls bigint NOT NULL DEFAULT 0,
+  not_modified bigint NOT NULL DEFAULT 0,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pod.feeds IS 'Feed subscriptions: where and when to poll, the validators of the last answer (ETag, Last-Modified), failures and backoff.';
+COMMENT ON COLUMN pod.feeds.poll_url IS 'What is polled: the URL, or the RSS alternate an Atom feed names (RSS carries the video fields).';
+CREATE INDEX feeds_due_idx ON pod.feeds (next_poll_at);
+SELECT pg_catalog.pg_extension_config_dump('pod.feeds', '');
+SELECT pg_catalog.pg_extension_config_dump('pod.feeds_id_seq', '');
+GRANT SELECT ON pod.feeds TO pgpod_admin;
+
+INSERT INTO pod.setting_defaults (name, value, description) VALUES
+  ('feeds.interval', '"15 minutes"', 'How often a subscribed feed is polled (pod.feed_subscribe may set another per feed).'),
+  ('feeds.max_backoff', '"1 day"', 'Longest wait between polls of a failing feed (the interval doubles per failure up to this).');
+INSERT INTO pod.job_kinds (kind, retries, description) VALUES
+  ('feed_poll', 0, 'Poll a subscribed feed with a conditional GET (federator); a failure is recorded on the feed, which backs off.');
+
+-- Admin: subscribes to a feed; its first poll is due at once. Returns the feed's id.
+CREATE FUNCTION pod.feed_subscribe(url text, poll_interval interval DEFAULT NULL) RETURNS bigint
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  n pod.pubsub_nodes;
+  feed_id bigint;
+BEGIN
+  IF NOT pod.is_admin() THEN
+    RAISE EXCEPTION 'only an admin may subscribe to a feed' USING ERRCODE = '42501';
+  END IF;
+  IF coalesce(url, '') !~ '^https?://[^/\s]+(/[^\s]*)?$' OR length(url) > 2000 THEN
+    RAISE EXCEPTION 'not a feed URL: %', coalesce(quote_literal(url), 'NULL') USING ERRCODE = '22023',
+      HINT = 'A feed URL is http(s)://host[:port]/path.';
+  END IF;
+  IF poll_interval IS NOT NULL AND poll_interval < interval '1 second' THEN
+    RAISE EXCEPTION 'a poll interval is at least 1 second' USING ERRCODE = '22023';
+  END IF;
+  SELECT f.id INTO feed_id FROM pod.feeds f WHERE f.url = feed_subscribe.url;
+  IF FOUND THEN
+    UPDATE pod.feeds f SET poll_interval = coalesce(feed_subscribe.poll_interval, f.poll_interval) WHERE f.id = feed_id;
+    RETURN feed_id;
+  END IF;
+  n := pod.pubsub_node(url, 'urn:pgpod:feed');
+  INSERT INTO pod.feeds (url, poll_url, node_id, poll_interval)
+    VALUES (url, url, n.id, coalesce(poll_interval, (pod.setting('feeds.interval') #>> '{}')::interval))
+    RETURNING id INTO feed_id;
+  PERFORM pod.feeds_enqueue_due();
+  RETURN feed_id;
+END $$;
+COMMENT ON FUNCTION pod.feed_subscribe(text, interval) IS 'Subscribe to an Atom or RSS feed: its entries become items of a feed node, in api.network_videos.';
+
+-- Admin: ends a subscription; its node and items go.
+CREATE FUNCTION pod.feed_unsubscribe(url text) RETURNS boolean
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE n_id bigint;
+BEGIN
+  IF NOT pod.is_admin() THEN
+    RAISE EXCEPTION 'only an admin may unsubscribe from a feed' USING ERRCODE = '42501';
+  END IF;
+  DELETE FROM pod.feeds f WHERE f.url = feed_unsubscribe.url RETURNING node_id INTO n_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no feed %', coalesce(quote_literal(url), 'NULL') USING ERRCODE = 'P0002';
+  END IF;
+  DELETE FROM pod.pubsub_nodes WHERE id = n_id;
+  RETURN true;
+END $$;
+
+-- Enqueues a feed_poll job for every feed that is due and has none; returns how many.
+CREATE FUNCTION pod.feeds_enqueue_due() RETURNS integer
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+  WITH due AS (
+    SELECT f.id FROM pod.feeds f
+     WHERE f.next_poll_at <= now()
+       AND NOT EXISTS (SELECT 1 FROM pod.jobs j WHERE j.kind = 'feed_poll' AND j.target = f.url
+                                                  AND j.state IN ('waiting', 'running'))
+     FOR UPDATE OF f SKIP LOCKED),
+  queued AS (
+    INSERT INTO pod.jobs (kind, target, payload)
+      SELECT 'feed_poll', f.url, jsonb_build_object('feed', f.id) FROM pod.feeds f JOIN due USING (id)
+    RETURNING 1)
+  SELECT count(*)::integer FROM queued
+$$;
+
+-- The GET of a feed_poll job: conditional on what the last answer said.
+CREATE FUNCTION pod.feed_poll_request(feed_id bigint) RETURNS TABLE (url text, headers text[])
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pod
+  RETURN (SELECT ROW(f.poll_url, array_remove(ARRAY[
+            'Accept: application/rss+xml, application/atom+xml;q=0.9, application/xml;q=0.8, */*;q=0.1',
+            'If-None-Match: ' || f.etag, 'If-Modified-Since: ' || f.last_modified], NULL))
+            FROM pod.feeds f WHERE f.id = feed_id);
+
+-- Records a failed poll: the interval doubles per failure in a row, up to feeds.max_backoff.
+CREATE FUNCTION pod.feed_poll_failed(feed_id bigint, status integer, error text) RETURNS void
+  LANGUAGE sql SET search_path = pg_catalog, pod AS $$
+  UPDATE pod.feeds f
+     SET failures = f.failures + 1, last_status = status, last_error = left(error, 1000), last_polled_at = now(),
+         polls = f.polls + 1,
+         next_poll_at = now() + least(f.poll_interval * power(2, least(f.failures + 1, 30)),
+                                      (pod.setting('feeds.max_backoff') #>> '{}')::interval)
+   WHERE f.id = feed_id
+$$;
+
+-- The end of a feed_poll job. answer: what the federator saw, "HTTP <status>" then
+-- the ETag and Last-Modified header lines, an empty line and the body ("HTTP 0" and
+-- the error for a transfer that failed). 304 keeps the cache; 200 publishes every
+-- entry (an entry that cannot be parsed is skipped and counted, the others go in);
+-- anything else is a failure. Returns a summary.
+CREATE FUNCTION pod.feed_poll_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  job pod.jobs;
+  f pod.feeds;
+  head text := split_part(coalesce(answer, ''), E'\n\n', 1);
+  body text := substr(coalesce(answer, ''), length(split_part(coalesce(answer, ''), E'\n\n', 1)) + 3);
+  status integer := coalesce(substring(coalesce(answer, '') FROM '^HTTP ([0-9]{1,3})')::integer, 0);
+  new_etag text := substring(head FROM '(?:^|\n)[Ee][Tt][Aa][Gg]: *([^\n]*)');
+  modified text := substring(head FROM '(?:^|\n)[Ll]ast-[Mm]odified: *([^\n]*)');
+  e record;
+  parsed jsonb;
+  published integer := 0;
+  skipped integer := 0;
+  first_error text;
+  alternate text;
+BEGIN
+  SELECT * INTO job FROM pod.jobs j WHERE j.id = job_id AND j.kind = 'feed_poll' AND j.state = 'running'
+     AND j.worker = feed_poll_finish.worker FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no feed_poll job % leased to %', job_id, worker USING ERRCODE = 'P0002';
+  END IF;
+  PERFORM pod.job_complete(ARRAY[job_id], worker);
+  SELECT * INTO f FROM pod.feeds WHERE id = (job.payload ->> 'feed')::bigint FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN jsonb_build_object('status', 'unsubscribed');
+  END IF;
+  IF status = 304 THEN
+    UPDATE pod.feeds SET failures = 0, last_status = 304, last_error = NULL, last_polled_at = now(), polls = polls + 1,
+                         not_modified = not_modified + 1, last_body_bytes = octet_length(body),
+                         next_poll_at = now() + poll_interval
+     WHERE id = f.id;
+    RETURN jsonb_build_object('status', 304);
+  ELSIF status <> 200 THEN
+    PERFORM pod.feed_poll_failed(f.id, status, CASE WHEN status = 0 THEN body ELSE 'HTTP ' || status END);
+    RETURN jsonb_build_object('status', status, 'error', CASE WHEN status = 0 THEN body ELSE 'HTTP ' || status END);
+  END IF;
+  BEGIN
+    FOR e IN SELECT * FROM pod.feed_entries(body) LOOP
+      alternate := coalesce(alternate, e.alternate);
+      BEGIN
+        parsed := pod.pubsub_parse('video', e.entry);
+        PERFORM pod.pubsub_publish(f.url, 'urn:pgpod:feed', coalesce(parsed ->> 'id', md5(e.entry)), e.entry, f.url);
+        published := published + 1;
+      EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE 'PX001' OR SQLSTATE '54000'
+                  OR SQLSTATE '22023' THEN
+        skipped := skipped + 1;
+        first_error := coalesce(first_error, SQLERRM);
+      END;
+    END LOOP;
+  EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE 'PX001' OR SQLSTATE '54000' THEN
+    PERFORM pod.feed_poll_failed(f.id, status, 'the feed cannot be read: ' || SQLERRM);
+    RETURN jsonb_build_object('status', status, 'error', SQLERRM);
+  END;
+  UPDATE pod.feeds
+     SET failures = 0, last_status = 200, etag = new_etag, last_modified = modified,
+         last_error = CASE WHEN skipped > 0 THEN skipped || ' entries skipped: ' || first_error END,
+         last_polled_at = now(), polls = polls + 1, last_body_bytes = octet_length(body),
+         -- An Atom feed naming its RSS alternate: poll that (Media RSS) from now on.
+         poll_url = CASE WHEN alternate ~ '^https?://[^\s]+$' AND poll_url = url THEN alternate ELSE poll_url END,
+         next_poll_at = CASE WHEN alternate ~ '^https?://[^\s]+$' AND poll_url = url THEN now() ELSE now() + poll_interval END
+   WHERE id = f.id;
+  RETURN jsonb_build_object('status', 200, 'published', published, 'skipped', skipped);
+END $$;
+
+-- The federator's GET jobs: those of 70_federation (make_friends, verify_key), then a
+-- feed poll, then a node synchronisation page (76). Enqueues the feed polls due first.
+CREATE FUNCTION pod.fetch_jobs_claim(worker text)
+  RETURNS TABLE (job_id bigint, kind text, pod_url text, url text, headers text[])
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE j pod.jobs;
+BEGIN
+  RETURN QUERY SELECT * FROM pod.fetches_claim(worker);
+  IF FOUND THEN
+    RETURN;
+  END IF;
+  PERFORM pod.feeds_enqueue_due();
+  SELECT * INTO j FROM pod.job_claim('feed_poll', worker, 1);
+  IF FOUND THEN
+    RETURN QUERY SELECT j.id, j.kind, j.target, r.url, r.headers FROM pod.feed_poll_request((j.payload ->> 'feed')::bigint) r;
+    IF NOT FOUND THEN  -- unsubscribed meanwhile
+      PERFORM pod.job_complete(ARRAY[j.id], worker);
+    END IF;
+    RETURN;
+  END IF;
+  RETURN QUERY SELECT * FROM pod.pubsub_sync_claim(worker);
+END $$;
+COMMENT ON FUNCTION pod.fetch_jobs_claim(text) IS 'Claims one GET job for the federator: make_friends, verify_key, feed_poll or pubsub_sync.';
+
+CREATE FUNCTION pod.fetch_jobs_finish(job_id bigint, worker text, urls text[], answers text[]) RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE k text := (SELECT j.kind FROM pod.jobs j WHERE j.id = job_id);
+BEGIN
+  IF k = 'feed_poll' THEN
+    RETURN pod.feed_poll_finish(job_id, worker, answers[1]);
+  ELSIF k = 'pubsub_sync' THEN
+    RETURN pod.pubsub_sync_finish(job_id, worker, answers[1]);
+  END IF;
+  RETURN pod.fetches_finish(job_id, worker, urls, answers);
+END $$;
+GRANT EXECUTE ON FUNCTION pod.fetch_jobs_claim(text), pod.fetch_jobs_finish(bigint, text, text[], text[]) TO pgpod_worker;
+GRANT EXECUTE ON FUNCTION pod.feed_subscribe(text, interval), pod.feed_unsubscribe(text) TO pgpod_admin;
+
+CREATE VIEW api.feeds WITH (security_invoker = true) AS
+  SELECT url, poll_url, poll_interval, next_poll_at, last_status, last_error, last_polled_at, failures, polls, not_modified
+    FROM pod.feeds;
+COMMENT ON VIEW api.feeds IS 'Feed subscriptions and how their polling goes (admins only).';
+GRANT SELECT ON api.feeds TO pgpod_admin;
+
+-- 76_pubsub_federation: the pubsub cache between pods. A pod serves its own nodes
+-- (api.pubsub_nodes, api.pubsub_items: RSM pages); friends get its changes as events
+-- over the signed queue (pubsub.publish / retract / purge / delete, applied by
+-- pod.pubsub_receive with the convergence rule of 74) and synchronise a node in full
+-- from it (job pubsub_sync: paged signed GETs, bounded; sync_state in_progress →
+-- completed | error, a stuck one reset by pod.pubsub_sync_reset_stuck).
+
+INSERT INTO pod.job_kinds (kind, retries, description) VALUES
+  ('pubsub_sync', 3, 'Fetch a friend''s node list, or one page of one of its nodes, for a full synchronisation (federator).');
+
+-- Serving this pod's nodes ------------------------------------------------------------
+
+CREATE FUNCTION api.pubsub_nodes() RETURNS json
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
+  BEGIN ATOMIC
+    SELECT coalesce(json_agg(json_build_object('name', n.name, 'type', n.type) ORDER BY n.name), '[]')
+      FROM pod.pubsub_nodes n WHERE n.service = (SELECT url FROM pod.identity);
+  END;
+COMMENT ON FUNCTION api.pubsub_nodes() IS 'This pod''s own pubsub nodes (what friends synchronise).';
+
+-- GET /rpc/pubsub_items?node=…&after=…&max=…: an RSM page of one of this pod's nodes,
+-- each item raw as published (the receiver parses it with its own analysers).
+CREATE FUNCTION api.pubsub_items(node text, after text DEFAULT NULL, max integer DEFAULT 100) RETURNS json
+  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE page jsonb;
+BEGIN
+  page := pod.pubsub_items_page((SELECT url FROM pod.identity), node, max, nullif(after, ''));
+  RETURN (page - 'items' || jsonb_build_object('items', (
+    SELECT coalesce(jsonb_agg(jsonb_build_object('name', e ->> 'name', 'publisher', e ->> 'publisher', 'data', e ->> 'data',
+                                                 'updated', e ->> 'updated_at')), '[]')
+      FROM jsonb_array_elements(page -> 'items') e)))::json;
+END $$;
+COMMENT ON FUNCTION api.pubsub_items(text, text, integer) IS 'An RSM page (after, max) of one of this pod''s own nodes, items raw.';
+GRANT EXECUTE ON FUNCTION api.pubsub_nodes(), api.pubsub_items(text, text, integer) TO pgpod_anon, pgpod_user, pgpod_admin;
+
+-- Receiving events ----------------------------------------------------------------------
+
+-- Applies a friend's pubsub event to the cache of its own service (a pod can only
+-- publish into its own nodes). Bad events are refused with PT400; a payload that is
+-- not safe, well-formed XML too.
+CREATE FUNCTION pod.pubsub_receive(sender text, activity jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE
+  o jsonb := activity -> 'object';
+  node text := o ->> 'node';
+  applied boolean;
+BEGIN
+  IF jsonb_typeof(o) IS DISTINCT FROM 'object' OR coalesce(node, '') = '' THEN
+    PERFORM pod.inbox_reject('PT400', 'a pubsub event needs an object with a node');
+  END IF;
+  BEGIN
+    CASE activity ->> 'type'
+    WHEN 'pubsub.publish' THEN
+      applied := pod.pubsub_publish(sender, node, o ->> 'item', o ->> 'payload', sender, (o ->> 'updated')::timestamptz) IS NOT NULL;
+    WHEN 'pubsub.retract' THEN
+      PERFORM pod.pubsub_node(sender, node);
+      applied := pod.pubsub_retract(sender, node, o ->> 'item', coalesce((o ->> 'retracted')::timestamptz, now()));
+    WHEN 'pubsub.purge' THEN
+      applied := EXISTS (SELECT 1 FROM pod.pubsub_nodes n WHERE n.service = sender AND n.name = node)
+                 AND pod.pubsub_purge(sender, node, coalesce((o ->> 'purged')::timestamptz, now())) >= 0;
+    WHEN 'pubsub.delete' THEN
+      DELETE FROM pod.pubsub_nodes n WHERE n.service = sender AND n.name = node;
+      applied := FOUND;
+    END CASE;
+  EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE 'PX001' OR SQLSTATE '54000' OR SQLSTATE '22023'
+              OR invalid_datetime_format OR datetime_field_overflow THEN
+    PERFORM pod.inbox_reject('PT400', 'pubsub event refused: ' || SQLERRM);
+  END;
+  RETURN jsonb_build_object('status', CASE WHEN applied THEN 'applied' ELSE 'ignored' END);
+END $$;
+
+-- Synchronisation --------------------------------------------------------------------------
+
+-- Percent-encodes a query value (RFC 3986 unreserved characters kept).
+CREATE FUNCTION pod.url_encode(value text) RETURNS text
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  RETURN (SELECT coalesce(string_agg(CASE WHEN c ~ '^[A-Za-z0-9._~-]$' THEN c
+                                          ELSE upper(regexp_replace(encode(convert_to(c, 'UTF8'), 'hex'), '(..)', '%\1', 'g')) END,
+                                     '' ORDER BY i), '')
+            FROM regexp_split_to_table(value, '') WITH ORDINALITY s(c, i));
+
+-- Starts a full synchronisation of a friend's node: the cached items are dropped (a
+-- fresh copy comes page by page; events keep applying meanwhile), the node is
+-- in_progress and its first page job is queued.
+CREATE FUNCTION pod.pubsub_sync_start(service text, node text) RETURNS bigint
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE n pod.pubsub_nodes;
+BEGIN
+  n := pod.pubsub_node(service, node);
+  DELETE FROM pod.pubsub_items i WHERE i.node_id = n.id;
+  UPDATE pod.pubsub_nodes SET sync_state = 'in_progress', sync_state_updated = now(), sync_error = NULL WHERE id = n.id;
+  RETURN pod.job_enqueue('pubsub_sync', jsonb_build_object('service', service, 'node', node, 'page', 1), service);
+END $$;
+
+-- Synchronises a friend in full: its node list first (then every node an analyser
+-- says to synchronise).
+CREATE FUNCTION pod.pubsub_sync_friend(friend_url text) RETURNS bigint
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
+  RETURN pod.job_enqueue('pubsub_sync', jsonb_build_object('service', friend_url), friend_url);
+
+-- Nodes in_progress past pubsub.sync_deadline (a lost job, a dead federator) start
+-- again; returns how many.
+CREATE FUNCTION pod.pubsub_sync_reset_stuck() RETURNS integer
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE n record; k integer := 0;
+BEGIN
+  FOR n IN SELECT p.service, p.name FROM pod.pubsub_nodes p
+            WHERE p.to_sync AND p.sync_state = 'in_progress'
+              AND p.sync_state_updated < now() - (pod.setting('pubsub.sync_deadline') #>> '{}')::interval
+              AND NOT EXISTS (SELECT 1 FROM pod.jobs j WHERE j.kind = 'pubsub_sync' AND j.target = p.service
+                                                         AND j.payload ->> 'node' = p.name AND j.state IN ('waiting', 'running'))
+            FOR UPDATE OF p SKIP LOCKED LOOP
+    RAISE LOG 'pgpod: synchronisation of % at % was stuck; starting again', n.name, n.service;
+    PERFORM pod.pubsub_sync_start(n.service, n.name);
+    k := k + 1;
+  END LOOP;
+  RETURN k;
+END $$;
+
+-- Records a failed synchronisation: the partial copy is dropped, the reason kept.
+CREATE FUNCTION pod.pubsub_sync_error(service text, node text, reason text) RETURNS void
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE n_id bigint;
+BEGIN
+  SELECT id INTO n_id FROM pod.pubsub_nodes p WHERE p.service = pubsub_sync_error.service AND p.name = node;
+  DELETE FROM pod.pubsub_items WHERE node_id = n_id;
+  UPDATE pod.pubsub_nodes SET sync_state = 'error', sync_state_updated = now(), sync_error = left(reason, 1000)
+   WHERE id = n_id;
+  RAISE LOG 'pgpod: synchronisation of % at % failed: %', node, service, reason;
+END $$;
+
+-- Claims one pubsub_sync job: its signed GET (the node list, or a page of a node).
+CREATE FUNCTION pod.pubsub_sync_claim(worker text)
+  RETURNS TABLE (job_id bigint, kind text, pod_url text, url text, headers text[])
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  me pod.identity;
+  j pod.jobs;
+  target text;
+BEGIN
+  PERFORM pod.pubsub_sync_reset_stuck();
+  SELECT * INTO j FROM pod.job_claim('pubsub_sync', worker, 1);
+  IF NOT FOUND THEN
+    RETURN;
+  END IF;
+  SELECT * INTO me FROM pod.identity;
+  IF j.payload ? 'node' THEN
+    target := (j.payload ->> 'service') || (pod.setting('pubsub.items_path') #>> '{}') || '?node=' || pod.url_encode(j.payload ->> 'node')
+              || '&max=' || (pod.setting('pubsub.sync_page') #>> '{}')
+              || coalesce('&after=' || pod.url_encode(j.payload ->> 'after'), '');
+  ELSE
+    target := (j.payload ->> 'service') || (pod.setting('pubsub.nodes_path') #>> '{}');
+  END IF;
+  RETURN QUERY SELECT j.id, j.kind, j.payload ->> 'service', target,
+    pod.httpsig_sign_request('GET', target, '', clock_timestamp(), me.url || '#main-key', me.private_key);
+END $$;
+
+-- The end of a pubsub_sync job with what the origin answered (NULL: nothing usable).
+CREATE FUNCTION pod.pubsub_sync_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  j pod.jobs;
+  service text;
+  node text;
+  page jsonb;
+  it jsonb;
+  n pod.pubsub_nodes;
+  stored integer := 0;
+  unparsed integer := 0;
+  page_no integer;
+  started integer := 0;
+BEGIN
+  SELECT * INTO j FROM pod.jobs x WHERE x.id = job_id AND x.kind = 'pubsub_sync' AND x.state = 'running'
+     AND x.worker = pubsub_sync_finish.worker FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no pubsub_sync job % leased to %', job_id, worker USING ERRCODE = 'P0002';
+  END IF;
+  service := j.payload ->> 'service';
+  node := j.payload ->> 'node';
+  page_no := coalesce((j.payload ->> 'page')::integer, 1);
+  BEGIN
+    page := answer::jsonb;
+  EXCEPTION WHEN invalid_text_representation THEN
+    page := NULL;
+  END;
+  PERFORM pod.job_complete(ARRAY[job_id], worker);
+  IF NOT EXISTS (SELECT 1 FROM pod.friends f WHERE f.url = service AND f.state = 'active') THEN
+    RETURN jsonb_build_object('status', 'not a friend');
+  END IF;
+
+  IF node IS NULL THEN  -- the node list
+    IF jsonb_typeof(page) IS DISTINCT FROM 'array' THEN
+      RETURN jsonb_build_object('status', 'error', 'error', 'the node list is not a JSON array');
+    END IF;
+    FOR it IN SELECT * FROM jsonb_array_elements(page) LOOP
+      CONTINUE WHEN coalesce(it ->> 'name', '') = '';
+      n := pod.pubsub_node(service, it ->> 'name');
+      IF n.to_sync THEN
+        PERFORM pod.pubsub_sync_start(service, n.name);
+        started := started + 1;
+      END IF;
+    END LOOP;
+    RETURN jsonb_build_object('status', 'listed', 'synchronising', started);
+  END IF;
+
+  IF jsonb_typeof(page) IS DISTINCT FROM 'object' OR jsonb_typeof(page -> 'items') IS DISTINCT FROM 'array' THEN
+    PERFORM pod.pubsub_sync_error(service, node, 'page ' || page_no || ': the origin answered nothing usable');
+    RETURN jsonb_build_object('status', 'error');
+  END IF;
+  SELECT * INTO n FROM pod.pubsub_nodes p WHERE (p.service, p.name) = (j.payload ->> 'service', j.payload ->> 'node');
+  FOR it IN SELECT * FROM jsonb_array_elements(page -> 'items') LOOP
+    BEGIN
+      PERFORM pod.pubsub_publish(service, node, it ->> 'name', it ->> 'data', service, (it ->> 'updated')::timestamptz);
+      stored := stored + 1;
+    EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE 'PX001' OR SQLSTATE '54000' THEN
+      -- Kept raw, with the reason, so that the copy matches the origin's node and an
+      -- admin can see what could not be read; it never reaches a parsed index.
+      INSERT INTO pod.pubsub_items AS i (node_id, name, data, parsed, publisher, parse_error)
+        VALUES (n.id, it ->> 'name', it ->> 'data', NULL, service, SQLSTATE || ': ' || SQLERRM)
+        ON CONFLICT ON CONSTRAINT pubsub_items_node_id_name_key DO NOTHING;
+      unparsed := unparsed + 1;
+    WHEN SQLSTATE '22023' OR invalid_datetime_format OR datetime_field_overflow THEN
+      unparsed := unparsed + 1;
+    END;
+  END LOOP;
+  IF jsonb_array_length(page -> 'items') >= (pod.setting('pubsub.sync_page'))::integer THEN
+    IF page_no >= (pod.setting('pubsub.sync_max_pages'))::integer THEN
+      PERFORM pod.pubsub_sync_error(service, node, format('more than %s pages', page_no));
+      RETURN jsonb_build_object('status', 'error', 'error', 'too many pages');
+    END IF;
+    UPDATE pod.pubsub_nodes SET sync_state_updated = now() WHERE id = n.id;
+    PERFORM pod.job_enqueue('pubsub_sync', jsonb_build_object('service', service, 'node', node, 'page', page_no + 1,
+                                                              'after', page ->> 'last'), service);
+    RETURN jsonb_build_object('status', 'page', 'page', page_no, 'stored', stored, 'unparsed', unparsed);
+  END IF;
+  UPDATE pod.pubsub_nodes SET sync_state = 'completed', sync_state_updated = now(), sync_error = NULL WHERE id = n.id;
+  RETURN jsonb_build_object('status', 'completed', 'page', page_no, 'stored', stored, 'unparsed', unparsed);
+END $$;
+GRANT EXECUTE ON FUNCTION pod.pubsub_sync_start(text, text), pod.pubsub_sync_friend(text), pod.pubsub_sync_reset_stuck()
+  TO pgpod_admin;
+
+-- A pod that becomes an active friend is synchronised in full (its node list first).
+CREATE FUNCTION pod.friends_pubsub_sync() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+BEGIN
+  PERFORM pod.pubsub_sync_friend(NEW.url);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER friends_pubsub_sync_insert AFTER INSERT ON pod.friends
+  FOR EACH ROW WHEN (NEW.state = 'active') EXECUTE FUNCTION pod.friends_pubsub_sync();
+CREATE TRIGGER friends_pubsub_sync_update AFTER UPDATE OF state ON pod.friends
+  FOR EACH ROW WHEN (NEW.state = 'active' AND OLD.state <> 'active') EXECUTE FUNCTION pod.friends_pubsub_sync();
+
+-- A revoked friend is not synchronised any more (its nodes go in friends_revoked).
+CREATE FUNCTION pod.friends_pubsub_forget() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+BEGIN
+  DELETE FROM pod.jobs WHERE kind = 'pubsub_sync' AND target = NEW.url AND state = 'waiting';
+  RETURN NULL;
+END $$;
+CREATE TRIGGER friends_pubsub_forget AFTER UPDATE OF state ON pod.friends
+  FOR EACH ROW WHEN (NEW.state = 'revoked' AND OLD.state <> 'revoked') EXECUTE FUNCTION pod.friends_pubsub_forget();
 
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pod FROM PUBLIC;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA api FROM PUBLIC;

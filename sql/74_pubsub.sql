@@ -255,10 +255,10 @@ BEGIN
       SET data = EXCLUDED.data, parsed = EXCLUDED.parsed, publisher = EXCLUDED.publisher,
           created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, parse_error = NULL,
           seq = nextval('pod.pubsub_items_seq')
-      WHERE i.updated_at <= EXCLUDED.updated_at
+      WHERE i.updated_at <= EXCLUDED.updated_at AND (i.data, i.updated_at) IS DISTINCT FROM (EXCLUDED.data, EXCLUDED.updated_at)
     RETURNING id INTO item_id;
   IF item_id IS NULL THEN
-    RETURN NULL;  -- the cache holds a newer version
+    RETURN NULL;  -- the cache holds a newer version, or this very one
   END IF;
   DELETE FROM pod.pubsub_tombstones t WHERE t.node_id = n.id AND t.name = item;
   IF n.max_items IS NOT NULL THEN
