@@ -253,12 +253,20 @@ BEGIN
         FROM (SELECT rtrim(x, '/') AS pod FROM jsonb_array_elements_text(j.payload -> 'urls') x) u;
     RETURN;
   END IF;
+  -- A key is fetched at its keyId's URL (without the fragment), which is on the
+  -- claimed pod's own origin (pod.inbox_receive checked it; checked again here).
   SELECT * INTO j FROM pod.job_claim('verify_key', worker, 1);
   IF FOUND THEN
-    path := pod.setting('federation.identity_path') #>> '{}';
+    path := split_part(coalesce(j.payload ->> 'key_id', (j.payload ->> 'url') || '#main-key'), '#', 1);
+    IF rtrim(pod.key_id_origin(path), '/') IS DISTINCT FROM j.payload ->> 'url' THEN
+      PERFORM pod.job_fail(ARRAY[j.id], ARRAY['keyId ' || left(path, 200) || ' is not on ' || (j.payload ->> 'url')],
+                           worker, ARRAY[true], NULL);
+      RETURN;
+    END IF;
     RETURN QUERY
-      SELECT j.id, j.kind, j.payload ->> 'url', (j.payload ->> 'url') || path,
-             pod.httpsig_sign_request('GET', (j.payload ->> 'url') || path, '', at, me.url || '#main-key', me.private_key);
+      SELECT j.id, j.kind, j.payload ->> 'url', path,
+             pod.httpsig_sign_request('GET', path, '', at, me.url || '#main-key', me.private_key)
+               || 'Accept: application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams", application/json;q=0.5'::text;
   END IF;
 END $$;
 COMMENT ON FUNCTION pod.fetches_claim(text) IS 'Claims one make_friends or verify_key job: the signed GETs to send.';
