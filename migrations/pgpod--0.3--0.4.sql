@@ -905,16 +905,68 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pod FROM PUBLIC;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA api FROM PUBLIC;
 -- ==== end of federation: issue 11 ====================================================
 
--- >>> pubsub cache (issue 15): sql/74_pubsub.sql, sql/75_feeds.sql, sql/76_pubsub_federation.sql, verbatim; then the privileges sql/99 would take back.
+-- >>> pubsub cache (issue 15): the switch of video federation to pubsub events in 72_inbox/73_video_federation, then sql/74_pubsub.sql, sql/75_feeds.sql, sql/76_pubsub_federation.sql, sql/77_video_pubsub.sql verbatim, then the privileges sql/99 would take back.
+-- 73_video_federation: the JSON video announcements give way to the videos node (77).
+DROP TRIGGER videos_federate_insert ON pod.videos;
+DROP TRIGGER videos_federate_update ON pod.videos;
+DROP TRIGGER videos_federate_delete ON pod.videos;
+DROP FUNCTION pod.videos_federate_insert(), pod.videos_federate_update(), pod.videos_federate_delete(),
+  pod.videos_announce(text, jsonb);
+-- 72_inbox: friend.accept carries no videos (friends synchronise), pubsub events dispatched.
+CREATE OR REPLACE FUNCTION pod.inbox_dispatch(sender text, sender_key text, activity jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE
+  kind text := activity ->> 'type';
+  me pod.identity;
+  v jsonb;
+BEGIN
+  CASE kind
+  WHEN 'friend.request' THEN
+    SELECT * INTO me FROM pod.identity;
+    INSERT INTO pod.friends AS f (url, public_key, state) VALUES (sender, sender_key, 'active')
+      ON CONFLICT (url) DO UPDATE SET state = 'active', public_key = EXCLUDED.public_key, updated_at = now()
+      WHERE f.state = 'pending';
+    -- The answer carries our key; our videos (the seed's "in return") come by the new
+    -- friend's synchronisation of our videos node (76_pubsub_federation).
+    PERFORM pod.deliver(ARRAY[sender], 'friend.accept', jsonb_build_object('public_key', me.public_key));
+    RETURN jsonb_build_object('status', 'befriended');
+  WHEN 'friend.accept' THEN
+    -- Now a friend: each side synchronises the other's nodes (friends_pubsub_sync).
+    UPDATE pod.friends SET state = 'active', public_key = sender_key, updated_at = now()
+     WHERE url = sender AND state = 'pending';
+    -- Videos listed by a pod before 0.4.
+    FOR v IN SELECT jsonb_array_elements(CASE WHEN jsonb_typeof(activity -> 'videos') = 'array'
+                                              THEN activity -> 'videos' ELSE '[]' END) LOOP
+      PERFORM pod.inbox_video_upsert(sender, v);
+    END LOOP;
+    RETURN jsonb_build_object('status', 'accepted');
+  WHEN 'friend.remove' THEN
+    DELETE FROM pod.friends WHERE url = sender AND state <> 'revoked';
+    DELETE FROM pod.videos WHERE origin = sender;
+    DELETE FROM pod.jobs WHERE kind = 'deliver' AND target = sender AND state = 'waiting';
+    RETURN jsonb_build_object('status', 'removed');
+  WHEN 'video.published', 'video.updated' THEN
+    RETURN jsonb_build_object('status', pod.inbox_video_upsert(sender, activity -> 'object'));
+  WHEN 'video.removed' THEN
+    RETURN jsonb_build_object('status', pod.inbox_video_remove(sender, activity -> 'object'));
+  WHEN 'pubsub.publish', 'pubsub.retract', 'pubsub.purge', 'pubsub.delete' THEN
+    RETURN pod.pubsub_receive(sender, activity);
+  ELSE
+    PERFORM pod.inbox_reject('PT400', 'unknown activity type ' || coalesce(quote_literal(kind), 'NULL'));
+  END CASE;
+  RETURN NULL;
+END $$;
+
 -- 74_pubsub: the pubsub cache (after Libervia's): nodes of a service (a pod's URL or
 -- a feed's URL) and their items, each kept raw (XML as received) with the JSONB its
 -- parser (C, extension/src/pubsub_parse.c) made of it; analysers decide per node which
 -- parser fills `parsed` and whether the node is synchronised. Functions to publish,
 -- retract, purge, delete, page (RSM) and search, every one served by an index; the
 -- network video index (api.network_videos) is a view over the video items.
--- Convergence: an item's origin `updated` time decides (an older version never
--- overwrites a newer one) and a retraction leaves a tombstone an older publish cannot
--- undo.
+-- Convergence is the federation's rule (73_video_federation: pod.federated_apply): an
+-- item's (version, updated) at its origin decides, an older state never overwrites a
+-- newer one, and a retraction leaves a tombstone (pod.federated_tombstones, kind
+-- 'pubsub') that an older publish cannot undo.
 
 -- The parsers (C) ---------------------------------------------------------------------
 
@@ -970,6 +1022,7 @@ CREATE SEQUENCE pod.pubsub_items_seq;
 ALTER TABLE pod.pubsub_items
   ADD COLUMN seq bigint NOT NULL DEFAULT nextval('pod.pubsub_items_seq'),
   ADD COLUMN parse_error text,
+  ADD COLUMN version bigint,
   ADD COLUMN search tsvector GENERATED ALWAYS AS (
     setweight(to_tsvector('simple'::regconfig, coalesce(parsed ->> 'title', '')), 'A') ||
     setweight(to_tsvector('simple'::regconfig, coalesce(parsed #>> '{author,name}', '')), 'B') ||
@@ -978,6 +1031,7 @@ ALTER TABLE pod.pubsub_items
 ALTER SEQUENCE pod.pubsub_items_seq OWNED BY pod.pubsub_items.seq;
 COMMENT ON COLUMN pod.pubsub_items.seq IS 'Publication order in the node: a re-published item takes a new one (it becomes the newest); RSM pages walk it.';
 COMMENT ON COLUMN pod.pubsub_items.search IS 'Full text of title (A), author (B), summary and content (C), config simple: query it with fts(simple)/plfts(simple)/wfts(simple).';
+COMMENT ON COLUMN pod.pubsub_items.version IS 'The item''s version at its origin (raised by every publish of this pod''s own items; NULL from a feed: its time decides).';
 COMMENT ON COLUMN pod.pubsub_items.parse_error IS 'Why an item synchronised from its origin could not be parsed (it is kept raw, parsed NULL).';
 CREATE UNIQUE INDEX pubsub_items_node_seq_idx ON pod.pubsub_items (node_id, seq);
 CREATE INDEX pubsub_items_parsed_idx ON pod.pubsub_items USING gin (parsed jsonb_path_ops);
@@ -987,15 +1041,6 @@ CREATE INDEX pubsub_items_updated_idx ON pod.pubsub_items (updated_at, id);
 CREATE INDEX pubsub_items_duration_idx ON pod.pubsub_items ((parsed -> 'duration')) WHERE parsed ? 'duration';
 SELECT pg_catalog.pg_extension_config_dump('pod.pubsub_items_seq', '');
 
-CREATE TABLE pod.pubsub_tombstones (
-  node_id bigint NOT NULL REFERENCES pod.pubsub_nodes ON DELETE CASCADE,
-  name text NOT NULL,
-  retracted_at timestamptz NOT NULL,
-  PRIMARY KEY (node_id, name)
-);
-COMMENT ON TABLE pod.pubsub_tombstones IS 'Retracted items: a publish of the same item older than the retraction is ignored.';
-SELECT pg_catalog.pg_extension_config_dump('pod.pubsub_tombstones', '');
-GRANT SELECT ON pod.pubsub_tombstones, pod.pubsub_analysers TO pgpod_admin;
 
 INSERT INTO pod.setting_defaults (name, value, description) VALUES
   ('pubsub.sync_page', '100', 'Items per page of a node synchronisation (signed GETs to the origin).'),
@@ -1116,6 +1161,9 @@ CREATE FUNCTION pod.pubsub_announce(activity_type text, object jsonb) RETURNS vo
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE me text := (SELECT url FROM pod.identity);
 BEGIN
+  IF current_setting('pgpod.pubsub_announce', true) = 'off' THEN
+    RETURN;  -- an upgrade filling the cache from existing data
+  END IF;
   INSERT INTO pod.jobs (kind, target, payload)
     SELECT 'deliver', f.url, jsonb_build_object('activity', jsonb_build_object(
              'id', gen_random_uuid(), 'type', activity_type, 'actor', me, 'object', object,
@@ -1123,13 +1171,25 @@ BEGIN
       FROM pod.friends f WHERE f.state = 'active';
 END $$;
 
+-- The object id of an item in pod.federated_tombstones (kind 'pubsub').
+CREATE FUNCTION pod.pubsub_object_id(service text, node text, item text) RETURNS text
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  RETURN service || ' ' || node || ' ' || item;
+
+-- The next version of one of this pod's own items: past what is held and any tombstone.
+CREATE FUNCTION pod.pubsub_next_version(service text, node text, item text, held bigint) RETURNS bigint
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pod
+  RETURN greatest(coalesce(held, 0), coalesce((SELECT t.version FROM pod.federated_tombstones t
+                                                WHERE t.kind = 'pubsub' AND t.object_id = pod.pubsub_object_id(service, node, item)), 0)) + 1;
+
 -- Publishes (upserts) an item: parsed by the node's analyser (a malformed or hostile
 -- payload fails the call and stores nothing), made the newest of its node, the oldest
--- trimmed past max_items. An item whose origin time (parsed "updated", else the
--- updated argument, else now) is older than the cached version or than its
--- tombstone is ignored (NULL is returned). Returns the item's id.
+-- trimmed past max_items. Its origin state is (version, updated): updated is the
+-- parsed "updated", else the argument, else now; this pod's own items get the next
+-- version. A state not newer than the cached one or than the item's tombstone is
+-- ignored (NULL is returned; a repeat is a no-op). Returns the item's id.
 CREATE FUNCTION pod.pubsub_publish(service text, node text, item text, payload text, publisher text DEFAULT NULL,
-                                   updated timestamptz DEFAULT NULL) RETURNS bigint
+                                   updated timestamptz DEFAULT NULL, version bigint DEFAULT NULL) RETURNS bigint
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   n pod.pubsub_nodes;
@@ -1137,6 +1197,8 @@ DECLARE
   p jsonb;
   at timestamptz;
   created timestamptz;
+  held pod.pubsub_items;
+  local boolean := pod.pubsub_is_local(service);
   item_id bigint;
 BEGIN
   IF coalesce(item, '') = '' OR length(item) > 1000 THEN
@@ -1154,81 +1216,107 @@ BEGIN
   END IF;
   at := coalesce((p ->> 'updated')::timestamptz, pubsub_publish.updated, now());
   created := coalesce((p ->> 'published')::timestamptz, at);
-  IF EXISTS (SELECT 1 FROM pod.pubsub_tombstones t WHERE t.node_id = n.id AND t.name = item AND t.retracted_at >= at) THEN
-    RETURN NULL;
+  PERFORM pod.federated_lock('pubsub', pod.pubsub_object_id(service, node, item));
+  SELECT * INTO held FROM pod.pubsub_items i WHERE i.node_id = n.id AND i.name = item;
+  IF local AND pubsub_publish.version IS NULL THEN
+    IF held.data IS NOT DISTINCT FROM payload THEN
+      RETURN NULL;  -- this very state is published already
+    END IF;
+    version := pod.pubsub_next_version(service, node, item, held.version);
+    at := greatest(at, held.updated_at);
   END IF;
-  INSERT INTO pod.pubsub_items AS i (node_id, name, data, parsed, publisher, created_at, updated_at)
-    VALUES (n.id, item, payload, p, coalesce(publisher, service), created, at)
+  IF NOT pod.federated_apply('pubsub', pod.pubsub_object_id(service, node, item), service, pubsub_publish.version, at,
+                             held.version, held.updated_at) THEN
+    RETURN NULL;  -- the cache holds this state or a newer one, or a newer retraction
+  END IF;
+  INSERT INTO pod.pubsub_items AS i (node_id, name, data, parsed, publisher, created_at, updated_at, version)
+    VALUES (n.id, item, payload, p, coalesce(publisher, service), created, at, pubsub_publish.version)
     ON CONFLICT ON CONSTRAINT pubsub_items_node_id_name_key DO UPDATE
       SET data = EXCLUDED.data, parsed = EXCLUDED.parsed, publisher = EXCLUDED.publisher,
-          created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, parse_error = NULL,
-          seq = nextval('pod.pubsub_items_seq')
-      WHERE i.updated_at <= EXCLUDED.updated_at AND (i.data, i.updated_at) IS DISTINCT FROM (EXCLUDED.data, EXCLUDED.updated_at)
+          created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, version = EXCLUDED.version,
+          parse_error = NULL, seq = nextval('pod.pubsub_items_seq')
     RETURNING id INTO item_id;
-  IF item_id IS NULL THEN
-    RETURN NULL;  -- the cache holds a newer version, or this very one
-  END IF;
-  DELETE FROM pod.pubsub_tombstones t WHERE t.node_id = n.id AND t.name = item;
   IF n.max_items IS NOT NULL THEN
     DELETE FROM pod.pubsub_items i WHERE i.node_id = n.id
        AND i.seq < (SELECT x.seq FROM pod.pubsub_items x WHERE x.node_id = n.id ORDER BY x.seq DESC
                     OFFSET n.max_items - 1 LIMIT 1);
   END IF;
-  IF pod.pubsub_is_local(service) THEN
+  IF local THEN
     PERFORM pod.pubsub_announce('pubsub.publish', jsonb_build_object('node', node, 'item', item, 'payload', payload,
-                                                                     'updated', at));
+                                                                     'updated', at, 'version', pubsub_publish.version));
   END IF;
   RETURN item_id;
 END $$;
 
--- Retracts an item; the tombstone (at the origin's retraction time) outlives it so
--- that an older publish arriving later cannot bring it back. Unknown node: P0002.
-CREATE FUNCTION pod.pubsub_retract(service text, node text, item text, retracted timestamptz DEFAULT NULL) RETURNS boolean
+-- Retracts an item at its origin state (version, retracted); the tombstone outlives
+-- it so that an older publish arriving later cannot bring it back, and a retraction
+-- older than what is held changes nothing. Returns whether it was applied (false:
+-- what is held, or an earlier retraction, is as new). Unknown node: P0002.
+CREATE FUNCTION pod.pubsub_retract(service text, node text, item text, retracted timestamptz DEFAULT NULL,
+                                   version bigint DEFAULT NULL) RETURNS boolean
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   n_id bigint;
   at timestamptz := coalesce(retracted, now());
-  gone boolean;
+  held pod.pubsub_items;
+  local boolean := pod.pubsub_is_local(service);
 BEGIN
   SELECT id INTO n_id FROM pod.pubsub_nodes p WHERE p.service = pubsub_retract.service AND p.name = node;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'no pubsub node % at %', coalesce(quote_literal(node), 'NULL'), coalesce(quote_literal(service), 'NULL')
       USING ERRCODE = 'P0002';
   END IF;
-  DELETE FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.name = item AND i.updated_at <= at;
-  gone := FOUND;
-  INSERT INTO pod.pubsub_tombstones AS t (node_id, name, retracted_at) VALUES (n_id, item, at)
-    ON CONFLICT ON CONSTRAINT pubsub_tombstones_pkey DO UPDATE SET retracted_at = greatest(t.retracted_at, EXCLUDED.retracted_at);
-  IF pod.pubsub_is_local(service) THEN
-    PERFORM pod.pubsub_announce('pubsub.retract', jsonb_build_object('node', node, 'item', item, 'retracted', at));
+  PERFORM pod.federated_lock('pubsub', pod.pubsub_object_id(service, node, item));
+  SELECT * INTO held FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.name = item;
+  IF local AND pubsub_retract.version IS NULL THEN
+    version := pod.pubsub_next_version(service, node, item, held.version);
+    at := greatest(at, held.updated_at);
   END IF;
-  RETURN gone;
+  IF NOT pod.federated_apply('pubsub', pod.pubsub_object_id(service, node, item), service, pubsub_retract.version, at,
+                             held.version, held.updated_at, true) THEN
+    RETURN false;
+  END IF;
+  DELETE FROM pod.pubsub_items i WHERE i.id = held.id;
+  IF local THEN
+    PERFORM pod.pubsub_announce('pubsub.retract', jsonb_build_object('node', node, 'item', item, 'retracted', at,
+                                                                     'version', pubsub_retract.version));
+  END IF;
+  RETURN true;
 END $$;
 
--- Removes every item of a node (each leaves a tombstone); returns how many.
+-- Removes every item of a node held at or before `purged` (each leaves a tombstone at
+-- its held version: a later publish at the origin, with a higher version, comes in);
+-- returns how many.
 CREATE FUNCTION pod.pubsub_purge(service text, node text, purged timestamptz DEFAULT NULL) RETURNS integer
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   n_id bigint;
   at timestamptz := coalesce(purged, now());
-  k integer;
+  local boolean := pod.pubsub_is_local(service);
+  k integer := 0;
+  it pod.pubsub_items;
 BEGIN
   SELECT id INTO n_id FROM pod.pubsub_nodes p WHERE p.service = pubsub_purge.service AND p.name = node;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'no pubsub node % at %', coalesce(quote_literal(node), 'NULL'), coalesce(quote_literal(service), 'NULL')
       USING ERRCODE = 'P0002';
   END IF;
-  WITH gone AS (DELETE FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.updated_at <= at RETURNING i.name)
-  INSERT INTO pod.pubsub_tombstones AS t (node_id, name, retracted_at) SELECT n_id, name, at FROM gone
-    ON CONFLICT ON CONSTRAINT pubsub_tombstones_pkey DO UPDATE SET retracted_at = greatest(t.retracted_at, EXCLUDED.retracted_at);
-  GET DIAGNOSTICS k = ROW_COUNT;
-  IF pod.pubsub_is_local(service) THEN
+  FOR it IN SELECT * FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.updated_at <= at ORDER BY i.seq LOOP
+    PERFORM pod.federated_lock('pubsub', pod.pubsub_object_id(service, node, it.name));
+    IF pod.federated_apply('pubsub', pod.pubsub_object_id(service, node, it.name), service,
+                           coalesce(it.version, 0) + CASE WHEN local THEN 1 ELSE 0 END, greatest(at, it.updated_at),
+                           it.version, it.updated_at, true) THEN
+      DELETE FROM pod.pubsub_items i WHERE i.id = it.id;
+      k := k + 1;
+    END IF;
+  END LOOP;
+  IF local THEN
     PERFORM pod.pubsub_announce('pubsub.purge', jsonb_build_object('node', node, 'purged', at));
   END IF;
   RETURN k;
 END $$;
 
--- Deletes a node with its items and tombstones.
+-- Deletes a node with its items.
 CREATE FUNCTION pod.pubsub_delete_node(service text, node text) RETURNS boolean
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 BEGIN
@@ -1281,11 +1369,11 @@ BEGIN
   SELECT count(*) INTO total FROM pod.pubsub_items i WHERE i.node_id = n_id;
   IF before IS NULL THEN
     SELECT coalesce(jsonb_agg(x ORDER BY x.seq), '[]'), min(x.seq) INTO page, first_seq FROM (
-      SELECT i.seq, i.name, i.publisher, i.data, i.parsed, i.created_at, i.updated_at FROM pod.pubsub_items i
+      SELECT i.seq, i.name, i.publisher, i.data, i.parsed, i.created_at, i.updated_at, i.version FROM pod.pubsub_items i
        WHERE i.node_id = n_id AND i.seq > coalesce(pivot, -1) ORDER BY i.seq LIMIT max) x;
   ELSE
     SELECT coalesce(jsonb_agg(x ORDER BY x.seq), '[]'), min(x.seq) INTO page, first_seq FROM (
-      SELECT i.seq, i.name, i.publisher, i.data, i.parsed, i.created_at, i.updated_at FROM pod.pubsub_items i
+      SELECT i.seq, i.name, i.publisher, i.data, i.parsed, i.created_at, i.updated_at, i.version FROM pod.pubsub_items i
        WHERE i.node_id = n_id AND i.seq < coalesce(pivot, 9223372036854775807) ORDER BY i.seq DESC LIMIT max) x;
   END IF;
   RETURN jsonb_build_object(
@@ -1410,7 +1498,7 @@ GRANT EXECUTE ON FUNCTION pod.pubsub_parse(text, text), pod.pubsub_parser_known(
   pod.feed_entries(text), pod.pubsub_namespace(text), pod.pubsub_is_local(text)
   TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;
 GRANT EXECUTE ON FUNCTION pod.pubsub_analyser_register(text, text, text, text, text, text, boolean, integer),
-  pod.pubsub_publish(text, text, text, text, text, timestamptz), pod.pubsub_retract(text, text, text, timestamptz),
+  pod.pubsub_publish(text, text, text, text, text, timestamptz, bigint), pod.pubsub_retract(text, text, text, timestamptz, bigint),
   pod.pubsub_purge(text, text, timestamptz), pod.pubsub_delete_node(text, text),
   pod.pubsub_items_page(text, text, integer, text, text), pod.pubsub_search(text, jsonb, text, text, integer)
   TO pgpod_admin;
@@ -1679,7 +1767,7 @@ BEGIN
   page := pod.pubsub_items_page((SELECT url FROM pod.identity), node, max, nullif(after, ''));
   RETURN (page - 'items' || jsonb_build_object('items', (
     SELECT coalesce(jsonb_agg(jsonb_build_object('name', e ->> 'name', 'publisher', e ->> 'publisher', 'data', e ->> 'data',
-                                                 'updated', e ->> 'updated_at')), '[]')
+                                                 'updated', e ->> 'updated_at', 'version', e -> 'version')), '[]')
       FROM jsonb_array_elements(page -> 'items') e)))::json;
 END $$;
 COMMENT ON FUNCTION api.pubsub_items(text, text, integer) IS 'An RSM page (after, max) of one of this pod''s own nodes, items raw.';
@@ -1703,19 +1791,22 @@ BEGIN
   BEGIN
     CASE activity ->> 'type'
     WHEN 'pubsub.publish' THEN
-      applied := pod.pubsub_publish(sender, node, o ->> 'item', o ->> 'payload', sender, (o ->> 'updated')::timestamptz) IS NOT NULL;
+      applied := pod.pubsub_publish(sender, node, o ->> 'item', o ->> 'payload', sender, pod.federated_time(o ->> 'updated'),
+                                    (o ->> 'version')::bigint) IS NOT NULL;
     WHEN 'pubsub.retract' THEN
       PERFORM pod.pubsub_node(sender, node);
-      applied := pod.pubsub_retract(sender, node, o ->> 'item', coalesce((o ->> 'retracted')::timestamptz, now()));
+      applied := pod.pubsub_retract(sender, node, o ->> 'item', coalesce(pod.federated_time(o ->> 'retracted'), now()),
+                                    (o ->> 'version')::bigint);
     WHEN 'pubsub.purge' THEN
       applied := EXISTS (SELECT 1 FROM pod.pubsub_nodes n WHERE n.service = sender AND n.name = node)
-                 AND pod.pubsub_purge(sender, node, coalesce((o ->> 'purged')::timestamptz, now())) >= 0;
+                 AND pod.pubsub_purge(sender, node, coalesce(pod.federated_time(o ->> 'purged'), now())) >= 0;
     WHEN 'pubsub.delete' THEN
       DELETE FROM pod.pubsub_nodes n WHERE n.service = sender AND n.name = node;
       applied := FOUND;
     END CASE;
   EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE 'PX001' OR SQLSTATE '54000' OR SQLSTATE '22023'
-              OR invalid_datetime_format OR datetime_field_overflow THEN
+              OR invalid_datetime_format OR datetime_field_overflow OR invalid_text_representation
+              OR numeric_value_out_of_range THEN
     PERFORM pod.inbox_reject('PT400', 'pubsub event refused: ' || SQLERRM);
   END;
   RETURN jsonb_build_object('status', CASE WHEN applied THEN 'applied' ELSE 'ignored' END);
@@ -1862,7 +1953,8 @@ BEGIN
   SELECT * INTO n FROM pod.pubsub_nodes p WHERE (p.service, p.name) = (j.payload ->> 'service', j.payload ->> 'node');
   FOR it IN SELECT * FROM jsonb_array_elements(page -> 'items') LOOP
     BEGIN
-      PERFORM pod.pubsub_publish(service, node, it ->> 'name', it ->> 'data', service, (it ->> 'updated')::timestamptz);
+      PERFORM pod.pubsub_publish(service, node, it ->> 'name', it ->> 'data', service, pod.federated_time(it ->> 'updated'),
+                                 (it ->> 'version')::bigint);
       stored := stored + 1;
     EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE 'PX001' OR SQLSTATE '54000' THEN
       -- Kept raw, with the reason, so that the copy matches the origin's node and an
@@ -1871,7 +1963,8 @@ BEGIN
         VALUES (n.id, it ->> 'name', it ->> 'data', NULL, service, SQLSTATE || ': ' || SQLERRM)
         ON CONFLICT ON CONSTRAINT pubsub_items_node_id_name_key DO NOTHING;
       unparsed := unparsed + 1;
-    WHEN SQLSTATE '22023' OR invalid_datetime_format OR datetime_field_overflow THEN
+    WHEN SQLSTATE '22023' OR invalid_datetime_format OR datetime_field_overflow OR invalid_text_representation
+         OR numeric_value_out_of_range THEN
       unparsed := unparsed + 1;
     END;
   END LOOP;
@@ -1912,6 +2005,207 @@ BEGIN
 END $$;
 CREATE TRIGGER friends_pubsub_forget AFTER UPDATE OF state ON pod.friends
   FOR EACH ROW WHEN (NEW.state = 'revoked' AND OLD.state <> 'revoked') EXECUTE FUNCTION pod.friends_pubsub_forget();
+
+-- 77_video_pubsub: video federation on the pubsub cache. This pod's published videos
+-- are the items of its node urn:pgpod:videos (an Atom entry with Media RSS and pgpod's
+-- fields each, item id = the video's uuid, item version = the video's version), kept
+-- by statement triggers on pod.videos; publishing there announces pubsub events to
+-- friends, who also synchronise the node in full (76). A friend's videos live in the
+-- cache only (api.network_videos); pod.videos holds this pod's own. The JSON video
+-- activities of older pods are written to the same cache (pod.inbox_video_upsert).
+
+-- Text safe in XML 1.0 (the control characters it forbids dropped).
+CREATE FUNCTION pod.xml_text(value text) RETURNS text
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  RETURN regexp_replace(value, '[\x01-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]', '', 'g');
+
+-- The Atom entry of a video (what friends' video parser reads back).
+CREATE FUNCTION pod.video_entry(uuid uuid, name text, description text, author text, created timestamptz,
+                                updated timestamptz, duration double precision, magnet text, thumbnail text, origin text)
+  RETURNS text
+  LANGUAGE sql STABLE PARALLEL SAFE
+  RETURN xmlserialize(CONTENT xmlelement(name entry,
+    xmlattributes('http://www.w3.org/2005/Atom' AS xmlns, 'http://search.yahoo.com/mrss/' AS "xmlns:media",
+                  'urn:pgpod:video:0' AS "xmlns:pod"),
+    xmlelement(name id, 'urn:uuid:' || uuid),
+    xmlelement(name title, pod.xml_text(name)),
+    CASE WHEN description IS NOT NULL THEN xmlelement(name summary, pod.xml_text(description)) END,
+    CASE WHEN author IS NOT NULL THEN xmlelement(name author, xmlelement(name name, pod.xml_text(author))) END,
+    xmlelement(name published, to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
+    xmlelement(name updated, to_char(updated AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
+    xmlelement(name link, xmlattributes('alternate' AS rel, origin || '/videos?uuid=eq.' || uuid AS href)),
+    CASE WHEN magnet IS NOT NULL THEN xmlelement(name "media:group",
+      xmlelement(name "media:peerLink", xmlattributes('application/x-bittorrent' AS type, pod.xml_text(magnet) AS href))) END,
+    CASE WHEN thumbnail IS NOT NULL THEN xmlelement(name "media:thumbnail", xmlattributes(pod.xml_text(thumbnail) AS url)) END,
+    xmlelement(name "pod:uuid", uuid),
+    xmlelement(name "pod:origin", origin),
+    CASE WHEN duration IS NOT NULL THEN xmlelement(name "pod:duration", duration) END) AS text);
+
+-- The entry of a local video.
+CREATE FUNCTION pod.video_entry(v pod.videos) RETURNS text
+  LANGUAGE sql STABLE PARALLEL SAFE
+  RETURN pod.video_entry(v.uuid, v.name, v.description,
+           coalesce(v.author, (SELECT c.name FROM pod.channels c WHERE c.id = v.channel_id)),
+           v.created_at, v.updated_at, extract(epoch FROM v.duration)::double precision, v.magnet, v.thumbnail,
+           (SELECT url FROM pod.identity));
+
+-- The uuid of a video held by another service than sender (or by this pod): a pod
+-- may only speak of its own videos.
+CREATE FUNCTION pod.video_owner_other_than(video uuid, sender text) RETURNS text
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pod
+  RETURN coalesce((SELECT '(this pod)' FROM pod.videos v WHERE v.uuid = video AND v.origin IS NULL),
+                  (SELECT n.service FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
+                    WHERE i.parsed @> jsonb_build_object('uuid', video::text) AND n.type = 'video' AND n.subtype IS NULL
+                      AND n.service <> sender LIMIT 1));
+
+-- Applies a friend's JSON video (video.published / video.updated of a pod before 0.4)
+-- to its videos node in the cache, by the origin's (version, updated_at) like any
+-- item: deliveries retried out of order end at the origin's last state, and a late
+-- update never brings back a removed video. Returns 'applied' or 'stale'
+-- (acknowledged, nothing changed).
+CREATE OR REPLACE FUNCTION pod.inbox_video_upsert(sender text, video jsonb) RETURNS text
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE
+  vid uuid;
+  version bigint;
+  at timestamptz;
+  created timestamptz;
+  duration double precision;
+  owner text;
+BEGIN
+  BEGIN
+    vid := (video ->> 'uuid')::uuid;
+    version := (video ->> 'version')::bigint;
+    at := pod.federated_time(video ->> 'updated_at');
+  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+    PERFORM pod.inbox_reject('PT400', 'video uuid, version or updated_at is malformed');
+  END;
+  BEGIN
+    created := pod.federated_time(video ->> 'created_at');
+    duration := (video ->> 'duration')::double precision;
+  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+    PERFORM pod.inbox_reject('PT400', 'video created_at or duration is malformed');
+  END;
+  IF vid IS NULL OR coalesce(video ->> 'name', '') = '' THEN
+    PERFORM pod.inbox_reject('PT400', 'video needs a uuid and a name');
+  END IF;
+  IF length(video ->> 'name') > 255 OR length(video ->> 'description') > 10000 OR duration < 0 THEN
+    PERFORM pod.inbox_reject('PT400', 'video is malformed: a name of at most 255 characters, a description of at most 10000, a duration >= 0');
+  END IF;
+  owner := pod.video_owner_other_than(vid, sender);
+  IF owner IS NOT NULL THEN
+    PERFORM pod.inbox_reject('PT403', 'video ' || vid || ' belongs to another pod');
+  END IF;
+  BEGIN
+    RETURN CASE WHEN pod.pubsub_publish(sender, 'urn:pgpod:videos', vid::text,
+                  pod.video_entry(vid, video ->> 'name', video ->> 'description', video ->> 'author', coalesce(created, at, now()),
+                                  coalesce(at, now()), duration, video ->> 'magnet', video ->> 'thumbnail', sender),
+                  sender, coalesce(at, now()), coalesce(version, 0)) IS NULL THEN 'stale' ELSE 'applied' END;
+  EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE '54000' THEN
+    PERFORM pod.inbox_reject('PT400', 'video is malformed: ' || SQLERRM);
+  END;
+  RETURN NULL;
+END $$;
+
+-- Retracts a friend's video on its video.removed, unless what is held is newer than
+-- the removal; the tombstone keeps an older update delivered late from bringing it
+-- back. Returns 'applied' or 'stale'.
+CREATE OR REPLACE FUNCTION pod.inbox_video_remove(sender text, video jsonb) RETURNS text
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE
+  vid uuid;
+  version bigint;
+  at timestamptz;
+  held pod.pubsub_items;
+BEGIN
+  BEGIN
+    vid := (video ->> 'uuid')::uuid;
+    version := (video ->> 'version')::bigint;
+    at := pod.federated_time(video ->> 'updated_at');
+  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+    PERFORM pod.inbox_reject('PT400', 'video uuid, version or updated_at is malformed');
+  END;
+  IF vid IS NULL THEN
+    PERFORM pod.inbox_reject('PT400', 'video.removed needs the video''s uuid');
+  END IF;
+  IF pod.video_owner_other_than(vid, sender) IS NOT NULL THEN
+    PERFORM pod.inbox_reject('PT403', 'video ' || vid || ' belongs to another pod');
+  END IF;
+  PERFORM pod.pubsub_node(sender, 'urn:pgpod:videos');
+  SELECT i.* INTO held FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
+   WHERE n.service = sender AND n.name = 'urn:pgpod:videos' AND i.name = vid::text;
+  -- A removal without a version or time (an older pod) removes whatever is held.
+  IF version IS NULL AND at IS NULL THEN
+    version := coalesce(held.version, 0) + 1;
+  END IF;
+  RETURN CASE WHEN pod.pubsub_retract(sender, 'urn:pgpod:videos', vid::text, coalesce(at, now()), coalesce(version, 0))
+              THEN 'applied' ELSE 'stale' END;
+END $$;
+
+-- Keeps this pod's videos node: a published video is an item (at its version), an
+-- unpublished or deleted one is retracted. Runs as the owner (a channel owner's
+-- statement needs no right on the cache or the queue).
+CREATE FUNCTION pod.videos_pubsub() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  me text := (SELECT url FROM pod.identity);
+  v pod.videos;
+BEGIN
+  IF me IS NULL THEN
+    RETURN NULL;
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    FOR v IN SELECT n.* FROM new_videos n WHERE n.origin IS NULL AND n.state = 'published' ORDER BY n.created_at LOOP
+      PERFORM pod.pubsub_publish(me, 'urn:pgpod:videos', v.uuid::text, pod.video_entry(v), me, v.updated_at, v.version);
+    END LOOP;
+  END IF;
+  IF TG_OP = 'UPDATE' THEN
+    FOR v IN SELECT n.* FROM new_videos n JOIN old_videos o USING (uuid)
+              WHERE n.origin IS NULL AND n.state <> 'published' AND o.state = 'published' LOOP
+      PERFORM pod.pubsub_retract(me, 'urn:pgpod:videos', v.uuid::text, v.updated_at, v.version);
+    END LOOP;
+  ELSIF TG_OP = 'DELETE' THEN
+    FOR v IN SELECT o.* FROM old_videos o WHERE o.origin IS NULL AND o.state = 'published' LOOP
+      PERFORM pod.pubsub_retract(me, 'urn:pgpod:videos', v.uuid::text,
+                                 greatest(clock_timestamp(), v.updated_at + interval '1 microsecond'), v.version + 1);
+    END LOOP;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER videos_pubsub_insert AFTER INSERT ON pod.videos
+  REFERENCING NEW TABLE AS new_videos FOR EACH STATEMENT EXECUTE FUNCTION pod.videos_pubsub();
+CREATE TRIGGER videos_pubsub_update AFTER UPDATE ON pod.videos
+  REFERENCING OLD TABLE AS old_videos NEW TABLE AS new_videos FOR EACH STATEMENT EXECUTE FUNCTION pod.videos_pubsub();
+CREATE TRIGGER videos_pubsub_delete AFTER DELETE ON pod.videos
+  REFERENCING OLD TABLE AS old_videos FOR EACH STATEMENT EXECUTE FUNCTION pod.videos_pubsub();
+
+-- A friend that leaves (friend.remove, pod.remove_friend) takes its nodes with it.
+CREATE FUNCTION pod.friends_pubsub_removed() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+BEGIN
+  DELETE FROM pod.pubsub_nodes WHERE service = OLD.url;
+  DELETE FROM pod.jobs WHERE kind = 'pubsub_sync' AND target = OLD.url AND state = 'waiting';
+  RETURN NULL;
+END $$;
+CREATE TRIGGER friends_pubsub_removed AFTER DELETE ON pod.friends
+  FOR EACH ROW EXECUTE FUNCTION pod.friends_pubsub_removed();
+
+COMMENT ON VIEW api.videos IS 'This pod''s videos; the network''s (friends'' and feeds'') are in api.network_videos.';
+
+-- Existing data (an upgrade): friends' videos move from pod.videos to the cache, this
+-- pod's published ones become its node's items; nothing is announced (friends
+-- synchronise the node), but every friend is synchronised again.
+SELECT set_config('pgpod.pubsub_announce', 'off', true);
+SELECT pod.pubsub_publish(v.origin, 'urn:pgpod:videos', v.uuid::text,
+         pod.video_entry(v.uuid, v.name, v.description, v.author, v.created_at, v.updated_at,
+                         extract(epoch FROM v.duration)::double precision, v.magnet, v.thumbnail, v.origin),
+         v.origin, v.updated_at, v.version)
+  FROM pod.videos v WHERE v.origin IS NOT NULL ORDER BY v.created_at;
+DELETE FROM pod.videos WHERE origin IS NOT NULL;
+SELECT pod.pubsub_publish(i.url, 'urn:pgpod:videos', v.uuid::text, pod.video_entry(v), i.url, v.updated_at, v.version)
+  FROM pod.videos v, pod.identity i WHERE v.origin IS NULL AND v.state = 'published' ORDER BY v.created_at;
+SELECT pod.pubsub_sync_friend(f.url) FROM pod.friends f WHERE f.state = 'active';
+SELECT set_config('pgpod.pubsub_announce', 'on', true);
 
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pod FROM PUBLIC;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA api FROM PUBLIC;

@@ -4,9 +4,10 @@
 -- parser fills `parsed` and whether the node is synchronised. Functions to publish,
 -- retract, purge, delete, page (RSM) and search, every one served by an index; the
 -- network video index (api.network_videos) is a view over the video items.
--- Convergence: an item's origin `updated` time decides (an older version never
--- overwrites a newer one) and a retraction leaves a tombstone an older publish cannot
--- undo.
+-- Convergence is the federation's rule (73_video_federation: pod.federated_apply): an
+-- item's (version, updated) at its origin decides, an older state never overwrites a
+-- newer one, and a retraction leaves a tombstone (pod.federated_tombstones, kind
+-- 'pubsub') that an older publish cannot undo.
 
 -- The parsers (C) ---------------------------------------------------------------------
 
@@ -62,6 +63,7 @@ CREATE SEQUENCE pod.pubsub_items_seq;
 ALTER TABLE pod.pubsub_items
   ADD COLUMN seq bigint NOT NULL DEFAULT nextval('pod.pubsub_items_seq'),
   ADD COLUMN parse_error text,
+  ADD COLUMN version bigint,
   ADD COLUMN search tsvector GENERATED ALWAYS AS (
     setweight(to_tsvector('simple'::regconfig, coalesce(parsed ->> 'title', '')), 'A') ||
     setweight(to_tsvector('simple'::regconfig, coalesce(parsed #>> '{author,name}', '')), 'B') ||
@@ -70,6 +72,7 @@ ALTER TABLE pod.pubsub_items
 ALTER SEQUENCE pod.pubsub_items_seq OWNED BY pod.pubsub_items.seq;
 COMMENT ON COLUMN pod.pubsub_items.seq IS 'Publication order in the node: a re-published item takes a new one (it becomes the newest); RSM pages walk it.';
 COMMENT ON COLUMN pod.pubsub_items.search IS 'Full text of title (A), author (B), summary and content (C), config simple: query it with fts(simple)/plfts(simple)/wfts(simple).';
+COMMENT ON COLUMN pod.pubsub_items.version IS 'The item''s version at its origin (raised by every publish of this pod''s own items; NULL from a feed: its time decides).';
 COMMENT ON COLUMN pod.pubsub_items.parse_error IS 'Why an item synchronised from its origin could not be parsed (it is kept raw, parsed NULL).';
 CREATE UNIQUE INDEX pubsub_items_node_seq_idx ON pod.pubsub_items (node_id, seq);
 CREATE INDEX pubsub_items_parsed_idx ON pod.pubsub_items USING gin (parsed jsonb_path_ops);
@@ -79,15 +82,6 @@ CREATE INDEX pubsub_items_updated_idx ON pod.pubsub_items (updated_at, id);
 CREATE INDEX pubsub_items_duration_idx ON pod.pubsub_items ((parsed -> 'duration')) WHERE parsed ? 'duration';
 SELECT pg_catalog.pg_extension_config_dump('pod.pubsub_items_seq', '');
 
-CREATE TABLE pod.pubsub_tombstones (
-  node_id bigint NOT NULL REFERENCES pod.pubsub_nodes ON DELETE CASCADE,
-  name text NOT NULL,
-  retracted_at timestamptz NOT NULL,
-  PRIMARY KEY (node_id, name)
-);
-COMMENT ON TABLE pod.pubsub_tombstones IS 'Retracted items: a publish of the same item older than the retraction is ignored.';
-SELECT pg_catalog.pg_extension_config_dump('pod.pubsub_tombstones', '');
-GRANT SELECT ON pod.pubsub_tombstones, pod.pubsub_analysers TO pgpod_admin;
 
 INSERT INTO pod.setting_defaults (name, value, description) VALUES
   ('pubsub.sync_page', '100', 'Items per page of a node synchronisation (signed GETs to the origin).'),
@@ -208,6 +202,9 @@ CREATE FUNCTION pod.pubsub_announce(activity_type text, object jsonb) RETURNS vo
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE me text := (SELECT url FROM pod.identity);
 BEGIN
+  IF current_setting('pgpod.pubsub_announce', true) = 'off' THEN
+    RETURN;  -- an upgrade filling the cache from existing data
+  END IF;
   INSERT INTO pod.jobs (kind, target, payload)
     SELECT 'deliver', f.url, jsonb_build_object('activity', jsonb_build_object(
              'id', gen_random_uuid(), 'type', activity_type, 'actor', me, 'object', object,
@@ -215,13 +212,25 @@ BEGIN
       FROM pod.friends f WHERE f.state = 'active';
 END $$;
 
+-- The object id of an item in pod.federated_tombstones (kind 'pubsub').
+CREATE FUNCTION pod.pubsub_object_id(service text, node text, item text) RETURNS text
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  RETURN service || ' ' || node || ' ' || item;
+
+-- The next version of one of this pod's own items: past what is held and any tombstone.
+CREATE FUNCTION pod.pubsub_next_version(service text, node text, item text, held bigint) RETURNS bigint
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pod
+  RETURN greatest(coalesce(held, 0), coalesce((SELECT t.version FROM pod.federated_tombstones t
+                                                WHERE t.kind = 'pubsub' AND t.object_id = pod.pubsub_object_id(service, node, item)), 0)) + 1;
+
 -- Publishes (upserts) an item: parsed by the node's analyser (a malformed or hostile
 -- payload fails the call and stores nothing), made the newest of its node, the oldest
--- trimmed past max_items. An item whose origin time (parsed "updated", else the
--- updated argument, else now) is older than the cached version or than its
--- tombstone is ignored (NULL is returned). Returns the item's id.
+-- trimmed past max_items. Its origin state is (version, updated): updated is the
+-- parsed "updated", else the argument, else now; this pod's own items get the next
+-- version. A state not newer than the cached one or than the item's tombstone is
+-- ignored (NULL is returned; a repeat is a no-op). Returns the item's id.
 CREATE FUNCTION pod.pubsub_publish(service text, node text, item text, payload text, publisher text DEFAULT NULL,
-                                   updated timestamptz DEFAULT NULL) RETURNS bigint
+                                   updated timestamptz DEFAULT NULL, version bigint DEFAULT NULL) RETURNS bigint
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   n pod.pubsub_nodes;
@@ -229,6 +238,8 @@ DECLARE
   p jsonb;
   at timestamptz;
   created timestamptz;
+  held pod.pubsub_items;
+  local boolean := pod.pubsub_is_local(service);
   item_id bigint;
 BEGIN
   IF coalesce(item, '') = '' OR length(item) > 1000 THEN
@@ -246,81 +257,107 @@ BEGIN
   END IF;
   at := coalesce((p ->> 'updated')::timestamptz, pubsub_publish.updated, now());
   created := coalesce((p ->> 'published')::timestamptz, at);
-  IF EXISTS (SELECT 1 FROM pod.pubsub_tombstones t WHERE t.node_id = n.id AND t.name = item AND t.retracted_at >= at) THEN
-    RETURN NULL;
+  PERFORM pod.federated_lock('pubsub', pod.pubsub_object_id(service, node, item));
+  SELECT * INTO held FROM pod.pubsub_items i WHERE i.node_id = n.id AND i.name = item;
+  IF local AND pubsub_publish.version IS NULL THEN
+    IF held.data IS NOT DISTINCT FROM payload THEN
+      RETURN NULL;  -- this very state is published already
+    END IF;
+    version := pod.pubsub_next_version(service, node, item, held.version);
+    at := greatest(at, held.updated_at);
   END IF;
-  INSERT INTO pod.pubsub_items AS i (node_id, name, data, parsed, publisher, created_at, updated_at)
-    VALUES (n.id, item, payload, p, coalesce(publisher, service), created, at)
+  IF NOT pod.federated_apply('pubsub', pod.pubsub_object_id(service, node, item), service, pubsub_publish.version, at,
+                             held.version, held.updated_at) THEN
+    RETURN NULL;  -- the cache holds this state or a newer one, or a newer retraction
+  END IF;
+  INSERT INTO pod.pubsub_items AS i (node_id, name, data, parsed, publisher, created_at, updated_at, version)
+    VALUES (n.id, item, payload, p, coalesce(publisher, service), created, at, pubsub_publish.version)
     ON CONFLICT ON CONSTRAINT pubsub_items_node_id_name_key DO UPDATE
       SET data = EXCLUDED.data, parsed = EXCLUDED.parsed, publisher = EXCLUDED.publisher,
-          created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, parse_error = NULL,
-          seq = nextval('pod.pubsub_items_seq')
-      WHERE i.updated_at <= EXCLUDED.updated_at AND (i.data, i.updated_at) IS DISTINCT FROM (EXCLUDED.data, EXCLUDED.updated_at)
+          created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, version = EXCLUDED.version,
+          parse_error = NULL, seq = nextval('pod.pubsub_items_seq')
     RETURNING id INTO item_id;
-  IF item_id IS NULL THEN
-    RETURN NULL;  -- the cache holds a newer version, or this very one
-  END IF;
-  DELETE FROM pod.pubsub_tombstones t WHERE t.node_id = n.id AND t.name = item;
   IF n.max_items IS NOT NULL THEN
     DELETE FROM pod.pubsub_items i WHERE i.node_id = n.id
        AND i.seq < (SELECT x.seq FROM pod.pubsub_items x WHERE x.node_id = n.id ORDER BY x.seq DESC
                     OFFSET n.max_items - 1 LIMIT 1);
   END IF;
-  IF pod.pubsub_is_local(service) THEN
+  IF local THEN
     PERFORM pod.pubsub_announce('pubsub.publish', jsonb_build_object('node', node, 'item', item, 'payload', payload,
-                                                                     'updated', at));
+                                                                     'updated', at, 'version', pubsub_publish.version));
   END IF;
   RETURN item_id;
 END $$;
 
--- Retracts an item; the tombstone (at the origin's retraction time) outlives it so
--- that an older publish arriving later cannot bring it back. Unknown node: P0002.
-CREATE FUNCTION pod.pubsub_retract(service text, node text, item text, retracted timestamptz DEFAULT NULL) RETURNS boolean
+-- Retracts an item at its origin state (version, retracted); the tombstone outlives
+-- it so that an older publish arriving later cannot bring it back, and a retraction
+-- older than what is held changes nothing. Returns whether it was applied (false:
+-- what is held, or an earlier retraction, is as new). Unknown node: P0002.
+CREATE FUNCTION pod.pubsub_retract(service text, node text, item text, retracted timestamptz DEFAULT NULL,
+                                   version bigint DEFAULT NULL) RETURNS boolean
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   n_id bigint;
   at timestamptz := coalesce(retracted, now());
-  gone boolean;
+  held pod.pubsub_items;
+  local boolean := pod.pubsub_is_local(service);
 BEGIN
   SELECT id INTO n_id FROM pod.pubsub_nodes p WHERE p.service = pubsub_retract.service AND p.name = node;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'no pubsub node % at %', coalesce(quote_literal(node), 'NULL'), coalesce(quote_literal(service), 'NULL')
       USING ERRCODE = 'P0002';
   END IF;
-  DELETE FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.name = item AND i.updated_at <= at;
-  gone := FOUND;
-  INSERT INTO pod.pubsub_tombstones AS t (node_id, name, retracted_at) VALUES (n_id, item, at)
-    ON CONFLICT ON CONSTRAINT pubsub_tombstones_pkey DO UPDATE SET retracted_at = greatest(t.retracted_at, EXCLUDED.retracted_at);
-  IF pod.pubsub_is_local(service) THEN
-    PERFORM pod.pubsub_announce('pubsub.retract', jsonb_build_object('node', node, 'item', item, 'retracted', at));
+  PERFORM pod.federated_lock('pubsub', pod.pubsub_object_id(service, node, item));
+  SELECT * INTO held FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.name = item;
+  IF local AND pubsub_retract.version IS NULL THEN
+    version := pod.pubsub_next_version(service, node, item, held.version);
+    at := greatest(at, held.updated_at);
   END IF;
-  RETURN gone;
+  IF NOT pod.federated_apply('pubsub', pod.pubsub_object_id(service, node, item), service, pubsub_retract.version, at,
+                             held.version, held.updated_at, true) THEN
+    RETURN false;
+  END IF;
+  DELETE FROM pod.pubsub_items i WHERE i.id = held.id;
+  IF local THEN
+    PERFORM pod.pubsub_announce('pubsub.retract', jsonb_build_object('node', node, 'item', item, 'retracted', at,
+                                                                     'version', pubsub_retract.version));
+  END IF;
+  RETURN true;
 END $$;
 
--- Removes every item of a node (each leaves a tombstone); returns how many.
+-- Removes every item of a node held at or before `purged` (each leaves a tombstone at
+-- its held version: a later publish at the origin, with a higher version, comes in);
+-- returns how many.
 CREATE FUNCTION pod.pubsub_purge(service text, node text, purged timestamptz DEFAULT NULL) RETURNS integer
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   n_id bigint;
   at timestamptz := coalesce(purged, now());
-  k integer;
+  local boolean := pod.pubsub_is_local(service);
+  k integer := 0;
+  it pod.pubsub_items;
 BEGIN
   SELECT id INTO n_id FROM pod.pubsub_nodes p WHERE p.service = pubsub_purge.service AND p.name = node;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'no pubsub node % at %', coalesce(quote_literal(node), 'NULL'), coalesce(quote_literal(service), 'NULL')
       USING ERRCODE = 'P0002';
   END IF;
-  WITH gone AS (DELETE FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.updated_at <= at RETURNING i.name)
-  INSERT INTO pod.pubsub_tombstones AS t (node_id, name, retracted_at) SELECT n_id, name, at FROM gone
-    ON CONFLICT ON CONSTRAINT pubsub_tombstones_pkey DO UPDATE SET retracted_at = greatest(t.retracted_at, EXCLUDED.retracted_at);
-  GET DIAGNOSTICS k = ROW_COUNT;
-  IF pod.pubsub_is_local(service) THEN
+  FOR it IN SELECT * FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.updated_at <= at ORDER BY i.seq LOOP
+    PERFORM pod.federated_lock('pubsub', pod.pubsub_object_id(service, node, it.name));
+    IF pod.federated_apply('pubsub', pod.pubsub_object_id(service, node, it.name), service,
+                           coalesce(it.version, 0) + CASE WHEN local THEN 1 ELSE 0 END, greatest(at, it.updated_at),
+                           it.version, it.updated_at, true) THEN
+      DELETE FROM pod.pubsub_items i WHERE i.id = it.id;
+      k := k + 1;
+    END IF;
+  END LOOP;
+  IF local THEN
     PERFORM pod.pubsub_announce('pubsub.purge', jsonb_build_object('node', node, 'purged', at));
   END IF;
   RETURN k;
 END $$;
 
--- Deletes a node with its items and tombstones.
+-- Deletes a node with its items.
 CREATE FUNCTION pod.pubsub_delete_node(service text, node text) RETURNS boolean
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 BEGIN
@@ -373,11 +410,11 @@ BEGIN
   SELECT count(*) INTO total FROM pod.pubsub_items i WHERE i.node_id = n_id;
   IF before IS NULL THEN
     SELECT coalesce(jsonb_agg(x ORDER BY x.seq), '[]'), min(x.seq) INTO page, first_seq FROM (
-      SELECT i.seq, i.name, i.publisher, i.data, i.parsed, i.created_at, i.updated_at FROM pod.pubsub_items i
+      SELECT i.seq, i.name, i.publisher, i.data, i.parsed, i.created_at, i.updated_at, i.version FROM pod.pubsub_items i
        WHERE i.node_id = n_id AND i.seq > coalesce(pivot, -1) ORDER BY i.seq LIMIT max) x;
   ELSE
     SELECT coalesce(jsonb_agg(x ORDER BY x.seq), '[]'), min(x.seq) INTO page, first_seq FROM (
-      SELECT i.seq, i.name, i.publisher, i.data, i.parsed, i.created_at, i.updated_at FROM pod.pubsub_items i
+      SELECT i.seq, i.name, i.publisher, i.data, i.parsed, i.created_at, i.updated_at, i.version FROM pod.pubsub_items i
        WHERE i.node_id = n_id AND i.seq < coalesce(pivot, 9223372036854775807) ORDER BY i.seq DESC LIMIT max) x;
   END IF;
   RETURN jsonb_build_object(
@@ -502,7 +539,7 @@ GRANT EXECUTE ON FUNCTION pod.pubsub_parse(text, text), pod.pubsub_parser_known(
   pod.feed_entries(text), pod.pubsub_namespace(text), pod.pubsub_is_local(text)
   TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;
 GRANT EXECUTE ON FUNCTION pod.pubsub_analyser_register(text, text, text, text, text, text, boolean, integer),
-  pod.pubsub_publish(text, text, text, text, text, timestamptz), pod.pubsub_retract(text, text, text, timestamptz),
+  pod.pubsub_publish(text, text, text, text, text, timestamptz, bigint), pod.pubsub_retract(text, text, text, timestamptz, bigint),
   pod.pubsub_purge(text, text, timestamptz), pod.pubsub_delete_node(text, text),
   pod.pubsub_items_page(text, text, integer, text, text), pod.pubsub_search(text, jsonb, text, text, integer)
   TO pgpod_admin;

@@ -27,7 +27,7 @@ BEGIN
   page := pod.pubsub_items_page((SELECT url FROM pod.identity), node, max, nullif(after, ''));
   RETURN (page - 'items' || jsonb_build_object('items', (
     SELECT coalesce(jsonb_agg(jsonb_build_object('name', e ->> 'name', 'publisher', e ->> 'publisher', 'data', e ->> 'data',
-                                                 'updated', e ->> 'updated_at')), '[]')
+                                                 'updated', e ->> 'updated_at', 'version', e -> 'version')), '[]')
       FROM jsonb_array_elements(page -> 'items') e)))::json;
 END $$;
 COMMENT ON FUNCTION api.pubsub_items(text, text, integer) IS 'An RSM page (after, max) of one of this pod''s own nodes, items raw.';
@@ -51,19 +51,22 @@ BEGIN
   BEGIN
     CASE activity ->> 'type'
     WHEN 'pubsub.publish' THEN
-      applied := pod.pubsub_publish(sender, node, o ->> 'item', o ->> 'payload', sender, (o ->> 'updated')::timestamptz) IS NOT NULL;
+      applied := pod.pubsub_publish(sender, node, o ->> 'item', o ->> 'payload', sender, pod.federated_time(o ->> 'updated'),
+                                    (o ->> 'version')::bigint) IS NOT NULL;
     WHEN 'pubsub.retract' THEN
       PERFORM pod.pubsub_node(sender, node);
-      applied := pod.pubsub_retract(sender, node, o ->> 'item', coalesce((o ->> 'retracted')::timestamptz, now()));
+      applied := pod.pubsub_retract(sender, node, o ->> 'item', coalesce(pod.federated_time(o ->> 'retracted'), now()),
+                                    (o ->> 'version')::bigint);
     WHEN 'pubsub.purge' THEN
       applied := EXISTS (SELECT 1 FROM pod.pubsub_nodes n WHERE n.service = sender AND n.name = node)
-                 AND pod.pubsub_purge(sender, node, coalesce((o ->> 'purged')::timestamptz, now())) >= 0;
+                 AND pod.pubsub_purge(sender, node, coalesce(pod.federated_time(o ->> 'purged'), now())) >= 0;
     WHEN 'pubsub.delete' THEN
       DELETE FROM pod.pubsub_nodes n WHERE n.service = sender AND n.name = node;
       applied := FOUND;
     END CASE;
   EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE 'PX001' OR SQLSTATE '54000' OR SQLSTATE '22023'
-              OR invalid_datetime_format OR datetime_field_overflow THEN
+              OR invalid_datetime_format OR datetime_field_overflow OR invalid_text_representation
+              OR numeric_value_out_of_range THEN
     PERFORM pod.inbox_reject('PT400', 'pubsub event refused: ' || SQLERRM);
   END;
   RETURN jsonb_build_object('status', CASE WHEN applied THEN 'applied' ELSE 'ignored' END);
@@ -210,7 +213,8 @@ BEGIN
   SELECT * INTO n FROM pod.pubsub_nodes p WHERE (p.service, p.name) = (j.payload ->> 'service', j.payload ->> 'node');
   FOR it IN SELECT * FROM jsonb_array_elements(page -> 'items') LOOP
     BEGIN
-      PERFORM pod.pubsub_publish(service, node, it ->> 'name', it ->> 'data', service, (it ->> 'updated')::timestamptz);
+      PERFORM pod.pubsub_publish(service, node, it ->> 'name', it ->> 'data', service, pod.federated_time(it ->> 'updated'),
+                                 (it ->> 'version')::bigint);
       stored := stored + 1;
     EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE 'PX001' OR SQLSTATE '54000' THEN
       -- Kept raw, with the reason, so that the copy matches the origin's node and an
@@ -219,7 +223,8 @@ BEGIN
         VALUES (n.id, it ->> 'name', it ->> 'data', NULL, service, SQLSTATE || ': ' || SQLERRM)
         ON CONFLICT ON CONSTRAINT pubsub_items_node_id_name_key DO NOTHING;
       unparsed := unparsed + 1;
-    WHEN SQLSTATE '22023' OR invalid_datetime_format OR datetime_field_overflow THEN
+    WHEN SQLSTATE '22023' OR invalid_datetime_format OR datetime_field_overflow OR invalid_text_representation
+         OR numeric_value_out_of_range THEN
       unparsed := unparsed + 1;
     END;
   END LOOP;
