@@ -46,6 +46,26 @@ INSERT INTO pod.pubsub_analysers (name, priority, node_prefix, namespace, type, 
   ('microblog', 50, 'urn:xmpp:microblog:0', NULL, 'blog', NULL, true, 'atom'),
   ('atom', 0, NULL, 'http://www.w3.org/2005/Atom', 'atom', NULL, false, 'atom');
 
+-- A restore replays analysers over the built-in ones the extension script has just
+-- made: a duplicate name becomes an update (as pod.job_kinds_merge does), so that
+-- pg_restore keeps an admin's analysers instead of failing on the primary key.
+CREATE FUNCTION pod.pubsub_analysers_merge() RETURNS trigger
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+BEGIN
+  UPDATE pod.pubsub_analysers SET priority = NEW.priority, node_prefix = NEW.node_prefix, namespace = NEW.namespace,
+         type = NEW.type, subtype = NEW.subtype, to_sync = NEW.to_sync, parser = NEW.parser
+   WHERE name = NEW.name;
+  RETURN CASE WHEN FOUND THEN NULL ELSE NEW END;
+END $$;
+CREATE TRIGGER pubsub_analysers_merge BEFORE INSERT ON pod.pubsub_analysers
+  FOR EACH ROW EXECUTE FUNCTION pod.pubsub_analysers_merge();
+
+-- Is this session pg_restore? (Triggers that derive rows from restored ones, rows
+-- the dump holds too, stand aside.)
+CREATE FUNCTION pod.restoring() RETURNS boolean
+  LANGUAGE sql STABLE
+  RETURN current_setting('application_name', true) = 'pg_restore';
+
 -- Nodes and items -----------------------------------------------------------------------
 
 ALTER TABLE pod.pubsub_nodes DROP COLUMN subscribed, DROP COLUMN synchronised,

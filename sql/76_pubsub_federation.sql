@@ -248,6 +248,9 @@ GRANT EXECUTE ON FUNCTION pod.pubsub_sync_start(text, text), pod.pubsub_sync_fri
 CREATE FUNCTION pod.friends_pubsub_sync() RETURNS trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 BEGIN
+  IF pod.restoring() THEN
+    RETURN NULL;  -- a restored friend is not a new one
+  END IF;
   PERFORM pod.pubsub_sync_friend(NEW.url);
   RETURN NULL;
 END $$;

@@ -143,7 +143,7 @@ DECLARE
   me text := (SELECT url FROM pod.identity);
   v pod.videos;
 BEGIN
-  IF me IS NULL THEN
+  IF me IS NULL OR pod.restoring() THEN  -- a restore brings the node's items itself
     RETURN NULL;
   END IF;
   IF TG_OP IN ('INSERT', 'UPDATE') THEN
