@@ -24,7 +24,7 @@ CREATE FUNCTION api.pubsub_items(node text, after text DEFAULT NULL, max integer
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE page jsonb;
 BEGIN
-  page := pod.pubsub_items_page((SELECT url FROM pod.identity), node, max, nullif(after, ''));
+  page := pod.pubsub_items_page((SELECT url FROM pod.identity), node, max, nullif(after, ''))::jsonb;
   RETURN (page - 'items' || jsonb_build_object('items', (
     SELECT coalesce(jsonb_agg(jsonb_build_object('name', e ->> 'name', 'publisher', e ->> 'publisher', 'data', e ->> 'data',
                                                  'updated', e ->> 'updated_at', 'version', e -> 'version')), '[]')
