@@ -56,6 +56,11 @@ rate() { awk -v n="$1" -v ms="$2" 'BEGIN { printf "%.0f", n * 1000 / (ms > 0 ? m
 printf 'ingest %d items, plain INSERT of the raw text (reference): %7d ms  %8s items/s\n' "$n" "$raw_ms" "$(rate "$n" "$raw_ms")"
 printf 'ingest %d items, C parser into the cache (tsvector, GIN x2, btrees): %7d ms  %8s items/s\n' "$n" "$cache_ms" "$(rate "$n" "$cache_ms")"
 awk -v a="$raw_ms" -v b="$cache_ms" 'BEGIN { printf "ratio: %.2f x plain INSERT (goal >= 0.5)\n", a / b }'
+# Where the time goes: the C parser alone on the same rows (no write).
+t0=$(q -c "SELECT clock_timestamp()")
+q -c "SELECT count(pod.pubsub_parse('video', data)) FROM public.bench_payloads" >/dev/null
+parse_ms=$(ms "$t0")
+printf 'of which the C parser alone: %d ms (%s items/s)\n' "$parse_ms" "$(rate "$n" "$parse_ms")"
 # The per-item path friends' events and synchronisation pages take (plpgsql around the
 # parser: analyser, convergence rule, upsert), on 5,000 items.
 t0=$(q -c "SELECT clock_timestamp()")
