@@ -115,19 +115,43 @@ BEGIN
                || 'Accept: application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams", application/json;q=0.5'::text;
   END IF;
 END $$;
+-- The end of a fetch job: what each pod answered (NULL: nothing usable) and each
+-- GET's HTTP status (0: no answer; NULL: not known). A verify_key whose key URL
+-- answered a 4xx is dead at once (pod.http_failure_permanent).
+CREATE OR REPLACE FUNCTION pod.fetches_finish(job_id bigint, worker text, urls text[], answers text[], statuses integer[]) RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE k text := (SELECT j.kind FROM pod.jobs j WHERE j.id = job_id);
+BEGIN
+  IF k = 'make_friends' THEN
+    RETURN to_jsonb(pod.make_friends_finish(job_id, worker, urls, answers));
+  ELSIF k = 'verify_key' THEN
+    IF cardinality(answers) IS DISTINCT FROM 1 THEN
+      RAISE EXCEPTION 'a verify_key job has one answer' USING ERRCODE = '22023';
+    END IF;
+    RETURN pod.verify_key_finish(job_id, worker, answers[1], statuses[1]);
+  END IF;
+  RAISE EXCEPTION 'job % is not a fetch job', job_id USING ERRCODE = 'P0002';
+END $$;
+
+CREATE OR REPLACE FUNCTION pod.fetches_finish(job_id bigint, worker text, urls text[], answers text[]) RETURNS jsonb
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
+  RETURN pod.fetches_finish(job_id, worker, urls, answers, NULL);
+GRANT EXECUTE ON FUNCTION pod.fetches_claim(text), pod.fetches_finish(bigint, text, text[], text[]),
+  pod.fetches_finish(bigint, text, text[], text[], integer[]) TO pgpod_worker;
 
 -- signed deliveries (sql/71_httpsig.sql)
 -- Failed deliveries: a refusal that no retry can change (4xx but 408 Request Timeout,
--- 425 Too Early and 429 Too Many Requests) is permanent: the job is dead at once with
--- its reason, and the friend's score takes one step. 5xx, 408, 425, 429 and transport
+-- 425 Too Early and 429 Too Many Requests; or -1, the federator's own refusal to
+-- connect to a private address) is permanent: the job is dead at once with its
+-- reason, and the friend's score takes one step. 5xx, 408, 425, 429 and transport
 -- errors (status 0) are transient: retried with backoff, no sooner than a Retry-After.
 CREATE FUNCTION pod.http_failure_permanent(status integer) RETURNS boolean
   LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-  RETURN status BETWEEN 400 AND 499 AND status NOT IN (408, 425, 429);
-COMMENT ON FUNCTION pod.http_failure_permanent(integer) IS 'Is an HTTP status a refusal no retry can change (4xx but 408, 425, 429)?';
+  RETURN status < 0 OR (status BETWEEN 400 AND 499 AND status NOT IN (408, 425, 429));
+COMMENT ON FUNCTION pod.http_failure_permanent(integer) IS 'Is a failed request''s status a refusal no retry can change (4xx but 408, 425, 429; -1: refused before sending)?';
 
 -- The federator's report of failed deliveries: each with its error, HTTP status (0:
--- no answer) and Retry-After in seconds (NULL: none).
+-- no answer; -1: refused before sending) and Retry-After in seconds (NULL: none).
 CREATE FUNCTION pod.deliveries_fail(job_ids bigint[], errors text[], worker text, statuses integer[],
                                     retry_after integer[]) RETURNS integer
   LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
@@ -141,12 +165,13 @@ GRANT EXECUTE ON FUNCTION pod.deliveries_fail(bigint[], text[], text, integer[],
 
 -- inbox (sql/72_inbox.sql)
 DROP FUNCTION pod.inbox_video_upsert(text, jsonb);
--- Applies a friend's video from its activity object when it is newer, by the origin's
--- (version, updated_at), than the video held and than any removal of it
--- (pod.federated_apply): deliveries retried out of order end at the origin's last
--- state, and a late video.updated never brings back a removed video. Returns
+-- Applies a friend's video.published/updated (remove false) or video.removed (remove
+-- true) when it is newer, by the origin's (version, updated_at), than the video held
+-- and than any removal of it (pod.federated_apply): deliveries retried out of order
+-- end at the origin's last state, a late update never brings back a removed video, a
+-- late removal never removes a newer one (a removal is kept as a tombstone). Returns
 -- 'applied' or 'stale' (acknowledged, nothing changed).
-CREATE FUNCTION pod.inbox_video_upsert(sender text, video jsonb) RETURNS text
+CREATE FUNCTION pod.inbox_video_apply(sender text, video jsonb, remove boolean DEFAULT false) RETURNS text
   LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
 DECLARE
   id uuid;
@@ -161,16 +186,25 @@ BEGIN
   EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
     PERFORM pod.inbox_reject('PT400', 'video uuid, version or updated_at is malformed');
   END;
-  IF id IS NULL OR coalesce(video ->> 'name', '') = '' THEN
-    PERFORM pod.inbox_reject('PT400', 'video needs a uuid and a name');
+  IF id IS NULL OR NOT remove AND coalesce(video ->> 'name', '') = '' THEN
+    PERFORM pod.inbox_reject('PT400', CASE WHEN remove THEN 'video.removed needs the video''s uuid'
+                                           ELSE 'video needs a uuid and a name' END);
   END IF;
   PERFORM pod.federated_lock('video', id::text);
   SELECT * INTO held FROM pod.videos v WHERE v.uuid = id;
   IF FOUND AND held.origin IS DISTINCT FROM sender THEN
     PERFORM pod.inbox_reject('PT403', 'video ' || id || ' belongs to another pod');
   END IF;
-  IF NOT pod.federated_apply('video', id::text, sender, version, at, held.version, held.updated_at) THEN
+  -- A removal without a version or time (an older pod) removes whatever is held.
+  IF remove AND version IS NULL AND at IS NULL THEN
+    version := coalesce(held.version, 0) + 1;
+  END IF;
+  IF NOT pod.federated_apply('video', id::text, sender, version, at, held.version, held.updated_at, remove) THEN
     RETURN 'stale';
+  END IF;
+  IF remove THEN
+    DELETE FROM pod.videos v WHERE v.uuid = id AND v.origin = sender;
+    RETURN 'applied';
   END IF;
   BEGIN
     INSERT INTO pod.videos AS v (uuid, channel_id, name, description, origin, author, magnet, thumbnail,
@@ -189,43 +223,6 @@ BEGIN
               OR datetime_field_overflow OR numeric_value_out_of_range THEN
     PERFORM pod.inbox_reject('PT400', 'video is malformed: ' || SQLERRM);
   END;
-  RETURN 'applied';
-END $$;
-
--- Removes a friend's video on its video.removed, unless what is held is newer than the
--- removal; the removal's tombstone keeps an older update delivered late from bringing
--- it back. Returns 'applied' or 'stale'.
-CREATE FUNCTION pod.inbox_video_remove(sender text, video jsonb) RETURNS text
-  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
-DECLARE
-  id uuid;
-  held pod.videos;
-  version bigint;
-  at timestamptz;
-BEGIN
-  BEGIN
-    id := (video ->> 'uuid')::uuid;
-    version := (video ->> 'version')::bigint;
-    at := pod.federated_time(video ->> 'updated_at');
-  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
-    PERFORM pod.inbox_reject('PT400', 'video uuid, version or updated_at is malformed');
-  END;
-  IF id IS NULL THEN
-    PERFORM pod.inbox_reject('PT400', 'video.removed needs the video''s uuid');
-  END IF;
-  PERFORM pod.federated_lock('video', id::text);
-  SELECT * INTO held FROM pod.videos v WHERE v.uuid = id;
-  IF FOUND AND held.origin IS DISTINCT FROM sender THEN
-    PERFORM pod.inbox_reject('PT403', 'video ' || id || ' belongs to another pod');
-  END IF;
-  -- A removal without a version or time (an older pod) removes whatever is held.
-  IF version IS NULL AND at IS NULL THEN
-    version := coalesce(held.version, 0) + 1;
-  END IF;
-  IF NOT pod.federated_apply('video', id::text, sender, version, at, held.version, held.updated_at, true) THEN
-    RETURN 'stale';
-  END IF;
-  DELETE FROM pod.videos v WHERE v.uuid = id AND v.origin = sender;
   RETURN 'applied';
 END $$;
 
@@ -274,7 +271,7 @@ BEGIN
     END IF;
     FOR v IN SELECT jsonb_array_elements(CASE WHEN jsonb_typeof(activity -> 'videos') = 'array'
                                               THEN activity -> 'videos' ELSE '[]' END) LOOP
-      PERFORM pod.inbox_video_upsert(sender, v);
+      PERFORM pod.inbox_video_apply(sender, v);
     END LOOP;
     RETURN jsonb_build_object('status', 'accepted');
   WHEN 'friend.remove' THEN
@@ -283,9 +280,9 @@ BEGIN
     DELETE FROM pod.jobs WHERE kind = 'deliver' AND target = sender AND state = 'waiting';
     RETURN jsonb_build_object('status', 'removed');
   WHEN 'video.published', 'video.updated' THEN
-    RETURN jsonb_build_object('status', pod.inbox_video_upsert(sender, activity -> 'object'));
+    RETURN jsonb_build_object('status', pod.inbox_video_apply(sender, activity -> 'object'));
   WHEN 'video.removed' THEN
-    RETURN jsonb_build_object('status', pod.inbox_video_remove(sender, activity -> 'object'));
+    RETURN jsonb_build_object('status', pod.inbox_video_apply(sender, activity -> 'object', true));
   ELSE
     PERFORM pod.inbox_reject('PT400', 'unknown activity type ' || coalesce(quote_literal(kind), 'NULL'));
   END CASE;
@@ -635,7 +632,7 @@ GRANT EXECUTE ON FUNCTION api.actor() TO pgpod_anon, pgpod_user, pgpod_admin, pg
 -- against it and applied, or refused (a row in pod.inbox_rejections). No answer:
 -- the job fails and is retried; when it dies, pod.inbox_prune refuses what waits.
 -- Returns what happened to each held request.
-CREATE OR REPLACE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text, status integer) RETURNS jsonb
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   job pod.jobs;
@@ -662,8 +659,12 @@ BEGIN
   END;
   key := pod.key_document_key(doc, pod_url, coalesce(job.payload ->> 'key_id', pod_url || '#main-key'));
   IF key IS NULL THEN
+    -- a 4xx at the key's URL (404, 410, ...) will not change: dead at once; anything
+    -- else (no answer, 5xx, a document without the key) is retried
     PERFORM pod.job_fail(ARRAY[job_id], ARRAY['no identity document for ' || pod_url || ' at its URL: '
-                         || coalesce(left(answer, 200), 'no answer')], worker);
+                         || coalesce(left(answer, 200), 'no answer')
+                         || CASE WHEN status < 0 THEN ' (refused: a private address)' ELSE coalesce(' (HTTP ' || status || ')', '') END], worker,
+                         ARRAY[coalesce(pod.http_failure_permanent(status), false)], NULL);
     RETURN jsonb_build_object('status', 'failed');
   END IF;
 
@@ -695,6 +696,10 @@ BEGIN
   PERFORM pod.job_complete(ARRAY[job_id], worker);
   RETURN jsonb_build_object('status', 'verified', 'applied', results);
 END $$;
+CREATE OR REPLACE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
+  RETURN pod.verify_key_finish(job_id, worker, answer, NULL);
+GRANT EXECUTE ON FUNCTION pod.verify_key_finish(bigint, text, text), pod.verify_key_finish(bigint, text, text, integer) TO pgpod_worker;
 -- POST /rpc/inbox. A refused request gets 400/401/403/413/429 with {"code", "message"}:
 -- by a PTxxx error, or (federation.inbox_reject_mode = "status") by response.status,
 -- logged by pod.inbox_log_refusal (a bounded row, or a counter). Either way it changes
@@ -795,12 +800,16 @@ CREATE FUNCTION pod.video_object(v pod.videos) RETURNS jsonb
 -- a removal, a late removal never removes a newer state, and a repeat is a no-op.
 
 -- Is (version, at) newer than (held_version, held_at)? Nothing held: yes. A missing
--- version counts as 0 and a missing time as -infinity (pods that send neither).
+-- version counts as 0 and a missing time as -infinity. A sender that sends no version
+-- (a pod before 0.4, whose updated_at did not move) cannot be ordered more finely than
+-- by its time: between two unversioned states the same time counts as newer, so its
+-- updates still apply (as they did) — but never over a versioned state or a tombstone.
 CREATE FUNCTION pod.federated_newer(version bigint, at timestamptz, held_version bigint, held_at timestamptz)
   RETURNS boolean
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
   RETURN (held_version IS NULL AND held_at IS NULL)
-      OR (coalesce(version, 0), coalesce(at, '-infinity')) > (coalesce(held_version, 0), coalesce(held_at, '-infinity'));
+      OR (coalesce(version, 0), coalesce(at, '-infinity')) > (coalesce(held_version, 0), coalesce(held_at, '-infinity'))
+      OR (version IS NULL AND coalesce(held_version, 0) = 0 AND coalesce(at, '-infinity') >= coalesce(held_at, '-infinity'));
 COMMENT ON FUNCTION pod.federated_newer(bigint, timestamptz, bigint, timestamptz) IS 'The origin''s (version, time) order of federated states: is the first newer than the second (or nothing held)?';
 
 CREATE TABLE pod.federated_tombstones (
@@ -937,7 +946,7 @@ BEGIN
     -- Videos listed by a pod before 0.4.
     FOR v IN SELECT jsonb_array_elements(CASE WHEN jsonb_typeof(activity -> 'videos') = 'array'
                                               THEN activity -> 'videos' ELSE '[]' END) LOOP
-      PERFORM pod.inbox_video_upsert(sender, v);
+      PERFORM pod.inbox_video_apply(sender, v);
     END LOOP;
     RETURN jsonb_build_object('status', 'accepted');
   WHEN 'friend.remove' THEN
@@ -946,9 +955,9 @@ BEGIN
     DELETE FROM pod.jobs WHERE kind = 'deliver' AND target = sender AND state = 'waiting';
     RETURN jsonb_build_object('status', 'removed');
   WHEN 'video.published', 'video.updated' THEN
-    RETURN jsonb_build_object('status', pod.inbox_video_upsert(sender, activity -> 'object'));
+    RETURN jsonb_build_object('status', pod.inbox_video_apply(sender, activity -> 'object'));
   WHEN 'video.removed' THEN
-    RETURN jsonb_build_object('status', pod.inbox_video_remove(sender, activity -> 'object'));
+    RETURN jsonb_build_object('status', pod.inbox_video_apply(sender, activity -> 'object', true));
   WHEN 'pubsub.publish', 'pubsub.retract', 'pubsub.purge', 'pubsub.delete' THEN
     RETURN pod.pubsub_receive(sender, activity);
   ELSE
@@ -1254,10 +1263,10 @@ BEGIN
   created := coalesce((p ->> 'published')::timestamptz, at);
   PERFORM pod.federated_lock('pubsub', pod.pubsub_object_id(service, node, item));
   SELECT * INTO held FROM pod.pubsub_items i WHERE i.node_id = n.id AND i.name = item;
+  IF held.data = payload AND (pubsub_publish.version IS NULL OR held.version IS NOT DISTINCT FROM pubsub_publish.version) THEN
+    RETURN NULL;  -- this very state is held already (a repeat, a feed polled again)
+  END IF;
   IF local AND pubsub_publish.version IS NULL THEN
-    IF held.data IS NOT DISTINCT FROM payload THEN
-      RETURN NULL;  -- this very state is published already
-    END IF;
     version := pod.pubsub_next_version(service, node, item, held.version);
     at := greatest(at, held.updated_at);
   END IF;
@@ -1754,7 +1763,8 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pod.fetch_jobs_claim(text) IS 'Claims one GET job for the federator: make_friends, verify_key, feed_poll or pubsub_sync.';
 
-CREATE FUNCTION pod.fetch_jobs_finish(job_id bigint, worker text, urls text[], answers text[]) RETURNS jsonb
+CREATE FUNCTION pod.fetch_jobs_finish(job_id bigint, worker text, urls text[], answers text[], statuses integer[] DEFAULT NULL)
+  RETURNS jsonb
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE k text := (SELECT j.kind FROM pod.jobs j WHERE j.id = job_id);
 BEGIN
@@ -1763,9 +1773,9 @@ BEGIN
   ELSIF k = 'pubsub_sync' THEN
     RETURN pod.pubsub_sync_finish(job_id, worker, answers[1]);
   END IF;
-  RETURN pod.fetches_finish(job_id, worker, urls, answers);
+  RETURN pod.fetches_finish(job_id, worker, urls, answers, statuses);
 END $$;
-GRANT EXECUTE ON FUNCTION pod.fetch_jobs_claim(text), pod.fetch_jobs_finish(bigint, text, text[], text[]) TO pgpod_worker;
+GRANT EXECUTE ON FUNCTION pod.fetch_jobs_claim(text), pod.fetch_jobs_finish(bigint, text, text[], text[], integer[]) TO pgpod_worker;
 GRANT EXECUTE ON FUNCTION pod.feed_subscribe(text, interval), pod.feed_unsubscribe(text) TO pgpod_admin;
 
 CREATE VIEW api.feeds WITH (security_invoker = true) AS
@@ -2051,7 +2061,7 @@ CREATE TRIGGER friends_pubsub_forget AFTER UPDATE OF state ON pod.friends
 -- by statement triggers on pod.videos; publishing there announces pubsub events to
 -- friends, who also synchronise the node in full (76). A friend's videos live in the
 -- cache only (api.network_videos); pod.videos holds this pod's own. The JSON video
--- activities of older pods are written to the same cache (pod.inbox_video_upsert).
+-- activities of older pods are written to the same cache (pod.inbox_video_apply).
 
 -- Text safe in XML 1.0 (the control characters it forbids dropped).
 CREATE FUNCTION pod.xml_text(value text) RETURNS text
@@ -2097,12 +2107,13 @@ CREATE FUNCTION pod.video_owner_other_than(video uuid, sender text) RETURNS text
                     WHERE i.parsed @> jsonb_build_object('uuid', video::text) AND n.type = 'video' AND n.subtype IS NULL
                       AND n.service <> sender LIMIT 1));
 
--- Applies a friend's JSON video (video.published / video.updated of a pod before 0.4)
--- to its videos node in the cache, by the origin's (version, updated_at) like any
--- item: deliveries retried out of order end at the origin's last state, and a late
--- update never brings back a removed video. Returns 'applied' or 'stale'
--- (acknowledged, nothing changed).
-CREATE OR REPLACE FUNCTION pod.inbox_video_upsert(sender text, video jsonb) RETURNS text
+-- Applies a friend's JSON video activity (video.published / video.updated, remove
+-- false; video.removed, remove true: as pods before 0.4 send them) to its videos node
+-- in the cache, by the origin's (version, updated_at) like any item: deliveries
+-- retried out of order end at the origin's last state, a late update never brings
+-- back a removed video, a late removal never removes a newer one. Returns 'applied'
+-- or 'stale' (acknowledged, nothing changed).
+CREATE OR REPLACE FUNCTION pod.inbox_video_apply(sender text, video jsonb, remove boolean DEFAULT false) RETURNS text
   LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
 DECLARE
   vid uuid;
@@ -2110,51 +2121,6 @@ DECLARE
   at timestamptz;
   created timestamptz;
   duration double precision;
-  owner text;
-BEGIN
-  BEGIN
-    vid := (video ->> 'uuid')::uuid;
-    version := (video ->> 'version')::bigint;
-    at := pod.federated_time(video ->> 'updated_at');
-  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
-    PERFORM pod.inbox_reject('PT400', 'video uuid, version or updated_at is malformed');
-  END;
-  BEGIN
-    created := pod.federated_time(video ->> 'created_at');
-    duration := (video ->> 'duration')::double precision;
-  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
-    PERFORM pod.inbox_reject('PT400', 'video created_at or duration is malformed');
-  END;
-  IF vid IS NULL OR coalesce(video ->> 'name', '') = '' THEN
-    PERFORM pod.inbox_reject('PT400', 'video needs a uuid and a name');
-  END IF;
-  IF length(video ->> 'name') > 255 OR length(video ->> 'description') > 10000 OR duration < 0 THEN
-    PERFORM pod.inbox_reject('PT400', 'video is malformed: a name of at most 255 characters, a description of at most 10000, a duration >= 0');
-  END IF;
-  owner := pod.video_owner_other_than(vid, sender);
-  IF owner IS NOT NULL THEN
-    PERFORM pod.inbox_reject('PT403', 'video ' || vid || ' belongs to another pod');
-  END IF;
-  BEGIN
-    RETURN CASE WHEN pod.pubsub_publish(sender, 'urn:pgpod:videos', vid::text,
-                  pod.video_entry(vid, video ->> 'name', video ->> 'description', video ->> 'author', coalesce(created, at, now()),
-                                  coalesce(at, now()), duration, video ->> 'magnet', video ->> 'thumbnail', sender),
-                  sender, coalesce(at, now()), coalesce(version, 0)) IS NULL THEN 'stale' ELSE 'applied' END;
-  EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE '54000' THEN
-    PERFORM pod.inbox_reject('PT400', 'video is malformed: ' || SQLERRM);
-  END;
-  RETURN NULL;
-END $$;
-
--- Retracts a friend's video on its video.removed, unless what is held is newer than
--- the removal; the tombstone keeps an older update delivered late from bringing it
--- back. Returns 'applied' or 'stale'.
-CREATE OR REPLACE FUNCTION pod.inbox_video_remove(sender text, video jsonb) RETURNS text
-  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
-DECLARE
-  vid uuid;
-  version bigint;
-  at timestamptz;
   held pod.pubsub_items;
 BEGIN
   BEGIN
@@ -2164,21 +2130,42 @@ BEGIN
   EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
     PERFORM pod.inbox_reject('PT400', 'video uuid, version or updated_at is malformed');
   END;
-  IF vid IS NULL THEN
-    PERFORM pod.inbox_reject('PT400', 'video.removed needs the video''s uuid');
+  IF vid IS NULL OR NOT remove AND coalesce(video ->> 'name', '') = '' THEN
+    PERFORM pod.inbox_reject('PT400', CASE WHEN remove THEN 'video.removed needs the video''s uuid'
+                                           ELSE 'video needs a uuid and a name' END);
   END IF;
   IF pod.video_owner_other_than(vid, sender) IS NOT NULL THEN
     PERFORM pod.inbox_reject('PT403', 'video ' || vid || ' belongs to another pod');
   END IF;
-  PERFORM pod.pubsub_node(sender, 'urn:pgpod:videos');
-  SELECT i.* INTO held FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
-   WHERE n.service = sender AND n.name = 'urn:pgpod:videos' AND i.name = vid::text;
-  -- A removal without a version or time (an older pod) removes whatever is held.
-  IF version IS NULL AND at IS NULL THEN
-    version := coalesce(held.version, 0) + 1;
+  IF remove THEN
+    PERFORM pod.pubsub_node(sender, 'urn:pgpod:videos');
+    SELECT i.* INTO held FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
+     WHERE n.service = sender AND n.name = 'urn:pgpod:videos' AND i.name = vid::text;
+    -- A removal without a version or time (an older pod) removes whatever is held.
+    IF version IS NULL AND at IS NULL THEN
+      version := coalesce(held.version, 0) + 1;
+    END IF;
+    RETURN CASE WHEN pod.pubsub_retract(sender, 'urn:pgpod:videos', vid::text, coalesce(at, now()), version)
+                THEN 'applied' ELSE 'stale' END;
   END IF;
-  RETURN CASE WHEN pod.pubsub_retract(sender, 'urn:pgpod:videos', vid::text, coalesce(at, now()), coalesce(version, 0))
-              THEN 'applied' ELSE 'stale' END;
+  BEGIN
+    created := pod.federated_time(video ->> 'created_at');
+    duration := (video ->> 'duration')::double precision;
+  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+    PERFORM pod.inbox_reject('PT400', 'video created_at or duration is malformed');
+  END;
+  IF length(video ->> 'name') > 255 OR length(video ->> 'description') > 10000 OR duration < 0 THEN
+    PERFORM pod.inbox_reject('PT400', 'video is malformed: a name of at most 255 characters, a description of at most 10000, a duration >= 0');
+  END IF;
+  BEGIN
+    RETURN CASE WHEN pod.pubsub_publish(sender, 'urn:pgpod:videos', vid::text,
+                  pod.video_entry(vid, video ->> 'name', video ->> 'description', video ->> 'author', coalesce(created, at, now()),
+                                  coalesce(at, now()), duration, video ->> 'magnet', video ->> 'thumbnail', sender),
+                  sender, coalesce(at, now()), version) IS NULL THEN 'stale' ELSE 'applied' END;
+  EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE '54000' THEN
+    PERFORM pod.inbox_reject('PT400', 'video is malformed: ' || SQLERRM);
+  END;
+  RETURN NULL;
 END $$;
 
 -- Keeps this pod's videos node: a published video is an item (at its version), an

@@ -271,8 +271,10 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pod.fetches_claim(text) IS 'Claims one make_friends or verify_key job: the signed GETs to send.';
 
--- The end of a fetch job: what each pod answered (NULL: nothing usable).
-CREATE FUNCTION pod.fetches_finish(job_id bigint, worker text, urls text[], answers text[]) RETURNS jsonb
+-- The end of a fetch job: what each pod answered (NULL: nothing usable) and each
+-- GET's HTTP status (0: no answer; NULL: not known). A verify_key whose key URL
+-- answered a 4xx is dead at once (pod.http_failure_permanent).
+CREATE FUNCTION pod.fetches_finish(job_id bigint, worker text, urls text[], answers text[], statuses integer[]) RETURNS jsonb
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE k text := (SELECT j.kind FROM pod.jobs j WHERE j.id = job_id);
 BEGIN
@@ -282,11 +284,16 @@ BEGIN
     IF cardinality(answers) IS DISTINCT FROM 1 THEN
       RAISE EXCEPTION 'a verify_key job has one answer' USING ERRCODE = '22023';
     END IF;
-    RETURN pod.verify_key_finish(job_id, worker, answers[1]);
+    RETURN pod.verify_key_finish(job_id, worker, answers[1], statuses[1]);
   END IF;
   RAISE EXCEPTION 'job % is not a fetch job', job_id USING ERRCODE = 'P0002';
 END $$;
-GRANT EXECUTE ON FUNCTION pod.fetches_claim(text), pod.fetches_finish(bigint, text, text[], text[]) TO pgpod_worker;
+
+CREATE FUNCTION pod.fetches_finish(job_id bigint, worker text, urls text[], answers text[]) RETURNS jsonb
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
+  RETURN pod.fetches_finish(job_id, worker, urls, answers, NULL);
+GRANT EXECUTE ON FUNCTION pod.fetches_claim(text), pod.fetches_finish(bigint, text, text[], text[]),
+  pod.fetches_finish(bigint, text, text[], text[], integer[]) TO pgpod_worker;
 
 -- Scores --------------------------------------------------------------------------------
 

@@ -111,16 +111,17 @@ COMMENT ON FUNCTION pod.deliveries_claim(text, integer, interval) IS 'Claims del
 GRANT EXECUTE ON FUNCTION pod.deliveries_claim(text, integer, interval) TO pgpod_worker;
 
 -- Failed deliveries: a refusal that no retry can change (4xx but 408 Request Timeout,
--- 425 Too Early and 429 Too Many Requests) is permanent: the job is dead at once with
--- its reason, and the friend's score takes one step. 5xx, 408, 425, 429 and transport
+-- 425 Too Early and 429 Too Many Requests; or -1, the federator's own refusal to
+-- connect to a private address) is permanent: the job is dead at once with its
+-- reason, and the friend's score takes one step. 5xx, 408, 425, 429 and transport
 -- errors (status 0) are transient: retried with backoff, no sooner than a Retry-After.
 CREATE FUNCTION pod.http_failure_permanent(status integer) RETURNS boolean
   LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-  RETURN status BETWEEN 400 AND 499 AND status NOT IN (408, 425, 429);
-COMMENT ON FUNCTION pod.http_failure_permanent(integer) IS 'Is an HTTP status a refusal no retry can change (4xx but 408, 425, 429)?';
+  RETURN status < 0 OR (status BETWEEN 400 AND 499 AND status NOT IN (408, 425, 429));
+COMMENT ON FUNCTION pod.http_failure_permanent(integer) IS 'Is a failed request''s status a refusal no retry can change (4xx but 408, 425, 429; -1: refused before sending)?';
 
 -- The federator's report of failed deliveries: each with its error, HTTP status (0:
--- no answer) and Retry-After in seconds (NULL: none).
+-- no answer; -1: refused before sending) and Retry-After in seconds (NULL: none).
 CREATE FUNCTION pod.deliveries_fail(job_ids bigint[], errors text[], worker text, statuses integer[],
                                     retry_after integer[]) RETURNS integer
   LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod

@@ -39,8 +39,8 @@ BEGIN
 END $$;
 
 -- A friend's JSON video activities (video.published / updated / removed, as pods
--- before 0.4 send them) are applied to the pubsub cache by pod.inbox_video_upsert and
--- pod.inbox_video_remove (77_video_pubsub).
+-- before 0.4 send them) are applied to the pubsub cache by pod.inbox_video_apply
+-- (77_video_pubsub).
 
 -- A time a friend sent (ISO 8601 / RFC 3339 with a zone): NULL when absent; 22007 when
 -- it is not such a time (PostgreSQL's own words like 'now' are refused).
@@ -84,7 +84,7 @@ BEGIN
     -- Videos listed by a pod before 0.4.
     FOR v IN SELECT jsonb_array_elements(CASE WHEN jsonb_typeof(activity -> 'videos') = 'array'
                                               THEN activity -> 'videos' ELSE '[]' END) LOOP
-      PERFORM pod.inbox_video_upsert(sender, v);
+      PERFORM pod.inbox_video_apply(sender, v);
     END LOOP;
     RETURN jsonb_build_object('status', 'accepted');
   WHEN 'friend.remove' THEN
@@ -93,9 +93,9 @@ BEGIN
     DELETE FROM pod.jobs WHERE kind = 'deliver' AND target = sender AND state = 'waiting';
     RETURN jsonb_build_object('status', 'removed');
   WHEN 'video.published', 'video.updated' THEN
-    RETURN jsonb_build_object('status', pod.inbox_video_upsert(sender, activity -> 'object'));
+    RETURN jsonb_build_object('status', pod.inbox_video_apply(sender, activity -> 'object'));
   WHEN 'video.removed' THEN
-    RETURN jsonb_build_object('status', pod.inbox_video_remove(sender, activity -> 'object'));
+    RETURN jsonb_build_object('status', pod.inbox_video_apply(sender, activity -> 'object', true));
   WHEN 'pubsub.publish', 'pubsub.retract', 'pubsub.purge', 'pubsub.delete' THEN
     RETURN pod.pubsub_receive(sender, activity);
   ELSE
@@ -542,7 +542,7 @@ GRANT EXECUTE ON FUNCTION api.actor() TO pgpod_anon, pgpod_user, pgpod_admin, pg
 -- against it and applied, or refused (a row in pod.inbox_rejections). No answer:
 -- the job fails and is retried; when it dies, pod.inbox_prune refuses what waits.
 -- Returns what happened to each held request.
-CREATE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+CREATE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text, status integer) RETURNS jsonb
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   job pod.jobs;
@@ -569,8 +569,12 @@ BEGIN
   END;
   key := pod.key_document_key(doc, pod_url, coalesce(job.payload ->> 'key_id', pod_url || '#main-key'));
   IF key IS NULL THEN
+    -- a 4xx at the key's URL (404, 410, ...) will not change: dead at once; anything
+    -- else (no answer, 5xx, a document without the key) is retried
     PERFORM pod.job_fail(ARRAY[job_id], ARRAY['no identity document for ' || pod_url || ' at its URL: '
-                         || coalesce(left(answer, 200), 'no answer')], worker);
+                         || coalesce(left(answer, 200), 'no answer')
+                         || CASE WHEN status < 0 THEN ' (refused: a private address)' ELSE coalesce(' (HTTP ' || status || ')', '') END], worker,
+                         ARRAY[coalesce(pod.http_failure_permanent(status), false)], NULL);
     RETURN jsonb_build_object('status', 'failed');
   END IF;
 
@@ -602,7 +606,10 @@ BEGIN
   PERFORM pod.job_complete(ARRAY[job_id], worker);
   RETURN jsonb_build_object('status', 'verified', 'applied', results);
 END $$;
-GRANT EXECUTE ON FUNCTION pod.verify_key_finish(bigint, text, text) TO pgpod_worker;
+CREATE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
+  RETURN pod.verify_key_finish(job_id, worker, answer, NULL);
+GRANT EXECUTE ON FUNCTION pod.verify_key_finish(bigint, text, text), pod.verify_key_finish(bigint, text, text, integer) TO pgpod_worker;
 
 -- Key rotation. A friend's requests that stop verifying (a row 'signature does not
 -- verify' in pod.inbox_rejections since its key was last fetched) have its key

@@ -26,12 +26,16 @@ CREATE FUNCTION pod.video_object(v pod.videos) RETURNS jsonb
 -- a removal, a late removal never removes a newer state, and a repeat is a no-op.
 
 -- Is (version, at) newer than (held_version, held_at)? Nothing held: yes. A missing
--- version counts as 0 and a missing time as -infinity (pods that send neither).
+-- version counts as 0 and a missing time as -infinity. A sender that sends no version
+-- (a pod before 0.4, whose updated_at did not move) cannot be ordered more finely than
+-- by its time: between two unversioned states the same time counts as newer, so its
+-- updates still apply (as they did) — but never over a versioned state or a tombstone.
 CREATE FUNCTION pod.federated_newer(version bigint, at timestamptz, held_version bigint, held_at timestamptz)
   RETURNS boolean
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
   RETURN (held_version IS NULL AND held_at IS NULL)
-      OR (coalesce(version, 0), coalesce(at, '-infinity')) > (coalesce(held_version, 0), coalesce(held_at, '-infinity'));
+      OR (coalesce(version, 0), coalesce(at, '-infinity')) > (coalesce(held_version, 0), coalesce(held_at, '-infinity'))
+      OR (version IS NULL AND coalesce(held_version, 0) = 0 AND coalesce(at, '-infinity') >= coalesce(held_at, '-infinity'));
 COMMENT ON FUNCTION pod.federated_newer(bigint, timestamptz, bigint, timestamptz) IS 'The origin''s (version, time) order of federated states: is the first newer than the second (or nothing held)?';
 
 CREATE TABLE pod.federated_tombstones (

@@ -295,10 +295,10 @@ BEGIN
   created := coalesce((p ->> 'published')::timestamptz, at);
   PERFORM pod.federated_lock('pubsub', pod.pubsub_object_id(service, node, item));
   SELECT * INTO held FROM pod.pubsub_items i WHERE i.node_id = n.id AND i.name = item;
+  IF held.data = payload AND (pubsub_publish.version IS NULL OR held.version IS NOT DISTINCT FROM pubsub_publish.version) THEN
+    RETURN NULL;  -- this very state is held already (a repeat, a feed polled again)
+  END IF;
   IF local AND pubsub_publish.version IS NULL THEN
-    IF held.data IS NOT DISTINCT FROM payload THEN
-      RETURN NULL;  -- this very state is published already
-    END IF;
     version := pod.pubsub_next_version(service, node, item, held.version);
     at := greatest(at, held.updated_at);
   END IF;

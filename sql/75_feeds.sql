@@ -213,7 +213,8 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pod.fetch_jobs_claim(text) IS 'Claims one GET job for the federator: make_friends, verify_key, feed_poll or pubsub_sync.';
 
-CREATE FUNCTION pod.fetch_jobs_finish(job_id bigint, worker text, urls text[], answers text[]) RETURNS jsonb
+CREATE FUNCTION pod.fetch_jobs_finish(job_id bigint, worker text, urls text[], answers text[], statuses integer[] DEFAULT NULL)
+  RETURNS jsonb
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE k text := (SELECT j.kind FROM pod.jobs j WHERE j.id = job_id);
 BEGIN
@@ -222,9 +223,9 @@ BEGIN
   ELSIF k = 'pubsub_sync' THEN
     RETURN pod.pubsub_sync_finish(job_id, worker, answers[1]);
   END IF;
-  RETURN pod.fetches_finish(job_id, worker, urls, answers);
+  RETURN pod.fetches_finish(job_id, worker, urls, answers, statuses);
 END $$;
-GRANT EXECUTE ON FUNCTION pod.fetch_jobs_claim(text), pod.fetch_jobs_finish(bigint, text, text[], text[]) TO pgpod_worker;
+GRANT EXECUTE ON FUNCTION pod.fetch_jobs_claim(text), pod.fetch_jobs_finish(bigint, text, text[], text[], integer[]) TO pgpod_worker;
 GRANT EXECUTE ON FUNCTION pod.feed_subscribe(text, interval), pod.feed_unsubscribe(text) TO pgpod_admin;
 
 CREATE VIEW api.feeds WITH (security_invoker = true) AS

@@ -4,7 +4,7 @@
 -- by statement triggers on pod.videos; publishing there announces pubsub events to
 -- friends, who also synchronise the node in full (76). A friend's videos live in the
 -- cache only (api.network_videos); pod.videos holds this pod's own. The JSON video
--- activities of older pods are written to the same cache (pod.inbox_video_upsert).
+-- activities of older pods are written to the same cache (pod.inbox_video_apply).
 
 -- Text safe in XML 1.0 (the control characters it forbids dropped).
 CREATE FUNCTION pod.xml_text(value text) RETURNS text
@@ -50,12 +50,13 @@ CREATE FUNCTION pod.video_owner_other_than(video uuid, sender text) RETURNS text
                     WHERE i.parsed @> jsonb_build_object('uuid', video::text) AND n.type = 'video' AND n.subtype IS NULL
                       AND n.service <> sender LIMIT 1));
 
--- Applies a friend's JSON video (video.published / video.updated of a pod before 0.4)
--- to its videos node in the cache, by the origin's (version, updated_at) like any
--- item: deliveries retried out of order end at the origin's last state, and a late
--- update never brings back a removed video. Returns 'applied' or 'stale'
--- (acknowledged, nothing changed).
-CREATE OR REPLACE FUNCTION pod.inbox_video_upsert(sender text, video jsonb) RETURNS text
+-- Applies a friend's JSON video activity (video.published / video.updated, remove
+-- false; video.removed, remove true: as pods before 0.4 send them) to its videos node
+-- in the cache, by the origin's (version, updated_at) like any item: deliveries
+-- retried out of order end at the origin's last state, a late update never brings
+-- back a removed video, a late removal never removes a newer one. Returns 'applied'
+-- or 'stale' (acknowledged, nothing changed).
+CREATE OR REPLACE FUNCTION pod.inbox_video_apply(sender text, video jsonb, remove boolean DEFAULT false) RETURNS text
   LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
 DECLARE
   vid uuid;
@@ -63,51 +64,6 @@ DECLARE
   at timestamptz;
   created timestamptz;
   duration double precision;
-  owner text;
-BEGIN
-  BEGIN
-    vid := (video ->> 'uuid')::uuid;
-    version := (video ->> 'version')::bigint;
-    at := pod.federated_time(video ->> 'updated_at');
-  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
-    PERFORM pod.inbox_reject('PT400', 'video uuid, version or updated_at is malformed');
-  END;
-  BEGIN
-    created := pod.federated_time(video ->> 'created_at');
-    duration := (video ->> 'duration')::double precision;
-  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
-    PERFORM pod.inbox_reject('PT400', 'video created_at or duration is malformed');
-  END;
-  IF vid IS NULL OR coalesce(video ->> 'name', '') = '' THEN
-    PERFORM pod.inbox_reject('PT400', 'video needs a uuid and a name');
-  END IF;
-  IF length(video ->> 'name') > 255 OR length(video ->> 'description') > 10000 OR duration < 0 THEN
-    PERFORM pod.inbox_reject('PT400', 'video is malformed: a name of at most 255 characters, a description of at most 10000, a duration >= 0');
-  END IF;
-  owner := pod.video_owner_other_than(vid, sender);
-  IF owner IS NOT NULL THEN
-    PERFORM pod.inbox_reject('PT403', 'video ' || vid || ' belongs to another pod');
-  END IF;
-  BEGIN
-    RETURN CASE WHEN pod.pubsub_publish(sender, 'urn:pgpod:videos', vid::text,
-                  pod.video_entry(vid, video ->> 'name', video ->> 'description', video ->> 'author', coalesce(created, at, now()),
-                                  coalesce(at, now()), duration, video ->> 'magnet', video ->> 'thumbnail', sender),
-                  sender, coalesce(at, now()), coalesce(version, 0)) IS NULL THEN 'stale' ELSE 'applied' END;
-  EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE '54000' THEN
-    PERFORM pod.inbox_reject('PT400', 'video is malformed: ' || SQLERRM);
-  END;
-  RETURN NULL;
-END $$;
-
--- Retracts a friend's video on its video.removed, unless what is held is newer than
--- the removal; the tombstone keeps an older update delivered late from bringing it
--- back. Returns 'applied' or 'stale'.
-CREATE OR REPLACE FUNCTION pod.inbox_video_remove(sender text, video jsonb) RETURNS text
-  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
-DECLARE
-  vid uuid;
-  version bigint;
-  at timestamptz;
   held pod.pubsub_items;
 BEGIN
   BEGIN
@@ -117,21 +73,42 @@ BEGIN
   EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
     PERFORM pod.inbox_reject('PT400', 'video uuid, version or updated_at is malformed');
   END;
-  IF vid IS NULL THEN
-    PERFORM pod.inbox_reject('PT400', 'video.removed needs the video''s uuid');
+  IF vid IS NULL OR NOT remove AND coalesce(video ->> 'name', '') = '' THEN
+    PERFORM pod.inbox_reject('PT400', CASE WHEN remove THEN 'video.removed needs the video''s uuid'
+                                           ELSE 'video needs a uuid and a name' END);
   END IF;
   IF pod.video_owner_other_than(vid, sender) IS NOT NULL THEN
     PERFORM pod.inbox_reject('PT403', 'video ' || vid || ' belongs to another pod');
   END IF;
-  PERFORM pod.pubsub_node(sender, 'urn:pgpod:videos');
-  SELECT i.* INTO held FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
-   WHERE n.service = sender AND n.name = 'urn:pgpod:videos' AND i.name = vid::text;
-  -- A removal without a version or time (an older pod) removes whatever is held.
-  IF version IS NULL AND at IS NULL THEN
-    version := coalesce(held.version, 0) + 1;
+  IF remove THEN
+    PERFORM pod.pubsub_node(sender, 'urn:pgpod:videos');
+    SELECT i.* INTO held FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
+     WHERE n.service = sender AND n.name = 'urn:pgpod:videos' AND i.name = vid::text;
+    -- A removal without a version or time (an older pod) removes whatever is held.
+    IF version IS NULL AND at IS NULL THEN
+      version := coalesce(held.version, 0) + 1;
+    END IF;
+    RETURN CASE WHEN pod.pubsub_retract(sender, 'urn:pgpod:videos', vid::text, coalesce(at, now()), version)
+                THEN 'applied' ELSE 'stale' END;
   END IF;
-  RETURN CASE WHEN pod.pubsub_retract(sender, 'urn:pgpod:videos', vid::text, coalesce(at, now()), coalesce(version, 0))
-              THEN 'applied' ELSE 'stale' END;
+  BEGIN
+    created := pod.federated_time(video ->> 'created_at');
+    duration := (video ->> 'duration')::double precision;
+  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+    PERFORM pod.inbox_reject('PT400', 'video created_at or duration is malformed');
+  END;
+  IF length(video ->> 'name') > 255 OR length(video ->> 'description') > 10000 OR duration < 0 THEN
+    PERFORM pod.inbox_reject('PT400', 'video is malformed: a name of at most 255 characters, a description of at most 10000, a duration >= 0');
+  END IF;
+  BEGIN
+    RETURN CASE WHEN pod.pubsub_publish(sender, 'urn:pgpod:videos', vid::text,
+                  pod.video_entry(vid, video ->> 'name', video ->> 'description', video ->> 'author', coalesce(created, at, now()),
+                                  coalesce(at, now()), duration, video ->> 'magnet', video ->> 'thumbnail', sender),
+                  sender, coalesce(at, now()), version) IS NULL THEN 'stale' ELSE 'applied' END;
+  EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE '54000' THEN
+    PERFORM pod.inbox_reject('PT400', 'video is malformed: ' || SQLERRM);
+  END;
+  RETURN NULL;
 END $$;
 
 -- Keeps this pod's videos node: a published video is an item (at its version), an

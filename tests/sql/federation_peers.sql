@@ -7,7 +7,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(89);
+SELECT plan(96);
 
 DELETE FROM pod.jobs;
 DELETE FROM pod.friends;
@@ -139,6 +139,21 @@ SELECT is(pod.fetches_finish(v.job_id, 'fed', ARRAY[v.pod_url], ARRAY[jsonb_buil
             #>> '{applied,0,status}', 'befriended', 'its actor document''s key verifies the held request: befriended')
   FROM vk v, stranger s;
 
+-- A key URL that answers 404 will not answer otherwise: the fetch is dead at once;
+-- a 503 is retried.
+CREATE TEMP TABLE gone AS SELECT 'http://127.0.0.1:57996'::text AS url, k.* FROM pod.rsa_generate_keypair(2048) k;
+SELECT count(pg_temp.post(b, pg_temp.signed(g.url || '/actor#main-key', g.private_key, b)))
+  FROM gone g, pg_temp.act('friend.request', NULL, g.url) b;
+CREATE TEMP TABLE vk404 AS SELECT * FROM pod.fetches_claim('fed');
+SELECT is(pod.fetches_finish(v.job_id, 'fed', ARRAY[v.pod_url], ARRAY[NULL], ARRAY[503]) ->> 'status', 'failed', 'a 503 at the key URL fails the fetch')
+  FROM vk404 v;
+SELECT is((SELECT state::text FROM pod.jobs WHERE id = (SELECT job_id FROM vk404)), 'waiting', 'and it is retried');
+UPDATE pod.jobs SET run_at = now() WHERE id = (SELECT job_id FROM vk404);
+SELECT is(pod.fetches_finish(v.job_id, 'fed', ARRAY[v.pod_url], ARRAY[NULL], ARRAY[404]) ->> 'status', 'failed', 'a 404 fails it')
+  FROM pod.fetches_claim('fed') v;
+SELECT is((SELECT state::text || ' ' || attempts || ' ' || left(last_error, 11) FROM pod.jobs WHERE id = (SELECT job_id FROM vk404)),
+  'dead 2 permanent: ', 'for good, at once (not after 6 attempts)');
+
 -- 7. Anonymous work and storage are bounded ----------------------------------------------
 DELETE FROM pod.inbox_rejection_counts;
 CREATE TEMP TABLE n0 AS SELECT (SELECT count(*) FROM pod.inbox_rejections) AS rows,
@@ -231,13 +246,17 @@ SELECT is(pod.federated_newer(2, '2026-01-01', 1, '2026-06-01'), true, 'a higher
 SELECT is(pod.federated_newer(NULL, '2026-01-02', NULL, '2026-01-01'), true, 'without versions, the origin''s later time wins');
 SELECT is(pod.federated_newer(1, '2026-01-01', 1, '2026-01-01'), false, 'the same state is not newer');
 SELECT is(pod.federated_newer(1, '2026-01-01', NULL, NULL), true, 'anything is newer than nothing');
+SELECT is(pod.federated_newer(NULL, '2026-01-01', 0, '2026-01-01'), true,
+  'a sender without versions (before 0.4: its updated_at never moved) still updates at the same time');
+SELECT is(pod.federated_newer(NULL, '2026-01-01', 2, '2025-01-01'), false, 'but never over a versioned state');
+SELECT is(pod.federated_newer(NULL, '2026-01-01', 1, NULL), false, 'nor over the tombstone of its own versionless removal');
 
 -- 8. Permanent and transient failures ----------------------------------------------------
 DELETE FROM pod.jobs;
 UPDATE pod.friends SET score = 100, state = 'active' WHERE url = 'http://127.0.0.1:57999';
-SELECT is(array_agg(pod.http_failure_permanent(s) ORDER BY s), ARRAY[false, true, true, true, true, false, true, true, false, false, false, false],
-  'permanent: 400 401 403 404 410 422 (4xx); transient: 0 (no answer) 408 429 5xx')
-  FROM unnest(ARRAY[400, 401, 403, 404, 410, 408, 429, 422, 500, 502, 503, 0]) s;
+SELECT is(array_agg(pod.http_failure_permanent(s) ORDER BY s), ARRAY[true, false, true, true, true, true, false, true, true, false, false, false, false],
+  'permanent: 400 401 403 404 410 422 (4xx), -1 (refused before sending); transient: 0 (no answer) 408 429 5xx')
+  FROM unnest(ARRAY[400, 401, 403, 404, 410, 408, 429, 422, 500, 502, 503, 0, -1]) s;
 SELECT pod.deliver(ARRAY['http://127.0.0.1:57999'], 'video.removed', '{"object": {"uuid": "00000000-0000-0000-0000-000000000001"}}') FROM generate_series(1, 4);
 CREATE TEMP TABLE c AS SELECT job_id FROM pod.deliveries_claim('fed', 4);
 SELECT is(pod.deliveries_fail(ARRAY(SELECT job_id FROM c ORDER BY job_id), ARRAY['HTTP 404', 'HTTP 410', 'HTTP 503', 'Failed to connect'], 'fed',

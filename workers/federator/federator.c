@@ -52,6 +52,7 @@ typedef struct transfer
 	friend *friend;
 	fetch_job *fetch; /* set for a fetch job's GET */
 	int fetch_index;
+	bool refused; /* the socket opener refused its address (private, not allowed) */
 	char *url;
 	char *body;
 	struct curl_slist *headers;
@@ -80,6 +81,7 @@ struct fetch_job
 	int pending;
 	char **urls;
 	char **answers;
+	long *statuses; /* each GET's HTTP status; 0: no answer; -1: refused here */
 };
 
 /* Outcomes waiting to be reported: done ids, failed ids with their errors, released ids. */
@@ -89,7 +91,7 @@ typedef struct outcomes
 	size_t ndone, cap_done;
 	long long *failed;
 	char **errors;
-	long *statuses;    /* HTTP status of each failure; 0: no answer (transport error) */
+	long *statuses;    /* HTTP status of each failure; 0: no answer; -1: refused here */
 	long *retry_after; /* its Retry-After in seconds; -1: none */
 	size_t nfailed, cap_failed;
 	long long *released;
@@ -419,13 +421,14 @@ address_private(const struct sockaddr *sa)
 static curl_socket_t
 open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 {
-	federator *fed = clientp;
+	transfer *t = clientp;
 
 	(void)purpose;
-	if (!fed->allow_private && address_private(&addr->addr))
+	if (!t->fed->allow_private && address_private(&addr->addr))
 	{
-		wk_log(WK_WARN, "refusing to connect to a loopback/link-local/private address "
-		                "(PGPOD_FEDERATOR_ALLOW_PRIVATE=1 allows it)");
+		wk_log(WK_WARN, "%s: refusing to connect to a loopback/link-local/private address "
+		                "(PGPOD_FEDERATOR_ALLOW_PRIVATE=1 allows it)", t->url);
+		t->refused = true;
 		return CURL_SOCKET_BAD;
 	}
 	return socket(addr->family, addr->socktype, addr->protocol);
@@ -459,7 +462,7 @@ transfer_start(federator *fed, transfer *t)
 		curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
 	}
 	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
-	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, fed);
+	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, t);
 	curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L); /* a redirect is an answer, not a hop */
 	if (t->body)
 	{
@@ -527,6 +530,7 @@ fetch_finished(federator *fed, transfer *t, long status, CURLcode rc)
 
 	while (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')
 		body++;
+	job->statuses[t->fetch_index] = t->refused ? -1 : rc == CURLE_OK ? status : 0;
 	if (strcmp(job->kind, "feed_poll") == 0)
 		job->answers[t->fetch_index] = feed_answer(t, status, rc); /* 304 and errors count too */
 	else if (rc == CURLE_OK && status / 100 == 2 && *body != '\0')
@@ -576,14 +580,18 @@ check_multi_info(federator *fed)
 				retry_after = -1;
 			if (retry_after == 0 && msg->data.result == CURLE_OK)
 				retry_after = -1; /* curl's 0: no Retry-After (or "now") */
-			if (msg->data.result != CURLE_OK)
+			if (t->refused)
+				wk_buf_printf(&err, "refused: a loopback/link-local/private address "
+				                    "(PGPOD_FEDERATOR_ALLOW_PRIVATE)");
+			else if (msg->data.result != CURLE_OK)
 				wk_buf_printf(&err, "%s", curl_easy_strerror(msg->data.result));
 			else
 				wk_buf_printf(&err, "HTTP %ld: %.300s", status,
 				              t->response.data ? t->response.data : "");
 			wk_log(WK_INFO, "delivery %lld to %s failed: %s", t->job_id, t->url, err.data);
 			outcome_failed(&fed->out, t->job_id, err.data,
-			               msg->data.result == CURLE_OK ? status : 0, (long)retry_after);
+			               t->refused ? -1 : msg->data.result == CURLE_OK ? status : 0,
+			               (long)retry_after);
 			wk_buf_free(&err);
 			fed->failed_count++;
 		}
@@ -692,7 +700,7 @@ static const char *const RECLAIM_SQL = "SELECT pod.job_reclaim($1)";
 static const char *const CLAIM_FETCH_SQL =
     "SELECT job_id, kind, pod_url, url, array_to_string(headers, E'\\n') FROM pod.fetch_jobs_claim($1)";
 static const char *const FINISH_FETCH_SQL =
-    "SELECT pod.fetch_jobs_finish($1::bigint, $2, $3::text[], $4::text[])";
+    "SELECT pod.fetch_jobs_finish($1::bigint, $2, $3::text[], $4::text[], $5::integer[])";
 /* Pruning, and fetching again the keys of friends whose requests stopped verifying. */
 static const char *const PRUNE_SQL = "SELECT pod.jobs_prune(), pod.inbox_prune(), pod.friend_keys_refresh()";
 
@@ -889,6 +897,7 @@ claim_fetch_done(wk_db *db, PGresult *res, void *arg)
 	job->count = job->pending = rows;
 	job->urls = xcalloc((size_t)rows, sizeof(char *));
 	job->answers = xcalloc((size_t)rows, sizeof(char *));
+	job->statuses = xcalloc((size_t)rows, sizeof(long));
 	fed->fetch_running = job;
 	wk_log(WK_INFO, "%s job %lld: asking %d pods", job->kind, job->job_id, rows);
 	for (int i = 0; i < rows; i++)
@@ -912,6 +921,7 @@ fetch_job_free(fetch_job *job)
 	}
 	free(job->urls);
 	free(job->answers);
+	free(job->statuses);
 	free(job);
 }
 
@@ -941,29 +951,37 @@ static bool
 send_finish_fetch(federator *fed, wk_db *db)
 {
 	fetch_job *job = fed->fetch_done;
-	wk_buf urls = {0}, answers = {0};
+	wk_buf urls = {0}, answers = {0}, statuses = {0};
 	char id[32];
-	const char *params[4];
+	const char *params[5];
 	bool sent;
 
 	snprintf(id, sizeof(id), "%lld", job->job_id);
 	wk_array_begin(&urls);
 	wk_array_begin(&answers);
+	wk_array_begin(&statuses);
 	for (int i = 0; i < job->count; i++)
 	{
+		char num[32];
+
 		wk_array_add(&urls, job->urls[i]);
 		wk_array_add(&answers, job->answers[i]);
+		snprintf(num, sizeof(num), "%ld", job->statuses[i]);
+		wk_array_add(&statuses, num);
 	}
 	wk_array_end(&urls);
 	wk_array_end(&answers);
+	wk_array_end(&statuses);
 	params[0] = id;
 	params[1] = fed->worker_id;
 	params[2] = urls.data;
 	params[3] = answers.data;
-	sent = wk_db_query(db, FINISH_FETCH_SQL, 4, params, finish_fetch_done, fed);
+	params[4] = statuses.data;
+	sent = wk_db_query(db, FINISH_FETCH_SQL, 5, params, finish_fetch_done, fed);
 	fed->finishing = sent;
 	wk_buf_free(&urls);
 	wk_buf_free(&answers);
+	wk_buf_free(&statuses);
 	return sent;
 }
 
