@@ -91,8 +91,10 @@ ALTER TABLE pod.pubsub_items
   ) STORED;
 ALTER SEQUENCE pod.pubsub_items_seq OWNED BY pod.pubsub_items.seq;
 -- lz4, not pglz: a cached video item (raw + parsed) passes the TOAST threshold, and
--- pglz compression was a third of the ingest time.
-ALTER TABLE pod.pubsub_items ALTER COLUMN data SET COMPRESSION lz4, ALTER COLUMN parsed SET COMPRESSION lz4;
+-- pglz compression was a third of the ingest time; the tsvector too (pglz tried and
+-- failed on it, incompressible, for every row: 18% of its share of the ingest).
+ALTER TABLE pod.pubsub_items ALTER COLUMN data SET COMPRESSION lz4, ALTER COLUMN parsed SET COMPRESSION lz4,
+  ALTER COLUMN search SET COMPRESSION lz4;
 COMMENT ON COLUMN pod.pubsub_items.seq IS 'Publication order in the node: a re-published item takes a new one (it becomes the newest); RSM pages walk it.';
 COMMENT ON COLUMN pod.pubsub_items.search IS 'Full text of title (A), author (B), summary and content (C), config simple: query it with fts(simple)/plfts(simple)/wfts(simple).';
 COMMENT ON COLUMN pod.pubsub_items.version IS 'The item''s version at its origin (raised by every publish of this pod''s own items; NULL from a feed: its time decides).';
@@ -102,7 +104,8 @@ CREATE INDEX pubsub_items_parsed_idx ON pod.pubsub_items USING gin (parsed jsonb
 CREATE INDEX pubsub_items_search_idx ON pod.pubsub_items USING gin (search);
 CREATE INDEX pubsub_items_created_idx ON pod.pubsub_items (created_at, id);
 CREATE INDEX pubsub_items_updated_idx ON pod.pubsub_items (updated_at, id);
-CREATE INDEX pubsub_items_duration_idx ON pod.pubsub_items ((parsed -> 'duration')) WHERE parsed ? 'duration';
+CREATE INDEX pubsub_items_duration_idx ON pod.pubsub_items ((parsed -> 'duration'), id) WHERE parsed ? 'duration';
+CREATE INDEX pubsub_items_title_idx ON pod.pubsub_items ((parsed ->> 'title') text_pattern_ops);
 SELECT pg_catalog.pg_extension_config_dump('pod.pubsub_items_seq', '');
 
 
@@ -458,12 +461,16 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pod.pubsub_items_page(text, text, integer, text, text) IS 'RSM page of a node''s items: after/before an item id, max; answers items, count, index, first, last.';
 
--- The jsonpath predicate of one filter {"path": "a.b", "op": "=", "value": ...}:
--- "=", "in" (value an array), "overlap" (the path is an array sharing a value),
--- "like" (SQL LIKE pattern on a string) go through the GIN index on parsed
--- (jsonb_path_ops: equality and containment); "<", "<=", ">", ">=" compare
--- numbers or strings.
-CREATE FUNCTION pod.pubsub_filter_path(filter jsonb) RETURNS text
+-- The SQL condition (over the item alias i) of one filter {"path": "a.b", "op": "=",
+-- "value": ...}, each served by an index: "=", "in" (value an array) and "overlap"
+-- (the path is an array sharing a value) are jsonpath equality over the GIN index on
+-- parsed (jsonb_path_ops), on any path; "like" (SQL LIKE, a pattern that starts with
+-- a literal prefix) only on title (btree text_pattern_ops on parsed ->> 'title');
+-- "<", "<=", ">", ">=" only on duration, a number (the expression btree on
+-- parsed -> 'duration'). Other paths or patterns for like and comparisons are refused
+-- (0A000): jsonb_path_ops serves equality only, and a scan of the whole cache is not
+-- offered.
+CREATE FUNCTION pod.pubsub_filter(filter jsonb) RETURNS text
   LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pod AS $$
 DECLARE
   path text := filter ->> 'path';
@@ -471,6 +478,9 @@ DECLARE
   val jsonb := filter -> 'value';
   steps text;
 BEGIN
+  IF jsonb_typeof(filter) IS DISTINCT FROM 'object' THEN
+    RAISE EXCEPTION 'a filter is an object {"path", "op", "value"}' USING ERRCODE = '22023';
+  END IF;
   IF coalesce(path, '') !~ '^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$' THEN
     RAISE EXCEPTION 'not a parsed path: %', coalesce(quote_literal(path), 'NULL') USING ERRCODE = '22023',
       HINT = 'A path is keys joined by dots, e.g. author.name.';
@@ -478,34 +488,49 @@ BEGIN
   steps := '$' || (SELECT string_agg('.' || to_jsonb(k)::text, '' ORDER BY o) FROM unnest(string_to_array(path, '.')) WITH ORDINALITY u(k, o));
   CASE op
   WHEN '=' THEN
-    RETURN format('%s ? (@ == %s)', steps, val);
+    IF val IS NULL THEN
+      RAISE EXCEPTION '= needs a value' USING ERRCODE = '22023';
+    END IF;
+    RETURN format('i.parsed @? %L::jsonpath', format('%s ? (@ == %s)', steps, val));
   WHEN 'in', 'overlap' THEN
-    IF jsonb_typeof(val) <> 'array' OR jsonb_array_length(val) = 0 THEN
+    IF jsonb_typeof(val) IS DISTINCT FROM 'array' OR jsonb_array_length(val) = 0 THEN
       RAISE EXCEPTION '% needs a non-empty array', op USING ERRCODE = '22023';
     END IF;
-    RETURN format('%s%s ? (%s)', steps, CASE WHEN op = 'overlap' THEN '[*]' ELSE '' END,
-                  (SELECT string_agg(format('@ == %s', v), ' || ') FROM jsonb_array_elements(val) v));
+    RETURN format('i.parsed @? %L::jsonpath', format('%s%s ? (%s)', steps, CASE WHEN op = 'overlap' THEN '[*]' ELSE '' END,
+                  (SELECT string_agg(format('@ == %s', v), ' || ') FROM jsonb_array_elements(val) v)));
   WHEN 'like' THEN
-    IF jsonb_typeof(val) <> 'string' THEN
+    IF jsonb_typeof(val) IS DISTINCT FROM 'string' THEN
       RAISE EXCEPTION 'like needs a string pattern' USING ERRCODE = '22023';
     END IF;
-    RETURN format('%s ? (@ like_regex %s flag "s")', steps,
-                  to_jsonb('^' || replace(replace(regexp_replace(val #>> '{}', '([.^$*+?()\[\]{}|\\])', '\\\1', 'g'),
-                                                  '%', '.*'), '_', '.') || '$'));
-  WHEN '<', '<=', '>', '>=' THEN
-    IF jsonb_typeof(val) NOT IN ('number', 'string') THEN
-      RAISE EXCEPTION '% compares a number or a string', op USING ERRCODE = '22023';
+    IF path <> 'title' THEN
+      RAISE EXCEPTION 'like is served by an index on title only, not on %', quote_literal(path) USING ERRCODE = '0A000',
+        HINT = 'Search other text by full text (query), or a path by =, in or overlap.';
     END IF;
-    RETURN format('%s ? (@ %s %s)', steps, op, val);
+    IF (val #>> '{}') !~ '^([^%_\\]|\\.)' THEN
+      RAISE EXCEPTION 'a like pattern must start with a literal prefix (the index serves prefixes), not %', val #>> '{}'
+        USING ERRCODE = '0A000', HINT = 'For words inside the text, search by full text (query).';
+    END IF;
+    RETURN format('(i.parsed ->> %L) LIKE %L', 'title', val #>> '{}');
+  WHEN '<', '<=', '>', '>=' THEN
+    IF path <> 'duration' THEN
+      RAISE EXCEPTION '% is served by an index on duration only, not on %', op, quote_literal(path) USING ERRCODE = '0A000',
+        HINT = 'Order or range by created/updated through pod.pubsub_search''s order_by.';
+    END IF;
+    IF jsonb_typeof(val) IS DISTINCT FROM 'number' THEN
+      RAISE EXCEPTION '% on duration compares a number' , op USING ERRCODE = '22023';
+    END IF;
+    RETURN format('(i.parsed ? %L AND i.parsed -> %L %s %L::jsonb)', 'duration', 'duration', op, val);
   ELSE
     RAISE EXCEPTION 'unknown filter operator %', coalesce(quote_literal(op), 'NULL') USING ERRCODE = '22023',
-      HINT = 'Operators: =, in, overlap, like, <, <=, >, >=.';
+      HINT = 'Operators: =, in, overlap (any path), like (title), <, <=, >, >= (duration).';
   END CASE;
 END $$;
 
 -- Search across nodes: full text (websearch syntax, config simple) and parsed-path
--- filters (AND), optionally within one node type, ordered by "created", "updated",
--- "rank" (needs a query) or a parsed path ("parsed:duration"), newest/highest first.
+-- filters (AND), optionally within one node type, ordered by "created", "updated"
+-- (btrees), "rank" (needs a query; ranks what the GIN index matched) or
+-- "parsed:duration" (its expression btree; only items that have a duration),
+-- newest/highest first.
 CREATE FUNCTION pod.pubsub_search(query text DEFAULT NULL, filters jsonb DEFAULT '[]', node_type text DEFAULT NULL,
                                   order_by text DEFAULT 'created', max integer DEFAULT 50)
   RETURNS TABLE (id bigint, service text, node text, item text, parsed jsonb, created_at timestamptz,
@@ -526,7 +551,7 @@ BEGIN
     cond := cond || 'i.search @@ websearch_to_tsquery(''simple'', $1)'::text;
   END IF;
   FOR f IN SELECT * FROM jsonb_array_elements(coalesce(filters, '[]')) LOOP
-    cond := cond || format('i.parsed @? %L::jsonpath', pod.pubsub_filter_path(f));
+    cond := cond || pod.pubsub_filter(f);
   END LOOP;
   IF node_type IS NOT NULL THEN
     cond := cond || 'n.type = $2'::text;
@@ -535,11 +560,15 @@ BEGIN
     WHEN order_by = 'created' THEN 'i.created_at DESC, i.id DESC'
     WHEN order_by = 'updated' THEN 'i.updated_at DESC, i.id DESC'
     WHEN order_by = 'rank' AND query IS NOT NULL THEN 'rank DESC, i.id DESC'
-    WHEN order_by ~ '^parsed:[A-Za-z_][A-Za-z0-9_]*$' THEN format('i.parsed -> %L DESC NULLS LAST, i.id DESC', substr(order_by, 8))
+    -- The one parsed key with an order index: the items that have it, longest first.
+    WHEN order_by = 'parsed:duration' THEN 'i.parsed -> ''duration'' DESC, i.id DESC'
   END;
+  IF order_by = 'parsed:duration' THEN
+    cond := cond || 'i.parsed ? ''duration'''::text;
+  END IF;
   IF ord IS NULL THEN
     RAISE EXCEPTION 'cannot order by %', coalesce(quote_literal(order_by), 'NULL') USING ERRCODE = '22023',
-      HINT = 'created, updated, rank (with a query) or parsed:<key>.';
+      HINT = 'created, updated, rank (with a query) or parsed:duration (the parsed key with an index).';
   END IF;
   RETURN QUERY EXECUTE format(
     'SELECT i.id, n.service, n.name, i.name, i.parsed, i.created_at, i.updated_at, %s::real AS rank

@@ -7,7 +7,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(83);
+SELECT plan(98);
 
 DELETE FROM pod.jobs;
 DELETE FROM pod.friends;
@@ -207,9 +207,42 @@ SELECT is((SELECT count(*) FROM pod.pubsub_search(NULL, '[{"path": "torrents", "
 SELECT is((SELECT count(*) FROM pod.pubsub_search(NULL, '[{"path": "title", "op": "like", "value": "Back%"}]')), 1::bigint, 'search by like');
 SELECT is((SELECT count(*) FROM pod.pubsub_search(NULL, '[{"path": "duration", "op": ">", "value": 90}]', 'video')), 1::bigint,
   'search by a comparison, within a node type');
+SELECT is((SELECT count(*) FROM pod.pubsub_search(NULL, '[{"path": "title", "op": "like", "value": "Nothing like this%"}]')), 0::bigint,
+  'like with a prefix nothing has finds nothing');
+SELECT is((SELECT count(*) FROM pod.pubsub_search(NULL, '[{"path": "duration", "op": "<=", "value": 90}]', 'video')), 0::bigint,
+  'a comparison the other way finds nothing');
+SELECT throws_ok($$SELECT * FROM pod.pubsub_search(NULL, '[{"path": "title", "op": "like", "value": "%ack%"}]')$$, '0A000', NULL,
+  'like without a literal prefix is refused (no index serves it)');
+SELECT throws_ok($$SELECT * FROM pod.pubsub_search(NULL, '[{"path": "summary", "op": "like", "value": "A%"}]')$$, '0A000', NULL,
+  'like on a path without its index is refused');
+SELECT throws_ok($$SELECT * FROM pod.pubsub_search(NULL, '[{"path": "title", "op": ">", "value": 3}]')$$, '0A000', NULL,
+  'a comparison on a path without its index is refused');
+SELECT throws_ok($$SELECT * FROM pod.pubsub_search(NULL, '[{"path": "duration", "op": ">", "value": "90"}]')$$, '22023', NULL,
+  'a comparison on duration needs a number');
+SELECT throws_ok($$SELECT * FROM pod.pubsub_search(NULL, '[{"path": "uuid", "op": "="}]')$$, '22023', NULL, '= without a value is refused');
+SELECT throws_ok($$SELECT * FROM pod.pubsub_search(NULL, '["uuid"]')$$, '22023', NULL, 'a filter that is not an object is refused');
+-- Each accepted filter is served by an index (sequential scans off: the index is usable).
+CREATE FUNCTION pg_temp.filter_plan(filter jsonb) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE r text; plan text := '';
+BEGIN
+  SET LOCAL enable_seqscan = off;
+  FOR r IN EXECUTE 'EXPLAIN (COSTS OFF) SELECT i.id FROM pod.pubsub_items i WHERE ' || pod.pubsub_filter(filter) LOOP
+    plan := plan || r || E'\n';
+  END LOOP;
+  RETURN plan;
+END $f$;
+SELECT matches(pg_temp.filter_plan('{"path": "title", "op": "like", "value": "Back%"}'), 'pubsub_items_title_idx', 'like is served by the title index');
+SELECT matches(pg_temp.filter_plan('{"path": "duration", "op": ">", "value": 90}'), 'pubsub_items_duration_idx', 'a comparison is served by the duration index');
+SELECT matches(pg_temp.filter_plan('{"path": "author.name", "op": "in", "value": ["a", "b"]}'), 'pubsub_items_parsed_idx', 'in is served by the GIN index on parsed');
+SELECT matches(pg_temp.filter_plan('{"path": "torrents", "op": "overlap", "value": ["x"]}'), 'pubsub_items_parsed_idx', 'overlap is served by the GIN index on parsed');
 SELECT throws_ok($$SELECT * FROM pod.pubsub_search(NULL, '[{"path": "x; drop", "op": "="}]')$$, '22023', NULL, 'a bad path is refused');
 SELECT throws_ok($$SELECT * FROM pod.pubsub_search(NULL, '[{"path": "x", "op": "~~"}]')$$, '22023', NULL, 'an unknown operator is refused');
 SELECT throws_ok($$SELECT * FROM pod.pubsub_search('x', '[]', NULL, 'id; drop')$$, '22023', NULL, 'an unknown order is refused');
+SELECT is((SELECT array_agg((parsed ->> 'duration')::numeric) FROM pod.pubsub_search(NULL, '[]', 'video', 'parsed:duration')),
+          (SELECT array_agg((parsed ->> 'duration')::numeric ORDER BY (parsed ->> 'duration')::numeric DESC) FROM pod.pubsub_items WHERE parsed ? 'duration'),
+          'ordered by duration: the items with one, longest first');
+SELECT ok((SELECT count(*) FROM pod.pubsub_search(NULL, '[]', 'video', 'parsed:duration')) > 0, 'some items have a duration');
+SELECT throws_ok($$SELECT * FROM pod.pubsub_search(NULL, '[]', NULL, 'parsed:title')$$, '22023', NULL, 'an order no index serves is refused');
 
 -- The network video index.
 SELECT is((SELECT row(name, origin, author, magnet, duration)::text FROM api.network_videos WHERE uuid = '11111111-1111-1111-1111-111111111111'),
