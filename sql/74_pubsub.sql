@@ -42,6 +42,7 @@ GRANT SELECT ON pod.pubsub_analysers TO pgpod_admin;
 
 INSERT INTO pod.pubsub_analysers (name, priority, node_prefix, namespace, type, subtype, to_sync, parser) VALUES
   ('pgpod_videos', 100, 'urn:pgpod:videos', NULL, 'video', NULL, true, 'video'),
+  ('pgpod_channels', 100, 'urn:pgpod:channel:', NULL, 'video', 'channel', false, 'video'),
   ('feed_videos', 90, 'urn:pgpod:feed', NULL, 'video', 'feed', false, 'video'),
   ('microblog', 50, 'urn:xmpp:microblog:0', NULL, 'blog', NULL, true, 'atom'),
   ('atom', 0, NULL, 'http://www.w3.org/2005/Atom', 'atom', NULL, false, 'atom');
@@ -595,7 +596,7 @@ CREATE VIEW api.network_videos AS
     -- loop over nodes, each probing the items' indexes: the items' own indexes
     -- decide, then one primary-key lookup per item).
     CROSS JOIN LATERAL (SELECT x.service, x.subtype FROM pod.pubsub_nodes x
-                         WHERE x.id = i.node_id AND x.type = 'video' OFFSET 0) n
+                         WHERE x.id = i.node_id AND x.type = 'video' AND x.subtype IS DISTINCT FROM 'channel' OFFSET 0) n
    WHERE i.parsed IS NOT NULL;
 COMMENT ON VIEW api.network_videos IS 'The network video index: this pod''s published videos and its friends'' and subscribed feeds'' cached video items. Full text: search=fts(simple).word (also plfts, wfts); parsed fields: parsed=cs.{"key": value}.';
 GRANT SELECT ON api.network_videos TO pgpod_anon, pgpod_user, pgpod_admin;

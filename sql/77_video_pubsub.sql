@@ -13,7 +13,8 @@ CREATE FUNCTION pod.xml_text(value text) RETURNS text
 
 -- The Atom entry of a video (what friends' video parser reads back).
 CREATE FUNCTION pod.video_entry(uuid uuid, name text, description text, author text, created timestamptz,
-                                updated timestamptz, duration double precision, magnet text, thumbnail text, origin text)
+                                updated timestamptz, duration double precision, magnet text, thumbnail text, origin text,
+                                files xml DEFAULT NULL)
   RETURNS text
   LANGUAGE sql STABLE PARALLEL SAFE
   RETURN xmlserialize(CONTENT xmlelement(name entry,
@@ -26,20 +27,43 @@ CREATE FUNCTION pod.video_entry(uuid uuid, name text, description text, author t
     xmlelement(name published, to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
     xmlelement(name updated, to_char(updated AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
     xmlelement(name link, xmlattributes('alternate' AS rel, origin || '/videos?uuid=eq.' || uuid AS href)),
-    CASE WHEN magnet IS NOT NULL THEN xmlelement(name "media:group",
-      xmlelement(name "media:peerLink", xmlattributes('application/x-bittorrent' AS type, pod.xml_text(magnet) AS href))) END,
+    CASE WHEN magnet IS NOT NULL OR files IS NOT NULL THEN xmlelement(name "media:group",
+      CASE WHEN magnet IS NOT NULL THEN
+        xmlelement(name "media:peerLink", xmlattributes('application/x-bittorrent' AS type, pod.xml_text(magnet) AS href)) END,
+      files) END,
     CASE WHEN thumbnail IS NOT NULL THEN xmlelement(name "media:thumbnail", xmlattributes(pod.xml_text(thumbnail) AS url)) END,
     xmlelement(name "pod:uuid", uuid),
     xmlelement(name "pod:origin", origin),
     CASE WHEN duration IS NOT NULL THEN xmlelement(name "pod:duration", duration) END) AS text);
 
--- The entry of a local video.
+-- A local video's files as Media RSS, highest resolution first: one media:content
+-- each (url = the gateway's /files/<file_id>, type, fileSize, height, framerate)
+-- followed by its media:peerLink (magnet, then torrent_url) when it has them. Columns
+-- pod.video_files gains on other branches (kind, size, fps, torrent_url) are read
+-- when present (to_jsonb of the row), the file's own size and type otherwise.
+CREATE FUNCTION pod.video_files_media(video uuid, origin text) RETURNS xml
+  LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pod
+  RETURN (SELECT xmlagg(xmlconcat(
+            xmlelement(name "media:content", xmlattributes(
+              origin || '/files/' || f.file_id AS url,
+              CASE WHEN j ->> 'kind' = 'hls' THEN 'application/x-mpegURL'
+                   WHEN fl.mime_type LIKE 'video/%' THEN fl.mime_type ELSE 'video/mp4' END AS type,
+              coalesce(j ->> 'size', fl.size::text) AS "fileSize", f.resolution AS height, j ->> 'fps' AS framerate)),
+            CASE WHEN f.magnet IS NOT NULL THEN
+              xmlelement(name "media:peerLink", xmlattributes('application/x-bittorrent' AS type, pod.xml_text(f.magnet) AS href)) END,
+            CASE WHEN j ->> 'torrent_url' IS NOT NULL THEN
+              xmlelement(name "media:peerLink", xmlattributes('application/x-bittorrent' AS type, pod.xml_text(j ->> 'torrent_url') AS href)) END)
+            ORDER BY f.resolution DESC, j ->> 'kind')
+            FROM pod.video_files f CROSS JOIN LATERAL to_jsonb(f) j LEFT JOIN pod.files fl ON fl.id = f.file_id
+           WHERE f.video_uuid = video);
+
+-- The entry of a local video, with its files.
 CREATE FUNCTION pod.video_entry(v pod.videos) RETURNS text
   LANGUAGE sql STABLE PARALLEL SAFE
   RETURN pod.video_entry(v.uuid, v.name, v.description,
            coalesce(v.author, (SELECT c.name FROM pod.channels c WHERE c.id = v.channel_id)),
            v.created_at, v.updated_at, extract(epoch FROM v.duration)::double precision, v.magnet, v.thumbnail,
-           (SELECT url FROM pod.identity));
+           (SELECT url FROM pod.identity), pod.video_files_media(v.uuid, (SELECT url FROM pod.identity)));
 
 -- The uuid of a video held by another service than sender (or by this pod): a pod
 -- may only speak of its own videos.
@@ -114,18 +138,29 @@ END $$;
 -- Keeps this pod's videos node: a published video is an item (at its version), an
 -- unpublished or deleted one is retracted. Runs as the owner (a channel owner's
 -- statement needs no right on the cache or the queue).
+-- The node of one of this pod's channels (its videos are items of both nodes; the
+-- channel nodes are not synchronised by friends, nor listed in api.network_videos:
+-- the videos node holds every video once).
+CREATE FUNCTION pod.channel_node(channel_id bigint) RETURNS text
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  RETURN 'urn:pgpod:channel:' || channel_id;
+
 CREATE FUNCTION pod.videos_pubsub() RETURNS trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   me text := (SELECT url FROM pod.identity);
   v pod.videos;
+  entry text;
+  moved record;
 BEGIN
   IF me IS NULL OR pod.restoring() THEN  -- a restore brings the node's items itself
     RETURN NULL;
   END IF;
   IF TG_OP IN ('INSERT', 'UPDATE') THEN
     FOR v IN SELECT n.* FROM new_videos n WHERE n.origin IS NULL AND n.state = 'published' ORDER BY n.created_at LOOP
-      PERFORM pod.pubsub_publish(me, 'urn:pgpod:videos', v.uuid::text, pod.video_entry(v), me, v.updated_at, v.version);
+      entry := pod.video_entry(v);
+      PERFORM pod.pubsub_publish(me, 'urn:pgpod:videos', v.uuid::text, entry, me, v.updated_at, v.version);
+      PERFORM pod.pubsub_publish(me, pod.channel_node(v.channel_id), v.uuid::text, entry, me, v.updated_at, v.version);
     END LOOP;
   END IF;
   IF TG_OP = 'UPDATE' THEN
@@ -133,9 +168,18 @@ BEGIN
               WHERE n.origin IS NULL AND n.state <> 'published' AND o.state = 'published' LOOP
       PERFORM pod.pubsub_retract(me, 'urn:pgpod:videos', v.uuid::text, v.updated_at, v.version);
     END LOOP;
+    -- Left its channel (unpublished, or moved to another one): out of the old
+    -- channel's node.
+    FOR moved IN SELECT n.uuid, n.updated_at, n.version, o.channel_id AS old_channel FROM new_videos n JOIN old_videos o USING (uuid)
+              WHERE n.origin IS NULL AND o.state = 'published'
+                AND (n.state <> 'published' OR n.channel_id IS DISTINCT FROM o.channel_id) LOOP
+      PERFORM pod.pubsub_retract(me, pod.channel_node(moved.old_channel), moved.uuid::text, moved.updated_at, moved.version);
+    END LOOP;
   ELSIF TG_OP = 'DELETE' THEN
     FOR v IN SELECT o.* FROM old_videos o WHERE o.origin IS NULL AND o.state = 'published' LOOP
       PERFORM pod.pubsub_retract(me, 'urn:pgpod:videos', v.uuid::text,
+                                 greatest(clock_timestamp(), v.updated_at + interval '1 microsecond'), v.version + 1);
+      PERFORM pod.pubsub_retract(me, pod.channel_node(v.channel_id), v.uuid::text,
                                  greatest(clock_timestamp(), v.updated_at + interval '1 microsecond'), v.version + 1);
     END LOOP;
   END IF;
@@ -171,7 +215,8 @@ SELECT pod.pubsub_publish(v.origin, 'urn:pgpod:videos', v.uuid::text,
          v.origin, v.updated_at, v.version)
   FROM pod.videos v WHERE v.origin IS NOT NULL ORDER BY v.created_at;
 DELETE FROM pod.videos WHERE origin IS NOT NULL;
-SELECT pod.pubsub_publish(i.url, 'urn:pgpod:videos', v.uuid::text, pod.video_entry(v), i.url, v.updated_at, v.version)
-  FROM pod.videos v, pod.identity i WHERE v.origin IS NULL AND v.state = 'published' ORDER BY v.created_at;
+SELECT pod.pubsub_publish(i.url, n.node, v.uuid::text, pod.video_entry(v), i.url, v.updated_at, v.version)
+  FROM pod.videos v, pod.identity i, LATERAL (VALUES ('urn:pgpod:videos'), (pod.channel_node(v.channel_id))) n(node)
+ WHERE v.origin IS NULL AND v.state = 'published' ORDER BY v.created_at, n.node <> 'urn:pgpod:videos';
 SELECT pod.pubsub_sync_friend(f.url) FROM pod.friends f WHERE f.state = 'active';
 SELECT set_config('pgpod.pubsub_announce', 'on', true);

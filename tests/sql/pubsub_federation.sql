@@ -5,7 +5,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(56);
+SELECT plan(69);
 
 DELETE FROM pod.jobs;
 DELETE FROM pod.friends;
@@ -164,6 +164,48 @@ SELECT is((SELECT pod.fetch_jobs_finish(job_id, 'w1', ARRAY[NULL], ARRAY[E'HTTP 
 SELECT is((SELECT row(failures, last_status)::text FROM pod.feeds), '(2,0)', 'is a second failure in a row (the XXE one was the first)');
 SELECT ok(pod.feed_unsubscribe('http://127.0.0.1:57000/feed.xml'), 'unsubscribe');
 SELECT is((SELECT count(*) FROM api.network_videos WHERE from_feed), 0::bigint, 'its videos go with it');
+
+-- This pod's videos: the videos node and one node per channel, each entry listing the
+-- video's files per resolution (Media RSS) from pod.video_files --------------------------
+DELETE FROM pod.pubsub_nodes;
+DELETE FROM pod.jobs;
+SELECT u.id AS ch_owner, json_build_object('role', 'pgpod_user', 'sub', u.id, 'sid', l.session_id)::text AS ch_claims
+  FROM pod.register('chan@pubsub.test', 'channel password') u, LATERAL pod.login('chan@pubsub.test', 'channel password') l \gset
+INSERT INTO pod.channels (owner_id, name, display_name) VALUES (:'ch_owner', 'psa', 'A') RETURNING id AS cha \gset
+INSERT INTO pod.channels (owner_id, name, display_name) VALUES (:'ch_owner', 'psb', 'B') RETURNING id AS chb \gset
+INSERT INTO pod.videos (channel_id, name) VALUES (:cha, 'Channel video') RETURNING uuid AS cv \gset
+SELECT set_config('request.jwt.claims', :'ch_claims', true);
+SET LOCAL ROLE pgpod_user;
+SELECT pod.register_upload(sha256('cv 720'), 6, 'cv720.mp4', 'video/mp4') ->> 'id' AS f720 \gset
+SELECT pod.register_upload(sha256('cv 360'), 6, 'cv360.mp4', 'video/mp4') ->> 'id' AS f360 \gset
+RESET ROLE;
+SELECT ok(pod.video_files_media(:'cv', 'http://127.0.0.1:57451') IS NULL, 'a video without files has no media:content');
+INSERT INTO pod.video_files (video_uuid, resolution, file_id, magnet)
+  VALUES (:'cv', 720, :'f720', 'magnet:?xt=urn:btih:0720'), (:'cv', 360, :'f360', NULL);
+UPDATE pod.videos SET state = 'published' WHERE uuid = :'cv';
+SELECT is((SELECT array_agg(name ORDER BY name) FROM pod.pubsub_nodes WHERE service = 'http://127.0.0.1:57451'),
+  ARRAY['urn:pgpod:channel:' || :cha, 'urn:pgpod:videos'], 'a published video is an item of the videos node and of its channel''s node');
+SELECT is((SELECT count(*) FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
+            WHERE i.name = :'cv' AND n.service = 'http://127.0.0.1:57451'), 2::bigint, 'kept in both');
+SELECT is((SELECT jsonb_path_query_array(parsed, '$.files[*].resolution') FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
+            WHERE i.name = :'cv' AND n.name = 'urn:pgpod:videos'), '[720, 360]', 'its entry lists the files per resolution, highest first');
+SELECT is((SELECT parsed -> 'files' -> 0 FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
+            WHERE i.name = :'cv' AND n.name = 'urn:pgpod:channel:' || :cha),
+  jsonb_build_object('url', 'http://127.0.0.1:57451/files/' || :'f720', 'type', 'video/mp4', 'size', 6, 'resolution', 720),
+  'media:content: url (the gateway''s /files/), type, fileSize, height');
+SELECT is((SELECT magnet FROM api.network_videos WHERE uuid = :'cv'), 'magnet:?xt=urn:btih:0720', 'media:peerLink: the file''s magnet');
+SELECT ok((SELECT data ~ '<media:content [^>]*height="360"' FROM pod.pubsub_items WHERE name = :'cv' LIMIT 1), 'the raw entry carries every file');
+SELECT is((SELECT count(*) FROM api.network_videos WHERE uuid = :'cv'), 1::bigint, 'the network index lists it once');
+UPDATE pod.videos SET channel_id = :chb WHERE uuid = :'cv';
+SELECT is((SELECT array_agg(n.name ORDER BY n.name) FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id WHERE i.name = :'cv'),
+  ARRAY['urn:pgpod:channel:' || :chb, 'urn:pgpod:videos'], 'moved to another channel: out of the old channel''s node, in the new one''s');
+UPDATE pod.videos SET state = 'failed' WHERE uuid = :'cv';
+SELECT is((SELECT count(*) FROM pod.pubsub_items WHERE name = :'cv'), 0::bigint, 'unpublished: retracted from both nodes');
+-- A friend's channel node is cached, but the network index takes its videos node only.
+SELECT isnt(pod.pubsub_publish('http://127.0.0.1:57998', 'urn:pgpod:channel:9', 'dup', pg_temp.entry('dup', 'Dup')), NULL, 'a friend''s channel item is cached');
+SELECT is((SELECT row(type, subtype, to_sync)::text FROM pod.pubsub_nodes WHERE name = 'urn:pgpod:channel:9'), '(video,channel,f)',
+  'as a channel node, not synchronised');
+SELECT is((SELECT count(*) FROM api.network_videos WHERE uuid = 'dup'), 0::bigint, 'and not listed twice in the network index');
 
 SELECT * FROM finish();
 ROLLBACK;
