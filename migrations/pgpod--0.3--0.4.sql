@@ -1205,13 +1205,16 @@ CREATE FUNCTION pod.pubsub_is_local(service text) RETURNS boolean
   RETURN service = (SELECT url FROM pod.identity);
 
 -- Enqueues a pubsub event for every active friend (one INSERT); only for this pod's
--- own nodes.
+-- own nodes, not its channel nodes.
 CREATE FUNCTION pod.pubsub_announce(activity_type text, object jsonb) RETURNS void
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE me text := (SELECT url FROM pod.identity);
 BEGIN
   IF current_setting('pgpod.pubsub_announce', true) = 'off' THEN
     RETURN;  -- an upgrade filling the cache from existing data
+  END IF;
+  IF EXISTS (SELECT FROM pod.pubsub_nodes n WHERE n.service = me AND n.name = object ->> 'node' AND n.subtype = 'channel') THEN
+    RETURN;  -- a channel's node repeats the videos node's items: friends get those once
   END IF;
   INSERT INTO pod.jobs (kind, target, payload)
     SELECT 'deliver', f.url, jsonb_build_object('activity', jsonb_build_object(

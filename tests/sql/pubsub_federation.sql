@@ -5,7 +5,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(69);
+SELECT plan(70);
 
 DELETE FROM pod.jobs;
 DELETE FROM pod.friends;
@@ -201,6 +201,10 @@ SELECT is((SELECT array_agg(n.name ORDER BY n.name) FROM pod.pubsub_items i JOIN
   ARRAY['urn:pgpod:channel:' || :chb, 'urn:pgpod:videos'], 'moved to another channel: out of the old channel''s node, in the new one''s');
 UPDATE pod.videos SET state = 'failed' WHERE uuid = :'cv';
 SELECT is((SELECT count(*) FROM pod.pubsub_items WHERE name = :'cv'), 0::bigint, 'unpublished: retracted from both nodes');
+INSERT INTO pod.friends (url, state) VALUES ('http://127.0.0.1:57997', 'active');
+UPDATE pod.videos SET state = 'published' WHERE uuid = :'cv';
+SELECT is((SELECT array_agg(payload #>> '{activity,object,node}') FROM pod.jobs WHERE kind = 'deliver' AND target = 'http://127.0.0.1:57997'),
+  ARRAY['urn:pgpod:videos'], 'a friend is told once, of the videos node (not of the channel''s)');
 -- A friend's channel node is cached, but the network index takes its videos node only.
 SELECT isnt(pod.pubsub_publish('http://127.0.0.1:57998', 'urn:pgpod:channel:9', 'dup', pg_temp.entry('dup', 'Dup')), NULL, 'a friend''s channel item is cached');
 SELECT is((SELECT row(type, subtype, to_sync)::text FROM pod.pubsub_nodes WHERE name = 'urn:pgpod:channel:9'), '(video,channel,f)',
