@@ -992,3 +992,1404 @@ END $$;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pod FROM PUBLIC;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA api FROM PUBLIC;
 -- ==== end of federation: issue 11 ====================================================
+
+-- >>> pubsub cache (issue 15): the switch of video federation to pubsub events in 72_inbox/73_video_federation, then sql/74_pubsub.sql, sql/75_feeds.sql, sql/76_pubsub_federation.sql, sql/77_video_pubsub.sql verbatim, then the privileges sql/99 would take back.
+-- 73_video_federation: the JSON video announcements give way to the videos node (77).
+DROP TRIGGER videos_federate_insert ON pod.videos;
+DROP TRIGGER videos_federate_update ON pod.videos;
+DROP TRIGGER videos_federate_delete ON pod.videos;
+DROP FUNCTION pod.videos_federate_insert(), pod.videos_federate_update(), pod.videos_federate_delete(),
+  pod.videos_announce(text, jsonb);
+-- 72_inbox: friend.accept carries no videos (friends synchronise), pubsub events dispatched.
+CREATE OR REPLACE FUNCTION pod.inbox_dispatch(sender text, sender_key text, activity jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE
+  kind text := activity ->> 'type';
+  me pod.identity;
+  v jsonb;
+BEGIN
+  CASE kind
+  WHEN 'friend.request' THEN
+    SELECT * INTO me FROM pod.identity;
+    INSERT INTO pod.friends AS f (url, public_key, state) VALUES (sender, sender_key, 'active')
+      ON CONFLICT (url) DO UPDATE SET state = 'active', public_key = EXCLUDED.public_key, updated_at = now()
+      WHERE f.state = 'pending';
+    -- The answer carries our key; our videos (the seed's "in return") come by the new
+    -- friend's synchronisation of our videos node (76_pubsub_federation).
+    PERFORM pod.deliver(ARRAY[sender], 'friend.accept', jsonb_build_object('public_key', me.public_key));
+    RETURN jsonb_build_object('status', 'befriended');
+  WHEN 'friend.accept' THEN
+    -- Now a friend: each side synchronises the other's nodes (friends_pubsub_sync).
+    UPDATE pod.friends SET state = 'active', public_key = sender_key, updated_at = now()
+     WHERE url = sender AND state = 'pending';
+    -- Videos listed by a pod before 0.4.
+    FOR v IN SELECT jsonb_array_elements(CASE WHEN jsonb_typeof(activity -> 'videos') = 'array'
+                                              THEN activity -> 'videos' ELSE '[]' END) LOOP
+      PERFORM pod.inbox_video_apply(sender, v);
+    END LOOP;
+    RETURN jsonb_build_object('status', 'accepted');
+  WHEN 'friend.remove' THEN
+    DELETE FROM pod.friends WHERE url = sender AND state <> 'revoked';
+    DELETE FROM pod.videos WHERE origin = sender;
+    DELETE FROM pod.jobs WHERE kind = 'deliver' AND target = sender AND state = 'waiting';
+    RETURN jsonb_build_object('status', 'removed');
+  WHEN 'video.published', 'video.updated' THEN
+    RETURN jsonb_build_object('status', pod.inbox_video_apply(sender, activity -> 'object'));
+  WHEN 'video.removed' THEN
+    RETURN jsonb_build_object('status', pod.inbox_video_apply(sender, activity -> 'object', true));
+  WHEN 'pubsub.publish', 'pubsub.retract', 'pubsub.purge', 'pubsub.delete' THEN
+    RETURN pod.pubsub_receive(sender, activity);
+  ELSE
+    PERFORM pod.inbox_reject('PT400', 'unknown activity type ' || coalesce(quote_literal(kind), 'NULL'));
+  END CASE;
+  RETURN NULL;
+END $$;
+
+-- 74_pubsub: the pubsub cache (after Libervia's): nodes of a service (a pod's URL or
+-- a feed's URL) and their items, each kept raw (XML as received) with the JSONB its
+-- parser (C, extension/src/pubsub_parse.c) made of it; analysers decide per node which
+-- parser fills `parsed` and whether the node is synchronised. Functions to publish,
+-- retract, purge, delete, page (RSM) and search, every one served by an index; the
+-- network video index (api.network_videos) is a view over the video items.
+-- Convergence is the federation's rule (73_video_federation: pod.federated_apply): an
+-- item's (version, updated) at its origin decides, an older state never overwrites a
+-- newer one, and a retraction leaves a tombstone (pod.federated_tombstones, kind
+-- 'pubsub') that an older publish cannot undo.
+
+-- The parsers (C) ---------------------------------------------------------------------
+
+CREATE FUNCTION pod.pubsub_parse(parser text, payload text) RETURNS jsonb
+  AS 'MODULE_PATHNAME', 'pubsub_parse' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION pod.pubsub_parse(text, text) IS 'Parses an XML payload with the named parser (no DTD, no network, size and depth limits); SQLSTATE 2200M malformed, PX001 DTD/entities refused, 54000 over a limit, 42704 unknown parser.';
+CREATE FUNCTION pod.pubsub_parser_known(parser text) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'pubsub_parser_known' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION pod.pubsub_parsers() RETURNS TABLE (name text, description text)
+  AS 'MODULE_PATHNAME', 'pubsub_parsers' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION pod.pubsub_parsers() IS 'The parsers compiled into the extension, by name.';
+CREATE FUNCTION pod.feed_entries(document text) RETURNS TABLE (format text, entry text, alternate text)
+  AS 'MODULE_PATHNAME', 'feed_entries' LANGUAGE C IMMUTABLE STRICT;
+COMMENT ON FUNCTION pod.feed_entries(text) IS 'The entries of an Atom feed or the items of an RSS 2.0 channel, each a standalone XML payload.';
+
+-- Analysers -----------------------------------------------------------------------------
+
+CREATE TABLE pod.pubsub_analysers (
+  name text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_.-]{0,62}$'),
+  priority integer NOT NULL DEFAULT 0,
+  node_prefix text,
+  namespace text,
+  type text,
+  subtype text,
+  to_sync boolean NOT NULL DEFAULT false,
+  parser text CHECK (parser IS NULL OR pod.pubsub_parser_known(parser)),
+  CHECK (node_prefix IS NOT NULL OR namespace IS NOT NULL)
+);
+COMMENT ON TABLE pod.pubsub_analysers IS 'Which nodes are what: the first match by priority (highest first; a node-name prefix before a payload namespace) gives a node its type, parser and whether it is synchronised.';
+SELECT pg_catalog.pg_extension_config_dump('pod.pubsub_analysers', '');
+GRANT SELECT ON pod.pubsub_analysers TO pgpod_admin;
+
+INSERT INTO pod.pubsub_analysers (name, priority, node_prefix, namespace, type, subtype, to_sync, parser) VALUES
+  ('pgpod_videos', 100, 'urn:pgpod:videos', NULL, 'video', NULL, true, 'video'),
+  ('pgpod_channels', 100, 'urn:pgpod:channel:', NULL, 'video', 'channel', false, 'video'),
+  ('feed_videos', 90, 'urn:pgpod:feed', NULL, 'video', 'feed', false, 'video'),
+  ('microblog', 50, 'urn:xmpp:microblog:0', NULL, 'blog', NULL, true, 'atom'),
+  ('atom', 0, NULL, 'http://www.w3.org/2005/Atom', 'atom', NULL, false, 'atom');
+
+-- A restore replays analysers over the built-in ones the extension script has just
+-- made: a duplicate name becomes an update (as pod.job_kinds_merge does), so that
+-- pg_restore keeps an admin's analysers instead of failing on the primary key.
+CREATE FUNCTION pod.pubsub_analysers_merge() RETURNS trigger
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+BEGIN
+  UPDATE pod.pubsub_analysers SET priority = NEW.priority, node_prefix = NEW.node_prefix, namespace = NEW.namespace,
+         type = NEW.type, subtype = NEW.subtype, to_sync = NEW.to_sync, parser = NEW.parser
+   WHERE name = NEW.name;
+  RETURN CASE WHEN FOUND THEN NULL ELSE NEW END;
+END $$;
+CREATE TRIGGER pubsub_analysers_merge BEFORE INSERT ON pod.pubsub_analysers
+  FOR EACH ROW EXECUTE FUNCTION pod.pubsub_analysers_merge();
+
+-- Is this session pg_restore? (Triggers that derive rows from restored ones, rows
+-- the dump holds too, stand aside.)
+CREATE FUNCTION pod.restoring() RETURNS boolean
+  LANGUAGE sql STABLE
+  RETURN current_setting('application_name', true) = 'pg_restore';
+
+-- Nodes and items -----------------------------------------------------------------------
+
+ALTER TABLE pod.pubsub_nodes DROP COLUMN subscribed, DROP COLUMN synchronised,
+  ADD COLUMN subtype text,
+  ADD COLUMN to_sync boolean NOT NULL DEFAULT false,
+  ADD COLUMN max_items integer CHECK (max_items > 0),
+  ADD COLUMN extra jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(extra) = 'object'),
+  ADD COLUMN sync_error text,
+  ADD CONSTRAINT pubsub_nodes_analyser_fkey FOREIGN KEY (analyser) REFERENCES pod.pubsub_analysers ON DELETE SET NULL;
+COMMENT ON COLUMN pod.pubsub_nodes.service IS 'The publishing pod''s URL (this pod''s own for its nodes) or a feed''s URL.';
+COMMENT ON COLUMN pod.pubsub_nodes.extra IS 'namespace: the payload namespace seen first; a feed''s polling state lives in pod.feeds.';
+CREATE INDEX pubsub_nodes_sync_idx ON pod.pubsub_nodes (sync_state, sync_state_updated) WHERE to_sync;
+
+CREATE SEQUENCE pod.pubsub_items_seq;
+ALTER TABLE pod.pubsub_items
+  ADD COLUMN seq bigint NOT NULL DEFAULT nextval('pod.pubsub_items_seq'),
+  ADD COLUMN parse_error text,
+  ADD COLUMN version bigint,
+  ADD COLUMN search tsvector GENERATED ALWAYS AS (
+    setweight(to_tsvector('simple'::regconfig, coalesce(parsed ->> 'title', '')), 'A') ||
+    setweight(to_tsvector('simple'::regconfig, coalesce(parsed #>> '{author,name}', '')), 'B') ||
+    setweight(to_tsvector('simple'::regconfig, coalesce(parsed ->> 'summary', '') || ' ' || coalesce(parsed ->> 'content', '')), 'C')
+  ) STORED;
+ALTER SEQUENCE pod.pubsub_items_seq OWNED BY pod.pubsub_items.seq;
+-- lz4, not pglz: a cached video item (raw + parsed) passes the TOAST threshold, and
+-- pglz compression was a third of the ingest time; the tsvector too (pglz tried and
+-- failed on it, incompressible, for every row: 18% of its share of the ingest).
+ALTER TABLE pod.pubsub_items ALTER COLUMN data SET COMPRESSION lz4, ALTER COLUMN parsed SET COMPRESSION lz4,
+  ALTER COLUMN search SET COMPRESSION lz4;
+COMMENT ON COLUMN pod.pubsub_items.seq IS 'Publication order in the node: a re-published item takes a new one (it becomes the newest); RSM pages walk it.';
+COMMENT ON COLUMN pod.pubsub_items.search IS 'Full text of title (A), author (B), summary and content (C), config simple: query it with fts(simple)/plfts(simple)/wfts(simple).';
+COMMENT ON COLUMN pod.pubsub_items.version IS 'The item''s version at its origin (raised by every publish of this pod''s own items; NULL from a feed: its time decides).';
+COMMENT ON COLUMN pod.pubsub_items.parse_error IS 'Why an item synchronised from its origin could not be parsed (it is kept raw, parsed NULL).';
+CREATE UNIQUE INDEX pubsub_items_node_seq_idx ON pod.pubsub_items (node_id, seq);
+CREATE INDEX pubsub_items_parsed_idx ON pod.pubsub_items USING gin (parsed jsonb_path_ops);
+CREATE INDEX pubsub_items_search_idx ON pod.pubsub_items USING gin (search);
+CREATE INDEX pubsub_items_created_idx ON pod.pubsub_items (created_at, id);
+CREATE INDEX pubsub_items_updated_idx ON pod.pubsub_items (updated_at, id);
+CREATE INDEX pubsub_items_duration_idx ON pod.pubsub_items ((parsed -> 'duration'), id) WHERE parsed ? 'duration';
+CREATE INDEX pubsub_items_title_idx ON pod.pubsub_items ((parsed ->> 'title') text_pattern_ops);
+SELECT pg_catalog.pg_extension_config_dump('pod.pubsub_items_seq', '');
+
+
+INSERT INTO pod.setting_defaults (name, value, description) VALUES
+  ('pubsub.sync_page', '100', 'Items per page of a node synchronisation (signed GETs to the origin).'),
+  ('pubsub.sync_max_pages', '1000', 'Most pages one node synchronisation fetches; past it the node is in error.'),
+  ('pubsub.sync_deadline', '"10 minutes"', 'A synchronisation in_progress longer than this is reset and started again.'),
+  ('pubsub.items_path', '"/rpc/pubsub_items"', 'Path where a pod serves a node''s items (GET, node/after/max; JSON).'),
+  ('pubsub.nodes_path', '"/rpc/pubsub_nodes"', 'Path where a pod lists its nodes (GET; JSON).');
+UPDATE pod.setting_defaults SET minimum = 1, maximum = 1000 WHERE name = 'pubsub.sync_page';
+UPDATE pod.setting_defaults SET minimum = 1, maximum = 100000 WHERE name = 'pubsub.sync_max_pages';
+
+-- Matching -----------------------------------------------------------------------------
+
+-- The namespace of a payload's root element (NULL when it has none); the payload is
+-- read with the same safe reader as the parsers.
+CREATE FUNCTION pod.pubsub_namespace(payload text) RETURNS text
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  RETURN (SELECT CASE WHEN p ? 'namespace' THEN p ->> 'namespace' END
+            FROM pod.pubsub_parse('namespace', payload) p);
+
+-- The analyser of a node: first by priority, a node prefix before a namespace.
+CREATE FUNCTION pod.pubsub_analyser_for(node text, namespace text) RETURNS pod.pubsub_analysers
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pod
+  RETURN (SELECT a FROM pod.pubsub_analysers a
+           WHERE (a.node_prefix IS NULL OR starts_with(node, a.node_prefix))
+             AND (a.namespace IS NULL OR a.namespace = pubsub_analyser_for.namespace)
+           ORDER BY a.priority DESC, (a.node_prefix IS NOT NULL) DESC, a.name LIMIT 1);
+
+-- Applies an analyser to a node (type, subtype, to_sync) and re-parses its items.
+CREATE FUNCTION pod.pubsub_node_analyse(node_id bigint) RETURNS void
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE
+  n pod.pubsub_nodes;
+  a pod.pubsub_analysers;
+BEGIN
+  SELECT * INTO n FROM pod.pubsub_nodes WHERE id = node_id FOR UPDATE;
+  a := pod.pubsub_analyser_for(n.name, n.extra ->> 'namespace');
+  UPDATE pod.pubsub_nodes
+     SET analyser = a.name, type = a.type, subtype = a.subtype, to_sync = coalesce(a.to_sync, false),
+         sync_state = CASE WHEN coalesce(a.to_sync, false) THEN sync_state ELSE 'no_sync' END,
+         sync_state_updated = now()
+   WHERE id = node_id;
+  UPDATE pod.pubsub_items i SET parsed = CASE WHEN a.parser IS NULL THEN NULL ELSE pod.pubsub_parse(a.parser, i.data) END,
+                                parse_error = NULL
+   WHERE i.node_id = pubsub_node_analyse.node_id;
+END $$;
+
+-- Admin: registers (or changes) an analyser, then re-analyses every node whose
+-- analyser that changes, re-parsing their items. Returns how many nodes changed.
+CREATE FUNCTION pod.pubsub_analyser_register(name text, parser text, node_prefix text DEFAULT NULL,
+    namespace text DEFAULT NULL, type text DEFAULT NULL, subtype text DEFAULT NULL, to_sync boolean DEFAULT false,
+    priority integer DEFAULT 0) RETURNS integer
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE n integer := 0; node record;
+BEGIN
+  IF NOT pod.is_admin() THEN
+    RAISE EXCEPTION 'only an admin may register an analyser' USING ERRCODE = '42501';
+  END IF;
+  IF parser IS NOT NULL AND NOT pod.pubsub_parser_known(parser) THEN
+    RAISE EXCEPTION 'no pubsub parser named %', quote_literal(parser) USING ERRCODE = '42704',
+      HINT = 'SELECT * FROM pod.pubsub_parsers() lists them.';
+  END IF;
+  IF node_prefix IS NULL AND namespace IS NULL THEN
+    RAISE EXCEPTION 'an analyser needs a node prefix or a namespace' USING ERRCODE = '22023';
+  END IF;
+  INSERT INTO pod.pubsub_analysers AS x (name, priority, node_prefix, namespace, type, subtype, to_sync, parser)
+    VALUES (name, coalesce(priority, 0), node_prefix, namespace, type, subtype, coalesce(to_sync, false), parser)
+    ON CONFLICT ON CONSTRAINT pubsub_analysers_pkey DO UPDATE
+      SET priority = EXCLUDED.priority, node_prefix = EXCLUDED.node_prefix, namespace = EXCLUDED.namespace,
+          type = EXCLUDED.type, subtype = EXCLUDED.subtype, to_sync = EXCLUDED.to_sync, parser = EXCLUDED.parser;
+  FOR node IN SELECT id FROM pod.pubsub_nodes p
+               WHERE p.analyser IS DISTINCT FROM (pod.pubsub_analyser_for(p.name, p.extra ->> 'namespace')).name
+                  OR p.analyser = pubsub_analyser_register.name LOOP
+    PERFORM pod.pubsub_node_analyse(node.id);
+    n := n + 1;
+  END LOOP;
+  RETURN n;
+END $$;
+
+-- The node (service, name), made on first use and analysed by its first payload.
+CREATE FUNCTION pod.pubsub_node(service text, node text, payload text DEFAULT NULL) RETURNS pod.pubsub_nodes
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE
+  n pod.pubsub_nodes;
+  a pod.pubsub_analysers;
+  ns text;
+BEGIN
+  SELECT * INTO n FROM pod.pubsub_nodes p WHERE p.service = pubsub_node.service AND p.name = node;
+  IF FOUND THEN
+    RETURN n;
+  END IF;
+  IF coalesce(service, '') !~ '^https?://[^\s]+$' THEN
+    RAISE EXCEPTION 'not a service URL: %', coalesce(quote_literal(service), 'NULL') USING ERRCODE = '22023';
+  END IF;
+  IF coalesce(node, '') = '' OR length(node) > 1000 THEN
+    RAISE EXCEPTION 'a node needs a name (at most 1000 characters)' USING ERRCODE = '22023';
+  END IF;
+  ns := CASE WHEN payload IS NOT NULL THEN pod.pubsub_namespace(payload) END;
+  a := pod.pubsub_analyser_for(node, ns);
+  INSERT INTO pod.pubsub_nodes AS p (service, name, analyser, type, subtype, to_sync, sync_state, sync_state_updated, extra)
+    VALUES (service, node, a.name, a.type, a.subtype, coalesce(a.to_sync, false),
+            CASE WHEN coalesce(a.to_sync, false) THEN NULL ELSE 'no_sync' END, now(),
+            jsonb_strip_nulls(jsonb_build_object('namespace', ns)))
+    ON CONFLICT ON CONSTRAINT pubsub_nodes_service_name_key DO UPDATE SET service = EXCLUDED.service
+    RETURNING * INTO n;
+  RETURN n;
+END $$;
+
+-- The id of an existing node; P0002 when there is none.
+CREATE FUNCTION pod.pubsub_node_id(service text, node text) RETURNS bigint
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pod AS $$
+DECLARE n_id bigint;
+BEGIN
+  SELECT id INTO n_id FROM pod.pubsub_nodes p WHERE p.service = pubsub_node_id.service AND p.name = node;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no pubsub node % at %', coalesce(quote_literal(node), 'NULL'), coalesce(quote_literal(service), 'NULL')
+      USING ERRCODE = 'P0002';
+  END IF;
+  RETURN n_id;
+END $$;
+
+-- Publishing ---------------------------------------------------------------------------
+
+-- Is this pod the service (its own node)? Then changes are announced to friends.
+CREATE FUNCTION pod.pubsub_is_local(service text) RETURNS boolean
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pod
+  RETURN service = (SELECT url FROM pod.identity);
+
+-- Enqueues a pubsub event for every active friend (one INSERT); only for this pod's
+-- own nodes, not its channel nodes.
+CREATE FUNCTION pod.pubsub_announce(activity_type text, object jsonb) RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE me text := (SELECT url FROM pod.identity);
+BEGIN
+  IF current_setting('pgpod.pubsub_announce', true) = 'off' THEN
+    RETURN;  -- an upgrade filling the cache from existing data
+  END IF;
+  IF EXISTS (SELECT FROM pod.pubsub_nodes n WHERE n.service = me AND n.name = object ->> 'node' AND n.subtype = 'channel') THEN
+    RETURN;  -- a channel's node repeats the videos node's items: friends get those once
+  END IF;
+  INSERT INTO pod.jobs (kind, target, payload)
+    SELECT 'deliver', f.url, jsonb_build_object('activity', jsonb_build_object(
+             'id', gen_random_uuid(), 'type', activity_type, 'actor', me, 'object', object,
+             'published', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))
+      FROM pod.friends f WHERE f.state = 'active';
+END $$;
+
+-- The object id of an item in pod.federated_tombstones (kind 'pubsub').
+CREATE FUNCTION pod.pubsub_object_id(service text, node text, item text) RETURNS text
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  RETURN service || ' ' || node || ' ' || item;
+
+-- The next version of one of this pod's own items: past what is held and any tombstone.
+CREATE FUNCTION pod.pubsub_next_version(service text, node text, item text, held bigint) RETURNS bigint
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pod
+  RETURN greatest(coalesce(held, 0), coalesce((SELECT t.version FROM pod.federated_tombstones t
+                                                WHERE t.kind = 'pubsub' AND t.object_id = pod.pubsub_object_id(service, node, item)), 0)) + 1;
+
+-- Publishes (upserts) an item: parsed by the node's analyser (a malformed or hostile
+-- payload fails the call and stores nothing), made the newest of its node, the oldest
+-- trimmed past max_items. Its origin state is (version, updated): updated is the
+-- parsed "updated", else the argument, else now; this pod's own items get the next
+-- version. A state not newer than the cached one or than the item's tombstone is
+-- ignored (NULL is returned; a repeat is a no-op). Returns the item's id.
+CREATE FUNCTION pod.pubsub_publish(service text, node text, item text, payload text, publisher text DEFAULT NULL,
+                                   updated timestamptz DEFAULT NULL, version bigint DEFAULT NULL) RETURNS bigint
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  n pod.pubsub_nodes;
+  parser text;
+  p jsonb;
+  at timestamptz;
+  created timestamptz;
+  held pod.pubsub_items;
+  local boolean := pod.pubsub_is_local(service);
+  item_id bigint;
+BEGIN
+  IF coalesce(item, '') = '' OR length(item) > 1000 THEN
+    RAISE EXCEPTION 'an item needs an id (at most 1000 characters)' USING ERRCODE = '22023';
+  END IF;
+  IF payload IS NULL THEN
+    RAISE EXCEPTION 'an item needs a payload' USING ERRCODE = '22023';
+  END IF;
+  n := pod.pubsub_node(service, node, payload);
+  parser := (SELECT a.parser FROM pod.pubsub_analysers a WHERE a.name = n.analyser);
+  IF parser IS NOT NULL THEN
+    p := pod.pubsub_parse(parser, payload);
+  ELSE
+    PERFORM pod.pubsub_namespace(payload);  -- kept raw, but never hostile XML
+  END IF;
+  at := coalesce((p ->> 'updated')::timestamptz, pubsub_publish.updated, now());
+  created := coalesce((p ->> 'published')::timestamptz, at);
+  PERFORM pod.federated_lock('pubsub', pod.pubsub_object_id(service, node, item));
+  SELECT * INTO held FROM pod.pubsub_items i WHERE i.node_id = n.id AND i.name = item;
+  IF held.data = payload AND (pubsub_publish.version IS NULL OR held.version IS NOT DISTINCT FROM pubsub_publish.version) THEN
+    RETURN NULL;  -- this very state is held already (a repeat, a feed polled again)
+  END IF;
+  IF local AND pubsub_publish.version IS NULL THEN
+    version := pod.pubsub_next_version(service, node, item, held.version);
+    at := greatest(at, held.updated_at);
+  END IF;
+  IF NOT pod.federated_apply('pubsub', pod.pubsub_object_id(service, node, item), service, pubsub_publish.version, at,
+                             held.version, held.updated_at) THEN
+    RETURN NULL;  -- the cache holds this state or a newer one, or a newer retraction
+  END IF;
+  INSERT INTO pod.pubsub_items AS i (node_id, name, data, parsed, publisher, created_at, updated_at, version)
+    VALUES (n.id, item, payload, p, coalesce(publisher, service), created, at, pubsub_publish.version)
+    ON CONFLICT ON CONSTRAINT pubsub_items_node_id_name_key DO UPDATE
+      SET data = EXCLUDED.data, parsed = EXCLUDED.parsed, publisher = EXCLUDED.publisher,
+          created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, version = EXCLUDED.version,
+          parse_error = NULL, seq = nextval('pod.pubsub_items_seq')
+    RETURNING id INTO item_id;
+  IF n.max_items IS NOT NULL THEN
+    DELETE FROM pod.pubsub_items i WHERE i.node_id = n.id
+       AND i.seq < (SELECT x.seq FROM pod.pubsub_items x WHERE x.node_id = n.id ORDER BY x.seq DESC
+                    OFFSET n.max_items - 1 LIMIT 1);
+  END IF;
+  IF local THEN
+    PERFORM pod.pubsub_announce('pubsub.publish', jsonb_build_object('node', node, 'item', item, 'payload', payload,
+                                                                     'updated', at, 'version', pubsub_publish.version));
+  END IF;
+  RETURN item_id;
+END $$;
+
+-- Retracts an item at its origin state (version, retracted); the tombstone outlives
+-- it so that an older publish arriving later cannot bring it back, and a retraction
+-- older than what is held changes nothing. Returns whether it was applied (false:
+-- what is held, or an earlier retraction, is as new). Unknown node: P0002.
+CREATE FUNCTION pod.pubsub_retract(service text, node text, item text, retracted timestamptz DEFAULT NULL,
+                                   version bigint DEFAULT NULL) RETURNS boolean
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  n_id bigint;
+  at timestamptz := coalesce(retracted, now());
+  held pod.pubsub_items;
+  local boolean := pod.pubsub_is_local(service);
+BEGIN
+  n_id := pod.pubsub_node_id(service, node);
+  PERFORM pod.federated_lock('pubsub', pod.pubsub_object_id(service, node, item));
+  SELECT * INTO held FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.name = item;
+  IF local AND pubsub_retract.version IS NULL THEN
+    version := pod.pubsub_next_version(service, node, item, held.version);
+    at := greatest(at, held.updated_at);
+  END IF;
+  IF NOT pod.federated_apply('pubsub', pod.pubsub_object_id(service, node, item), service, pubsub_retract.version, at,
+                             held.version, held.updated_at, true) THEN
+    RETURN false;
+  END IF;
+  DELETE FROM pod.pubsub_items i WHERE i.id = held.id;
+  IF local THEN
+    PERFORM pod.pubsub_announce('pubsub.retract', jsonb_build_object('node', node, 'item', item, 'retracted', at,
+                                                                     'version', pubsub_retract.version));
+  END IF;
+  RETURN true;
+END $$;
+
+-- Removes every item of a node held at or before `purged` (each leaves a tombstone at
+-- its held version: a later publish at the origin, with a higher version, comes in);
+-- returns how many.
+CREATE FUNCTION pod.pubsub_purge(service text, node text, purged timestamptz DEFAULT NULL) RETURNS integer
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  n_id bigint;
+  at timestamptz := coalesce(purged, now());
+  local boolean := pod.pubsub_is_local(service);
+  k integer := 0;
+  it pod.pubsub_items;
+BEGIN
+  n_id := pod.pubsub_node_id(service, node);
+  FOR it IN SELECT * FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.updated_at <= at ORDER BY i.seq LOOP
+    PERFORM pod.federated_lock('pubsub', pod.pubsub_object_id(service, node, it.name));
+    IF pod.federated_apply('pubsub', pod.pubsub_object_id(service, node, it.name), service,
+                           coalesce(it.version, 0) + CASE WHEN local THEN 1 ELSE 0 END, greatest(at, it.updated_at),
+                           it.version, it.updated_at, true) THEN
+      DELETE FROM pod.pubsub_items i WHERE i.id = it.id;
+      k := k + 1;
+    END IF;
+  END LOOP;
+  IF local THEN
+    PERFORM pod.pubsub_announce('pubsub.purge', jsonb_build_object('node', node, 'purged', at));
+  END IF;
+  RETURN k;
+END $$;
+
+-- Deletes a node with its items.
+CREATE FUNCTION pod.pubsub_delete_node(service text, node text) RETURNS boolean
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+BEGIN
+  DELETE FROM pod.pubsub_nodes p WHERE p.id = (SELECT pod.pubsub_node_id(pubsub_delete_node.service, pubsub_delete_node.node));
+  IF pod.pubsub_is_local(service) THEN
+    PERFORM pod.pubsub_announce('pubsub.delete', jsonb_build_object('node', node));
+  END IF;
+  RETURN true;
+END $$;
+
+-- Reading: RSM pages and search -------------------------------------------------------
+
+-- A page of a node's items in publication order (XEP-0059): `after` an item id (the
+-- next page), `before` one (the previous page; before = '' is the last page), `max`
+-- items. The answer: {"items": [...], "count": n, "index": i, "first": id, "last": id}
+-- (index: the position of the first item in the whole node). An item id not in the
+-- node: P0002 (RSM's item-not-found); past either end: an empty page.
+CREATE FUNCTION pod.pubsub_items_page(service text, node text, max integer DEFAULT 50, after text DEFAULT NULL,
+                                      before text DEFAULT NULL) RETURNS json
+  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  n_id bigint;
+  pivot bigint;
+  page json;
+  total bigint;
+  first_seq bigint;
+  first_name text;
+  last_name text;
+BEGIN
+  n_id := pod.pubsub_node_id(service, node);
+  IF max IS NULL OR max < 0 OR max > 1000 THEN
+    RAISE EXCEPTION 'max must be between 0 and 1000, not %', coalesce(max::text, 'NULL') USING ERRCODE = '22023';
+  END IF;
+  IF after IS NOT NULL AND before IS NOT NULL THEN
+    RAISE EXCEPTION 'a page is after an item or before one, not both' USING ERRCODE = '22023';
+  END IF;
+  IF coalesce(after, before, '') <> '' THEN
+    SELECT seq INTO pivot FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.name = coalesce(after, before);
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'item % is not in node %', quote_literal(coalesce(after, before)), quote_literal(node)
+        USING ERRCODE = 'P0002', HINT = 'RSM: item-not-found.';
+    END IF;
+  END IF;
+  SELECT count(*) INTO total FROM pod.pubsub_items i WHERE i.node_id = n_id;
+  -- One pass over the page (at most max rows from the (node_id, seq) index).
+  SELECT coalesce(json_agg(json_build_object('name', x.name, 'publisher', x.publisher, 'data', x.data, 'parsed', x.parsed,
+                                             'created_at', x.created_at, 'updated_at', x.updated_at, 'version', x.version)
+                           ORDER BY x.seq), '[]'),
+         min(x.seq), (array_agg(x.name ORDER BY x.seq))[1], (array_agg(x.name ORDER BY x.seq DESC))[1]
+    INTO page, first_seq, first_name, last_name
+    FROM (SELECT i.* FROM pod.pubsub_items i
+           WHERE i.node_id = n_id AND before IS NULL AND i.seq > coalesce(pivot, -1)
+           ORDER BY i.seq LIMIT max) x;
+  IF before IS NOT NULL THEN
+    SELECT coalesce(json_agg(json_build_object('name', x.name, 'publisher', x.publisher, 'data', x.data, 'parsed', x.parsed,
+                                               'created_at', x.created_at, 'updated_at', x.updated_at, 'version', x.version)
+                             ORDER BY x.seq), '[]'),
+           min(x.seq), (array_agg(x.name ORDER BY x.seq))[1], (array_agg(x.name ORDER BY x.seq DESC))[1]
+      INTO page, first_seq, first_name, last_name
+      FROM (SELECT i.* FROM pod.pubsub_items i
+             WHERE i.node_id = n_id AND i.seq < coalesce(pivot, 9223372036854775807)
+             ORDER BY i.seq DESC LIMIT max) x;
+  END IF;
+  -- json, not jsonb: the page is built once as text (the parsed values are jsonb
+  -- already; re-encoding 50 of them as jsonb cost more than the query).
+  RETURN json_build_object('items', page, 'count', total,
+    'index', CASE WHEN first_seq IS NOT NULL
+                  THEN (SELECT count(*) FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.seq < first_seq) END,
+    'first', first_name, 'last', last_name);
+END $$;
+COMMENT ON FUNCTION pod.pubsub_items_page(text, text, integer, text, text) IS 'RSM page of a node''s items: after/before an item id, max; answers items, count, index, first, last.';
+
+-- The SQL condition (over the item alias i) of one filter {"path": "a.b", "op": "=",
+-- "value": ...}, each served by an index: "=", "in" (value an array) and "overlap"
+-- (the path is an array sharing a value) are jsonpath equality over the GIN index on
+-- parsed (jsonb_path_ops), on any path; "like" (SQL LIKE, a pattern that starts with
+-- a literal prefix) only on title (btree text_pattern_ops on parsed ->> 'title');
+-- "<", "<=", ">", ">=" only on duration, a number (the expression btree on
+-- parsed -> 'duration'). Other paths or patterns for like and comparisons are refused
+-- (0A000): jsonb_path_ops serves equality only, and a scan of the whole cache is not
+-- offered.
+CREATE FUNCTION pod.pubsub_filter(filter jsonb) RETURNS text
+  LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pod AS $$
+DECLARE
+  path text := filter ->> 'path';
+  op text := filter ->> 'op';
+  val jsonb := filter -> 'value';
+  steps text;
+BEGIN
+  IF jsonb_typeof(filter) IS DISTINCT FROM 'object' THEN
+    RAISE EXCEPTION 'a filter is an object {"path", "op", "value"}' USING ERRCODE = '22023';
+  END IF;
+  IF coalesce(path, '') !~ '^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$' THEN
+    RAISE EXCEPTION 'not a parsed path: %', coalesce(quote_literal(path), 'NULL') USING ERRCODE = '22023',
+      HINT = 'A path is keys joined by dots, e.g. author.name.';
+  END IF;
+  steps := '$' || (SELECT string_agg('.' || to_jsonb(k)::text, '' ORDER BY o) FROM unnest(string_to_array(path, '.')) WITH ORDINALITY u(k, o));
+  CASE op
+  WHEN '=' THEN
+    IF val IS NULL THEN
+      RAISE EXCEPTION '= needs a value' USING ERRCODE = '22023';
+    END IF;
+    RETURN format('i.parsed @? %L::jsonpath', format('%s ? (@ == %s)', steps, val));
+  WHEN 'in', 'overlap' THEN
+    IF jsonb_typeof(val) IS DISTINCT FROM 'array' OR jsonb_array_length(val) = 0 THEN
+      RAISE EXCEPTION '% needs a non-empty array', op USING ERRCODE = '22023';
+    END IF;
+    RETURN format('i.parsed @? %L::jsonpath', format('%s%s ? (%s)', steps, CASE WHEN op = 'overlap' THEN '[*]' ELSE '' END,
+                  (SELECT string_agg(format('@ == %s', v), ' || ') FROM jsonb_array_elements(val) v)));
+  WHEN 'like' THEN
+    IF jsonb_typeof(val) IS DISTINCT FROM 'string' THEN
+      RAISE EXCEPTION 'like needs a string pattern' USING ERRCODE = '22023';
+    END IF;
+    IF path <> 'title' THEN
+      RAISE EXCEPTION 'like is served by an index on title only, not on %', quote_literal(path) USING ERRCODE = '0A000',
+        HINT = 'Search other text by full text (query), or a path by =, in or overlap.';
+    END IF;
+    IF (val #>> '{}') !~ '^([^%_\\]|\\.)' THEN
+      RAISE EXCEPTION 'a like pattern must start with a literal prefix (the index serves prefixes), not %', val #>> '{}'
+        USING ERRCODE = '0A000', HINT = 'For words inside the text, search by full text (query).';
+    END IF;
+    RETURN format('(i.parsed ->> %L) LIKE %L', 'title', val #>> '{}');
+  WHEN '<', '<=', '>', '>=' THEN
+    IF path <> 'duration' THEN
+      RAISE EXCEPTION '% is served by an index on duration only, not on %', op, quote_literal(path) USING ERRCODE = '0A000',
+        HINT = 'Order or range by created/updated through pod.pubsub_search''s order_by.';
+    END IF;
+    IF jsonb_typeof(val) IS DISTINCT FROM 'number' THEN
+      RAISE EXCEPTION '% on duration compares a number' , op USING ERRCODE = '22023';
+    END IF;
+    RETURN format('(i.parsed ? %L AND i.parsed -> %L %s %L::jsonb)', 'duration', 'duration', op, val);
+  ELSE
+    RAISE EXCEPTION 'unknown filter operator %', coalesce(quote_literal(op), 'NULL') USING ERRCODE = '22023',
+      HINT = 'Operators: =, in, overlap (any path), like (title), <, <=, >, >= (duration).';
+  END CASE;
+END $$;
+
+-- Search across nodes: full text (websearch syntax, config simple) and parsed-path
+-- filters (AND), optionally within one node type, ordered by "created", "updated"
+-- (btrees), "rank" (needs a query; ranks what the GIN index matched) or
+-- "parsed:duration" (its expression btree; only items that have a duration),
+-- newest/highest first.
+CREATE FUNCTION pod.pubsub_search(query text DEFAULT NULL, filters jsonb DEFAULT '[]', node_type text DEFAULT NULL,
+                                  order_by text DEFAULT 'created', max integer DEFAULT 50)
+  RETURNS TABLE (id bigint, service text, node text, item text, parsed jsonb, created_at timestamptz,
+                 updated_at timestamptz, rank real)
+  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  cond text[] := ARRAY['true'];
+  f jsonb;
+  ord text;
+BEGIN
+  IF max IS NULL OR max < 1 OR max > 1000 THEN
+    RAISE EXCEPTION 'max must be between 1 and 1000' USING ERRCODE = '22023';
+  END IF;
+  IF filters IS NOT NULL AND jsonb_typeof(filters) <> 'array' THEN
+    RAISE EXCEPTION 'filters must be a JSON array of {"path", "op", "value"}' USING ERRCODE = '22023';
+  END IF;
+  IF query IS NOT NULL THEN
+    cond := cond || 'i.search @@ websearch_to_tsquery(''simple'', $1)'::text;
+  END IF;
+  FOR f IN SELECT * FROM jsonb_array_elements(coalesce(filters, '[]')) LOOP
+    cond := cond || pod.pubsub_filter(f);
+  END LOOP;
+  IF node_type IS NOT NULL THEN
+    cond := cond || 'n.type = $2'::text;
+  END IF;
+  ord := CASE
+    WHEN order_by = 'created' THEN 'i.created_at DESC, i.id DESC'
+    WHEN order_by = 'updated' THEN 'i.updated_at DESC, i.id DESC'
+    WHEN order_by = 'rank' AND query IS NOT NULL THEN 'rank DESC, i.id DESC'
+    -- The one parsed key with an order index: the items that have it, longest first.
+    WHEN order_by = 'parsed:duration' THEN 'i.parsed -> ''duration'' DESC, i.id DESC'
+  END;
+  IF order_by = 'parsed:duration' THEN
+    cond := cond || 'i.parsed ? ''duration'''::text;
+  END IF;
+  IF ord IS NULL THEN
+    RAISE EXCEPTION 'cannot order by %', coalesce(quote_literal(order_by), 'NULL') USING ERRCODE = '22023',
+      HINT = 'created, updated, rank (with a query) or parsed:duration (the parsed key with an index).';
+  END IF;
+  RETURN QUERY EXECUTE format(
+    'SELECT i.id, n.service, n.name, i.name, i.parsed, i.created_at, i.updated_at, %s::real AS rank
+       FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
+      WHERE %s ORDER BY %s LIMIT %s',
+    CASE WHEN query IS NOT NULL THEN 'ts_rank(i.search, websearch_to_tsquery(''simple'', $1))' ELSE '0' END,
+    array_to_string(cond, ' AND '), ord, max) USING query, node_type;
+END $$;
+COMMENT ON FUNCTION pod.pubsub_search(text, jsonb, text, text, integer) IS 'Search cached items by full text and parsed-path filters, ordered by created, updated, rank or a parsed key.';
+
+-- The network video index -------------------------------------------------------------
+
+CREATE VIEW api.network_videos AS
+  SELECT i.id, (i.parsed ->> 'uuid') AS uuid, i.parsed ->> 'title' AS name,
+         coalesce(i.parsed ->> 'origin', n.service) AS origin, n.service,
+         coalesce(i.parsed ->> 'summary', i.parsed ->> 'content') AS description,
+         i.parsed #>> '{author,name}' AS author, i.parsed ->> 'magnet' AS magnet,
+         i.parsed -> 'torrents' AS torrents, i.parsed ->> 'thumbnail' AS thumbnail,
+         (i.parsed ->> 'duration')::numeric AS duration, i.parsed ->> 'link' AS url,
+         i.parsed -> 'files' AS files, i.created_at, i.updated_at, pod.pubsub_is_local(n.service) AS local,
+         n.subtype = 'feed' AS from_feed, i.search, i.parsed
+    FROM pod.pubsub_items i
+    -- The node per item found (OFFSET 0 keeps the planner from turning this into a
+    -- loop over nodes, each probing the items' indexes: the items' own indexes
+    -- decide, then one primary-key lookup per item).
+    CROSS JOIN LATERAL (SELECT x.service, x.subtype FROM pod.pubsub_nodes x
+                         WHERE x.id = i.node_id AND x.type = 'video' AND x.subtype IS DISTINCT FROM 'channel' OFFSET 0) n
+   WHERE i.parsed IS NOT NULL;
+COMMENT ON VIEW api.network_videos IS 'The network video index: this pod''s published videos and its friends'' and subscribed feeds'' cached video items. Full text: search=fts(simple).word (also plfts, wfts); parsed fields: parsed=cs.{"key": value}.';
+GRANT SELECT ON api.network_videos TO pgpod_anon, pgpod_user, pgpod_admin;
+
+GRANT EXECUTE ON FUNCTION pod.pubsub_parse(text, text), pod.pubsub_parser_known(text), pod.pubsub_parsers(),
+  pod.feed_entries(text), pod.pubsub_namespace(text), pod.pubsub_is_local(text)
+  TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;
+GRANT EXECUTE ON FUNCTION pod.pubsub_analyser_register(text, text, text, text, text, text, boolean, integer),
+  pod.pubsub_publish(text, text, text, text, text, timestamptz, bigint), pod.pubsub_retract(text, text, text, timestamptz, bigint),
+  pod.pubsub_purge(text, text, timestamptz), pod.pubsub_delete_node(text, text),
+  pod.pubsub_items_page(text, text, integer, text, text), pod.pubsub_search(text, jsonb, text, text, integer)
+  TO pgpod_admin;
+
+-- 75_feeds: subscriptions to Atom / RSS feeds (a PeerTube instance's or channel's
+-- /feeds/videos.atom or .xml). Each feed is a node (service = the feed URL, name
+-- urn:pgpod:feed) whose items are its entries, parsed by the same C parsers; the
+-- federator polls it (job feed_poll: a conditional GET with ETag / Last-Modified, a
+-- per-feed interval, backoff on errors) and hands the answer to pod.feed_poll_finish.
+-- Also the federator's fetch-job entry points that add feed polls and node
+-- synchronisations (76) to the GET jobs of 70_federation.
+
+CREATE TABLE pod.feeds (
+  id bigserial PRIMARY KEY,
+  url text NOT NULL UNIQUE CHECK (url ~ '^https?://[^\s]+$' AND length(url) <= 2000),
+  poll_url text NOT NULL CHECK (poll_url ~ '^https?://[^\s]+$'),
+  node_id bigint NOT NULL UNIQUE REFERENCES pod.pubsub_nodes ON DELETE CASCADE,
+  poll_interval interval NOT NULL CHECK (poll_interval >= interval '1 second'),
+  next_poll_at timestamptz NOT NULL DEFAULT now(),
+  etag text,
+  last_modified text,
+  failures integer NOT NULL DEFAULT 0,
+  last_status integer,
+  last_error text,
+  last_polled_at timestamptz,
+  last_body_bytes integer,
+  polls bigint NOT NULL DEFAULT 0,
+  not_modified bigint NOT NULL DEFAULT 0,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pod.feeds IS 'Feed subscriptions: where and when to poll, the validators of the last answer (ETag, Last-Modified), failures and backoff.';
+COMMENT ON COLUMN pod.feeds.poll_url IS 'What is polled: the URL, or the RSS alternate an Atom feed names (RSS carries the video fields).';
+CREATE INDEX feeds_due_idx ON pod.feeds (next_poll_at);
+SELECT pg_catalog.pg_extension_config_dump('pod.feeds', '');
+SELECT pg_catalog.pg_extension_config_dump('pod.feeds_id_seq', '');
+GRANT SELECT ON pod.feeds TO pgpod_admin;
+
+INSERT INTO pod.setting_defaults (name, value, description) VALUES
+  ('feeds.interval', '"15 minutes"', 'How often a subscribed feed is polled (pod.feed_subscribe may set another per feed).'),
+  ('feeds.max_backoff', '"1 day"', 'Longest wait between polls of a failing feed (the interval doubles per failure up to this).');
+INSERT INTO pod.job_kinds (kind, retries, description) VALUES
+  ('feed_poll', 0, 'Poll a subscribed feed with a conditional GET (federator); a failure is recorded on the feed, which backs off.');
+
+-- Admin: subscribes to a feed; its first poll is due at once. Returns the feed's id.
+CREATE FUNCTION pod.feed_subscribe(url text, poll_interval interval DEFAULT NULL) RETURNS bigint
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  n pod.pubsub_nodes;
+  feed_id bigint;
+BEGIN
+  IF NOT pod.is_admin() THEN
+    RAISE EXCEPTION 'only an admin may subscribe to a feed' USING ERRCODE = '42501';
+  END IF;
+  IF coalesce(url, '') !~ '^https?://[^/\s]+(/[^\s]*)?$' OR length(url) > 2000 THEN
+    RAISE EXCEPTION 'not a feed URL: %', coalesce(quote_literal(url), 'NULL') USING ERRCODE = '22023',
+      HINT = 'A feed URL is http(s)://host[:port]/path.';
+  END IF;
+  IF poll_interval IS NOT NULL AND poll_interval < interval '1 second' THEN
+    RAISE EXCEPTION 'a poll interval is at least 1 second' USING ERRCODE = '22023';
+  END IF;
+  SELECT f.id INTO feed_id FROM pod.feeds f WHERE f.url = feed_subscribe.url;
+  IF FOUND THEN
+    UPDATE pod.feeds f SET poll_interval = coalesce(feed_subscribe.poll_interval, f.poll_interval) WHERE f.id = feed_id;
+    RETURN feed_id;
+  END IF;
+  n := pod.pubsub_node(url, 'urn:pgpod:feed');
+  INSERT INTO pod.feeds (url, poll_url, node_id, poll_interval)
+    VALUES (url, url, n.id, coalesce(poll_interval, (pod.setting('feeds.interval') #>> '{}')::interval))
+    RETURNING id INTO feed_id;
+  PERFORM pod.feeds_enqueue_due();
+  RETURN feed_id;
+END $$;
+COMMENT ON FUNCTION pod.feed_subscribe(text, interval) IS 'Subscribe to an Atom or RSS feed: its entries become items of a feed node, in api.network_videos.';
+
+-- Admin: ends a subscription; its node and items go.
+CREATE FUNCTION pod.feed_unsubscribe(url text) RETURNS boolean
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE n_id bigint;
+BEGIN
+  IF NOT pod.is_admin() THEN
+    RAISE EXCEPTION 'only an admin may unsubscribe from a feed' USING ERRCODE = '42501';
+  END IF;
+  DELETE FROM pod.feeds f WHERE f.url = feed_unsubscribe.url RETURNING node_id INTO n_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no feed %', coalesce(quote_literal(url), 'NULL') USING ERRCODE = 'P0002';
+  END IF;
+  DELETE FROM pod.pubsub_nodes WHERE id = n_id;
+  RETURN true;
+END $$;
+
+-- Enqueues a feed_poll job for every feed that is due and has none; returns how many.
+CREATE FUNCTION pod.feeds_enqueue_due() RETURNS integer
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+  WITH due AS (
+    SELECT f.id FROM pod.feeds f
+     WHERE f.next_poll_at <= now()
+       AND NOT EXISTS (SELECT 1 FROM pod.jobs j WHERE j.kind = 'feed_poll' AND j.target = f.url
+                                                  AND j.state IN ('waiting', 'running'))
+     FOR UPDATE OF f SKIP LOCKED),
+  queued AS (
+    INSERT INTO pod.jobs (kind, target, payload)
+      SELECT 'feed_poll', f.url, jsonb_build_object('feed', f.id) FROM pod.feeds f JOIN due USING (id)
+    RETURNING 1)
+  SELECT count(*)::integer FROM queued
+$$;
+
+-- The GET of a feed_poll job: conditional on what the last answer said.
+CREATE FUNCTION pod.feed_poll_request(feed_id bigint) RETURNS TABLE (url text, headers text[])
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pod
+  RETURN (SELECT ROW(f.poll_url, array_remove(ARRAY[
+            'Accept: application/rss+xml, application/atom+xml;q=0.9, application/xml;q=0.8, */*;q=0.1',
+            'If-None-Match: ' || f.etag, 'If-Modified-Since: ' || f.last_modified], NULL))
+            FROM pod.feeds f WHERE f.id = feed_id);
+
+-- Records a failed poll: the interval doubles per failure in a row, up to feeds.max_backoff.
+CREATE FUNCTION pod.feed_poll_failed(feed_id bigint, status integer, error text) RETURNS void
+  LANGUAGE sql SET search_path = pg_catalog, pod AS $$
+  UPDATE pod.feeds f
+     SET failures = f.failures + 1, last_status = status, last_error = left(error, 1000), last_polled_at = now(),
+         polls = f.polls + 1,
+         next_poll_at = now() + least(f.poll_interval * power(2, least(f.failures + 1, 30)),
+                                      (pod.setting('feeds.max_backoff') #>> '{}')::interval)
+   WHERE f.id = feed_id
+$$;
+
+-- The end of a feed_poll job. answer: what the federator saw, "HTTP <status>" then
+-- the ETag and Last-Modified header lines, an empty line and the body ("HTTP 0" and
+-- the error for a transfer that failed). 304 keeps the cache; 200 publishes every
+-- entry (an entry that cannot be parsed is skipped and counted, the others go in);
+-- anything else is a failure. Returns a summary.
+CREATE FUNCTION pod.feed_poll_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  job pod.jobs;
+  f pod.feeds;
+  head text := split_part(coalesce(answer, ''), E'\n\n', 1);
+  body text := substr(coalesce(answer, ''), length(split_part(coalesce(answer, ''), E'\n\n', 1)) + 3);
+  status integer := coalesce(substring(coalesce(answer, '') FROM '^HTTP ([0-9]{1,3})')::integer, 0);
+  new_etag text := substring(head FROM '(?:^|\n)[Ee][Tt][Aa][Gg]: *([^\n]*)');
+  modified text := substring(head FROM '(?:^|\n)[Ll]ast-[Mm]odified: *([^\n]*)');
+  e record;
+  parsed jsonb;
+  published integer := 0;
+  skipped integer := 0;
+  first_error text;
+  alternate text;
+BEGIN
+  SELECT * INTO job FROM pod.jobs j WHERE j.id = job_id AND j.kind = 'feed_poll' AND j.state = 'running'
+     AND j.worker = feed_poll_finish.worker FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no feed_poll job % leased to %', job_id, worker USING ERRCODE = 'P0002';
+  END IF;
+  PERFORM pod.job_complete(ARRAY[job_id], worker);
+  SELECT * INTO f FROM pod.feeds WHERE id = (job.payload ->> 'feed')::bigint FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN jsonb_build_object('status', 'unsubscribed');
+  END IF;
+  IF status = 304 THEN
+    UPDATE pod.feeds SET failures = 0, last_status = 304, last_error = NULL, last_polled_at = now(), polls = polls + 1,
+                         not_modified = not_modified + 1, last_body_bytes = octet_length(body),
+                         next_poll_at = now() + poll_interval
+     WHERE id = f.id;
+    RETURN jsonb_build_object('status', 304);
+  ELSIF status <> 200 THEN
+    PERFORM pod.feed_poll_failed(f.id, status, CASE WHEN status = 0 THEN body ELSE 'HTTP ' || status END);
+    RETURN jsonb_build_object('status', status, 'error', CASE WHEN status = 0 THEN body ELSE 'HTTP ' || status END);
+  END IF;
+  BEGIN
+    FOR e IN SELECT * FROM pod.feed_entries(body) LOOP
+      alternate := coalesce(alternate, e.alternate);
+      BEGIN
+        parsed := pod.pubsub_parse('video', e.entry);
+        PERFORM pod.pubsub_publish(f.url, 'urn:pgpod:feed', coalesce(parsed ->> 'id', md5(e.entry)), e.entry, f.url);
+        published := published + 1;
+      EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE 'PX001' OR SQLSTATE '54000'
+                  OR SQLSTATE '22023' THEN
+        skipped := skipped + 1;
+        first_error := coalesce(first_error, SQLERRM);
+      END;
+    END LOOP;
+  EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE 'PX001' OR SQLSTATE '54000' THEN
+    PERFORM pod.feed_poll_failed(f.id, status, 'the feed cannot be read: ' || SQLERRM);
+    RETURN jsonb_build_object('status', status, 'error', SQLERRM);
+  END;
+  UPDATE pod.feeds
+     SET failures = 0, last_status = 200, etag = new_etag, last_modified = modified,
+         last_error = CASE WHEN skipped > 0 THEN skipped || ' entries skipped: ' || first_error END,
+         last_polled_at = now(), polls = polls + 1, last_body_bytes = octet_length(body),
+         -- An Atom feed naming its RSS alternate: poll that (Media RSS) from now on.
+         poll_url = CASE WHEN alternate ~ '^https?://[^\s]+$' AND poll_url = url THEN alternate ELSE poll_url END,
+         next_poll_at = CASE WHEN alternate ~ '^https?://[^\s]+$' AND poll_url = url THEN now() ELSE now() + poll_interval END
+   WHERE id = f.id;
+  RETURN jsonb_build_object('status', 200, 'published', published, 'skipped', skipped);
+END $$;
+
+-- The federator's GET jobs: those of 70_federation (make_friends, verify_key), then a
+-- feed poll, then a node synchronisation page (76). Enqueues the feed polls due first.
+CREATE FUNCTION pod.fetch_jobs_claim(worker text)
+  RETURNS TABLE (job_id bigint, kind text, pod_url text, url text, headers text[])
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE j pod.jobs;
+BEGIN
+  RETURN QUERY SELECT * FROM pod.fetches_claim(worker);
+  IF FOUND THEN
+    RETURN;
+  END IF;
+  PERFORM pod.feeds_enqueue_due();
+  SELECT * INTO j FROM pod.job_claim('feed_poll', worker, 1);
+  IF FOUND THEN
+    RETURN QUERY SELECT j.id, j.kind, j.target, r.url, r.headers FROM pod.feed_poll_request((j.payload ->> 'feed')::bigint) r;
+    IF NOT FOUND THEN  -- unsubscribed meanwhile
+      PERFORM pod.job_complete(ARRAY[j.id], worker);
+    END IF;
+    RETURN;
+  END IF;
+  RETURN QUERY SELECT * FROM pod.pubsub_sync_claim(worker);
+END $$;
+COMMENT ON FUNCTION pod.fetch_jobs_claim(text) IS 'Claims one GET job for the federator: make_friends, verify_key, feed_poll or pubsub_sync.';
+
+CREATE FUNCTION pod.fetch_jobs_finish(job_id bigint, worker text, urls text[], answers text[], statuses integer[] DEFAULT NULL)
+  RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE k text := (SELECT j.kind FROM pod.jobs j WHERE j.id = job_id);
+BEGIN
+  IF k = 'feed_poll' THEN
+    RETURN pod.feed_poll_finish(job_id, worker, answers[1]);
+  ELSIF k = 'pubsub_sync' THEN
+    RETURN pod.pubsub_sync_finish(job_id, worker, answers[1]);
+  END IF;
+  RETURN pod.fetches_finish(job_id, worker, urls, answers, statuses);
+END $$;
+GRANT EXECUTE ON FUNCTION pod.fetch_jobs_claim(text), pod.fetch_jobs_finish(bigint, text, text[], text[], integer[]) TO pgpod_worker;
+GRANT EXECUTE ON FUNCTION pod.feed_subscribe(text, interval), pod.feed_unsubscribe(text) TO pgpod_admin;
+
+CREATE VIEW api.feeds WITH (security_invoker = true) AS
+  SELECT url, poll_url, poll_interval, next_poll_at, last_status, last_error, last_polled_at, failures, polls, not_modified
+    FROM pod.feeds;
+COMMENT ON VIEW api.feeds IS 'Feed subscriptions and how their polling goes (admins only).';
+GRANT SELECT ON api.feeds TO pgpod_admin;
+
+-- 76_pubsub_federation: the pubsub cache between pods. A pod serves its own nodes
+-- (api.pubsub_nodes, api.pubsub_items: RSM pages); friends get its changes as events
+-- over the signed queue (pubsub.publish / retract / purge / delete, applied by
+-- pod.pubsub_receive with the convergence rule of 74) and synchronise a node in full
+-- from it (job pubsub_sync: paged signed GETs, bounded; sync_state in_progress →
+-- completed | error, a stuck one reset by pod.pubsub_sync_reset_stuck).
+
+INSERT INTO pod.job_kinds (kind, retries, description) VALUES
+  ('pubsub_sync', 3, 'Fetch a friend''s node list, or one page of one of its nodes, for a full synchronisation (federator).');
+
+-- Serving this pod's nodes ------------------------------------------------------------
+
+CREATE FUNCTION api.pubsub_nodes() RETURNS json
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
+  BEGIN ATOMIC
+    SELECT coalesce(json_agg(json_build_object('name', n.name, 'type', n.type) ORDER BY n.name), '[]')
+      FROM pod.pubsub_nodes n WHERE n.service = (SELECT url FROM pod.identity);
+  END;
+COMMENT ON FUNCTION api.pubsub_nodes() IS 'This pod''s own pubsub nodes (what friends synchronise).';
+
+-- GET /rpc/pubsub_items?node=…&after=…&max=…: an RSM page of one of this pod's nodes,
+-- each item raw as published (the receiver parses it with its own analysers).
+CREATE FUNCTION api.pubsub_items(node text, after text DEFAULT NULL, max integer DEFAULT 100) RETURNS json
+  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE page jsonb;
+BEGIN
+  page := pod.pubsub_items_page((SELECT url FROM pod.identity), node, max, nullif(after, ''))::jsonb;
+  RETURN (page - 'items' || jsonb_build_object('items', (
+    SELECT coalesce(jsonb_agg(jsonb_build_object('name', e ->> 'name', 'publisher', e ->> 'publisher', 'data', e ->> 'data',
+                                                 'updated', e ->> 'updated_at', 'version', e -> 'version')), '[]')
+      FROM jsonb_array_elements(page -> 'items') e)))::json;
+END $$;
+COMMENT ON FUNCTION api.pubsub_items(text, text, integer) IS 'An RSM page (after, max) of one of this pod''s own nodes, items raw.';
+GRANT EXECUTE ON FUNCTION api.pubsub_nodes(), api.pubsub_items(text, text, integer) TO pgpod_anon, pgpod_user, pgpod_admin;
+
+-- Receiving events ----------------------------------------------------------------------
+
+-- Applies a friend's pubsub event to the cache of its own service (a pod can only
+-- publish into its own nodes). Bad events are refused with PT400; a payload that is
+-- not safe, well-formed XML too.
+CREATE FUNCTION pod.pubsub_receive(sender text, activity jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE
+  o jsonb := activity -> 'object';
+  node text := o ->> 'node';
+  applied boolean;
+BEGIN
+  IF jsonb_typeof(o) IS DISTINCT FROM 'object' OR coalesce(node, '') = '' THEN
+    PERFORM pod.inbox_reject('PT400', 'a pubsub event needs an object with a node');
+  END IF;
+  BEGIN
+    CASE activity ->> 'type'
+    WHEN 'pubsub.publish' THEN
+      applied := pod.pubsub_publish(sender, node, o ->> 'item', o ->> 'payload', sender, pod.federated_time(o ->> 'updated'),
+                                    (o ->> 'version')::bigint) IS NOT NULL;
+    WHEN 'pubsub.retract' THEN
+      PERFORM pod.pubsub_node(sender, node);
+      applied := pod.pubsub_retract(sender, node, o ->> 'item', coalesce(pod.federated_time(o ->> 'retracted'), now()),
+                                    (o ->> 'version')::bigint);
+    WHEN 'pubsub.purge' THEN
+      applied := EXISTS (SELECT 1 FROM pod.pubsub_nodes n WHERE n.service = sender AND n.name = node)
+                 AND pod.pubsub_purge(sender, node, coalesce(pod.federated_time(o ->> 'purged'), now())) >= 0;
+    WHEN 'pubsub.delete' THEN
+      DELETE FROM pod.pubsub_nodes n WHERE n.service = sender AND n.name = node;
+      applied := FOUND;
+    END CASE;
+  EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE 'PX001' OR SQLSTATE '54000' OR SQLSTATE '22023'
+              OR invalid_datetime_format OR datetime_field_overflow OR invalid_text_representation
+              OR numeric_value_out_of_range THEN
+    PERFORM pod.inbox_reject('PT400', 'pubsub event refused: ' || SQLERRM);
+  END;
+  RETURN jsonb_build_object('status', CASE WHEN applied THEN 'applied' ELSE 'ignored' END);
+END $$;
+
+-- Synchronisation --------------------------------------------------------------------------
+
+-- Percent-encodes a query value (RFC 3986 unreserved characters kept).
+CREATE FUNCTION pod.url_encode(value text) RETURNS text
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  RETURN (SELECT coalesce(string_agg(CASE WHEN c ~ '^[A-Za-z0-9._~-]$' THEN c
+                                          ELSE upper(regexp_replace(encode(convert_to(c, 'UTF8'), 'hex'), '(..)', '%\1', 'g')) END,
+                                     '' ORDER BY i), '')
+            FROM regexp_split_to_table(value, '') WITH ORDINALITY s(c, i));
+
+-- Starts a full synchronisation of a friend's node: the cached items are dropped (a
+-- fresh copy comes page by page; events keep applying meanwhile), the node is
+-- in_progress and its first page job is queued.
+CREATE FUNCTION pod.pubsub_sync_start(service text, node text) RETURNS bigint
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE n pod.pubsub_nodes;
+BEGIN
+  n := pod.pubsub_node(service, node);
+  DELETE FROM pod.pubsub_items i WHERE i.node_id = n.id;
+  UPDATE pod.pubsub_nodes SET sync_state = 'in_progress', sync_state_updated = now(), sync_error = NULL WHERE id = n.id;
+  RETURN pod.job_enqueue('pubsub_sync', jsonb_build_object('service', service, 'node', node, 'page', 1), service);
+END $$;
+
+-- Synchronises a friend in full: its node list first (then every node an analyser
+-- says to synchronise).
+CREATE FUNCTION pod.pubsub_sync_friend(friend_url text) RETURNS bigint
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
+  RETURN pod.job_enqueue('pubsub_sync', jsonb_build_object('service', friend_url), friend_url);
+
+-- Nodes in_progress past pubsub.sync_deadline (a lost job, a dead federator) start
+-- again; returns how many.
+CREATE FUNCTION pod.pubsub_sync_reset_stuck() RETURNS integer
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE n record; k integer := 0;
+BEGIN
+  FOR n IN SELECT p.service, p.name FROM pod.pubsub_nodes p
+            WHERE p.to_sync AND p.sync_state = 'in_progress'
+              AND p.sync_state_updated < now() - (pod.setting('pubsub.sync_deadline') #>> '{}')::interval
+              AND NOT EXISTS (SELECT 1 FROM pod.jobs j WHERE j.kind = 'pubsub_sync' AND j.target = p.service
+                                                         AND j.payload ->> 'node' = p.name AND j.state IN ('waiting', 'running'))
+            FOR UPDATE OF p SKIP LOCKED LOOP
+    RAISE LOG 'pgpod: synchronisation of % at % was stuck; starting again', n.name, n.service;
+    PERFORM pod.pubsub_sync_start(n.service, n.name);
+    k := k + 1;
+  END LOOP;
+  RETURN k;
+END $$;
+
+-- Records a failed synchronisation: the partial copy is dropped, the reason kept.
+CREATE FUNCTION pod.pubsub_sync_error(service text, node text, reason text) RETURNS void
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE n_id bigint;
+BEGIN
+  SELECT id INTO n_id FROM pod.pubsub_nodes p WHERE p.service = pubsub_sync_error.service AND p.name = node;
+  DELETE FROM pod.pubsub_items WHERE node_id = n_id;
+  UPDATE pod.pubsub_nodes SET sync_state = 'error', sync_state_updated = now(), sync_error = left(reason, 1000)
+   WHERE id = n_id;
+  RAISE LOG 'pgpod: synchronisation of % at % failed: %', node, service, reason;
+END $$;
+
+-- Claims one pubsub_sync job: its signed GET (the node list, or a page of a node).
+CREATE FUNCTION pod.pubsub_sync_claim(worker text)
+  RETURNS TABLE (job_id bigint, kind text, pod_url text, url text, headers text[])
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  me pod.identity;
+  j pod.jobs;
+  target text;
+BEGIN
+  PERFORM pod.pubsub_sync_reset_stuck();
+  SELECT * INTO j FROM pod.job_claim('pubsub_sync', worker, 1);
+  IF NOT FOUND THEN
+    RETURN;
+  END IF;
+  SELECT * INTO me FROM pod.identity;
+  IF j.payload ? 'node' THEN
+    target := (j.payload ->> 'service') || (pod.setting('pubsub.items_path') #>> '{}') || '?node=' || pod.url_encode(j.payload ->> 'node')
+              || '&max=' || (pod.setting('pubsub.sync_page') #>> '{}')
+              || coalesce('&after=' || pod.url_encode(j.payload ->> 'after'), '');
+  ELSE
+    target := (j.payload ->> 'service') || (pod.setting('pubsub.nodes_path') #>> '{}');
+  END IF;
+  RETURN QUERY SELECT j.id, j.kind, j.payload ->> 'service', target,
+    pod.httpsig_sign_request('GET', target, '', clock_timestamp(), me.url || '#main-key', me.private_key);
+END $$;
+
+-- The end of a pubsub_sync job with what the origin answered (NULL: nothing usable).
+CREATE FUNCTION pod.pubsub_sync_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  j pod.jobs;
+  service text;
+  node text;
+  page jsonb;
+  it jsonb;
+  n pod.pubsub_nodes;
+  stored integer := 0;
+  unparsed integer := 0;
+  page_no integer;
+  started integer := 0;
+BEGIN
+  SELECT * INTO j FROM pod.jobs x WHERE x.id = job_id AND x.kind = 'pubsub_sync' AND x.state = 'running'
+     AND x.worker = pubsub_sync_finish.worker FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no pubsub_sync job % leased to %', job_id, worker USING ERRCODE = 'P0002';
+  END IF;
+  service := j.payload ->> 'service';
+  node := j.payload ->> 'node';
+  page_no := coalesce((j.payload ->> 'page')::integer, 1);
+  BEGIN
+    page := answer::jsonb;
+  EXCEPTION WHEN invalid_text_representation THEN
+    page := NULL;
+  END;
+  PERFORM pod.job_complete(ARRAY[job_id], worker);
+  IF NOT EXISTS (SELECT 1 FROM pod.friends f WHERE f.url = service AND f.state = 'active') THEN
+    RETURN jsonb_build_object('status', 'not a friend');
+  END IF;
+
+  IF node IS NULL THEN  -- the node list
+    IF jsonb_typeof(page) IS DISTINCT FROM 'array' THEN
+      RETURN jsonb_build_object('status', 'error', 'error', 'the node list is not a JSON array');
+    END IF;
+    FOR it IN SELECT * FROM jsonb_array_elements(page) LOOP
+      CONTINUE WHEN coalesce(it ->> 'name', '') = '';
+      n := pod.pubsub_node(service, it ->> 'name');
+      IF n.to_sync THEN
+        PERFORM pod.pubsub_sync_start(service, n.name);
+        started := started + 1;
+      END IF;
+    END LOOP;
+    RETURN jsonb_build_object('status', 'listed', 'synchronising', started);
+  END IF;
+
+  IF jsonb_typeof(page) IS DISTINCT FROM 'object' OR jsonb_typeof(page -> 'items') IS DISTINCT FROM 'array' THEN
+    PERFORM pod.pubsub_sync_error(service, node, 'page ' || page_no || ': the origin answered nothing usable');
+    RETURN jsonb_build_object('status', 'error');
+  END IF;
+  SELECT * INTO n FROM pod.pubsub_nodes p WHERE (p.service, p.name) = (j.payload ->> 'service', j.payload ->> 'node');
+  FOR it IN SELECT * FROM jsonb_array_elements(page -> 'items') LOOP
+    BEGIN
+      PERFORM pod.pubsub_publish(service, node, it ->> 'name', it ->> 'data', service, pod.federated_time(it ->> 'updated'),
+                                 (it ->> 'version')::bigint);
+      stored := stored + 1;
+    EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE 'PX001' OR SQLSTATE '54000' THEN
+      -- Kept raw, with the reason, so that the copy matches the origin's node and an
+      -- admin can see what could not be read; it never reaches a parsed index.
+      INSERT INTO pod.pubsub_items AS i (node_id, name, data, parsed, publisher, parse_error)
+        VALUES (n.id, it ->> 'name', it ->> 'data', NULL, service, SQLSTATE || ': ' || SQLERRM)
+        ON CONFLICT ON CONSTRAINT pubsub_items_node_id_name_key DO NOTHING;
+      unparsed := unparsed + 1;
+    WHEN SQLSTATE '22023' OR invalid_datetime_format OR datetime_field_overflow OR invalid_text_representation
+         OR numeric_value_out_of_range THEN
+      unparsed := unparsed + 1;
+    END;
+  END LOOP;
+  IF jsonb_array_length(page -> 'items') >= (pod.setting('pubsub.sync_page'))::integer THEN
+    IF page_no >= (pod.setting('pubsub.sync_max_pages'))::integer THEN
+      PERFORM pod.pubsub_sync_error(service, node, format('more than %s pages', page_no));
+      RETURN jsonb_build_object('status', 'error', 'error', 'too many pages');
+    END IF;
+    UPDATE pod.pubsub_nodes SET sync_state_updated = now() WHERE id = n.id;
+    PERFORM pod.job_enqueue('pubsub_sync', jsonb_build_object('service', service, 'node', node, 'page', page_no + 1,
+                                                              'after', page ->> 'last'), service);
+    RETURN jsonb_build_object('status', 'page', 'page', page_no, 'stored', stored, 'unparsed', unparsed);
+  END IF;
+  UPDATE pod.pubsub_nodes SET sync_state = 'completed', sync_state_updated = now(), sync_error = NULL WHERE id = n.id;
+  RETURN jsonb_build_object('status', 'completed', 'page', page_no, 'stored', stored, 'unparsed', unparsed);
+END $$;
+GRANT EXECUTE ON FUNCTION pod.pubsub_sync_start(text, text), pod.pubsub_sync_friend(text), pod.pubsub_sync_reset_stuck()
+  TO pgpod_admin;
+
+-- A pod that becomes an active friend is synchronised in full (its node list first).
+CREATE FUNCTION pod.friends_pubsub_sync() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+BEGIN
+  IF pod.restoring() THEN
+    RETURN NULL;  -- a restored friend is not a new one
+  END IF;
+  PERFORM pod.pubsub_sync_friend(NEW.url);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER friends_pubsub_sync_insert AFTER INSERT ON pod.friends
+  FOR EACH ROW WHEN (NEW.state = 'active') EXECUTE FUNCTION pod.friends_pubsub_sync();
+CREATE TRIGGER friends_pubsub_sync_update AFTER UPDATE OF state ON pod.friends
+  FOR EACH ROW WHEN (NEW.state = 'active' AND OLD.state <> 'active') EXECUTE FUNCTION pod.friends_pubsub_sync();
+
+-- A revoked friend is not synchronised any more (its nodes go in friends_revoked).
+CREATE FUNCTION pod.friends_pubsub_forget() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+BEGIN
+  DELETE FROM pod.jobs WHERE kind = 'pubsub_sync' AND target = NEW.url AND state = 'waiting';
+  RETURN NULL;
+END $$;
+CREATE TRIGGER friends_pubsub_forget AFTER UPDATE OF state ON pod.friends
+  FOR EACH ROW WHEN (NEW.state = 'revoked' AND OLD.state <> 'revoked') EXECUTE FUNCTION pod.friends_pubsub_forget();
+
+-- 77_video_pubsub: video federation on the pubsub cache. This pod's published videos
+-- are the items of its node urn:pgpod:videos (an Atom entry with Media RSS and pgpod's
+-- fields each, item id = the video's uuid, item version = the video's version), kept
+-- by statement triggers on pod.videos; publishing there announces pubsub events to
+-- friends, who also synchronise the node in full (76). A friend's videos live in the
+-- cache only (api.network_videos); pod.videos holds this pod's own. The JSON video
+-- activities of older pods are written to the same cache (pod.inbox_video_apply).
+
+-- Text safe in XML 1.0 (the control characters it forbids dropped).
+CREATE FUNCTION pod.xml_text(value text) RETURNS text
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  RETURN regexp_replace(value, '[\x01-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]', '', 'g');
+
+-- The Atom entry of a video (what friends' video parser reads back).
+CREATE FUNCTION pod.video_entry(uuid uuid, name text, description text, author text, created timestamptz,
+                                updated timestamptz, duration double precision, magnet text, thumbnail text, origin text,
+                                files xml DEFAULT NULL)
+  RETURNS text
+  LANGUAGE sql STABLE PARALLEL SAFE
+  RETURN xmlserialize(CONTENT xmlelement(name entry,
+    xmlattributes('http://www.w3.org/2005/Atom' AS xmlns, 'http://search.yahoo.com/mrss/' AS "xmlns:media",
+                  'urn:pgpod:video:0' AS "xmlns:pod"),
+    xmlelement(name id, 'urn:uuid:' || uuid),
+    xmlelement(name title, pod.xml_text(name)),
+    CASE WHEN description IS NOT NULL THEN xmlelement(name summary, pod.xml_text(description)) END,
+    CASE WHEN author IS NOT NULL THEN xmlelement(name author, xmlelement(name name, pod.xml_text(author))) END,
+    xmlelement(name published, to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
+    xmlelement(name updated, to_char(updated AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
+    xmlelement(name link, xmlattributes('alternate' AS rel, origin || '/videos?uuid=eq.' || uuid AS href)),
+    CASE WHEN magnet IS NOT NULL OR files IS NOT NULL THEN xmlelement(name "media:group",
+      CASE WHEN magnet IS NOT NULL THEN
+        xmlelement(name "media:peerLink", xmlattributes('application/x-bittorrent' AS type, pod.xml_text(magnet) AS href)) END,
+      files) END,
+    CASE WHEN thumbnail IS NOT NULL THEN xmlelement(name "media:thumbnail", xmlattributes(pod.xml_text(thumbnail) AS url)) END,
+    xmlelement(name "pod:uuid", uuid),
+    xmlelement(name "pod:origin", origin),
+    CASE WHEN duration IS NOT NULL THEN xmlelement(name "pod:duration", duration) END) AS text);
+
+-- A local video's files as Media RSS, highest resolution first: one media:content
+-- each (url = the gateway's /files/<file_id>, type, fileSize, height, framerate)
+-- followed by its media:peerLink (magnet, then torrent_url) when it has them. Columns
+-- pod.video_files gains on other branches (kind, size, fps, torrent_url) are read
+-- when present (to_jsonb of the row), the file's own size and type otherwise.
+CREATE FUNCTION pod.video_files_media(video uuid, origin text) RETURNS xml
+  LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pod
+  RETURN (SELECT xmlagg(xmlconcat(
+            xmlelement(name "media:content", xmlattributes(
+              origin || '/files/' || f.file_id AS url,
+              CASE WHEN j ->> 'kind' = 'hls' THEN 'application/x-mpegURL'
+                   WHEN fl.mime_type LIKE 'video/%' THEN fl.mime_type ELSE 'video/mp4' END AS type,
+              coalesce(j ->> 'size', fl.size::text) AS "fileSize", f.resolution AS height, j ->> 'fps' AS framerate)),
+            CASE WHEN f.magnet IS NOT NULL THEN
+              xmlelement(name "media:peerLink", xmlattributes('application/x-bittorrent' AS type, pod.xml_text(f.magnet) AS href)) END,
+            CASE WHEN j ->> 'torrent_url' IS NOT NULL THEN
+              xmlelement(name "media:peerLink", xmlattributes('application/x-bittorrent' AS type, pod.xml_text(j ->> 'torrent_url') AS href)) END)
+            ORDER BY f.resolution DESC, j ->> 'kind')
+            FROM pod.video_files f CROSS JOIN LATERAL to_jsonb(f) j LEFT JOIN pod.files fl ON fl.id = f.file_id
+           WHERE f.video_uuid = video);
+
+-- The entry of a local video, with its files.
+CREATE FUNCTION pod.video_entry(v pod.videos) RETURNS text
+  LANGUAGE sql STABLE PARALLEL SAFE
+  RETURN pod.video_entry(v.uuid, v.name, v.description,
+           coalesce(v.author, (SELECT c.name FROM pod.channels c WHERE c.id = v.channel_id)),
+           v.created_at, v.updated_at, extract(epoch FROM v.duration)::double precision, v.magnet, v.thumbnail,
+           (SELECT url FROM pod.identity), pod.video_files_media(v.uuid, (SELECT url FROM pod.identity)));
+
+-- The uuid of a video held by another service than sender (or by this pod): a pod
+-- may only speak of its own videos.
+CREATE FUNCTION pod.video_owner_other_than(video uuid, sender text) RETURNS text
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pod
+  RETURN coalesce((SELECT '(this pod)' FROM pod.videos v WHERE v.uuid = video AND v.origin IS NULL),
+                  (SELECT n.service FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
+                    WHERE i.parsed @> jsonb_build_object('uuid', video::text) AND n.type = 'video' AND n.subtype IS NULL
+                      AND n.service <> sender LIMIT 1));
+
+-- Applies a friend's JSON video activity (video.published / video.updated, remove
+-- false; video.removed, remove true: as pods before 0.4 send them) to its videos node
+-- in the cache, by the origin's (version, updated_at) like any item: deliveries
+-- retried out of order end at the origin's last state, a late update never brings
+-- back a removed video, a late removal never removes a newer one. Returns 'applied'
+-- or 'stale' (acknowledged, nothing changed).
+CREATE OR REPLACE FUNCTION pod.inbox_video_apply(sender text, video jsonb, remove boolean DEFAULT false) RETURNS text
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE
+  vid uuid;
+  version bigint;
+  at timestamptz;
+  created timestamptz;
+  duration double precision;
+  held pod.pubsub_items;
+BEGIN
+  BEGIN
+    vid := (video ->> 'uuid')::uuid;
+    version := (video ->> 'version')::bigint;
+    at := pod.federated_time(video ->> 'updated_at');
+  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+    PERFORM pod.inbox_reject('PT400', 'video uuid, version or updated_at is malformed');
+  END;
+  IF vid IS NULL OR NOT remove AND coalesce(video ->> 'name', '') = '' THEN
+    PERFORM pod.inbox_reject('PT400', CASE WHEN remove THEN 'video.removed needs the video''s uuid'
+                                           ELSE 'video needs a uuid and a name' END);
+  END IF;
+  IF pod.video_owner_other_than(vid, sender) IS NOT NULL THEN
+    PERFORM pod.inbox_reject('PT403', 'video ' || vid || ' belongs to another pod');
+  END IF;
+  IF remove THEN
+    PERFORM pod.pubsub_node(sender, 'urn:pgpod:videos');
+    SELECT i.* INTO held FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
+     WHERE n.service = sender AND n.name = 'urn:pgpod:videos' AND i.name = vid::text;
+    -- A removal without a version or time (an older pod) removes whatever is held.
+    IF version IS NULL AND at IS NULL THEN
+      version := coalesce(held.version, 0) + 1;
+    END IF;
+    RETURN CASE WHEN pod.pubsub_retract(sender, 'urn:pgpod:videos', vid::text, coalesce(at, now()), version)
+                THEN 'applied' ELSE 'stale' END;
+  END IF;
+  BEGIN
+    created := pod.federated_time(video ->> 'created_at');
+    duration := (video ->> 'duration')::double precision;
+  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+    PERFORM pod.inbox_reject('PT400', 'video created_at or duration is malformed');
+  END;
+  IF length(video ->> 'name') > 255 OR length(video ->> 'description') > 10000 OR duration < 0 THEN
+    PERFORM pod.inbox_reject('PT400', 'video is malformed: a name of at most 255 characters, a description of at most 10000, a duration >= 0');
+  END IF;
+  BEGIN
+    RETURN CASE WHEN pod.pubsub_publish(sender, 'urn:pgpod:videos', vid::text,
+                  pod.video_entry(vid, video ->> 'name', video ->> 'description', video ->> 'author', coalesce(created, at, now()),
+                                  coalesce(at, now()), duration, video ->> 'magnet', video ->> 'thumbnail', sender),
+                  sender, coalesce(at, now()), version) IS NULL THEN 'stale' ELSE 'applied' END;
+  EXCEPTION WHEN SQLSTATE '2200M' OR SQLSTATE '2200N' OR SQLSTATE '54000' THEN
+    PERFORM pod.inbox_reject('PT400', 'video is malformed: ' || SQLERRM);
+  END;
+  RETURN NULL;
+END $$;
+
+-- Keeps this pod's videos node: a published video is an item (at its version), an
+-- unpublished or deleted one is retracted. Runs as the owner (a channel owner's
+-- statement needs no right on the cache or the queue).
+-- The node of one of this pod's channels (its videos are items of both nodes; the
+-- channel nodes are not synchronised by friends, nor listed in api.network_videos:
+-- the videos node holds every video once).
+CREATE FUNCTION pod.channel_node(channel_id bigint) RETURNS text
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  RETURN 'urn:pgpod:channel:' || channel_id;
+
+CREATE FUNCTION pod.videos_pubsub() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  me text := (SELECT url FROM pod.identity);
+  v pod.videos;
+  entry text;
+  moved record;
+BEGIN
+  IF me IS NULL OR pod.restoring() THEN  -- a restore brings the node's items itself
+    RETURN NULL;
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    FOR v IN SELECT n.* FROM new_videos n WHERE n.origin IS NULL AND n.state = 'published' ORDER BY n.created_at LOOP
+      entry := pod.video_entry(v);
+      PERFORM pod.pubsub_publish(me, 'urn:pgpod:videos', v.uuid::text, entry, me, v.updated_at, v.version);
+      PERFORM pod.pubsub_publish(me, pod.channel_node(v.channel_id), v.uuid::text, entry, me, v.updated_at, v.version);
+    END LOOP;
+  END IF;
+  IF TG_OP = 'UPDATE' THEN
+    FOR v IN SELECT n.* FROM new_videos n JOIN old_videos o USING (uuid)
+              WHERE n.origin IS NULL AND n.state <> 'published' AND o.state = 'published' LOOP
+      PERFORM pod.pubsub_retract(me, 'urn:pgpod:videos', v.uuid::text, v.updated_at, v.version);
+    END LOOP;
+    -- Left its channel (unpublished, or moved to another one): out of the old
+    -- channel's node.
+    FOR moved IN SELECT n.uuid, n.updated_at, n.version, o.channel_id AS old_channel FROM new_videos n JOIN old_videos o USING (uuid)
+              WHERE n.origin IS NULL AND o.state = 'published'
+                AND (n.state <> 'published' OR n.channel_id IS DISTINCT FROM o.channel_id) LOOP
+      PERFORM pod.pubsub_retract(me, pod.channel_node(moved.old_channel), moved.uuid::text, moved.updated_at, moved.version);
+    END LOOP;
+  ELSIF TG_OP = 'DELETE' THEN
+    FOR v IN SELECT o.* FROM old_videos o WHERE o.origin IS NULL AND o.state = 'published' LOOP
+      PERFORM pod.pubsub_retract(me, 'urn:pgpod:videos', v.uuid::text,
+                                 greatest(clock_timestamp(), v.updated_at + interval '1 microsecond'), v.version + 1);
+      PERFORM pod.pubsub_retract(me, pod.channel_node(v.channel_id), v.uuid::text,
+                                 greatest(clock_timestamp(), v.updated_at + interval '1 microsecond'), v.version + 1);
+    END LOOP;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER videos_pubsub_insert AFTER INSERT ON pod.videos
+  REFERENCING NEW TABLE AS new_videos FOR EACH STATEMENT EXECUTE FUNCTION pod.videos_pubsub();
+CREATE TRIGGER videos_pubsub_update AFTER UPDATE ON pod.videos
+  REFERENCING OLD TABLE AS old_videos NEW TABLE AS new_videos FOR EACH STATEMENT EXECUTE FUNCTION pod.videos_pubsub();
+CREATE TRIGGER videos_pubsub_delete AFTER DELETE ON pod.videos
+  REFERENCING OLD TABLE AS old_videos FOR EACH STATEMENT EXECUTE FUNCTION pod.videos_pubsub();
+
+-- A friend that leaves (friend.remove, pod.remove_friend) takes its nodes with it.
+CREATE FUNCTION pod.friends_pubsub_removed() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+BEGIN
+  DELETE FROM pod.pubsub_nodes WHERE service = OLD.url;
+  DELETE FROM pod.jobs WHERE kind = 'pubsub_sync' AND target = OLD.url AND state = 'waiting';
+  RETURN NULL;
+END $$;
+CREATE TRIGGER friends_pubsub_removed AFTER DELETE ON pod.friends
+  FOR EACH ROW EXECUTE FUNCTION pod.friends_pubsub_removed();
+
+COMMENT ON VIEW api.videos IS 'This pod''s videos; the network''s (friends'' and feeds'') are in api.network_videos.';
+
+-- Existing data (an upgrade): friends' videos move from pod.videos to the cache, this
+-- pod's published ones become its node's items; nothing is announced (friends
+-- synchronise the node), but every friend is synchronised again.
+SELECT set_config('pgpod.pubsub_announce', 'off', true);
+SELECT pod.pubsub_publish(v.origin, 'urn:pgpod:videos', v.uuid::text,
+         pod.video_entry(v.uuid, v.name, v.description, v.author, v.created_at, v.updated_at,
+                         extract(epoch FROM v.duration)::double precision, v.magnet, v.thumbnail, v.origin),
+         v.origin, v.updated_at, v.version)
+  FROM pod.videos v WHERE v.origin IS NOT NULL ORDER BY v.created_at;
+DELETE FROM pod.videos WHERE origin IS NOT NULL;
+SELECT pod.pubsub_publish(i.url, n.node, v.uuid::text, pod.video_entry(v), i.url, v.updated_at, v.version)
+  FROM pod.videos v, pod.identity i, LATERAL (VALUES ('urn:pgpod:videos'), (pod.channel_node(v.channel_id))) n(node)
+ WHERE v.origin IS NULL AND v.state = 'published' ORDER BY v.created_at, n.node <> 'urn:pgpod:videos';
+SELECT pod.pubsub_sync_friend(f.url) FROM pod.friends f WHERE f.state = 'active';
+SELECT set_config('pgpod.pubsub_announce', 'on', true);
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pod FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA api FROM PUBLIC;
+-- <<< pubsub cache (issue 15)

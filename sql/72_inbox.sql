@@ -38,66 +38,9 @@ BEGIN
   RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = reason;
 END $$;
 
--- Applies a friend's video.published/updated (remove false) or video.removed (remove
--- true) when it is newer, by the origin's (version, updated_at), than the video held
--- and than any removal of it (pod.federated_apply): deliveries retried out of order
--- end at the origin's last state, a late update never brings back a removed video, a
--- late removal never removes a newer one (a removal is kept as a tombstone). Returns
--- 'applied' or 'stale' (acknowledged, nothing changed).
-CREATE FUNCTION pod.inbox_video_apply(sender text, video jsonb, remove boolean DEFAULT false) RETURNS text
-  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
-DECLARE
-  id uuid;
-  held pod.videos;
-  version bigint;
-  at timestamptz;
-BEGIN
-  BEGIN
-    id := (video ->> 'uuid')::uuid;
-    version := (video ->> 'version')::bigint;
-    at := pod.federated_time(video ->> 'updated_at');
-  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
-    PERFORM pod.inbox_reject('PT400', 'video uuid, version or updated_at is malformed');
-  END;
-  IF id IS NULL OR NOT remove AND coalesce(video ->> 'name', '') = '' THEN
-    PERFORM pod.inbox_reject('PT400', CASE WHEN remove THEN 'video.removed needs the video''s uuid'
-                                           ELSE 'video needs a uuid and a name' END);
-  END IF;
-  PERFORM pod.federated_lock('video', id::text);
-  SELECT * INTO held FROM pod.videos v WHERE v.uuid = id;
-  IF FOUND AND held.origin IS DISTINCT FROM sender THEN
-    PERFORM pod.inbox_reject('PT403', 'video ' || id || ' belongs to another pod');
-  END IF;
-  -- A removal without a version or time (an older pod) removes whatever is held.
-  IF remove AND version IS NULL AND at IS NULL THEN
-    version := coalesce(held.version, 0) + 1;
-  END IF;
-  IF NOT pod.federated_apply('video', id::text, sender, version, at, held.version, held.updated_at, remove) THEN
-    RETURN 'stale';
-  END IF;
-  IF remove THEN
-    DELETE FROM pod.videos v WHERE v.uuid = id AND v.origin = sender;
-    RETURN 'applied';
-  END IF;
-  BEGIN
-    INSERT INTO pod.videos AS v (uuid, channel_id, name, description, origin, author, magnet, thumbnail,
-                                 state, duration, created_at, updated_at, remote, version)
-      VALUES (id, NULL, video ->> 'name', video ->> 'description', sender, video ->> 'author',
-              video ->> 'magnet', video ->> 'thumbnail', 'published',
-              make_interval(secs => coalesce((video ->> 'duration')::double precision, 0)),
-              coalesce(pod.federated_time(video ->> 'created_at'), now()),
-              coalesce(at, now()), video, coalesce(version, 0))
-    ON CONFLICT (uuid) DO UPDATE
-      SET name = EXCLUDED.name, description = EXCLUDED.description, author = EXCLUDED.author,
-          magnet = EXCLUDED.magnet, thumbnail = EXCLUDED.thumbnail, duration = EXCLUDED.duration,
-          updated_at = EXCLUDED.updated_at, remote = EXCLUDED.remote, version = EXCLUDED.version
-      WHERE v.origin = EXCLUDED.origin;
-  EXCEPTION WHEN check_violation OR invalid_text_representation OR invalid_datetime_format
-              OR datetime_field_overflow OR numeric_value_out_of_range THEN
-    PERFORM pod.inbox_reject('PT400', 'video is malformed: ' || SQLERRM);
-  END;
-  RETURN 'applied';
-END $$;
+-- A friend's JSON video activities (video.published / updated / removed, as pods
+-- before 0.4 send them) are applied to the pubsub cache by pod.inbox_video_apply
+-- (77_video_pubsub).
 
 -- A time a friend sent (ISO 8601 / RFC 3339 with a zone): NULL when absent; 22007 when
 -- it is not such a time (PostgreSQL's own words like 'now' are refused).
@@ -130,19 +73,15 @@ BEGIN
     INSERT INTO pod.friends AS f (url, public_key, state) VALUES (sender, sender_key, 'active')
       ON CONFLICT (url) DO UPDATE SET state = 'active', public_key = EXCLUDED.public_key, updated_at = now()
       WHERE f.state = 'pending';
-    -- The answer carries our key and our published videos (the seed's "in return").
-    PERFORM pod.deliver(ARRAY[sender], 'friend.accept', jsonb_build_object(
-      'public_key', me.public_key, 'videos', coalesce((SELECT jsonb_agg(pod.video_object(x) ORDER BY x.created_at)
-        FROM pod.videos x WHERE x.origin IS NULL AND x.state = 'published'), '[]')));
+    -- The answer carries our key; our videos (the seed's "in return") come by the new
+    -- friend's synchronisation of our videos node (76_pubsub_federation).
+    PERFORM pod.deliver(ARRAY[sender], 'friend.accept', jsonb_build_object('public_key', me.public_key));
     RETURN jsonb_build_object('status', 'befriended');
   WHEN 'friend.accept' THEN
+    -- Now a friend: each side synchronises the other's nodes (friends_pubsub_sync).
     UPDATE pod.friends SET state = 'active', public_key = sender_key, updated_at = now()
      WHERE url = sender AND state = 'pending';
-    IF FOUND THEN
-      -- Now that it is a friend, it gets our videos too.
-      PERFORM pod.deliver(ARRAY[sender], 'video.published', jsonb_build_object('object', pod.video_object(x)))
-         FROM pod.videos x WHERE x.origin IS NULL AND x.state = 'published';
-    END IF;
+    -- Videos listed by a pod before 0.4.
     FOR v IN SELECT jsonb_array_elements(CASE WHEN jsonb_typeof(activity -> 'videos') = 'array'
                                               THEN activity -> 'videos' ELSE '[]' END) LOOP
       PERFORM pod.inbox_video_apply(sender, v);
@@ -157,6 +96,8 @@ BEGIN
     RETURN jsonb_build_object('status', pod.inbox_video_apply(sender, activity -> 'object'));
   WHEN 'video.removed' THEN
     RETURN jsonb_build_object('status', pod.inbox_video_apply(sender, activity -> 'object', true));
+  WHEN 'pubsub.publish', 'pubsub.retract', 'pubsub.purge', 'pubsub.delete' THEN
+    RETURN pod.pubsub_receive(sender, activity);
   ELSE
     PERFORM pod.inbox_reject('PT400', 'unknown activity type ' || coalesce(quote_literal(kind), 'NULL'));
   END CASE;

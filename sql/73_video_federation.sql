@@ -1,6 +1,6 @@
--- 73_video_federation: what friends learn of this pod's videos. Publishing, changing
--- or removing a local published video enqueues one delivery per active friend, from
--- statement-level triggers (one INSERT into the queue, so one NOTIFY, per statement).
+-- 73_video_federation: what friends learn of this pod's videos: their versions, and
+-- the convergence rule of federated objects (versions and tombstones). The videos
+-- themselves travel as pubsub items (77_video_pubsub).
 
 -- The version of a video at its origin: raised by every change of a local video
 -- (pod.videos_versioned below); a friend's video holds the version its origin sent.
@@ -108,63 +108,5 @@ END $$;
 CREATE TRIGGER videos_versioned BEFORE UPDATE ON pod.videos
   FOR EACH ROW WHEN (OLD.origin IS NULL) EXECUTE FUNCTION pod.videos_versioned();
 
--- Enqueues activity_type for every (video, active friend); one INSERT.
-CREATE FUNCTION pod.videos_announce(activity_type text, videos jsonb) RETURNS void
-  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-DECLARE me text := (SELECT url FROM pod.identity);
-BEGIN
-  IF me IS NULL OR jsonb_array_length(videos) = 0 THEN
-    RETURN;
-  END IF;
-  INSERT INTO pod.jobs (kind, target, payload)
-    SELECT 'deliver', f.url, jsonb_build_object('activity', jsonb_build_object(
-             'id', gen_random_uuid(), 'type', activity_type, 'actor', me, 'object', o,
-             'published', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))
-      FROM jsonb_array_elements(videos) o, pod.friends f
-     WHERE f.state = 'active';
-END $$;
-
--- The triggers run as the owner: a channel owner's INSERT must be able to enqueue
--- deliveries without any privilege on the queue.
-CREATE FUNCTION pod.videos_federate_insert() RETURNS trigger
-  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-BEGIN
-  PERFORM pod.videos_announce('video.published', coalesce(
-    (SELECT jsonb_agg(pod.video_object(n)) FROM new_videos n WHERE n.origin IS NULL AND n.state = 'published'), '[]'));
-  RETURN NULL;
-END $$;
-
-CREATE FUNCTION pod.videos_federate_update() RETURNS trigger
-  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-BEGIN
-  PERFORM pod.videos_announce('video.published', coalesce(
-    (SELECT jsonb_agg(pod.video_object(n)) FROM new_videos n JOIN old_videos o USING (uuid)
-      WHERE n.origin IS NULL AND n.state = 'published' AND o.state <> 'published'), '[]'));
-  PERFORM pod.videos_announce('video.updated', coalesce(
-    (SELECT jsonb_agg(pod.video_object(n)) FROM new_videos n JOIN old_videos o USING (uuid)
-      WHERE n.origin IS NULL AND n.state = 'published' AND o.state = 'published'
-        AND pod.video_object(n) IS DISTINCT FROM pod.video_object(o)), '[]'));
-  PERFORM pod.videos_announce('video.removed', coalesce(
-    (SELECT jsonb_agg(jsonb_build_object('uuid', n.uuid, 'version', n.version, 'updated_at', n.updated_at))
-       FROM new_videos n JOIN old_videos o USING (uuid)
-      WHERE n.origin IS NULL AND n.state <> 'published' AND o.state = 'published'), '[]'));
-  RETURN NULL;
-END $$;
-
-CREATE FUNCTION pod.videos_federate_delete() RETURNS trigger
-  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-BEGIN
-  PERFORM pod.videos_announce('video.removed', coalesce(
-    (SELECT jsonb_agg(jsonb_build_object('uuid', o.uuid, 'version', o.version + 1,
-                                         'updated_at', greatest(clock_timestamp(), o.updated_at + interval '1 microsecond')))
-       FROM old_videos o
-      WHERE o.origin IS NULL AND o.state = 'published'), '[]'));
-  RETURN NULL;
-END $$;
-
-CREATE TRIGGER videos_federate_insert AFTER INSERT ON pod.videos
-  REFERENCING NEW TABLE AS new_videos FOR EACH STATEMENT EXECUTE FUNCTION pod.videos_federate_insert();
-CREATE TRIGGER videos_federate_update AFTER UPDATE ON pod.videos
-  REFERENCING OLD TABLE AS old_videos NEW TABLE AS new_videos FOR EACH STATEMENT EXECUTE FUNCTION pod.videos_federate_update();
-CREATE TRIGGER videos_federate_delete AFTER DELETE ON pod.videos
-  REFERENCING OLD TABLE AS old_videos FOR EACH STATEMENT EXECUTE FUNCTION pod.videos_federate_delete();
+-- How friends learn of this pod's videos: they are the items of its pubsub node
+-- urn:pgpod:videos (77_video_pubsub), announced as pubsub events.

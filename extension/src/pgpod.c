@@ -15,6 +15,7 @@ PG_MODULE_MAGIC;
 
 int			pgpod_password_opslimit = 2;	/* libsodium's INTERACTIVE */
 int			pgpod_password_memlimit_kb = 65536;
+bool		pgpod_pubsub_announce = true;
 
 void		_PG_init(void);
 
@@ -37,5 +38,9 @@ _PG_init(void)
 							&pgpod_password_memlimit_kb,
 							65536, 8, 4 * 1024 * 1024, PGC_SUSET, GUC_UNIT_KB,
 							NULL, NULL, NULL);
+	DefineCustomBoolVariable("pgpod.pubsub_announce",
+							 "Announce changes of this pod's own pubsub nodes to friends.",
+							 "Turned off while an upgrade fills the cache from existing data.",
+							 &pgpod_pubsub_announce, true, PGC_SUSET, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("pgpod");
 }

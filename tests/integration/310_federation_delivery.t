@@ -72,13 +72,14 @@ is "$(q -c "SELECT score FROM pod.friends WHERE url = '$sink'")" "920" "and the 
 
 # To zero: revoked, its videos gone, nothing more sent to it.
 q -c "UPDATE pod.friends SET score = 20 WHERE url = '$sink';
-      INSERT INTO pod.videos (uuid, name, origin, state) VALUES ('aaaaaaaa-0000-0000-0000-000000000310', 'from the sink', '$sink', 'published')"
+      SELECT pod.pubsub_publish('$sink', 'urn:pgpod:videos', 'aaaaaaaa-0000-0000-0000-000000000310',
+               pod.video_entry('aaaaaaaa-0000-0000-0000-000000000310', 'from the sink', NULL, NULL, now(), now(), NULL, NULL, NULL, '$sink'))" >/dev/null
 control '{"status": 500}'
 q -c "SELECT pod.deliver(ARRAY['$sink'], 'video.removed', '{\"object\": {}}') FROM generate_series(1, 2)" >/dev/null
 revoked() { [[ $(q -c "SELECT state FROM pod.friends WHERE url = '$sink'") == revoked ]]; }
 wait_for 30 revoked
 ok $? "failures drive the friend to 0: revoked"
-is "$(q -c "SELECT count(*) FROM pod.videos WHERE origin = '$sink'")" "0" "its videos are removed"
+is "$(q -c "SELECT count(*) FROM api.network_videos WHERE origin = '$sink'")" "0" "its videos are removed"
 is "$(q -c "SELECT count(*) FROM pod.jobs WHERE kind = 'deliver' AND target = '$sink' AND state = 'waiting'")" "0" "no delivery waits for it any more"
 control '{"status": 0}'
 

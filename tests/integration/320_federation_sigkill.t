@@ -76,7 +76,7 @@ all_done() { [[ $(done_count) == "$N" ]]; }
 wait_for 180 all_done
 ok $? "after a last start, all $N deliveries are done (expired leases were claimed again)"
 is "$(q -c "SELECT count(*) FROM pod.jobs WHERE kind = 'deliver' AND state <> 'done'")" "0" "none is lost, failed or dead"
-is "$(qb -c "SELECT count(*) FROM pod.videos WHERE origin = '$a_url' AND name LIKE 'kill test %'")" "$N" "pod B holds each of the $N videos"
+is "$(qb -c "SELECT count(*) FROM api.network_videos WHERE origin = '$a_url' AND name LIKE 'kill test %'")" "$N" "pod B holds each of the $N videos"
 is "$(qb -c "SELECT count(*) || '/' || count(DISTINCT request_id) FROM pod.inbox_applied WHERE sender = '$a_url'")" "$N/$N" \
   "pod B applied each request id exactly once"
 accepted=$(qb -c "SELECT count(*) FROM pod.inbox_signatures")

@@ -10,7 +10,7 @@ dir=$(mktemp -d /tmp/pgpod-in.XXXXXX); chmod 755 "$dir"
 friend=http://127.0.0.1:$((PGPOD_HTTP_PORT + 33))
 inbox=${PGPOD_URL:-http://127.0.0.1:$PGPOD_HTTP_PORT}/rpc/inbox
 cleanup() {
-  q -c "DELETE FROM pod.videos WHERE origin = '$friend'; DELETE FROM pod.friends WHERE url = '$friend'" >/dev/null 2>&1
+  q -c "DELETE FROM pod.pubsub_nodes WHERE service = '$friend'; DELETE FROM pod.friends WHERE url = '$friend'" >/dev/null 2>&1
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -26,7 +26,7 @@ openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/friend.k
 ok $? "a friend's key pair and a forger's (openssl)"
 printf "INSERT INTO pod.friends (url, state, public_key) VALUES (:'u', 'active', :'k')\n" |
   q -v u="$friend" -v k="$(cat "$dir/friend.pub")"
-videos_before=$(q -c "SELECT count(*) FROM pod.videos")
+videos_before=$(q -c "SELECT count(*) FROM api.network_videos")
 rejections_before=$(q -c "SELECT count(*) FROM pod.inbox_rejections")
 
 node "$js/sign.js" --url "$inbox" --actor "$friend" --key "$dir/friend.key" --other-key "$dir/other.key" >"$dir/out" 2>"$dir/err"
@@ -36,7 +36,7 @@ status() { line "$1" | cut -d' ' -f1; }
 message() { line "$1" | cut -d' ' -f2- | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{try{const o=JSON.parse(s);console.log(o.message||o.status)}catch(e){console.log(s)}})"; }
 is "$(status good) $(message good)" "200 applied" "a request signed by http-signature with the friend's key is applied"
 uuid=$(line uuid)
-is "$(q -c "SELECT origin || ' ' || name FROM pod.videos WHERE uuid = '$uuid'")" "$friend Signed by http-signature" "its video is in the index"
+is "$(q -c "SELECT origin || ' ' || name FROM api.network_videos WHERE uuid = '$uuid'")" "$friend Signed by http-signature" "its video is in the network index"
 is "$(status retried) $(message retried)" "200 duplicate" "a retry (same request id, fresh Date and signature) is acknowledged, not applied again"
 is "$(status replayed) $(message replayed)" "401 replayed request (signature already seen)" "the same signed request replayed is refused"
 is "$(status forged) $(message forged)" "401 signature does not verify" "a request signed with another key is refused"
@@ -44,7 +44,7 @@ is "$(status stale) $(message stale)" "401 Date is more than 1800 s away from no
 is "$(status future) $(message future)" "401 Date is more than 1800 s away from now" "a Date 31 minutes ahead is refused"
 is "$(status digest) $(message digest)" "400 Digest does not match the body" "a body that does not match its Digest is refused"
 is "$(status unsigned) $(message unsigned)" "401 request is not signed (no Signature header)" "an unsigned request is refused"
-is "$(q -c "SELECT count(*) FROM pod.videos") $(q -c "SELECT count(*) FROM pod.videos WHERE name IN ('Refused', 'Changed')")" \
+is "$(q -c "SELECT count(*) FROM api.network_videos") $(q -c "SELECT count(*) FROM api.network_videos WHERE name IN ('Refused', 'Changed')")" \
    "$((videos_before + 1)) 0" "refused requests changed nothing (one video more: the good one)"
 is "$(q -c "SELECT count(*) FROM pod.inbox_rejections") - $rejections_before" "$(( rejections_before + 5 )) - $rejections_before" \
    "each of the 5 refusals naming the friend's key left its log row (pod.inbox_rejections); the unsigned one only counts"

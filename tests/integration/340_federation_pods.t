@@ -1,7 +1,7 @@
 #!/bin/bash
 # Three pods on loopback, each with its own cluster, gateway and federator. They make
 # friends by the seed's rule over HTTP; a video published on one reaches the others'
-# index; a new friend's videos come back with its acceptance; a pod whose gateway is
+# network index (pubsub events); a new friend's videos come by synchronising its node; a pod whose gateway is
 # down makes deliveries retry and its score fall, and recovers when it is back; with a
 # fast-backoff setting a dead pod reaches score 0 and is revoked with its videos.
 . "$(dirname "$0")/tap.sh"
@@ -33,7 +33,7 @@ publish() { # publish POD UUID NAME
               INSERT INTO pod.videos (uuid, channel_id, name, state)
                 SELECT '$2', id, '$3', 'published' FROM pod.channels WHERE name = 'chan$1'"
 }
-has_video() { [[ $(qp "$1" -c "SELECT count(*) FROM pod.videos WHERE uuid = '$2' AND origin = '$3'") == 1 ]]; }
+has_video() { [[ $(qp "$1" -c "SELECT count(*) FROM api.network_videos WHERE uuid = '$2' AND origin = '$3'") == 1 ]]; }
 friends_of() { qp "$1" -c "SELECT string_agg(url || ':' || state, ' ' ORDER BY url) FROM pod.friends"; }
 
 # An impostor asks pod 2 for friendship in pod 3's name, signing with a key of its own
@@ -55,7 +55,7 @@ p1p2() { [[ $(friends_of 1) == "$(url 2):active" && $(friends_of 2) == "$(url 1)
 wait_for 30 p1p2
 ok $? "pod 1 and pod 2 are friends (request, acceptance, keys exchanged)"
 wait_for 30 has_video 1 22222222-0000-0000-0000-000000000002 "$(url 2)"
-ok $? "pod 2's video came to pod 1 with the acceptance"
+ok $? "pod 2's video came to pod 1 by synchronising pod 2's videos node"
 qp 3 -c "SELECT pod.make_friends(ARRAY['$(url 1)'])" >/dev/null
 all3() { [[ $(friends_of 3) == "$(url 1):active $(url 2):active" && $(friends_of 1) == "$(url 2):active $(url 3):active"
             && $(friends_of 2) == "$(url 1):active $(url 3):active" ]]; }
@@ -70,12 +70,12 @@ publish 1 11111111-0000-0000-0000-000000000001 "published on pod 1"
 both() { has_video 2 11111111-0000-0000-0000-000000000001 "$(url 1)" && has_video 3 11111111-0000-0000-0000-000000000001 "$(url 1)"; }
 wait_for 30 both
 ok $? "a video published on pod 1 reaches the index of pods 2 and 3"
-is "$(curl -s "$(url 3)/videos?uuid=eq.11111111-0000-0000-0000-000000000001&select=name,origin")" \
+is "$(curl -s "$(url 3)/network_videos?uuid=eq.11111111-0000-0000-0000-000000000001&select=name,origin")" \
    "[{\"name\":\"published on pod 1\",\"origin\":\"$(url 1)\"}]" "pod 3 serves it over HTTP with its origin"
 qp 1 -c "UPDATE pod.videos SET name = 'renamed on pod 1' WHERE uuid = '11111111-0000-0000-0000-000000000001'"
-renamed() { [[ $(qp 3 -c "SELECT name FROM pod.videos WHERE uuid = '11111111-0000-0000-0000-000000000001'") == "renamed on pod 1" ]]; }
+renamed() { [[ $(qp 3 -c "SELECT name FROM api.network_videos WHERE uuid = '11111111-0000-0000-0000-000000000001'") == "renamed on pod 1" ]]; }
 wait_for 30 renamed
-ok $? "an update follows (video.updated)"
+ok $? "an update follows (pubsub.publish of a newer version)"
 publish 3 33333333-0000-0000-0000-000000000003 "on pod 3"
 wait_for 30 has_video 1 33333333-0000-0000-0000-000000000003 "$(url 3)"
 ok $? "pod 3's video reaches pod 1"
@@ -99,8 +99,8 @@ sealed() { has_video 2 11111111-0000-0000-0000-000000000005 "$(url 1)" && has_vi
              && [[ $(stat 'j.decrypted') -ge 1 ]]; }
 wait_for 30 sealed
 ok $? "with encryption on, pod 1's video reaches pods 2 and 3 (they open the sealed body) and the sink"
-is "$(stat '[j.received, j.verified, j.encrypted, j.decrypted, j.decrypt_failed, j.plain_types["video.published"]].join(" ")')" "1 1 1 1 0 1" \
-  "the sink got one signed, sealed request and opened it with Node's crypto: a video.published"
+is "$(stat '[j.received, j.verified, j.encrypted, j.decrypted, j.decrypt_failed, j.plain_types["pubsub.publish"]].join(" ")')" "1 1 1 1 0 1" \
+  "the sink got one signed, sealed request and opened it with Node's crypto: a pubsub.publish"
 qp 1 -c "SELECT pod.set_setting('federation.encrypt', 'false'); DELETE FROM pod.friends WHERE url = '$sink'" >/dev/null
 
 # Pod 3's gateway goes down: pod 1's deliveries to it fail, retry, its score falls.
@@ -128,7 +128,8 @@ publish 1 11111111-0000-0000-0000-000000000021 "pod 3 will not get this"
 revoked() { [[ $(qp 1 -c "SELECT state FROM pod.friends WHERE url = '$(url 3)'") == revoked ]]; }
 wait_for 30 revoked
 ok $? "failed attempts drive pod 3's score to 0 at pod 1: revoked"
-is "$(qp 1 -c "SELECT count(*) FROM pod.videos WHERE origin = '$(url 3)'")" "0" "pod 3's videos are gone from pod 1's index"
+is "$(qp 1 -c "SELECT count(*) FROM api.network_videos WHERE origin = '$(url 3)'") $(qp 1 -c "SELECT count(*) FROM pod.pubsub_nodes WHERE service = '$(url 3)'")" "0 0" \
+  "pod 3's videos and nodes are gone from pod 1's cache"
 ok "$(has_video 2 11111111-0000-0000-0000-000000000021 "$(url 1)"; echo $?)" "pod 2 still gets pod 1's videos"
 
 # Pod 2's PostgreSQL restarts under its federator: the daemon reconnects and delivers.

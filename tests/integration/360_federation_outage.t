@@ -75,10 +75,10 @@ wait_for 90 all_done
 ok $? "every retried delivery is done"
 a_state=$(q -c "SELECT string_agg(uuid || ' ' || name || ' ' || coalesce(description, '-') || ' ' || version, E'\n' ORDER BY uuid)
                   FROM pod.videos WHERE channel_id = (SELECT id FROM pod.channels WHERE name = 'outage') AND state = 'published'")
-b_state=$(qb -c "SELECT string_agg(uuid || ' ' || name || ' ' || coalesce(description, '-') || ' ' || version, E'\n' ORDER BY uuid)
-                   FROM pod.videos WHERE origin = '$a_url'")
+b_state=$(qb -c "SELECT string_agg(v.uuid || ' ' || v.name || ' ' || coalesce(v.description, '-') || ' ' || i.version, E'\n' ORDER BY v.uuid)
+                   FROM api.network_videos v JOIN pod.pubsub_items i USING (id) WHERE v.origin = '$a_url'")
 is "$b_state" "$a_state" "B holds exactly A's published videos at A's last versions"
-is "$(qb -c "SELECT count(*) FROM pod.videos WHERE uuid IN ('00000000-0000-4000-8000-000000000003', '00000000-0000-4000-8000-000000000004', '00000000-0000-4000-8000-000000000005')")" \
+is "$(qb -c "SELECT count(*) FROM api.network_videos WHERE uuid IN ('00000000-0000-4000-8000-000000000003', '00000000-0000-4000-8000-000000000004', '00000000-0000-4000-8000-000000000005')")" \
   "0" "the unpublished and the deleted videos were not brought back by their older updates"
 is "$(qb -c "SELECT count(*) FROM pod.federated_tombstones WHERE origin = '$a_url'")" "3" "B keeps their tombstones"
 

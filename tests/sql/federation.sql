@@ -131,17 +131,17 @@ CREATE FUNCTION pg_temp.send(n int, body text, headers jsonb) RETURNS jsonb
 SELECT pg_temp.send(1, b, pg_temp.signed(o.url, o.private_key, b))
   FROM other o, pg_temp.activity('video.published', '{"object": {"uuid": "11111111-1111-1111-1111-111111111111", "name": "Remote one", "author": "alice", "magnet": "magnet:?xt=urn:btih:abc", "duration": 61}}') b;
 SELECT is((SELECT reply ->> 'status' FROM r WHERE n = 1), 'applied', 'a signed video.published from a friend is applied');
-SELECT is((SELECT origin || '|' || name || '|' || author || '|' || duration::text FROM pod.videos WHERE uuid = '11111111-1111-1111-1111-111111111111'),
-          'http://127.0.0.1:57999|Remote one|alice|00:01:01', 'the video is in the index with the friend as origin');
+SELECT is((SELECT origin || '|' || name || '|' || author || '|' || duration::text FROM api.network_videos WHERE uuid = '11111111-1111-1111-1111-111111111111'),
+          'http://127.0.0.1:57999|Remote one|alice|61', 'the video is in the network index with the friend as origin');
 
 -- The same activity again (a retry: new Date, new signature) is acknowledged, not applied twice.
 CREATE TEMP TABLE dup AS SELECT pg_temp.activity('video.updated', '{"object": {"uuid": "11111111-1111-1111-1111-111111111111", "name": "Renamed"}}') AS b;
 SELECT pg_temp.send(2, b, pg_temp.signed(o.url, o.private_key, b)) FROM other o, dup;
-UPDATE pod.videos SET name = 'Changed here' WHERE uuid = '11111111-1111-1111-1111-111111111111';
+UPDATE pod.pubsub_items SET parsed = jsonb_set(parsed, '{title}', '"Changed here"') WHERE name = '11111111-1111-1111-1111-111111111111';
 SELECT pg_temp.send(3, b, pg_temp.signed(o.url, o.private_key, b, now() + interval '1 second')) FROM other o, dup;
 SELECT is((SELECT reply ->> 'status' FROM r WHERE n = 3), 'duplicate', 'a retried delivery (same request id) is acknowledged as duplicate');
 SELECT is((SELECT reply ->> 'http' FROM r WHERE n = 3), '200', 'with 200, so the sender stops retrying');
-SELECT is((SELECT name FROM pod.videos WHERE uuid = '11111111-1111-1111-1111-111111111111'), 'Changed here', 'and not applied a second time');
+SELECT is((SELECT name FROM api.network_videos WHERE uuid = '11111111-1111-1111-1111-111111111111'), 'Changed here', 'and not applied a second time');
 
 -- Refusals: each answered 400/401/403 with a reason, logged, changing nothing else.
 CREATE TEMP TABLE before AS SELECT (SELECT count(*) FROM pod.videos) AS videos, (SELECT count(*) FROM pod.inbox_rejections) AS rejections,
@@ -204,7 +204,7 @@ SELECT pg_temp.send(30, e, pg_temp.signed(o.url, o.private_key, e)) FROM other o
   pod.envelope_seal_json(pg_temp.activity('video.published', '{"object": {"uuid": "44444444-4444-4444-4444-444444444444", "name": "Sealed"}}'),
                          (SELECT public_key FROM pod.identity)) e;
 SELECT is((SELECT reply ->> 'status' FROM r WHERE n = 30), 'applied', 'an encrypted activity is decrypted and applied');
-SELECT is((SELECT name FROM pod.videos WHERE uuid = '44444444-4444-4444-4444-444444444444'), 'Sealed', 'its video is there');
+SELECT is((SELECT name FROM api.network_videos WHERE uuid = '44444444-4444-4444-4444-444444444444'), 'Sealed', 'its video is there');
 SELECT pg_temp.send(31, e, pg_temp.signed(o.url, o.private_key, e)) FROM other o,
   pod.envelope_seal_json(pg_temp.activity('video.published', '{"object": {"uuid": "55555555-5555-5555-5555-555555555555", "name": "Other key"}}'),
                          (SELECT public_key FROM stranger)) e;
@@ -213,7 +213,7 @@ SELECT is((SELECT reply ->> 'http' FROM r WHERE n = 31), '400', 'a body sealed f
 -- video.removed only removes the sender's own videos.
 SELECT pg_temp.send(32, b, pg_temp.signed(o.url, o.private_key, b)) FROM other o,
   pg_temp.activity('video.removed', '{"object": {"uuid": "44444444-4444-4444-4444-444444444444"}}') b;
-SELECT is((SELECT count(*) FROM pod.videos WHERE uuid = '44444444-4444-4444-4444-444444444444'), 0::bigint, 'video.removed removes it');
+SELECT is((SELECT count(*) FROM api.network_videos WHERE uuid = '44444444-4444-4444-4444-444444444444'), 0::bigint, 'video.removed removes it');
 
 -- A friend request from an unknown pod. Its key is not taken from the request: the
 -- request is held (202) and the key fetched from the pod's URL (a verify_key job).
@@ -255,8 +255,8 @@ CREATE TEMP TABLE vkr AS
 SELECT is((SELECT concat_ws(' ', reply #>> '{applied,0,status}', reply #>> '{applied,1,status}', reply #>> '{applied,2,status}')
              FROM vkr WHERE pod_url = 'http://127.0.0.1:57998'),
   'befriended applied applied', 'with the key from its URL, the stranger''s held requests verify and are applied in order');
-SELECT is((SELECT origin FROM pod.videos WHERE uuid = '88888888-8888-8888-8888-88888888888a'), 'http://127.0.0.1:57998', 'the sealed one was opened and applied');
-SELECT is((SELECT origin FROM pod.videos WHERE uuid = '88888888-8888-8888-8888-888888888888'), 'http://127.0.0.1:57998', 'its video is in the index');
+SELECT is((SELECT origin FROM api.network_videos WHERE uuid = '88888888-8888-8888-8888-88888888888a'), 'http://127.0.0.1:57998', 'the sealed one was opened and applied');
+SELECT is((SELECT origin FROM api.network_videos WHERE uuid = '88888888-8888-8888-8888-888888888888'), 'http://127.0.0.1:57998', 'its video is in the index');
 SELECT is((SELECT reply #>> '{applied,0,message}' FROM vkr WHERE pod_url = 'http://127.0.0.1:57995'),
   'signature does not verify with the key published at http://127.0.0.1:57995', 'the impostor''s request is refused');
 SELECT is((SELECT count(*) FROM pod.friends WHERE url = 'http://127.0.0.1:57995'), 0::bigint, 'and the impersonated pod is no friend');
@@ -297,7 +297,7 @@ UPDATE pod.jobs SET run_at = now() WHERE state = 'waiting';
 CREATE TEMP TABLE c5 AS SELECT job_id FROM pod.deliveries_claim('fed', 10);
 SELECT pod.job_fail(ARRAY(SELECT job_id FROM c5), ARRAY(SELECT 'down' FROM c5), 'fed');
 SELECT is((SELECT state::text || ':' || score FROM pod.friends WHERE url = 'http://127.0.0.1:57999'), 'revoked:0', 'at 0 the friend is revoked');
-SELECT is((SELECT count(*) FROM pod.videos WHERE origin = 'http://127.0.0.1:57999'), 0::bigint, 'its videos are removed');
+SELECT is((SELECT count(*) FROM api.network_videos WHERE origin = 'http://127.0.0.1:57999'), 0::bigint, 'its videos are removed');
 SELECT is((SELECT count(*) FROM pod.pubsub_items WHERE publisher = 'http://127.0.0.1:57999') + (SELECT count(*) FROM pod.pubsub_nodes WHERE service = 'http://127.0.0.1:57999'),
           0::bigint, 'its cached pubsub nodes and items are removed');
 SELECT is((SELECT count(*) FROM pod.jobs WHERE target = 'http://127.0.0.1:57999' AND state = 'waiting'), 0::bigint, 'its waiting deliveries are dropped');
@@ -369,7 +369,8 @@ SELECT is(pod.friend_keys_refresh(), 0, 'and its refusal fetches no key again wi
 UPDATE pod.friends SET key_fetched_at = now() - interval '11 minutes' WHERE url = 'http://127.0.0.1:57999';
 SELECT is(pod.friend_keys_refresh(), 1, 'after it, it does');
 
--- Publishing a local video enqueues one delivery per active friend --------------------
+-- Publishing a local video enqueues one delivery per active friend (a pubsub event of
+-- this pod's videos node) ------------------------------------------------------------
 DELETE FROM pod.jobs;
 INSERT INTO pod.friends (url, state) VALUES ('http://127.0.0.1:57997', 'pending');
 INSERT INTO pod.users (id, email, pass_hash) VALUES ('99999999-9999-9999-9999-999999999999', 'fed@example.org', '$argon2id$test');
@@ -377,13 +378,15 @@ INSERT INTO pod.channels (owner_id, name, display_name) VALUES ('99999999-9999-9
 INSERT INTO pod.videos (uuid, channel_id, name, state) SELECT '77777777-7777-7777-7777-777777777777', id, 'Draft', 'uploaded' FROM pod.channels;
 SELECT is((SELECT count(*) FROM pod.jobs), 0::bigint, 'an unpublished video is not announced');
 UPDATE pod.videos SET state = 'published' WHERE uuid = '77777777-7777-7777-7777-777777777777';
-SELECT is((SELECT array_agg(target || ' ' || (payload #>> '{activity,type}') ORDER BY target) FROM pod.jobs),
-  ARRAY['http://127.0.0.1:57998 video.published', 'http://127.0.0.1:57999 video.published'], 'publishing it enqueues video.published to each active friend');
-SELECT is((SELECT DISTINCT payload #>> '{activity,object,author}' FROM pod.jobs), 'fedchan', 'the announced video carries its author (channel)');
+SELECT is((SELECT array_agg(target || ' ' || (payload #>> '{activity,type}') ORDER BY target) FROM pod.jobs WHERE kind = 'deliver'),
+  ARRAY['http://127.0.0.1:57998 pubsub.publish', 'http://127.0.0.1:57999 pubsub.publish'], 'publishing it enqueues pubsub.publish to each active friend');
+SELECT is((SELECT DISTINCT pod.pubsub_parse('video', payload #>> '{activity,object,payload}') #>> '{author,name}' FROM pod.jobs WHERE kind = 'deliver'),
+  'fedchan', 'the announced video item carries its author (channel)');
 UPDATE pod.videos SET name = 'Final' WHERE uuid = '77777777-7777-7777-7777-777777777777';
-SELECT is((SELECT count(*) FROM pod.jobs WHERE payload #>> '{activity,type}' = 'video.updated'), 2::bigint, 'a change is announced as video.updated');
+SELECT is((SELECT count(*) FROM pod.jobs WHERE payload #>> '{activity,type}' = 'pubsub.publish' AND payload #>> '{activity,object,version}' = '2'),
+  2::bigint, 'a change is announced as pubsub.publish of version 2');
 DELETE FROM pod.videos WHERE uuid = '77777777-7777-7777-7777-777777777777';
-SELECT is((SELECT count(*) FROM pod.jobs WHERE payload #>> '{activity,type}' = 'video.removed'), 2::bigint, 'a removal as video.removed');
+SELECT is((SELECT count(*) FROM pod.jobs WHERE payload #>> '{activity,type}' = 'pubsub.retract'), 2::bigint, 'a removal as pubsub.retract');
 
 -- Admin: remove a friend, leave the network.
 SELECT ok(pod.remove_friend('http://127.0.0.1:57998'), 'remove_friend');

@@ -206,12 +206,12 @@ SELECT ok((SELECT updated_at > now() - interval '1 minute' FROM upd), 'UPDATE â€
 SELECT is((SELECT version FROM upd), 2::bigint, 'and the version is raised');
 UPDATE pod.videos SET name = 'v2' WHERE uuid = '30000000-0000-4000-8000-000000000001';
 SELECT is((SELECT version FROM pod.videos WHERE uuid = '30000000-0000-4000-8000-000000000001'), 2::bigint, 'a write that changes nothing raises nothing');
-SELECT is((SELECT payload #>> '{activity,object,version}' FROM pod.jobs WHERE payload #>> '{activity,type}' = 'video.updated'
-             AND payload #>> '{activity,object,uuid}' = '30000000-0000-4000-8000-000000000001' ORDER BY id DESC LIMIT 1), '2',
-  'video.updated carries the version');
+SELECT is((SELECT payload #>> '{activity,object,version}' FROM pod.jobs WHERE payload #>> '{activity,type}' = 'pubsub.publish'
+             AND payload #>> '{activity,object,item}' = '30000000-0000-4000-8000-000000000001' ORDER BY id DESC LIMIT 1), '2',
+  'the change (pubsub.publish of the video''s item) carries the version');
 DELETE FROM pod.videos WHERE uuid = '30000000-0000-4000-8000-000000000001';
-SELECT is((SELECT DISTINCT payload #>> '{activity,object,version}' FROM pod.jobs WHERE payload #>> '{activity,type}' = 'video.removed'
-             AND payload #>> '{activity,object,uuid}' = '30000000-0000-4000-8000-000000000001'), '3', 'video.removed carries the removal''s version');
+SELECT is((SELECT DISTINCT payload #>> '{activity,object,version}' FROM pod.jobs WHERE payload #>> '{activity,type}' = 'pubsub.retract'
+             AND payload #>> '{activity,object,item}' = '30000000-0000-4000-8000-000000000001'), '3', 'the removal (pubsub.retract) carries its version');
 
 -- A friend's video, deliveries arriving out of order.
 CREATE FUNCTION pg_temp.deliver(type text, v jsonb) RETURNS text
@@ -222,18 +222,19 @@ SELECT is(pg_temp.deliver('video.published', pg_temp.video('40000000-0000-4000-8
   'video.published v1 arrives late: acknowledged (200 stale), not applied');
 SELECT is(pg_temp.deliver('video.updated', pg_temp.video('40000000-0000-4000-8000-000000000001', 'second', 2, '2026-03-02T00:00:00Z')), '200 stale',
   'video.updated v2 arrives late: stale');
-SELECT is((SELECT name || ' ' || version FROM pod.videos WHERE uuid = '40000000-0000-4000-8000-000000000001'), 'third 3', 'the video is v3');
+SELECT is((SELECT v.name || ' ' || i.version FROM api.network_videos v JOIN pod.pubsub_items i USING (id) WHERE v.uuid = '40000000-0000-4000-8000-000000000001'),
+  'third 3', 'the video is v3');
 SELECT is(pg_temp.deliver('video.removed', pg_temp.video('40000000-0000-4000-8000-000000000001', NULL, 4, '2026-03-04T00:00:00Z') - 'name'), '200 applied',
   'video.removed v4: removed');
 SELECT is(pg_temp.deliver('video.updated', pg_temp.video('40000000-0000-4000-8000-000000000001', 'zombie', 3, '2026-03-03T12:00:00Z')), '200 stale',
   'a late video.updated (older than the removal) does not bring it back');
-SELECT is((SELECT count(*) FROM pod.videos WHERE uuid = '40000000-0000-4000-8000-000000000001'), 0::bigint, 'it stays removed');
+SELECT is((SELECT count(*) FROM api.network_videos WHERE uuid = '40000000-0000-4000-8000-000000000001'), 0::bigint, 'it stays removed');
 SELECT is(pg_temp.deliver('video.published', pg_temp.video('40000000-0000-4000-8000-000000000001', 'again', 5, '2026-03-05T00:00:00Z')), '200 applied',
   'published again at the origin (v5, newer than the removal): applied');
 SELECT is((SELECT count(*) FROM pod.federated_tombstones WHERE object_id = '40000000-0000-4000-8000-000000000001'), 0::bigint, 'its tombstone is spent');
 SELECT is(pg_temp.deliver('video.removed', pg_temp.video('40000000-0000-4000-8000-000000000001', NULL, 4, '2026-03-04T00:00:00Z') - 'name'), '200 stale',
   'a removal older than what is held removes nothing');
-SELECT is((SELECT name FROM pod.videos WHERE uuid = '40000000-0000-4000-8000-000000000001'), 'again', 'v5 stays');
+SELECT is((SELECT name FROM api.network_videos WHERE uuid = '40000000-0000-4000-8000-000000000001'), 'again', 'v5 stays');
 SELECT is(pg_temp.deliver('video.removed', pg_temp.video('40000000-0000-4000-8000-000000000002', NULL, 2, '2026-03-02T00:00:00Z') - 'name'), '200 applied',
   'a removal of a video never seen is recorded');
 SELECT is(pg_temp.deliver('video.published', pg_temp.video('40000000-0000-4000-8000-000000000002', 'late', 1, '2026-03-01T00:00:00Z')), '200 stale',

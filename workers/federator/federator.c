@@ -2,8 +2,10 @@
  * federator.c — pgpod's federation daemon: claims deliveries (signed by PostgreSQL at
  * claim time), POSTs them concurrently with libcurl multi (bounded in total and per
  * friend), and reports outcomes back in batches; runs fetch jobs (signed GETs:
- * make_friends asks each pod for its friend list, verify_key a pod for its key). The database owns every job: this process only holds leases,
- * so killing it at any moment loses nothing (leases expire, jobs are claimed again).
+ * make_friends asks each pod for its friend list, verify_key a pod for its key;
+ * feed_poll a subscribed feed, conditionally; pubsub_sync a page of a friend's node).
+ * The database owns every job: this process only holds leases, so killing it at any
+ * moment loses nothing (leases expire, jobs are claimed again).
  * Single-threaded on one libev loop; one libpq connection (wk_db) for LISTEN and queries.
  */
 #define _GNU_SOURCE /* strcasestr */
@@ -56,6 +58,7 @@ typedef struct transfer
 	struct curl_slist *headers;
 	CURL *easy;
 	wk_buf response; /* the first bytes of the answer, for errors and lists */
+	wk_buf validators; /* a feed poll's ETag and Last-Modified header lines */
 } transfer;
 
 /* A target pod: its waiting transfers and how many are in flight. */
@@ -297,6 +300,7 @@ transfer_free(transfer *t)
 	free(t->url);
 	free(t->body);
 	wk_buf_free(&t->response);
+	wk_buf_free(&t->validators);
 	free(t);
 }
 
@@ -326,6 +330,56 @@ transfer_new(federator *fed, long long job_id, const char *url, const char *head
 	                      strcasestr(header_lines, "\naccept:") == NULL))
 		t->headers = curl_slist_append(t->headers, "Accept: application/json");
 	return t;
+}
+
+/* --- feed polls: the validators of the answer ------------------------------------------ */
+
+/* Keeps the ETag and Last-Modified lines of a feed poll's answer (the next poll is
+ * conditional on them). */
+static size_t
+feed_header_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+	transfer *t = userp;
+	size_t n = size * nmemb;
+
+	if ((n > 5 && strncasecmp(data, "ETag:", 5) == 0) ||
+	    (n > 14 && strncasecmp(data, "Last-Modified:", 14) == 0))
+	{
+		size_t len = n;
+
+		while (len > 0 && (data[len - 1] == '\r' || data[len - 1] == '\n'))
+			len--;
+		if (len < 1000)
+		{
+			wk_buf_add(&t->validators, data, len);
+			wk_buf_add(&t->validators, "\n", 1);
+		}
+	}
+	return n;
+}
+
+/* A feed poll's answer for SQL: "HTTP <status>", the validator lines, an empty line,
+ * the body (or, when the transfer failed, "HTTP 0" and curl's error). */
+static char *
+feed_answer(transfer *t, long status, CURLcode rc)
+{
+	wk_buf a = {0};
+	char *r;
+
+	if (rc != CURLE_OK)
+		wk_buf_printf(&a, "HTTP 0\n\n%s", curl_easy_strerror(rc));
+	else
+	{
+		wk_buf_printf(&a, "HTTP %ld\n", status);
+		if (t->validators.len)
+			wk_buf_add(&a, t->validators.data, t->validators.len);
+		wk_buf_add(&a, "\n", 1);
+		if (t->response.len)
+			wk_buf_add(&a, t->response.data, t->response.len);
+	}
+	r = xstrdup(a.data ? a.data : "");
+	wk_buf_free(&a);
+	return r;
 }
 
 /* Is an address one a pod must not be made to reach for a stranger: loopback,
@@ -402,6 +456,11 @@ transfer_start(federator *fed, transfer *t)
 	curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "pgpod-federator/0.1");
 	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	if (t->fetch && strcmp(t->fetch->kind, "feed_poll") == 0)
+	{
+		curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, feed_header_cb);
+		curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
+	}
 	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
 	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, t);
 	curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L); /* a redirect is an answer, not a hop */
@@ -472,7 +531,9 @@ fetch_finished(federator *fed, transfer *t, long status, CURLcode rc)
 	while (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')
 		body++;
 	job->statuses[t->fetch_index] = t->refused ? -1 : rc == CURLE_OK ? status : 0;
-	if (rc == CURLE_OK && status / 100 == 2 && *body != '\0')
+	if (strcmp(job->kind, "feed_poll") == 0)
+		job->answers[t->fetch_index] = feed_answer(t, status, rc); /* 304 and errors count too */
+	else if (rc == CURLE_OK && status / 100 == 2 && *body != '\0')
 		job->answers[t->fetch_index] = xstrdup(body);
 	else
 		wk_log(WK_WARN, "%s job %lld: %s answered nothing usable (%s, HTTP %ld)", job->kind,
@@ -637,9 +698,9 @@ static const char *const RECLAIM_SQL = "SELECT pod.job_reclaim($1)";
 /* Fetch jobs (make_friends: friend lists; verify_key: a pod's identity document):
  * one job at a time, one signed GET per pod, every answer handed back to SQL. */
 static const char *const CLAIM_FETCH_SQL =
-    "SELECT job_id, kind, pod_url, url, array_to_string(headers, E'\\n') FROM pod.fetches_claim($1)";
+    "SELECT job_id, kind, pod_url, url, array_to_string(headers, E'\\n') FROM pod.fetch_jobs_claim($1)";
 static const char *const FINISH_FETCH_SQL =
-    "SELECT pod.fetches_finish($1::bigint, $2, $3::text[], $4::text[], $5::integer[])";
+    "SELECT pod.fetch_jobs_finish($1::bigint, $2, $3::text[], $4::text[], $5::integer[])";
 /* Pruning, and fetching again the keys of friends whose requests stopped verifying. */
 static const char *const PRUNE_SQL = "SELECT pod.jobs_prune(), pod.inbox_prune(), pod.friend_keys_refresh()";
 
@@ -1111,7 +1172,8 @@ db_notify(wk_db *db, const char *channel, void *arg)
 	if (strcmp(channel, "pod_jobs_deliver") == 0)
 		fed->want_deliveries = fed->more_waiting = true;
 	else if (strcmp(channel, "pod_jobs_make_friends") == 0 ||
-	         strcmp(channel, "pod_jobs_verify_key") == 0)
+	         strcmp(channel, "pod_jobs_verify_key") == 0 || strcmp(channel, "pod_jobs_feed_poll") == 0 ||
+	         strcmp(channel, "pod_jobs_pubsub_sync") == 0)
 		fed->want_fetches = true;
 	schedule(fed);
 }
@@ -1230,7 +1292,8 @@ int
 main(int argc, char **argv)
 {
 	static const char *const channels[] = {"pod_jobs_deliver", "pod_jobs_make_friends",
-	                                            "pod_jobs_verify_key", NULL};
+	                                            "pod_jobs_verify_key", "pod_jobs_feed_poll",
+	                                            "pod_jobs_pubsub_sync", NULL};
 	federator fed = {0};
 	char host[64] = "host";
 	char conninfo[256];

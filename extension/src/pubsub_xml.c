@@ -1,0 +1,232 @@
+/*
+ * pubsub_xml.c — reading untrusted XML for the pubsub cache with libxml2, safely: no
+ * document type declaration at all (so no entity can be declared, expanded or loaded:
+ * XXE and "billion laughs" are refused before anything is expanded), no network, a
+ * size and a depth limit. Also splits a feed document (Atom or RSS 2.0) into its
+ * entries, each a standalone XML payload (pod.feed_entries).
+ * libxml2 allocates with malloc: every document is freed on the error path too.
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/xml.h"
+
+#include <libxml/parser.h>
+#include <libxml/parserInternals.h>
+#include <libxml/xmlsave.h>
+
+#include "pubsub.h"
+
+PG_FUNCTION_INFO_V1(feed_entries);
+
+/* A DOCTYPE (with or without internal subset) stops the parse at once. */
+static void
+refuse_doctype(void *ctx, const xmlChar *name, const xmlChar *external_id, const xmlChar *system_id)
+{
+	xmlParserCtxtPtr ctxt = ctx;
+
+	*(bool *)ctxt->_private = true;
+	xmlStopParser(ctxt);
+}
+
+static int
+depth_of(const xmlNode *n, int depth)
+{
+	int deepest = depth;
+
+	for (const xmlNode *c = n->children; c; c = c->next)
+		if (c->type == XML_ELEMENT_NODE)
+		{
+			int d = depth_of(c, depth + 1);
+
+			if (d > deepest)
+				deepest = d;
+			if (deepest > PUBSUB_MAX_DEPTH)
+				break;
+		}
+	return deepest;
+}
+
+xmlDocPtr
+pubsub_xml_read(const char *data, size_t len, size_t max_bytes)
+{
+	PgXmlErrorContext *xerr;
+	xmlParserCtxtPtr volatile ctxt = NULL;
+	xmlDocPtr volatile doc = NULL;
+	bool doctype = false;
+
+	if (len > max_bytes)
+		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+		                errmsg("XML payload of %zu bytes is over the limit of %zu bytes", len, max_bytes)));
+	if (len > INT_MAX)
+		elog(ERROR, "XML payload too large");
+
+	xerr = pg_xml_init(PG_XML_STRICTNESS_WELLFORMED);
+	PG_TRY();
+	{
+		ctxt = xmlNewParserCtxt();
+		if (ctxt == NULL || pg_xml_error_occurred(xerr))
+			xml_ereport(xerr, ERROR, ERRCODE_OUT_OF_MEMORY, "could not allocate an XML parser");
+		ctxt->_private = &doctype;
+		ctxt->sax->internalSubset = refuse_doctype;
+		ctxt->sax->externalSubset = refuse_doctype;
+		/* Without XML_PARSE_NOENT, XML_PARSE_DTDLOAD or XML_PARSE_HUGE: nothing is
+		 * substituted or loaded, and libxml2 keeps its own text-size limits. */
+		doc = xmlCtxtReadMemory(ctxt, data, (int)len, NULL, NULL,
+		                        XML_PARSE_NONET | XML_PARSE_NOWARNING);
+		if (doctype)
+			ereport(ERROR, (errcode(ERRCODE_PUBSUB_DTD_REFUSED),
+			                errmsg("XML with a document type declaration is refused"),
+			                errdetail("Payloads may not declare a DTD or entities (external entities and entity expansion are never processed).")));
+		if (doc == NULL || !ctxt->wellFormed || pg_xml_error_occurred(xerr))
+			xml_ereport(xerr, ERROR, ERRCODE_INVALID_XML_DOCUMENT, "payload is not well-formed XML");
+		if (xmlDocGetRootElement(doc) == NULL)
+			ereport(ERROR, (errcode(ERRCODE_INVALID_XML_DOCUMENT), errmsg("payload has no root element")));
+		if (depth_of(xmlDocGetRootElement(doc), 1) > PUBSUB_MAX_DEPTH)
+			ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			                errmsg("XML payload is nested deeper than %d elements", PUBSUB_MAX_DEPTH)));
+	}
+	PG_CATCH();
+	{
+		if (doc)
+			xmlFreeDoc(doc);
+		if (ctxt)
+			xmlFreeParserCtxt(ctxt);
+		pg_xml_done(xerr, true);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	xmlFreeParserCtxt(ctxt);
+	pg_xml_done(xerr, false);
+	return doc;
+}
+
+#define XNAME_IS(n, s) (xmlStrEqual((n)->name, BAD_CAST(s)))
+
+bool
+pubsub_xml_is(const xmlNode *n, const char *ns, const char *name)
+{
+	if (n == NULL || n->type != XML_ELEMENT_NODE || !XNAME_IS(n, name))
+		return false;
+	if (ns == NULL)
+		return n->ns == NULL || n->ns->href == NULL || n->ns->href[0] == '\0';
+	return n->ns && xmlStrEqual(n->ns->href, BAD_CAST ns);
+}
+
+/* One entry as a document of its own (namespaces declared where the copy needs them). */
+static text *
+entry_text(xmlNodePtr entry)
+{
+	xmlDocPtr doc = xmlNewDoc(BAD_CAST "1.0");
+	xmlBufferPtr buf = NULL;
+	text *result = NULL;
+
+	PG_TRY();
+	{
+		xmlNodePtr copy;
+
+		if (doc == NULL)
+			elog(ERROR, "out of memory copying a feed entry");
+		copy = xmlDocCopyNode(entry, doc, 1);
+		if (copy == NULL)
+			elog(ERROR, "out of memory copying a feed entry");
+		xmlDocSetRootElement(doc, copy);
+		xmlReconciliateNs(doc, copy);
+		buf = xmlBufferCreate();
+		if (buf == NULL || xmlNodeDump(buf, doc, copy, 0, 0) < 0)
+			elog(ERROR, "could not serialise a feed entry");
+		result = cstring_to_text_with_len((const char *)xmlBufferContent(buf), xmlBufferLength(buf));
+	}
+	PG_CATCH();
+	{
+		if (buf)
+			xmlBufferFree(buf);
+		xmlFreeDoc(doc);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	xmlBufferFree(buf);
+	xmlFreeDoc(doc);
+	return result;
+}
+
+/*
+ * pod.feed_entries(document text) RETURNS TABLE (format text, entry text, alternate text):
+ * the entries of an Atom feed (format 'atom') or the items of an RSS 2.0 channel
+ * ('rss'), each as its own XML payload; an Atom feed that names an RSS alternate
+ * (link rel=alternate type=application/rss+xml) gives it in the first row's alternate.
+ */
+Datum
+feed_entries(PG_FUNCTION_ARGS)
+{
+	text *document = PG_GETARG_TEXT_PP(0);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *)fcinfo->resultinfo;
+	xmlDocPtr volatile doc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	doc = pubsub_xml_read(VARDATA_ANY(document), VARSIZE_ANY_EXHDR(document), PUBSUB_MAX_FEED_BYTES);
+	PG_TRY();
+	{
+		xmlNodePtr root = xmlDocGetRootElement(doc);
+		xmlNodePtr parent = NULL;
+		const char *format = NULL;
+		const char *entry_name = NULL;
+		const char *entry_ns = NULL;
+		char *alternate = NULL;
+
+		if (pubsub_xml_is(root, NS_ATOM, "feed"))
+		{
+			parent = root, format = "atom", entry_name = "entry", entry_ns = NS_ATOM;
+			for (xmlNodePtr c = root->children; c; c = c->next)
+				if (pubsub_xml_is(c, NS_ATOM, "link") && alternate == NULL)
+				{
+					xmlChar *rel = xmlGetProp(c, BAD_CAST "rel");
+					xmlChar *type = xmlGetProp(c, BAD_CAST "type");
+					xmlChar *href = xmlGetProp(c, BAD_CAST "href");
+
+					if (rel && type && href && xmlStrEqual(rel, BAD_CAST "alternate") &&
+					    xmlStrEqual(type, BAD_CAST "application/rss+xml"))
+						alternate = pstrdup((char *)href);
+					xmlFree(rel);
+					xmlFree(type);
+					xmlFree(href);
+				}
+		}
+		else if (pubsub_xml_is(root, NULL, "rss"))
+		{
+			format = "rss", entry_name = "item", entry_ns = NULL;
+			for (xmlNodePtr c = root->children; c; c = c->next)
+				if (pubsub_xml_is(c, NULL, "channel"))
+					parent = c;
+		}
+		else if (pubsub_xml_is(root, NS_ATOM, "entry") || pubsub_xml_is(root, NULL, "item"))
+			ereport(ERROR, (errcode(ERRCODE_INVALID_XML_CONTENT),
+			                errmsg("document is a single entry, not a feed")));
+		else
+			ereport(ERROR, (errcode(ERRCODE_INVALID_XML_CONTENT),
+			                errmsg("document is neither an Atom feed nor an RSS 2.0 channel"),
+			                errdetail("Its root element is <%s>.", (const char *)root->name)));
+		for (xmlNodePtr c = parent ? parent->children : NULL; c; c = c->next)
+			if (pubsub_xml_is(c, entry_ns, entry_name))
+			{
+				Datum values[3];
+				bool nulls[3] = {false, false, alternate == NULL};
+
+				values[0] = CStringGetTextDatum(format);
+				values[1] = PointerGetDatum(entry_text(c));
+				values[2] = alternate ? CStringGetTextDatum(alternate) : (Datum)0;
+				tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+				alternate = NULL;
+			}
+	}
+	PG_CATCH();
+	{
+		xmlFreeDoc(doc);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	xmlFreeDoc(doc);
+	return (Datum)0;
+}
