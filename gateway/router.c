@@ -118,6 +118,10 @@ gw_route(gw_req *req)
 	}
 	if ((name = segment_after(p, "/files/")) && get)
 	{
+		/* /files/<id>.<ext>: HLS loaders (ffmpeg's) want an extension on segment URLs */
+		const char *dot = strchr(name, '.');
+		if (dot && dot - name == 36 && strlen(dot) <= 9)
+			name = gw_arena_strndup(&req->arena, name, 36);
 		gw_static_handle(req, name);
 		return;
 	}
