@@ -16,7 +16,7 @@ cleanup() {
   [[ ${PGPOD_KEEP:-0} == 1 ]] || rm -rf "$work"
 }
 trap cleanup EXIT
-plan 36
+plan 41
 
 # --- clips (small: the suite runs on two shared cores) --------------------------------
 ff() { ffmpeg -v error -nostdin -y "$@"; }
@@ -143,17 +143,41 @@ blobs_missing=$(q -c "SELECT encode(sha256, 'hex') FROM pod.files f JOIN pod.use
   while read -r h; do [[ -f $store/blobs/${h:0:2}/$h ]] || echo "$h"; done | wc -l)
 is "$blobs_missing" 0 "every file's blob is in the store"
 
+# --- SIGTERM: ffmpeg stops, the job goes back to the queue untouched ---------------------
+long_file=$(upload "$work/long.mp4" video/mp4)
+long=$(create "$long_file" "Long clip")
+going() { (($(q -c "SELECT progress FROM pod.videos WHERE uuid = '$long' AND state = 'transcoding'") >= 10)); }
+gone() { ! kill -0 "$1" 2>/dev/null || [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]]; }
+wait_for 120 going
+tpid=$(cat "$PGPOD_DIR/run/transcoder.pid")
+ffpid=$(pgrep -P "$tpid" ffmpeg)
+kill -TERM "$tpid"
+wait_for 30 gone "$tpid"
+ok $? "SIGTERM stops the transcoder mid-job"
+gone "$ffpid"
+ok $? "and its ffmpeg"
+is "$(q -c "SELECT j.state || ' ' || j.attempts || ' ' || (j.lease_until IS NULL) || ' ' || v.state || ' ' || v.progress
+            FROM pod.jobs j JOIN pod.videos v ON v.uuid::text = j.target WHERE v.uuid = '$long'")" "waiting 0 true uploaded 0" \
+  "the job is given back (attempt not counted), the video waits again"
+no_stray
+ok $? "its work directory is removed"
+if command -v systemd-analyze >/dev/null; then
+  sed "s#/opt/pgpod#$top#g" "$top/workers/systemd/pgpod-transcoder.service" >"$work/pgpod-transcoder.service"
+  out=$(systemd-analyze verify "$work/pgpod-transcoder.service" 2>&1); rc=$?
+  ok $rc "systemd-analyze verify accepts workers/systemd/pgpod-transcoder.service${out:+: $out}"
+else
+  ok 1 "systemd-analyze is installed (package systemd, in deps.txt) to verify the unit"
+fi
+
 # --- kill -9 of the transcoder in the middle of a job ------------------------------------
 q -c "UPDATE pod.job_kinds SET lease = '3 seconds' WHERE kind = 'transcode'" >/dev/null
-long=$(create "$(upload "$work/long.mp4" video/mp4)" "Long clip")
-going() { (($(q -c "SELECT progress FROM pod.videos WHERE uuid = '$long' AND state = 'transcoding'") >= 10)); }
+(cd "$top" && scripts/pgpod start >/dev/null 2>&1)
 wait_for 120 going
 ok $? "the long clip is being transcoded (progress reaches 10%)"
 tpid=$(cat "$PGPOD_DIR/run/transcoder.pid")
 job=$(q -c "SELECT id FROM pod.jobs WHERE target = '$long'")
 ffpid=$(pgrep -P "$tpid" ffmpeg)
 kill -KILL "$tpid"
-gone() { ! kill -0 "$1" 2>/dev/null || [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]]; }
 wait_for 10 gone "$tpid"
 ok $? "the transcoder is killed with SIGKILL at $(q -c "SELECT progress FROM pod.videos WHERE uuid = '$long'")%"
 wait_for 10 gone "$ffpid"
@@ -162,7 +186,7 @@ is "$(state "$long")" transcoding "the video is still transcoding (the lease is 
 (cd "$top" && scripts/pgpod start >/dev/null 2>&1)
 wait_for 180 ended "$long"
 is "$(state "$long")" published "after a restart the job is redone and the video published"
-is "$(q -c "SELECT attempts || ' ' || state FROM pod.jobs WHERE id = $job")" "2 done" "the job took two attempts, done once"
+is "$(q -c "SELECT attempts || ' ' || state FROM pod.jobs WHERE id = $job")" "2 done" "the job took two attempts (the released one is not counted), done once"
 is "$(q -c "SELECT count(*) FROM pod.video_files WHERE video_uuid = '$long'")" 8 "one set of outputs (4 MP4 + 4 HLS)"
 is "$(q -c "SELECT count(*) FROM pod.files WHERE id IN (SELECT file_id FROM pod.video_files WHERE video_uuid = '$long'
         UNION ALL SELECT playlist_file_id FROM pod.video_files WHERE video_uuid = '$long'
