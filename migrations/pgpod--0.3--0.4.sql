@@ -38,8 +38,8 @@ COMMENT ON TABLE pod.uploads IS 'tus uploads: the gateway keeps the bytes in <st
 SELECT pg_catalog.pg_extension_config_dump('pod.uploads', '');
 
 -- What the gateway answers from: the caller's upload (no row for anyone else's).
-CREATE FUNCTION pod.upload_state(upload uuid, OUT length bigint, OUT received bigint, OUT expired boolean,
-                                 OUT expires text, OUT metadata jsonb, OUT file_id uuid)
+CREATE FUNCTION pod.upload_state(upload uuid)
+  RETURNS TABLE (length bigint, received bigint, expired boolean, expires text, metadata jsonb, file_id uuid)
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
   SELECT u.length, u.received, u.expires_at < now(), pod.http_date(u.expires_at), u.metadata, u.file_id
     FROM pod.uploads u WHERE u.id = upload AND u.owner_id = pod.current_user_id()

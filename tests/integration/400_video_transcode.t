@@ -112,7 +112,7 @@ is "$(curl -sf "$thumb" | ffprobe -v error -show_entries stream=codec_name,width
 is "$(curl -sf "$(q -c "SELECT preview_url FROM api.videos WHERE uuid = '$hd'")" | ffprobe -v error -show_entries stream=codec_name,width,height -of csv=p=0 -)" \
   "mjpeg,854,480" "the preview is an 854x480 JPEG"
 src=$(curl -s -o /dev/null -w '%{http_code}' "$url/files/$hd_file")
-is "$src" 404 "the source upload stays private (anonymous 404)"
+is "$src" 401 "the source upload stays private (anonymous: 401)"
 
 wait_for 120 ended "$portrait"
 is "$(state "$portrait")" published "the portrait clip is published"

@@ -6,7 +6,7 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(34);
+SELECT plan(42);
 
 SELECT u.id AS owner_id, json_build_object('role', 'pgpod_user', 'sub', u.id, 'sid', l.session_id)::text AS owner_claims
   FROM pod.register('tc@video.test', 'video password') u, LATERAL pod.login('tc@video.test', 'video password') l \gset
@@ -120,5 +120,22 @@ SELECT gen_random_uuid() AS up \gset
 SELECT pod.upload_create(:'up', 100, '{"filename": "a.mp4", "filetype": "video/mp4"}') IS NOT NULL AS created \gset
 SELECT is((SELECT received || '/' || length FROM pod.upload_state(:'up')), '0/100', 'an upload starts at offset 0');
 SELECT is(pod.upload_advance(:'up', 10, 50), NULL, 'the offset only moves from where it is');
+SELECT isnt(pod.upload_advance(:'up', 0, 50), NULL, 'from where it is, it moves');
+RESET ROLE;
+SELECT set_config('request.jwt.claims', :'other_claims', true);
+SET LOCAL ROLE pgpod_user;
+SELECT is((SELECT count(*)::int FROM pod.upload_state(:'up')), 0, 'another user does not see the upload');
+SELECT is(pod.upload_advance(:'up', 50, 60), NULL, 'nor move it');
+SELECT ok(NOT pod.upload_terminate(:'up'), 'nor terminate it');
+RESET ROLE;
+SELECT set_config('request.jwt.claims', :'owner_claims', true);
+SET LOCAL ROLE pgpod_user;
+SELECT throws_ok(format($$SELECT pod.upload_finish(%L, 0, sha256('x'))$$, :'up'), '40001', NULL, 'finishing from a stale offset is refused');
+SELECT is((SELECT count(*)::int FROM api.files WHERE filename_visible = 'a.mp4'), 0, 'an unfinished upload is no file');
+RESET ROLE;
+UPDATE pod.uploads SET expires_at = now() - interval '1 second' WHERE id = :'up';
+SET LOCAL ROLE pgpod_user;
+SELECT is((SELECT expired FROM pod.upload_state(:'up')), true, 'an upload past its expiry says so');
+SELECT is((SELECT count(*)::int FROM pod.uploads_expire() e WHERE e = :'up'), 1, 'and is swept');
 RESET ROLE;
 ROLLBACK;
