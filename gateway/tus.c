@@ -57,6 +57,8 @@ typedef struct tus
 	int job_busy;
 	int done_ok; /* the upload is finished and recorded: its file leaves uploads/ */
 	char sha_hex[65];
+	ev_timer wait; /* HEAD: waiting for a writer to finish */
+	int waits;
 } tus;
 
 /* --- the per-process hash cache ---------------------------------------------- */
@@ -149,6 +151,7 @@ upload_dir(char *out, size_t n)
 static void
 tus_free(tus *t)
 {
+	ev_timer_stop(gw_loop, &t->wait);
 	if (t->fd >= 0)
 		close(t->fd); /* gives the lock back too */
 	if (t->created_file && !t->done_ok && t->path[0])
@@ -198,7 +201,6 @@ req_done(gw_req *req, int ok)
 		/* the client went away mid-body: what reached the disk counts, so that it
 		 * resumes from there (tus's core: the offset is what the server has) */
 		char from[32], to[32];
-		if (fdatasync(t->fd) == 0)
 		{
 			snprintf(from, sizeof from, "%lld", t->start);
 			snprintf(to, sizeof to, "%lld", t->start + t->written);
@@ -394,6 +396,38 @@ head_done(gw_pg_job *job)
 	free(meta);
 	tus_respond(t, 200, h.data);
 	gw_buf_free(&h);
+}
+
+static void head_when_unlocked(tus *t);
+
+static void
+head_wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	head_when_unlocked(w->data);
+}
+
+/* HEAD answers the offset once no PATCH holds the upload (nor the saving of an
+ * interrupted one's offset): a client resuming right after an interruption gets every
+ * byte that reached the disk, not an offset about to move. At most 5 s of waiting. */
+static void
+head_when_unlocked(tus *t)
+{
+	int fd = open(t->path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0)
+	{
+		int busy = flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+		close(fd);
+		if (busy && t->waits++ < 250)
+		{
+			ev_timer_init(&t->wait, head_wait_cb, 0.02, 0);
+			t->wait.data = t;
+			ev_timer_start(gw_loop, &t->wait);
+			return;
+		}
+	}
+	submit(t, head_done);
 }
 
 static void
@@ -949,7 +983,7 @@ gw_tus_finish(gw_req *req)
 	{
 		t->job.stmts[1].sql =
 		    "SELECT length, received, expired, expires, metadata::text, file_id FROM pod.upload_state($1::uuid)";
-		submit(t, head_done);
+		head_when_unlocked(t);
 	}
 	else
 	{
