@@ -16,7 +16,7 @@ cleanup() {
   [[ ${PGPOD_KEEP:-0} == 1 ]] || rm -rf "$work"
 }
 trap cleanup EXIT
-plan 41
+plan 44
 
 # --- clips (small: the suite runs on two shared cores) --------------------------------
 ff() { ffmpeg -v error -nostdin -y "$@"; }
@@ -56,6 +56,9 @@ hd_file=$(upload "$work/hd.mp4" video/mp4)
 hd=$(create "$hd_file" "HD clip")
 [[ -n $hd ]]
 ok $? "POST /rpc/video_create answers the video with its uuid" || exit 1
+# live progress: the owner's EventSource-style stream (token in the query)
+curl -sN "$url/videos/$hd/events?access_token=$token" >"$work/events" 2>/dev/null &
+events_pid=$!
 is "$(q -c "SELECT count(*) FROM pod.jobs WHERE kind = 'transcode' AND target = '$hd'")" 1 "a transcode job is queued"
 other=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$url/rpc/video_create" "${auth[@]}" -H 'Content-Type: application/json' \
   -d "{\"channel_id\":$channel,\"file_id\":\"00000000-0000-0000-0000-000000000000\",\"name\":\"x\"}")
@@ -67,6 +70,17 @@ truncated=$(create "$(upload "$work/truncated.mp4" video/mp4)" "Truncated")
 
 wait_for 120 ended "$hd"
 is "$(state "$hd")" published "the 720p clip is published"
+streamed() { grep -q '"state" : "published"' "$work/events"; }
+wait_for 10 streamed
+kill "$events_pid" 2>/dev/null; wait "$events_pid" 2>/dev/null
+progress_events=$(grep -c '^event: progress' "$work/events")
+first=$(grep -m1 '^data:' "$work/events")
+[[ $first == *'"state" : "uploaded"'* || $first == *'"state" : "transcoding"'* ]] && ((progress_events >= 2)) &&
+  grep -q '^event: state' "$work/events" && streamed
+ok $? "GET /videos/<uuid>/events streamed the state at once, $progress_events progress events, then published"
+head=$(curl -sN --max-time 2 "$url/videos/$hd/events" | grep -m1 '^data:')
+[[ $head == *'"state" : "published"'* && $head == *'"progress" : 100'* ]]
+ok $? "anyone may follow a published video's events (its state comes at once)"
 is "$(q -c "SELECT progress || ' ' || width || 'x' || height || ' ' || round(extract(epoch FROM duration)) FROM pod.videos WHERE uuid = '$hd'")" \
   "100 1280x720 3" "progress 100, the source's size and duration"
 is "$(q -c "SELECT string_agg(kind || resolution, ' ' ORDER BY kind, resolution DESC) FROM pod.video_files WHERE video_uuid = '$hd'")" \
@@ -131,6 +145,7 @@ reason=$(q -c "SELECT state || ': ' || failure_reason FROM api.videos WHERE uuid
 [[ $reason == "failed: not a video: "* ]]
 ok $? "truncated MP4: failed ($reason)"
 is "$(q -c "SELECT count(*) FROM pod.video_files WHERE video_uuid IN ('$audio', '$text', '$truncated')")" 0 "failed videos have no outputs"
+is "$(curl -s -o /dev/null -w '%{http_code}' "$url/videos/$audio/events")" 404 "an unpublished video's events are the owner's (anonymous: 404)"
 is "$(q -c "SELECT string_agg(DISTINCT state::text, ',') || ' ' || count(*) FROM pod.jobs WHERE target IN ('$audio', '$text', '$truncated')")" \
   "dead 3" "their jobs died at once (no retry of a source that is not a video), keeping the reason"
 no_stray() { [[ -z $(ls -A "$store/tmp" 2>/dev/null | grep '^transcode-') ]]; }
