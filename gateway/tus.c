@@ -741,11 +741,12 @@ parse_offset(const char *v, long long *out)
 
 /* --- entry points ------------------------------------------------------------------------ */
 
-void
-gw_tus_head(gw_req *req)
+/* A tus struct for req with the checks every method but OPTIONS shares:
+ * Tus-Resumable: 1.0.0 and a signed-in caller. NULL when req was answered (the
+ * struct then lives until the request ends). */
+static tus *
+tus_begin(gw_req *req)
 {
-	if (req->method != HTTP_POST && req->method != HTTP_PATCH)
-		return; /* answered once the request is complete: no early close */
 	tus *t = calloc(1, sizeof *t);
 	if (!t)
 		abort();
@@ -764,7 +765,7 @@ gw_tus_head(gw_req *req)
 	if (!tr || strcmp(tr, "1.0.0"))
 	{
 		tus_error(t, 412, "Tus-Resumable: 1.0.0 is required");
-		return;
+		return NULL;
 	}
 	gw_error e;
 	char www[256];
@@ -772,16 +773,27 @@ gw_tus_head(gw_req *req)
 	{
 		t->responded = 1;
 		gw_respond_error(req, &e, www[0] ? www : NULL);
-		return;
+		return NULL;
 	}
 	if (t->auth.anonymous)
 	{
 		t->responded = 1;
 		gw_error_set(&e, 401, "PGRST302", "Anonymous access is disabled", NULL, NULL);
 		gw_respond_error(req, &e, "WWW-Authenticate: Bearer\r\n" TUS_HEADERS);
-		return;
+		return NULL;
 	}
 	gw_auth_settings_sql(req, &t->auth, &t->settings, &t->sp);
+	return t;
+}
+
+void
+gw_tus_head(gw_req *req)
+{
+	if (req->method != HTTP_POST && req->method != HTTP_PATCH)
+		return; /* answered once the request is complete: no early close */
+	tus *t = tus_begin(req);
+	if (!t)
+		return;
 	const char *ct = gw_req_header(req, "content-type");
 	int has_body = req->content_length > 0 || (req->content_length < 0 && gw_req_header(req, "transfer-encoding"));
 	if (has_body && (!ct || strncasecmp(ct, OCTETS, strlen(OCTETS))))
@@ -932,41 +944,11 @@ gw_tus_finish(gw_req *req)
 		gw_respond_simple_error(req, 405, "PGRST117", "Uploads take OPTIONS, POST, HEAD, PATCH and DELETE");
 		return;
 	}
-	t = calloc(1, sizeof *t);
+	t = tus_begin(req);
 	if (!t)
-		abort();
-	t->req = req;
-	t->fd = -1;
-	t->method = req->method;
-	gw_buf_init(&t->settings);
-	gw_buf_init(&t->pending);
-	gw_params_init(&t->sp);
-	gw_params_init(&t->qp);
-	gw_params_init(&t->qp2);
-	gw_params_init(&t->none);
-	req->handler = t;
-	req->on_done = req_done;
-	const char *tr = gw_req_header(req, "tus-resumable");
-	if (!tr || strcmp(tr, "1.0.0"))
-	{
-		tus_error(t, 412, "Tus-Resumable: 1.0.0 is required");
 		return;
-	}
 	const char *id = req->path + 9;
 	if (strncmp(req->path, "/uploads/", 9) || !valid_uuid(id))
-	{
-		tus_error(t, 404, "No such upload");
-		return;
-	}
-	gw_error e;
-	char www[256];
-	if (gw_auth_request(req, &t->auth, &e, www, sizeof www))
-	{
-		t->responded = 1;
-		gw_respond_error(req, &e, www[0] ? www : NULL);
-		return;
-	}
-	if (t->auth.anonymous)
 	{
 		tus_error(t, 404, "No such upload");
 		return;
@@ -975,7 +957,6 @@ gw_tus_finish(gw_req *req)
 	char dir[4096];
 	upload_dir(dir, sizeof dir);
 	snprintf(t->path, sizeof t->path, "%s/%s", dir, t->id);
-	gw_auth_settings_sql(req, &t->auth, &t->settings, &t->sp);
 	gw_params_add(&t->qp, t->id);
 	t->job.nstmts = 2;
 	t->job.stmts[1].params = &t->qp;
