@@ -16,7 +16,7 @@ cleanup() {
   [[ ${PGPOD_KEEP:-0} == 1 ]] || rm -rf "$work"
 }
 trap cleanup EXIT
-plan 44
+plan 45
 
 # --- clips (small: the suite runs on two shared cores) --------------------------------
 ff() { ffmpeg -v error -nostdin -y "$@"; }
@@ -67,6 +67,8 @@ portrait=$(create "$(upload "$work/portrait.mp4" video/mp4)" "Portrait")
 audio=$(create "$(upload "$work/audio.m4a" audio/mp4)" "Audio only")
 text=$(create "$(upload "$work/text.mp4" video/mp4)" "Text")
 truncated=$(create "$(upload "$work/truncated.mp4" video/mp4)" "Truncated")
+: >"$work/empty.mp4"
+empty=$(create "$(upload "$work/empty.mp4" video/mp4)" "Empty")
 
 wait_for 120 ended "$hd"
 is "$(state "$hd")" published "the 720p clip is published"
@@ -135,7 +137,7 @@ is "$(q -c "SELECT string_agg(resolution::text, ' ' ORDER BY resolution DESC) FR
 is "$(curl -sf "$(q -c "SELECT url FROM api.video_files WHERE video_uuid = '$portrait' AND kind = 'mp4' AND resolution = 360")" | \
       ffprobe -v error -show_entries stream=width,height -select_streams v -of csv=p=0 -)" "360,640" "portrait 360 rendition is 360x640"
 
-for v in audio text truncated; do wait_for 60 ended "${!v}"; done
+for v in audio text truncated empty; do wait_for 60 ended "${!v}"; done
 is "$(q -c "SELECT state || ': ' || failure_reason FROM api.videos WHERE uuid = '$audio'")" \
   "failed: not a video: no video stream" "audio only: failed, no video stream"
 reason=$(q -c "SELECT state || ': ' || failure_reason FROM api.videos WHERE uuid = '$text'")
@@ -144,16 +146,18 @@ ok $? "text named .mp4: failed ($reason)"
 reason=$(q -c "SELECT state || ': ' || failure_reason FROM api.videos WHERE uuid = '$truncated'")
 [[ $reason == "failed: not a video: "* ]]
 ok $? "truncated MP4: failed ($reason)"
-is "$(q -c "SELECT count(*) FROM pod.video_files WHERE video_uuid IN ('$audio', '$text', '$truncated')")" 0 "failed videos have no outputs"
+is "$(q -c "SELECT state || ': ' || failure_reason FROM api.videos WHERE uuid = '$empty'")" \
+  "failed: not a video: the file is empty" "zero-length file: failed, empty"
+is "$(q -c "SELECT count(*) FROM pod.video_files WHERE video_uuid IN ('$audio', '$text', '$truncated', '$empty')")" 0 "failed videos have no outputs"
 is "$(curl -s -o /dev/null -w '%{http_code}' "$url/videos/$audio/events")" 404 "an unpublished video's events are the owner's (anonymous: 404)"
-is "$(q -c "SELECT string_agg(DISTINCT state::text, ',') || ' ' || count(*) FROM pod.jobs WHERE target IN ('$audio', '$text', '$truncated')")" \
-  "dead 3" "their jobs died at once (no retry of a source that is not a video), keeping the reason"
+is "$(q -c "SELECT string_agg(DISTINCT state::text, ',') || ' ' || count(*) FROM pod.jobs WHERE target IN ('$audio', '$text', '$truncated', '$empty')")" \
+  "dead 4" "their jobs died at once (no retry of a source that is not a video), keeping the reason"
 no_stray() { [[ -z $(ls -A "$store/tmp" 2>/dev/null | grep '^transcode-') ]]; }
 wait_for 10 no_stray
 ok $? "no work directory is left in the store"
-# the uploads (5), then per published video: 2 media files and a playlist per rung, master, thumbnail, preview
+# the uploads (6), then per published video: 2 media files and a playlist per rung, master, thumbnail, preview
 is "$(q -c "SELECT count(*) FROM pod.files f JOIN pod.users u ON u.id = f.owner_id WHERE u.email = '$email'")" \
-  "$((5 + 4 * 3 + 3 + 2 * 3 + 3))" "every output is a file of the channel's owner; nothing else"
+  "$((6 + 4 * 3 + 3 + 2 * 3 + 3))" "every output is a file of the channel's owner; nothing else"
 blobs_missing=$(q -c "SELECT encode(sha256, 'hex') FROM pod.files f JOIN pod.users u ON u.id = f.owner_id WHERE u.email = '$email'" |
   while read -r h; do [[ -f $store/blobs/${h:0:2}/$h ]] || echo "$h"; done | wc -l)
 is "$blobs_missing" 0 "every file's blob is in the store"
