@@ -145,6 +145,10 @@ CREATE FUNCTION pod.video_object(v pod.videos) RETURNS jsonb
 -- One row per output: an MP4 (web video) or an HLS rendition (one fragmented MP4 file,
 -- its byte-range playlist in playlist_file_id). id is the handle other tables use.
 ALTER TABLE pod.video_files DROP CONSTRAINT video_files_pkey;
+-- a source below the smallest rung is kept at its own size (the transcoder refuses
+-- sides under 16 or over 8192 pixels)
+ALTER TABLE pod.video_files DROP CONSTRAINT video_files_resolution_check;
+ALTER TABLE pod.video_files ADD CONSTRAINT video_files_resolution_check CHECK (resolution BETWEEN 16 AND 8192);
 ALTER TABLE pod.video_files
   ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
   ADD COLUMN kind text NOT NULL DEFAULT 'mp4' CHECK (kind IN ('mp4', 'hls')),

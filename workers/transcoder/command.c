@@ -63,15 +63,16 @@ tc_plan_make(const tc_media *m, const int *ladder, int nladder, tc_plan *p)
 		tc_rung *r = &p->rungs[i];
 		double pixels, avg, min;
 
+		/* as ffmpeg's scale=-2 computes the other side: the nearest multiple of 2 */
 		if (portrait)
 		{
 			r->width = r->resolution;
-			r->height = even((int)((double)r->resolution * m->height / m->width + 0.5));
+			r->height = 2 * (int)((double)r->resolution * m->height / m->width / 2 + 0.5);
 		}
 		else
 		{
 			r->height = r->resolution;
-			r->width = even((int)((double)r->resolution * m->width / m->height + 0.5));
+			r->width = 2 * (int)((double)r->resolution * m->width / m->height / 2 + 0.5);
 		}
 		pixels = (double)r->width * r->height;
 		avg = pixels * m->fps * average_bpp(r->resolution);
