@@ -30,8 +30,9 @@ token=$(curl -sf -X POST "$url/rpc/login" -H 'Content-Type: application/json' \
 auth=(-H "Authorization: Bearer $token")
 
 # --- 1. transcoding ------------------------------------------------------------------
+# VIDEO_BENCH_SECONDS (default 30): the clip's length
 ffmpeg -v error -nostdin -y -f lavfi -i testsrc2=size=1920x1080:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
-  -t 30 -c:v libx264 -preset ultrafast -crf 18 -c:a aac -b:a 128k -shortest "$work/src.mp4"
+  -t "${VIDEO_BENCH_SECONDS:-30}" -c:v libx264 -preset ultrafast -crf 18 -c:a aac -b:a 128k -shortest "$work/src.mp4"
 psql -X -q -c "INSERT INTO pod.setting_overrides (name, value) VALUES ('transcode.ladder', '[720, 480, 360]')
                ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value" >/dev/null
 channel=$(curl -sf -X POST "$url/channels" "${auth[@]}" -H 'Content-Type: application/json' -H 'Prefer: return=representation' \
@@ -62,7 +63,7 @@ inner() { grep -F "job $1: ffmpeg done in" "$PGPOD_DIR/log/transcoder.log" | sed
 # alternating: daemon, bare, daemon, bare
 read -r d1 j1 < <(daemon_run); b1=$(bare_run "$j1")
 read -r d2 j2 < <(daemon_run); b2=$(bare_run "$j2")
-echo "transcode 30 s 1080p -> 720/480/360 MP4 + HLS + images: daemon (video_create -> published) $d1 s, $d2 s" \
+echo "transcode ${VIDEO_BENCH_SECONDS:-30} s 1080p -> 720/480/360 MP4 + HLS + images: daemon (video_create -> published) $d1 s, $d2 s" \
      "(its ffmpeg $(inner "$j1") s, $(inner "$j2") s); the same ffmpeg command bare: $b1 s, $b2 s:" \
      "$(ratio "$(awk -v a="$d1" -v b="$d2" 'BEGIN { print a + b }')" "$(awk -v a="$b1" -v b="$b2" 'BEGIN { print a + b }')")x (goal <= 1.05)"
 
