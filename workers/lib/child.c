@@ -162,9 +162,14 @@ wk_child_spawn(struct ev_loop *loop, char *const argv[], const char *cwd, wk_chi
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() != parent)
 			_exit(127);
+		/* what libev blocked or ignored for the daemon must not follow into the child */
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGPIPE, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGINT, SIG_DFL);
+		signal(SIGCHLD, SIG_DFL);
 		if (devnull >= 0)
 			dup2(devnull, 0);
 		dup2(out[1], 1);

@@ -118,6 +118,8 @@ struct transcoder
 	job *jobs;
 	int njobs;
 	bool claiming, want_claim, stopping, ready_sent;
+	int short_claims; /* claims in a row that found fewer jobs than asked */
+	int claim_asked;  /* what the claim in flight asked for */
 	ev_timer poll_timer, stop_timer;
 	ev_signal sigterm, sigint;
 	ev_idle kick;
@@ -797,8 +799,13 @@ claim_done(job *unused, PGresult *res)
 		return;
 	for (int i = 0; i < PQntuples(res); i++)
 		job_start(t, res, i);
-	if (PQntuples(res) > 0)
-		t->want_claim = true; /* room may be left; an empty claim ends the round */
+	/* Room may be left after a claim that found jobs. After a short one, claim once
+	 * more at once: the second short claim in a row takes the kind's sleep lock
+	 * before it looks (pod.job_claim), so every job inserted after it notifies us;
+	 * after one short claim alone a new job would wait for the poll timer. */
+	t->short_claims = PQntuples(res) == t->claim_asked ? 0 : t->short_claims + 1;
+	if (PQntuples(res) > 0 || t->short_claims < 2)
+		t->want_claim = true;
 	schedule(t);
 }
 
@@ -830,6 +837,7 @@ kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 		if (!claim)
 			abort();
 		snprintf(room, sizeof room, "%ld", t->cfg.jobs - t->njobs);
+		t->claim_asked = (int)(t->cfg.jobs - t->njobs);
 		t->want_claim = false;
 		t->claiming = true;
 		claim->done = claim_done;
@@ -890,6 +898,7 @@ db_lost_cb(wk_db *db, void *arg)
 
 	(void)db;
 	t->want_claim = true;
+	t->short_claims = 0; /* a new session holds no sleep lock */
 }
 
 static void
