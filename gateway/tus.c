@@ -369,23 +369,35 @@ metadata_header(const char *json)
 	return gw_buf_steal(&b);
 }
 
-static void
-head_done(gw_pg_job *job)
+/* The caller's upload as pod.upload_state gave it, or NULL when the request is gone
+ * or was answered (404: none of the caller's; 410: expired). */
+static PGresult *
+state_row(gw_pg_job *job)
 {
 	tus *t = job->data;
 	if (job_back(t) || job_error(t))
-		return;
+		return NULL;
 	PGresult *r = job->results[1];
 	if (!r || PQntuples(r) != 1)
 	{
 		tus_error(t, 404, "No such upload");
-		return;
+		return NULL;
 	}
 	if (!strcmp(PQgetvalue(r, 0, 2), "t"))
 	{
 		tus_error(t, 410, "The upload expired");
-		return;
+		return NULL;
 	}
+	return r;
+}
+
+static void
+head_done(gw_pg_job *job)
+{
+	tus *t = job->data;
+	PGresult *r = state_row(job);
+	if (!r)
+		return;
 	gw_buf h;
 	gw_buf_init(&h);
 	char *meta = metadata_header(PQgetvalue(r, 0, 4));
@@ -527,19 +539,9 @@ static void
 check_done(gw_pg_job *job)
 {
 	tus *t = job->data;
-	if (job_back(t) || job_error(t))
+	PGresult *r = state_row(job);
+	if (!r)
 		return;
-	PGresult *r = job->results[1];
-	if (!r || PQntuples(r) != 1)
-	{
-		tus_error(t, 404, "No such upload");
-		return;
-	}
-	if (!strcmp(PQgetvalue(r, 0, 2), "t"))
-	{
-		tus_error(t, 410, "The upload expired");
-		return;
-	}
 	t->length = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 	long long received = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
 	if (received != t->start || !PQgetisnull(r, 0, 5))
