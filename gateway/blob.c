@@ -63,16 +63,34 @@ gw_blob_tmp_write(gw_blob_tmp *t, const char *data, size_t len)
 	return 0;
 }
 
+static void
+set_hex(gw_blob_tmp *t)
+{
+	for (int i = 0; i < 32; i++)
+		snprintf(t->hex + 2 * i, 3, "%02x", t->digest[i]);
+}
+
 void
 gw_blob_tmp_seal(gw_blob_tmp *t)
 {
 	unsigned dl = 0;
 	EVP_DigestFinal_ex(t->md, t->digest, &dl);
-	for (int i = 0; i < 32; i++)
-		snprintf(t->hex + 2 * i, 3, "%02x", t->digest[i]);
+	set_hex(t);
 	if (t->fd >= 0)
 		close(t->fd);
 	t->fd = -1;
+}
+
+void
+gw_blob_tmp_borrow(gw_blob_tmp *t, const char *path, long long size, const unsigned char digest[32])
+{
+	memset(t, 0, sizeof *t);
+	t->fd = -1;
+	t->borrowed = 1;
+	snprintf(t->path, sizeof t->path, "%s", path);
+	t->size = size;
+	memcpy(t->digest, digest, 32);
+	set_hex(t);
 }
 
 void
@@ -81,7 +99,7 @@ gw_blob_tmp_discard(gw_blob_tmp *t)
 	if (t->fd >= 0)
 		close(t->fd);
 	t->fd = -1;
-	if (t->path[0])
+	if (t->path[0] && !t->borrowed)
 		unlink(t->path);
 	t->path[0] = '\0';
 	if (t->md)

@@ -25,6 +25,7 @@ typedef struct gw_blob_tmp
 	long long size;
 	unsigned char digest[32];
 	char hex[65]; /* set by gw_blob_tmp_seal */
+	int borrowed; /* the file is its owner's (gw_blob_tmp_borrow): never removed here */
 } gw_blob_tmp;
 
 /* Creates the temporary file; 0 or -1 (logged). */
@@ -33,7 +34,12 @@ int gw_blob_tmp_open(gw_blob_tmp *t);
 int gw_blob_tmp_write(gw_blob_tmp *t, const char *data, size_t len);
 /* Finishes the digest and closes the file (it stays until discarded). */
 void gw_blob_tmp_seal(gw_blob_tmp *t);
-/* Removes the temporary file (never a blob) and frees the hash state. */
+/* A sealed temporary file over a file its owner keeps (a resumable upload's bytes,
+ * already hashed): a commit links it into the store but neither a failure nor a
+ * success removes it; the owner does once the file is registered. */
+void gw_blob_tmp_borrow(gw_blob_tmp *t, const char *path, long long size, const unsigned char digest[32]);
+/* Removes the temporary file (never a blob, never a borrowed file) and frees the
+ * hash state. */
 void gw_blob_tmp_discard(gw_blob_tmp *t);
 
 /* Why a user-given filename is refused (NULL: acceptable): empty is fine (the

@@ -607,6 +607,47 @@ gw_hub_reauthorize_user(const gw_hub_kind *kind, const char *user)
 				gw_hub_reauthorize(kind, t->key, user);
 }
 
+int
+gw_hub_key_valid(const char *u)
+{
+	if (strlen(u) != 36)
+		return 0;
+	for (int i = 0; i < 36; i++)
+	{
+		char c = u[i];
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			if (c != '-')
+				return 0;
+		}
+		else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+			return 0;
+	}
+	return 1;
+}
+
+int
+gw_hub_split_payload(const char *payload, char key[40], const char **rest)
+{
+	const char *colon = strchr(payload, ':');
+	size_t n = colon ? (size_t)(colon - payload) : strlen(payload);
+	if (n >= 40)
+		return -1;
+	memcpy(key, payload, n);
+	key[n] = '\0';
+	*rest = colon ? colon + 1 : NULL;
+	return 0;
+}
+
+void
+gw_hub_notify_payload(const gw_hub_kind *kind, const char *payload)
+{
+	char key[40];
+	const char *seq;
+	if (!gw_hub_split_payload(payload, key, &seq))
+		gw_hub_notify(kind, key, seq ? strtoll(seq, NULL, 10) : -1);
+}
+
 void
 gw_hub_resync_all(void)
 {

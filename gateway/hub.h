@@ -40,6 +40,13 @@ void gw_hub_notify(const gw_hub_kind *kind, const char *key, long long seq);
 void gw_hub_reauthorize(const gw_hub_kind *kind, const char *key, const char *user);
 /* The same for every topic of the kind (a user's session ended). */
 void gw_hub_reauthorize_user(const gw_hub_kind *kind, const char *user);
+/* A NOTIFY payload "<key>:<seq>" (or "<key>"): gw_hub_notify. */
+void gw_hub_notify_payload(const gw_hub_kind *kind, const char *payload);
+/* Splits "<key>:<rest>" into key (NUL-terminated); rest is NULL without a colon.
+ * 0, or -1 when the key is too long. */
+int gw_hub_split_payload(const char *payload, char key[40], const char **rest);
+/* 1 when key is a uuid's text (36 characters, hex and dashes). */
+int gw_hub_key_valid(const char *key);
 /* After the listener reconnects: every topic reads what it may have missed. */
 void gw_hub_resync_all(void);
 

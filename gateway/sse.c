@@ -24,29 +24,10 @@ static const gw_hub_kind rooms = {
     .feed_sql = "SELECT seq, kind, message FROM pod.room_events_feed($1::uuid, $2::bigint, 500)",
 };
 
-static int
-valid_uuid(const char *u)
-{
-	if (strlen(u) != 36)
-		return 0;
-	for (int i = 0; i < 36; i++)
-	{
-		char c = u[i];
-		if (i == 8 || i == 13 || i == 18 || i == 23)
-		{
-			if (c != '-')
-				return 0;
-		}
-		else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
-			return 0;
-	}
-	return 1;
-}
-
 void
 gw_sse_handle(gw_req *req, const char *room)
 {
-	if (!valid_uuid(room))
+	if (!gw_hub_key_valid(room))
 	{
 		gw_respond_simple_error(req, 404, "PGRST000", "Not a room id");
 		return;
@@ -54,28 +35,11 @@ gw_sse_handle(gw_req *req, const char *room)
 	gw_hub_subscribe(req, &rooms, room);
 }
 
-/* Splits "<room>:<rest>" into room (NUL-terminated); rest is NULL without a colon. */
-static int
-split_payload(const char *payload, char room[40], const char **rest)
-{
-	const char *colon = strchr(payload, ':');
-	size_t n = colon ? (size_t)(colon - payload) : strlen(payload);
-	if (n >= 40)
-		return -1;
-	memcpy(room, payload, n);
-	room[n] = '\0';
-	*rest = colon ? colon + 1 : NULL;
-	return 0;
-}
-
 /* "<room>:<seq>" */
 void
 gw_sse_notify(const char *payload)
 {
-	char room[40];
-	const char *seq;
-	if (!split_payload(payload, room, &seq))
-		gw_hub_notify(&rooms, room, seq ? strtoll(seq, NULL, 10) : -1);
+	gw_hub_notify_payload(&rooms, payload);
 }
 
 /* "<room>:<user>" (user empty: everyone in the room; room "*": every room) */
@@ -84,7 +48,7 @@ gw_sse_members(const char *payload)
 {
 	char room[40];
 	const char *user;
-	if (split_payload(payload, room, &user))
+	if (gw_hub_split_payload(payload, room, &user))
 		return;
 	if (!strcmp(room, "*"))
 		gw_hub_reauthorize_user(&rooms, user);

@@ -346,6 +346,14 @@ lookup_done(gw_pg_job *job)
 	PGresult *r = job->results[1];
 	if (!r || PQntuples(r) != 1)
 	{
+		/* anonymous callers read only public files (a published video's): for
+		 * anything else they are told to authenticate */
+		if (d->auth.anonymous)
+		{
+			gw_error_set(&e, 401, "PGRST302", "Anonymous access is disabled", NULL, NULL);
+			gw_respond_error(req, &e, "WWW-Authenticate: Bearer\r\n");
+			return;
+		}
 		gw_respond_simple_error(req, 404, "PGRST116", "File not found");
 		return;
 	}
