@@ -175,8 +175,10 @@ CREATE VIEW api.torrents WITH (security_invoker = true) AS
    WHERE f.torrent IS NOT NULL AND v.state = 'published';
 COMMENT ON VIEW api.torrents IS 'Torrents of published video files, by info hash (the gateway serves them as /torrents/<info_hash>.torrent).';
 
+-- api.video_files gains the .torrent's URL (appended after 35_tracker's columns).
 CREATE OR REPLACE VIEW api.video_files WITH (security_invoker = true) AS
   SELECT video_uuid, resolution, file_id, encode(info_hash, 'hex') AS info_hash, magnet, created_at,
+         seeders, leechers, completed,
          CASE WHEN f.info_hash IS NOT NULL
               THEN (SELECT i.url FROM pod.identity i) || '/torrents/' || encode(f.info_hash, 'hex') || '.torrent'
          END AS torrent_url

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <ev.h>
 #include <libpq-fe.h>
@@ -73,5 +74,13 @@ void wk_db_free(wk_db *db);
 /* Sends a state string ("READY=1", "STOPPING=1", "STATUS=...") to $NOTIFY_SOCKET;
  * 0 when sent or when not under systemd, -1 on error. */
 int wk_sd_notify(const char *state);
+
+/* --- bencode.c: writing bencoded values (BEP 3) -------------------------------- */
+/* Dictionaries: add "d", then each key (wk_benc_strz) and value in sorted key order,
+ * then "e"; lists: "l" ... "e". */
+void wk_benc_int(wk_buf *b, int64_t v);
+void wk_benc_str(wk_buf *b, const void *s, size_t len);
+void wk_benc_strz(wk_buf *b, const char *s);
+void wk_benc_key_int(wk_buf *b, const char *key, int64_t v);
 
 #endif
