@@ -18,11 +18,12 @@ torrent_channel() {
         ON CONFLICT (name) DO UPDATE SET display_name = EXCLUDED.display_name RETURNING id"
 }
 
-# publish_file PATH NAME RESOLUTION: stores PATH as a blob and publishes it as a
-# one-file video; prints "video_uuid video_file_id file_id".
+# publish_file PATH NAME RESOLUTION [SHA256]: stores PATH as a blob and publishes it
+# as a one-file video; prints "video_uuid video_file_id file_id". SHA256 (hex) saves
+# hashing a file whose digest the caller knows.
 publish_file() {
-  local path=$1 name=$2 res=$3 hex size ch
-  hex=$(sha256sum "$path" | cut -c1-64)
+  local path=$1 name=$2 res=$3 hex=${4:-} size ch
+  [[ -n $hex ]] || hex=$(sha256sum "$path" | cut -c1-64)
   size=$(stat -c %s "$path")
   mkdir -p "$store/blobs/${hex:0:2}"
   [[ -f $store/blobs/${hex:0:2}/$hex ]] || ln "$path" "$store/blobs/${hex:0:2}/$hex" 2>/dev/null \
