@@ -578,6 +578,7 @@ stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	if (s->hashing)
 		atomic_store(&s->hashing->cancel, true);
 	peer_stop_listening(s);
+	peer_drain_begin(s);
 	announce_abort_all(s);
 	ev_timer_stop(loop, &s->poll_timer);
 	ev_timer_stop(loop, &s->announce_timer);

@@ -517,48 +517,53 @@ consume(peer *p)
 	return true;
 }
 
+/* Reads and handles everything the socket holds; false when the peer was closed. */
+static bool
+peer_read(peer *p)
+{
+	for (;;)
+	{
+		if (p->in_cap - p->in_len < 16384)
+		{
+			size_t cap = p->in_cap * 2;
+			if (cap > MAX_MESSAGE + 4 + 65536)
+				cap = MAX_MESSAGE + 4 + 65536;
+			if (cap <= p->in_cap)
+				return true; /* full: cannot happen, consume() leaves less than a message */
+			p->in = realloc(p->in, cap);
+			if (!p->in)
+				abort();
+			p->in_cap = cap;
+		}
+		ssize_t k = recv(p->fd, p->in + p->in_len, p->in_cap - p->in_len, 0);
+		if (k == 0)
+		{
+			peer_close(p, "the peer closed the connection");
+			return false;
+		}
+		if (k < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return true;
+			peer_close(p, strerror(errno));
+			return false;
+		}
+		p->in_len += (size_t)k;
+		p->last_rx = seeder_now(p->s);
+		if (!consume(p))
+			return false;
+	}
+}
+
 static void
 peer_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	peer *p = w->data;
 	(void)loop;
-	if (revents & EV_READ)
-	{
-		for (;;)
-		{
-			if (p->in_cap - p->in_len < 16384)
-			{
-				size_t cap = p->in_cap * 2;
-				if (cap > MAX_MESSAGE + 4 + 65536)
-					cap = MAX_MESSAGE + 4 + 65536;
-				if (cap <= p->in_cap)
-					break; /* full: parse first */
-				p->in = realloc(p->in, cap);
-				if (!p->in)
-					abort();
-				p->in_cap = cap;
-			}
-			ssize_t k = recv(p->fd, p->in + p->in_len, p->in_cap - p->in_len, 0);
-			if (k == 0)
-			{
-				peer_close(p, "the peer closed the connection");
-				return;
-			}
-			if (k < 0)
-			{
-				if (errno == EINTR)
-					continue;
-				if (errno == EAGAIN || errno == EWOULDBLOCK)
-					break;
-				peer_close(p, strerror(errno));
-				return;
-			}
-			p->in_len += (size_t)k;
-			p->last_rx = seeder_now(p->s);
-			if (!consume(p))
-				return;
-		}
-	}
+	if ((revents & EV_READ) && !peer_read(p))
+		return;
 	flush(p);
 }
 
@@ -699,6 +704,21 @@ peer_sweep(seeder *s)
 			put_u32(w, 0); /* keep-alive */
 			flush(p);
 		}
+		p = next;
+	}
+}
+
+void
+peer_drain_begin(seeder *s)
+{
+	/* What peers sent before the signal is in the sockets already (on loopback, the
+	 * moment they sent it): take those requests in; nothing after. */
+	peer *p = s->peers;
+	while (p)
+	{
+		peer *next = p->next;
+		if (peer_read(p))
+			flush(p); /* reads no more from here on */
 		p = next;
 	}
 }

@@ -116,7 +116,9 @@ void peer_stop_listening(seeder *s);
 void peer_drop_torrent(seeder *s, torrent *t);
 /* Drops peers silent for longer than idle_s; sends keep-alives. */
 void peer_sweep(seeder *s);
-/* SIGTERM: no new requests are taken; true once nothing is left to send. */
+/* SIGTERM: the requests peers have sent are taken in, no later ones. */
+void peer_drain_begin(seeder *s);
+/* Closes the peers with nothing left to send; true once none is left. */
 bool peer_drain(seeder *s);
 void peer_close_all(seeder *s);
 
