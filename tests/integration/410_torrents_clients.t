@@ -10,7 +10,7 @@
 dir=$(mktemp -d /tmp/pgpod-torrents.XXXXXX)
 chmod 755 "$dir"
 trap 'rm -rf "$dir"' EXIT
-plan 30
+plan 31
 lib=$(dirname "$0")/lib
 aria() { timeout 90 aria2c -q --enable-dht=false --enable-dht6=false --bt-enable-lpd=false \
            --enable-peer-exchange=false --seed-time=0 --allow-overwrite=true --auto-file-renaming=false \
@@ -77,6 +77,8 @@ is "$(sha256sum <"$dir/ws/clip 720p.mp4" 2>/dev/null | cut -c1-64)" "$want1" "ar
 # aria2c by magnet only: no web seed in it, so the tracker must find the seeder and the
 # seeder must give the metadata (ut_metadata) and the pieces.
 magnet_peer=$(sed 's/&ws=[^&]*//' <<<"$magnet1")
+wait_for 20 seeded_swarm "$ih1"
+ok $? "the seeder announced itself: the tracker's scrape counts a seeder"
 mkdir "$dir/mag"
 aria --listen-port="$(client_port 2)" --dir="$dir/mag" --bt-save-metadata=false "$magnet_peer" 2>"$dir/aria-mag.err"
 is "$(sha256sum <"$dir/mag/clip 720p.mp4" 2>/dev/null | cut -c1-64)" "$want1" "aria2c by magnet link only (tracker + peer wire + ut_metadata): sha256 identical" \

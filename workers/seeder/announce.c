@@ -113,10 +113,12 @@ announce_end(announce *a, bool ok, long interval, const char *why)
 		}
 		else
 		{
-			int f = t->announce_failures < 8 ? ++t->announce_failures : t->announce_failures;
-			double delay = 2.0 * (1 << (f - 1)); /* 2 s, 4 s, ... up to about 4 min */
+			int f = t->announce_failures < 11 ? ++t->announce_failures : t->announce_failures;
+			/* 0.25 s, 0.5 s, ... up to about 4 min: the first failure is usually the
+			 * tracker not having reloaded the newly published hash yet */
+			double delay = 0.25 * (1 << (f - 1));
 			t->next_announce = now + delay;
-			wk_log(f == 1 ? WK_INFO : WK_DEBUG, "announce of torrent %lld to %s failed (%s); retry in %.0f s",
+			wk_log(f == 3 ? WK_INFO : WK_DEBUG, "announce of torrent %lld to %s failed (%s); retry in %.2f s",
 			       t->id, s->tracker_url, why, delay);
 		}
 	}

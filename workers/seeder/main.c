@@ -202,13 +202,14 @@ result_ok(PGresult *res, const char *what)
 	return true;
 }
 
+/* The tracker's URL is a scalar subquery: computed once, not per row. */
 static const char *const LOAD_SQL =
     "SELECT id, encode(info_hash, 'hex'), sha256, size, piece_length, torrent, "
-    "       (pod.tracker_urls())[1] FROM pod.torrents_seeded";
+    "       (SELECT (pod.tracker_urls())[1]) FROM pod.torrents_seeded";
 static const char *const IDS_SQL = "SELECT id, encode(info_hash, 'hex') FROM pod.torrents_seeded";
 static const char *const SOME_SQL =
     "SELECT id, encode(info_hash, 'hex'), sha256, size, piece_length, torrent, "
-    "       (pod.tracker_urls())[1] FROM pod.torrents_seeded WHERE id = ANY($1::bigint[])";
+    "       (SELECT (pod.tracker_urls())[1]) FROM pod.torrents_seeded WHERE id = ANY($1::bigint[])";
 
 static void
 set_tracker(seeder *s, const char *url)
@@ -649,7 +650,7 @@ main(int argc, char **argv)
 	ev_timer_init(&s.sweep_timer, sweep_cb, 10.0, 10.0);
 	s.sweep_timer.data = &s;
 	ev_timer_start(s.loop, &s.sweep_timer);
-	ev_timer_init(&s.announce_timer, announce_cb, 1.0, 1.0);
+	ev_timer_init(&s.announce_timer, announce_cb, 0.25, 0.25);
 	s.announce_timer.data = &s;
 	ev_timer_start(s.loop, &s.announce_timer);
 	ev_init(&s.grace_timer, grace_cb);

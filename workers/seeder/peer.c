@@ -1,6 +1,6 @@
 /*
  * peer.c — the BitTorrent peer wire (BEP 3) as a seed: handshake, bitfield,
- * choke/unchoke, interested, request/piece served from the blob with pread, cancel,
+ * choke/unchoke, interested, request/piece served from the blob with sendfile, cancel,
  * keep-alive; the extension protocol (BEP 10) with ut_metadata (BEP 9), so that a
  * client holding only a magnet link gets the info dictionary from us. Peers and each
  * peer's request queue are bounded; a peer that breaks the protocol (garbage, a
@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,7 +26,6 @@
 #define HANDSHAKE_LEN 68
 #define MAX_MESSAGE (256 * 1024) /* longer messages are refused */
 #define MAX_BLOCK (128 * 1024)   /* the largest request served (clients ask 16 KiB) */
-#define OUT_LOW (256 * 1024)     /* refill the output from the queue below this */
 #define METADATA_PIECE 16384     /* BEP 9 */
 #define OUR_UT_METADATA 2        /* our extended message id for ut_metadata */
 
@@ -69,6 +69,9 @@ struct peer
 	size_t out_len, out_off, out_cap;
 	block_req *q; /* ring of queued requests */
 	size_t q_head, q_len;
+	off_t file_off;   /* the block being sent with sendfile: its place in the blob, */
+	size_t file_left; /* what is left of it, */
+	size_t file_at;   /* and where in the output it goes (messages queued after it wait) */
 	double last_rx, last_tx;
 };
 
@@ -113,21 +116,27 @@ peer_close(peer *p, const char *why)
 	free(p);
 }
 
-/* Room for n more bytes of output. */
+/* Room for n more bytes of output. The sent prefix is reclaimed only once it is at
+ * least as long as what is still pending, so moving bytes costs O(1) per byte sent. */
 static uint8_t *
 out_reserve(peer *p, size_t n)
 {
 	if (p->out_off > 0 && p->out_off == p->out_len)
+	{
+		p->file_at -= p->file_left ? p->out_off : 0;
 		p->out_off = p->out_len = 0;
+	}
 	if (p->out_len + n > p->out_cap)
 	{
-		if (p->out_off > 0)
+		size_t pending = p->out_len - p->out_off;
+		if (p->out_off > 0 && p->out_off >= pending && pending + n <= p->out_cap)
 		{
-			memmove(p->out, p->out + p->out_off, p->out_len - p->out_off);
-			p->out_len -= p->out_off;
+			memmove(p->out, p->out + p->out_off, pending);
+			p->file_at -= p->file_left ? p->out_off : 0;
+			p->out_len = pending;
 			p->out_off = 0;
 		}
-		if (p->out_len + n > p->out_cap)
+		else
 		{
 			size_t cap = p->out_cap ? p->out_cap : 4096;
 			while (cap < p->out_len + n)
@@ -214,70 +223,83 @@ send_bitfield(peer *p)
 		w[5 + n - 1] = (uint8_t)(0xff << spare); /* spare bits must be zero */
 }
 
-/* Moves queued requests into the output while it is short: each a piece message
- * with the block read from the blob. False when the blob cannot be read. */
-static bool
-fill_output(peer *p)
-{
-	while (p->q_len > 0 && p->out_len - p->out_off < OUT_LOW)
-	{
-		block_req r = p->q[p->q_head];
-		p->q_head = (p->q_head + 1) % (size_t)p->s->cfg.max_requests;
-		p->q_len--;
-		uint8_t *w = out_reserve(p, 13 + r.length);
-		put_u32(w, 9 + r.length);
-		w[4] = MSG_PIECE;
-		put_u32(w + 5, r.index);
-		put_u32(w + 9, r.begin);
-		off_t off = (off_t)r.index * (off_t)p->t->piece_length + r.begin;
-		size_t got = 0;
-		while (got < r.length)
-		{
-			ssize_t k = pread(p->blob_fd, w + 13 + got, r.length - got, off + (off_t)got);
-			if (k < 0 && errno == EINTR)
-				continue;
-			if (k <= 0)
-			{
-				wk_log(WK_ERROR, "peer %s: reading blob %s at %lld: %s", p->addr, p->t->sha256,
-				       (long long)off, k < 0 ? strerror(errno) : "short file");
-				return false;
-			}
-			got += (size_t)k;
-		}
-		p->s->served_blocks++;
-		p->s->served_bytes += r.length;
-	}
-	return true;
-}
-
-/* Writes what is pending; false when the peer is gone (closed here). */
+/* Writes what is pending; false when the peer is gone (closed here). Protocol
+ * messages go through the output buffer; a piece message is its 13-byte header
+ * (sent with MSG_MORE) then the block straight from the blob with sendfile, so block
+ * data is never copied through this process. Messages queued while a block is on
+ * its way wait behind it (file_at), which keeps the bytes in order. */
 static bool
 flush(peer *p)
 {
 	seeder *s = p->s;
-	for (;;)
+	bool blocked = false;
+	while (!blocked)
 	{
-		if (!fill_output(p))
+		size_t limit = p->file_left ? p->file_at : p->out_len;
+		if (p->out_off < limit)
 		{
-			peer_close(p, "blob read error");
-			return false;
+			ssize_t k = send(p->fd, p->out + p->out_off, limit - p->out_off,
+			                 MSG_NOSIGNAL | (p->file_left ? MSG_MORE : 0));
+			if (k < 0)
+			{
+				if (errno == EINTR)
+					continue;
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
+				{
+					blocked = true;
+					break;
+				}
+				peer_close(p, strerror(errno));
+				return false;
+			}
+			p->out_off += (size_t)k;
+			p->last_tx = seeder_now(s);
+			continue;
 		}
-		if (p->out_off == p->out_len)
+		if (p->file_left > 0)
+		{
+			ssize_t k = sendfile(p->fd, p->blob_fd, &p->file_off, p->file_left);
+			if (k < 0)
+			{
+				if (errno == EINTR)
+					continue;
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
+				{
+					blocked = true;
+					break;
+				}
+				wk_log(WK_ERROR, "peer %s: sending blob %s at %lld: %s", p->addr, p->t->sha256,
+				       (long long)p->file_off, strerror(errno));
+				peer_close(p, NULL);
+				return false;
+			}
+			if (k == 0)
+			{
+				wk_log(WK_ERROR, "peer %s: blob %s is shorter than its torrent", p->addr, p->t->sha256);
+				peer_close(p, NULL);
+				return false;
+			}
+			p->file_left -= (size_t)k;
+			p->last_tx = seeder_now(s);
+			continue;
+		}
+		if (p->q_len == 0)
 			break;
-		ssize_t k = send(p->fd, p->out + p->out_off, p->out_len - p->out_off, MSG_NOSIGNAL);
-		if (k < 0)
-		{
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			peer_close(p, strerror(errno));
-			return false;
-		}
-		p->out_off += (size_t)k;
-		p->last_tx = seeder_now(s);
+		block_req r = p->q[p->q_head];
+		p->q_head = (p->q_head + 1) % (size_t)s->cfg.max_requests;
+		p->q_len--;
+		uint8_t *w = out_reserve(p, 13);
+		put_u32(w, 9 + r.length);
+		w[4] = MSG_PIECE;
+		put_u32(w + 5, r.index);
+		put_u32(w + 9, r.begin);
+		p->file_off = (off_t)r.index * (off_t)p->t->piece_length + r.begin;
+		p->file_left = r.length;
+		p->file_at = p->out_len;
+		s->served_blocks++;
+		s->served_bytes += r.length;
 	}
-	int want = EV_READ | (p->out_off < p->out_len ? EV_WRITE : 0);
+	int want = EV_READ | (blocked ? EV_WRITE : 0);
 	if (s->stopping)
 		want &= ~EV_READ;
 	if ((p->io.events & (EV_READ | EV_WRITE)) != want)
@@ -698,7 +720,7 @@ peer_sweep(seeder *s)
 		peer *next = p->next;
 		if (now - p->last_rx > (double)s->cfg.idle_s)
 			peer_close(p, "idle");
-		else if (p->handshaken && now - p->last_tx > 90.0 && p->out_off == p->out_len)
+		else if (p->handshaken && now - p->last_tx > 90.0 && p->out_off == p->out_len && p->file_left == 0)
 		{
 			uint8_t *w = out_reserve(p, 4);
 			put_u32(w, 0); /* keep-alive */
@@ -730,7 +752,7 @@ peer_drain(seeder *s)
 	while (p)
 	{
 		peer *next = p->next;
-		if (p->q_len == 0 && p->out_off == p->out_len)
+		if (p->q_len == 0 && p->out_off == p->out_len && p->file_left == 0)
 			peer_close(p, "drained");
 		else
 			flush(p); /* stops reading: no new requests */

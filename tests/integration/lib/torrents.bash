@@ -75,3 +75,11 @@ except OSError: pass
 print(data.hex())
 PY
 }
+
+# seeded_swarm INFO_HASH_HEX: true once the pod's tracker counts a seeder for it (the
+# seeder's announce went through), by a BEP 48 scrape.
+seeded_swarm() {
+  local enc
+  enc=$(sed 's/../%&/g' <<<"$1")
+  curl -s "http://127.0.0.1:$tracker_port/scrape?info_hash=$enc" | grep -aq '8:completei[1-9]'
+}
