@@ -8,6 +8,7 @@
 
 #include "auth.h"
 #include "pool.h"
+#include "query_parse.h"
 
 typedef struct tf
 {
@@ -31,16 +32,6 @@ tf_free(gw_req *req, int ok)
 	gw_params_free(&t->qp);
 	free(t);
 	req->handler = NULL;
-}
-
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
 }
 
 static void
@@ -73,7 +64,7 @@ lookup_done(gw_pg_job *job)
 		abort();
 	for (size_t i = 0; i < len; i++)
 	{
-		int hi = hexval(hex[2 + 2 * i]), lo = hexval(hex[3 + 2 * i]);
+		int hi = gw_hexval(hex[2 + 2 * i]), lo = gw_hexval(hex[3 + 2 * i]);
 		if (hi < 0 || lo < 0)
 		{
 			free(body);

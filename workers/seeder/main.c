@@ -94,32 +94,6 @@ torrent_free(torrent *t)
 	free(t);
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Decodes n bytes of hex (PostgreSQL's bytea output without its "\x"). */
-static bool
-unhex(uint8_t *out, const char *hex, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-	{
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return false;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return true;
-}
-
 /* A row of pod.torrents_seeded (id, info_hash, sha256, size, piece_length, torrent)
  * made into a torrent; NULL (and a log line) when the stored torrent is unusable. */
 static torrent *
@@ -143,8 +117,8 @@ torrent_from_row(PGresult *res, int r)
 	if (!t)
 		abort();
 	t->id = id;
-	if (!unhex(raw, tor + 2, len) || strlen(PQgetvalue(res, r, 1)) != 40 ||
-	    !unhex(t->info_hash, PQgetvalue(res, r, 1), 20))
+	if (!wk_hex_decode(raw, tor + 2, len) || strlen(PQgetvalue(res, r, 1)) != 40 ||
+	    !wk_hex_decode(t->info_hash, PQgetvalue(res, r, 1), 20))
 		err = "bad hex";
 	else if ((err = mi_parse(raw, len, &mt)) == NULL)
 	{
@@ -296,7 +270,7 @@ ids_done(wk_db *db, PGresult *res, void *arg)
 	{
 		uint8_t h[20];
 		const char *hex = PQgetvalue(res, r, 1);
-		torrent *t = strlen(hex) == 40 && unhex(h, hex, 20) ? seeder_find(s, h) : NULL;
+		torrent *t = strlen(hex) == 40 && wk_hex_decode(h, hex, 20) ? seeder_find(s, h) : NULL;
 		if (t && t->id == atoll(PQgetvalue(res, r, 0)))
 			t->seen = true;
 		else
