@@ -93,11 +93,11 @@ CREATE FUNCTION pod.uri_component(text) RETURNS text
 COMMENT ON FUNCTION pod.uri_component(text) IS 'Percent-encodes all but RFC 3986''s unreserved characters (as encodeURIComponent).';
 
 -- The piece length libtorrent picks (create_torrent: about 10·sqrt(size), a power of
--- two from 16 KiB up to 8 MiB), so a file has a few hundred to a few thousand pieces.
+-- two from 16 KiB up to 16 MiB), so a file has a few hundred to a few thousand pieces.
 CREATE FUNCTION pod.torrent_piece_length(size bigint) RETURNS integer
   LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
   RETURN 16384 << (SELECT count(*)::integer FROM unnest(ARRAY[2684355, 10737418, 42949673, 171798692,
-                     687194767, 2748779069, 10995116278, 43980465111, 175921860444]::bigint[]) t
+                     687194767, 2748779069, 10995116278, 43980465111, 175921860444, 703687441777]::bigint[]) t
                     WHERE t < size);
 
 -- This pod's tracker URLs: HTTP, UDP and WebSocket on one port of the pod's host.

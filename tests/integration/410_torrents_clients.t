@@ -10,7 +10,7 @@
 dir=$(mktemp -d /tmp/pgpod-torrents.XXXXXX)
 chmod 755 "$dir"
 trap 'rm -rf "$dir"' EXIT
-plan 31
+plan 32
 lib=$(dirname "$0")/lib
 aria() { timeout 90 aria2c -q --enable-dht=false --enable-dht6=false --bt-enable-lpd=false \
            --enable-peer-exchange=false --seed-time=0 --allow-overwrite=true --auto-file-renaming=false \
@@ -47,6 +47,17 @@ done < <(q -c "SELECT f.id, encode(f.info_hash, 'hex'), fl.filename_visible, b.s
                FROM pod.video_files f JOIN pod.files fl ON fl.id = f.file_id JOIN pod.blobs b ON b.sha256 = fl.sha256
               WHERE f.torrent IS NOT NULL")
 ok $all_ok "transmission-show reads every stored .torrent: same name, info hash, piece count, size"
+
+# Piece lengths: what libtorrent's create_torrent picks for the same sizes.
+sizes="16384 700000 3000000 5300001 104857600 314572800 1073741824 4294967296 1099511627776"
+ltpl=$(/usr/bin/python3 -c "
+import sys, libtorrent as lt
+out = []
+for s in sys.argv[1:]:
+    fs = lt.file_storage(); fs.add_file('x', int(s)); out.append(str(lt.create_torrent(fs, 0).piece_length()))
+print(' '.join(out))" $sizes)
+is "$(q -c "SELECT string_agg(pod.torrent_piece_length(s)::text, ' ' ORDER BY o) FROM unnest('{${sizes// /,}}'::bigint[]) WITH ORDINALITY AS x(s, o)")" \
+  "$ltpl" "piece lengths are libtorrent's for 16 KiB to 1 TiB ($ltpl)"
 
 # mktorrent with the same piece length and name gives the same info hash.
 pl1=$(q -c "SELECT piece_length FROM pod.video_files WHERE id = $vf1")
