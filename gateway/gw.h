@@ -94,6 +94,10 @@ void gw_stream_write(gw_req *req, const char *data, size_t len);
 int gw_stream_backlog(const gw_req *req);
 /* The request was answered elsewhere and nothing more will come. */
 int gw_req_alive(const gw_req *req);
+/* Stops (1) or resumes (0) reading a request's body from the socket: a handler that
+ * must ask the database before it accepts the bytes (tus PATCH). What was already read
+ * still reaches on_body. */
+void gw_req_pause_body(gw_req *req, int pause);
 
 /* http.c */
 /* reuseport 0 binds exclusively: the supervisor's probe fails when another

@@ -118,6 +118,18 @@ gw_req_alive(const gw_req *req)
 	return req->conn && !req->conn->dead;
 }
 
+void
+gw_req_pause_body(gw_req *req, int pause)
+{
+	gw_conn *c = req ? req->conn : NULL;
+	if (!c || c->fd < 0 || c->state != CS_BODY)
+		return;
+	if (pause)
+		ev_io_stop(gw_loop, &c->rio);
+	else
+		ev_io_start(gw_loop, &c->rio);
+}
+
 static void
 arm_timer(gw_conn *c, double seconds)
 {
@@ -270,7 +282,8 @@ write_head(gw_conn *c, int status, const char *content_type, const char *extra,
 		    "Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Content-Encoding, "
 		    "Content-Location, Content-Range, Content-Type, Date, Location, Server, "
 		    "Transfer-Encoding, "
-		    "Range-Unit, Preference-Applied, ETag\r\n");
+		    "Range-Unit, Preference-Applied, ETag, Upload-Offset, Upload-Length, Upload-Expires, "
+		    "Upload-Metadata, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size\r\n");
 	if (chunked_stream)
 		gw_buf_puts(&c->out, "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
 	if (!c->keep_alive || chunked_stream || gw_draining)

@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "pool.h"
 #include "sse.h"
+#include "video_events.h"
 
 enum lstate
 {
@@ -240,6 +241,7 @@ step_done(void)
 		}
 		/* events committed while we were away are fetched, never lost */
 		gw_sse_resync_all();
+		gw_video_events_resync_all();
 		start_schema_load();
 		break;
 	default:
@@ -263,6 +265,8 @@ handle_notifies(void)
 					reload_pending = 1;
 			}
 		}
+		else if (!strcmp(n->relname, "pod_video_events"))
+			gw_video_events_notify(n->extra);
 		else if (!strcmp(n->relname, "pgpod_room_events"))
 		{
 			gw_sse_notify(n->extra);
@@ -290,7 +294,7 @@ on_io(struct ev_loop *loop, ev_io *w, int revents)
 			backoff = 0;
 			ev_timer_stop(gw_loop, &retry);
 			state = L_LISTEN_CMD;
-			send_or_down("LISTEN pgrst; LISTEN pgpod_room_events");
+			send_or_down("LISTEN pgrst; LISTEN pgpod_room_events; LISTEN pod_video_events");
 			return;
 		default:
 			go_down(PQerrorMessage(pg));

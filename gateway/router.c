@@ -12,7 +12,9 @@
 #include "sse.h"
 #include "static.h"
 #include "torrent_file.h"
+#include "tus.h"
 #include "upload.h"
+#include "video_events.h"
 
 static int
 is_upload(const gw_req *req)
@@ -26,6 +28,11 @@ gw_route_head(gw_req *req)
 	if (is_upload(req))
 	{
 		gw_upload_head(req);
+		return;
+	}
+	if (gw_tus_match(req))
+	{
+		gw_tus_head(req);
 		return;
 	}
 	if (req->content_length > gw_cfg.body_max)
@@ -97,6 +104,11 @@ gw_route(gw_req *req)
 		cors_preflight(req);
 		return;
 	}
+	if (gw_tus_match(req))
+	{
+		gw_tus_finish(req);
+		return;
+	}
 	if (!strcmp(p, "/") && get)
 	{
 		gw_openapi_handle(req);
@@ -119,6 +131,10 @@ gw_route(gw_req *req)
 	}
 	if ((name = segment_after(p, "/files/")) && get)
 	{
+		/* /files/<id>.<ext>: HLS loaders (ffmpeg's) want an extension on segment URLs */
+		const char *dot = strchr(name, '.');
+		if (dot && dot - name == 36 && strlen(dot) <= 9)
+			name = gw_arena_strndup(&req->arena, name, 36);
 		gw_static_handle(req, name);
 		return;
 	}
@@ -141,6 +157,15 @@ gw_route(gw_req *req)
 				gw_sse_handle(req, gw_arena_strdup(&req->arena, id));
 				return;
 			}
+		}
+	}
+	if (!strncmp(p, "/videos/", 8) && get)
+	{
+		const char *video = p + 8, *slash = strchr(video, '/');
+		if (slash && !strcmp(slash, "/events") && slash - video == 36)
+		{
+			gw_video_events_handle(req, gw_arena_strndup(&req->arena, video, 36));
+			return;
 		}
 	}
 	if ((name = segment_after(p, "/")) && strcmp(name, "rpc") && strcmp(name, "upload"))

@@ -86,5 +86,24 @@ void wk_benc_key_int(wk_buf *b, const char *key, int64_t v);
 /* --- hex.c: hexadecimal text ------------------------------------------------------ */
 /* Decodes 2·n hex digits (either case) into n bytes; false at a non-digit. */
 bool wk_hex_decode(uint8_t *out, const char *hex, size_t n);
+/* --- child.c: child processes on the loop (ffmpeg, ffprobe) ------------------------ */
+#include <sys/types.h>
+typedef struct wk_child wk_child;
+/* A line of the child's stdout (without its newline). */
+typedef void (*wk_child_line_cb)(wk_child *child, char *line, void *arg);
+/* The child exited (status as waitpid gives it) and its pipes are drained; the child
+ * is freed when this returns. */
+typedef void (*wk_child_exit_cb)(wk_child *child, int status, void *arg);
+/* Starts argv[0] (PATH searched) in cwd (NULL: ours) with stdin /dev/null; it is killed
+ * if the daemon dies. NULL (errno set) when it cannot be started. loop must be the
+ * default loop. */
+wk_child *wk_child_spawn(struct ev_loop *loop, char *const argv[], const char *cwd, wk_child_line_cb on_line,
+                         wk_child_exit_cb on_exit, void *arg);
+void wk_child_kill(wk_child *child, int sig);
+pid_t wk_child_pid(const wk_child *child);
+/* The last few KiB the child wrote to stderr. */
+const char *wk_child_stderr(const wk_child *child);
+/* The last non-empty line of text, trimmed to size - 1 bytes. */
+void wk_last_line(const char *text, char *out, size_t size);
 
 #endif

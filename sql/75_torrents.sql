@@ -1,12 +1,16 @@
--- 74_torrents: a BEP 3 .torrent for every file of a published video. Publishing
--- enqueues a `torrent` job per file; the seeder claims it, hashes the blob on every
--- core and hands the piece hashes to pod.torrent_finish, which builds the torrent
--- here (one bencoder: extension/src/bencode.c), stores it with its info hash and
--- magnet and NOTIFYs pod_torrents (the seeder and the tracker follow that channel).
+-- 75_torrents: a BEP 3 .torrent for every file of a published video. Publishing
+-- enqueues a `torrent` job per row of pod.video_files (each MP4, and each HLS
+-- rendition's single fragmented-MP4 file; playlists, thumbnails and previews are not
+-- rows there and get none); the seeder claims it, hashes the blob on every core and
+-- hands the piece hashes to pod.torrent_finish, which builds the torrent here (one
+-- bencoder: extension/src/bencode.c), stores it with its info hash and magnet and
+-- NOTIFYs pod_torrents (the seeder and the tracker follow that channel).
+-- Numbered 75 so that it runs after 74_video_transcode.sql (which gives
+-- pod.video_files its id, kind, size, ... and api.videos/api.video_files their
+-- columns): the columns here come after video1's, and the views here extend video1's.
+-- Files of published videos are public (the WebSeed, BEP 19, reads /files/<id>
+-- anonymously) through video1's pod.file_is_public.
 
--- The handle other tables and daemons use for a file (video1's contract; IF NOT
--- EXISTS so that this is a no-op where video1's table already has it).
-ALTER TABLE pod.video_files ADD COLUMN IF NOT EXISTS id bigint GENERATED ALWAYS AS IDENTITY UNIQUE;
 ALTER TABLE pod.video_files
   ADD COLUMN piece_length integer CHECK (piece_length >= 16384 AND (piece_length & (piece_length - 1)) = 0),
   ADD COLUMN pieces bytea CHECK (length(pieces) % 20 = 0);
@@ -157,17 +161,6 @@ CREATE VIEW pod.torrents_seeded AS
    WHERE v.state = 'published' AND v.origin IS NULL AND f.info_hash IS NOT NULL;
 COMMENT ON VIEW pod.torrents_seeded IS 'The files the seeder serves (published, local, with a torrent), with their blob.';
 
--- Files of published videos are public: the WebSeed (BEP 19) and players fetch them
--- anonymously at /files/<id>.
-CREATE FUNCTION pod.file_is_published(file uuid) RETURNS boolean
-  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
-  RETURN EXISTS (SELECT 1 FROM pod.video_files f JOIN pod.videos v ON v.uuid = f.video_uuid
-                  WHERE f.file_id = file AND v.state = 'published');
-CREATE POLICY files_published ON pod.files FOR SELECT TO pgpod_anon, pgpod_user
-  USING (pod.file_is_published(id));
-GRANT SELECT ON pod.files TO pgpod_anon;
-GRANT SELECT ON api.files TO pgpod_anon;
-
 -- The .torrent the gateway serves at /torrents/<info hash>.torrent (application/x-bittorrent).
 CREATE VIEW api.torrents WITH (security_invoker = true) AS
   SELECT encode(f.info_hash, 'hex') AS info_hash, f.torrent, fl.filename_visible AS name
@@ -175,23 +168,28 @@ CREATE VIEW api.torrents WITH (security_invoker = true) AS
    WHERE f.torrent IS NOT NULL AND v.state = 'published';
 COMMENT ON VIEW api.torrents IS 'Torrents of published video files, by info hash (the gateway serves them as /torrents/<info_hash>.torrent).';
 
--- api.video_files gains the .torrent's URL (appended after 35_tracker's columns).
+-- api.video_files gains the .torrent's URL (appended after video1's and the tracker's columns).
 CREATE OR REPLACE VIEW api.video_files WITH (security_invoker = true) AS
   SELECT video_uuid, resolution, file_id, encode(info_hash, 'hex') AS info_hash, magnet, created_at,
          seeders, leechers, completed,
+         kind, pod.file_url(file_id) AS url, size, bitrate, fps, pod.file_url(playlist_file_id) AS playlist_url,
          CASE WHEN f.info_hash IS NOT NULL
               THEN (SELECT i.url FROM pod.identity i) || '/torrents/' || encode(f.info_hash, 'hex') || '.torrent'
          END AS torrent_url
     FROM pod.video_files f;
 
--- A local video's magnet is its best rendition's (highest resolution with a torrent).
+-- A local video's magnet is its best rendition's: the MP4 of the highest resolution
+-- with a torrent (an HLS rendition's only when no MP4 has one). Columns as video1's.
 CREATE OR REPLACE VIEW api.videos WITH (security_invoker = true) AS
   SELECT uuid, channel_id, name, description, origin, author,
          CASE WHEN v.origin IS NULL
               THEN (SELECT f.magnet FROM pod.video_files f WHERE f.video_uuid = v.uuid AND f.magnet IS NOT NULL
-                     ORDER BY f.resolution DESC, f.id LIMIT 1)
+                     ORDER BY f.resolution DESC, f.kind = 'mp4' DESC, f.id LIMIT 1)
               ELSE v.magnet END AS magnet,
-         thumbnail, state, duration, created_at, updated_at
+         thumbnail, state, duration, created_at, updated_at,
+         failure_reason, progress, extract(epoch FROM duration)::double precision AS duration_seconds,
+         width, height, fps, pod.file_url(thumbnail_file_id) AS thumbnail_url, pod.file_url(preview_file_id) AS preview_url,
+         pod.file_url(hls_file_id) AS hls_url, published_at
     FROM pod.videos v;
 
 GRANT SELECT ON pod.torrents_seeded TO pgpod_worker;
@@ -205,7 +203,7 @@ GRANT EXECUTE ON FUNCTION pod.torrent_enqueue(uuid) TO pgpod_admin;
 -- script (which does not run that file) grants exactly the same.
 REVOKE EXECUTE ON FUNCTION pod.torrent_info(bytea), pod.torrent_build(text, bigint, integer, bytea, text[], text[]),
   pod.uri_component(text), pod.torrent_piece_length(bigint), pod.tracker_urls(), pod.videos_torrents(),
-  pod.video_files_torrents(), pod.file_is_published(uuid) FROM PUBLIC;
+  pod.video_files_torrents() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pod.torrent_info(bytea), pod.torrent_build(text, bigint, integer, bytea, text[], text[]),
-  pod.uri_component(text), pod.torrent_piece_length(bigint), pod.tracker_urls(), pod.file_is_published(uuid)
+  pod.uri_component(text), pod.torrent_piece_length(bigint), pod.tracker_urls()
   TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;

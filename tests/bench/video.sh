@@ -1,0 +1,98 @@
+#!/bin/bash
+# Video speed, each number beside a reference measured in the same run:
+#  1. Transcoding a 30 s 1080p clip with audio (ladder 720/480/360, MP4 + HLS,
+#     thumbnail, preview): the wall time from POST /rpc/video_create to the video
+#     published (claim, ffprobe, ffmpeg, hashing, staging, publication) against the
+#     bare ffmpeg command producing the same outputs, taken from the transcoder's log
+#     (the command it ran) and run by hand on the same source. Goal: ≤ 1.05×.
+#  2. A 1 GiB tus upload over loopback (one PATCH, curl) against nginx receiving the
+#     same body to disk (client_body_in_file_only, WebDAV PUT), same client. Goal ≥ 0.8×.
+# Needs an instance started by tests/bench/run (PGPOD_URL, PGHOST, PGPOD_DIR).
+set -euo pipefail
+top=${PGPOD_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$top/tests/bench/lib.bash"
+url=$PGPOD_URL
+work=$(mktemp -d /tmp/pgpod-vbench.XXXXXX); chmod 755 "$work"
+nginx_pid=
+cleanup() {
+  [[ -n $nginx_pid ]] && kill "$nginx_pid" 2>/dev/null
+  psql -X -q -c "DELETE FROM pod.setting_overrides WHERE name = 'transcode.ladder'" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+now() { date +%s.%N; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+email="bench$$@example.org"
+curl -sf -X POST "$url/rpc/register" -H 'Content-Type: application/json' -d "{\"email\":\"$email\",\"password\":\"a long password\"}" >/dev/null
+token=$(curl -sf -X POST "$url/rpc/login" -H 'Content-Type: application/json' \
+  -d "{\"email\":\"$email\",\"password\":\"a long password\"}" | sed 's/.*"token" *: *"\([^"]*\)".*/\1/')
+auth=(-H "Authorization: Bearer $token")
+
+# --- 1. transcoding ------------------------------------------------------------------
+# VIDEO_BENCH_SECONDS (default 30): the clip's length
+ffmpeg -v error -nostdin -y -f lavfi -i testsrc2=size=1920x1080:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
+  -t "${VIDEO_BENCH_SECONDS:-30}" -c:v libx264 -preset ultrafast -crf 18 -c:a aac -b:a 128k -shortest "$work/src.mp4"
+psql -X -q -c "INSERT INTO pod.setting_overrides (name, value) VALUES ('transcode.ladder', '[720, 480, 360]')
+               ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value" >/dev/null
+channel=$(curl -sf -X POST "$url/channels" "${auth[@]}" -H 'Content-Type: application/json' -H 'Prefer: return=representation' \
+  -H 'Accept: application/vnd.pgrst.object+json' -d "{\"name\":\"bench$$\",\"display_name\":\"Bench\"}" | sed 's/.*"id" *: *\([0-9]*\).*/\1/')
+file=$(curl -sf -X POST "$url/upload?filename=src.mp4" "${auth[@]}" -H 'Content-Type: video/mp4' --data-binary @"$work/src.mp4" |
+  sed 's/.*"id" *: *"\([^"]*\)".*/\1/')
+# daemon: from video_create to published; prints "seconds job"
+daemon_run() {
+  local t v
+  t=$(now)
+  v=$(curl -s -X POST "$url/rpc/video_create" "${auth[@]}" -H 'Content-Type: application/json' \
+    -d "{\"channel_id\":$channel,\"file_id\":\"$file\",\"name\":\"bench\"}" | sed -n 's/.*"uuid" *: *"\([^"]*\)".*/\1/p')
+  until [[ $(psql -X -At -c "SELECT state FROM pod.videos WHERE uuid = '$v'") =~ ^(published|failed)$ ]]; do sleep 0.05; done
+  [[ $(psql -X -At -c "SELECT state FROM pod.videos WHERE uuid = '$v'") == published ]] || { echo "the bench video failed" >&2; exit 1; }
+  awk -v a="$t" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'
+  echo " $(psql -X -At -c "SELECT id FROM pod.jobs WHERE kind = 'transcode' AND target = '$v'")"
+}
+# bare: the command the daemon ran for a job (from its log), by hand, in a scratch directory
+bare_run() {
+  local cmd dir=$work/ref.$1 t
+  cmd=$(grep -F "job $1 (video" "$PGPOD_DIR/log/transcoder.log" | tail -1 | sed 's/.*: in [^:]*: //')
+  mkdir "$dir"; t=$(now)
+  # in a session of its own, as scripts/pgpod starts the daemon (setsid): with the
+  # kernel's autogroup scheduling, a session is what shares the CPU with others
+  (cd "$dir" && setsid -w bash -c "$cmd" >/dev/null)
+  awk -v a="$t" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'
+  rm -rf "$dir"
+}
+inner() { grep -F "job $1: ffmpeg done in" "$PGPOD_DIR/log/transcoder.log" | sed 's/.*done in \([0-9.]*\) s/\1/'; }
+# alternating: daemon, bare, daemon, bare
+read -r d1 j1 < <(daemon_run); b1=$(bare_run "$j1")
+read -r d2 j2 < <(daemon_run); b2=$(bare_run "$j2")
+echo "transcode ${VIDEO_BENCH_SECONDS:-30} s 1080p -> 720/480/360 MP4 + HLS + images: daemon (video_create -> published) $d1 s, $d2 s" \
+     "(its ffmpeg $(inner "$j1") s, $(inner "$j2") s); the same ffmpeg command bare: $b1 s, $b2 s:" \
+     "$(ratio "$(awk -v a="$d1" -v b="$d2" 'BEGIN { print a + b }')" "$(awk -v a="$b1" -v b="$b2" 'BEGIN { print a + b }')")x (goal <= 1.05);" \
+     "the daemon's own time beside its ffmpeg: $(awk -v a="$d1" -v b="$d2" -v c="$(inner "$j1")" -v d="$(inner "$j2")" 'BEGIN { printf "%.2f s, %.2f s", a - c, b - d }')"
+
+# --- 2. a 1 GiB tus upload --------------------------------------------------------------
+head -c $((1 << 30)) /dev/zero | openssl enc -aes-128-ctr -nosalt -pass pass:pgpod -pbkdf2 2>/dev/null | head -c $((1 << 30)) >"$work/big.bin"
+loc=$(curl -s -i -X POST "$url/uploads" "${auth[@]}" -H 'Tus-Resumable: 1.0.0' -H "Upload-Length: $((1 << 30))" |
+  tr -d '\r' | sed -n 's/^location: *//Ip')
+t0=$(now)
+code=$(curl -s -o /dev/null -w '%{http_code}' -X PATCH -T "$work/big.bin" "$url$loc" "${auth[@]}" -H 'Tus-Resumable: 1.0.0' \
+  -H 'Upload-Offset: 0' -H 'Content-Type: application/offset+octet-stream' -H 'Expect:')
+t1=$(now)
+[[ $code == 204 ]] || { echo "the tus PATCH answered $code"; exit 1; }
+port=$((PGPOD_HTTP_PORT + 61))
+mkdir -p "$work/www"
+nginx_start 1 64 "http://127.0.0.1:$port/health" "
+  server {
+    listen 127.0.0.1:$port;
+    root $work/www;
+    location = /health { return 200; }
+    location /up/ { dav_methods PUT; client_body_in_file_only on; client_max_body_size 2g;
+                    client_body_buffer_size 128k; create_full_put_path on; }
+  }"
+t2=$(now)
+code=$(curl -s -o /dev/null -w '%{http_code}' -T "$work/big.bin" "http://127.0.0.1:$port/up/big.bin" -H 'Expect:')
+t3=$(now)
+[[ $code == 201 || $code == 204 ]] || { echo "nginx answered $code"; exit 1; }
+tus=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", 1024 / (b - a) }')
+ngx=$(awk -v a="$t2" -v b="$t3" 'BEGIN { printf "%.0f", 1024 / (b - a) }')
+echo "tus upload 1 GiB (PATCH, hashed on the fly, registered): ${tus} MiB/s, nginx client_body_in_file_only PUT ${ngx} MiB/s: $(ratio "$tus" "$ngx")x (goal >= 0.8)"
