@@ -534,9 +534,10 @@ main(int argc, char **argv)
 	ev_run(tk_loop, 0);
 
 	wk_log(WK_INFO, "stopped (%" PRIu64 " HTTP, %" PRIu64 " UDP, %" PRIu64
-	                " WebSocket announces; %" PRIu64 " refused)",
+	                " WebSocket announces; %" PRIu64 " refused, %" PRIu64 " rate-limited; relayed %" PRIu64
+	                " offers, %" PRIu64 " answers)",
 	       tk_count.http_announces, tk_count.udp_announces, tk_count.ws_announces,
-	       tk_count.failures);
+	       tk_count.failures, tk_count.rate_limited, tk_count.offers_relayed, tk_count.answers_relayed);
 	wk_db_free(db);
 	tk_http_close_all();
 	tk_udp_stop();
