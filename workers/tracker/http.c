@@ -217,8 +217,7 @@ http_announce(tk_conn *c, const char *query, size_t qlen, wk_buf *body)
 	tk_count.http_announces++;
 	if (!tk_rate_ok(&c->addr))
 	{
-		tk_count.rate_limited++;
-		tk_bencode_failure(body, "too many requests from your address; slow down");
+		tk_bencode_failure(body, tk_slow_down);
 		return;
 	}
 	err = tk_parse_announce(query, qlen, &a, tk_cfg.numwant_max);
@@ -291,8 +290,7 @@ http_scrape(tk_conn *c, const char *query, size_t qlen, wk_buf *body)
 	tk_count.http_scrapes++;
 	if (!tk_rate_ok(&c->addr))
 	{
-		tk_count.rate_limited++;
-		tk_bencode_failure(body, "too many requests from your address; slow down");
+		tk_bencode_failure(body, tk_slow_down);
 		return;
 	}
 	n = tk_parse_scrape(query, qlen, hashes, SCRAPE_MAX, &err);

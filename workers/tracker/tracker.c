@@ -77,6 +77,8 @@ typedef struct rate_slot
 } rate_slot;
 static rate_slot *rates;
 
+const char tk_slow_down[] = "too many requests from your address; slow down";
+
 bool
 tk_rate_ok(const tk_addr *a)
 {
@@ -103,7 +105,10 @@ tk_rate_ok(const tk_addr *a)
 		r->tokens = (double)tk_cfg.burst;
 	r->last = now;
 	if (r->tokens < 1.0)
+	{
+		tk_count.rate_limited++;
 		return false;
+	}
 	r->tokens -= 1.0;
 	return true;
 }
@@ -123,12 +128,6 @@ tk_failure(const tk_addr *a, const char *what, const char *reason)
 
 /* --- database ----------------------------------------------------------------------- */
 static void db_ready(wk_db *d, void *arg);
-
-static int
-hexval(int c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
 
 static void
 refresh_done(wk_db *d, PGresult *res, void *arg)
@@ -158,16 +157,10 @@ refresh_done(wk_db *d, PGresult *res, void *arg)
 	for (int i = 0; i < n; i++)
 	{
 		const char *h = PQgetvalue(res, i, 0);
-		bool ok = strlen(h) == 2 + 2 * TK_HASH_LEN && h[0] == '\\' && h[1] == 'x';
 
-		for (int k = 0; ok && k < TK_HASH_LEN; k++)
-		{
-			int hi = hexval(h[2 + 2 * k]), lo = hexval(h[3 + 2 * k]);
-
-			ok = hi >= 0 && lo >= 0;
-			hashes[count * TK_HASH_LEN + k] = (uint8_t)(hi * 16 + lo);
-		}
-		if (!ok)
+		/* bytea in text form: \x and 40 hex digits */
+		if (strncmp(h, "\\x", 2) != 0 ||
+		    !tk_hex_decode(h + 2, strlen(h) - 2, hashes + count * TK_HASH_LEN, TK_HASH_LEN))
 			continue;
 		completed[count++] = strtoll(PQgetvalue(res, i, 1), NULL, 10);
 	}

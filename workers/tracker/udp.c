@@ -112,10 +112,7 @@ handle(const uint8_t *in, size_t len, tk_addr *a, uint8_t *out, size_t outmax)
 	if (cid != connection_id(a, now) && cid != connection_id(a, now - 1))
 		return action <= 2 ? error_packet(out, in + 12, a, "invalid or expired connection id") : 0;
 	if (!tk_rate_ok(a))
-	{
-		tk_count.rate_limited++;
-		return error_packet(out, in + 12, a, "too many requests from your address; slow down");
-	}
+		return error_packet(out, in + 12, a, tk_slow_down);
 	if (action == 1)
 	{
 		tk_announce ann;

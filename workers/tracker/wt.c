@@ -329,8 +329,7 @@ tk_wt_message(tk_conn *c, const char *text, size_t len)
 
 	if (!tk_rate_ok(&c->addr))
 	{
-		tk_count.rate_limited++;
-		send_failure(c, NULL, NULL, "too many requests from your address; slow down");
+		send_failure(c, NULL, NULL, tk_slow_down);
 		return;
 	}
 	/* Binary strings (info hashes, peer and offer ids) may hold U+0000. */
