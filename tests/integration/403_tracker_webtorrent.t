@@ -71,7 +71,9 @@ wait_for 30 gw_ok
 ok $? "the namespace's gateway serves the file (the WebSeed) at /files/<id>"
 
 r=$(in_ns timeout 170 node "$js/webtorrent.test.mjs" run "http://127.0.0.1:$gw_port" "$dir/video.torrent" "$webseed" 2>"$dir/node.log")
-echo "$r" | head -c 3000 | sed 's/^/# /' >&2; echo >&2
+# What the pages saw, when page B did not get the file over WebRTC (diagnosis).
+[[ $(jget 'd["b"]["done"] and [w["type"] for w in d["b"]["wires"]] == ["webrtc"]' <<<"$r" 2>/dev/null) == True ]] ||
+  { echo "$r" | head -c 3000 | sed 's/^/# /'; echo; tail -5 "$dir/node.log" | sed 's/^/# /'; } >&2
 is "$(jget 'd["a"]["done"], d["a"]["sha256"] == "'$sha'", d["a"]["infoHash"]' <<<"$r")" "(True, True, '$hash')" \
   "page A: WebTorrent downloads the file through the WebSocket tracker + WebSeed, byte-identical (sha256)"
 is "$(jget 'd["b"]["done"], d["b"]["sha256"] == "'$sha'", d["b"]["length"]' <<<"$r")" "(True, True, 3000000)" \
