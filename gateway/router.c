@@ -11,6 +11,7 @@
 #include "rest.h"
 #include "sse.h"
 #include "static.h"
+#include "torrent_file.h"
 #include "upload.h"
 
 static int
@@ -119,6 +120,11 @@ gw_route(gw_req *req)
 	if ((name = segment_after(p, "/files/")) && get)
 	{
 		gw_static_handle(req, name);
+		return;
+	}
+	if ((name = segment_after(p, "/torrents/")) && get)
+	{
+		gw_torrent_handle(req, name);
 		return;
 	}
 	if (!strncmp(p, "/rooms/", 7) && get)

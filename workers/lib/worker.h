@@ -83,4 +83,8 @@ void wk_benc_str(wk_buf *b, const void *s, size_t len);
 void wk_benc_strz(wk_buf *b, const char *s);
 void wk_benc_key_int(wk_buf *b, const char *key, int64_t v);
 
+/* --- hex.c: hexadecimal text ------------------------------------------------------ */
+/* Decodes 2·n hex digits (either case) into n bytes; false at a non-digit. */
+bool wk_hex_decode(uint8_t *out, const char *hex, size_t n);
+
 #endif
