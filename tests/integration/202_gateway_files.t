@@ -110,7 +110,7 @@ is($bad, 0, 'six concurrent range downloads are byte-exact');
 $r = req(GET => "/files/$file->{id}", { Authorization => "Bearer $tok{b}" });
 is($r->{status}, 404, 'another user cannot download it (RLS)');
 $r = req(GET => "/files/$file->{id}");
-is($r->{status}, 401, 'anonymous cannot download it');
+is($r->{status}, 404, 'anonymous cannot download it (404: only files of published videos are public, as for other users under RLS)');
 $r = req(GET => "/files/not-a-uuid", {%a});
 is($r->{status}, 400, 'malformed file id: 400');
 
@@ -120,7 +120,7 @@ $r = req(GET => "/files/$file->{id}?access_token=$tok{a}", { Range => 'bytes=100
 ok($r->{status} == 206 && $r->{content} eq substr($data, 1000, 1000), 'access_token in the query: 206, exact bytes')
   or diag "$r->{status} $r->{content}";
 $r = req(GET => "/files/$file->{id}");
-is($r->{status}, 401, 'anonymous right after it still cannot download (the cache is per verified caller)');
+is($r->{status}, 404, 'anonymous right after it still cannot download (the cache is per verified caller)');
 $r = req(GET => "/files/$file->{id}?access_token=$tok{b}");
 is($r->{status}, 404, 'access_token of another user: 404 (RLS)');
 $r = req(GET => "/files/$file->{id}?access_token=not.a.jwt");

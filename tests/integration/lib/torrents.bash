@@ -6,7 +6,7 @@ store=${PGPOD_STORE_DIR:-$PGPOD_DIR/store}
 peer_port=${PGPOD_PEER_PORT:?the seeder tests need PGPOD_PEER_PORT (tests/check sets it)}
 tracker_port=${PGPOD_TRACKER_PORT:?the seeder tests need PGPOD_TRACKER_PORT (tests/check sets it)}
 # Ports of the test's own clients: base + 62..68 (tests/check gives the tracker +60,
-# the seeder +69).
+# the seeder +71).
 client_port() { echo $((PGPOD_HTTP_PORT + 61 + $1)); }
 
 # The owner of the test videos (a user and a channel), made once.

@@ -1,45 +1,36 @@
 // WebTorrent (its browser bundle, an ES module) in headless Chromium driven by
-// puppeteer-core: page A downloads a torrent through the pod's WebSocket tracker and
-// the gateway's WebSeed; page B, with no WebSeed, must get every piece from page A
-// over WebRTC, which only the tracker's relay of offers and answers can connect.
-//   node webtorrent.test.mjs make FILE WS_TRACKER OUT.torrent
-//   node webtorrent.test.mjs run ORIGIN TORRENT WEBSEED_URL
-// `run` prints one JSON line: the outcome of each page.
+// puppeteer-core: page A adds the pod's .torrent and downloads through the pod's
+// WebSocket tracker and the WebSeed its url-list names; page B adds a magnet link
+// with only the WebSocket tracker (no WebSeed), so the metadata (ut_metadata) and
+// every piece must come from page A over WebRTC, which only the tracker's relay of
+// offers and answers can connect.
+//   node webtorrent.test.mjs run ORIGIN TORRENT_FILE MAGNET_FOR_B
+// prints one JSON line: the outcome of each page.
 import fs from 'node:fs'
 import path from 'node:path'
 import crypto from 'node:crypto'
 import { fileURLToPath } from 'node:url'
-import createTorrent from 'create-torrent'
 import puppeteer from 'puppeteer-core'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const [cmd, ...args] = process.argv.slice(2)
 
-if (cmd === 'make') {
-  const [file, ws, out] = args
-  createTorrent(file, { name: 'video.mp4', announceList: [[ws]], pieceLength: 65536, createdBy: 'pgpod test' },
-    (err, torrent) => {
-      if (err) { console.error(err); process.exit(1) }
-      fs.writeFileSync(out, torrent)
-    })
-} else if (cmd === 'run') {
-  const [origin, torrentPath, webseed] = args
+if (cmd === 'run') {
+  const [origin, torrentPath, magnetB] = args
   const torrentB64 = fs.readFileSync(torrentPath).toString('base64')
   const bundle = fs.readFileSync(path.join(here, 'node_modules/webtorrent/dist/webtorrent.min.js'))
   const page = `<!doctype html><meta charset="utf-8"><title>pgpod webtorrent</title>
 <script type="module">
 import WebTorrent from '/__pgpod_test/webtorrent.min.js'
-window.runTorrent = (torrentB64, webseed, timeoutMs) => new Promise(resolve => {
+window.runTorrent = (torrentB64, magnet, timeoutMs) => new Promise(resolve => {
   const log = []
   const client = new WebTorrent({ tracker: { rtcConfig: { iceServers: [] } } })
   window.client = client
   client.on('error', e => resolve({ error: String(e), log }))
-  const buf = Uint8Array.from(atob(torrentB64), c => c.charCodeAt(0))
-  const t = client.add(buf)
+  const t = client.add(magnet || Uint8Array.from(atob(torrentB64), c => c.charCodeAt(0)))
   t.on('warning', w => log.push('warning: ' + (w && w.message || w)))
   t.on('error', e => resolve({ error: String(e), log }))
   t.on('wire', w => log.push('wire: ' + w.type))
-  t.on('ready', () => { if (webseed) t.addWebSeed(webseed) })
   const timer = setTimeout(() => resolve({ done: false, progress: t.progress, log,
     wires: t.wires.map(w => w.type), numPeers: t.numPeers }), timeoutMs)
   t.on('done', async () => {
@@ -48,7 +39,8 @@ window.runTorrent = (torrentB64, webseed, timeoutMs) => new Promise(resolve => {
     const sha = Array.from(new Uint8Array(await crypto.subtle.digest('SHA-256', data)))
       .map(b => b.toString(16).padStart(2, '0')).join('')
     const wires = t.wires.map(w => ({ type: w.type, downloaded: w.downloaded }))
-    resolve({ done: true, sha256: sha, length: data.byteLength, infoHash: t.infoHash, wires, log })
+    resolve({ done: true, sha256: sha, length: data.byteLength, infoHash: t.infoHash, wires, log,
+      announce: t.announce, urlList: t.urlList })
   })
 })
 window.uploaded = () => window.client.torrents.reduce((n, t) => n + t.uploaded, 0)
@@ -87,9 +79,9 @@ window.uploaded = () => window.client.torrents.reduce((n, t) => n + t.uploaded, 
   const out = {}
   try {
     const a = await open()
-    out.a = await a.evaluate((t, w) => window.runTorrent(t, w, 60000), torrentB64, webseed)
+    out.a = await a.evaluate(t => window.runTorrent(t, null, 60000), torrentB64)
     const b = await open()
-    out.b = await b.evaluate(t => window.runTorrent(t, null, 60000), torrentB64)
+    out.b = await b.evaluate(m => window.runTorrent(null, m, 60000), magnetB)
     out.a_uploaded = await a.evaluate(() => window.uploaded())
   } catch (e) {
     out.error = String(e)
@@ -97,6 +89,6 @@ window.uploaded = () => window.client.torrents.reduce((n, t) => n + t.uploaded, 
   await browser.close()
   console.log(JSON.stringify(out))
 } else {
-  console.error('usage: webtorrent.test.mjs make|run ...')
+  console.error('usage: webtorrent.test.mjs run ORIGIN TORRENT_FILE MAGNET')
   process.exit(2)
 }
