@@ -20,22 +20,6 @@ hexval(int c)
 	return -1;
 }
 
-bool
-tk_hex_decode(const char *hex, size_t len, uint8_t *out, size_t n)
-{
-	if (len != 2 * n)
-		return false;
-	for (size_t i = 0; i < n; i++)
-	{
-		int hi = hexval((unsigned char)hex[2 * i]), lo = hexval((unsigned char)hex[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return false;
-		out[i] = (uint8_t)(hi * 16 + lo);
-	}
-	return true;
-}
-
 /* Percent-decodes s[0..n) into out (at most max bytes); -1 when malformed or longer. */
 static long
 pct_decode(const char *s, size_t n, uint8_t *out, size_t max)

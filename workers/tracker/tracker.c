@@ -159,8 +159,8 @@ refresh_done(wk_db *d, PGresult *res, void *arg)
 		const char *h = PQgetvalue(res, i, 0);
 
 		/* bytea in text form: \x and 40 hex digits */
-		if (strncmp(h, "\\x", 2) != 0 ||
-		    !tk_hex_decode(h + 2, strlen(h) - 2, hashes + count * TK_HASH_LEN, TK_HASH_LEN))
+		if (strlen(h) != 2 + 2 * TK_HASH_LEN || strncmp(h, "\\x", 2) != 0 ||
+		    !wk_hex_decode(hashes + count * TK_HASH_LEN, h + 2, TK_HASH_LEN))
 			continue;
 		completed[count++] = strtoll(PQgetvalue(res, i, 1), NULL, 10);
 	}

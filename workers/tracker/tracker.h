@@ -198,8 +198,6 @@ extern bool tk_ready; /* the tracked set was loaded */
  * when over; the client is then told tk_slow_down. */
 bool tk_rate_ok(const tk_addr *a);
 extern const char tk_slow_down[];
-/* Hex digits into n bytes; false unless exactly 2n hex digits. */
-bool tk_hex_decode(const char *hex, size_t len, uint8_t *out, size_t n);
 /* A failure answer was sent: counted, and logged at debug level. */
 void tk_failure(const tk_addr *a, const char *what, const char *reason);
 
