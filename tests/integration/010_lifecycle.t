@@ -6,6 +6,7 @@ top=$PGPOD_TOP
 dir=$(mktemp -d /tmp/pgpod-life.XXXXXX); chmod 755 "$dir"
 port=$((PGPOD_PG_PORT + 11))
 export PGPOD_DIR=$dir PGPOD_PG_PORT=$port PGPOD_HTTP_PORT=$((PGPOD_HTTP_PORT + 11)) PGPOD_DB=pgpod
+export PGPOD_TRACKER_PORT=$((PGPOD_HTTP_PORT + 14)) PGPOD_PEER_PORT=$((PGPOD_HTTP_PORT + 17)) # its own, not the instance's
 unset PGHOST PGPORT PGDATABASE PGUSER
 trap 'make -s -C "$top" stop >/dev/null 2>&1; rm -rf "$dir"' EXIT
 plan 12

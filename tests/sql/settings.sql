@@ -3,7 +3,7 @@
 \set QUIET 1
 BEGIN;
 SELECT plan(11);
--- scripts/pgpod may have set some already (torrent.tracker_port at every start)
+-- Overrides the instance already has (scripts/pgpod sets torrent.tracker_port).
 SELECT count(*)::int AS overrides_before FROM pod.setting_overrides WHERE name <> 'session.lifetime' \gset
 
 SELECT is(pod.setting('session.lifetime'), '"30 days"'::jsonb, 'a default');

@@ -2,8 +2,10 @@
  * http.c — the tracker's TCP face: accepting connections, HTTP/1.1 requests parsed
  * with http-parser (keep-alive, pipelining), GET /announce and /scrape answered in
  * bencode (BEP 3, 23, 7, 48), and the upgrade of a connection to a WebSocket (RFC
- * 6455) whose messages go to wt.c. Owns every tk_conn; a closed connection is freed
- * at once, after wt.c has taken its peers out of their swarms.
+ * 6455) whose messages go to wt.c. Owns every tk_conn; a closed connection gives
+ * its socket and buffers back at once (after wt.c has taken its peers out of their
+ * swarms), its struct at the next loop iteration, so callbacks still on the stack
+ * may look at c->closed.
  */
 #define _GNU_SOURCE /* accept4 */
 #include <errno.h>
@@ -31,7 +33,8 @@ enum
 };
 
 static ev_io listen_io;
-static tk_conn *conns;
+static ev_prepare reaper;
+static tk_conn *conns, *dead;
 static size_t nconns;
 static http_parser_settings settings;
 
@@ -62,11 +65,31 @@ tk_conn_close(tk_conn *c)
 		c->next->prev = c->prev;
 	nconns--;
 	free(c->in);
+	c->in = NULL;
 	free(c->parser);
+	c->parser = NULL;
 	free(c->hashes);
+	c->hashes = NULL;
 	wk_buf_free(&c->out);
 	wk_buf_free(&c->msg);
-	free(c);
+	c->next = dead;
+	dead = c;
+	ev_prepare_start(tk_loop, &reaper);
+}
+
+/* Frees the structs of connections closed during the last iteration. */
+static void
+reap_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	(void)revents;
+	ev_prepare_stop(loop, w);
+	while (dead)
+	{
+		tk_conn *c = dead;
+
+		dead = c->next;
+		free(c);
+	}
 }
 
 void
@@ -79,6 +102,7 @@ tk_http_close_all(void)
 	}
 	while (conns)
 		tk_conn_close(conns);
+	reap_cb(tk_loop, &reaper, 0);
 }
 
 /* Sends what is queued; watches for writability while some is left. */
@@ -193,8 +217,7 @@ http_announce(tk_conn *c, const char *query, size_t qlen, wk_buf *body)
 	tk_count.http_announces++;
 	if (!tk_rate_ok(&c->addr))
 	{
-		tk_count.rate_limited++;
-		tk_bencode_failure(body, "too many requests from your address; slow down");
+		tk_bencode_failure(body, tk_slow_down);
 		return;
 	}
 	err = tk_parse_announce(query, qlen, &a, tk_cfg.numwant_max);
@@ -267,8 +290,7 @@ http_scrape(tk_conn *c, const char *query, size_t qlen, wk_buf *body)
 	tk_count.http_scrapes++;
 	if (!tk_rate_ok(&c->addr))
 	{
-		tk_count.rate_limited++;
-		tk_bencode_failure(body, "too many requests from your address; slow down");
+		tk_bencode_failure(body, tk_slow_down);
 		return;
 	}
 	n = tk_parse_scrape(query, qlen, hashes, SCRAPE_MAX, &err);
@@ -702,6 +724,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 void
 tk_http_listen(int fd)
 {
+	ev_prepare_init(&reaper, reap_cb);
 	settings.on_message_begin = on_message_begin;
 	settings.on_url = on_url;
 	settings.on_header_field = on_header_field;

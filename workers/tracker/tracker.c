@@ -77,6 +77,8 @@ typedef struct rate_slot
 } rate_slot;
 static rate_slot *rates;
 
+const char tk_slow_down[] = "too many requests from your address; slow down";
+
 bool
 tk_rate_ok(const tk_addr *a)
 {
@@ -103,7 +105,10 @@ tk_rate_ok(const tk_addr *a)
 		r->tokens = (double)tk_cfg.burst;
 	r->last = now;
 	if (r->tokens < 1.0)
+	{
+		tk_count.rate_limited++;
 		return false;
+	}
 	r->tokens -= 1.0;
 	return true;
 }
@@ -123,12 +128,6 @@ tk_failure(const tk_addr *a, const char *what, const char *reason)
 
 /* --- database ----------------------------------------------------------------------- */
 static void db_ready(wk_db *d, void *arg);
-
-static int
-hexval(int c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
 
 static void
 refresh_done(wk_db *d, PGresult *res, void *arg)
@@ -158,16 +157,10 @@ refresh_done(wk_db *d, PGresult *res, void *arg)
 	for (int i = 0; i < n; i++)
 	{
 		const char *h = PQgetvalue(res, i, 0);
-		bool ok = strlen(h) == 2 + 2 * TK_HASH_LEN && h[0] == '\\' && h[1] == 'x';
 
-		for (int k = 0; ok && k < TK_HASH_LEN; k++)
-		{
-			int hi = hexval(h[2 + 2 * k]), lo = hexval(h[3 + 2 * k]);
-
-			ok = hi >= 0 && lo >= 0;
-			hashes[count * TK_HASH_LEN + k] = (uint8_t)(hi * 16 + lo);
-		}
-		if (!ok)
+		/* bytea in text form: \x and 40 hex digits */
+		if (strlen(h) != 2 + 2 * TK_HASH_LEN || strncmp(h, "\\x", 2) != 0 ||
+		    !wk_hex_decode(hashes + count * TK_HASH_LEN, h + 2, TK_HASH_LEN))
 			continue;
 		completed[count++] = strtoll(PQgetvalue(res, i, 1), NULL, 10);
 	}
@@ -534,9 +527,10 @@ main(int argc, char **argv)
 	ev_run(tk_loop, 0);
 
 	wk_log(WK_INFO, "stopped (%" PRIu64 " HTTP, %" PRIu64 " UDP, %" PRIu64
-	                " WebSocket announces; %" PRIu64 " refused)",
+	                " WebSocket announces; %" PRIu64 " refused, %" PRIu64 " rate-limited; relayed %" PRIu64
+	                " offers, %" PRIu64 " answers)",
 	       tk_count.http_announces, tk_count.udp_announces, tk_count.ws_announces,
-	       tk_count.failures);
+	       tk_count.failures, tk_count.rate_limited, tk_count.offers_relayed, tk_count.answers_relayed);
 	wk_db_free(db);
 	tk_http_close_all();
 	tk_udp_stop();

@@ -194,8 +194,10 @@ extern tk_config tk_cfg;
 extern struct ev_loop *tk_loop;
 extern tk_counters tk_count;
 extern bool tk_ready; /* the tracked set was loaded */
-/* Token bucket per address (a bounded, direct-mapped table): false when over. */
+/* Token bucket per address (a bounded, direct-mapped table): false (and counted)
+ * when over; the client is then told tk_slow_down. */
 bool tk_rate_ok(const tk_addr *a);
+extern const char tk_slow_down[];
 /* A failure answer was sent: counted, and logged at debug level. */
 void tk_failure(const tk_addr *a, const char *what, const char *reason);
 

@@ -1,8 +1,9 @@
 /*
  * udp.c — the UDP tracker protocol (BEP 15): connect, announce, scrape and error
  * packets on the tracker's port. Connection ids are a SipHash MAC of the client's
- * address and port and a two-minute window (the current or the previous one is
- * accepted), so nothing is remembered per client and a forged id is refused.
+ * address and a two-minute window (the current or the previous one is accepted), so
+ * nothing is remembered per client and a forged id is refused. Not of its port:
+ * libtorrent shares one connection id between the sessions of a process.
  */
 #include <errno.h>
 #include <string.h>
@@ -35,10 +36,9 @@ connection_id(const tk_addr *a, uint64_t window)
 	uint8_t msg[32];
 
 	memcpy(msg, a->ip, 16);
-	memcpy(msg + 16, &a->port, 2);
-	msg[18] = a->family;
-	memcpy(msg + 19, &window, 8);
-	return tk_siphash(mac_key, msg, 27);
+	msg[16] = a->family;
+	memcpy(msg + 17, &window, 8);
+	return tk_siphash(mac_key, msg, 25);
 }
 
 static uint32_t
@@ -112,10 +112,7 @@ handle(const uint8_t *in, size_t len, tk_addr *a, uint8_t *out, size_t outmax)
 	if (cid != connection_id(a, now) && cid != connection_id(a, now - 1))
 		return action <= 2 ? error_packet(out, in + 12, a, "invalid or expired connection id") : 0;
 	if (!tk_rate_ok(a))
-	{
-		tk_count.rate_limited++;
-		return error_packet(out, in + 12, a, "too many requests from your address; slow down");
-	}
+		return error_packet(out, in + 12, a, tk_slow_down);
 	if (action == 1)
 	{
 		tk_announce ann;

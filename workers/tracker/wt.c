@@ -193,8 +193,16 @@ announce(tk_conn *c, json_t *req)
 	probe.addr = c->addr;
 	memcpy(probe.id, peer_id, 20);
 	probe.ws = c;
-	/* left may be a number or absent (then unknown: a leecher). */
-	probe.seeder = json_is_number(left) && json_number_value(left) == 0;
+	/* left may be a number, or absent (an answer carries none): then a known peer
+	 * stays what it was, a new one is a leecher. */
+	if (json_is_number(left))
+		probe.seeder = json_number_value(left) == 0;
+	else
+	{
+		tk_peer *known = tk_swarm_lookup(s, &probe);
+
+		probe.seeder = known ? known->seeder : 0;
+	}
 	if (!tk_swarm_announce(s, &probe, evcode, ev_now(tk_loop)))
 	{
 		send_failure(c, "announce", hash, "the tracker is full; try again later");
@@ -236,6 +244,8 @@ announce(tk_conn *c, json_t *req)
 			send_json(peers[i]->ws, m);
 		}
 	}
+	wk_log(WK_DEBUG, "WebSocket announce: %zu offers, relayed to %zu peers%s", want, n,
+	       answer ? ", with an answer" : "");
 	if (answer)
 	{
 		tk_peer to, *dest;
@@ -246,7 +256,10 @@ announce(tk_conn *c, json_t *req)
 		memcpy(to.id, to_peer, 20);
 		dest = tk_swarm_lookup(s, &to);
 		if (dest == NULL || dest->ws == NULL || dest->ws == c)
-			return; /* gone since its offer: the answerer's offer simply goes unanswered */
+		{
+			wk_log(WK_DEBUG, "WebSocket answer for a peer that is gone");
+			return; /* gone since its offer: its offer simply goes unanswered */
+		}
 		m = json_object();
 		json_object_set_new(m, "action", json_string("announce"));
 		json_object_set(m, "answer", answer);
@@ -296,7 +309,7 @@ scrape(tk_conn *c, json_t *req)
 		json_object_set_new(f, "complete", json_integer(s->seeders));
 		json_object_set_new(f, "incomplete", json_integer(s->npeers - s->seeders));
 		json_object_set_new(f, "downloaded", json_integer(s->completed));
-		json_object_set_new(files, json_string_value(key), f);
+		json_object_setn_new(files, json_string_value(key), json_string_length(key), f);
 		json_decref(key);
 	}
 	resp = json_object();
@@ -316,11 +329,11 @@ tk_wt_message(tk_conn *c, const char *text, size_t len)
 
 	if (!tk_rate_ok(&c->addr))
 	{
-		tk_count.rate_limited++;
-		send_failure(c, NULL, NULL, "too many requests from your address; slow down");
+		send_failure(c, NULL, NULL, tk_slow_down);
 		return;
 	}
-	req = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
+	/* Binary strings (info hashes, peer and offer ids) may hold U+0000. */
+	req = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
 	if (req == NULL || !json_is_object(req))
 	{
 		json_decref(req);

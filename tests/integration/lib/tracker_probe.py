@@ -148,6 +148,117 @@ def udp_scrape(host, port, hashes):
                       for k in range(0, len(rest), 12)]}
 
 
+class WS:
+    """A minimal WebSocket client (RFC 6455) that can also send what a good one never would."""
+
+    def __init__(self, host, port, path='/announce'):
+        self.s = socket.create_connection((host, port), timeout=5)
+        key = 'dGhlIHNhbXBsZSBub25jZQ=='
+        self.s.sendall(('GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+                        'Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n' % (path, host, key)).encode())
+        head = b''
+        while b'\r\n\r\n' not in head:
+            d = self.s.recv(1)
+            if not d:
+                raise EOFError('closed during the handshake')
+            head += d
+        self.status = int(head.split()[1])
+        self.accept = [l.split(b': ')[1].decode() for l in head.split(b'\r\n') if l.lower().startswith(b'sec-websocket-accept')]
+        self.buf = b''
+
+    def send(self, payload, opcode=1, mask=True, fin=True, length=None):
+        if isinstance(payload, str):
+            payload = payload.encode()
+        n = len(payload) if length is None else length
+        h = bytes([(0x80 if fin else 0) | opcode])
+        m = 0x80 if mask else 0
+        if n < 126:
+            h += bytes([m | n])
+        elif n < 65536:
+            h += bytes([m | 126]) + struct.pack('>H', n)
+        else:
+            h += bytes([m | 127]) + struct.pack('>Q', n)
+        if mask:
+            k = os.urandom(4)
+            h += k
+            payload = bytes(b ^ k[i % 4] for i, b in enumerate(payload))
+        self.s.sendall(h + payload)
+
+    def recv(self):
+        """(opcode, payload) of the next frame, or None when the connection closed."""
+        def need(n):
+            while len(self.buf) < n:
+                d = self.s.recv(65536)
+                if not d:
+                    return False
+                self.buf += d
+            return True
+        if not need(2):
+            return None
+        n = self.buf[1] & 0x7f
+        off = 2
+        if n == 126:
+            need(4)
+            n, off = struct.unpack('>H', self.buf[2:4])[0], 4
+        elif n == 127:
+            need(10)
+            n, off = struct.unpack('>Q', self.buf[2:10])[0], 10
+        if not need(off + n):
+            return None
+        op, payload = self.buf[0] & 0x0f, self.buf[off:off + n]
+        self.buf = self.buf[off + n:]
+        return op, payload
+
+    def closed(self):
+        try:
+            while True:
+                f = self.recv()
+                if f is None:
+                    return True
+        except (socket.timeout, ConnectionError):
+            return False
+
+
+def binstr(hex_or_text):
+    b = bytes.fromhex(hex_or_text) if len(hex_or_text) == 40 else hex_or_text.encode()
+    return b.decode('latin1')
+
+
+def ws_cmd(host, port, mode, *args):
+    w = WS(host, int(port))
+    out = {'status': w.status}
+    if mode == 'handshake':
+        out['accept'] = w.accept
+    elif mode == 'oversized':  # a frame header announcing far more than the tracker accepts
+        w.send(b'x' * 1000, length=100 * 1024 * 1024)
+        f = w.recv()
+        out['close'] = f and f[0] == 8 and struct.unpack('>H', f[1][:2])[0]
+        out['closed'] = w.closed()
+    elif mode == 'unmasked':
+        w.send('{"action":"scrape"}', mask=False)
+        f = w.recv()
+        out['close'] = f and f[0] == 8 and struct.unpack('>H', f[1][:2])[0]
+        out['closed'] = w.closed()
+    elif mode == 'messages':  # each arg a JSON text; prints each answer
+        out['answers'] = []
+        for a in args:
+            w.send(a)
+            f = w.recv()
+            out['answers'].append(json.loads(f[1]) if f and f[0] == 1 else f and list(f))
+        w.send(b'', opcode=9)
+        f = w.recv()
+        out['pong'] = f is not None and f[0] == 10
+    elif mode == 'announce':  # HASH PEER_ID LEFT
+        w.send(json.dumps({'action': 'announce', 'info_hash': binstr(args[0]), 'peer_id': binstr(args[1]),
+                           'left': int(args[2]), 'event': 'started', 'numwant': 0, 'offers': []}))
+        f = w.recv()
+        d = json.loads(f[1])
+        if 'info_hash' in d:
+            d['info_hash'] = d['info_hash'].encode('latin1').hex()
+        out.update(d)
+    return out
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == 'announce':  # URL HASH PEER_ID PORT LEFT [EVENT] [COMPACT] [SOURCE]
@@ -186,6 +297,24 @@ def main():
         s.close()
         print(json.dumps({'answers': data.count(b'HTTP/1.1 '),
                           'refused': data.count(b'too many requests')}))
+    elif cmd == 'raw':  # HOST PORT: sends stdin as is, prints the answer's first line
+        s = socket.create_connection((args[0], int(args[1])), timeout=10)
+        try:
+            s.sendall(sys.stdin.buffer.read())
+        except ConnectionError:
+            pass
+        data = b''
+        try:
+            while b'\r\n' not in data:
+                d = s.recv(4096)
+                if not d:
+                    break
+                data += d
+        except ConnectionError:
+            pass
+        print(data.split(b'\r\n')[0].decode('latin1'))
+    elif cmd == 'ws':  # HOST PORT MODE [ARGS]
+        print(json.dumps(ws_cmd(*args)))
     else:
         sys.exit('unknown command ' + cmd)
 
