@@ -75,7 +75,7 @@ void wk_db_free(wk_db *db);
  * 0 when sent or when not under systemd, -1 on error. */
 int wk_sd_notify(const char *state);
 
-/* --- bencode.c: writing bencoded values (BEP 3) -------------------------------- */
+/* --- bencode.c: writing bencoded values (BEP 3), through the extension's bencoder -- */
 /* Dictionaries: add "d", then each key (wk_benc_strz) and value in sorted key order,
  * then "e"; lists: "l" ... "e". */
 void wk_benc_int(wk_buf *b, int64_t v);
