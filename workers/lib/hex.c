@@ -4,8 +4,8 @@
  */
 #include "worker.h"
 
-static int
-hexval(char c)
+int
+wk_hex_digit(int c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -21,7 +21,7 @@ wk_hex_decode(uint8_t *out, const char *hex, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 	{
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		int hi = wk_hex_digit((unsigned char)hex[2 * i]), lo = wk_hex_digit((unsigned char)hex[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return false;
 		out[i] = (uint8_t)(hi << 4 | lo);

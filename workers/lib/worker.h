@@ -86,6 +86,8 @@ void wk_benc_key_int(wk_buf *b, const char *key, int64_t v);
 /* --- hex.c: hexadecimal text ------------------------------------------------------ */
 /* Decodes 2·n hex digits (either case) into n bytes; false at a non-digit. */
 bool wk_hex_decode(uint8_t *out, const char *hex, size_t n);
+/* The value of one hex digit (either case), -1 for anything else. */
+int wk_hex_digit(int c);
 /* --- child.c: child processes on the loop (ffmpeg, ffprobe) ------------------------ */
 #include <sys/types.h>
 typedef struct wk_child wk_child;

@@ -8,18 +8,6 @@
 
 #include "tracker.h"
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decodes s[0..n) into out (at most max bytes); -1 when malformed or longer. */
 static long
 pct_decode(const char *s, size_t n, uint8_t *out, size_t max)
@@ -36,8 +24,8 @@ pct_decode(const char *s, size_t n, uint8_t *out, size_t max)
 
 			if (i + 2 >= n)
 				return -1;
-			hi = hexval((unsigned char)s[i + 1]);
-			lo = hexval((unsigned char)s[i + 2]);
+			hi = wk_hex_digit((unsigned char)s[i + 1]);
+			lo = wk_hex_digit((unsigned char)s[i + 2]);
 			if (hi < 0 || lo < 0)
 				return -1;
 			c = hi * 16 + lo;
