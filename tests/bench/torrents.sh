@@ -54,7 +54,7 @@ for ((r = 1; r <= rounds; r++)); do
   best_pod=$(awk -v a="$best_pod" -v b="$pod" 'BEGIN { print (b < a) ? b : a }')
   best_e2e=$(awk -v a="$best_e2e" -v b="$e2e" 'BEGIN { print (b < a) ? b : a }')
 done
-echo "torrent creation, 1 GiB, pieces of $pl: pgpod $best_pod s (best of $rounds; publication→stored $best_e2e s) vs mktorrent -t 2 $best_mk s: $(ratio "$best_pod" "$best_mk")× its time (goal ≤ 1.0); same info hash: $same"
+echo "torrent creation, $(($(stat -c %s "$work/big.bin") / 1048576)) MiB, pieces of $pl: pgpod $best_pod s (best of $rounds; publication→stored $best_e2e s) vs mktorrent -t 2 $best_mk s: $(ratio "$best_pod" "$best_mk")× its time (goal ≤ 1.0); same info hash: $same"
 hash_rate=$(awk -v t="$best_pod" 'BEGIN { printf "%.0f", 1073741824 / t }')
 
 # --- 2. seeding throughput ------------------------------------------------------------
