@@ -12,6 +12,7 @@ UNIT_TARGETS :=
 # Components add themselves to BUILD_TARGETS / UNIT_TARGETS here.
 -include gateway/gateway.mk
 -include workers/workers.mk
+-include extension/extension.mk
 
 all: build
 

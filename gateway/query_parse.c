@@ -58,8 +58,9 @@ fail(gw_parse_error *err, const char *what, const char *input, const char *detai
 	return -1;
 }
 
-static int
-hexval(char c)
+/* The value of a hexadecimal digit, or -1. */
+int
+gw_hexval(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -81,7 +82,7 @@ gw_url_decode(gw_arena *a, const char *s, size_t n, int plus_is_space)
 		{
 			if (i + 2 >= n)
 				return NULL;
-			int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+			int h = gw_hexval(s[i + 1]), l = gw_hexval(s[i + 2]);
 			if (h < 0 || l < 0 || (h == 0 && l == 0))
 				return NULL;
 			*o++ = (char)(h * 16 + l);

@@ -12,6 +12,7 @@
 #include "rest.h"
 #include "sse.h"
 #include "static.h"
+#include "torrent_file.h"
 #include "tus.h"
 #include "upload.h"
 #include "video_events.h"
@@ -162,6 +163,11 @@ gw_route(gw_req *req)
 		if (dot && dot - name == 36 && strlen(dot) <= 9)
 			name = gw_arena_strndup(&req->arena, name, 36);
 		gw_static_handle(req, name);
+		return;
+	}
+	if ((name = segment_after(p, "/torrents/")) && get)
+	{
+		gw_torrent_handle(req, name);
 		return;
 	}
 	if (!strncmp(p, "/rooms/", 7) && get)

@@ -346,11 +346,13 @@ lookup_done(gw_pg_job *job)
 	PGresult *r = job->results[1];
 	if (!r || PQntuples(r) != 1)
 	{
-		/* anonymous callers read only public files (a published video's): for
-		 * anything else they are told to authenticate */
+		/* Anonymous callers see only public files (those of published videos, the
+		 * WebSeeds): any other file may exist for a signed-in caller, so they are
+		 * asked to authenticate, as before files could be public. */
 		if (d->auth.anonymous)
 		{
-			gw_error_set(&e, 401, "PGRST302", "Anonymous access is disabled", NULL, NULL);
+			gw_error_set(&e, 401, "42501", "This file is not public: a token may give access to it", NULL,
+			             NULL);
 			gw_respond_error(req, &e, "WWW-Authenticate: Bearer\r\n");
 			return;
 		}

@@ -459,6 +459,7 @@ CREATE OR REPLACE VIEW api.videos WITH (security_invoker = true) AS
     FROM pod.videos;
 CREATE OR REPLACE VIEW api.video_files WITH (security_invoker = true) AS
   SELECT video_uuid, resolution, file_id, encode(info_hash, 'hex') AS info_hash, magnet, created_at,
+         seeders, leechers, completed,
          kind, pod.file_url(file_id) AS url, size, bitrate, fps, pod.file_url(playlist_file_id) AS playlist_url
     FROM pod.video_files;
 COMMENT ON VIEW api.video_files IS 'Outputs of local videos: per resolution an MP4 and an HLS rendition, with their URLs and magnet links.';

@@ -6,6 +6,7 @@
 top=$PGPOD_TOP
 dir=$(mktemp -d /tmp/pgpod-run.XXXXXX); chmod 755 "$dir"
 export PGPOD_DIR=$dir PGPOD_PG_PORT=$((PGPOD_PG_PORT + 12)) PGPOD_HTTP_PORT=$((PGPOD_HTTP_PORT + 12)) PGPOD_DB=pgpod
+export PGPOD_TRACKER_PORT=$((PGPOD_HTTP_PORT + 15)) PGPOD_PEER_PORT=$((PGPOD_HTTP_PORT + 18)) # its own, not the instance's
 unset PGHOST PGPORT PGDATABASE PGUSER
 pid=
 cleanup() {

@@ -10,7 +10,7 @@ dir=$(mktemp -d /tmp/pgpod-pods.XXXXXX); chmod 755 "$dir"
 pg() { echo $((PGPOD_PG_PORT + 40 + $1)); }
 http() { echo $((PGPOD_HTTP_PORT + 60 + $1)); }
 url() { echo "http://127.0.0.1:$(http "$1")"; }
-pod() { local n=$1 u; u=$(url "$1"); shift; PGPOD_URL_SELF=$u PGPOD_DIR=$dir/p$n PGPOD_PG_PORT=$(pg "$n") PGPOD_HTTP_PORT=$(http "$n") PGPOD_DB=pgpod "$top/scripts/pgpod" "$@"; }
+pod() { local n=$1 u; u=$(url "$1"); shift; PGPOD_URL_SELF=$u PGPOD_DIR=$dir/p$n PGPOD_PG_PORT=$(pg "$n") PGPOD_HTTP_PORT=$(http "$n") PGPOD_TRACKER_PORT=$(( $(http "$n") + 3 )) PGPOD_PEER_PORT=$(( $(pg "$n") + 4 )) PGPOD_DB=pgpod "$top/scripts/pgpod" "$@"; }
 qp() { local n=$1; shift; psql -X -q -At -v ON_ERROR_STOP=1 -h "$dir/p$n/run" -p "$(pg "$n")" -U postgres -d pgpod "$@"; }
 sink_pid=
 cleanup() { [[ -n $sink_pid ]] && kill "$sink_pid" 2>/dev/null; for n in 1 2 3; do pod "$n" stop >/dev/null 2>&1; done; [[ ${PGPOD_KEEP:-0} == 1 ]] || rm -rf "$dir"; }

@@ -3,6 +3,8 @@
 \set QUIET 1
 BEGIN;
 SELECT plan(11);
+-- Overrides the instance already has (scripts/pgpod sets torrent.tracker_port).
+SELECT count(*)::int AS overrides_before FROM pod.setting_overrides WHERE name <> 'session.lifetime' \gset
 
 SELECT is(pod.setting('session.lifetime'), '"30 days"'::jsonb, 'a default');
 SELECT lives_ok($$SELECT pod.set_setting('session.lifetime', '"7 days"')$$, 'change an interval setting');
@@ -13,7 +15,7 @@ SELECT throws_ok($$SELECT pod.set_setting('queue.retries', '"ten"')$$, '22023', 
 SELECT throws_ok($$SELECT pod.set_setting('queue.factor', '0.5')$$, '22023', NULL, 'a number out of its bounds refused');
 SELECT throws_ok($$SELECT pod.set_setting('federation.inbox_reject_mode', '"shrug"')$$, '22023', NULL, 'a value not in the allowed list refused');
 SELECT throws_ok($$SELECT pod.set_setting('nope', '1')$$, '22023', 'unknown setting "nope"', 'an unknown setting refused');
-SELECT is((SELECT count(*)::int FROM pod.setting_overrides), 1, 'refused changes changed nothing');
+SELECT is((SELECT count(*)::int FROM pod.setting_overrides), :overrides_before + 1, 'refused changes changed nothing');
 SET LOCAL ROLE pgpod_user;
 SELECT throws_ok($$SELECT pod.set_setting('session.lifetime', '"1 year"')$$, '42501', NULL, 'a user cannot change settings');
 RESET ROLE;

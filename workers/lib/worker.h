@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <ev.h>
 #include <libpq-fe.h>
@@ -74,6 +75,19 @@ void wk_db_free(wk_db *db);
  * 0 when sent or when not under systemd, -1 on error. */
 int wk_sd_notify(const char *state);
 
+/* --- bencode.c: writing bencoded values (BEP 3), through the extension's bencoder -- */
+/* Dictionaries: add "d", then each key (wk_benc_strz) and value in sorted key order,
+ * then "e"; lists: "l" ... "e". */
+void wk_benc_int(wk_buf *b, int64_t v);
+void wk_benc_str(wk_buf *b, const void *s, size_t len);
+void wk_benc_strz(wk_buf *b, const char *s);
+void wk_benc_key_int(wk_buf *b, const char *key, int64_t v);
+
+/* --- hex.c: hexadecimal text ------------------------------------------------------ */
+/* Decodes 2·n hex digits (either case) into n bytes; false at a non-digit. */
+bool wk_hex_decode(uint8_t *out, const char *hex, size_t n);
+/* The value of one hex digit (either case), -1 for anything else. */
+int wk_hex_digit(int c);
 /* --- child.c: child processes on the loop (ffmpeg, ffprobe) ------------------------ */
 #include <sys/types.h>
 typedef struct wk_child wk_child;
