@@ -862,201 +862,6 @@ DROP FUNCTION pod.video_object(pod.videos);
 ALTER TABLE pod.videos ADD COLUMN version bigint NOT NULL DEFAULT 1;
 COMMENT ON COLUMN pod.videos.version IS 'Version at the origin: raised with updated_at by every change of a local video; for a friend''s video, what its origin last sent.';
 -- The federated description of a video (what the seed's index holds).
--- === tracker (issue 14): swarm counts, the tracker's two functions (sql/35_tracker.sql) ===
-
-ALTER TABLE pod.video_files
-  ADD COLUMN seeders integer NOT NULL DEFAULT 0 CHECK (seeders >= 0),
-  ADD COLUMN leechers integer NOT NULL DEFAULT 0 CHECK (leechers >= 0),
-  ADD COLUMN completed bigint NOT NULL DEFAULT 0 CHECK (completed >= 0);
-COMMENT ON COLUMN pod.video_files.seeders IS 'Peers with the whole file in the tracker''s swarm at its last report.';
-COMMENT ON COLUMN pod.video_files.leechers IS 'Peers still downloading at the tracker''s last report.';
-COMMENT ON COLUMN pod.video_files.completed IS 'Downloads the tracker saw complete (event=completed), summed over its reports.';
-
-CREATE FUNCTION pod.tracker_info_hashes() RETURNS TABLE (info_hash bytea, completed bigint)
-  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
-  AS $$
-    SELECT f.info_hash, f.completed FROM pod.video_files f JOIN pod.videos v ON v.uuid = f.video_uuid
-     WHERE v.state = 'published' AND v.origin IS NULL AND f.info_hash IS NOT NULL
-  $$;
-COMMENT ON FUNCTION pod.tracker_info_hashes() IS 'The info hashes the tracker serves (this pod''s published files) with their completed counts.';
-
--- One batch of swarm counts: seeders and leechers replace the stored ones, completed
--- adds to them. Unknown hashes are ignored (a file unpublished since). Returns the
--- number of files updated.
-CREATE FUNCTION pod.tracker_report(info_hashes bytea[], seeder_counts integer[], leecher_counts integer[],
-                                   completed_deltas integer[]) RETURNS integer
-  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod
-  AS $$
-DECLARE
-  n integer;
-BEGIN
-  IF cardinality(info_hashes) IS DISTINCT FROM cardinality(seeder_counts)
-     OR cardinality(info_hashes) IS DISTINCT FROM cardinality(leecher_counts)
-     OR cardinality(info_hashes) IS DISTINCT FROM cardinality(completed_deltas) THEN
-    RAISE EXCEPTION 'tracker_report: the four arrays differ in length'
-      USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  UPDATE pod.video_files f
-     SET seeders = greatest(r.s, 0), leechers = greatest(r.l, 0), completed = f.completed + greatest(r.c, 0)
-    FROM unnest(info_hashes, seeder_counts, leecher_counts, completed_deltas) AS r(h, s, l, c)
-   WHERE f.info_hash = r.h
-     AND ((f.seeders, f.leechers) IS DISTINCT FROM (greatest(r.s, 0), greatest(r.l, 0)) OR r.c > 0);
-  GET DIAGNOSTICS n = ROW_COUNT;
-  RETURN n;
-END
-$$;
-COMMENT ON FUNCTION pod.tracker_report(bytea[], integer[], integer[], integer[]) IS
-  'The tracker''s batch of swarm counts per info hash (seeders, leechers replace; completed adds).';
-GRANT EXECUTE ON FUNCTION pod.tracker_info_hashes(), pod.tracker_report(bytea[], integer[], integer[], integer[])
-  TO pgpod_worker;
-
--- api.video_files gains the counts (appended columns; the view is otherwise 30_video's).
-CREATE OR REPLACE VIEW api.video_files WITH (security_invoker = true) AS
-  SELECT video_uuid, resolution, file_id, encode(info_hash, 'hex') AS info_hash, magnet, created_at,
-         seeders, leechers, completed
-    FROM pod.video_files;
-REVOKE EXECUTE ON FUNCTION pod.tracker_info_hashes(), pod.tracker_report(bytea[], integer[], integer[], integer[])
-  FROM PUBLIC;
--- === end tracker ===
-
--- ==== video1 (issue 13): resumable uploads, videos, transcoding = sql/74_video_transcode.sql ====
--- 74_video_transcode: from an uploaded file to a playable video. Resumable (tus)
--- uploads whose bytes the gateway keeps on disk and whose state lives here; video_create
--- and the transcode queue; the transcoder's entry points (claim, progress with lease
--- renewal, staged blobs, publication in one transaction, failure); the outputs
--- (pod.video_files and the other files of a video) and who may read them.
--- Locking: an upload row changes only through these functions, and an offset only moves
--- from the value the caller read (compare and set); a transcode job's video changes only
--- under the job's lease (worker = the caller).
-
-INSERT INTO pod.setting_defaults (name, value, description) VALUES
-  ('uploads.expiry', '"24 hours"', 'A resumable upload untouched for this long expires (410), then is removed with its bytes.'),
-  ('transcode.ladder', '[1080, 720, 480, 360, 240]', 'Resolutions a video is transcoded to (heights; widths for portrait), none above the source''s.');
-
--- Resumable uploads ----------------------------------------------------------------
-
-CREATE TABLE pod.uploads (
-  id uuid PRIMARY KEY,
-  owner_id uuid NOT NULL REFERENCES pod.users ON DELETE CASCADE,
-  length bigint NOT NULL CHECK (length >= 0),
-  received bigint NOT NULL DEFAULT 0,
-  filename text CHECK (length(filename) <= 255),
-  filetype text CHECK (length(filetype) <= 255),
-  metadata jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
-  file_id uuid REFERENCES pod.files ON DELETE SET NULL,
-  created_at timestamptz NOT NULL DEFAULT now(),
-  updated_at timestamptz NOT NULL DEFAULT now(),
-  expires_at timestamptz NOT NULL,
-  CONSTRAINT uploads_received_within CHECK (received BETWEEN 0 AND length)
-);
-CREATE INDEX uploads_owner_idx ON pod.uploads (owner_id);
-CREATE INDEX uploads_expires_idx ON pod.uploads (expires_at);
-COMMENT ON TABLE pod.uploads IS 'tus uploads: the gateway keeps the bytes in <store>/uploads/<id>; received is the offset a client resumes from.';
-SELECT pg_catalog.pg_extension_config_dump('pod.uploads', '');
-
--- What the gateway answers from: the caller's upload (no row for anyone else's).
-CREATE FUNCTION pod.upload_state(upload uuid)
-  RETURNS TABLE (length bigint, received bigint, expired boolean, expires text, metadata jsonb, file_id uuid)
-  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-  SELECT u.length, u.received, u.expires_at < now(), pod.http_date(u.expires_at), u.metadata, u.file_id
-    FROM pod.uploads u WHERE u.id = upload AND u.owner_id = pod.current_user_id()
-$$;
-
--- Creation: the gateway chose the id (its bytes' file name) and may already hold
--- `received` bytes (creation-with-upload). Returns the expiry as an HTTP-date.
-CREATE FUNCTION pod.upload_create(upload uuid, length bigint, metadata jsonb, received bigint DEFAULT 0)
-  RETURNS text
-  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-DECLARE
-  me uuid := pod.current_user_id();
-  expires timestamptz := now() + (pod.setting('uploads.expiry') #>> '{}')::interval;
-BEGIN
-  IF me IS NULL THEN
-    RAISE EXCEPTION 'uploading needs a logged-in user' USING ERRCODE = '42501';
-  END IF;
-  IF length IS NULL OR length < 0 OR received IS NULL OR received < 0 OR received > length THEN
-    RAISE EXCEPTION 'an upload needs a length of 0 or more and an offset within it' USING ERRCODE = '22023';
-  END IF;
-  IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
-    RAISE EXCEPTION 'upload metadata must be a JSON object' USING ERRCODE = '22023';
-  END IF;
-  INSERT INTO pod.uploads (id, owner_id, length, received, filename, filetype, metadata, expires_at)
-    VALUES (upload, me, length, received, left(nullif(metadata ->> 'filename', ''), 255),
-            left(nullif(metadata ->> 'filetype', ''), 255), metadata, expires);
-  RETURN pod.http_date(expires);
-END $$;
-
--- Moves the offset from `from_offset` to `to_offset` (a PATCH that ended, or a client
--- that went away mid-body); NULL when the upload is not the caller's, expired, done, or
--- no longer at from_offset. The expiry starts again.
-CREATE FUNCTION pod.upload_advance(upload uuid, from_offset bigint, to_offset bigint) RETURNS text
-  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-  UPDATE pod.uploads u
-     SET received = to_offset, updated_at = now(),
-         expires_at = now() + (pod.setting('uploads.expiry') #>> '{}')::interval
-   WHERE u.id = upload AND u.owner_id = pod.current_user_id() AND u.received = from_offset
-     AND to_offset >= from_offset AND to_offset <= u.length AND u.expires_at >= now() AND u.file_id IS NULL
-  RETURNING pod.http_date(u.expires_at)
-$$;
-
--- The last bytes arrived: the gateway has hashed them and linked the blob into the
--- store; the blob and a file of the caller are recorded and the upload points at the
--- file. Nothing of an unfinished upload ever becomes a file.
-CREATE FUNCTION pod.upload_finish(upload uuid, from_offset bigint, sha256 bytea) RETURNS jsonb
-  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-DECLARE
-  u pod.uploads;
-  f jsonb;
-BEGIN
-  SELECT * INTO u FROM pod.uploads
-   WHERE id = upload AND owner_id = pod.current_user_id() FOR UPDATE;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'no upload %', upload USING ERRCODE = 'P0002';
-  END IF;
-  IF u.file_id IS NOT NULL OR u.received <> from_offset OR u.expires_at < now() THEN
-    RAISE EXCEPTION 'upload % moved on meanwhile', upload USING ERRCODE = '40001';
-  END IF;
-  f := pod.register_upload(upload_finish.sha256, u.length, u.filename, coalesce(u.filetype, 'application/octet-stream'));
-  UPDATE pod.uploads SET received = length, file_id = (f ->> 'id')::uuid, updated_at = now() WHERE id = upload;
-  RETURN f;
-END $$;
-
--- Termination (DELETE): the caller's upload goes; true when there was one.
-CREATE FUNCTION pod.upload_terminate(upload uuid) RETURNS boolean
-  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-  WITH gone AS (DELETE FROM pod.uploads WHERE id = upload AND owner_id = pod.current_user_id() RETURNING 1)
-  SELECT EXISTS (SELECT 1 FROM gone)
-$$;
-
--- Expired uploads (finished ones too, their file stays) leave; the gateway removes the
--- returned uploads' bytes. Anyone may call it: it only removes what has expired.
-CREATE FUNCTION pod.uploads_expire(max_rows integer DEFAULT 100) RETURNS SETOF uuid
-  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-  DELETE FROM pod.uploads WHERE id IN (SELECT id FROM pod.uploads WHERE expires_at < now()
-                                        ORDER BY expires_at LIMIT max_rows FOR UPDATE SKIP LOCKED)
-  RETURNING id
-$$;
-
--- Videos: source, state, progress, outputs -----------------------------------------
-
--- pod.video_object's body uses the row type of pod.videos, which blocks ALTER TABLE:
--- it is made again, unchanged, once the columns are added.
-DROP FUNCTION pod.video_object(pod.videos);
-ALTER TABLE pod.videos
-  ADD COLUMN source_file_id uuid REFERENCES pod.files ON DELETE SET NULL,
-  ADD COLUMN failure_reason text CHECK (length(failure_reason) <= 2000),
-  ADD COLUMN progress smallint NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
-  ADD COLUMN width integer CHECK (width > 0),
-  ADD COLUMN height integer CHECK (height > 0),
-  ADD COLUMN fps numeric CHECK (fps > 0),
-  ADD COLUMN thumbnail_file_id uuid REFERENCES pod.files ON DELETE SET NULL,
-  ADD COLUMN preview_file_id uuid REFERENCES pod.files ON DELETE SET NULL,
-  ADD COLUMN hls_file_id uuid REFERENCES pod.files ON DELETE SET NULL,
-  ADD COLUMN published_at timestamptz;
-CREATE INDEX videos_thumbnail_idx ON pod.videos (thumbnail_file_id) WHERE thumbnail_file_id IS NOT NULL;
-CREATE INDEX videos_preview_idx ON pod.videos (preview_file_id) WHERE preview_file_id IS NOT NULL;
-CREATE INDEX videos_hls_idx ON pod.videos (hls_file_id) WHERE hls_file_id IS NOT NULL;
-COMMENT ON COLUMN pod.videos.hls_file_id IS 'The HLS master playlist.';
 CREATE FUNCTION pod.video_object(v pod.videos) RETURNS jsonb
   LANGUAGE sql STABLE PARALLEL SAFE
   RETURN jsonb_build_object('uuid', v.uuid, 'name', v.name, 'description', v.description,
@@ -2588,6 +2393,207 @@ SELECT set_config('pgpod.pubsub_announce', 'on', true);
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pod FROM PUBLIC;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA api FROM PUBLIC;
 -- <<< pubsub cache (issue 15)
+
+-- === tracker (issue 14): swarm counts, the tracker's two functions (sql/35_tracker.sql) ===
+
+ALTER TABLE pod.video_files
+  ADD COLUMN seeders integer NOT NULL DEFAULT 0 CHECK (seeders >= 0),
+  ADD COLUMN leechers integer NOT NULL DEFAULT 0 CHECK (leechers >= 0),
+  ADD COLUMN completed bigint NOT NULL DEFAULT 0 CHECK (completed >= 0);
+COMMENT ON COLUMN pod.video_files.seeders IS 'Peers with the whole file in the tracker''s swarm at its last report.';
+COMMENT ON COLUMN pod.video_files.leechers IS 'Peers still downloading at the tracker''s last report.';
+COMMENT ON COLUMN pod.video_files.completed IS 'Downloads the tracker saw complete (event=completed), summed over its reports.';
+
+CREATE FUNCTION pod.tracker_info_hashes() RETURNS TABLE (info_hash bytea, completed bigint)
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
+  AS $$
+    SELECT f.info_hash, f.completed FROM pod.video_files f JOIN pod.videos v ON v.uuid = f.video_uuid
+     WHERE v.state = 'published' AND v.origin IS NULL AND f.info_hash IS NOT NULL
+  $$;
+COMMENT ON FUNCTION pod.tracker_info_hashes() IS 'The info hashes the tracker serves (this pod''s published files) with their completed counts.';
+
+-- One batch of swarm counts: seeders and leechers replace the stored ones, completed
+-- adds to them. Unknown hashes are ignored (a file unpublished since). Returns the
+-- number of files updated.
+CREATE FUNCTION pod.tracker_report(info_hashes bytea[], seeder_counts integer[], leecher_counts integer[],
+                                   completed_deltas integer[]) RETURNS integer
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod
+  AS $$
+DECLARE
+  n integer;
+BEGIN
+  IF cardinality(info_hashes) IS DISTINCT FROM cardinality(seeder_counts)
+     OR cardinality(info_hashes) IS DISTINCT FROM cardinality(leecher_counts)
+     OR cardinality(info_hashes) IS DISTINCT FROM cardinality(completed_deltas) THEN
+    RAISE EXCEPTION 'tracker_report: the four arrays differ in length'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  UPDATE pod.video_files f
+     SET seeders = greatest(r.s, 0), leechers = greatest(r.l, 0), completed = f.completed + greatest(r.c, 0)
+    FROM unnest(info_hashes, seeder_counts, leecher_counts, completed_deltas) AS r(h, s, l, c)
+   WHERE f.info_hash = r.h
+     AND ((f.seeders, f.leechers) IS DISTINCT FROM (greatest(r.s, 0), greatest(r.l, 0)) OR r.c > 0);
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n;
+END
+$$;
+COMMENT ON FUNCTION pod.tracker_report(bytea[], integer[], integer[], integer[]) IS
+  'The tracker''s batch of swarm counts per info hash (seeders, leechers replace; completed adds).';
+GRANT EXECUTE ON FUNCTION pod.tracker_info_hashes(), pod.tracker_report(bytea[], integer[], integer[], integer[])
+  TO pgpod_worker;
+
+-- api.video_files gains the counts (appended columns; the view is otherwise 30_video's).
+CREATE OR REPLACE VIEW api.video_files WITH (security_invoker = true) AS
+  SELECT video_uuid, resolution, file_id, encode(info_hash, 'hex') AS info_hash, magnet, created_at,
+         seeders, leechers, completed
+    FROM pod.video_files;
+REVOKE EXECUTE ON FUNCTION pod.tracker_info_hashes(), pod.tracker_report(bytea[], integer[], integer[], integer[])
+  FROM PUBLIC;
+-- === end tracker ===
+
+-- ==== video1 (issue 13): resumable uploads, videos, transcoding = sql/74_video_transcode.sql ====
+-- 74_video_transcode: from an uploaded file to a playable video. Resumable (tus)
+-- uploads whose bytes the gateway keeps on disk and whose state lives here; video_create
+-- and the transcode queue; the transcoder's entry points (claim, progress with lease
+-- renewal, staged blobs, publication in one transaction, failure); the outputs
+-- (pod.video_files and the other files of a video) and who may read them.
+-- Locking: an upload row changes only through these functions, and an offset only moves
+-- from the value the caller read (compare and set); a transcode job's video changes only
+-- under the job's lease (worker = the caller).
+
+INSERT INTO pod.setting_defaults (name, value, description) VALUES
+  ('uploads.expiry', '"24 hours"', 'A resumable upload untouched for this long expires (410), then is removed with its bytes.'),
+  ('transcode.ladder', '[1080, 720, 480, 360, 240]', 'Resolutions a video is transcoded to (heights; widths for portrait), none above the source''s.');
+
+-- Resumable uploads ----------------------------------------------------------------
+
+CREATE TABLE pod.uploads (
+  id uuid PRIMARY KEY,
+  owner_id uuid NOT NULL REFERENCES pod.users ON DELETE CASCADE,
+  length bigint NOT NULL CHECK (length >= 0),
+  received bigint NOT NULL DEFAULT 0,
+  filename text CHECK (length(filename) <= 255),
+  filetype text CHECK (length(filetype) <= 255),
+  metadata jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
+  file_id uuid REFERENCES pod.files ON DELETE SET NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  expires_at timestamptz NOT NULL,
+  CONSTRAINT uploads_received_within CHECK (received BETWEEN 0 AND length)
+);
+CREATE INDEX uploads_owner_idx ON pod.uploads (owner_id);
+CREATE INDEX uploads_expires_idx ON pod.uploads (expires_at);
+COMMENT ON TABLE pod.uploads IS 'tus uploads: the gateway keeps the bytes in <store>/uploads/<id>; received is the offset a client resumes from.';
+SELECT pg_catalog.pg_extension_config_dump('pod.uploads', '');
+
+-- What the gateway answers from: the caller's upload (no row for anyone else's).
+CREATE FUNCTION pod.upload_state(upload uuid)
+  RETURNS TABLE (length bigint, received bigint, expired boolean, expires text, metadata jsonb, file_id uuid)
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+  SELECT u.length, u.received, u.expires_at < now(), pod.http_date(u.expires_at), u.metadata, u.file_id
+    FROM pod.uploads u WHERE u.id = upload AND u.owner_id = pod.current_user_id()
+$$;
+
+-- Creation: the gateway chose the id (its bytes' file name) and may already hold
+-- `received` bytes (creation-with-upload). Returns the expiry as an HTTP-date.
+CREATE FUNCTION pod.upload_create(upload uuid, length bigint, metadata jsonb, received bigint DEFAULT 0)
+  RETURNS text
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  me uuid := pod.current_user_id();
+  expires timestamptz := now() + (pod.setting('uploads.expiry') #>> '{}')::interval;
+BEGIN
+  IF me IS NULL THEN
+    RAISE EXCEPTION 'uploading needs a logged-in user' USING ERRCODE = '42501';
+  END IF;
+  IF length IS NULL OR length < 0 OR received IS NULL OR received < 0 OR received > length THEN
+    RAISE EXCEPTION 'an upload needs a length of 0 or more and an offset within it' USING ERRCODE = '22023';
+  END IF;
+  IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
+    RAISE EXCEPTION 'upload metadata must be a JSON object' USING ERRCODE = '22023';
+  END IF;
+  INSERT INTO pod.uploads (id, owner_id, length, received, filename, filetype, metadata, expires_at)
+    VALUES (upload, me, length, received, left(nullif(metadata ->> 'filename', ''), 255),
+            left(nullif(metadata ->> 'filetype', ''), 255), metadata, expires);
+  RETURN pod.http_date(expires);
+END $$;
+
+-- Moves the offset from `from_offset` to `to_offset` (a PATCH that ended, or a client
+-- that went away mid-body); NULL when the upload is not the caller's, expired, done, or
+-- no longer at from_offset. The expiry starts again.
+CREATE FUNCTION pod.upload_advance(upload uuid, from_offset bigint, to_offset bigint) RETURNS text
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+  UPDATE pod.uploads u
+     SET received = to_offset, updated_at = now(),
+         expires_at = now() + (pod.setting('uploads.expiry') #>> '{}')::interval
+   WHERE u.id = upload AND u.owner_id = pod.current_user_id() AND u.received = from_offset
+     AND to_offset >= from_offset AND to_offset <= u.length AND u.expires_at >= now() AND u.file_id IS NULL
+  RETURNING pod.http_date(u.expires_at)
+$$;
+
+-- The last bytes arrived: the gateway has hashed them and linked the blob into the
+-- store; the blob and a file of the caller are recorded and the upload points at the
+-- file. Nothing of an unfinished upload ever becomes a file.
+CREATE FUNCTION pod.upload_finish(upload uuid, from_offset bigint, sha256 bytea) RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  u pod.uploads;
+  f jsonb;
+BEGIN
+  SELECT * INTO u FROM pod.uploads
+   WHERE id = upload AND owner_id = pod.current_user_id() FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no upload %', upload USING ERRCODE = 'P0002';
+  END IF;
+  IF u.file_id IS NOT NULL OR u.received <> from_offset OR u.expires_at < now() THEN
+    RAISE EXCEPTION 'upload % moved on meanwhile', upload USING ERRCODE = '40001';
+  END IF;
+  f := pod.register_upload(upload_finish.sha256, u.length, u.filename, coalesce(u.filetype, 'application/octet-stream'));
+  UPDATE pod.uploads SET received = length, file_id = (f ->> 'id')::uuid, updated_at = now() WHERE id = upload;
+  RETURN f;
+END $$;
+
+-- Termination (DELETE): the caller's upload goes; true when there was one.
+CREATE FUNCTION pod.upload_terminate(upload uuid) RETURNS boolean
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+  WITH gone AS (DELETE FROM pod.uploads WHERE id = upload AND owner_id = pod.current_user_id() RETURNING 1)
+  SELECT EXISTS (SELECT 1 FROM gone)
+$$;
+
+-- Expired uploads (finished ones too, their file stays) leave; the gateway removes the
+-- returned uploads' bytes. Anyone may call it: it only removes what has expired.
+CREATE FUNCTION pod.uploads_expire(max_rows integer DEFAULT 100) RETURNS SETOF uuid
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+  DELETE FROM pod.uploads WHERE id IN (SELECT id FROM pod.uploads WHERE expires_at < now()
+                                        ORDER BY expires_at LIMIT max_rows FOR UPDATE SKIP LOCKED)
+  RETURNING id
+$$;
+
+-- Videos: source, state, progress, outputs -----------------------------------------
+
+-- pod.video_object's body uses the row type of pod.videos, which blocks ALTER TABLE:
+-- it is made again, unchanged, once the columns are added.
+DROP FUNCTION pod.video_object(pod.videos);
+ALTER TABLE pod.videos
+  ADD COLUMN source_file_id uuid REFERENCES pod.files ON DELETE SET NULL,
+  ADD COLUMN failure_reason text CHECK (length(failure_reason) <= 2000),
+  ADD COLUMN progress smallint NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+  ADD COLUMN width integer CHECK (width > 0),
+  ADD COLUMN height integer CHECK (height > 0),
+  ADD COLUMN fps numeric CHECK (fps > 0),
+  ADD COLUMN thumbnail_file_id uuid REFERENCES pod.files ON DELETE SET NULL,
+  ADD COLUMN preview_file_id uuid REFERENCES pod.files ON DELETE SET NULL,
+  ADD COLUMN hls_file_id uuid REFERENCES pod.files ON DELETE SET NULL,
+  ADD COLUMN published_at timestamptz;
+CREATE INDEX videos_thumbnail_idx ON pod.videos (thumbnail_file_id) WHERE thumbnail_file_id IS NOT NULL;
+CREATE INDEX videos_preview_idx ON pod.videos (preview_file_id) WHERE preview_file_id IS NOT NULL;
+CREATE INDEX videos_hls_idx ON pod.videos (hls_file_id) WHERE hls_file_id IS NOT NULL;
+COMMENT ON COLUMN pod.videos.hls_file_id IS 'The HLS master playlist.';
+CREATE FUNCTION pod.video_object(v pod.videos) RETURNS jsonb
+  LANGUAGE sql STABLE PARALLEL SAFE
+  RETURN jsonb_build_object('uuid', v.uuid, 'name', v.name, 'description', v.description,
+           'author', coalesce(v.author, (SELECT c.name FROM pod.channels c WHERE c.id = v.channel_id)),
+           'magnet', v.magnet, 'thumbnail', v.thumbnail,
            'duration', extract(epoch FROM v.duration), 'created_at', v.created_at, 'updated_at', v.updated_at);
 
 -- One row per output: an MP4 (web video) or an HLS rendition (one fragmented MP4 file,
@@ -3150,3 +3156,20 @@ GRANT EXECUTE ON FUNCTION pod.torrent_info(bytea), pod.torrent_build(text, bigin
   pod.uri_component(text), pod.torrent_piece_length(bigint), pod.tracker_urls()
   TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;
 -- ==== end of torrents ====
+
+-- Last, as a fresh install ends: sql/99_privileges.sql (idempotent), so functions the blocks above created get no EXECUTE for PUBLIC.
+-- 99_privileges: the last word on function privileges. PostgreSQL lets PUBLIC execute
+-- every new function (and default privileges do not apply inside an extension
+-- script), so this takes EXECUTE back on all of pod and api, leaving only the grants
+-- each file made to named roles, plus the helpers row-level security policies and
+-- invoker triggers call (pure functions that reveal nothing).
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pod FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA api FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    pod.jwt_claims(), pod.current_user_id(), pod.is_admin(), pod.setting(text),
+    pod.room_affiliation(uuid), pod.can_read_room(uuid), pod.can_moderate_room(uuid),
+    pod.can_read_file(uuid), pod.owns_channel(bigint),
+    pod.email_is_valid(text), pod.validate_chat_options(jsonb), pod.base64url(bytea), pod.base64url_decode(text)
+  TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;
