@@ -123,6 +123,19 @@ valid_uuid(const char *u)
 	return 1;
 }
 
+/* The answer is about to go out: the upload's lock is given back first, so that the
+ * client's next PATCH (sent the moment this answer arrives, maybe to another gateway
+ * process) never meets it still held (423). Nothing is written after an answer. */
+static void
+tus_unlock(tus *t)
+{
+	if (t->fd >= 0 && !t->job_busy)
+	{
+		close(t->fd);
+		t->fd = -1;
+	}
+}
+
 static void
 tus_error(tus *t, int status, const char *message)
 {
@@ -132,6 +145,7 @@ tus_error(tus *t, int status, const char *message)
 	if (!req || t->responded)
 		return;
 	t->responded = 1;
+	tus_unlock(t);
 	snprintf(code, sizeof code, "PT%d", status);
 	gw_error_set(&e, status, code, message, NULL, NULL);
 	gw_respond_error(req, &e, status == 412 ? TUS_HEADERS "Tus-Version: 1.0.0\r\n" : TUS_HEADERS);
@@ -143,6 +157,7 @@ tus_respond(tus *t, int status, const char *headers)
 	if (!t->req || t->responded)
 		return;
 	t->responded = 1;
+	tus_unlock(t);
 	gw_respond(t->req, status, NULL, headers, NULL, 0);
 }
 

@@ -30,6 +30,10 @@ if (mode === 'start') {
   let aborted = false;
   const upload = new tus.Upload(data, {
     ...options,
+    // PATCHes of 4 MiB: the interruption falls at a request boundary or inside one,
+    // never after the last byte was handed to the kernel (one 50 MiB PATCH could be
+    // reported half sent while all of it was already on its way, on a loaded machine)
+    chunkSize: 4 << 20,
     onProgress(sent, total) {
       if (!aborted && sent >= total / 2) {
         aborted = true;
