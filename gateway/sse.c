@@ -150,6 +150,7 @@ fetch_done(gw_pg_job *job)
 	gw_buf_init(&out);
 	int n = r ? PQntuples(r) : 0;
 	int catch_up = 0;
+	const char *info = NULL;
 	if (!s->checked)
 	{
 		if (n != 1 || strcmp(PQgetvalue(r, 0, 0), "t"))
@@ -163,6 +164,10 @@ fetch_done(gw_pg_job *job)
 			return;
 		}
 		s->checked = 1;
+		/* the room's info (terms, rules, the caller's role) is the stream's first
+		 * event, without an id so that Last-Event-ID is untouched */
+		if (!s->started && PQnfields(r) > 2 && !PQgetisnull(r, 0, 2))
+			info = PQgetvalue(r, 0, 2);
 		long long max = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
 		if (!s->have_start)
 		{
@@ -178,6 +183,8 @@ fetch_done(gw_pg_job *job)
 		s->started = 1;
 		gw_metrics_sse(1);
 		gw_buf_puts(&out, "retry: 2000\n\n");
+		if (info)
+			gw_buf_printf(&out, "event: info\ndata: %s\n\n", info);
 		ev_timer_init(&s->heartbeat, on_heartbeat, HEARTBEAT, HEARTBEAT);
 		s->heartbeat.data = s;
 		ev_timer_start(gw_loop, &s->heartbeat);
@@ -234,8 +241,9 @@ fetch(sub *s)
 		gw_buf_printf(
 		    &s->sql,
 		    "SELECT EXISTS (SELECT 1 FROM api.rooms WHERE id = $%d::uuid),"
-		    " (SELECT coalesce(max(seq), 0) FROM api.room_events WHERE room_id = $%d::uuid)",
-		    room, room);
+		    " (SELECT coalesce(max(seq), 0) FROM api.room_events WHERE room_id = $%d::uuid),"
+		    " api.chat_stream_info($%d::uuid)::text",
+		    room, room, room);
 	}
 	else
 	{

@@ -815,7 +815,7 @@ BEGIN
     RAISE EXCEPTION 'give before or after, not both' USING ERRCODE = '22023';
   END IF;
   IF page_size IS NULL OR page_size NOT BETWEEN 1 AND 200 THEN
-    RAISE EXCEPTION 'limit is from 1 to 200' USING ERRCODE = '22023';
+    RAISE EXCEPTION 'page_size is from 1 to 200' USING ERRCODE = '22023';
   END IF;
 END $$;
 
@@ -835,16 +835,30 @@ CREATE FUNCTION pod.event_visible(room uuid, event_audience text, event_author u
       OR (event_audience = 'staff') = coalesce(event_author = pod.current_user_id() OR event_author = pod.current_guest_id()
                                                 OR pod.can_moderate_room(room), false);
 
-DROP POLICY rooms_member ON pod.rooms;
-CREATE POLICY rooms_member ON pod.rooms FOR SELECT TO pgpod_user, pgpod_anon
-  USING (created_by = (SELECT pod.current_user_id()) OR pod.can_read_room(id));
+-- An anonymous reader holds a chat token for one room; without one, reading rooms is
+-- refused outright (42501: HTTP 401), as it was before guests existed.
+CREATE FUNCTION pod.guest_reads(room uuid) RETURNS boolean
+  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  g uuid := pod.current_guest_id();
+BEGIN
+  IF g IS NULL THEN
+    RAISE EXCEPTION 'anonymous readers of a chat need a chat token' USING ERRCODE = '42501',
+      HINT = 'Sign in, or POST /rpc/chat_join_anonymous for a video''s chat.';
+  END IF;
+  RETURN EXISTS (SELECT 1 FROM pod.chat_guests WHERE id = g AND room_id = room AND affiliation <> 'outcast');
+END $$;
+
+CREATE POLICY rooms_guest ON pod.rooms FOR SELECT TO pgpod_anon USING (pod.guest_reads(id));
 DROP POLICY members_moderate ON pod.room_members;
 CREATE POLICY members_moderate ON pod.room_members TO pgpod_user
   USING (pod.room_may(room_id, 'mute') OR pod.room_may(room_id, 'ban'))
   WITH CHECK (pod.room_may(room_id, 'mute') OR pod.room_may(room_id, 'ban'));
 DROP POLICY messages_read ON pod.messages;
-CREATE POLICY messages_read ON pod.messages FOR SELECT TO pgpod_user, pgpod_anon
+CREATE POLICY messages_read ON pod.messages FOR SELECT TO pgpod_user
   USING (pod.can_read_room(room_id) AND pod.message_visible(room_id, author_id, guest_id, hidden, held_until));
+CREATE POLICY messages_read_guest ON pod.messages FOR SELECT TO pgpod_anon
+  USING (pod.guest_reads(room_id) AND pod.message_visible(room_id, author_id, guest_id, hidden, held_until));
 DROP POLICY messages_post ON pod.messages;
 CREATE POLICY messages_post ON pod.messages FOR INSERT TO pgpod_user
   WITH CHECK (author_id = (SELECT pod.current_user_id()));
@@ -858,11 +872,14 @@ DROP POLICY messages_delete ON pod.messages;
 CREATE POLICY messages_delete ON pod.messages FOR DELETE TO pgpod_user
   USING (author_id = (SELECT pod.current_user_id()) OR pod.room_may(room_id, 'delete_others'));
 DROP POLICY events_read ON pod.room_events;
-CREATE POLICY events_read ON pod.room_events FOR SELECT TO pgpod_user, pgpod_anon
+CREATE POLICY events_read ON pod.room_events FOR SELECT TO pgpod_user
   USING (pod.can_read_room(room_id) AND pod.event_visible(room_id, audience, author));
+CREATE POLICY events_read_guest ON pod.room_events FOR SELECT TO pgpod_anon
+  USING (pod.guest_reads(room_id) AND pod.event_visible(room_id, audience, author));
 
 ALTER TABLE pod.chat_guests ENABLE ROW LEVEL SECURITY;
-CREATE POLICY guests_visible ON pod.chat_guests FOR SELECT TO pgpod_user, pgpod_anon USING (pod.can_read_room(room_id));
+CREATE POLICY guests_visible ON pod.chat_guests FOR SELECT TO pgpod_user USING (pod.can_read_room(room_id));
+CREATE POLICY guests_visible_guest ON pod.chat_guests FOR SELECT TO pgpod_anon USING (pod.guest_reads(room_id));
 CREATE POLICY guests_admin ON pod.chat_guests TO pgpod_admin USING (true) WITH CHECK (true);
 ALTER TABLE pod.room_moderation_log ENABLE ROW LEVEL SECURITY;
 CREATE POLICY moderation_log_staff ON pod.room_moderation_log FOR SELECT TO pgpod_user USING (pod.can_moderate_room(room_id));
@@ -913,6 +930,19 @@ CREATE FUNCTION api.chat_room_info(room uuid) RETURNS json
 COMMENT ON FUNCTION api.chat_room_info(uuid) IS 'A room''s terms, rules in force and the caller''s role and permissions.';
 GRANT EXECUTE ON FUNCTION api.chat_room_info(uuid) TO pgpod_anon, pgpod_user;
 
+-- The first event of a room's stream (GET /rooms/<id>/events): the room's info with
+-- its terms; NULL when the caller cannot read the room.
+CREATE FUNCTION api.chat_stream_info(room uuid) RETURNS json
+  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+BEGIN
+  IF pod.current_user_id() IS NULL AND pod.current_guest_id() IS NULL AND NOT pod.is_admin() THEN
+    RAISE EXCEPTION 'anonymous readers of a chat need a chat token' USING ERRCODE = '42501',
+      HINT = 'Sign in, or POST /rpc/chat_join_anonymous for a video''s chat.';
+  END IF;
+  RETURN CASE WHEN pod.room_role(room) <> 'outcast' THEN pod.chat_room_info(room)::json END;
+END $$;
+COMMENT ON FUNCTION api.chat_stream_info(uuid) IS 'The info event a room''s stream starts with (terms, rules, your role).';
+
 CREATE FUNCTION api.chat_moderate(room uuid, target text, action text) RETURNS json
   LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
   RETURN json_build_object('log_id', pod.chat_moderate(room, target, action));
@@ -937,18 +967,18 @@ END $$;
 COMMENT ON FUNCTION api.chat_set_options(uuid, jsonb) IS 'Changes the chat options of a room''s channel (permission change_options).';
 GRANT EXECUTE ON FUNCTION api.chat_set_options(uuid, jsonb) TO pgpod_user;
 
-CREATE FUNCTION api.room_history(room uuid, before bigint DEFAULT NULL, after bigint DEFAULT NULL, "limit" integer DEFAULT 50)
+CREATE FUNCTION api.room_history(room uuid, before bigint DEFAULT NULL, after bigint DEFAULT NULL, page_size integer DEFAULT 50)
   RETURNS SETOF api.messages
   LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pod AS $$
 BEGIN
-  PERFORM pod.room_history_check(room, before, after, "limit");
+  PERFORM pod.room_history_check(room, before, after, page_size);
   IF after IS NULL THEN
     RETURN QUERY SELECT m.* FROM api.messages m
        WHERE m.room_id = room AND m.id < coalesce(before, 9223372036854775807)
-       ORDER BY m.id DESC LIMIT "limit";
+       ORDER BY m.id DESC LIMIT page_size;
   ELSE
     RETURN QUERY SELECT a.* FROM (SELECT m.* FROM api.messages m WHERE m.room_id = room AND m.id > after
-                                   ORDER BY m.id LIMIT "limit") a
+                                   ORDER BY m.id LIMIT page_size) a
        ORDER BY a.id DESC;
   END IF;
 END $$;
@@ -962,9 +992,9 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA api FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pod.room_may(uuid, text), pod.message_visible(uuid, uuid, uuid, boolean, timestamptz),
     pod.event_visible(uuid, text, uuid), pod.room_history_check(uuid, bigint, bigint, integer),
     pod.forbidden_word_check(text), pod.chat_fold(text), pod.room_permission_defaults(), pod.room_role(uuid),
-    pod.current_guest_id()
+    pod.current_guest_id(), pod.guest_reads(uuid)
   TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;
-GRANT EXECUTE ON FUNCTION api.chat_join_anonymous(uuid, text), api.chat_room_info(uuid),
+GRANT EXECUTE ON FUNCTION api.chat_join_anonymous(uuid, text), api.chat_room_info(uuid), api.chat_stream_info(uuid),
     api.room_history(uuid, bigint, bigint, integer) TO pgpod_anon, pgpod_user;
 GRANT EXECUTE ON FUNCTION api.chat_moderate(uuid, text, text), api.chat_set_options(uuid, jsonb) TO pgpod_user;
 -- end of livechat rules (issue 16) ------------------------------------------------------

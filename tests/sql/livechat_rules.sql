@@ -379,7 +379,7 @@ SELECT throws_ok($$SELECT count(*) FROM api.messages$$, 'PT401', NULL, 'an expir
 RESET ROLE;
 SELECT set_config('request.jwt.claims', '', true);
 SET LOCAL ROLE pgpod_anon;
-SELECT is((SELECT count(*)::int FROM api.messages), 0, 'without a token, anonymous reads nothing');
+SELECT throws_ok($$SELECT count(*) FROM api.messages$$, '42501', NULL, 'without a token, anonymous reads nothing (refused)');
 RESET ROLE;
 UPDATE pod.channel_chat_options SET options = '{"anonymous_allowed": false}' WHERE channel_id = :channel;
 SET LOCAL request.client_ip = '10.0.0.3';
@@ -392,15 +392,15 @@ UPDATE pod.channel_chat_options SET options = '{}' WHERE channel_id = :channel;
 INSERT INTO pod.messages (room_id, data) SELECT :'room2', jsonb_build_object('text', 'h' || g) FROM generate_series(1, 10) g;
 SELECT pg_temp.act('other');
 SET LOCAL ROLE pgpod_user;
-SELECT is((SELECT array_agg(data ->> 'text') FROM api.room_history(:'room2', "limit" => 3)), ARRAY['h10', 'h9', 'h8'],
+SELECT is((SELECT array_agg(data ->> 'text') FROM api.room_history(:'room2', page_size => 3)), ARRAY['h10', 'h9', 'h8'],
   'history: the latest page, newest first');
-SELECT min(id) AS h8 FROM api.room_history(:'room2', "limit" => 3) \gset
-SELECT is((SELECT array_agg(data ->> 'text') FROM api.room_history(:'room2', before => :h8, "limit" => 3)), ARRAY['h7', 'h6', 'h5'],
+SELECT min(id) AS h8 FROM api.room_history(:'room2', page_size => 3) \gset
+SELECT is((SELECT array_agg(data ->> 'text') FROM api.room_history(:'room2', before => :h8, page_size => 3)), ARRAY['h7', 'h6', 'h5'],
   'history: the page before an id');
-SELECT is((SELECT array_agg(data ->> 'text') FROM api.room_history(:'room2', after => :h8 - 5, "limit" => 2)), ARRAY['h5', 'h4'],
+SELECT is((SELECT array_agg(data ->> 'text') FROM api.room_history(:'room2', after => :h8 - 5, page_size => 2)), ARRAY['h5', 'h4'],
   'history: the page after an id, newest first');
-SELECT throws_ok(format($$SELECT * FROM api.room_history(%L, "limit" => 0)$$, :'room2'), '22023', NULL, 'history: limit 0 refused');
-SELECT throws_ok(format($$SELECT * FROM api.room_history(%L, "limit" => 201)$$, :'room2'), '22023', NULL, 'history: limit 201 refused');
+SELECT throws_ok(format($$SELECT * FROM api.room_history(%L, page_size => 0)$$, :'room2'), '22023', NULL, 'history: limit 0 refused');
+SELECT throws_ok(format($$SELECT * FROM api.room_history(%L, page_size => 201)$$, :'room2'), '22023', NULL, 'history: limit 201 refused');
 SELECT throws_ok(format($$SELECT * FROM api.room_history(%L, 1, 2)$$, :'room2'), '22023', NULL, 'history: before and after together refused');
 RESET ROLE;
 
