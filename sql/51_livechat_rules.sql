@@ -567,6 +567,38 @@ CREATE FUNCTION pod.livechat_next_release() RETURNS double precision
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
   RETURN (SELECT greatest(0, extract(epoch FROM min(until) - now()))::double precision FROM pod.chat_held);
 
+-- The livechat daemon's tick (workers/livechat): releases due held messages, runs
+-- pod.livechat_cleanup() every livechat.cleanup_interval (and drops anonymous guests a
+-- day past their expiry and slow-mode marks a day old), and answers how many seconds
+-- until it wants to run again.
+CREATE TABLE pod.livechat_state (
+  id boolean PRIMARY KEY DEFAULT true CHECK (id),
+  last_cleanup timestamptz
+);
+COMMENT ON TABLE pod.livechat_state IS 'When the livechat daemon last ran the cleanup.';
+
+CREATE FUNCTION pod.livechat_tick() RETURNS double precision
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  every interval := (pod.setting('livechat.cleanup_interval') #>> '{}')::interval;
+  poll double precision := extract(epoch FROM (pod.setting('livechat.release_interval') #>> '{}')::interval);
+  last timestamptz;
+BEGIN
+  PERFORM pod.livechat_release();
+  SELECT last_cleanup INTO last FROM pod.livechat_state FOR UPDATE;
+  IF last IS NULL OR last <= now() - every THEN
+    PERFORM pod.livechat_cleanup();
+    DELETE FROM pod.chat_guests WHERE kind = 'anonymous' AND expires_at < now() - interval '1 day';
+    DELETE FROM pod.chat_slow WHERE last_at < now() - interval '1 day';
+    INSERT INTO pod.livechat_state (id, last_cleanup) VALUES (true, now())
+      ON CONFLICT (id) DO UPDATE SET last_cleanup = EXCLUDED.last_cleanup;
+    last := now();
+  END IF;
+  RETURN least(poll, coalesce(pod.livechat_next_release(), poll),
+               greatest(0, extract(epoch FROM last + every - now())));
+END $$;
+COMMENT ON FUNCTION pod.livechat_tick() IS 'One round of the livechat daemon; returns the seconds until the next.';
+
 -- Mutes and bans through room_members (direct UPDATE by a moderator) need their permission
 -- and are logged; the owner cannot be banned and only the owner acts on an admin.
 CREATE FUNCTION pod.room_members_moderate() RETURNS trigger
@@ -991,3 +1023,4 @@ GRANT EXECUTE ON FUNCTION pod.room_may(uuid, text), pod.message_visible(uuid, uu
 GRANT EXECUTE ON FUNCTION api.chat_join_anonymous(uuid, text), api.chat_room_info(uuid), api.chat_stream_info(uuid),
     api.room_history(uuid, bigint, bigint, integer) TO pgpod_anon, pgpod_user;
 GRANT EXECUTE ON FUNCTION api.chat_moderate(uuid, text, text), api.chat_set_options(uuid, jsonb) TO pgpod_user;
+GRANT EXECUTE ON FUNCTION pod.livechat_tick() TO pgpod_worker;

@@ -115,6 +115,46 @@ is_deeply(code2($r), [429, 'PT429'], 'the third join within the hour: 429') or d
 like($r->{headers}{'retry-after'} // '', qr/^\d+$/, 'with Retry-After');
 psql("DELETE FROM pod.setting_overrides WHERE name = 'livechat.anonymous_joins_per_hour'");
 
+# moderation delay over the real stream (the livechat daemon releases held messages):
+# a signed-in viewer's stream gets the anonymous viewer's message the owner let through,
+# never the one the owner deleted within the delay, nor its deletion
+$r = req(PATCH => "/channel_chat_options?channel_id=eq.$channel", {%o}, { options => { moderation_delay_seconds => 2 } });
+ok($r->{status} == 200 || $r->{status} == 204, 'the owner sets a 2 s moderation delay') or diag $r->{content};
+my $vs = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port) or die "connect: $!";
+print $vs "GET /rooms/$room/events?access_token=$tok{viewer} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+my $vbuf = '';
+my $vsel = IO::Select->new($vs);
+sub vpump {
+  my ($re, $secs) = @_;
+  my $end = time + $secs;
+  while (time < $end) {
+    return 1 if $vbuf =~ $re;
+    next unless $vsel->can_read(0.05);
+    my $n = sysread($vs, my $chunk, 65536);
+    last unless $n;
+    $vbuf .= $chunk;
+  }
+  return $vbuf =~ $re;
+}
+ok(vpump(qr/event: info\n/, 10), "the viewer's stream opens");
+$r = req(POST => '/messages', {%a}, { room_id => $room, data => { text => 'held and withdrawn' } });
+is($r->{status}, 201, 'the anonymous viewer posts a first held message') or diag $r->{content};
+my $withdrawn = $r->{json}[0]{id};
+ok($r->{json}[0]{held_until}, '... held until the delay is over');
+$r = req(POST => '/messages', {%a}, { room_id => $room, data => { text => 'held then shown' } });
+is($r->{status}, 201, 'and a second') or diag $r->{content};
+my $shown = $r->{json}[0]{id};
+$r = req(DELETE => "/messages?id=eq.$withdrawn", {%o});
+ok($r->{status} == 204 || $r->{status} == 200, 'the owner deletes the first within the delay') or diag $r->{content};
+my $osock = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port) or die "connect: $!";
+$r = req(GET => "/messages?id=eq.$shown", {Authorization => "Bearer $tok{owner}"});
+is(scalar @{ $r->{json} }, 1, 'the owner sees the held message at once');
+ok(vpump(qr/event: new\ndata: [^\n]*held then shown/, 15), "the viewer's stream gets the second once released");
+my $seen_withdrawn = () = $vbuf =~ /"id": $withdrawn\b/g;
+is($seen_withdrawn, 0, "the withdrawn message never reached the stream, not even as a deletion") or diag $vbuf;
+close $vs;
+close $osock;
+
 # history pages, newest first
 psql("INSERT INTO pod.messages (room_id, data) SELECT '$room', jsonb_build_object('text', 'page ' || g) FROM generate_series(1, 7) g");
 $r = req(GET => "/rpc/room_history?room=$room&page_size=3", {%v});
