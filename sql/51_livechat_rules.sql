@@ -352,6 +352,10 @@ BEGIN
   INSERT INTO pod.room_events (room_id, seq, kind, message_id, audience, author)
     VALUES (room, next_seq, event_kind, message, event_audience, event_author);
   PERFORM pg_notify('pgpod_room_events', room || ':' || next_seq);
+  -- other pods with viewers in the room get every event (sql/76_livechat_federation.sql)
+  IF EXISTS (SELECT 1 FROM pod.room_remote_pods p WHERE p.room_id = room) THEN
+    PERFORM pod.chat_push_event(room, next_seq, event_kind, message, event_audience);
+  END IF;
   RETURN next_seq;
 END $$;
 
@@ -374,8 +378,8 @@ END $$;
 
 -- Posting: every rule in one BEFORE INSERT trigger. guest_id, author_ref, hidden and
 -- held_until are granted to no API role, so a row arriving with guest_id set comes from
--- the pod's own code (a remote post) and one with author_ref set and a type other than
--- 'message' is the pod's own event.
+-- the pod's own code (a remote post, rules applied) and one with author_ref set and no
+-- guest is the pod's own (a room event, a remote room's mirror).
 CREATE FUNCTION pod.messages_check_post() RETURNS trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
@@ -391,8 +395,8 @@ DECLARE
   bad text;
   m pod.room_members;
 BEGIN
-  IF NEW.type <> 'message' AND NEW.author_ref IS NOT NULL AND NEW.guest_id IS NULL THEN
-    RETURN NEW;     -- the pod's own room event (pod.chat_log_moderation)
+  IF NEW.author_ref IS NOT NULL AND NEW.guest_id IS NULL THEN
+    RETURN NEW;     -- the pod's own: a room event (pod.chat_log_moderation), a remote room's mirror
   END IF;
   -- a remote post (pod.chat_remote_post) is the guest's, whoever runs the delivery
   IF NOT (NEW.guest_id IS NOT NULL AND current_setting('pod.chat_enforce', true) = 'on') THEN
@@ -437,6 +441,11 @@ BEGIN
   END IF;
 
   SELECT * INTO r FROM pod.rooms WHERE id = NEW.room_id;
+  IF r.type = 'video' AND r.created_by IS NULL
+     AND EXISTS (SELECT 1 FROM pod.remote_video_chats c WHERE c.room_id = NEW.room_id) THEN
+    RAISE EXCEPTION 'room % is another pod''s chat', NEW.room_id USING ERRCODE = '42501',
+      HINT = 'Post with POST /rpc/chat_post: the room''s pod decides.';
+  END IF;
   IF uid IS NOT NULL THEN
     SELECT * INTO m FROM pod.room_members WHERE room_id = NEW.room_id AND user_id = uid;
     role := CASE WHEN r.created_by = uid THEN 'owner' ELSE coalesce(m.affiliation::text,
