@@ -926,8 +926,6 @@ ALTER TABLE pod.room_moderation_log ENABLE ROW LEVEL SECURITY;
 CREATE POLICY moderation_log_staff ON pod.room_moderation_log FOR SELECT TO pgpod_user USING (pod.can_moderate_room(room_id));
 CREATE POLICY moderation_log_admin ON pod.room_moderation_log FOR SELECT TO pgpod_admin USING (true);
 
--- The message's own (definer) default for guests: the token's guest.
-ALTER TABLE pod.messages ALTER COLUMN guest_id SET DEFAULT pod.current_guest_id();
 
 GRANT SELECT (id, name, type, data, created_by, created_at) ON pod.rooms TO pgpod_anon;
 GRANT SELECT ON pod.messages, pod.room_events TO pgpod_anon;
