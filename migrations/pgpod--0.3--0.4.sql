@@ -3,27 +3,8 @@
 -- (tests/integration/030_migrations.t compares their schemas).
 \echo Use "ALTER EXTENSION pgpod UPDATE TO '0.4'" to load this file. \quit
 
--- livechat rules (issue 16): sql/51_livechat_rules.sql ---------------------------------
--- 51_livechat_rules: chat options and room permissions ENFORCED in the database, so
--- that every path a message arrives by (SQL, the gateway, a remote pod) meets the
--- same rules: slow mode, forbidden words (refuse or hide), moderation delay, muted
--- anonymous viewers, roles and per-role permissions from rooms.data, bans (outcast),
--- a moderation log with every moderator action also a room event. Guests (anonymous
--- viewers holding a short-lived token, and remote pods' users) post as rows of
--- pod.chat_guests. A message's visibility (hidden, held by the moderation delay) is
--- decided here in row-level security and on the room's events, so any stream that
--- reads events through the database respects it.
-
-INSERT INTO pod.setting_defaults (name, value, description) VALUES
-  ('livechat.anonymous_lifetime', '"2 hours"', 'How long an anonymous viewer''s chat token (and its nickname) lives.'),
-  ('livechat.anonymous_joins_per_hour', '10', 'Anonymous chat tokens one client address may get per hour.'),
-  ('livechat.release_interval', '"1 second"', 'How often the livechat daemon looks for held messages whose moderation delay is over (it also wakes on NOTIFY pgpod_chat_held).'),
-  ('livechat.cleanup_interval', '"1 hour"', 'How often the livechat daemon runs pod.livechat_cleanup().');
-UPDATE pod.setting_defaults SET minimum = 1, maximum = 10000 WHERE name = 'livechat.anonymous_joins_per_hour';
-
--- Options: the earlier set plus forbidden_words_action and anonymous_allowed; forbidden
--- words are words (matched as whole words after Unicode folding) or /regex/ entries of a
--- safe subset (no back-references, look-arounds, embedded options or large bounds).
+-- livechat (issue 16): sql/50_livechat.sql (options), 51_livechat_rules.sql, 76_livechat_federation.sql, hooks
+-- sql/50_livechat.sql: the options now known, their forbidden words checked; cleanup spares mirrors
 CREATE OR REPLACE FUNCTION pod.validate_chat_options(options jsonb) RETURNS jsonb
   LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pod AS $$
 DECLARE
@@ -85,6 +66,43 @@ BEGIN
   END IF;
   RETURN options;
 END $$;
+CREATE OR REPLACE FUNCTION pod.livechat_cleanup(OUT orphan_rooms integer, OUT stale_servers integer, OUT stale_video_chats integer)
+  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
+DECLARE
+  retention interval := (pod.setting('livechat.remote_retention') #>> '{}')::interval;
+BEGIN
+  -- (the remote chats whose rooms they mirror go first, so their rooms are orphans now)
+  DELETE FROM pod.remote_video_chats WHERE updated_at < now() - retention;
+  GET DIAGNOSTICS stale_video_chats = ROW_COUNT;
+  -- a room of a video or channel that is neither ours nor a remote chat's mirror
+  DELETE FROM pod.rooms r WHERE r.type IN ('video', 'channel')
+     AND NOT EXISTS (SELECT 1 FROM pod.livechat_rooms l WHERE l.room_id = r.id)
+     AND NOT EXISTS (SELECT 1 FROM pod.remote_video_chats c WHERE c.room_id = r.id);
+  GET DIAGNOSTICS orphan_rooms = ROW_COUNT;
+  -- pods that are no friends any more stop getting our rooms' events
+  DELETE FROM pod.room_remote_pods p WHERE NOT EXISTS (SELECT 1 FROM pod.friends f WHERE f.url = p.pod_url AND f.state = 'active');
+  DELETE FROM pod.remote_servers s WHERE coalesce(s.last_update, s.created_at) < now() - retention
+     AND NOT EXISTS (SELECT 1 FROM pod.remote_video_chats c WHERE c.host = s.host);
+  GET DIAGNOSTICS stale_servers = ROW_COUNT;
+END $$;
+
+-- sql/51_livechat_rules.sql
+-- 51_livechat_rules: chat options and room permissions ENFORCED in the database, so
+-- that every path a message arrives by (SQL, the gateway, a remote pod) meets the
+-- same rules: slow mode, forbidden words (refuse or hide), moderation delay, muted
+-- anonymous viewers, roles and per-role permissions from rooms.data, bans (outcast),
+-- a moderation log with every moderator action also a room event. Guests (anonymous
+-- viewers holding a short-lived token, and remote pods' users) post as rows of
+-- pod.chat_guests. A message's visibility (hidden, held by the moderation delay) is
+-- decided here in row-level security and on the room's events, so any stream that
+-- reads events through the database respects it.
+
+INSERT INTO pod.setting_defaults (name, value, description) VALUES
+  ('livechat.anonymous_lifetime', '"2 hours"', 'How long an anonymous viewer''s chat token (and its nickname) lives.'),
+  ('livechat.anonymous_joins_per_hour', '10', 'Anonymous chat tokens one client address may get per hour.'),
+  ('livechat.release_interval', '"1 second"', 'How often the livechat daemon looks for held messages whose moderation delay is over (it also wakes on NOTIFY pgpod_chat_held).'),
+  ('livechat.cleanup_interval', '"1 hour"', 'How often the livechat daemon runs pod.livechat_cleanup().');
+UPDATE pod.setting_defaults SET minimum = 1, maximum = 10000 WHERE name = 'livechat.anonymous_joins_per_hour';
 
 -- Folding for word matching: NFKC, Unicode lower case (ICU), every run of anything
 -- but letters and digits one space, padded with spaces: " word " finds whole words.
@@ -974,9 +992,8 @@ GRANT EXECUTE ON FUNCTION api.chat_room_info(uuid) TO pgpod_anon, pgpod_user;
 CREATE FUNCTION api.chat_stream_info(room uuid) RETURNS json
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 BEGIN
-  IF pod.current_user_id() IS NULL AND pod.current_guest_id() IS NULL AND NOT pod.is_admin() THEN
-    RAISE EXCEPTION 'anonymous readers of a chat need a chat token' USING ERRCODE = '42501',
-      HINT = 'Sign in, or POST /rpc/chat_join_anonymous for a video''s chat.';
+  IF pod.current_user_id() IS NULL AND NOT pod.is_admin() THEN
+    PERFORM pod.guest_reads(room);   -- refuses an anonymous reader without a chat token
   END IF;
   RETURN CASE WHEN pod.room_role(room) <> 'outcast' THEN pod.chat_room_info(room)::json END;
 END $$;
@@ -1418,6 +1435,11 @@ BEGIN
   END IF;
   r_host := pod.pod_host(v.origin);
   SELECT * INTO rc FROM pod.remote_video_chats c WHERE c.host = pod_host(v.origin) AND c.video_uuid = video;
+  -- a chat in use stays ready while its information is refreshed (at most once per
+  -- livechat.remote_refresh), so that cleanup does not find it stale
+  IF rc.host IS NOT NULL AND rc.updated_at <= now() - fresh AND rc.room_id IS NOT NULL THEN
+    PERFORM pod.remote_chat_refresh(v, r_host);
+  END IF;
   IF rc.host IS NOT NULL AND (rc.updated_at > now() - fresh OR rc.room_id IS NOT NULL) THEN
     IF NOT (rc.infos ->> 'enabled')::boolean THEN
       RETURN jsonb_build_object('status', 'disabled', 'infos', rc.infos);
@@ -1425,13 +1447,21 @@ BEGIN
     RETURN jsonb_build_object('status', 'ready', 'room', pod.remote_chat_mirror(rc.host, video), 'infos', rc.infos,
                               'following', rc.subscribed_at IS NOT NULL);
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM pod.jobs j WHERE j.kind = 'chat_info' AND j.state IN ('waiting', 'running')
-                  AND j.payload ->> 'video' = video::text) THEN
-    PERFORM pod.job_enqueue('chat_info', jsonb_build_object(
-      'origin', v.origin, 'host', r_host, 'video', video,
-      'url', v.origin || (pod.setting('livechat.chat_info_path') #>> '{}') || '?video=' || video), v.origin);
-  END IF;
+  PERFORM pod.remote_chat_refresh(v, r_host);
   RETURN jsonb_build_object('status', 'pending');
+END $$;
+
+-- Asks the video's pod for its chat information (a chat_info job), unless a job for it
+-- is already waiting or running.
+CREATE FUNCTION pod.remote_chat_refresh(v pod.videos, chat_host text) RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pod.jobs j WHERE j.kind = 'chat_info' AND j.state IN ('waiting', 'running')
+                  AND j.payload ->> 'video' = v.uuid::text) THEN
+    PERFORM pod.job_enqueue('chat_info', jsonb_build_object(
+      'origin', v.origin, 'host', chat_host, 'video', v.uuid,
+      'url', v.origin || (pod.setting('livechat.chat_info_path') #>> '{}') || '?video=' || v.uuid), v.origin);
+  END IF;
 END $$;
 
 -- A local user's post to a remote room: delivered to the room's pod, which decides.
@@ -1604,4 +1634,4 @@ BEGIN
   RETURN NULL;
 END $$;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pod FROM PUBLIC;
--- end of livechat rules (issue 16) ------------------------------------------------------
+-- end of livechat (issue 16) -------------------------------------------------------------

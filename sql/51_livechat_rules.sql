@@ -15,71 +15,6 @@ INSERT INTO pod.setting_defaults (name, value, description) VALUES
   ('livechat.cleanup_interval', '"1 hour"', 'How often the livechat daemon runs pod.livechat_cleanup().');
 UPDATE pod.setting_defaults SET minimum = 1, maximum = 10000 WHERE name = 'livechat.anonymous_joins_per_hour';
 
--- Options: the earlier set plus forbidden_words_action and anonymous_allowed; forbidden
--- words are words (matched as whole words after Unicode folding) or /regex/ entries of a
--- safe subset (no back-references, look-arounds, embedded options or large bounds).
-CREATE OR REPLACE FUNCTION pod.validate_chat_options(options jsonb) RETURNS jsonb
-  LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pod AS $$
-DECLARE
-  k text;
-  entry text;
-  allowed text[] := ARRAY['slow_mode_seconds', 'mute_anonymous', 'forbidden_words', 'forbidden_words_action',
-                          'moderation_delay_seconds', 'anonymous_allowed', 'bot', 'terms'];
-BEGIN
-  IF jsonb_typeof(options) IS DISTINCT FROM 'object' THEN
-    RAISE EXCEPTION 'chat options must be a JSON object' USING ERRCODE = '22023';
-  END IF;
-  FOR k IN SELECT jsonb_object_keys(options) LOOP
-    IF NOT k = ANY (allowed) THEN
-      RAISE EXCEPTION 'unknown chat option "%"', k USING ERRCODE = '22023',
-        HINT = 'Known options: ' || array_to_string(allowed, ', ') || '.';
-    END IF;
-  END LOOP;
-  IF options ? 'slow_mode_seconds' AND (jsonb_typeof(options -> 'slow_mode_seconds') <> 'number'
-       OR (options ->> 'slow_mode_seconds')::numeric NOT BETWEEN 0 AND 86400
-       OR (options ->> 'slow_mode_seconds')::numeric % 1 <> 0) THEN
-    RAISE EXCEPTION 'slow_mode_seconds must be a whole number from 0 to 86400' USING ERRCODE = '22023';
-  END IF;
-  IF options ? 'moderation_delay_seconds' AND (jsonb_typeof(options -> 'moderation_delay_seconds') <> 'number'
-       OR (options ->> 'moderation_delay_seconds')::numeric NOT BETWEEN 0 AND 3600
-       OR (options ->> 'moderation_delay_seconds')::numeric % 1 <> 0) THEN
-    RAISE EXCEPTION 'moderation_delay_seconds must be a whole number from 0 to 3600' USING ERRCODE = '22023';
-  END IF;
-  IF options ? 'mute_anonymous' AND jsonb_typeof(options -> 'mute_anonymous') <> 'boolean' THEN
-    RAISE EXCEPTION 'mute_anonymous must be true or false' USING ERRCODE = '22023';
-  END IF;
-  IF options ? 'anonymous_allowed' AND jsonb_typeof(options -> 'anonymous_allowed') <> 'boolean' THEN
-    RAISE EXCEPTION 'anonymous_allowed must be true or false' USING ERRCODE = '22023';
-  END IF;
-  IF options ? 'forbidden_words' AND (jsonb_typeof(options -> 'forbidden_words') <> 'array'
-       OR jsonb_array_length(options -> 'forbidden_words') > 200
-       OR EXISTS (SELECT 1 FROM jsonb_array_elements(options -> 'forbidden_words') w
-                   WHERE jsonb_typeof(w) <> 'string' OR length(w #>> '{}') NOT BETWEEN 1 AND 200)) THEN
-    RAISE EXCEPTION 'forbidden_words must be an array of at most 200 non-empty strings (at most 200 characters each)'
-      USING ERRCODE = '22023';
-  END IF;
-  FOR entry IN SELECT jsonb_array_elements_text(coalesce(options -> 'forbidden_words', '[]')) LOOP
-    PERFORM pod.forbidden_word_check(entry);
-  END LOOP;
-  IF options ? 'forbidden_words_action' AND coalesce(options ->> 'forbidden_words_action', '') NOT IN ('refuse', 'hide') THEN
-    RAISE EXCEPTION 'forbidden_words_action must be "refuse" or "hide"' USING ERRCODE = '22023';
-  END IF;
-  IF options ? 'bot' AND (jsonb_typeof(options -> 'bot') <> 'object'
-       OR EXISTS (SELECT 1 FROM jsonb_object_keys(options -> 'bot') b WHERE b NOT IN ('enabled', 'nickname', 'welcome'))
-       OR coalesce(jsonb_typeof(options #> '{bot,enabled}'), 'boolean') <> 'boolean'
-       OR coalesce(jsonb_typeof(options #> '{bot,nickname}'), 'string') <> 'string'
-       OR length(options #>> '{bot,nickname}') NOT BETWEEN 1 AND 32
-       OR coalesce(jsonb_typeof(options #> '{bot,welcome}'), 'string') <> 'string'
-       OR length(options #>> '{bot,welcome}') > 2000) THEN
-    RAISE EXCEPTION 'bot must be an object {enabled: boolean, nickname: 1-32 characters, welcome: at most 2000 characters}'
-      USING ERRCODE = '22023';
-  END IF;
-  IF options ? 'terms' AND (jsonb_typeof(options -> 'terms') <> 'string' OR length(options ->> 'terms') > 2000) THEN
-    RAISE EXCEPTION 'terms must be a string of at most 2000 characters' USING ERRCODE = '22023';
-  END IF;
-  RETURN options;
-END $$;
-
 -- Folding for word matching: NFKC, Unicode lower case (ICU), every run of anything
 -- but letters and digits one space, padded with spaces: " word " finds whole words.
 CREATE FUNCTION pod.chat_fold(t text) RETURNS text
@@ -968,9 +903,8 @@ GRANT EXECUTE ON FUNCTION api.chat_room_info(uuid) TO pgpod_anon, pgpod_user;
 CREATE FUNCTION api.chat_stream_info(room uuid) RETURNS json
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 BEGIN
-  IF pod.current_user_id() IS NULL AND pod.current_guest_id() IS NULL AND NOT pod.is_admin() THEN
-    RAISE EXCEPTION 'anonymous readers of a chat need a chat token' USING ERRCODE = '42501',
-      HINT = 'Sign in, or POST /rpc/chat_join_anonymous for a video''s chat.';
+  IF pod.current_user_id() IS NULL AND NOT pod.is_admin() THEN
+    PERFORM pod.guest_reads(room);   -- refuses an anonymous reader without a chat token
   END IF;
   RETURN CASE WHEN pod.room_role(room) <> 'outcast' THEN pod.chat_room_info(room)::json END;
 END $$;

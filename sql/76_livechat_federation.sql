@@ -377,6 +377,11 @@ BEGIN
   END IF;
   r_host := pod.pod_host(v.origin);
   SELECT * INTO rc FROM pod.remote_video_chats c WHERE c.host = pod_host(v.origin) AND c.video_uuid = video;
+  -- a chat in use stays ready while its information is refreshed (at most once per
+  -- livechat.remote_refresh), so that cleanup does not find it stale
+  IF rc.host IS NOT NULL AND rc.updated_at <= now() - fresh AND rc.room_id IS NOT NULL THEN
+    PERFORM pod.remote_chat_refresh(v, r_host);
+  END IF;
   IF rc.host IS NOT NULL AND (rc.updated_at > now() - fresh OR rc.room_id IS NOT NULL) THEN
     IF NOT (rc.infos ->> 'enabled')::boolean THEN
       RETURN jsonb_build_object('status', 'disabled', 'infos', rc.infos);
@@ -384,13 +389,21 @@ BEGIN
     RETURN jsonb_build_object('status', 'ready', 'room', pod.remote_chat_mirror(rc.host, video), 'infos', rc.infos,
                               'following', rc.subscribed_at IS NOT NULL);
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM pod.jobs j WHERE j.kind = 'chat_info' AND j.state IN ('waiting', 'running')
-                  AND j.payload ->> 'video' = video::text) THEN
-    PERFORM pod.job_enqueue('chat_info', jsonb_build_object(
-      'origin', v.origin, 'host', r_host, 'video', video,
-      'url', v.origin || (pod.setting('livechat.chat_info_path') #>> '{}') || '?video=' || video), v.origin);
-  END IF;
+  PERFORM pod.remote_chat_refresh(v, r_host);
   RETURN jsonb_build_object('status', 'pending');
+END $$;
+
+-- Asks the video's pod for its chat information (a chat_info job), unless a job for it
+-- is already waiting or running.
+CREATE FUNCTION pod.remote_chat_refresh(v pod.videos, chat_host text) RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pod.jobs j WHERE j.kind = 'chat_info' AND j.state IN ('waiting', 'running')
+                  AND j.payload ->> 'video' = v.uuid::text) THEN
+    PERFORM pod.job_enqueue('chat_info', jsonb_build_object(
+      'origin', v.origin, 'host', chat_host, 'video', v.uuid,
+      'url', v.origin || (pod.setting('livechat.chat_info_path') #>> '{}') || '?video=' || v.uuid), v.origin);
+  END IF;
 END $$;
 
 -- A local user's post to a remote room: delivered to the room's pod, which decides.

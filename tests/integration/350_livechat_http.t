@@ -54,26 +54,31 @@ $r = req(GET => "/rpc/chat_room_info?room=$room", {%a});
 is($r->{json}{terms}, 'Be kind, viewer.', "the room's info has the terms") or diag $r->{content};
 
 # the anonymous viewer's stream starts with the info event
+# an SSE client on a raw socket: stream(token) and pump(stream, regex, seconds)
 my ($host, $port) = url() =~ m{//([^:/]+):(\d+)};
-my $sock = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port) or die "connect: $!";
-print $sock "GET /rooms/$room/events?access_token=$anon HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
-my $buf = '';
-my $sel = IO::Select->new($sock);
-sub pump_until {
-  my ($re, $secs) = @_;
+sub stream {
+  my ($token) = @_;
+  my $sock = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port) or die "connect: $!";
+  print $sock "GET /rooms/$room/events?access_token=$token HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+  return { sock => $sock, sel => IO::Select->new($sock), buf => '' };
+}
+sub pump {
+  my ($st, $re, $secs) = @_;
   my $end = time + $secs;
   while (time < $end) {
-    return 1 if $buf =~ $re;
-    next unless $sel->can_read(0.05);
-    my $n = sysread($sock, my $chunk, 65536);
+    return 1 if $st->{buf} =~ $re;
+    next unless $st->{sel}->can_read(0.05);
+    my $n = sysread($st->{sock}, my $chunk, 65536);
     last unless $n;
-    $buf .= $chunk;
+    $st->{buf} .= $chunk;
   }
-  return $buf =~ $re;
+  return $st->{buf} =~ $re;
 }
+my $as = stream($anon);
+sub pump_until { pump($as, @_) }
 ok(pump_until(qr/\r\n\r\n.*?\n\n.*?\n\n/s, 10), 'the stream opens');
-like($buf, qr/^HTTP\/1\.1 200/, 'stream: 200 for an anonymous token');
-like($buf, qr/\r\n\r\nretry: \d+\n\nevent: info\ndata: \{[^\n]*"terms": "Be kind, viewer\."/s,
+like($as->{buf}, qr/^HTTP\/1\.1 200/, 'stream: 200 for an anonymous token');
+like($as->{buf}, qr/\r\n\r\nretry: \d+\n\nevent: info\ndata: \{[^\n]*"terms": "Be kind, viewer\."/s,
      "the stream's first event is the room's info with the terms");
 
 # the anonymous viewer posts; the second post within the slow mode is a 429 with Retry-After
@@ -85,7 +90,7 @@ is_deeply(code2($r), [429, 'PT429'], 'the second post within slow mode: 429') or
 like($r->{headers}{'retry-after'} // '', qr/^\d+$/, 'with a Retry-After header') or diag explain $r->{headers};
 cmp_ok($r->{headers}{'retry-after'} // 0, '>', 500, 'telling the remaining wait');
 ok(pump_until(qr/event: new\ndata: [^\n]*hello from the dark/, 10), 'the post arrives on the anonymous stream');
-unlike($buf, qr/"again"/, 'the refused post never reached the stream');
+unlike($as->{buf}, qr/"again"/, 'the refused post never reached the stream');
 
 # the token is for one room only
 my $room2 = psql("SELECT pod.livechat_room('$videos[1]')");
@@ -120,22 +125,8 @@ psql("DELETE FROM pod.setting_overrides WHERE name = 'livechat.anonymous_joins_p
 # never the one the owner deleted within the delay, nor its deletion
 $r = req(PATCH => "/channel_chat_options?channel_id=eq.$channel", {%o}, { options => { moderation_delay_seconds => 2 } });
 ok($r->{status} == 200 || $r->{status} == 204, 'the owner sets a 2 s moderation delay') or diag $r->{content};
-my $vs = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port) or die "connect: $!";
-print $vs "GET /rooms/$room/events?access_token=$tok{viewer} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
-my $vbuf = '';
-my $vsel = IO::Select->new($vs);
-sub vpump {
-  my ($re, $secs) = @_;
-  my $end = time + $secs;
-  while (time < $end) {
-    return 1 if $vbuf =~ $re;
-    next unless $vsel->can_read(0.05);
-    my $n = sysread($vs, my $chunk, 65536);
-    last unless $n;
-    $vbuf .= $chunk;
-  }
-  return $vbuf =~ $re;
-}
+my $vs = stream($tok{viewer});
+sub vpump { pump($vs, @_) }
 ok(vpump(qr/event: info\n/, 10), "the viewer's stream opens");
 $r = req(POST => '/messages', {%a}, { room_id => $room, data => { text => 'held and withdrawn' } });
 is($r->{status}, 201, 'the anonymous viewer posts a first held message') or diag $r->{content};
@@ -146,14 +137,12 @@ is($r->{status}, 201, 'and a second') or diag $r->{content};
 my $shown = $r->{json}[0]{id};
 $r = req(DELETE => "/messages?id=eq.$withdrawn", {%o});
 ok($r->{status} == 204 || $r->{status} == 200, 'the owner deletes the first within the delay') or diag $r->{content};
-my $osock = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port) or die "connect: $!";
 $r = req(GET => "/messages?id=eq.$shown", {Authorization => "Bearer $tok{owner}"});
 is(scalar @{ $r->{json} }, 1, 'the owner sees the held message at once');
 ok(vpump(qr/event: new\ndata: [^\n]*held then shown/, 15), "the viewer's stream gets the second once released");
-my $seen_withdrawn = () = $vbuf =~ /"id": $withdrawn\b/g;
-is($seen_withdrawn, 0, "the withdrawn message never reached the stream, not even as a deletion") or diag $vbuf;
-close $vs;
-close $osock;
+my $seen_withdrawn = () = $vs->{buf} =~ /"id": $withdrawn\b/g;
+is($seen_withdrawn, 0, "the withdrawn message never reached the stream, not even as a deletion") or diag $vs->{buf};
+close $vs->{sock};
 
 # history pages, newest first
 psql("INSERT INTO pod.messages (room_id, data) SELECT '$room', jsonb_build_object('text', 'page ' || g) FROM generate_series(1, 7) g");
@@ -166,5 +155,5 @@ is_deeply([map { $_->{data}{text} } @{ $r->{json} }], ['page 4', 'page 3', 'page
 $r = req(GET => "/rpc/room_history?room=$room&page_size=500", {%v});
 is_deeply(code2($r), [400, '22023'], 'page_size 500: 400');
 
-close $sock;
+close $as->{sock};
 done_testing();

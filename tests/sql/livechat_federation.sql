@@ -6,7 +6,7 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(28);
+SELECT plan(31);
 
 SELECT u.id AS owner_id FROM pod.register('fedowner@lcfed.test', 'owner password') u \gset
 SELECT u.id AS reader_id, json_build_object('role', 'pgpod_user', 'sub', u.id, 'sid', l.session_id)::text AS reader
@@ -102,6 +102,13 @@ SELECT throws_ok(format($$SELECT api.chat_post(%L, '"not an object"')$$, :'mirro
 RESET ROLE;
 SELECT is((SELECT payload #>> '{activity,author}' FROM pod.jobs WHERE target = 'http://poda.test'
             AND payload #>> '{activity,type}' = 'chat.post'), :'reader_id' || '@' || pod.pod_host(:'me'), 'as user@pod');
+
+-- cleanup spares a mirror in use, removes a stale one with its room
+SELECT is((SELECT orphan_rooms FROM pod.livechat_cleanup()), 0, 'cleanup spares the mirror of a remote chat');
+SELECT ok(EXISTS (SELECT 1 FROM pod.rooms WHERE id = :'mirror'), 'the mirror room is still there');
+UPDATE pod.remote_video_chats SET updated_at = now() - interval '60 days' WHERE video_uuid = :'rvideo';
+SELECT is((SELECT stale_video_chats || '+' || orphan_rooms FROM pod.livechat_cleanup()), '1+1',
+  'a remote chat unused past the retention goes, and its mirror room with it');
 
 SELECT * FROM finish();
 ROLLBACK;
