@@ -38,7 +38,8 @@ typedef struct sub
 	gw_req *req;  /* NULL once the client left */
 	gw_req *zreq; /* the client left before the stream started: answered when the check is back */
 	gw_auth auth;
-	char user[64]; /* the token's sub claim, "" without one */
+	char user[64]; /* the token's sub claim (else its guest claim), "" without one */
+	char viewer[128]; /* the kind's view of this subscriber (authorize_sql's 4th column) */
 	enum sub_state state;
 	long long last_seq;
 	long long catchup_to; /* the upper bound of the history read in flight */
@@ -367,7 +368,19 @@ check_done(gw_pg_job *job)
 		ev_timer_init(&s->heartbeat, on_heartbeat, HEARTBEAT, HEARTBEAT);
 		s->heartbeat.data = s;
 		ev_timer_start(gw_loop, &s->heartbeat);
-		sub_write(s, "retry: 2000\n\n", 13);
+		gw_buf head;
+		gw_buf_init(&head);
+		gw_buf_puts(&head, "retry: 2000\n\n");
+		PGresult *r = job->results[1];
+		if (s->t->kind->head_event && PQnfields(r) > 2 && !PQgetisnull(r, 0, 2))
+		{
+			/* the stream's head (a room's info and terms) comes first, without an id */
+			gw_buf_printf(&head, "event: %s\ndata: ", s->t->kind->head_event);
+			gw_buf_append(&head, PQgetvalue(r, 0, 2), (size_t)PQgetlength(r, 0, 2));
+			gw_buf_puts(&head, "\n\n");
+		}
+		sub_write(s, head.data, head.len);
+		gw_buf_free(&head);
 		if (s->gone)
 		{
 			gw_pool_job_clear(job);
@@ -386,6 +399,14 @@ check_done(gw_pg_job *job)
 		return;
 	}
 	long long max = strtoll(PQgetvalue(job->results[1], 0, 1), NULL, 10);
+	if (s->t->kind->visible)
+	{
+		/* who it is in the room may have changed (a moderator now, or no longer) */
+		PGresult *r = job->results[1];
+		int ok_viewer = PQnfields(r) > 3 && !PQgetisnull(r, 0, 3) &&
+		                (size_t)PQgetlength(r, 0, 3) < sizeof s->viewer;
+		snprintf(s->viewer, sizeof s->viewer, "%s", ok_viewer ? PQgetvalue(r, 0, 3) : "");
+	}
 	gw_pool_job_clear(job);
 	topic *t = s->t;
 	if (!s->have_start)
@@ -451,6 +472,10 @@ feed_done(gw_pg_job *job)
 		/* each event formatted once; a subscriber gets the suffix it lacks */
 		long long *seqs = malloc(sizeof *seqs * (size_t)n);
 		size_t *offs = malloc(sizeof *offs * (size_t)(n + 1));
+		/* events for a part of the subscribers only (audience not NULL) */
+		int filtered = 0;
+		const gw_hub_kind *kind = t->kind;
+		int cols = kind->visible && PQnfields(r) > 4;
 		if (!seqs || !offs)
 			abort();
 		gw_buf text;
@@ -466,6 +491,8 @@ feed_done(gw_pg_job *job)
 			gw_buf_puts(&text, "\ndata: ");
 			gw_buf_append(&text, PQgetvalue(r, i, 2), (size_t)PQgetlength(r, i, 2));
 			gw_buf_puts(&text, "\n\n");
+			if (cols && !PQgetisnull(r, i, 3))
+				filtered = 1;
 		}
 		offs[n] = text.len;
 		long long last = seqs[n - 1];
@@ -477,7 +504,23 @@ feed_done(gw_pg_job *job)
 			while (i < n && seqs[i] <= s->last_seq)
 				i++;
 			s->last_seq = last;
-			sub_write(s, text.data + offs[i], offs[n] - offs[i]);
+			if (!filtered)
+			{
+				sub_write(s, text.data + offs[i], offs[n] - offs[i]);
+				continue;
+			}
+			/* runs of events this subscriber may see, each written at once */
+			while (i < n && !s->gone)
+			{
+				int j = i;
+				while (j < n && (PQgetisnull(r, j, 3) ||
+				                 kind->visible(s->viewer, PQgetvalue(r, j, 3),
+				                               PQgetisnull(r, j, 4) ? NULL : PQgetvalue(r, j, 4))))
+					j++;
+				if (j > i)
+					sub_write(s, text.data + offs[i], offs[j] - offs[i]);
+				i = j + 1; /* j, if any, is not for it */
+			}
 		}
 		if (last > t->last_seq)
 			t->last_seq = last;
@@ -556,6 +599,8 @@ gw_hub_subscribe(gw_req *req, const gw_hub_kind *kind, const char *key)
 	}
 	json_t *claims = json_loads(s->auth.claims_json, 0, NULL);
 	const char *who = claims ? json_string_value(json_object_get(claims, "sub")) : NULL;
+	if (!who && claims)
+		who = json_string_value(json_object_get(claims, "guest")); /* an anonymous viewer */
 	snprintf(s->user, sizeof s->user, "%s", who ? who : "");
 	json_decref(claims);
 	s->req = req;

@@ -14,7 +14,17 @@
  *  - feed_sql, as the login role: (seq, event, data) with seq > $2, in seq order,
  *    at most GW_HUB_BATCH rows.
  * seq is gapless and commit-ordered per topic, so "seq > last" gives each event
- * exactly once, across reconnects (Last-Event-ID) and lost notifications. */
+ * exactly once, across reconnects (Last-Event-ID) and lost notifications.
+ *
+ * Optional, for topics whose events are not all for every subscriber:
+ *  - authorize_sql's third column: the stream's head (text, NULL for none), sent as
+ *    `event: <head_event>` without an id before anything else when the stream starts;
+ *  - authorize_sql's fourth column: the subscriber's viewer (text, opaque to the hub),
+ *    asked again with every re-authorisation;
+ *  - feed_sql's fourth and fifth columns (an event's audience and author, text or
+ *    NULL) and visible(viewer, audience, author): the hub writes a fed event only to
+ *    the subscribers it is visible to. visible must agree with what history_sql shows
+ *    under the subscriber's role (there, the database filters). */
 #ifndef GW_HUB_H
 #define GW_HUB_H
 #include "gw.h"
@@ -27,6 +37,8 @@ typedef struct gw_hub_kind
 	const char *authorize_sql;
 	const char *history_sql;
 	const char *feed_sql;
+	const char *head_event; /* NULL: authorize_sql has no head column */
+	int (*visible)(const char *viewer, const char *audience, const char *author);
 } gw_hub_kind;
 
 /* GET .../events of topic key (already a valid uuid): authenticates (header or

@@ -253,6 +253,12 @@ BEGIN
         FROM (SELECT rtrim(x, '/') AS pod FROM jsonb_array_elements_text(j.payload -> 'urls') x) u;
     RETURN;
   END IF;
+  -- livechat: a remote video's chat information (sql/76_livechat_federation.sql)
+  SELECT * INTO j FROM pod.job_claim('chat_info', worker, 1);
+  IF FOUND THEN
+    RETURN QUERY SELECT * FROM pod.chat_info_request(j, at, me);
+    RETURN;
+  END IF;
   SELECT * INTO j FROM pod.job_claim('verify_key', worker, 1);
   IF FOUND THEN
     path := pod.setting('federation.identity_path') #>> '{}';
@@ -261,7 +267,7 @@ BEGIN
              pod.httpsig_sign_request('GET', (j.payload ->> 'url') || path, '', at, me.url || '#main-key', me.private_key);
   END IF;
 END $$;
-COMMENT ON FUNCTION pod.fetches_claim(text) IS 'Claims one make_friends or verify_key job: the signed GETs to send.';
+COMMENT ON FUNCTION pod.fetches_claim(text) IS 'Claims one make_friends, chat_info or verify_key job: the signed GETs to send.';
 
 -- The end of a fetch job: what each pod answered (NULL: nothing usable).
 CREATE FUNCTION pod.fetches_finish(job_id bigint, worker text, urls text[], answers text[]) RETURNS jsonb
@@ -275,6 +281,8 @@ BEGIN
       RAISE EXCEPTION 'a verify_key job has one answer' USING ERRCODE = '22023';
     END IF;
     RETURN pod.verify_key_finish(job_id, worker, answers[1]);
+  ELSIF k = 'chat_info' THEN
+    RETURN pod.chat_info_finish(job_id, worker, answers[1]);
   END IF;
   RAISE EXCEPTION 'job % is not a fetch job', job_id USING ERRCODE = 'P0002';
 END $$;

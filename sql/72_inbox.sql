@@ -121,6 +121,9 @@ BEGIN
     DELETE FROM pod.videos WHERE uuid = (activity #>> '{object,uuid}')::uuid AND origin = sender;
     RETURN jsonb_build_object('status', 'applied');
   ELSE
+    IF kind LIKE 'chat.%' THEN   -- livechat: sql/76_livechat_federation.sql
+      RETURN pod.inbox_livechat(sender, activity);
+    END IF;
     PERFORM pod.inbox_reject('PT400', 'unknown activity type ' || coalesce(quote_literal(kind), 'NULL'));
   END CASE;
   RETURN NULL;
