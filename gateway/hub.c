@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "auth.h"
+#include "listener.h"
 #include "metrics.h"
 #include "pool.h"
 
@@ -64,6 +65,12 @@ struct topic
 	long long last_seq; /* the last event written to live subscribers */
 	int have_seq;
 	int fetching, dirty;
+	enum
+	{
+		LOCK_NONE,
+		LOCK_ASKED,
+		LOCK_HELD
+	} lock; /* the kind's sleep lock (sleep_sql), if it has one */
 	sub *subs;
 	int nsubs;
 	gw_pg_job job;
@@ -77,16 +84,24 @@ static ev_check reaper;
 static int reaper_on;
 
 static void topic_fetch(topic *t);
+static void topic_lock(topic *t);
 static void sub_check(sub *s);
 static void sub_catchup(sub *s);
 
 static unsigned
-topic_hash(const gw_hub_kind *kind, const char *key)
+topic_hash_key(const char *key)
 {
-	unsigned h = 2166136261u ^ (unsigned)(uintptr_t)kind;
+	unsigned h = 2166136261u;
 	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
 		h = (h ^ (unsigned)(*p | 0x20)) * 16777619u; /* uuids compare case-insensitively */
 	return h % TOPIC_BUCKETS;
+}
+
+static unsigned
+topic_hash(const gw_hub_kind *kind, const char *key)
+{
+	(void)kind; /* keys are uuids: the kind need not spread them */
+	return topic_hash_key(key);
 }
 
 static topic *
@@ -113,6 +128,7 @@ topic_get(const gw_hub_kind *kind, const char *key)
 	unsigned b = topic_hash(kind, key);
 	t->hnext = buckets[b];
 	buckets[b] = t;
+	topic_lock(t);
 	return t;
 }
 
@@ -120,8 +136,10 @@ topic_get(const gw_hub_kind *kind, const char *key)
 static void
 topic_release(topic *t)
 {
-	if (t->subs || t->fetching)
-		return;
+	if (t->subs || t->fetching || t->lock == LOCK_ASKED)
+		return; /* a lock being taken: given back when it is in */
+	if (t->lock == LOCK_HELD)
+		gw_listener_command(t->kind->wake_sql, t->key, NULL);
 	topic **pp = &buckets[topic_hash(t->kind, t->key)];
 	while (*pp && *pp != t)
 		pp = &(*pp)->hnext;
@@ -226,6 +244,8 @@ on_heartbeat(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	sub *s = w->data;
 	sub_write(s, ": ping\n\n", 8);
+	if (!s->gone && s->t->lock == LOCK_NONE)
+		topic_lock(s->t); /* a lock that could not be taken */
 	if (!s->gone && s->t->dirty && !s->t->fetching)
 		topic_fetch(s->t); /* a shared read that failed */
 }
@@ -541,6 +561,11 @@ topic_fetch(topic *t)
 {
 	if (!t->have_seq)
 		return; /* the first authorisation sets where the topic starts */
+	if (t->kind->sleep_sql && t->lock != LOCK_HELD)
+	{
+		t->dirty = 1; /* read once the lock is held */
+		return;
+	}
 	if (t->fetching)
 	{
 		t->dirty = 1;
@@ -564,6 +589,60 @@ topic_fetch(topic *t)
 	t->job.done = feed_done;
 	t->job.data = t;
 	gw_pool_submit(&t->job);
+}
+
+/* --- the topic's sleep lock -------------------------------------------------- */
+
+/* Finds the topic of a lock command's key (the command carries no kind: keys are
+ * uuids, and a topic being locked is never freed, so the one asking is found). */
+static topic *
+topic_of_key(const char *key)
+{
+	for (topic *t = buckets[topic_hash_key(key)]; t; t = t->hnext)
+		if (t->kind->sleep_sql && !strcasecmp(t->key, key) && t->lock == LOCK_ASKED)
+			return t;
+	return NULL;
+}
+
+static void
+lock_done(const char *key, int ok)
+{
+	topic *t = topic_of_key(key);
+	if (!t)
+		return;
+	t->lock = ok ? LOCK_HELD : LOCK_NONE; /* not taken: asked again at a heartbeat */
+	if (!t->subs)
+	{
+		topic_release(t);
+		return;
+	}
+	/* what was committed without a notification is read now */
+	if (ok && t->have_seq)
+		topic_fetch(t);
+}
+
+static void
+topic_lock(topic *t)
+{
+	if (!t->kind->sleep_sql || t->lock != LOCK_NONE)
+		return;
+	t->lock = LOCK_ASKED;
+	gw_listener_command(t->kind->sleep_sql, t->key, lock_done);
+}
+
+void
+gw_hub_locks_lost(void)
+{
+	for (int b = 0; b < TOPIC_BUCKETS; b++)
+		for (topic *t = buckets[b]; t; t = t->hnext)
+			t->lock = LOCK_NONE;
+	/* topics that waited only for their lock to be released are freed */
+	for (int b = 0; b < TOPIC_BUCKETS; b++)
+		for (topic *t = buckets[b], *next; t; t = next)
+		{
+			next = t->hnext;
+			topic_release(t);
+		}
 }
 
 /* --- entry points ------------------------------------------------------------ */
@@ -657,5 +736,8 @@ gw_hub_resync_all(void)
 {
 	for (int b = 0; b < TOPIC_BUCKETS; b++)
 		for (topic *t = buckets[b]; t; t = t->hnext)
+		{
+			topic_lock(t); /* it reads once the lock is held again */
 			topic_fetch(t);
+		}
 }

@@ -37,6 +37,12 @@ typedef struct gw_hub_kind
 	const char *authorize_sql;
 	const char *history_sql;
 	const char *feed_sql;
+	/* Optional: sleep_sql / wake_sql ($1: the key) take and give back, on the
+	 * listener's connection, the lock that makes the topic's events notify (without
+	 * it they need not: pod.room_events_sleep). The topic reads only while it holds
+	 * it: taking it waits for the events that did not notify to be committed. */
+	const char *sleep_sql;
+	const char *wake_sql;
 	const char *head_event; /* NULL: authorize_sql has no head column */
 	int (*visible)(const char *viewer, const char *audience, const char *author);
 } gw_hub_kind;
@@ -52,7 +58,10 @@ void gw_hub_notify(const gw_hub_kind *kind, const char *key, long long seq);
 void gw_hub_reauthorize(const gw_hub_kind *kind, const char *key, const char *user);
 /* The same for every topic of the kind (a user's session ended). */
 void gw_hub_reauthorize_user(const gw_hub_kind *kind, const char *user);
-/* After the listener reconnects: every topic reads what it may have missed. */
+/* After the listener reconnects: every topic reads what it may have missed (once it
+ * holds its lock again). */
 void gw_hub_resync_all(void);
+/* The listener's connection is gone, and the topics' locks with it. */
+void gw_hub_locks_lost(void);
 
 #endif

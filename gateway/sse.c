@@ -53,6 +53,10 @@ static const gw_hub_kind rooms = {
     .history_sql = "SELECT seq, kind, message::text FROM api.room_events WHERE room_id = $1::uuid"
                    " AND seq > $2::bigint AND seq <= $3::bigint ORDER BY seq LIMIT 500",
     .feed_sql = "SELECT seq, kind, message, audience, author FROM pod.room_events_feed($1::uuid, $2::bigint, 500)",
+    /* an event notifies only while some gateway holds its room's lock (see
+     * extension/src/room_events.c): the topic holds it as long as it lives */
+    .sleep_sql = "SELECT pod.room_events_sleep($1::uuid)",
+    .wake_sql = "SELECT pod.room_events_wake($1::uuid)",
     .head_event = "info",
     .visible = room_visible,
 };

@@ -440,7 +440,7 @@ CREATE FUNCTION pod.room_chat_options(room uuid) RETURNS jsonb
   RETURN coalesce((SELECT o.options FROM pod.livechat_rooms l JOIN pod.channel_chat_options o USING (channel_id)
                     WHERE l.room_id = room), '{}'::jsonb);
 
--- Events: one place numbers them (under the room's row lock) and notifies.
+-- Events: one place numbers them (under the room's row lock) and notifies the streams.
 CREATE FUNCTION pod.room_event_append(room uuid, event_kind pod.room_event_kind, message bigint,
                                       event_audience text DEFAULT NULL, event_author uuid DEFAULT NULL) RETURNS bigint
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
@@ -453,7 +453,7 @@ BEGIN
   END IF;
   INSERT INTO pod.room_events (room_id, seq, kind, message_id, audience, author)
     VALUES (room, next_seq, event_kind, message, event_audience, event_author);
-  PERFORM pg_notify('pgpod_room_events', room || ':' || next_seq);
+  PERFORM pod.room_event_notify(room, next_seq);   -- only when a gateway listens to the room
   -- other pods with viewers in the room get every event (sql/76_livechat_federation.sql)
   IF EXISTS (SELECT 1 FROM pod.room_remote_pods p WHERE p.room_id = room) THEN
     PERFORM pod.chat_push_event(room, next_seq, event_kind, message, event_audience);
@@ -1758,5 +1758,22 @@ END $$;
 REVOKE ALL ON FUNCTION pod.chat_guests_notify() FROM PUBLIC;
 CREATE TRIGGER chat_guests_notify AFTER UPDATE OF affiliation OR DELETE ON pod.chat_guests
   FOR EACH ROW EXECUTE FUNCTION pod.chat_guests_notify();
+-- Stream wake-ups only for rooms a gateway listens to (extension/src/room_events.c):
+-- the gateway's hub holds a room's stream lock while it has subscribers of the room;
+-- an event notifies only when that lock is held, else its transaction keeps the lock
+-- in ROW EXCLUSIVE mode until it ends (a gateway starting to listen waits for it, then
+-- reads the room). A notifying commit serializes on a database-wide lock: a room
+-- nobody streams does not pay it.
+CREATE FUNCTION pod.room_event_notify(room uuid, seq bigint) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'room_event_notify' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION pod.room_event_notify(uuid, bigint) IS 'NOTIFY pgpod_room_events ''<room>:<seq>'' when a gateway listens to the room (pod.room_events_sleep); true when it notified.';
+CREATE FUNCTION pod.room_events_sleep(room uuid) RETURNS void
+  AS 'MODULE_PATHNAME', 'room_events_sleep' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION pod.room_events_sleep(uuid) IS 'This session (a gateway''s listener) listens to a room: every event of it notifies until pod.room_events_wake. Waits for events that notified nobody to be committed.';
+CREATE FUNCTION pod.room_events_wake(room uuid) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'room_events_wake' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION pod.room_events_wake(uuid) IS 'Gives back what pod.room_events_sleep took; false if this session held nothing.';
+REVOKE ALL ON FUNCTION pod.room_event_notify(uuid, bigint), pod.room_events_sleep(uuid), pod.room_events_wake(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pod.room_events_sleep(uuid), pod.room_events_wake(uuid) TO pgpod_authenticator;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pod FROM PUBLIC;
 -- end of livechat (issue 16) -------------------------------------------------------------
