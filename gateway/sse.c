@@ -46,9 +46,9 @@ static const gw_hub_kind rooms = {
      * the stream's head is the room's info (terms, rules, the caller's role), and the
      * viewer says which of the room's events are for the caller */
     .authorize_sql = "SELECT EXISTS (SELECT 1 FROM api.rooms WHERE id = $1::uuid),"
-                     /* the table, not the view: max(seq) is one backward step of its
-                      * primary key, where the view would join every message */
-                     " (SELECT coalesce(max(seq), 0) FROM pod.room_events WHERE room_id = $1::uuid),"
+                     /* one backward step of the events' primary key, not through
+                      * the per-viewer policies (they make it a scan of the room) */
+                     " coalesce(pod.room_stream_position($1::uuid), 0),"
                      " api.chat_stream_info($1::uuid)::text, pod.room_stream_viewer($1::uuid)",
     .history_sql = "SELECT seq, kind, message::text FROM api.room_events WHERE room_id = $1::uuid"
                    " AND seq > $2::bigint AND seq <= $3::bigint ORDER BY seq LIMIT 500",

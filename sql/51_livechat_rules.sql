@@ -1003,6 +1003,17 @@ COMMENT ON FUNCTION pod.room_stream_viewer(uuid) IS 'Which events of a room the 
 REVOKE ALL ON FUNCTION pod.room_stream_viewer(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pod.room_stream_viewer(uuid) TO pgpod_anon, pgpod_user, pgpod_admin;
 
+-- Where a room's stream starts: its last event's seq, for a caller who may read the
+-- room (NULL otherwise). Not through row-level security: per-viewer policies turn
+-- max(seq) into a scan of every event of the room; the hub filters what it sends.
+CREATE FUNCTION pod.room_stream_position(room uuid) RETURNS bigint
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
+  RETURN CASE WHEN pod.is_admin() OR pod.room_role(room) <> 'outcast'
+              THEN (SELECT coalesce(max(e.seq), 0) FROM pod.room_events e WHERE e.room_id = room) END;
+COMMENT ON FUNCTION pod.room_stream_position(uuid) IS 'The last event seq of a room the caller may read (NULL otherwise): where its stream starts.';
+REVOKE ALL ON FUNCTION pod.room_stream_position(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pod.room_stream_position(uuid) TO pgpod_anon, pgpod_user, pgpod_admin;
+
 -- A guest banned or dropped: its streams are asked again ('<room>:<guest id>').
 CREATE FUNCTION pod.chat_guests_notify() RETURNS trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
