@@ -186,11 +186,13 @@ gw_auth_settings_sql(gw_req *req, const gw_auth *a, gw_buf *sql, gw_params *p)
 	int pa = gw_params_add(p, req->path);
 	int h = gw_params_add(p, headers.data);
 	int ck = gw_params_add(p, cookies.data);
-	/* Beyond PostgREST: the peer address, for sessions (pod.login records it). */
+	/* Beyond PostgREST: the peer address, for sessions (pod.login records it), and the
+	 * request target as sent (raw path and query: what an HTTP signature covers). */
 	int ip = gw_params_add(p, gw_req_peer(req));
+	int tg = gw_params_add(p, req->target ? req->target : req->path);
 	/* the usual case (the first parameters) is one constant text: no formatting,
 	 * and the same statement for every request */
-#define SETTINGS_SQL(r, c, m, pa, h, ck, ip)                                                      \
+#define SETTINGS_SQL(r, c, m, pa, h, ck, ip, tg)                                                   \
 	"SELECT pg_catalog.set_config('role', $" r ", true), "                                        \
 	"pg_catalog.set_config('request.jwt.claims', $" c ", true),"                                  \
 	" pg_catalog.set_config('request.method', $" m ", true), "                                    \
@@ -198,15 +200,16 @@ gw_auth_settings_sql(gw_req *req, const gw_auth *a, gw_buf *sql, gw_params *p)
 	" pg_catalog.set_config('request.headers', $" h ", true), "                                   \
 	"pg_catalog.set_config('request.cookies', $" ck ", true),"                                    \
 	" pg_catalog.set_config('request.client_ip', $" ip ", true),"                                 \
+	" pg_catalog.set_config('request.target', $" tg ", true),"                                    \
 	" pg_catalog.set_config('search_path', 'api, public', true)"
-	if (r == 1 && c == 2 && m == 3 && pa == 4 && h == 5 && ck == 6 && ip == 7)
+	if (r == 1 && c == 2 && m == 3 && pa == 4 && h == 5 && ck == 6 && ip == 7 && tg == 8)
 	{
-		static const char first[] = SETTINGS_SQL("1", "2", "3", "4", "5", "6", "7");
+		static const char first[] = SETTINGS_SQL("1", "2", "3", "4", "5", "6", "7", "8");
 		gw_buf_append(sql, first, sizeof first - 1);
 	}
 	else
-		gw_buf_printf(sql, SETTINGS_SQL("%d", "%d", "%d", "%d", "%d", "%d", "%d"), r, c, m, pa, h,
-		              ck, ip);
+		gw_buf_printf(sql, SETTINGS_SQL("%d", "%d", "%d", "%d", "%d", "%d", "%d", "%d"), r, c, m, pa,
+		              h, ck, ip, tg);
 #undef SETTINGS_SQL
 	gw_buf_free(&headers);
 	gw_buf_free(&cookies);

@@ -64,6 +64,7 @@ struct gw_req
 	const char *method_name;
 	char *path;  /* decoded path */
 	char *query; /* raw query string, "" when none */
+	char *target; /* the request target as sent (raw path and query): request.target */
 	gw_header *headers;
 	int nheaders, headers_cap;
 	gw_buf body;

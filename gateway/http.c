@@ -834,6 +834,7 @@ url_done(gw_conn *c)
 		return -1;
 	}
 	r->path = path;
+	r->target = gw_arena_strndup(&r->arena, u, n);
 	r->query =
 	    q ? gw_arena_strndup(&r->arena, q + 1, n - plen - 1) : gw_arena_strdup(&r->arena, "");
 	gw_buf_reset(&c->hname);

@@ -427,7 +427,8 @@ respond_pg_error(rest_call *rc, PGresult *r)
 /* response.headers (a JSON array of one-key objects) and response.status, as
  * PostgREST honours them; a header line never carries CR or LF. */
 static void
-apply_response_gucs(gw_buf *h, int *status, const char *headers_json, const char *status_text)
+apply_response_gucs(gw_buf *h, int *status, const char *headers_json, const char *status_text,
+                    int *own_type)
 {
 	if (status_text)
 	{
@@ -460,6 +461,8 @@ apply_response_gucs(gw_buf *h, int *status, const char *headers_json, const char
 			const char *val = json_string_value(v);
 			if (!val || strpbrk(k, "\r\n:") || strpbrk(val, "\r\n") || !*k)
 				continue;
+			if (!strcasecmp(k, "content-type"))
+				*own_type = 1; /* replaces the gateway's, as in PostgREST */
 			gw_buf_printf(h, "%s: %s\r\n", k, val);
 		}
 	}
@@ -706,9 +709,10 @@ job_done(gw_pg_job *job)
 		if (rc->plan.insert_location && PQnfields(r) > 3 && !PQgetisnull(r, 0, 3))
 			add_location(&h, s->target, PQgetvalue(r, 0, 3));
 	}
+	int own_type = 0;
 	if (PQnfields(r) > 5)
 		apply_response_gucs(&h, &status, PQgetisnull(r, 0, 4) ? NULL : PQgetvalue(r, 0, 4),
-		                    PQgetisnull(r, 0, 5) ? NULL : PQgetvalue(r, 0, 5));
+		                    PQgetisnull(r, 0, 5) ? NULL : PQgetvalue(r, 0, 5), &own_type);
 	if (status == 204 || (!rc->plan.returns_body && s->action != GW_ACTION_READ))
 	{
 		/* an upsert that only updated answers 200 without a body, as PostgREST */
@@ -716,7 +720,7 @@ job_done(gw_pg_job *job)
 		gw_respond(req, empty ? 204 : status, NULL, h.data, NULL, 0);
 	}
 	else
-		gw_respond(req, status, content_type(s->output), h.data, body, body_len);
+		gw_respond(req, status, own_type ? NULL : content_type(s->output), h.data, body, body_len);
 	gw_buf_free(&h);
 }
 

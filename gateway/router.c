@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* strcasestr */
 /* Request routing: which handler owns a path. The head-time hook lets uploads
  * stream their body and refuses oversize bodies before they are read. */
 #include <http_parser.h>
@@ -82,6 +83,26 @@ cors_preflight(gw_req *req)
 	gw_buf_free(&h);
 }
 
+/* Does the Accept header ask for ActivityStreams JSON (what a peer dereferencing a
+ * keyId as Mastodon does sends)? */
+static int
+wants_activity_json(gw_req *req)
+{
+	const char *a = gw_req_header(req, "accept");
+	return a && (strcasestr(a, "application/activity+json") || strcasestr(a, "application/ld+json"));
+}
+
+/* GET / for ActivityStreams JSON: the pod's actor document (api.actor(), which names
+ * its own Content-Type), the document its keyId "<pod>#main-key" dereferences to. */
+static void
+actor(gw_req *req)
+{
+	for (int i = 0; i < req->nheaders; i++)
+		if (!strcmp(req->headers[i].name, "accept"))
+			req->headers[i].value = gw_arena_strdup(&req->arena, "application/json");
+	gw_rest_handle(req, "actor", 1);
+}
+
 void
 gw_route(gw_req *req)
 {
@@ -95,6 +116,11 @@ gw_route(gw_req *req)
 	if (req->method == HTTP_OPTIONS && gw_req_header(req, "access-control-request-method"))
 	{
 		cors_preflight(req);
+		return;
+	}
+	if (!strcmp(p, "/") && get && wants_activity_json(req))
+	{
+		actor(req);
 		return;
 	}
 	if (!strcmp(p, "/") && get)

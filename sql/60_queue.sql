@@ -170,34 +170,49 @@ BEGIN
   RETURN n;
 END $$;
 
--- Records failed attempts (one error per job): back off, or dead when no retry is
--- left. Only jobs leased to this worker count. Returns how many were recorded.
-CREATE FUNCTION pod.job_fail(job_ids bigint[], errors text[], worker text) RETURNS integer
+-- Records failed attempts (one error per job), telling permanent failures
+-- (permanent[i]: no retry can succeed, so the job is dead at once with its error) from
+-- transient ones, which back off, no sooner than not_before[i] when given (an HTTP
+-- Retry-After). NULL arrays: all transient, the policy's delays.
+CREATE FUNCTION pod.job_fail(job_ids bigint[], errors text[], worker text, permanent boolean[],
+                             not_before timestamptz[]) RETURNS integer
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE n integer;
 BEGIN
-  IF cardinality(job_ids) IS DISTINCT FROM cardinality(errors) THEN
-    RAISE EXCEPTION 'job_ids and errors must have the same length' USING ERRCODE = '22023';
+  IF cardinality(job_ids) IS DISTINCT FROM cardinality(errors)
+     OR (permanent IS NOT NULL AND cardinality(permanent) IS DISTINCT FROM cardinality(job_ids))
+     OR (not_before IS NOT NULL AND cardinality(not_before) IS DISTINCT FROM cardinality(job_ids)) THEN
+    RAISE EXCEPTION 'job_ids, errors, permanent and not_before must have the same length' USING ERRCODE = '22023';
   END IF;
   WITH failed AS (
-    SELECT f.id, coalesce(f.error, 'unknown error') AS error FROM unnest(job_ids, errors) f(id, error)),
+    SELECT f.id, coalesce(f.error, 'unknown error') AS error, coalesce(permanent[f.i], false) AS permanent,
+           not_before[f.i] AS not_before
+      FROM unnest(job_ids, errors) WITH ORDINALITY f(id, error, i)),
   policy AS (
     SELECT k.kind, p.* FROM (SELECT DISTINCT j.kind FROM pod.jobs j JOIN failed USING (id)) k,
                             LATERAL pod.job_policy(k.kind) p),
   changed AS (
     UPDATE pod.jobs j
-       SET state = CASE WHEN j.attempts > p.retries THEN 'dead'::pod.job_state ELSE 'waiting' END,
-           run_at = CASE WHEN j.attempts > p.retries THEN j.run_at
-                         ELSE now() + pod.job_backoff(j.attempts, p.base_delay, p.factor) END,
-           finished_at = CASE WHEN j.attempts > p.retries THEN now() END,
+       SET state = CASE WHEN j.attempts > p.retries OR failed.permanent THEN 'dead'::pod.job_state ELSE 'waiting' END,
+           run_at = CASE WHEN j.attempts > p.retries OR failed.permanent THEN j.run_at
+                         ELSE greatest(now() + pod.job_backoff(j.attempts, p.base_delay, p.factor),
+                                       CASE WHEN failed.not_before IS NOT NULL
+                                            THEN least(failed.not_before, now() + interval '1 day') END) END,
+           finished_at = CASE WHEN j.attempts > p.retries OR failed.permanent THEN now() END,
            lease_until = NULL,
-           last_error = left(failed.error, 2000)
+           last_error = left(CASE WHEN failed.permanent THEN 'permanent: ' ELSE '' END || failed.error, 2000)
       FROM failed, policy p
      WHERE j.id = failed.id AND p.kind = j.kind AND j.state = 'running' AND j.worker = job_fail.worker
     RETURNING 1)
   SELECT count(*) INTO n FROM changed;
   RETURN n;
 END $$;
+
+-- Records failed attempts, all transient: back off, or dead when no retry is left.
+-- Only jobs leased to this worker count. Returns how many were recorded.
+CREATE FUNCTION pod.job_fail(job_ids bigint[], errors text[], worker text) RETURNS integer
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
+  RETURN pod.job_fail(job_ids, errors, worker, NULL, NULL);
 
 CREATE FUNCTION pod.job_fail(job_id bigint, error text, worker text) RETURNS integer
   LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
@@ -219,6 +234,26 @@ BEGIN
     INTO n FROM released;
   RETURN n;
 END $$;
+
+-- A worker that starts again under the identity it had (PGPOD_FEDERATOR_ID, which
+-- scripts/pgpod and the systemd unit set) ends at once the leases its previous
+-- process still holds: those jobs are claimable now instead of when their leases
+-- would have ended, exactly as expired leases are (the lost attempt counts, no score
+-- changes, and a job whose worker dies on its last attempt is declared dead by
+-- pod.jobs_prune). Returns how many.
+CREATE FUNCTION pod.job_reclaim(worker text) RETURNS integer
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE n integer;
+BEGIN
+  IF worker IS NULL OR worker = '' THEN
+    RAISE EXCEPTION 'worker id is required' USING ERRCODE = '22023';
+  END IF;
+  UPDATE pod.jobs j SET lease_until = now() - interval '1 microsecond'
+   WHERE j.state = 'running' AND j.worker = job_reclaim.worker AND j.lease_until >= now();
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n;
+END $$;
+COMMENT ON FUNCTION pod.job_reclaim(text) IS 'A restarted worker ends the leases its previous process (same worker id) still holds.';
 
 -- Declares dead the jobs whose lease expired on their last attempt, then removes
 -- done jobs past their kind's retention and dead jobs past queue.dead_retention.
@@ -319,6 +354,7 @@ GRANT SELECT ON pod.jobs, pod.job_kinds, pod.queue_depth, pod.queue_oldest_waiti
 GRANT SELECT, INSERT, UPDATE, DELETE ON pod.job_kinds TO pgpod_admin;
 GRANT EXECUTE ON FUNCTION pod.job_claim(text, text, integer, interval), pod.job_complete(bigint[], text),
   pod.job_fail(bigint[], text[], text), pod.job_fail(bigint, text, text), pod.job_release(bigint[], text),
+  pod.job_fail(bigint[], text[], text, boolean[], timestamptz[]), pod.job_reclaim(text),
   pod.jobs_prune(), pod.job_policy(text) TO pgpod_worker;
 GRANT EXECUTE ON FUNCTION pod.job_retry(bigint), pod.jobs_prune(), pod.job_policy(text) TO pgpod_admin;
 

@@ -109,3 +109,26 @@ END $$;
 COMMENT ON FUNCTION pod.deliveries_claim(text, integer, interval) IS 'Claims deliveries and returns them signed, ready to send (method, url, header lines, body).';
 
 GRANT EXECUTE ON FUNCTION pod.deliveries_claim(text, integer, interval) TO pgpod_worker;
+
+-- Failed deliveries: a refusal that no retry can change (4xx but 408 Request Timeout,
+-- 425 Too Early and 429 Too Many Requests; or -1, the federator's own refusal to
+-- connect to a private address) is permanent: the job is dead at once with its
+-- reason, and the friend's score takes one step. 5xx, 408, 425, 429 and transport
+-- errors (status 0) are transient: retried with backoff, no sooner than a Retry-After.
+CREATE FUNCTION pod.http_failure_permanent(status integer) RETURNS boolean
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  RETURN status < 0 OR (status BETWEEN 400 AND 499 AND status NOT IN (408, 425, 429));
+COMMENT ON FUNCTION pod.http_failure_permanent(integer) IS 'Is a failed request''s status a refusal no retry can change (4xx but 408, 425, 429; -1: refused before sending)?';
+
+-- The federator's report of failed deliveries: each with its error, HTTP status (0:
+-- no answer; -1: refused before sending) and Retry-After in seconds (NULL: none).
+CREATE FUNCTION pod.deliveries_fail(job_ids bigint[], errors text[], worker text, statuses integer[],
+                                    retry_after integer[]) RETURNS integer
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
+  RETURN pod.job_fail(job_ids, errors, worker,
+                      ARRAY(SELECT coalesce(pod.http_failure_permanent(s), false)
+                              FROM unnest(statuses) WITH ORDINALITY u(s, i) ORDER BY i),
+                      ARRAY(SELECT CASE WHEN r IS NOT NULL THEN now() + make_interval(secs => least(r, 86400)) END
+                              FROM unnest(retry_after) WITH ORDINALITY u(r, i) ORDER BY i));
+COMMENT ON FUNCTION pod.deliveries_fail(bigint[], text[], text, integer[], integer[]) IS 'Failed delivery attempts: permanent (4xx) ones dead at once, transient ones retried (after Retry-After).';
+GRANT EXECUTE ON FUNCTION pod.deliveries_fail(bigint[], text[], text, integer[], integer[]) TO pgpod_worker;

@@ -38,42 +38,81 @@ BEGIN
   RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = reason;
 END $$;
 
--- Upserts a friend's video from its activity object.
-CREATE FUNCTION pod.inbox_video_upsert(sender text, video jsonb) RETURNS void
+-- Applies a friend's video.published/updated (remove false) or video.removed (remove
+-- true) when it is newer, by the origin's (version, updated_at), than the video held
+-- and than any removal of it (pod.federated_apply): deliveries retried out of order
+-- end at the origin's last state, a late update never brings back a removed video, a
+-- late removal never removes a newer one (a removal is kept as a tombstone). Returns
+-- 'applied' or 'stale' (acknowledged, nothing changed).
+CREATE FUNCTION pod.inbox_video_apply(sender text, video jsonb, remove boolean DEFAULT false) RETURNS text
   LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
 DECLARE
   id uuid;
-  owner text;
+  held pod.videos;
+  version bigint;
+  at timestamptz;
 BEGIN
   BEGIN
     id := (video ->> 'uuid')::uuid;
-  EXCEPTION WHEN invalid_text_representation THEN
-    PERFORM pod.inbox_reject('PT400', 'video uuid is not a uuid');
+    version := (video ->> 'version')::bigint;
+    at := pod.federated_time(video ->> 'updated_at');
+  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+    PERFORM pod.inbox_reject('PT400', 'video uuid, version or updated_at is malformed');
   END;
-  IF id IS NULL OR coalesce(video ->> 'name', '') = '' THEN
-    PERFORM pod.inbox_reject('PT400', 'video needs a uuid and a name');
+  IF id IS NULL OR NOT remove AND coalesce(video ->> 'name', '') = '' THEN
+    PERFORM pod.inbox_reject('PT400', CASE WHEN remove THEN 'video.removed needs the video''s uuid'
+                                           ELSE 'video needs a uuid and a name' END);
   END IF;
-  SELECT coalesce(origin, '(local)') INTO owner FROM pod.videos WHERE uuid = id;
-  IF owner IS NOT NULL AND owner <> sender THEN
+  PERFORM pod.federated_lock('video', id::text);
+  SELECT * INTO held FROM pod.videos v WHERE v.uuid = id;
+  IF FOUND AND held.origin IS DISTINCT FROM sender THEN
     PERFORM pod.inbox_reject('PT403', 'video ' || id || ' belongs to another pod');
+  END IF;
+  -- A removal without a version or time (an older pod) removes whatever is held.
+  IF remove AND version IS NULL AND at IS NULL THEN
+    version := coalesce(held.version, 0) + 1;
+  END IF;
+  IF NOT pod.federated_apply('video', id::text, sender, version, at, held.version, held.updated_at, remove) THEN
+    RETURN 'stale';
+  END IF;
+  IF remove THEN
+    DELETE FROM pod.videos v WHERE v.uuid = id AND v.origin = sender;
+    RETURN 'applied';
   END IF;
   BEGIN
     INSERT INTO pod.videos AS v (uuid, channel_id, name, description, origin, author, magnet, thumbnail,
-                                 state, duration, created_at, updated_at, remote)
+                                 state, duration, created_at, updated_at, remote, version)
       VALUES (id, NULL, video ->> 'name', video ->> 'description', sender, video ->> 'author',
               video ->> 'magnet', video ->> 'thumbnail', 'published',
               make_interval(secs => coalesce((video ->> 'duration')::double precision, 0)),
-              coalesce((video ->> 'created_at')::timestamptz, now()),
-              coalesce((video ->> 'updated_at')::timestamptz, now()), video)
+              coalesce(pod.federated_time(video ->> 'created_at'), now()),
+              coalesce(at, now()), video, coalesce(version, 0))
     ON CONFLICT (uuid) DO UPDATE
       SET name = EXCLUDED.name, description = EXCLUDED.description, author = EXCLUDED.author,
           magnet = EXCLUDED.magnet, thumbnail = EXCLUDED.thumbnail, duration = EXCLUDED.duration,
-          updated_at = EXCLUDED.updated_at, remote = EXCLUDED.remote
+          updated_at = EXCLUDED.updated_at, remote = EXCLUDED.remote, version = EXCLUDED.version
       WHERE v.origin = EXCLUDED.origin;
   EXCEPTION WHEN check_violation OR invalid_text_representation OR invalid_datetime_format
               OR datetime_field_overflow OR numeric_value_out_of_range THEN
     PERFORM pod.inbox_reject('PT400', 'video is malformed: ' || SQLERRM);
   END;
+  RETURN 'applied';
+END $$;
+
+-- A time a friend sent (ISO 8601 / RFC 3339 with a zone): NULL when absent; 22007 when
+-- it is not such a time (PostgreSQL's own words like 'now' are refused).
+CREATE FUNCTION pod.federated_time(t text) RETURNS timestamptz
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pod AS $$
+BEGIN
+  IF t IS NULL THEN
+    RETURN NULL;
+  END IF;
+  IF t !~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}(:?\d{2})?)$' THEN
+    RAISE EXCEPTION 'not an RFC 3339 time: %', left(t, 60) USING ERRCODE = '22P02';
+  END IF;
+  RETURN t::timestamptz;
+EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow THEN
+  RAISE EXCEPTION 'not an RFC 3339 time: %', left(t, 60) USING ERRCODE = '22P02';
 END $$;
 
 -- Applies one verified, decrypted activity from a sender whose key (sender_key) has
@@ -106,7 +145,7 @@ BEGIN
     END IF;
     FOR v IN SELECT jsonb_array_elements(CASE WHEN jsonb_typeof(activity -> 'videos') = 'array'
                                               THEN activity -> 'videos' ELSE '[]' END) LOOP
-      PERFORM pod.inbox_video_upsert(sender, v);
+      PERFORM pod.inbox_video_apply(sender, v);
     END LOOP;
     RETURN jsonb_build_object('status', 'accepted');
   WHEN 'friend.remove' THEN
@@ -115,11 +154,9 @@ BEGIN
     DELETE FROM pod.jobs WHERE kind = 'deliver' AND target = sender AND state = 'waiting';
     RETURN jsonb_build_object('status', 'removed');
   WHEN 'video.published', 'video.updated' THEN
-    PERFORM pod.inbox_video_upsert(sender, activity -> 'object');
-    RETURN jsonb_build_object('status', 'applied');
+    RETURN jsonb_build_object('status', pod.inbox_video_apply(sender, activity -> 'object'));
   WHEN 'video.removed' THEN
-    DELETE FROM pod.videos WHERE uuid = (activity #>> '{object,uuid}')::uuid AND origin = sender;
-    RETURN jsonb_build_object('status', 'applied');
+    RETURN jsonb_build_object('status', pod.inbox_video_apply(sender, activity -> 'object', true));
   ELSE
     IF kind LIKE 'chat.%' THEN   -- livechat: sql/76_livechat_federation.sql
       RETURN pod.inbox_livechat(sender, activity);
@@ -221,28 +258,178 @@ INSERT INTO pod.setting_defaults (name, value, description) VALUES
 INSERT INTO pod.job_kinds (kind, retries, description) VALUES
   ('verify_key', 6, 'Fetch a pod''s public key from its own URL, then apply the requests held for it (federator).');
 
--- Verifies and applies one inbound request; raises PT400/PT401/PT403 when refused.
--- headers: the request's headers with lower-case names (as the gateway's
--- request.headers); path: the request target (path and query).
-CREATE FUNCTION pod.inbox_receive(body json, headers jsonb, method text DEFAULT 'POST', path text DEFAULT NULL)
+-- Inbound checks as the signature standards have them -----------------------------
+
+-- An HTTP-date in the IMF-fixdate form (RFC 9110 5.6.7; what draft-cavage and RFC 9421
+-- signers send): "Sun, 06 Nov 1994 08:49:37 GMT", the weekday matching the date. NULL
+-- for anything else (PostgreSQL's own words such as 'now', ISO dates, other zones).
+CREATE FUNCTION pod.http_date_parse(t text) RETURNS timestamptz
+  LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pod AS $$
+DECLARE
+  m text[] := regexp_match(t, '^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-9]{2}) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT$');
+  at timestamptz;
+BEGIN
+  IF m IS NULL THEN
+    RETURN NULL;
+  END IF;
+  at := make_timestamptz(m[4]::integer,
+                         array_position('{Jan,Feb,Mar,Apr,May,Jun,Jul,Aug,Sep,Oct,Nov,Dec}'::text[], m[3]),
+                         m[2]::integer, m[5]::integer, m[6]::integer, m[7]::double precision, 'UTC');
+  IF m[7]::integer > 59 OR to_char(at AT TIME ZONE 'UTC', 'Dy') <> m[1] THEN
+    RETURN NULL;
+  END IF;
+  RETURN at;
+EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION pod.http_date_parse(text) IS 'An IMF-fixdate HTTP-date, or NULL when the text is not one.';
+
+-- Checks a Digest header (RFC 3230: comma-separated "algorithm=value", the algorithm
+-- case-insensitive) against a body: a SHA-256 must be among them and match; a SHA-512
+-- given must match too; other algorithms are ignored. NULL when it holds, else why not.
+CREATE FUNCTION pod.http_digest_problem(header text, body text) RETURNS text
+  LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pod AS $$
+DECLARE
+  item text;
+  alg text;
+  val text;
+  bytes bytea := convert_to(coalesce(body, ''), 'UTF8');
+  sha256_seen boolean := false;
+BEGIN
+  IF header IS NULL OR header = '' THEN
+    RETURN 'Digest header is missing';
+  END IF;
+  FOREACH item IN ARRAY string_to_array(header, ',') LOOP
+    alg := lower(btrim(split_part(item, '=', 1)));
+    val := btrim(substr(btrim(item), strpos(btrim(item), '=') + 1));
+    IF strpos(item, '=') = 0 OR alg = '' THEN
+      RETURN 'Digest is not a list of algorithm=value';
+    END IF;
+    IF alg = 'sha-256' THEN
+      IF val IS DISTINCT FROM encode(sha256(bytes), 'base64') THEN
+        RETURN 'Digest does not match the body';
+      END IF;
+      sha256_seen := true;
+    ELSIF alg = 'sha-512' AND val IS DISTINCT FROM translate(encode(sha512(bytes), 'base64'), E'\n', '') THEN
+      RETURN 'Digest does not match the body';
+    END IF;
+  END LOOP;
+  IF NOT sha256_seen THEN
+    RETURN 'Digest needs a SHA-256 of the body';
+  END IF;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION pod.http_digest_problem(text, text) IS 'Why a Digest header (RFC 3230) does not hold for a body; NULL when it does.';
+
+INSERT INTO pod.setting_defaults (name, value, description) VALUES
+  ('federation.hosts', '[]', 'Host names (host or host:port, as in a Host header) this pod answers to; an inbound request must be signed for one of them. Empty: the host of the pod''s URL (pod.identity).'),
+  ('federation.inbox_max_bytes', '1048576', 'Largest inbound federation body accepted (413 beyond).'),
+  ('federation.rejections_per_address', '20', 'Refused inbound requests logged as rows per client address and minute; the rest (and every refusal that names no known pod''s key) only count in pod.inbox_rejection_counts.'),
+  ('federation.rejections_per_minute', '200', 'Refused inbound requests logged as rows per minute in all.'),
+  ('federation.key_fetches_per_minute', '30', 'Key fetches (verify_key jobs) an inbound request may cause per minute in all; beyond, 429 with Retry-After.'),
+  ('federation.key_fetches_per_address', '5', 'Key fetches an inbound request from one client address may cause per minute.'),
+  ('federation.held_per_pod', '100', 'Requests that may wait for one pod''s key to be fetched (pod.inbox_held); beyond, 429 with Retry-After.');
+UPDATE pod.setting_defaults SET minimum = 256, maximum = 67108864 WHERE name = 'federation.inbox_max_bytes';
+UPDATE pod.setting_defaults SET minimum = 0, maximum = 100000
+ WHERE name IN ('federation.rejections_per_address', 'federation.rejections_per_minute',
+                'federation.key_fetches_per_minute', 'federation.key_fetches_per_address', 'federation.held_per_pod');
+
+-- The Host values this pod answers to (lower case): federation.hosts, or the
+-- authority of its URL (with and without the scheme's default port).
+CREATE FUNCTION pod.own_hosts() RETURNS text[]
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+  SELECT CASE WHEN jsonb_array_length(h) > 0
+              THEN ARRAY(SELECT lower(x) FROM jsonb_array_elements_text(h) x)
+              ELSE (SELECT CASE WHEN a ~ ':[0-9]+$' THEN ARRAY[lower(a)]
+                                ELSE ARRAY[lower(a), lower(a) || CASE WHEN u LIKE 'https:%' THEN ':443' ELSE ':80' END] END
+                      FROM (SELECT url AS u, substring(url FROM '^https?://([^/]+)$') AS a FROM pod.identity) i)
+         END
+    FROM (SELECT CASE WHEN jsonb_typeof(pod.setting('federation.hosts')) = 'array'
+                      THEN pod.setting('federation.hosts') ELSE '[]' END AS h) s
+$$;
+COMMENT ON FUNCTION pod.own_hosts() IS 'The Host header values an inbound request may be signed for (federation.hosts, or the pod''s URL).';
+
+-- A keyId: an absolute http(s) URL whose origin (scheme://authority) is the sending
+-- pod; a path (/users/x#main-key, /actor) is allowed and is where its key document is
+-- fetched, from that origin only. NULL when it is not such a URL.
+CREATE FUNCTION pod.key_id_origin(key_id text) RETURNS text
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  RETURN (regexp_match(key_id, '^(https?://[^/\s#?@]+)(/[^\s#]*)?(#[^\s]*)?$'))[1];
+
+-- Refusals that are not logged as rows are counted here, per day, status and reason.
+CREATE TABLE pod.inbox_rejection_counts (
+  day date NOT NULL,
+  status integer NOT NULL,
+  reason text NOT NULL,
+  count bigint NOT NULL DEFAULT 0,
+  PRIMARY KEY (day, status, reason)
+);
+COMMENT ON TABLE pod.inbox_rejection_counts IS 'Refused inbound requests not logged as rows (unsigned noise, unknown keys, beyond the per-address and per-minute row limits), counted per day, status and reason.';
+GRANT SELECT ON pod.inbox_rejection_counts TO pgpod_admin;
+ALTER TABLE pod.inbox_rejections ADD COLUMN client_ip text;
+CREATE INDEX inbox_rejections_ip_idx ON pod.inbox_rejections (client_ip, received_at);
+
+-- Records a refusal: a row (a few headers, each cut to 512 characters) when the
+-- request named the key of a pod this pod knows and the per-address and per-minute
+-- limits allow; else one more in the day's counter for that reason (its words up to
+-- the first quote or colon: what the request chose never makes a new counter).
+CREATE FUNCTION pod.inbox_log_refusal(status integer, sqlstate text, reason text, key_id text, headers jsonb,
+                                      body_sha256 bytea, client_ip text) RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  known boolean := EXISTS (SELECT 1 FROM pod.friends f WHERE f.url = rtrim(pod.key_id_origin(key_id), '/'));
+  kept jsonb;
+BEGIN
+  IF known
+     AND (SELECT count(*) FROM pod.inbox_rejections r WHERE r.client_ip IS NOT DISTINCT FROM inbox_log_refusal.client_ip
+             AND r.received_at > now() - interval '1 minute') < (pod.setting('federation.rejections_per_address'))::integer
+     AND (SELECT count(*) FROM pod.inbox_rejections r WHERE r.received_at > now() - interval '1 minute')
+         < (pod.setting('federation.rejections_per_minute'))::integer THEN
+    SELECT jsonb_object_agg(k, left(headers ->> k, 512)) INTO kept
+      FROM unnest(ARRAY['host', 'date', 'digest', 'signature', 'content-type', 'content-length', 'user-agent']) k
+     WHERE headers ? k;
+    INSERT INTO pod.inbox_rejections (status, sqlstate, reason, key_id, headers, body_sha256, client_ip)
+      VALUES (status, sqlstate, left(reason, 1000), left(key_id, 512), kept, body_sha256, client_ip);
+    RETURN;
+  END IF;
+  INSERT INTO pod.inbox_rejection_counts AS c (day, status, reason, count)
+    VALUES (current_date, status, left(btrim(substring(reason FROM '^[^''":]*')), 100), 1)
+  ON CONFLICT ON CONSTRAINT inbox_rejection_counts_pkey DO UPDATE SET count = c.count + 1;
+END $$;
+
+-- Verifies and applies one inbound request; raises PT400/PT401/PT403/PT413/PT429 when
+-- refused. headers: the request's headers with lower-case names (as the gateway's
+-- request.headers); path: the request target as sent (path and query).
+CREATE FUNCTION pod.inbox_receive(body json, headers jsonb, method text DEFAULT 'POST', path text DEFAULT NULL,
+                                  client_ip text DEFAULT NULL)
   RETURNS jsonb
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+<<receive>>
 DECLARE
   raw text := body::text;
   params jsonb;
   signed text[];
   sent_at timestamptz;
   window_s integer := (pod.setting('federation.date_window'))::integer;
+  key_id text;
   sender text;
   friend pod.friends;
   activity jsonb;
   sig bytea;
+  problem text;
+  req_target text := coalesce(path, '/');
 BEGIN
+  IF octet_length(raw) > (pod.setting('federation.inbox_max_bytes'))::integer THEN
+    PERFORM pod.inbox_reject('PT413', 'body is larger than federation.inbox_max_bytes');
+  END IF;
   IF headers IS NULL OR jsonb_typeof(headers) <> 'object' THEN
     PERFORM pod.inbox_reject('PT400', 'request headers are missing');
   END IF;
   IF NOT headers ? 'signature' THEN
     PERFORM pod.inbox_reject('PT401', 'request is not signed (no Signature header)');
+  END IF;
+  IF length(headers ->> 'signature') > 8192 THEN
+    PERFORM pod.inbox_reject('PT400', 'Signature header is too long');
   END IF;
   SELECT jsonb_object_agg(m[1], m[2]) INTO params
     FROM regexp_matches(headers ->> 'signature', '([A-Za-z]+)="([^"]*)"', 'g') m;
@@ -258,20 +445,27 @@ BEGIN
   IF NOT signed @> ARRAY['(request-target)', 'host', 'date', 'digest'] THEN
     PERFORM pod.inbox_reject('PT401', 'signature must cover (request-target) host date digest');
   END IF;
+  -- Signed for this pod: its Host, at its inbox (a request signed for another pod,
+  -- replayed here, is refused; request ids are per target, so de-duplication could not).
+  IF NOT lower(coalesce(headers ->> 'host', '')) = ANY (pod.own_hosts()) THEN
+    PERFORM pod.inbox_reject('PT401', 'request is signed for another host, not for this pod');
+  END IF;
+  IF upper(method) <> 'POST' OR split_part(req_target, '?', 1) <> pod.setting('federation.inbox_path') #>> '{}' THEN
+    PERFORM pod.inbox_reject('PT401', 'request target is not this pod''s inbox');
+  END IF;
 
-  BEGIN
-    sent_at := (headers ->> 'date')::timestamptz;
-  EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow THEN
-    PERFORM pod.inbox_reject('PT400', 'Date header is not a date');
-  END;
+  sent_at := pod.http_date_parse(headers ->> 'date');
   IF sent_at IS NULL THEN
-    PERFORM pod.inbox_reject('PT401', 'Date header is missing');
+    PERFORM pod.inbox_reject(CASE WHEN headers ? 'date' THEN 'PT400' ELSE 'PT401' END,
+                             CASE WHEN headers ? 'date' THEN 'Date header is not an HTTP-date (IMF-fixdate)'
+                                  ELSE 'Date header is missing' END);
   END IF;
   IF abs(extract(epoch FROM clock_timestamp() - sent_at)) > window_s THEN
     PERFORM pod.inbox_reject('PT401', format('Date is more than %s s away from now', window_s));
   END IF;
-  IF headers ->> 'digest' IS DISTINCT FROM pod.http_digest(coalesce(raw, '')) THEN
-    PERFORM pod.inbox_reject('PT400', 'Digest does not match the body');
+  problem := pod.http_digest_problem(headers ->> 'digest', coalesce(raw, ''));
+  IF problem IS NOT NULL THEN
+    PERFORM pod.inbox_reject('PT400', problem);
   END IF;
 
   BEGIN
@@ -288,9 +482,10 @@ BEGIN
     PERFORM pod.inbox_reject('PT401', 'signature is not base64');
   END;
 
-  sender := rtrim(split_part(params ->> 'keyId', '#', 1), '/');
-  IF sender !~ '^https?://[^/\s]+$' THEN
-    PERFORM pod.inbox_reject('PT401', 'keyId is not a pod URL');
+  key_id := params ->> 'keyId';
+  sender := rtrim(pod.key_id_origin(key_id), '/');
+  IF sender IS NULL OR sender !~ '^https?://[^/\s]+$' THEN
+    PERFORM pod.inbox_reject('PT401', 'keyId is not an http(s) URL of a pod');
   END IF;
   SELECT * INTO friend FROM pod.friends WHERE url = sender;
   IF friend.state = 'revoked' THEN
@@ -301,31 +496,43 @@ BEGIN
     -- A pod we know no key of: a friend request, or the acceptance of ours, is worth
     -- fetching its key for; anything else from a pod whose key is being fetched (a
     -- new friend's first deliveries racing its acceptance) waits with it, in order.
-    -- The request waits (202) until the key published at the pod's URL is known; its
-    -- signature is checked against that key then (pod.verify_key_finish).
+    -- The request waits (202) until the key published at its keyId (on the pod's own
+    -- origin) is known; its signature is checked against that key then
+    -- (pod.verify_key_finish).
     IF NOT (activity ->> 'type' = 'friend.request' OR (activity ->> 'type' = 'friend.accept' AND friend.state = 'pending')
-            OR EXISTS (SELECT 1 FROM pod.inbox_held h WHERE h.sender = rtrim(split_part(params ->> 'keyId', '#', 1), '/'))) THEN
-      PERFORM pod.inbox_reject('PT401', 'unknown key ' || quote_literal(params ->> 'keyId'));
+            OR EXISTS (SELECT 1 FROM pod.inbox_held h WHERE h.sender = receive.sender)) THEN
+      PERFORM pod.inbox_reject('PT401', 'unknown key ' || quote_literal(left(key_id, 200)));
     END IF;
     -- (a sealed body is opened, and checked, when it is applied)
     IF NOT activity ? 'encrypted' THEN
       PERFORM pod.inbox_check_activity(sender, activity);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pod.jobs WHERE kind = 'verify_key' AND target = sender AND state IN ('waiting', 'running')) THEN
+      -- a key fetch is work a stranger causes: bounded per minute, in all and per address
+      IF (SELECT count(*) FROM pod.jobs j WHERE j.kind = 'verify_key' AND j.created_at > now() - interval '1 minute')
+           >= (pod.setting('federation.key_fetches_per_minute'))::integer
+         OR (SELECT count(*) FROM pod.jobs j WHERE j.kind = 'verify_key' AND j.created_at > now() - interval '1 minute'
+                AND j.payload ->> 'client_ip' = client_ip) >= (pod.setting('federation.key_fetches_per_address'))::integer THEN
+          PERFORM pod.inbox_reject('PT429', 'too many key fetches; retry later');
+      END IF;
+      PERFORM pod.job_enqueue('verify_key', jsonb_build_object('url', sender, 'key_id', key_id, 'client_ip', client_ip), sender);
+    END IF;
+    IF (SELECT count(*) FROM pod.inbox_held h WHERE h.sender = receive.sender)
+         >= (pod.setting('federation.held_per_pod'))::integer THEN
+      PERFORM pod.inbox_reject('PT429', 'too many requests wait for the key of ' || sender || '; retry later');
     END IF;
     INSERT INTO pod.inbox_signatures (signature_hash) VALUES (sha256(sig)) ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
       PERFORM pod.inbox_reject('PT401', 'replayed request (signature already seen)');
     END IF;
     INSERT INTO pod.inbox_held (sender, method, path, headers, signed, signature, activity)
-      VALUES (sender, method, coalesce(path, '/'), headers, signed, sig, activity);
-    IF NOT EXISTS (SELECT 1 FROM pod.jobs WHERE kind = 'verify_key' AND target = sender AND state IN ('waiting', 'running')) THEN
-      PERFORM pod.job_enqueue('verify_key', jsonb_build_object('url', sender), sender);
-    END IF;
+      VALUES (sender, method, req_target, headers, signed, sig, activity);
     PERFORM set_config('response.status', '202', true);
     RETURN jsonb_build_object('status', 'held', 'id', activity ->> 'id',
                               'reason', 'the key of ' || sender || ' is being fetched from its URL');
   END IF;
 
-  IF NOT pod.inbox_signature_ok(signed, method, path, headers, sig, friend.public_key) THEN
+  IF NOT pod.inbox_signature_ok(signed, method, req_target, headers, sig, friend.public_key) THEN
     PERFORM pod.inbox_reject('PT401', 'signature does not verify');
   END IF;
   INSERT INTO pod.inbox_signatures (signature_hash) VALUES (sha256(sig)) ON CONFLICT DO NOTHING;
@@ -335,13 +542,69 @@ BEGIN
   RETURN pod.inbox_apply(sender, friend.public_key, activity);
 END $$;
 
+-- The public key in a key document fetched for pod_url at key_id: an actor-style
+-- document as Mastodon and PeerTube publish it ({"id", "publicKey": {"id", "owner",
+-- "publicKeyPem"}}, publicKey maybe an array: the one whose id is key_id), or this
+-- pod's older identity document ({"url", "public_key"}, maybe as a one-row array).
+-- The document and its key must belong to pod_url's origin. NULL when unusable.
+CREATE FUNCTION pod.key_document_key(doc jsonb, pod_url text, key_id text) RETURNS text
+  LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pod AS $$
+DECLARE
+  k jsonb;
+  pem text;
+BEGIN
+  IF jsonb_typeof(doc) = 'array' AND jsonb_array_length(doc) = 1 THEN
+    doc := doc -> 0;   -- the answer of a PostgREST-style view
+  END IF;
+  IF jsonb_typeof(doc) IS DISTINCT FROM 'object' THEN
+    RETURN NULL;
+  END IF;
+  IF doc ? 'publicKey' THEN
+    IF rtrim(pod.key_id_origin(doc ->> 'id'), '/') IS DISTINCT FROM pod_url THEN
+      RETURN NULL;
+    END IF;
+    SELECT x INTO k FROM jsonb_array_elements(CASE jsonb_typeof(doc -> 'publicKey') WHEN 'array' THEN doc -> 'publicKey'
+                                                   ELSE jsonb_build_array(doc -> 'publicKey') END) x
+     WHERE jsonb_typeof(x) = 'object' AND (x ->> 'id' = key_id OR NOT x ? 'id')
+     ORDER BY x ? 'id' DESC LIMIT 1;
+    IF k IS NULL OR (k ? 'owner' AND rtrim(pod.key_id_origin(k ->> 'owner'), '/') IS DISTINCT FROM pod_url) THEN
+      RETURN NULL;
+    END IF;
+    pem := k ->> 'publicKeyPem';
+  ELSIF rtrim(doc ->> 'url', '/') = pod_url THEN
+    pem := doc ->> 'public_key';
+  END IF;
+  IF pem LIKE '-----BEGIN PUBLIC KEY-----%' OR pem LIKE '-----BEGIN RSA PUBLIC KEY-----%' THEN
+    RETURN pem;
+  END IF;
+  RETURN NULL;
+END $$;
+
+-- This pod as an actor-style document, served at its keyId's URL (GET / with Accept:
+-- application/activity+json or application/ld+json) so that peers that dereference
+-- keyIds as Mastodon does find the key there.
+CREATE FUNCTION api.actor() RETURNS json
+  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+BEGIN
+  PERFORM set_config('response.headers', '[{"Content-Type": "application/activity+json; charset=utf-8"}]', true);
+  RETURN (SELECT json_build_object(
+           '@context', json_build_array('https://www.w3.org/ns/activitystreams', 'https://w3id.org/security/v1'),
+           'id', i.url, 'type', 'Application', 'preferredUsername', substring(i.url FROM '^https?://([^/:]+)'),
+           'inbox', i.url || (pod.setting('federation.inbox_path') #>> '{}'), 'url', i.url,
+           'publicKey', json_build_object('id', i.url || '#main-key', 'owner', i.url, 'publicKeyPem', i.public_key),
+           'public_key', i.public_key)
+            FROM pod.identity i);
+END $$;
+COMMENT ON FUNCTION api.actor() IS 'This pod as an actor document with its public key (what its keyId dereferences to).';
+GRANT EXECUTE ON FUNCTION api.actor() TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;
+
 -- The end of a verify_key job (called by the federator with what <pod>/identity
 -- answered, NULL when it answered nothing usable): the key is taken when the
 -- document names that pod's URL; then each request held for the pod is checked
 -- against it and applied, or refused (a row in pod.inbox_rejections). No answer:
 -- the job fails and is retried; when it dies, pod.inbox_prune refuses what waits.
 -- Returns what happened to each held request.
-CREATE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+CREATE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text, status integer) RETURNS jsonb
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   job pod.jobs;
@@ -366,15 +629,14 @@ BEGIN
   EXCEPTION WHEN invalid_text_representation THEN
     doc := NULL;
   END;
-  IF jsonb_typeof(doc) = 'array' AND jsonb_array_length(doc) = 1 THEN
-    doc := doc -> 0;   -- the answer of a PostgREST-style view
-  END IF;
-  IF jsonb_typeof(doc) = 'object' AND rtrim(doc ->> 'url', '/') = pod_url AND doc ->> 'public_key' LIKE '-----BEGIN PUBLIC KEY-----%' THEN
-    key := doc ->> 'public_key';
-  END IF;
+  key := pod.key_document_key(doc, pod_url, coalesce(job.payload ->> 'key_id', pod_url || '#main-key'));
   IF key IS NULL THEN
+    -- a 4xx at the key's URL (404, 410, ...) will not change: dead at once; anything
+    -- else (no answer, 5xx, a document without the key) is retried
     PERFORM pod.job_fail(ARRAY[job_id], ARRAY['no identity document for ' || pod_url || ' at its URL: '
-                         || coalesce(left(answer, 200), 'no answer')], worker);
+                         || coalesce(left(answer, 200), 'no answer')
+                         || CASE WHEN status < 0 THEN ' (refused: a private address)' ELSE coalesce(' (HTTP ' || status || ')', '') END], worker,
+                         ARRAY[coalesce(pod.http_failure_permanent(status), false)], NULL);
     RETURN jsonb_build_object('status', 'failed');
   END IF;
 
@@ -406,7 +668,10 @@ BEGIN
   PERFORM pod.job_complete(ARRAY[job_id], worker);
   RETURN jsonb_build_object('status', 'verified', 'applied', results);
 END $$;
-GRANT EXECUTE ON FUNCTION pod.verify_key_finish(bigint, text, text) TO pgpod_worker;
+CREATE FUNCTION pod.verify_key_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
+  RETURN pod.verify_key_finish(job_id, worker, answer, NULL);
+GRANT EXECUTE ON FUNCTION pod.verify_key_finish(bigint, text, text), pod.verify_key_finish(bigint, text, text, integer) TO pgpod_worker;
 
 -- Key rotation. A friend's requests that stop verifying (a row 'signature does not
 -- verify' in pod.inbox_rejections since its key was last fetched) have its key
@@ -439,9 +704,11 @@ INSERT INTO pod.setting_defaults (name, value, description) VALUES
   ('federation.inbox_reject_mode', '"status"', 'How api.inbox refuses a request: "raise" a PT400/PT401/PT403 error (the gateway answers that status; the refusal is logged in the server log only, since the error rolls back) or "status" (commit a row in pod.inbox_rejections and answer through the response.status GUC, for gateways that honour it as PostgREST does).');
 UPDATE pod.setting_defaults SET allowed = '["raise", "status"]' WHERE name = 'federation.inbox_reject_mode';
 
--- POST /rpc/inbox. A refused request gets 400/401/403 with {"code", "message"}: by a
--- PTxxx error, or (federation.inbox_reject_mode = "status") by response.status with a
--- row in pod.inbox_rejections. Either way it changes nothing else.
+-- POST /rpc/inbox. A refused request gets 400/401/403/413/429 with {"code", "message"}:
+-- by a PTxxx error, or (federation.inbox_reject_mode = "status") by response.status,
+-- logged by pod.inbox_log_refusal (a bounded row, or a counter). Either way it changes
+-- nothing else. The request target checked is the one the client sent, query
+-- included (the gateway's request.target; request.path without it otherwise).
 CREATE FUNCTION api.inbox(json) RETURNS json
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
@@ -449,6 +716,7 @@ DECLARE
   reply jsonb;
   state text;
   msg text;
+  ip text := nullif(current_setting('request.client_ip', true), '');
 BEGIN
   BEGIN
     hdrs := nullif(current_setting('request.headers', true), '')::jsonb;
@@ -457,24 +725,28 @@ BEGIN
   END;
   BEGIN
     reply := pod.inbox_receive($1, hdrs, coalesce(nullif(current_setting('request.method', true), ''), 'POST'),
-                               coalesce(nullif(current_setting('request.path', true), ''), '/rpc/inbox'));
+                               coalesce(nullif(current_setting('request.target', true), ''),
+                                        nullif(current_setting('request.path', true), ''), '/rpc/inbox'),
+                               ip);
     RETURN reply::json;
-  EXCEPTION WHEN SQLSTATE 'PT400' OR SQLSTATE 'PT401' OR SQLSTATE 'PT403' THEN
+  EXCEPTION WHEN SQLSTATE 'PT400' OR SQLSTATE 'PT401' OR SQLSTATE 'PT403' OR SQLSTATE 'PT413' OR SQLSTATE 'PT429' THEN
     GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
   END;
   RAISE LOG 'pgpod: inbox refused a request (%): % [keyId %]', state, msg,
-    coalesce(substring(hdrs ->> 'signature' FROM 'keyId="([^"]*)"'), 'none');
+    coalesce(left(substring(hdrs ->> 'signature' FROM 'keyId="([^"]*)"'), 200), 'none');
   IF pod.setting('federation.inbox_reject_mode') #>> '{}' IS DISTINCT FROM 'status' THEN
     RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg;
   END IF;
-  INSERT INTO pod.inbox_rejections (status, sqlstate, reason, key_id, headers, body_sha256)
-    VALUES (substr(state, 3)::integer, state, msg,
-            substring(hdrs ->> 'signature' FROM 'keyId="([^"]*)"'), hdrs, sha256(convert_to(coalesce($1::text, ''), 'UTF8')));
+  PERFORM pod.inbox_log_refusal(substr(state, 3)::integer, state, msg,
+            substring(hdrs ->> 'signature' FROM 'keyId="([^"]*)"'), hdrs,
+            sha256(convert_to(coalesce($1::text, ''), 'UTF8')), ip);
   PERFORM set_config('response.status', substr(state, 3), true);
   IF state = 'PT401' THEN
     -- a 401 names its scheme (RFC 9110 11.6.1; the challenge of the HTTP Signatures draft)
     PERFORM set_config('response.headers', json_build_array(json_build_object('WWW-Authenticate',
       'Signature realm="pgpod",headers="(request-target) host date digest"'))::text, true);
+  ELSIF state = 'PT429' THEN
+    PERFORM set_config('response.headers', json_build_array(json_build_object('Retry-After', '60'))::text, true);
   END IF;
   RETURN json_build_object('code', state, 'message', msg);
 END $$;
@@ -494,6 +766,9 @@ BEGIN
   GET DIAGNOSTICS b = ROW_COUNT;
   DELETE FROM pod.inbox_rejections WHERE received_at < now() - interval '30 days';
   GET DIAGNOSTICS c = ROW_COUNT;
+  DELETE FROM pod.inbox_rejection_counts WHERE day < current_date - 30;
+  DELETE FROM pod.federated_tombstones
+   WHERE removed_at < now() - (pod.setting('federation.tombstone_retention') #>> '{}')::interval;
   -- Held requests whose key could not be fetched (no verify_key job left alive).
   WITH gone AS (
     DELETE FROM pod.inbox_held h

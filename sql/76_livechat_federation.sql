@@ -308,16 +308,29 @@ BEGIN
   RETURN room;
 END $$;
 
--- The federator's GET for a chat_info job, and its end.
-CREATE FUNCTION pod.chat_info_request(j pod.jobs, at timestamptz, me pod.identity)
+-- The federator's GET for a chat_info job (signed like every fetch; the federator
+-- refuses private addresses), and its end. The URL must be on the video's own pod
+-- (the job's origin): anything else is dead at once, as a keyId off its origin is.
+CREATE FUNCTION pod.chat_info_request(j pod.jobs, at timestamptz, me pod.identity, worker text)
   RETURNS TABLE (job_id bigint, kind text, pod_url text, url text, headers text[])
-  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
-  BEGIN ATOMIC
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+BEGIN
+  IF rtrim(pod.key_id_origin(j.payload ->> 'url'), '/') IS DISTINCT FROM rtrim(j.payload ->> 'origin', '/') THEN
+    PERFORM pod.job_fail(ARRAY[j.id], ARRAY['chat information URL ' || coalesce(left(j.payload ->> 'url', 200), 'NULL')
+                                           || ' is not on ' || coalesce(j.payload ->> 'origin', 'NULL')],
+                         worker, ARRAY[true], NULL);
+    RETURN;
+  END IF;
+  RETURN QUERY
     SELECT j.id, j.kind, j.payload ->> 'origin', j.payload ->> 'url',
-           pod.httpsig_sign_request('GET', j.payload ->> 'url', '', at, me.url || '#main-key', me.private_key);
-  END;
+           pod.httpsig_sign_request('GET', j.payload ->> 'url', '', at, me.url || '#main-key', me.private_key)
+             || 'Accept: application/json'::text;
+END $$;
 
-CREATE FUNCTION pod.chat_info_finish(job_id bigint, worker text, answer text) RETURNS jsonb
+-- What the video's pod answered (NULL: nothing usable) and the GET's HTTP status (0: no
+-- answer; -1: refused, a private address; NULL: not known). No usable answer: a 4xx
+-- (pod.http_failure_permanent) ends the job at once, anything else is retried.
+CREATE FUNCTION pod.chat_info_finish(job_id bigint, worker text, answer text, status integer) RETURNS jsonb
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   j pod.jobs;
@@ -337,7 +350,10 @@ BEGIN
   IF jsonb_typeof(infos) IS DISTINCT FROM 'object' OR jsonb_typeof(infos -> 'enabled') IS DISTINCT FROM 'boolean'
      OR coalesce(jsonb_typeof(infos -> 'anonymous_allowed'), 'boolean') <> 'boolean'
      OR coalesce(jsonb_typeof(infos -> 'protocols'), 'object') <> 'object' THEN
-    PERFORM pod.job_fail(ARRAY[job_id], ARRAY['no usable chat information from ' || (j.payload ->> 'url')], worker);
+    PERFORM pod.job_fail(ARRAY[job_id], ARRAY['no usable chat information from ' || (j.payload ->> 'url') || ': '
+                         || coalesce(left(answer, 200), 'no answer')
+                         || CASE WHEN status < 0 THEN ' (refused: a private address)' ELSE coalesce(' (HTTP ' || status || ')', '') END],
+                         worker, ARRAY[coalesce(pod.http_failure_permanent(status), false)], NULL);
     RETURN jsonb_build_object('status', 'failed');
   END IF;
   r_host := j.payload ->> 'host';

@@ -60,7 +60,7 @@ q -c "INSERT INTO pod.jobs (kind, target, payload)
         FROM generate_series(1, $n)"
 start=$(now)
 PGUSER=${PGUSER:-postgres} PGPOD_FEDERATOR_MAX_TOTAL=256 PGPOD_FEDERATOR_MAX_PER_FRIEND=256 PGPOD_FEDERATOR_BATCH=100 \
-  "$top/workers/federator/pgpod-federator" >"$work/federator.log" 2>&1 &
+  PGPOD_FEDERATOR_ALLOW_PRIVATE=1 "$top/workers/federator/pgpod-federator" >"$work/federator.log" 2>&1 &
 pids+=($!)
 while [[ $(q -c "SELECT count(*) FROM pod.jobs WHERE kind = 'deliver' AND state <> 'done'") != 0 ]]; do sleep 0.05; done
 elapsed=$(echo "$(now) - $start" | bc)

@@ -1,5 +1,6 @@
 #!/bin/bash
-# make run: starts everything, stays in the foreground, and Ctrl-C (SIGINT to its
+# make run: starts everything, stays in the foreground, supervises its daemons (one
+# killed with SIGKILL is restarted, make status says so), and Ctrl-C (SIGINT to its
 # process group) stops it all cleanly, leaving no process.
 . "$(dirname "$0")/tap.sh"
 top=$PGPOD_TOP
@@ -13,7 +14,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-plan 4
+plan 8
 
 # A background job of a script ignores SIGINT; perl restores the default so make and
 # scripts/pgpod see Ctrl-C as a terminal would deliver it.
@@ -24,10 +25,25 @@ wait_for 120 ready
 ok $? "make run: the pod answers"
 kill -0 "$pid" 2>/dev/null
 ok $? "make run stays in the foreground"
+# make run supervises what it starts: a federator killed with SIGKILL comes back.
+supervised() { kill -0 "$(cat "$dir/run/federator.pid")" && kill -0 "$(cat "$dir/run/federator.supervisor.pid")"; }
+wait_for 30 supervised
+fed=$(cat "$dir/run/federator.pid"); sup=$(cat "$dir/run/federator.supervisor.pid")
+kill -KILL "$fed"
+back() { local p; p=$(cat "$dir/run/federator.pid") && [[ $p != "$fed" ]] && kill -0 "$p"; }
+wait_for 20 back
+ok $? "a federator killed with SIGKILL under make run is restarted by its supervisor"
+status=$(make -s -C "$top" status | grep '^federator:')
+[[ $status == *"supervised by $sup"*"restarts 1"* ]]
+ok $? "make status says so: $status"
+session=$pid
 kill -INT -- "-$pid"
 gone() { ! kill -0 "$pid" 2>/dev/null; }
 wait_for 60 gone
 ok $? "Ctrl-C ends make run"
 pid=
 is "$(pgrep -f -- "$dir/" | tr '\n' ' ')" "" "nothing of it is left running"
+dead() { [[ ! -e /proc/$1 || $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]]; }   # a zombie is gone too
+dead "$sup"; ok $? "its supervisors are gone too"
+is "$(pgrep -s "$session" | tr '\n' ' ')" "" "nothing of its session either (the sleeper make run waited on)"
 done_testing

@@ -6,11 +6,16 @@
  * so killing it at any moment loses nothing (leases expire, jobs are claimed again).
  * Single-threaded on one libev loop; one libpq connection (wk_db) for LISTEN and queries.
  */
+#define _GNU_SOURCE /* strcasestr */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -45,6 +50,7 @@ typedef struct transfer
 	friend *friend;
 	fetch_job *fetch; /* set for a fetch job's GET */
 	int fetch_index;
+	bool refused; /* the socket opener refused its address (private, not allowed) */
 	char *url;
 	char *body;
 	struct curl_slist *headers;
@@ -72,6 +78,7 @@ struct fetch_job
 	int pending;
 	char **urls;
 	char **answers;
+	long *statuses; /* each GET's HTTP status; 0: no answer; -1: refused here */
 };
 
 /* Outcomes waiting to be reported: done ids, failed ids with their errors, released ids. */
@@ -81,6 +88,8 @@ typedef struct outcomes
 	size_t ndone, cap_done;
 	long long *failed;
 	char **errors;
+	long *statuses;    /* HTTP status of each failure; 0: no answer; -1: refused here */
+	long *retry_after; /* its Retry-After in seconds; -1: none */
 	size_t nfailed, cap_failed;
 	long long *released;
 	size_t nreleased, cap_released;
@@ -91,6 +100,8 @@ typedef struct federator
 	struct ev_loop *loop;
 	settings cfg;
 	char worker_id[128];
+	bool reclaim_due;   /* a stable identity: end its previous process's leases first */
+	bool allow_private; /* PGPOD_FEDERATOR_ALLOW_PRIVATE: loopback/private targets allowed */
 	wk_db *dbs[8]; /* dbs[0] listens; every one claims and reports */
 	int ndb;
 	long claiming;      /* deliveries asked for by claims in flight */
@@ -183,13 +194,17 @@ outcome_done(outcomes *o, long long id)
 }
 
 static void
-outcome_failed(outcomes *o, long long id, const char *error)
+outcome_failed(outcomes *o, long long id, const char *error, long status, long retry_after)
 {
-	size_t cap = o->cap_failed;
+	size_t cap = o->cap_failed, cap2 = o->cap_failed, cap3 = o->cap_failed;
 
 	grow((void **)&o->failed, &o->cap_failed, o->nfailed + 1, sizeof(*o->failed));
 	grow((void **)&o->errors, &cap, o->nfailed + 1, sizeof(*o->errors));
+	grow((void **)&o->statuses, &cap2, o->nfailed + 1, sizeof(*o->statuses));
+	grow((void **)&o->retry_after, &cap3, o->nfailed + 1, sizeof(*o->retry_after));
 	o->failed[o->nfailed] = id;
+	o->statuses[o->nfailed] = status;
+	o->retry_after[o->nfailed] = retry_after;
 	o->errors[o->nfailed++] = xstrdup(error);
 }
 
@@ -222,7 +237,7 @@ outcomes_requeue(federator *fed, outcomes *s)
 	for (size_t i = 0; i < s->ndone; i++)
 		outcome_done(&fed->out, s->done[i]);
 	for (size_t i = 0; i < s->nfailed; i++)
-		outcome_failed(&fed->out, s->failed[i], s->errors[i]);
+		outcome_failed(&fed->out, s->failed[i], s->errors[i], s->statuses[i], s->retry_after[i]);
 	for (size_t i = 0; i < s->nreleased; i++)
 		outcome_released(&fed->out, s->released[i]);
 	outcomes_clear(s);
@@ -307,8 +322,62 @@ transfer_new(federator *fed, long long job_id, const char *url, const char *head
 		free(copy);
 	}
 	t->headers = curl_slist_append(t->headers, "Expect:"); /* no 100-continue round trip */
-	t->headers = curl_slist_append(t->headers, "Accept: application/json");
+	if (!header_lines || (strncasecmp(header_lines, "accept:", 7) != 0 &&
+	                      strcasestr(header_lines, "\naccept:") == NULL))
+		t->headers = curl_slist_append(t->headers, "Accept: application/json");
 	return t;
+}
+
+/* Is an address one a pod must not be made to reach for a stranger: loopback,
+ * link-local, private (RFC 1918, ULA), shared (RFC 6598), unspecified, multicast or
+ * broadcast? IPv4-mapped IPv6 addresses are judged as IPv4. */
+static bool
+address_private(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET6)
+	{
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+		const unsigned char *a = s6->sin6_addr.s6_addr;
+		static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+		if (memcmp(a, mapped, 12) == 0)
+		{
+			struct sockaddr_in s4 = {.sin_family = AF_INET};
+
+			memcpy(&s4.sin_addr, a + 12, 4);
+			return address_private((const struct sockaddr *)&s4);
+		}
+		return IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr) ||
+		       IN6_IS_ADDR_LINKLOCAL(&s6->sin6_addr) || IN6_IS_ADDR_SITELOCAL(&s6->sin6_addr) ||
+		       IN6_IS_ADDR_MULTICAST(&s6->sin6_addr) || (a[0] & 0xfe) == 0xfc;
+	}
+	if (sa->sa_family == AF_INET)
+	{
+		uint32_t v = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
+
+		return (v >> 24) == 0 || (v >> 24) == 10 || (v >> 24) == 127 || (v >> 16) == 0xa9fe ||
+		       (v >> 20) == 0xac1 || (v >> 16) == 0xc0a8 || (v >> 22) == (0x64400000u >> 22) ||
+		       (v >> 28) >= 0xe;
+	}
+	return true; /* not an internet address */
+}
+
+/* curl's socket opener: refuses private targets (checked on the address curl is about
+ * to connect to, after DNS: a name cannot smuggle one in) unless allowed. */
+static curl_socket_t
+open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+	transfer *t = clientp;
+
+	(void)purpose;
+	if (!t->fed->allow_private && address_private(&addr->addr))
+	{
+		wk_log(WK_WARN, "%s: refusing to connect to a loopback/link-local/private address "
+		                "(PGPOD_FEDERATOR_ALLOW_PRIVATE=1 allows it)", t->url);
+		t->refused = true;
+		return CURL_SOCKET_BAD;
+	}
+	return socket(addr->family, addr->socktype, addr->protocol);
 }
 
 /* Hands a transfer to curl multi. */
@@ -333,6 +402,9 @@ transfer_start(federator *fed, transfer *t)
 	curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "pgpod-federator/0.1");
 	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L); /* a redirect is an answer, not a hop */
 	if (t->body)
 	{
 		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->body);
@@ -399,6 +471,7 @@ fetch_finished(federator *fed, transfer *t, long status, CURLcode rc)
 
 	while (*body == ' ' || *body == '\n' || *body == '\r' || *body == '\t')
 		body++;
+	job->statuses[t->fetch_index] = t->refused ? -1 : rc == CURLE_OK ? status : 0;
 	if (rc == CURLE_OK && status / 100 == 2 && *body != '\0')
 		job->answers[t->fetch_index] = xstrdup(body);
 	else
@@ -439,14 +512,25 @@ check_multi_info(federator *fed)
 		else
 		{
 			wk_buf err = {0};
+			curl_off_t retry_after = -1;
 
-			if (msg->data.result != CURLE_OK)
+			if (msg->data.result == CURLE_OK &&
+			    curl_easy_getinfo(msg->easy_handle, CURLINFO_RETRY_AFTER, &retry_after) != CURLE_OK)
+				retry_after = -1;
+			if (retry_after == 0 && msg->data.result == CURLE_OK)
+				retry_after = -1; /* curl's 0: no Retry-After (or "now") */
+			if (t->refused)
+				wk_buf_printf(&err, "refused: a loopback/link-local/private address "
+				                    "(PGPOD_FEDERATOR_ALLOW_PRIVATE)");
+			else if (msg->data.result != CURLE_OK)
 				wk_buf_printf(&err, "%s", curl_easy_strerror(msg->data.result));
 			else
 				wk_buf_printf(&err, "HTTP %ld: %.300s", status,
 				              t->response.data ? t->response.data : "");
 			wk_log(WK_INFO, "delivery %lld to %s failed: %s", t->job_id, t->url, err.data);
-			outcome_failed(&fed->out, t->job_id, err.data);
+			outcome_failed(&fed->out, t->job_id, err.data,
+			               t->refused ? -1 : msg->data.result == CURLE_OK ? status : 0,
+			               (long)retry_after);
 			wk_buf_free(&err);
 			fed->failed_count++;
 		}
@@ -542,15 +626,20 @@ curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 
 static const char *const CLAIM_SQL = "SELECT job_id, target, url, array_to_string(headers, "
                                      "E'\\n'), body, $2 FROM pod.deliveries_claim($1, $2::integer)";
+/* Failures carry their HTTP status and Retry-After: SQL tells a permanent refusal
+ * (4xx: dead at once) from a transient one (pod.deliveries_fail). */
 static const char *const REPORT_SQL =
-    "SELECT pod.job_complete($1::bigint[], $4), pod.job_fail($2::bigint[], $3::text[], $4), "
+    "SELECT pod.job_complete($1::bigint[], $4), "
+    "pod.deliveries_fail($2::bigint[], $3::text[], $4, $6::integer[], $7::integer[]), "
     "pod.job_release($5::bigint[], $4)";
+/* A worker whose identity survives restarts ends its previous process's leases. */
+static const char *const RECLAIM_SQL = "SELECT pod.job_reclaim($1)";
 /* Fetch jobs (make_friends: friend lists; verify_key: a pod's identity document):
  * one job at a time, one signed GET per pod, every answer handed back to SQL. */
 static const char *const CLAIM_FETCH_SQL =
     "SELECT job_id, kind, pod_url, url, array_to_string(headers, E'\\n') FROM pod.fetches_claim($1)";
 static const char *const FINISH_FETCH_SQL =
-    "SELECT pod.fetches_finish($1::bigint, $2, $3::text[], $4::text[])";
+    "SELECT pod.fetches_finish($1::bigint, $2, $3::text[], $4::text[], $5::integer[])";
 /* Pruning, and fetching again the keys of friends whose requests stopped verifying. */
 static const char *const PRUNE_SQL = "SELECT pod.jobs_prune(), pod.inbox_prune(), pod.friend_keys_refresh()";
 
@@ -574,6 +663,8 @@ outcomes_free(outcomes *o)
 	free(o->done);
 	free(o->failed);
 	free(o->errors);
+	free(o->statuses);
+	free(o->retry_after);
 	free(o->released);
 }
 
@@ -610,8 +701,8 @@ report_done(wk_db *db, PGresult *res, void *arg)
 static bool
 send_report(federator *fed, wk_db *db)
 {
-	wk_buf done = {0}, failed = {0}, errors = {0}, released = {0};
-	const char *params[5];
+	wk_buf done = {0}, failed = {0}, errors = {0}, released = {0}, statuses = {0}, retry = {0};
+	const char *params[7];
 	report *r = xcalloc(1, sizeof(*r));
 	bool sent;
 
@@ -625,12 +716,29 @@ send_report(federator *fed, wk_db *db)
 		wk_array_add(&errors, r->batch.errors[i]);
 	wk_array_end(&errors);
 	ids_literal(&released, r->batch.released, r->batch.nreleased);
+	wk_array_begin(&statuses);
+	wk_array_begin(&retry);
+	for (size_t i = 0; i < r->batch.nfailed; i++)
+	{
+		char num[32];
+
+		snprintf(num, sizeof(num), "%ld", r->batch.statuses[i]);
+		wk_array_add(&statuses, num);
+		snprintf(num, sizeof(num), "%ld", r->batch.retry_after[i]);
+		wk_array_add(&retry, r->batch.retry_after[i] >= 0 ? num : NULL);
+	}
+	wk_array_end(&statuses);
+	wk_array_end(&retry);
 	params[0] = done.data;
 	params[1] = failed.data;
 	params[2] = errors.data;
 	params[3] = fed->worker_id;
 	params[4] = released.data;
-	sent = wk_db_query(db, REPORT_SQL, 5, params, report_done, r);
+	params[5] = statuses.data;
+	params[6] = retry.data;
+	sent = wk_db_query(db, REPORT_SQL, 7, params, report_done, r);
+	wk_buf_free(&statuses);
+	wk_buf_free(&retry);
 	wk_buf_free(&done);
 	wk_buf_free(&failed);
 	wk_buf_free(&errors);
@@ -728,6 +836,7 @@ claim_fetch_done(wk_db *db, PGresult *res, void *arg)
 	job->count = job->pending = rows;
 	job->urls = xcalloc((size_t)rows, sizeof(char *));
 	job->answers = xcalloc((size_t)rows, sizeof(char *));
+	job->statuses = xcalloc((size_t)rows, sizeof(long));
 	fed->fetch_running = job;
 	wk_log(WK_INFO, "%s job %lld: asking %d pods", job->kind, job->job_id, rows);
 	for (int i = 0; i < rows; i++)
@@ -751,6 +860,7 @@ fetch_job_free(fetch_job *job)
 	}
 	free(job->urls);
 	free(job->answers);
+	free(job->statuses);
 	free(job);
 }
 
@@ -769,7 +879,7 @@ finish_fetch_done(wk_db *db, PGresult *res, void *arg)
 	else
 	{
 		result_error("fetches_finish", res);
-		outcome_failed(&fed->out, job->job_id, PQresultErrorMessage(res));
+		outcome_failed(&fed->out, job->job_id, PQresultErrorMessage(res), 0, -1);
 		fed->held++;
 	}
 	fed->fetch_done = NULL;
@@ -780,29 +890,37 @@ static bool
 send_finish_fetch(federator *fed, wk_db *db)
 {
 	fetch_job *job = fed->fetch_done;
-	wk_buf urls = {0}, answers = {0};
+	wk_buf urls = {0}, answers = {0}, statuses = {0};
 	char id[32];
-	const char *params[4];
+	const char *params[5];
 	bool sent;
 
 	snprintf(id, sizeof(id), "%lld", job->job_id);
 	wk_array_begin(&urls);
 	wk_array_begin(&answers);
+	wk_array_begin(&statuses);
 	for (int i = 0; i < job->count; i++)
 	{
+		char num[32];
+
 		wk_array_add(&urls, job->urls[i]);
 		wk_array_add(&answers, job->answers[i]);
+		snprintf(num, sizeof(num), "%ld", job->statuses[i]);
+		wk_array_add(&statuses, num);
 	}
 	wk_array_end(&urls);
 	wk_array_end(&answers);
+	wk_array_end(&statuses);
 	params[0] = id;
 	params[1] = fed->worker_id;
 	params[2] = urls.data;
 	params[3] = answers.data;
-	sent = wk_db_query(db, FINISH_FETCH_SQL, 4, params, finish_fetch_done, fed);
+	params[4] = statuses.data;
+	sent = wk_db_query(db, FINISH_FETCH_SQL, 5, params, finish_fetch_done, fed);
 	fed->finishing = sent;
 	wk_buf_free(&urls);
 	wk_buf_free(&answers);
+	wk_buf_free(&statuses);
 	return sent;
 }
 
@@ -942,11 +1060,39 @@ kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 }
 
 static void
-db_ready(wk_db *db, void *arg)
+reclaim_done(wk_db *db, PGresult *res, void *arg)
 {
 	federator *fed = arg;
 
 	(void)db;
+	if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
+	{
+		if (strcmp(PQgetvalue(res, 0, 0), "0") != 0)
+			wk_log(WK_INFO, "took back %s jobs leased to %s before this start",
+			       PQgetvalue(res, 0, 0), fed->worker_id);
+		fed->want_deliveries = fed->want_fetches = fed->more_waiting = true;
+	}
+	else
+	{
+		result_error("reclaiming leases", res);
+		fed->reclaim_due = true; /* again once reconnected */
+	}
+}
+
+static void
+db_ready(wk_db *db, void *arg)
+{
+	federator *fed = arg;
+
+	if (fed->reclaim_due && wk_db_idle(db))
+	{
+		const char *params[1] = {fed->worker_id};
+
+		fed->reclaim_due = false;
+		if (wk_db_query(db, RECLAIM_SQL, 1, params, reclaim_done, fed))
+			return;
+		fed->reclaim_due = true;
+	}
 	if (!fed->ready_sent)
 	{
 		fed->ready_sent = true;
@@ -1104,7 +1250,17 @@ main(int argc, char **argv)
 	fed.cfg.report_ms = wk_env_long("PGPOD_FEDERATOR_REPORT_MS", 20, 0, 10000);
 	fed.cfg.connections = wk_env_long("PGPOD_FEDERATOR_CONNECTIONS", 2, 1, 8);
 	gethostname(host, sizeof(host) - 1);
-	snprintf(fed.worker_id, sizeof(fed.worker_id), "federator:%s:%d", host, (int)getpid());
+	fed.allow_private = wk_env_long("PGPOD_FEDERATOR_ALLOW_PRIVATE", 0, 0, 1) == 1;
+	/* A stable identity (scripts/pgpod and the systemd unit set one) lets a restarted
+	 * federator end its previous process's leases at once (pod.job_reclaim); without
+	 * one, the identity is this process's and leases left by a crash wait to expire. */
+	if (getenv("PGPOD_FEDERATOR_ID") && *getenv("PGPOD_FEDERATOR_ID"))
+	{
+		snprintf(fed.worker_id, sizeof(fed.worker_id), "%s", getenv("PGPOD_FEDERATOR_ID"));
+		fed.reclaim_due = true;
+	}
+	else
+		snprintf(fed.worker_id, sizeof(fed.worker_id), "federator:%s:%d", host, (int)getpid());
 
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 	{
