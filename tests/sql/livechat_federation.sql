@@ -6,7 +6,7 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(31);
+SELECT plan(40);
 
 SELECT u.id AS owner_id FROM pod.register('fedowner@lcfed.test', 'owner password') u \gset
 SELECT u.id AS reader_id, json_build_object('role', 'pgpod_user', 'sub', u.id, 'sid', l.session_id)::text AS reader
@@ -109,6 +109,32 @@ SELECT ok(EXISTS (SELECT 1 FROM pod.rooms WHERE id = :'mirror'), 'the mirror roo
 UPDATE pod.remote_video_chats SET updated_at = now() - interval '60 days' WHERE video_uuid = :'rvideo';
 SELECT is((SELECT stale_video_chats || '+' || orphan_rooms FROM pod.livechat_cleanup()), '1+1',
   'a remote chat unused past the retention goes, and its mirror room with it');
+
+-- chat_info fetches on the federation's rules: a signed GET on the video's own pod, a
+-- 4xx or a refused private address ends the job, a 5xx or no answer is retried, a URL
+-- off the video's pod is never asked
+DELETE FROM pod.jobs WHERE kind IN ('make_friends', 'verify_key', 'chat_info');
+INSERT INTO pod.videos (name, origin, author, state) VALUES ('remote two', 'http://poda.test', 'alice', 'published')
+  RETURNING uuid AS rv2 \gset
+SELECT is(pod.remote_chat_open(:'rv2') ->> 'status', 'pending', 'a remote chat not known yet is pending');
+CREATE TEMP TABLE ci AS SELECT * FROM pod.fetches_claim('fed');
+SELECT is((SELECT kind || ' ' || url FROM ci), 'chat_info http://poda.test/rpc/video_chat_infos?video=' || :'rv2',
+  'the federator is given a GET of the chat information on the video''s pod');
+SELECT ok((SELECT bool_or(h LIKE 'Signature: %keyId="' || :'me' || '#main-key"%') AND bool_or(h = 'Accept: application/json')
+             FROM ci, unnest(headers) h), 'signed with this pod''s key, asking for JSON');
+SELECT is((SELECT pod.fetches_finish(job_id, 'fed', ARRAY[pod_url], ARRAY[NULL], ARRAY[503]) ->> 'status' FROM ci), 'failed',
+  'a 503 fails the fetch');
+SELECT is((SELECT state::text || ' ' || (last_error LIKE '%(HTTP 503)') FROM pod.jobs j, ci WHERE j.id = ci.job_id), 'waiting true',
+  'and it is retried later, the status in its error');
+UPDATE pod.jobs j SET run_at = now() FROM ci WHERE j.id = ci.job_id;
+SELECT is((SELECT pod.fetches_finish(v.job_id, 'fed', ARRAY[v.pod_url], ARRAY['{"code": "PT404"}'], ARRAY[404]) ->> 'status'
+             FROM pod.fetches_claim('fed') v), 'failed', 'a 404 fails it');
+SELECT is((SELECT state::text FROM pod.jobs j, ci WHERE j.id = ci.job_id), 'dead', 'for good: a 4xx will not change');
+SELECT pod.job_enqueue('chat_info', jsonb_build_object('origin', 'http://poda.test', 'host', 'poda.test', 'video', :'rv2',
+                                                       'url', 'http://169.254.169.254/rpc/video_chat_infos?video=' || :'rv2')) AS off_job \gset
+SELECT is((SELECT count(*)::int FROM pod.fetches_claim('fed')), 0, 'a chat information URL off the video''s pod is not asked');
+SELECT is((SELECT state::text || ' ' || (last_error LIKE 'permanent: chat information URL http://169.254.169.254/% is not on http://poda.test')
+             FROM pod.jobs WHERE id = :off_job), 'dead true', 'its job is dead at once, saying why');
 
 SELECT * FROM finish();
 ROLLBACK;
