@@ -454,6 +454,17 @@ gw_respond_error(gw_req *req, const gw_error *e, const char *extra)
 	gw_buf_puts(&b, ",\"message\":");
 	gw_buf_json_str(&b, e->message);
 	gw_buf_putc(&b, '}');
+	/* A refusal that says when to come back (SQL: ERRCODE 'PT429' or 'PT503' with
+	 * DETAIL 'Retry-After: <seconds>', e.g. chat slow mode) gets the header too. */
+	char retry[96];
+	const char *d = e->details;
+	if ((e->status == 429 || e->status == 503) && !e->details_json &&
+	    !strncmp(d, "Retry-After: ", 13) && d[13] && strspn(d + 13, "0123456789") == strlen(d + 13) &&
+	    strlen(d + 13) <= 9 && (!extra || strlen(extra) + 30 < sizeof retry))
+	{
+		snprintf(retry, sizeof retry, "%sRetry-After: %s\r\n", extra ? extra : "", d + 13);
+		extra = retry;
+	}
 	gw_respond(req, e->status, "application/json; charset=utf-8", extra, b.data, b.len);
 	gw_buf_free(&b);
 }

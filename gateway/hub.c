@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "auth.h"
+#include "listener.h"
 #include "metrics.h"
 #include "pool.h"
 
@@ -38,7 +39,8 @@ typedef struct sub
 	gw_req *req;  /* NULL once the client left */
 	gw_req *zreq; /* the client left before the stream started: answered when the check is back */
 	gw_auth auth;
-	char user[64]; /* the token's sub claim, "" without one */
+	char user[64]; /* the token's sub claim (else its guest claim), "" without one */
+	char viewer[128]; /* the kind's view of this subscriber (authorize_sql's 4th column) */
 	enum sub_state state;
 	long long last_seq;
 	long long catchup_to; /* the upper bound of the history read in flight */
@@ -63,6 +65,12 @@ struct topic
 	long long last_seq; /* the last event written to live subscribers */
 	int have_seq;
 	int fetching, dirty;
+	enum
+	{
+		LOCK_NONE,
+		LOCK_ASKED,
+		LOCK_HELD
+	} lock; /* the kind's sleep lock (sleep_sql), if it has one */
 	sub *subs;
 	int nsubs;
 	gw_pg_job job;
@@ -76,16 +84,24 @@ static ev_check reaper;
 static int reaper_on;
 
 static void topic_fetch(topic *t);
+static void topic_lock(topic *t);
 static void sub_check(sub *s);
 static void sub_catchup(sub *s);
 
 static unsigned
-topic_hash(const gw_hub_kind *kind, const char *key)
+topic_hash_key(const char *key)
 {
-	unsigned h = 2166136261u ^ (unsigned)(uintptr_t)kind;
+	unsigned h = 2166136261u;
 	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
 		h = (h ^ (unsigned)(*p | 0x20)) * 16777619u; /* uuids compare case-insensitively */
 	return h % TOPIC_BUCKETS;
+}
+
+static unsigned
+topic_hash(const gw_hub_kind *kind, const char *key)
+{
+	(void)kind; /* keys are uuids: the kind need not spread them */
+	return topic_hash_key(key);
 }
 
 static topic *
@@ -112,6 +128,7 @@ topic_get(const gw_hub_kind *kind, const char *key)
 	unsigned b = topic_hash(kind, key);
 	t->hnext = buckets[b];
 	buckets[b] = t;
+	topic_lock(t);
 	return t;
 }
 
@@ -119,8 +136,10 @@ topic_get(const gw_hub_kind *kind, const char *key)
 static void
 topic_release(topic *t)
 {
-	if (t->subs || t->fetching)
-		return;
+	if (t->subs || t->fetching || t->lock == LOCK_ASKED)
+		return; /* a lock being taken: given back when it is in */
+	if (t->lock == LOCK_HELD)
+		gw_listener_command(t->kind->wake_sql, t->key, NULL);
 	topic **pp = &buckets[topic_hash(t->kind, t->key)];
 	while (*pp && *pp != t)
 		pp = &(*pp)->hnext;
@@ -225,6 +244,8 @@ on_heartbeat(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	sub *s = w->data;
 	sub_write(s, ": ping\n\n", 8);
+	if (!s->gone && s->t->lock == LOCK_NONE)
+		topic_lock(s->t); /* a lock that could not be taken */
 	if (!s->gone && s->t->dirty && !s->t->fetching)
 		topic_fetch(s->t); /* a shared read that failed */
 }
@@ -367,7 +388,19 @@ check_done(gw_pg_job *job)
 		ev_timer_init(&s->heartbeat, on_heartbeat, HEARTBEAT, HEARTBEAT);
 		s->heartbeat.data = s;
 		ev_timer_start(gw_loop, &s->heartbeat);
-		sub_write(s, "retry: 2000\n\n", 13);
+		gw_buf head;
+		gw_buf_init(&head);
+		gw_buf_puts(&head, "retry: 2000\n\n");
+		PGresult *r = job->results[1];
+		if (s->t->kind->head_event && PQnfields(r) > 2 && !PQgetisnull(r, 0, 2))
+		{
+			/* the stream's head (a room's info and terms) comes first, without an id */
+			gw_buf_printf(&head, "event: %s\ndata: ", s->t->kind->head_event);
+			gw_buf_append(&head, PQgetvalue(r, 0, 2), (size_t)PQgetlength(r, 0, 2));
+			gw_buf_puts(&head, "\n\n");
+		}
+		sub_write(s, head.data, head.len);
+		gw_buf_free(&head);
 		if (s->gone)
 		{
 			gw_pool_job_clear(job);
@@ -386,6 +419,14 @@ check_done(gw_pg_job *job)
 		return;
 	}
 	long long max = strtoll(PQgetvalue(job->results[1], 0, 1), NULL, 10);
+	if (s->t->kind->visible)
+	{
+		/* who it is in the room may have changed (a moderator now, or no longer) */
+		PGresult *r = job->results[1];
+		int ok_viewer = PQnfields(r) > 3 && !PQgetisnull(r, 0, 3) &&
+		                (size_t)PQgetlength(r, 0, 3) < sizeof s->viewer;
+		snprintf(s->viewer, sizeof s->viewer, "%s", ok_viewer ? PQgetvalue(r, 0, 3) : "");
+	}
 	gw_pool_job_clear(job);
 	topic *t = s->t;
 	if (!s->have_start)
@@ -451,6 +492,10 @@ feed_done(gw_pg_job *job)
 		/* each event formatted once; a subscriber gets the suffix it lacks */
 		long long *seqs = malloc(sizeof *seqs * (size_t)n);
 		size_t *offs = malloc(sizeof *offs * (size_t)(n + 1));
+		/* events for a part of the subscribers only (audience not NULL) */
+		int filtered = 0;
+		const gw_hub_kind *kind = t->kind;
+		int cols = kind->visible && PQnfields(r) > 4;
 		if (!seqs || !offs)
 			abort();
 		gw_buf text;
@@ -466,6 +511,8 @@ feed_done(gw_pg_job *job)
 			gw_buf_puts(&text, "\ndata: ");
 			gw_buf_append(&text, PQgetvalue(r, i, 2), (size_t)PQgetlength(r, i, 2));
 			gw_buf_puts(&text, "\n\n");
+			if (cols && !PQgetisnull(r, i, 3))
+				filtered = 1;
 		}
 		offs[n] = text.len;
 		long long last = seqs[n - 1];
@@ -477,7 +524,23 @@ feed_done(gw_pg_job *job)
 			while (i < n && seqs[i] <= s->last_seq)
 				i++;
 			s->last_seq = last;
-			sub_write(s, text.data + offs[i], offs[n] - offs[i]);
+			if (!filtered)
+			{
+				sub_write(s, text.data + offs[i], offs[n] - offs[i]);
+				continue;
+			}
+			/* runs of events this subscriber may see, each written at once */
+			while (i < n && !s->gone)
+			{
+				int j = i;
+				while (j < n && (PQgetisnull(r, j, 3) ||
+				                 kind->visible(s->viewer, PQgetvalue(r, j, 3),
+				                               PQgetisnull(r, j, 4) ? NULL : PQgetvalue(r, j, 4))))
+					j++;
+				if (j > i)
+					sub_write(s, text.data + offs[i], offs[j] - offs[i]);
+				i = j + 1; /* j, if any, is not for it */
+			}
 		}
 		if (last > t->last_seq)
 			t->last_seq = last;
@@ -498,6 +561,11 @@ topic_fetch(topic *t)
 {
 	if (!t->have_seq)
 		return; /* the first authorisation sets where the topic starts */
+	if (t->kind->sleep_sql && t->lock != LOCK_HELD)
+	{
+		t->dirty = 1; /* read once the lock is held */
+		return;
+	}
 	if (t->fetching)
 	{
 		t->dirty = 1;
@@ -521,6 +589,60 @@ topic_fetch(topic *t)
 	t->job.done = feed_done;
 	t->job.data = t;
 	gw_pool_submit(&t->job);
+}
+
+/* --- the topic's sleep lock -------------------------------------------------- */
+
+/* Finds the topic of a lock command's key (the command carries no kind: keys are
+ * uuids, and a topic being locked is never freed, so the one asking is found). */
+static topic *
+topic_of_key(const char *key)
+{
+	for (topic *t = buckets[topic_hash_key(key)]; t; t = t->hnext)
+		if (t->kind->sleep_sql && !strcasecmp(t->key, key) && t->lock == LOCK_ASKED)
+			return t;
+	return NULL;
+}
+
+static void
+lock_done(const char *key, int ok)
+{
+	topic *t = topic_of_key(key);
+	if (!t)
+		return;
+	t->lock = ok ? LOCK_HELD : LOCK_NONE; /* not taken: asked again at a heartbeat */
+	if (!t->subs)
+	{
+		topic_release(t);
+		return;
+	}
+	/* what was committed without a notification is read now */
+	if (ok && t->have_seq)
+		topic_fetch(t);
+}
+
+static void
+topic_lock(topic *t)
+{
+	if (!t->kind->sleep_sql || t->lock != LOCK_NONE)
+		return;
+	t->lock = LOCK_ASKED;
+	gw_listener_command(t->kind->sleep_sql, t->key, lock_done);
+}
+
+void
+gw_hub_locks_lost(void)
+{
+	for (int b = 0; b < TOPIC_BUCKETS; b++)
+		for (topic *t = buckets[b]; t; t = t->hnext)
+			t->lock = LOCK_NONE;
+	/* topics that waited only for their lock to be released are freed */
+	for (int b = 0; b < TOPIC_BUCKETS; b++)
+		for (topic *t = buckets[b], *next; t; t = next)
+		{
+			next = t->hnext;
+			topic_release(t);
+		}
 }
 
 /* --- entry points ------------------------------------------------------------ */
@@ -556,6 +678,8 @@ gw_hub_subscribe(gw_req *req, const gw_hub_kind *kind, const char *key)
 	}
 	json_t *claims = json_loads(s->auth.claims_json, 0, NULL);
 	const char *who = claims ? json_string_value(json_object_get(claims, "sub")) : NULL;
+	if (!who && claims)
+		who = json_string_value(json_object_get(claims, "guest")); /* an anonymous viewer */
 	snprintf(s->user, sizeof s->user, "%s", who ? who : "");
 	json_decref(claims);
 	s->req = req;
@@ -653,5 +777,8 @@ gw_hub_resync_all(void)
 {
 	for (int b = 0; b < TOPIC_BUCKETS; b++)
 		for (topic *t = buckets[b]; t; t = t->hnext)
+		{
+			topic_lock(t); /* it reads once the lock is held again */
 			topic_fetch(t);
+		}
 }

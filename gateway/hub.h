@@ -14,7 +14,17 @@
  *  - feed_sql, as the login role: (seq, event, data) with seq > $2, in seq order,
  *    at most GW_HUB_BATCH rows.
  * seq is gapless and commit-ordered per topic, so "seq > last" gives each event
- * exactly once, across reconnects (Last-Event-ID) and lost notifications. */
+ * exactly once, across reconnects (Last-Event-ID) and lost notifications.
+ *
+ * Optional, for topics whose events are not all for every subscriber:
+ *  - authorize_sql's third column: the stream's head (text, NULL for none), sent as
+ *    `event: <head_event>` without an id before anything else when the stream starts;
+ *  - authorize_sql's fourth column: the subscriber's viewer (text, opaque to the hub),
+ *    asked again with every re-authorisation;
+ *  - feed_sql's fourth and fifth columns (an event's audience and author, text or
+ *    NULL) and visible(viewer, audience, author): the hub writes a fed event only to
+ *    the subscribers it is visible to. visible must agree with what history_sql shows
+ *    under the subscriber's role (there, the database filters). */
 #ifndef GW_HUB_H
 #define GW_HUB_H
 #include "gw.h"
@@ -27,6 +37,14 @@ typedef struct gw_hub_kind
 	const char *authorize_sql;
 	const char *history_sql;
 	const char *feed_sql;
+	/* Optional: sleep_sql / wake_sql ($1: the key) take and give back, on the
+	 * listener's connection, the lock that makes the topic's events notify (without
+	 * it they need not: pod.room_events_sleep). The topic reads only while it holds
+	 * it: taking it waits for the events that did not notify to be committed. */
+	const char *sleep_sql;
+	const char *wake_sql;
+	const char *head_event; /* NULL: authorize_sql has no head column */
+	int (*visible)(const char *viewer, const char *audience, const char *author);
 } gw_hub_kind;
 
 /* GET .../events of topic key (already a valid uuid): authenticates (header or
@@ -47,7 +65,10 @@ void gw_hub_notify_payload(const gw_hub_kind *kind, const char *payload);
 int gw_hub_split_payload(const char *payload, char key[40], const char **rest);
 /* 1 when key is a uuid's text (36 characters, hex and dashes). */
 int gw_hub_key_valid(const char *key);
-/* After the listener reconnects: every topic reads what it may have missed. */
+/* After the listener reconnects: every topic reads what it may have missed (once it
+ * holds its lock again). */
 void gw_hub_resync_all(void);
+/* The listener's connection is gone, and the topics' locks with it. */
+void gw_hub_locks_lost(void);
 
 #endif

@@ -14,6 +14,7 @@
 #include "jwt.h"
 #include "metrics.h"
 #include "pool.h"
+#include "hub.h"
 #include "sse.h"
 #include "video_events.h"
 
@@ -24,8 +25,20 @@ enum lstate
 	L_LISTEN_CMD,
 	L_SCHEMA,
 	L_SECRET,
-	L_LISTENING
+	L_LISTENING,
+	L_COMMAND /* a gw_listener_command in flight */
 };
+
+/* gw_listener_command's queue, run one at a time when the connection is idle */
+typedef struct lcmd
+{
+	const char *sql;
+	char key[40];
+	void (*done)(const char *key, int ok);
+	struct lcmd *next;
+} lcmd;
+static lcmd *cmd_head, *cmd_tail;
+static int cmd_ok;
 
 static PGconn *pg;
 static enum lstate state;
@@ -44,6 +57,7 @@ static ev_timer reload_timer;
 static int timer_reload; /* the running load was started by the retry timer */
 
 static void start_connect(void);
+static void start_schema_load(void);
 
 gw_schema *
 gw_schema_current(void)
@@ -87,6 +101,15 @@ go_down(const char *reason)
 		was_up = 0;
 	}
 	state = L_DOWN;
+	/* the session's holds went with it; the hub asks again after the reconnect */
+	while (cmd_head)
+	{
+		lcmd *c = cmd_head;
+		cmd_head = c->next;
+		free(c);
+	}
+	cmd_tail = NULL;
+	gw_hub_locks_lost();
 	if (loading)
 	{
 		gw_schema_unref(loading);
@@ -108,6 +131,49 @@ send_or_down(const char *sql)
 	}
 	int r = PQflush(pg);
 	watch(EV_READ | (r == 1 ? EV_WRITE : 0));
+}
+
+/* The connection is idle (L_LISTENING): a reload waiting, else the next command. */
+static void
+next_step(void)
+{
+	if (state != L_LISTENING)
+		return;
+	if (reload_pending)
+	{
+		start_schema_load();
+		return;
+	}
+	if (!cmd_head)
+		return;
+	lcmd *c = cmd_head;
+	const char *vals[1] = {c->key};
+	state = L_COMMAND;
+	cmd_ok = 0;
+	if (!PQsendQueryParams(pg, c->sql, 1, NULL, vals, NULL, NULL, 0))
+	{
+		go_down(PQerrorMessage(pg));
+		return;
+	}
+	int r = PQflush(pg);
+	watch(EV_READ | (r == 1 ? EV_WRITE : 0));
+}
+
+void
+gw_listener_command(const char *sql, const char *key, void (*done)(const char *key, int ok))
+{
+	lcmd *c = calloc(1, sizeof *c);
+	if (!c)
+		abort();
+	c->sql = sql;
+	snprintf(c->key, sizeof c->key, "%s", key);
+	c->done = done;
+	if (cmd_tail)
+		cmd_tail->next = c;
+	else
+		cmd_head = c;
+	cmd_tail = c;
+	next_step();
 }
 
 static void
@@ -145,6 +211,13 @@ handle_result(PGresult *r)
 				       PQresultErrorMessage(r));
 			load_failed = 1;
 		}
+	}
+	else if (state == L_COMMAND)
+	{
+		if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+			cmd_ok = 1;
+		else
+			gw_log("listener command %s failed: %s", cmd_head->sql, PQresultErrorMessage(r));
 	}
 	else if (state == L_SECRET)
 	{
@@ -224,13 +297,30 @@ step_done(void)
 			warned = 0;
 		if (reload_pending)
 			start_schema_load();
-		else if (last_load_failed)
+		else
 		{
-			/* retried on a timer: the schema may be half-installed right now */
-			ev_timer_set(&reload_timer, 2.0, 0);
-			ev_timer_start(gw_loop, &reload_timer);
+			if (last_load_failed)
+			{
+				/* retried on a timer: the schema may be half-installed right now */
+				ev_timer_set(&reload_timer, 2.0, 0);
+				ev_timer_start(gw_loop, &reload_timer);
+			}
+			next_step();
 		}
 		break;
+	case L_COMMAND:
+	{
+		lcmd *c = cmd_head;
+		cmd_head = c->next;
+		if (!cmd_head)
+			cmd_tail = NULL;
+		state = L_LISTENING;
+		if (c->done)
+			c->done(c->key, cmd_ok);
+		free(c);
+		next_step();
+		break;
+	}
 	case L_LISTEN_CMD:
 		/* listening before loading: a change committed during the load is
 		 * announced to us and reloaded, never missed */
@@ -401,4 +491,11 @@ gw_listener_stop(void)
 		PQfinish(pg);
 	pg = NULL;
 	state = L_DOWN;
+	while (cmd_head)
+	{
+		lcmd *c = cmd_head;
+		cmd_head = c->next;
+		free(c);
+	}
+	cmd_tail = NULL;
 }

@@ -12,16 +12,53 @@
 
 #include "hub.h"
 
+/* May a subscriber whose view is viewer (pod.room_stream_viewer: "all", "staff", or
+ * its user/guest ids) see an event of this audience and author? The rule of
+ * pod.event_visible, which row-level security applies to api.room_events: 'staff'
+ * (a held or hidden message) is for moderators and the author, 'others' (the
+ * release of a held message) for everyone else; an unknown audience for nobody. */
+static int
+room_visible(const char *viewer, const char *audience, const char *author)
+{
+	if (!strcmp(viewer, "all"))
+		return 1;
+	int self = !strcmp(viewer, "staff");
+	if (!self && author && *author)
+	{
+		size_t n = strlen(author);
+		for (const char *p = viewer; (p = strstr(p, author)); p += n)
+			if ((p == viewer || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' '))
+			{
+				self = 1;
+				break;
+			}
+	}
+	if (!strcmp(audience, "staff"))
+		return self;
+	if (!strcmp(audience, "others"))
+		return !self;
+	return 0;
+}
+
 static const gw_hub_kind rooms = {
     .name = "room",
-    /* a room the caller cannot see (RLS on api.rooms) is a 404, not a silent stream */
+    /* a room the caller cannot see (RLS on api.rooms) is a 404, not a silent stream;
+     * the stream's head is the room's info (terms, rules, the caller's role), and the
+     * viewer says which of the room's events are for the caller */
     .authorize_sql = "SELECT EXISTS (SELECT 1 FROM api.rooms WHERE id = $1::uuid),"
-                     /* the table, not the view: max(seq) is one backward step of its
-                      * primary key, where the view would join every message */
-                     " (SELECT coalesce(max(seq), 0) FROM pod.room_events WHERE room_id = $1::uuid)",
+                     /* one backward step of the events' primary key, not through
+                      * the per-viewer policies (they make it a scan of the room) */
+                     " coalesce(pod.room_stream_position($1::uuid), 0),"
+                     " api.chat_stream_info($1::uuid)::text, pod.room_stream_viewer($1::uuid)",
     .history_sql = "SELECT seq, kind, message::text FROM api.room_events WHERE room_id = $1::uuid"
                    " AND seq > $2::bigint AND seq <= $3::bigint ORDER BY seq LIMIT 500",
-    .feed_sql = "SELECT seq, kind, message FROM pod.room_events_feed($1::uuid, $2::bigint, 500)",
+    .feed_sql = "SELECT seq, kind, message, audience, author FROM pod.room_events_feed($1::uuid, $2::bigint, 500)",
+    /* an event notifies only while some gateway holds its room's lock (see
+     * extension/src/room_events.c): the topic holds it as long as it lives */
+    .sleep_sql = "SELECT pod.room_events_sleep($1::uuid)",
+    .wake_sql = "SELECT pod.room_events_wake($1::uuid)",
+    .head_event = "info",
+    .visible = room_visible,
 };
 
 void

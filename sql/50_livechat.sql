@@ -79,12 +79,15 @@ COMMENT ON FUNCTION pod.channel_rooms(bigint) IS 'channel → its rooms, the see
 
 -- Channel chat options ------------------------------------------------------------------
 
+-- Words or /regex/ entries in forbidden_words (pod.forbidden_word_check, in
+-- 51_livechat_rules.sql with the rules that enforce the options).
 CREATE FUNCTION pod.validate_chat_options(options jsonb) RETURNS jsonb
   LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pod AS $$
 DECLARE
   k text;
-  allowed text[] := ARRAY['slow_mode_seconds', 'mute_anonymous', 'forbidden_words', 'moderation_delay_seconds',
-                          'bot', 'terms'];
+  entry text;
+  allowed text[] := ARRAY['slow_mode_seconds', 'mute_anonymous', 'forbidden_words', 'forbidden_words_action',
+                          'moderation_delay_seconds', 'anonymous_allowed', 'bot', 'terms'];
 BEGIN
   IF jsonb_typeof(options) IS DISTINCT FROM 'object' THEN
     RAISE EXCEPTION 'chat options must be a JSON object' USING ERRCODE = '22023';
@@ -108,14 +111,31 @@ BEGIN
   IF options ? 'mute_anonymous' AND jsonb_typeof(options -> 'mute_anonymous') <> 'boolean' THEN
     RAISE EXCEPTION 'mute_anonymous must be true or false' USING ERRCODE = '22023';
   END IF;
+  IF options ? 'anonymous_allowed' AND jsonb_typeof(options -> 'anonymous_allowed') <> 'boolean' THEN
+    RAISE EXCEPTION 'anonymous_allowed must be true or false' USING ERRCODE = '22023';
+  END IF;
   IF options ? 'forbidden_words' AND (jsonb_typeof(options -> 'forbidden_words') <> 'array'
+       OR jsonb_array_length(options -> 'forbidden_words') > 200
        OR EXISTS (SELECT 1 FROM jsonb_array_elements(options -> 'forbidden_words') w
                    WHERE jsonb_typeof(w) <> 'string' OR length(w #>> '{}') NOT BETWEEN 1 AND 200)) THEN
-    RAISE EXCEPTION 'forbidden_words must be an array of non-empty strings (at most 200 characters each)'
+    RAISE EXCEPTION 'forbidden_words must be an array of at most 200 non-empty strings (at most 200 characters each)'
       USING ERRCODE = '22023';
   END IF;
-  IF options ? 'bot' AND jsonb_typeof(options -> 'bot') <> 'object' THEN
-    RAISE EXCEPTION 'bot must be an object' USING ERRCODE = '22023';
+  FOR entry IN SELECT jsonb_array_elements_text(coalesce(options -> 'forbidden_words', '[]')) LOOP
+    PERFORM pod.forbidden_word_check(entry);
+  END LOOP;
+  IF options ? 'forbidden_words_action' AND coalesce(options ->> 'forbidden_words_action', '') NOT IN ('refuse', 'hide') THEN
+    RAISE EXCEPTION 'forbidden_words_action must be "refuse" or "hide"' USING ERRCODE = '22023';
+  END IF;
+  IF options ? 'bot' AND (jsonb_typeof(options -> 'bot') <> 'object'
+       OR EXISTS (SELECT 1 FROM jsonb_object_keys(options -> 'bot') b WHERE b NOT IN ('enabled', 'nickname', 'welcome'))
+       OR coalesce(jsonb_typeof(options #> '{bot,enabled}'), 'boolean') <> 'boolean'
+       OR coalesce(jsonb_typeof(options #> '{bot,nickname}'), 'string') <> 'string'
+       OR length(options #>> '{bot,nickname}') NOT BETWEEN 1 AND 32
+       OR coalesce(jsonb_typeof(options #> '{bot,welcome}'), 'string') <> 'string'
+       OR length(options #>> '{bot,welcome}') > 2000) THEN
+    RAISE EXCEPTION 'bot must be an object {enabled: boolean, nickname: 1-32 characters, welcome: at most 2000 characters}'
+      USING ERRCODE = '22023';
   END IF;
   IF options ? 'terms' AND (jsonb_typeof(options -> 'terms') <> 'string' OR length(options ->> 'terms') > 2000) THEN
     RAISE EXCEPTION 'terms must be a string of at most 2000 characters' USING ERRCODE = '22023';
@@ -219,11 +239,16 @@ CREATE FUNCTION pod.livechat_cleanup(OUT orphan_rooms integer, OUT stale_servers
 DECLARE
   retention interval := (pod.setting('livechat.remote_retention') #>> '{}')::interval;
 BEGIN
-  DELETE FROM pod.rooms r WHERE r.type IN ('video', 'channel')
-     AND NOT EXISTS (SELECT 1 FROM pod.livechat_rooms l WHERE l.room_id = r.id);
-  GET DIAGNOSTICS orphan_rooms = ROW_COUNT;
+  -- (the remote chats whose rooms they mirror go first, so their rooms are orphans now)
   DELETE FROM pod.remote_video_chats WHERE updated_at < now() - retention;
   GET DIAGNOSTICS stale_video_chats = ROW_COUNT;
+  -- a room of a video or channel that is neither ours nor a remote chat's mirror
+  DELETE FROM pod.rooms r WHERE r.type IN ('video', 'channel')
+     AND NOT EXISTS (SELECT 1 FROM pod.livechat_rooms l WHERE l.room_id = r.id)
+     AND NOT EXISTS (SELECT 1 FROM pod.remote_video_chats c WHERE c.room_id = r.id);
+  GET DIAGNOSTICS orphan_rooms = ROW_COUNT;
+  -- pods that are no friends any more stop getting our rooms' events
+  DELETE FROM pod.room_remote_pods p WHERE NOT EXISTS (SELECT 1 FROM pod.friends f WHERE f.url = p.pod_url AND f.state = 'active');
   DELETE FROM pod.remote_servers s WHERE coalesce(s.last_update, s.created_at) < now() - retention
      AND NOT EXISTS (SELECT 1 FROM pod.remote_video_chats c WHERE c.host = s.host);
   GET DIAGNOSTICS stale_servers = ROW_COUNT;

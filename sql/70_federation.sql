@@ -253,6 +253,13 @@ BEGIN
         FROM (SELECT rtrim(x, '/') AS pod FROM jsonb_array_elements_text(j.payload -> 'urls') x) u;
     RETURN;
   END IF;
+  -- livechat: a remote video's chat information (sql/76_livechat_federation.sql), fetched
+  -- at a URL on the video's own pod (checked by pod.chat_info_request)
+  SELECT * INTO j FROM pod.job_claim('chat_info', worker, 1);
+  IF FOUND THEN
+    RETURN QUERY SELECT * FROM pod.chat_info_request(j, at, me, worker);
+    RETURN;
+  END IF;
   -- A key is fetched at its keyId's URL (without the fragment), which is on the
   -- claimed pod's own origin (pod.inbox_receive checked it; checked again here).
   SELECT * INTO j FROM pod.job_claim('verify_key', worker, 1);
@@ -269,11 +276,11 @@ BEGIN
                || 'Accept: application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams", application/json;q=0.5'::text;
   END IF;
 END $$;
-COMMENT ON FUNCTION pod.fetches_claim(text) IS 'Claims one make_friends or verify_key job: the signed GETs to send.';
+COMMENT ON FUNCTION pod.fetches_claim(text) IS 'Claims one make_friends, chat_info or verify_key job: the signed GETs to send.';
 
 -- The end of a fetch job: what each pod answered (NULL: nothing usable) and each
--- GET's HTTP status (0: no answer; NULL: not known). A verify_key whose key URL
--- answered a 4xx is dead at once (pod.http_failure_permanent).
+-- GET's HTTP status (0: no answer; NULL: not known). A verify_key or chat_info whose
+-- URL answered a 4xx is dead at once (pod.http_failure_permanent).
 CREATE FUNCTION pod.fetches_finish(job_id bigint, worker text, urls text[], answers text[], statuses integer[]) RETURNS jsonb
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE k text := (SELECT j.kind FROM pod.jobs j WHERE j.id = job_id);
@@ -285,6 +292,11 @@ BEGIN
       RAISE EXCEPTION 'a verify_key job has one answer' USING ERRCODE = '22023';
     END IF;
     RETURN pod.verify_key_finish(job_id, worker, answers[1], statuses[1]);
+  ELSIF k = 'chat_info' THEN
+    IF cardinality(answers) IS DISTINCT FROM 1 THEN
+      RAISE EXCEPTION 'a chat_info job has one answer' USING ERRCODE = '22023';
+    END IF;
+    RETURN pod.chat_info_finish(job_id, worker, answers[1], statuses[1]);
   END IF;
   RAISE EXCEPTION 'job % is not a fetch job', job_id USING ERRCODE = 'P0002';
 END $$;

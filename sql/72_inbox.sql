@@ -99,6 +99,9 @@ BEGIN
   WHEN 'pubsub.publish', 'pubsub.retract', 'pubsub.purge', 'pubsub.delete' THEN
     RETURN pod.pubsub_receive(sender, activity);
   ELSE
+    IF kind LIKE 'chat.%' THEN   -- livechat: sql/76_livechat_federation.sql
+      RETURN pod.inbox_livechat(sender, activity);
+    END IF;
     PERFORM pod.inbox_reject('PT400', 'unknown activity type ' || coalesce(quote_literal(kind), 'NULL'));
   END CASE;
   RETURN NULL;

@@ -21,7 +21,7 @@ is "$env_vars" "PGDATABASE PGHOST PGPOD_TRACKER_PORT PGPOD_TRACKER_URL PGPOD_URL
   is "$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'pgpod'")" "$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$PGPOD_TOP/extension/pgpod.control")" ". .pgpod/env && psql sees the extension"
   is "$(q -c "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace WHERE nspname IN ('api', 'pod')")" "api,pod" "schemas pod and api"
   is "$(q -c "SELECT string_agg(rolname, ' ' ORDER BY rolname) FROM pg_roles WHERE rolname LIKE 'pgpod\_%'")" \
-    "pgpod_admin pgpod_anon pgpod_authenticator pgpod_federator pgpod_seeder pgpod_tracker pgpod_transcoder pgpod_user pgpod_worker" "the pgpod roles (and the daemons' logins)"
+    "pgpod_admin pgpod_anon pgpod_authenticator pgpod_federator pgpod_livechat pgpod_seeder pgpod_tracker pgpod_transcoder pgpod_user pgpod_worker" "the pgpod roles (and the daemons' logins)"
   is "$(q -c "SELECT rolcanlogin AND NOT rolinherit FROM pg_roles WHERE rolname = 'pgpod_authenticator'")" "t" "authenticator is LOGIN NOINHERIT"
   q -c "SET pgpod.password_memlimit = '8MB'; SELECT pod.register('keep@life.test', 'keep me please')" >/dev/null
   is "$(q -w -h 127.0.0.1 -c 'SELECT 1' 2>&1 | grep -o 'no password supplied')" "no password supplied" \

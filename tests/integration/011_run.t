@@ -15,7 +15,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-plan 8
+plan 9
 
 # A background job of a script ignores SIGINT; perl restores the default so make and
 # scripts/pgpod see Ctrl-C as a terminal would deliver it.
@@ -37,6 +37,10 @@ ok $? "a federator killed with SIGKILL under make run is restarted by its superv
 status=$(make -s -C "$top" status | grep '^federator:')
 [[ $status == *"supervised by $sup"*"restarts 1"* ]]
 ok $? "make status says so: $status"
+# the livechat daemon is one more supervised service
+lc_supervised() { [[ $(make -s -C "$top" status | grep '^livechat:') == "livechat: running (pid "*", supervised by "* ]]; }
+wait_for 20 lc_supervised
+ok $? "make run supervises the livechat daemon too: $(make -s -C "$top" status | grep '^livechat:')"
 session=$pid
 kill -INT -- "-$pid"
 gone() { ! kill -0 "$pid" 2>/dev/null; }

@@ -3,7 +3,7 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(31);
+SELECT plan(32);
 
 -- three users with live sessions; claims as the gateway would set them
 CREATE TEMP TABLE actor AS
@@ -59,7 +59,9 @@ SELECT set_config('request.jwt.claims', :'c_member', true);
 SET LOCAL ROLE pgpod_user;
 SELECT throws_ok(format($$INSERT INTO api.messages (room_id, data) VALUES (%L, '{"text": "?"}')$$, :'group_room'),
                  '42501', 'you are muted in room ' || :'group_room', 'a muted member cannot post');
-SELECT is((SELECT count(*)::int FROM api.messages WHERE room_id = :'group_room'), 2, 'a muted member still reads');
+SELECT is((SELECT count(*)::int FROM api.messages WHERE room_id = :'group_room' AND type = 'message'), 2, 'a muted member still reads');
+SELECT is((SELECT data #>> '{moderation,action}' FROM api.messages WHERE room_id = :'group_room' AND type = 'event'), 'mute',
+          'and sees the mute as a room event');
 RESET ROLE;
 SELECT set_config('request.jwt.claims', :'c_owner', true);
 SET LOCAL ROLE pgpod_user;
@@ -100,10 +102,11 @@ RESET ROLE;
 SELECT is((SELECT count(*)::int FROM pod.messages WHERE id = :s1), 0, 'secret-room message really removed');
 
 -- room events: gapless per room, kinds in order
-SELECT is((SELECT array_agg(kind::text ORDER BY seq) FROM pod.room_events WHERE room_id = :'group_room'),
+SELECT is((SELECT array_agg(e.kind::text ORDER BY seq) FROM pod.room_events e JOIN pod.messages m ON m.id = e.message_id
+             WHERE e.room_id = :'group_room' AND m.type = 'message'),
           ARRAY['new', 'new', 'edited', 'deleted'], 'room events record new, edit and delete in order');
 SELECT is((SELECT array_agg(seq ORDER BY seq) FROM pod.room_events WHERE room_id = :'group_room'),
-          ARRAY[1, 2, 3, 4]::bigint[], 'room event sequence is gapless');
+          ARRAY[1, 2, 3, 4, 5, 6, 7]::bigint[], 'room event sequence is gapless (moderation events included)');
 SELECT is((SELECT message ->> 'status' FROM api.room_events WHERE room_id = :'secret_room' AND kind = 'deleted'),
           'deleted', 'a removed secret message streams as deleted');
 
