@@ -4977,31 +4977,6 @@ END $$;
 CREATE OR REPLACE FUNCTION pod.fetches_finish(job_id bigint, worker text, urls text[], answers text[]) RETURNS jsonb
   LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod
   RETURN pod.fetches_finish(job_id, worker, urls, answers, NULL);
-GRANT EXECUTE ON FUNCTION pod.fetches_claim(text), pod.fetches_finish(bigint, text, text[], text[]),
-  pod.fetches_finish(bigint, text, text[], text[], integer[]) TO pgpod_worker;
-
--- Scores --------------------------------------------------------------------------------
-
--- Delivery outcomes change the target friend's score, batched per statement: a row
--- trigger (C, scores.c) tallies the outcomes its WHEN clause lets through (deliveries
--- leaving 'running' with their attempt counted: a release is no outcome), and the
--- statement trigger applies the tally here, one UPDATE per friend. The federator
--- reports outcomes in batches, so a busy friend is not a hot row.
-CREATE FUNCTION pod.friends_apply_outcomes(targets text[], delivered integer[], failed integer[]) RETURNS void
-  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-DECLARE
-  plus integer := (pod.setting('federation.score_success'))::integer;
-  minus integer := (pod.setting('federation.score_failure'))::integer;
-  top integer := (pod.setting('federation.score_max'))::integer;
-BEGIN
-  UPDATE pod.friends f
-     SET score = greatest(0, least(top, f.score + d.change)),
-         state = CASE WHEN f.score + d.change <= 0 THEN 'revoked' ELSE f.state END,
-         updated_at = now()
-    FROM (SELECT t, sum(dl * plus - fl * minus) AS change
-            FROM unnest(targets, delivered, failed) x(t, dl, fl) GROUP BY t) d
-   WHERE f.url = d.t AND f.state <> 'revoked' AND d.change <> 0;
-END $$;
 
 CREATE OR REPLACE FUNCTION pod.inbox_dispatch(sender text, sender_key text, activity jsonb) RETURNS jsonb
   LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
