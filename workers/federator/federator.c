@@ -824,6 +824,8 @@ db_index(federator *fed, wk_db *db)
 	abort();
 }
 
+static void release_waiting(federator *fed);
+
 static void
 claim_done(wk_db *db, PGresult *res, void *arg)
 {
@@ -862,6 +864,13 @@ claim_done(wk_db *db, PGresult *res, void *arg)
 	fed->want_deliveries = fed->more_waiting && fed->held < fed->cfg.max_total;
 	if (rows > 0)
 		wk_log(WK_DEBUG, "claimed %d deliveries", rows);
+	if (fed->stopping)
+	{
+		/* The claim was on its way when SIGTERM came: give the jobs straight back. */
+		release_waiting(fed);
+		schedule(fed);
+		return;
+	}
 	pump(fed);
 }
 

@@ -66,6 +66,8 @@ db_lost(wk_db *db, const char *why)
 	if (db->conn)
 		PQfinish(db->conn);
 	db->conn = NULL;
+	PQclear(db->last); /* a result collected before the loss belongs to no one now */
+	db->last = NULL;
 	db->state = DB_WAIT;
 	db->query_cb = NULL;
 	ev_timer_set(&db->retry, db->retry_delay, 0.);
