@@ -5,14 +5,15 @@ BUILD_TARGETS += gateway
 UNIT_TARGETS += gateway-unit
 .PHONY: gateway gateway-unit gateway-fuzz-smoke fuzz
 
-GW_SRCS := $(sort $(wildcard gateway/*.c))
-GW_HDRS := $(wildcard gateway/*.h)
+GW_LAYERS := base transport db postgrest handlers
+GW_SRCS := $(sort $(wildcard gateway/*.c $(GW_LAYERS:%=gateway/%/*.c)))
+GW_HDRS := $(wildcard gateway/*.h $(GW_LAYERS:%=gateway/%/*.h))
 # What needs no server: parsers, builders, the schema cache, JWT.
-GW_CORE := gateway/arena.c gateway/buf.c gateway/query_parse.c gateway/schema.c \
-	gateway/sql_build.c gateway/sql_write.c gateway/sql_rpc.c gateway/jwt.c gateway/byte_range.c gateway/fuzzy.c \
-	gateway/sql_embed.c
+GW_CORE := gateway/base/arena.c gateway/base/buf.c gateway/postgrest/query_parse.c gateway/db/schema.c \
+	gateway/postgrest/sql_build.c gateway/postgrest/sql_write.c gateway/postgrest/sql_rpc.c gateway/postgrest/jwt.c \
+	gateway/transport/byte_range.c gateway/postgrest/fuzzy.c gateway/postgrest/sql_embed.c
 GW_PGINC := $(shell $(PG_CONFIG) --includedir 2>/dev/null || echo /usr/include/postgresql)
-GW_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -O2 -g -Igateway -I$(GW_PGINC) $(PGPOD_EXTRA_CFLAGS)
+GW_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -O2 -g -Igateway $(GW_LAYERS:%=-Igateway/%) -I$(GW_PGINC) $(PGPOD_EXTRA_CFLAGS)
 GW_LIBS := -lev -lpq -lhttp_parser -ljansson -lcrypto -lm
 GW_TEST_LIBS := -ljansson -lcrypto -lhttp_parser -lm
 GW_OUT := gateway/build

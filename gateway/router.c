@@ -11,7 +11,7 @@
 #include "pool.h"
 #include "rest.h"
 #include "sse.h"
-#include "static.h"
+#include "blob_download.h"
 #include "torrent_file.h"
 #include "tus.h"
 #include "upload.h"

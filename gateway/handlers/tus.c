@@ -26,7 +26,7 @@
 #include "auth.h"
 #include "blob.h"
 #include "pool.h"
-#include "static.h"
+#include "blob_download.h"
 
 #define TUS_HEADERS "Tus-Resumable: 1.0.0\r\n"
 #define OCTETS "application/offset+octet-stream"

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "static.h"
+#include "blob_download.h"
 
 int
 gw_blob_tmp_open(gw_blob_tmp *t)

@@ -2,7 +2,7 @@
  * under the caller's role, then the blob is opened from the content store and
  * sent with sendfile by http.c; several ranges are sent as multipart/byteranges. */
 #define _GNU_SOURCE /* strcasestr */
-#include "static.h"
+#include "blob_download.h"
 
 #include <errno.h>
 #include <fcntl.h>
