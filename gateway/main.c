@@ -11,88 +11,55 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "gw.h"
+#include "http.h"
 #include "listener.h"
 #include "metrics.h"
 #include "pool.h"
+#include "router.h"
+#include "settings.h"
+#include "worker.h"
 
 gw_settings gw_cfg;
 struct ev_loop *gw_loop;
 int gw_worker_id;
 volatile int gw_draining;
 
-static long
-env_long(const char *name, long def, long min, long max)
-{
-	const char *v = getenv(name);
-	if (!v || !*v)
-		return def;
-	char *end;
-	long n = strtol(v, &end, 10);
-	if (*end || n < min || n > max)
-	{
-		fprintf(stderr, "pgpod-gateway: %s=%s is not a number in [%ld, %ld]; using %ld\n", name, v,
-		        min, max, def);
-		return def;
-	}
-	return n;
-}
-
-static const char *
-env_str(const char *name, const char *def)
-{
-	const char *v = getenv(name);
-	return v && *v ? v : def;
-}
-
 static void
 load_settings(void)
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	gw_cfg.host = env_str("PGPOD_HTTP_HOST", "127.0.0.1");
-	gw_cfg.port = (int)env_long("PGPOD_HTTP_PORT", 8080, 1, 65535);
-	gw_cfg.workers = (int)env_long("PGPOD_GATEWAY_WORKERS", ncpu > 0 ? ncpu : 1, 1, 256);
-	gw_cfg.pool_size = (int)env_long("PGPOD_GATEWAY_POOL", 8, 1, 512);
-	gw_cfg.prepared = (int)env_long("PGPOD_GATEWAY_PREPARED", 256, 0, 65536);
-	gw_cfg.pipeline = (int)env_long("PGPOD_GATEWAY_PIPELINE", 16, 1, 64);
+	gw_cfg.host = wk_env_str("PGPOD_HTTP_HOST", "127.0.0.1");
+	gw_cfg.port = (int)wk_env_long("PGPOD_HTTP_PORT", 8080, 1, 65535);
+	gw_cfg.workers = (int)wk_env_long("PGPOD_GATEWAY_WORKERS", ncpu > 0 ? ncpu : 1, 1, 256);
+	gw_cfg.pool_size = (int)wk_env_long("PGPOD_GATEWAY_POOL", 8, 1, 512);
+	gw_cfg.prepared = (int)wk_env_long("PGPOD_GATEWAY_PREPARED", 256, 0, 65536);
+	gw_cfg.pipeline = (int)wk_env_long("PGPOD_GATEWAY_PIPELINE", 16, 1, 64);
 	if (gw_cfg.prepared > 0 && gw_cfg.prepared < 16)
 		gw_cfg.prepared = 16; /* room for every statement of a job */
-	gw_cfg.body_max = env_long("PGPOD_BODY_MAX", 10L << 20, 1024, 1L << 40);
-	gw_cfg.upload_max = env_long("PGPOD_UPLOAD_MAX", 1L << 30, 0, 1L << 50);
-	gw_cfg.header_max = env_long("PGPOD_HEADER_MAX", 16L << 10, 1024, 1L << 20);
+	gw_cfg.body_max = wk_env_long("PGPOD_BODY_MAX", 10L << 20, 1024, 1L << 40);
+	gw_cfg.upload_max = wk_env_long("PGPOD_UPLOAD_MAX", 1L << 30, 0, 1L << 50);
+	gw_cfg.header_max = wk_env_long("PGPOD_HEADER_MAX", 16L << 10, 1024, 1L << 20);
 	gw_cfg.header_timeout =
-	    (double)env_long("PGPOD_HEADER_TIMEOUT_MS", 10000, 10, 3600000) / 1000.0;
-	gw_cfg.idle_timeout = (double)env_long("PGPOD_IDLE_TIMEOUT_MS", 60000, 10, 3600000) / 1000.0;
-	gw_cfg.body_timeout = (double)env_long("PGPOD_BODY_TIMEOUT_MS", 30000, 10, 3600000) / 1000.0;
-	gw_cfg.queue_timeout = (double)env_long("PGPOD_QUEUE_TIMEOUT_MS", 10000, 10, 3600000) / 1000.0;
-	gw_cfg.statement_timeout_ms = env_long("PGPOD_STATEMENT_TIMEOUT_MS", 30000, 0, 86400000);
-	gw_cfg.drain_timeout = (double)env_long("PGPOD_DRAIN_TIMEOUT_MS", 10000, 0, 3600000) / 1000.0;
-	gw_cfg.access_log = (int)env_long("PGPOD_ACCESS_LOG", 0, 0, 1);
-	gw_cfg.file_cache_ms = env_long("PGPOD_FILE_CACHE_MS", 1000, 0, 3600000);
-	gw_cfg.db_user = env_str("PGPOD_DB_USER", "pgpod_authenticator");
+	    (double)wk_env_long("PGPOD_HEADER_TIMEOUT_MS", 10000, 10, 3600000) / 1000.0;
+	gw_cfg.idle_timeout = (double)wk_env_long("PGPOD_IDLE_TIMEOUT_MS", 60000, 10, 3600000) / 1000.0;
+	gw_cfg.body_timeout = (double)wk_env_long("PGPOD_BODY_TIMEOUT_MS", 30000, 10, 3600000) / 1000.0;
+	gw_cfg.queue_timeout = (double)wk_env_long("PGPOD_QUEUE_TIMEOUT_MS", 10000, 10, 3600000) / 1000.0;
+	gw_cfg.statement_timeout_ms = wk_env_long("PGPOD_STATEMENT_TIMEOUT_MS", 30000, 0, 86400000);
+	gw_cfg.drain_timeout = (double)wk_env_long("PGPOD_DRAIN_TIMEOUT_MS", 10000, 0, 3600000) / 1000.0;
+	gw_cfg.access_log = (int)wk_env_long("PGPOD_ACCESS_LOG", 0, 0, 1);
+	gw_cfg.file_cache_ms = wk_env_long("PGPOD_FILE_CACHE_MS", 1000, 0, 3600000);
+	gw_cfg.db_user = wk_env_str("PGPOD_DB_USER", "pgpod_authenticator");
 	/* PostgREST's db-tx-end and db-aggregates-enabled */
-	const char *tx = env_str("PGPOD_GATEWAY_TX_END", "commit");
-	if (!strcmp(tx, "commit") || !strcmp(tx, "commit-allow-override") || !strcmp(tx, "rollback") ||
-	    !strcmp(tx, "rollback-allow-override"))
-	{
-		gw_cfg.tx_rollback = !strncmp(tx, "rollback", 8);
-		gw_cfg.tx_override = strstr(tx, "-allow-override") != NULL;
-	}
-	else
-		fprintf(stderr,
-		        "pgpod-gateway: PGPOD_GATEWAY_TX_END=%s is not one of commit, "
-		        "commit-allow-override, rollback, rollback-allow-override; using commit\n",
-		        tx);
-	const char *agg = env_str("PGPOD_GATEWAY_AGGREGATES", "off");
-	if (!strcmp(agg, "on") || !strcmp(agg, "off"))
-		gw_cfg.aggregates = !strcmp(agg, "on");
-	else
-		fprintf(stderr, "pgpod-gateway: PGPOD_GATEWAY_AGGREGATES=%s is not on or off; using off\n",
-		        agg);
+	static const char *const tx_end[] = {"commit", "commit-allow-override", "rollback",
+	                                     "rollback-allow-override", NULL};
+	int tx = wk_env_choice("PGPOD_GATEWAY_TX_END", tx_end, 0);
+	gw_cfg.tx_rollback = tx >= 2;
+	gw_cfg.tx_override = tx % 2 == 1;
+	static const char *const off_on[] = {"off", "on", NULL};
+	gw_cfg.aggregates = wk_env_choice("PGPOD_GATEWAY_AGGREGATES", off_on, 0);
 	static char store[4096];
-	const char *dir = getenv("PGPOD_DIR");
-	snprintf(store, sizeof store, "%s/store", dir && *dir ? dir : ".");
-	gw_cfg.store_dir = env_str("PGPOD_STORE_DIR", store);
+	snprintf(store, sizeof store, "%s/store", wk_env_str("PGPOD_DIR", "."));
+	gw_cfg.store_dir = wk_env_str("PGPOD_STORE_DIR", store);
 }
 
 /* --- worker -------------------------------------------------------------- */
@@ -160,7 +127,7 @@ on_ready_tick(struct ev_loop *loop, ev_timer *w, int revents)
 	int fd = gw_http_listen(gw_cfg.host, gw_cfg.port, 1, err, sizeof err);
 	if (fd < 0)
 	{
-		gw_log("worker %d: %s", gw_worker_id, err);
+		wk_log(WK_WARN, "worker %d: %s", gw_worker_id, err);
 		ev_break(gw_loop, EVBREAK_ALL);
 		return;
 	}
@@ -170,7 +137,7 @@ on_ready_tick(struct ev_loop *loop, ev_timer *w, int revents)
 	w->repeat = 0.25;
 	ev_timer_again(gw_loop, w);
 	if (!ready)
-		gw_log("worker %d: listening before it is ready (no worker is): 503 until then",
+		wk_log(WK_INFO, "worker %d: listening before it is ready (no worker is): 503 until then",
 		       gw_worker_id);
 	(void)w;
 }
@@ -185,11 +152,11 @@ worker_main(int id)
 	if (gw_pool_init(gw_cfg.pool_size, gw_cfg.db_user, gw_cfg.statement_timeout_ms,
 	                 gw_cfg.prepared, gw_cfg.pipeline))
 	{
-		gw_log("worker %d: cannot create the pool", id);
+		wk_log(WK_ERROR, "worker %d: cannot create the pool", id);
 		return 1;
 	}
 	gw_listener_start();
-	gw_http_init();
+	gw_http_init(&gw_router);
 	ev_timer_init(&ready_w, on_ready_tick, 0, 0.02);
 	ev_timer_start(gw_loop, &ready_w);
 	ev_signal_init(&sigterm_w, on_term, SIGTERM);
@@ -237,23 +204,24 @@ main(int argc, char **argv)
 	(void)argc;
 	(void)argv;
 	setvbuf(stderr, NULL, _IOLBF, 0);
+	wk_log_init("pgpod-gateway");
 	load_settings();
 	char err[256];
 	int probe = gw_http_listen(gw_cfg.host, gw_cfg.port, 0, err, sizeof err);
 	if (probe < 0)
 	{
-		fprintf(stderr, "pgpod-gateway: %s\n", err);
+		wk_log(WK_ERROR, "%s", err);
 		return 1;
 	}
 	close(probe);
 	if (gw_metrics_init(gw_cfg.workers))
 	{
-		fprintf(stderr, "pgpod-gateway: cannot map the shared metrics page\n");
+		wk_log(WK_ERROR, "cannot map the shared metrics page");
 		return 1;
 	}
-	fprintf(stderr,
-	        "pgpod-gateway: listening on http://%s:%d with %d workers x %d database connections "
-	        "(user %s)\n",
+	wk_log(WK_INFO,
+	        "listening on http://%s:%d with %d workers x %d database connections "
+	        "(user %s)",
 	        gw_cfg.host, gw_cfg.port, gw_cfg.workers, gw_cfg.pool_size, gw_cfg.db_user);
 
 	struct sigaction sa = {.sa_handler = on_stop_signal};
@@ -289,9 +257,8 @@ main(int argc, char **argv)
 				alive--;
 				if (!stop_requested)
 				{
-					fprintf(stderr,
-					        "pgpod-gateway: worker %d (pid %d) exited (status %d); restarting\n", i,
-					        (int)pid, status);
+					wk_log(WK_WARN, "worker %d (pid %d) exited (status %d); restarting", i,
+					       (int)pid, status);
 					sleep(1); /* a worker that cannot start must not spin */
 					pids[i] = spawn(i);
 					alive++;
@@ -318,7 +285,7 @@ main(int argc, char **argv)
 				stop_requested = stop_requested ? stop_requested : 1;
 		}
 	}
-	fprintf(stderr, "pgpod-gateway: stopped\n");
+	wk_log(WK_INFO, "stopped");
 	free(pids);
 	return 0;
 }

@@ -4,7 +4,10 @@
 #include <http_parser.h>
 #include <string.h>
 
-#include "gw.h"
+#include "router.h"
+
+#include "error.h"
+#include "http.h"
 #include "listener.h"
 #include "metrics.h"
 #include "openapi.h"
@@ -23,8 +26,8 @@ is_upload(const gw_req *req)
 	return req->method == HTTP_POST && !strcmp(req->path, "/upload");
 }
 
-void
-gw_route_head(gw_req *req)
+static void
+route_head(gw_req *req)
 {
 	if (is_upload(req))
 	{
@@ -111,8 +114,8 @@ actor(gw_req *req)
 	gw_rest_handle(req, "actor", 1);
 }
 
-void
-gw_route(gw_req *req)
+static void
+route(gw_req *req)
 {
 	const char *p = req->path, *name;
 	int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
@@ -162,7 +165,7 @@ gw_route(gw_req *req)
 		const char *dot = strchr(name, '.');
 		if (dot && dot - name == 36 && strlen(dot) <= 9)
 			name = gw_arena_strndup(&req->arena, name, 36);
-		gw_static_handle(req, name);
+		gw_blob_download_handle(req, name);
 		return;
 	}
 	if ((name = segment_after(p, "/torrents/")) && get)
@@ -202,3 +205,9 @@ gw_route(gw_req *req)
 	}
 	gw_respond_simple_error(req, 404, "PGRST125", "Invalid path specified in request URL");
 }
+
+const gw_http_handlers gw_router = {
+    .on_head = route_head,
+    .on_request = route,
+    .on_error = gw_respond_simple_error,
+};

@@ -10,7 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gw.h"
+#include "settings.h"
+#include "worker.h"
 #include "jwt.h"
 #include "metrics.h"
 #include "pool.h"
@@ -94,7 +95,7 @@ go_down(const char *reason)
 		PQfinish(pg);
 	pg = NULL;
 	if (state >= L_LISTEN_CMD)
-		gw_log("notification connection lost: %s", why);
+		wk_log(WK_WARN, "notification connection lost: %s", why);
 	if (was_up)
 	{
 		gw_metrics_db_up(0);
@@ -115,7 +116,7 @@ go_down(const char *reason)
 		gw_schema_unref(loading);
 		loading = NULL;
 	}
-	backoff = backoff ? (backoff * 2 > 5 ? 5 : backoff * 2) : 0.25;
+	backoff = wk_backoff_next(backoff);
 	ev_timer_stop(gw_loop, &retry);
 	ev_timer_set(&retry, backoff, 0);
 	ev_timer_start(gw_loop, &retry);
@@ -207,7 +208,7 @@ handle_result(PGresult *r)
 		else if (st != PGRES_COMMAND_OK)
 		{
 			if (!warned++)
-				gw_log("schema cache query failed (retrying every 2 s): %s",
+				wk_log(WK_WARN, "schema cache query failed (retrying every 2 s): %s",
 				       PQresultErrorMessage(r));
 			load_failed = 1;
 		}
@@ -217,7 +218,7 @@ handle_result(PGresult *r)
 		if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
 			cmd_ok = 1;
 		else
-			gw_log("listener command %s failed: %s", cmd_head->sql, PQresultErrorMessage(r));
+			wk_log(WK_WARN, "listener command %s failed: %s", cmd_head->sql, PQresultErrorMessage(r));
 	}
 	else if (state == L_SECRET)
 	{
@@ -239,13 +240,13 @@ handle_result(PGresult *r)
 		{
 			last_load_failed = 1;
 			if (!warned++)
-				gw_log("cannot read the JWT secret with pod.jwt_secret(): %s",
+				wk_log(WK_ERROR, "cannot read the JWT secret with pod.jwt_secret(): %s",
 				       PQresultErrorMessage(r));
 		}
 		else if (st != PGRES_TUPLES_OK || PQntuples(r) != 1)
 		{
 			/* tokens are refused (PGRST300) until a reload finds the secret */
-			gw_log("pod.jwt_secret() returned no secret: %s",
+			wk_log(WK_WARN, "pod.jwt_secret() returned no secret: %s",
 			       PQresultErrorMessage(r)[0] ? PQresultErrorMessage(r) : "no row");
 		}
 	}
@@ -286,7 +287,7 @@ step_done(void)
 			static int logged[3] = {-1, -1, -1};
 			if (logged[0] != current->nrels || logged[1] != current->nfks ||
 			    logged[2] != current->nfuncs || !timer_reload)
-				gw_log("schema cache loaded: %d relations, %d relationships, %d functions",
+				wk_log(WK_INFO, "schema cache loaded: %d relations, %d relationships, %d functions",
 				       current->nrels, current->nfks, current->nfuncs);
 			logged[0] = current->nrels;
 			logged[1] = current->nfks;

@@ -24,7 +24,8 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
-#include "gw.h"
+#include "settings.h"
+#include "worker.h"
 
 #define HIGH_WATER (64 * 1024)
 

@@ -13,7 +13,8 @@
 #include <string.h>
 
 #include "auth.h"
-#include "gw.h"
+#include "settings.h"
+#include "worker.h"
 #include "metrics.h"
 #include "pg_send.h"
 #include "stmt_cache.h"
@@ -238,10 +239,10 @@ pconn_down(pconn *c, const char *reason)
 	int was_up = c->state == P_IDLE || c->state == P_BUSY;
 	set_state(c, P_DOWN);
 	if (was_up)
-		gw_log("database connection %d lost: %s", c->id, why);
+		wk_log(WK_WARN, "database connection %d lost: %s", c->id, why);
 	for (int i = 0; i < nlost; i++)
 		fail_job(lost[i], why, 0);
-	c->backoff = c->backoff ? (c->backoff * 2 > 5 ? 5 : c->backoff * 2) : 0.25;
+	c->backoff = wk_backoff_next(c->backoff);
 	ev_timer_stop(gw_loop, &c->retry);
 	ev_timer_set(&c->retry, c->backoff, 0);
 	ev_timer_start(gw_loop, &c->retry);
@@ -647,8 +648,8 @@ connect_poll(pconn *c)
 		char why[256];
 		snprintf(why, sizeof why, "%s", PQerrorMessage(c->pg));
 		why[strcspn(why, "\n")] = '\0';
-		if (c->backoff == 0 || c->backoff >= 5)
-			gw_log("database connection %d failed: %s", c->id, why);
+		if (c->backoff == 0 || c->backoff >= WK_BACKOFF_MAX)
+			wk_log(WK_WARN, "database connection %d failed: %s", c->id, why);
 		pconn_down(c, why);
 	}
 	}
@@ -932,25 +933,3 @@ gw_pool_up(void)
 	return any_up();
 }
 
-int
-gw_error_from_job(const gw_pg_job *job, int anonymous, gw_error *e)
-{
-	if (job->failed)
-	{
-		if (job->timed_out)
-			gw_error_set(e, 504, "PGRST003", job->failure, NULL, NULL);
-		else
-			gw_error_set(e, 503, "PGRST001", "Database client error. Retrying the connection.",
-			             job->failure, NULL);
-		return 1;
-	}
-	if (job->error)
-	{
-		gw_error_from_pg(PQresultErrorField(job->error, PG_DIAG_SQLSTATE),
-		                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_PRIMARY),
-		                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_DETAIL),
-		                 PQresultErrorField(job->error, PG_DIAG_MESSAGE_HINT), anonymous, e);
-		return 1;
-	}
-	return 0;
-}

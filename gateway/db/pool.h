@@ -61,10 +61,6 @@ void gw_pool_submit_as(gw_pg_job *job, const char *settings, const gw_params *se
                        const char *sql, const gw_params *params, int read_only,
                        void (*done)(gw_pg_job *), void *data);
 void gw_pool_job_clear(gw_pg_job *job);
-/* When the job got no answer (503 PGRST001, 504 PGRST003 on a timeout) or an error
- * from PostgreSQL (PostgREST's mapping), fills e and returns 1; else 0. */
-struct gw_error;
-int gw_error_from_job(const gw_pg_job *job, int anonymous, struct gw_error *e);
 int gw_pool_busy(void);
 int gw_pool_up(void);
 void gw_pool_shutdown(void);

@@ -2,6 +2,7 @@
  * rules, and storing + registering a blob so that no request can remove bytes
  * another request's file needs. Local disk writes are synchronous: they are
  * short and the store is local. */
+#include "worker.h"
 #include "blob.h"
 
 #include <errno.h>
@@ -26,14 +27,14 @@ gw_blob_tmp_open(gw_blob_tmp *t)
 	t->fd = mkstemp(t->path);
 	if (t->fd < 0)
 	{
-		gw_log("upload: cannot create %s: %s", t->path, strerror(errno));
+		wk_log(WK_ERROR, "upload: cannot create %s: %s", t->path, strerror(errno));
 		t->path[0] = '\0';
 		return -1;
 	}
 	t->md = EVP_MD_CTX_new();
 	if (!t->md || !EVP_DigestInit_ex(t->md, EVP_sha256(), NULL))
 	{
-		gw_log("upload: cannot start a SHA-256");
+		wk_log(WK_ERROR, "upload: cannot start a SHA-256");
 		gw_blob_tmp_discard(t);
 		return -1;
 	}
@@ -53,7 +54,7 @@ gw_blob_tmp_write(gw_blob_tmp *t, const char *data, size_t len)
 		{
 			if (errno == EINTR)
 				continue;
-			gw_log("upload to %s: %s", t->path, strerror(errno));
+			wk_log(WK_WARN, "upload to %s: %s", t->path, strerror(errno));
 			return -1;
 		}
 		data += n;
@@ -161,7 +162,7 @@ blob_link(const gw_blob_tmp *t)
 	/* link, not rename: a blob already there (a concurrent identical upload) stays */
 	if (link(t->path, path) == 0 || errno == EEXIST)
 		return 0;
-	gw_log("upload: cannot store %s: %s", path, strerror(errno));
+	wk_log(WK_ERROR, "upload: cannot store %s: %s", path, strerror(errno));
 	return -1;
 }
 
@@ -206,7 +207,7 @@ commit_step(gw_pg_job *job)
 	/* registered: a collector that removed the blob between our link and our
 	 * registration (it was orphaned) finds it back from our copy */
 	if (blob_link(bc->tmp))
-		gw_log("upload: blob %s registered but could not be linked again", bc->tmp->hex);
+		wk_log(WK_ERROR, "upload: blob %s registered but could not be linked again", bc->tmp->hex);
 	gw_blob_tmp_discard(bc->tmp);
 	bc->done(bc, job->results[1], NULL);
 }

@@ -14,7 +14,8 @@
 #include <openssl/evp.h>
 
 #include "auth.h"
-#include "gw.h"
+#include "error.h"
+#include "http.h"
 #include "pool.h"
 
 typedef struct gw_blob_tmp

@@ -2,6 +2,7 @@
  * under the caller's role, then the blob is opened from the content store and
  * sent with sendfile by http.c; several ranges are sent as multipart/byteranges. */
 #define _GNU_SOURCE /* strcasestr */
+#include "worker.h"
 #include "blob_download.h"
 
 #include <errno.h>
@@ -243,7 +244,7 @@ send_multipart(gw_req *req, int fd, gw_buf *h, const char *mime, long long size,
 			ssize_t k = pread(fd, part + got, (size_t)(rs[i].len - got), (off_t)(rs[i].start + got));
 			if (k <= 0)
 			{
-				gw_log("blob read of %s: %s", req->path, k < 0 ? strerror(errno) : "short file");
+				wk_log(WK_WARN, "blob read of %s: %s", req->path, k < 0 ? strerror(errno) : "short file");
 				free(part);
 				gw_buf_free(&body);
 				gw_respond_simple_error(req, 500, "PGRST000", "The file could not be read");
@@ -272,7 +273,7 @@ serve(gw_req *req, const char *hex, const char *mime, const char *name)
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st))
 	{
-		gw_log("blob %s of file %s: %s", path, req->path, strerror(errno));
+		wk_log(WK_WARN, "blob %s of file %s: %s", path, req->path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		gw_respond_simple_error(req, 404, "PGRST000",
@@ -375,7 +376,7 @@ lookup_done(gw_pg_job *job)
 }
 
 void
-gw_static_handle(gw_req *req, const char *file_id)
+gw_blob_download_handle(gw_req *req, const char *file_id)
 {
 	dl *d = calloc(1, sizeof *d);
 	if (!d)

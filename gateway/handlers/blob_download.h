@@ -3,9 +3,10 @@
  * caller's role, so row-level security decides who may download. */
 #ifndef GW_STATIC_H
 #define GW_STATIC_H
-#include "gw.h"
+#include "error.h"
+#include "http.h"
 
-void gw_static_handle(gw_req *req, const char *file_id);
+void gw_blob_download_handle(gw_req *req, const char *file_id);
 /* The blob path of a hex digest under store_dir. */
 void gw_blob_path(char *out, size_t n, const char *store_dir, const char *hex);
 

@@ -6,6 +6,7 @@
  * back to CHECKING. Ownership: the topic owns its subscribers' list; a
  * subscriber whose client left is freed by the reaper (an ev_check) or, when a
  * job of its own is in flight, when that job comes back, never inside a write. */
+#include "worker.h"
 #include "hub.h"
 
 #include <jansson.h>
@@ -223,7 +224,7 @@ sub_end(sub *s, const char *why)
 	if (s->gone || !s->req)
 		return;
 	if (why)
-		gw_log("SSE %s %s: %s", s->t->kind->name, s->t->key, why);
+		wk_log(WK_WARN, "SSE %s %s: %s", s->t->kind->name, s->t->key, why);
 	gw_stream_end(s->req);
 }
 
@@ -306,7 +307,7 @@ catchup_done(gw_pg_job *job)
 		return;
 	if (job->failed || job->error)
 	{
-		gw_log("SSE history of %s %s failed: %s", s->t->kind->name, s->t->key,
+		wk_log(WK_WARN, "SSE history of %s %s failed: %s", s->t->kind->name, s->t->key,
 		       job->failed ? job->failure : PQresultErrorMessage(job->error));
 		gw_pool_job_clear(job);
 		sub_end(s, NULL);
@@ -412,7 +413,7 @@ check_done(gw_pg_job *job)
 		const char *st = job->error ? PQresultErrorField(job->error, PG_DIAG_SQLSTATE) : NULL;
 		/* a refusal (no row, 42501, PT4xx: the session ended) is expected; the rest is logged */
 		if (job->failed || (st && strcmp(st, "42501") && strncmp(st, "PT4", 3)))
-			gw_log("SSE authorisation of %s %s could not be asked: %s", s->t->kind->name, s->t->key,
+			wk_log(WK_WARN, "SSE authorisation of %s %s could not be asked: %s", s->t->kind->name, s->t->key,
 			       job->failed ? job->failure : PQresultErrorMessage(job->error));
 		gw_pool_job_clear(job);
 		sub_end(s, NULL); /* no longer allowed (or cannot be asked): the stream ends */
@@ -479,7 +480,7 @@ feed_done(gw_pg_job *job)
 	if (job->failed || job->error)
 	{
 		/* the next notification, or the listener's resync, reads again */
-		gw_log("SSE read of %s %s failed: %s", t->kind->name, t->key,
+		wk_log(WK_WARN, "SSE read of %s %s failed: %s", t->kind->name, t->key,
 		       job->failed ? job->failure : PQresultErrorMessage(job->error));
 		gw_pool_job_clear(job);
 		t->dirty = 1; /* read again at the next heartbeat, if no notification comes first */

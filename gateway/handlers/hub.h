@@ -27,7 +27,8 @@
  *    under the subscriber's role (there, the database filters). */
 #ifndef GW_HUB_H
 #define GW_HUB_H
-#include "gw.h"
+#include "error.h"
+#include "http.h"
 
 #define GW_HUB_BATCH 500
 

@@ -1,7 +1,9 @@
 /* The PostgREST handler (see rest.h). It owns one rest_call per request: the
  * plan, the settings statement, the pool job and a reference on the schema
  * cache used to build the statement. */
+#include "worker.h"
 #include "rest.h"
+#include "sql_build.h"
 
 #include <errno.h>
 #include <http_parser.h>
@@ -418,7 +420,7 @@ respond_pg_error(rest_call *rc, PGresult *r)
 		gw_buf path; /* a JWT pasted into a path stays out of the log too */
 		gw_buf_init(&path);
 		gw_log_redacted_target(&path, rc->req->path, "");
-		gw_log("%s %s: %s %s", rc->req->method_name, path.data, e.code, e.message);
+		wk_log(WK_WARN, "%s %s: %s %s", rc->req->method_name, path.data, e.code, e.message);
 		gw_buf_free(&path);
 	}
 	gw_respond_error(rc->req, &e, e.status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
@@ -437,7 +439,7 @@ apply_response_gucs(gw_buf *h, int *status, const char *headers_json, const char
 		if (!*end && v >= 100 && v <= 599)
 			*status = (int)v;
 		else
-			gw_log("response.status %.40s is not an HTTP status; ignored", status_text);
+			wk_log(WK_WARN, "response.status %.40s is not an HTTP status; ignored", status_text);
 	}
 	if (!headers_json)
 		return;
@@ -447,7 +449,7 @@ apply_response_gucs(gw_buf *h, int *status, const char *headers_json, const char
 	json_t *obj;
 	if (!arr || !json_is_array(arr))
 	{
-		gw_log("response.headers is not a JSON array of objects; ignored");
+		wk_log(WK_WARN, "response.headers is not a JSON array of objects; ignored");
 		if (arr)
 			json_decref(arr);
 		return;

@@ -3,7 +3,8 @@
  * transaction from pool.c, and PostgREST's statuses and headers back. */
 #ifndef GW_REST_H
 #define GW_REST_H
-#include "gw.h"
+#include "error.h"
+#include "http.h"
 
 void gw_rest_handle(gw_req *req, const char *name, int is_rpc);
 

@@ -5,7 +5,8 @@
  * the database allows (at subscribe time and on NOTIFY pgpod_room_members). */
 #ifndef GW_SSE_H
 #define GW_SSE_H
-#include "gw.h"
+#include "error.h"
+#include "http.h"
 
 void gw_sse_handle(gw_req *req, const char *room);
 void gw_sse_notify(const char *payload);

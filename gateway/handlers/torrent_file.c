@@ -2,6 +2,7 @@
  * and ".torrent"; one read-only transaction reads api.torrents as the caller; the
  * bytea comes back as hex text and is decoded here. */
 #include "torrent_file.h"
+#include "worker.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -64,7 +65,7 @@ lookup_done(gw_pg_job *job)
 		abort();
 	for (size_t i = 0; i < len; i++)
 	{
-		int hi = gw_hexval(hex[2 + 2 * i]), lo = gw_hexval(hex[3 + 2 * i]);
+		int hi = wk_hex_digit(hex[2 + 2 * i]), lo = wk_hex_digit(hex[3 + 2 * i]);
 		if (hi < 0 || lo < 0)
 		{
 			free(body);

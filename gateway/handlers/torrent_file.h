@@ -3,7 +3,8 @@
  * under the caller's role like any view). */
 #ifndef GW_TORRENT_FILE_H
 #define GW_TORRENT_FILE_H
-#include "gw.h"
+#include "error.h"
+#include "http.h"
 
 void gw_torrent_handle(gw_req *req, const char *name);
 

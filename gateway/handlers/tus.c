@@ -7,6 +7,7 @@
  * gateway processes. The SHA-256 of the bytes so far is kept per process for the
  * next PATCH; a PATCH that finds none (another process, a restart) hashes the file's
  * first bytes again. Disk writes are synchronous, as for POST /upload. */
+#include "worker.h"
 #include "tus.h"
 
 #include <errno.h>
@@ -200,7 +201,7 @@ saved_offset_done(gw_pg_job *job)
 	tus *t = job->data;
 	t->job_busy = 0;
 	if (job->failed || job->error)
-		gw_log("tus %s: the offset of an interrupted PATCH was not saved: %s", t->id,
+		wk_log(WK_WARN, "tus %s: the offset of an interrupted PATCH was not saved: %s", t->id,
 		       job->failed ? job->failure : PQresultErrorMessage(job->error));
 	tus_free(t);
 }
@@ -297,7 +298,7 @@ write_all(tus *t, const char *data, size_t len)
 		{
 			if (errno == EINTR)
 				continue;
-			gw_log("tus %s: write: %s", t->id, strerror(errno));
+			wk_log(WK_WARN, "tus %s: write: %s", t->id, strerror(errno));
 			return -1;
 		}
 		data += n;
@@ -557,7 +558,7 @@ patch_complete(tus *t)
 		{
 			/* this PATCH's bytes are thrown away */
 			if (ftruncate(t->fd, t->start) < 0)
-				gw_log("tus %s: truncate: %s", t->id, strerror(errno));
+				wk_log(WK_WARN, "tus %s: truncate: %s", t->id, strerror(errno));
 			t->written = 0;
 			tus_error(t, 460, "Checksum Mismatch");
 			return;
@@ -600,7 +601,7 @@ check_done(gw_pg_job *job)
 	t->fd = open(t->path, O_RDWR | O_CLOEXEC);
 	if (t->fd < 0)
 	{
-		gw_log("tus %s: %s: %s", t->id, t->path, strerror(errno));
+		wk_log(WK_WARN, "tus %s: %s: %s", t->id, t->path, strerror(errno));
 		tus_error(t, 410, "The upload's bytes are gone");
 		return;
 	}
@@ -909,7 +910,7 @@ gw_tus_head(gw_req *req)
 		t->fd = open(t->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 		if (t->fd < 0)
 		{
-			gw_log("tus: cannot create %s: %s", t->path, strerror(errno));
+			wk_log(WK_ERROR, "tus: cannot create %s: %s", t->path, strerror(errno));
 			tus_error(t, 507, "The upload could not be stored");
 			return;
 		}

@@ -7,7 +7,8 @@
  * that marks the upload done; nothing unfinished ever becomes a file. */
 #ifndef GW_TUS_H
 #define GW_TUS_H
-#include "gw.h"
+#include "error.h"
+#include "http.h"
 
 /* Whether a request is tus's (path /uploads or /uploads/<id>). */
 int gw_tus_match(const gw_req *req);

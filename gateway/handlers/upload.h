@@ -5,7 +5,8 @@
  * temporary file and never a blob. */
 #ifndef GW_UPLOAD_H
 #define GW_UPLOAD_H
-#include "gw.h"
+#include "error.h"
+#include "http.h"
 
 void gw_upload_head(gw_req *req);
 void gw_upload_finish(gw_req *req);

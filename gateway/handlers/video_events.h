@@ -8,7 +8,8 @@
  * current state) at once; one with Last-Event-ID gets every event after it. */
 #ifndef GW_VIDEO_EVENTS_H
 #define GW_VIDEO_EVENTS_H
-#include "gw.h"
+#include "error.h"
+#include "http.h"
 
 void gw_video_events_handle(gw_req *req, const char *video);
 /* A NOTIFY pod_video_events payload (the listener connection). */

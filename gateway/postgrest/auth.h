@@ -3,7 +3,8 @@
  * cookies become the transaction-local settings PostgREST sets. */
 #ifndef GW_AUTH_H
 #define GW_AUTH_H
-#include "gw.h"
+#include "error.h"
+#include "http.h"
 
 #define GW_ANON_ROLE "pgpod_anon"
 
@@ -24,8 +25,5 @@ int gw_auth_request_ex(gw_req *req, gw_auth *a, gw_error *e, char *www, size_t w
                        int allow_query_token);
 /* The statement that sets role and request.* for the transaction. */
 void gw_auth_settings_sql(gw_req *req, const gw_auth *a, gw_buf *sql, gw_params *params);
-/* Maps a PostgreSQL error to PostgREST's status and JSON body. */
-void gw_error_from_pg(const char *sqlstate, const char *message, const char *detail,
-                      const char *hint, int anonymous, gw_error *e);
 
 #endif

@@ -58,53 +58,6 @@ fail(gw_parse_error *err, const char *what, const char *input, const char *detai
 	return -1;
 }
 
-/* The value of a hexadecimal digit, or -1. */
-int
-gw_hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-char *
-gw_url_decode(gw_arena *a, const char *s, size_t n, int plus_is_space)
-{
-	char *d = gw_arena_alloc(a, n + 1), *o = d;
-	for (size_t i = 0; i < n; i++)
-	{
-		char c = s[i];
-		if (c == '%')
-		{
-			if (i + 2 >= n)
-				return NULL;
-			int h = gw_hexval(s[i + 1]), l = gw_hexval(s[i + 2]);
-			if (h < 0 || l < 0 || (h == 0 && l == 0))
-				return NULL;
-			*o++ = (char)(h * 16 + l);
-			i += 2;
-		}
-		else if (c == '+' && plus_is_space)
-		{
-			*o++ = ' ';
-		}
-		else if (c == '\0')
-		{
-			return NULL;
-		}
-		else
-		{
-			*o++ = c;
-		}
-	}
-	*o = '\0';
-	return d;
-}
-
 /* Characters that end a bare name in select/order/logic contexts. */
 static int
 name_stop(const char *p, const char *end)

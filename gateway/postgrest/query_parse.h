@@ -4,6 +4,7 @@
 #ifndef GW_QUERY_PARSE_H
 #define GW_QUERY_PARSE_H
 #include "arena.h"
+#include "url.h"
 
 #define GW_MAX_JSON_PATH 16
 #define GW_MAX_DEPTH 16
@@ -182,10 +183,6 @@ int gw_parse_filter(gw_arena *a, const char *field, const char *value, gw_filter
 int gw_parse_logic(gw_arena *a, int is_or, int negate, const char *value, gw_logic **out,
                    gw_parse_error *err);
 int gw_parse_order(gw_arena *a, const char *s, gw_scope *scope, gw_parse_error *err);
-/* Percent-decodes (and + to space); fails on %00 and malformed escapes. */
-char *gw_url_decode(gw_arena *a, const char *s, size_t n, int plus_is_space);
-/* The value of a hexadecimal digit (either case), or -1. */
-int gw_hexval(char c);
 /* The scope for an embed path, created when missing. */
 gw_scope *gw_query_scope(gw_arena *a, gw_query *q, const char *path);
 gw_scope *gw_query_find_scope(const gw_query *q, const char *path);

@@ -14,18 +14,6 @@
 #include <string.h>
 
 void
-gw_error_set(gw_error *e, int status, const char *code, const char *message, const char *details,
-             const char *hint)
-{
-	e->status = status;
-	e->details_json = 0;
-	snprintf(e->code, sizeof e->code, "%s", code);
-	snprintf(e->message, sizeof e->message, "%s", message ? message : "");
-	snprintf(e->details, sizeof e->details, "%s", details ? details : "");
-	snprintf(e->hint, sizeof e->hint, "%s", hint ? hint : "");
-}
-
-void
 gw_plan_init(gw_plan *p)
 {
 	memset(p, 0, sizeof *p);

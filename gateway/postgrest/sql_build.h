@@ -6,21 +6,9 @@
 #ifndef GW_SQL_BUILD_H
 #define GW_SQL_BUILD_H
 #include "buf.h"
+#include "error.h"
 #include "query_parse.h"
 #include "schema.h"
-
-typedef struct gw_error
-{
-	int status;
-	char code[16];
-	char message[512];
-	char details[1024];
-	int details_json; /* details is a JSON value to send as it is (PGRST201) */
-	char hint[512];
-} gw_error;
-
-void gw_error_set(gw_error *e, int status, const char *code, const char *message,
-                  const char *details, const char *hint);
 
 enum
 {

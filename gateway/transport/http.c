@@ -21,8 +21,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gw.h"
+#include "http.h"
 #include "metrics.h"
+#include "url.h"
+#include "worker.h"
 
 enum conn_state
 {
@@ -83,32 +85,12 @@ static gw_conn *zombies;
 static int nconns;
 static ev_check reaper;
 
+static gw_http_handlers handlers; /* the layer above (router.c) */
+
 static void conn_close(gw_conn *c);
 static void conn_end(gw_conn *c);
 static void conn_flush(gw_conn *c, int from_loop);
 static void conn_parse(gw_conn *c);
-
-double
-gw_now(void)
-{
-	return ev_now(gw_loop);
-}
-
-void
-gw_log(const char *fmt, ...)
-{
-	char ts[32];
-	time_t t = time(NULL);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-	fprintf(stderr, "%s pgpod-gateway[%d]: ", ts, (int)getpid());
-	va_list ap;
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
 
 const char *
 gw_req_header(const gw_req *req, const char *name)
@@ -413,7 +395,7 @@ finish_request(gw_req *req, int status)
 		gw_buf line;
 		gw_buf_init(&line);
 		gw_log_redacted_target(&line, req->path ? req->path : "-", req->query ? req->query : "");
-		gw_log("%s %s %d %.1f ms", req->method_name ? req->method_name : "-", line.data, status,
+		wk_log(WK_INFO, "%s %s %d %.1f ms", req->method_name ? req->method_name : "-", line.data, status,
 		       elapsed * 1000.0);
 		gw_buf_free(&line);
 	}
@@ -435,46 +417,6 @@ gw_respond(gw_req *req, int status, const char *content_type, const char *extra,
 	if (!req->head_only && status != 204 && status != 304 && len)
 		gw_buf_append(&c->out, body, len);
 	conn_flush(c, 0);
-}
-
-void
-gw_respond_error(gw_req *req, const gw_error *e, const char *extra)
-{
-	gw_buf b;
-	gw_buf_init(&b);
-	gw_buf_puts(&b, "{\"code\":");
-	gw_buf_json_str(&b, e->code);
-	gw_buf_puts(&b, ",\"details\":");
-	if (e->details_json && e->details[0])
-		gw_buf_puts(&b, e->details);
-	else
-		gw_buf_json_str(&b, e->details[0] ? e->details : NULL);
-	gw_buf_puts(&b, ",\"hint\":");
-	gw_buf_json_str(&b, e->hint[0] ? e->hint : NULL);
-	gw_buf_puts(&b, ",\"message\":");
-	gw_buf_json_str(&b, e->message);
-	gw_buf_putc(&b, '}');
-	/* A refusal that says when to come back (SQL: ERRCODE 'PT429' or 'PT503' with
-	 * DETAIL 'Retry-After: <seconds>', e.g. chat slow mode) gets the header too. */
-	char retry[96];
-	const char *d = e->details;
-	if ((e->status == 429 || e->status == 503) && !e->details_json &&
-	    !strncmp(d, "Retry-After: ", 13) && d[13] && strspn(d + 13, "0123456789") == strlen(d + 13) &&
-	    strlen(d + 13) <= 9 && (!extra || strlen(extra) + 30 < sizeof retry))
-	{
-		snprintf(retry, sizeof retry, "%sRetry-After: %s\r\n", extra ? extra : "", d + 13);
-		extra = retry;
-	}
-	gw_respond(req, e->status, "application/json; charset=utf-8", extra, b.data, b.len);
-	gw_buf_free(&b);
-}
-
-void
-gw_respond_simple_error(gw_req *req, int status, const char *code, const char *message)
-{
-	gw_error e;
-	gw_error_set(&e, status, code, message, NULL, NULL);
-	gw_respond_error(req, &e, NULL);
 }
 
 void
@@ -784,7 +726,7 @@ reject(gw_conn *c, int status, const char *code, const char *message)
 	c->close_after = 1;
 	c->keep_alive = 0;
 	c->message_complete = 1;
-	gw_respond_simple_error(c->req, status, code, message);
+	handlers.on_error(c->req, status, code, message);
 }
 
 /* --- http-parser callbacks ------------------------------------------------- */
@@ -908,7 +850,7 @@ on_headers_complete(http_parser *p)
 		r->content_length = (long)p->content_length;
 	c->state = CS_BODY;
 	arm_timer(c, gw_cfg.body_timeout);
-	gw_route_head(r);
+	handlers.on_head(r);
 	if (c->responded)
 	{ /* answered early (auth, size): the body is not read */
 		c->close_after = 1;
@@ -1002,7 +944,7 @@ conn_parse(gw_conn *c)
 				 * epoll_ctl per request): on_read only keeps what comes meanwhile */
 				c->state = CS_HANDLING;
 				arm_timer(c, 0);
-				gw_route(c->req);
+				handlers.on_request(c->req);
 				return;
 			}
 			continue;
@@ -1149,13 +1091,13 @@ on_accept(struct ev_loop *loop, ev_io *w, int revents)
 			{
 				/* out of descriptors: the level-triggered watcher would spin; pause
 				 * accepting for a second and say so once */
-				gw_log("accept: %s; pausing new connections for 1 s", strerror(errno));
+				wk_log(WK_WARN, "accept: %s; pausing new connections for 1 s", strerror(errno));
 				ev_io_stop(gw_loop, &listen_io);
 				ev_timer_set(&accept_pause, 1.0, 0);
 				ev_timer_start(gw_loop, &accept_pause);
 			}
 			else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-				gw_log("accept: %s", strerror(errno));
+				wk_log(WK_WARN, "accept: %s", strerror(errno));
 			return;
 		}
 		int one = 1;
@@ -1224,8 +1166,9 @@ gw_http_listen(const char *host, int port, int reuseport, char *err, size_t errl
 }
 
 void
-gw_http_init(void)
+gw_http_init(const gw_http_handlers *h)
 {
+	handlers = *h;
 	http_parser_settings_init(&parser_settings);
 	parser_settings.on_message_begin = on_message_begin;
 	parser_settings.on_url = on_url;

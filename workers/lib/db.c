@@ -1,8 +1,8 @@
 /*
  * db.c — one asynchronous libpq connection driven by libev: non-blocking connect
  * (PQconnectPoll), LISTEN on the daemon's channels, one query in flight at a time,
- * notifications between queries, and reconnection with backoff (0.1 s doubling to 5 s)
- * when the server goes away. Owns the PGconn; callers own nothing of it.
+ * notifications between queries, and reconnection with wk_backoff_next (0.1 s doubling
+ * to 5 s) when the server goes away. Owns the PGconn; callers own nothing of it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +60,7 @@ db_lost(wk_db *db, const char *why)
 	void *arg = db->query_arg;
 	bool was_up = db->state == DB_IDLE || db->state == DB_BUSY;
 
+	db->retry_delay = wk_backoff_next(db->retry_delay);
 	wk_log(WK_WARN, "database connection lost: %s (retrying in %.1f s)", why, db->retry_delay);
 	if (ev_is_active(&db->io))
 		ev_io_stop(db->loop, &db->io);
@@ -72,7 +73,6 @@ db_lost(wk_db *db, const char *why)
 	db->query_cb = NULL;
 	ev_timer_set(&db->retry, db->retry_delay, 0.);
 	ev_timer_start(db->loop, &db->retry);
-	db->retry_delay = db->retry_delay * 2 > 5.0 ? 5.0 : db->retry_delay * 2;
 	if (cb)
 		cb(db, NULL, arg);
 	if (was_up && db->cb.lost)
@@ -122,7 +122,7 @@ db_finished(wk_db *db)
 			return;
 		}
 		wk_log(WK_INFO, "connected to the database and listening");
-		db->retry_delay = 0.1;
+		db->retry_delay = 0; /* the next loss waits WK_BACKOFF_FIRST */
 	}
 	else if (cb)
 		cb(db, res, arg);
@@ -288,7 +288,7 @@ wk_db_new(struct ev_loop *loop, const char *conninfo, const char *const *channel
 	db->loop = loop;
 	db->conninfo = strdup(conninfo);
 	db->cb = callbacks;
-	db->retry_delay = 0.1;
+	db->retry_delay = 0;
 	for (int i = 0; channels && channels[i]; i++)
 		wk_buf_printf(&sql, "%sLISTEN \"%s\"", i ? "; " : "", channels[i]);
 	db->listen_sql = sql.data;

@@ -108,4 +108,16 @@ const char *wk_child_stderr(const wk_child *child);
 /* The last non-empty line of text, trimmed to size - 1 bytes. */
 void wk_last_line(const char *text, char *out, size_t size);
 
+/* --- env.c, backoff.c: settings and reconnection (the gateway uses them too) ------ */
+/* The value of an environment variable, or fallback when unset or empty. */
+const char *wk_env_str(const char *name, const char *fallback);
+/* The index in choices (NULL-terminated) of the variable's value; fallback, with a
+ * warning naming the choices, when it is none of them; fallback when unset. */
+int wk_env_choice(const char *name, const char *const *choices, int fallback);
+/* Reconnection delays: 0 (never failed) -> WK_BACKOFF_FIRST, then doubling to
+ * WK_BACKOFF_MAX. */
+#define WK_BACKOFF_FIRST 0.1
+#define WK_BACKOFF_MAX 5.0
+double wk_backoff_next(double previous);
+
 #endif

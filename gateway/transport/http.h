@@ -1,48 +1,15 @@
-/* The gateway's shared server types: settings, the HTTP request handed to
- * handlers, and the calls handlers use to answer. Each worker process is single
- * threaded (one libev loop), so nothing here is locked; what workers share
- * (metrics) lives in metrics.c. */
-#ifndef GW_H
-#define GW_H
+/* The transport layer's interface: the HTTP request handed to the layers above,
+ * the calls that answer it, and the server's entry points. It knows nothing of
+ * routes or of PostgREST: the layer above registers gw_http_handlers. */
+#ifndef GW_HTTP_H
+#define GW_HTTP_H
 #include <ev.h>
 #include <stddef.h>
 #include <sys/types.h>
 
 #include "arena.h"
 #include "buf.h"
-#include "schema.h"
-#include "sql_build.h"
-
-typedef struct gw_settings
-{
-	const char *host;
-	int port;
-	int workers;
-	int pool_size;
-	int prepared; /* prepared statements per pool connection, 0: none */
-	int pipeline; /* transactions in flight per pool connection */
-	long body_max;         /* JSON bodies */
-	long upload_max;       /* POST /upload */
-	long header_max;       /* URL + headers */
-	double header_timeout; /* seconds to receive a request's head */
-	double idle_timeout;   /* keep-alive idle */
-	double body_timeout;   /* seconds without body progress */
-	double queue_timeout;  /* waiting for a pool connection */
-	long statement_timeout_ms;
-	const char *store_dir;
-	const char *db_user;
-	double drain_timeout;
-	long file_cache_ms; /* authorization cache of /files lookups */
-	int access_log;     /* one log line per answered request */
-	int tx_rollback;    /* PGPOD_GATEWAY_TX_END rollback*: end transactions with ROLLBACK */
-	int tx_override;    /* PGPOD_GATEWAY_TX_END *-allow-override: Prefer: tx= decides */
-	int aggregates;     /* PGPOD_GATEWAY_AGGREGATES=on: count() sum() ... in select= */
-} gw_settings;
-
-extern gw_settings gw_cfg;
-extern struct ev_loop *gw_loop;
-extern int gw_worker_id;
-extern volatile int gw_draining;
+#include "settings.h"
 
 typedef struct gw_header
 {
@@ -84,8 +51,6 @@ const char *gw_req_peer(const gw_req *req);
 /* Answers: a whole response; the connection continues per keep-alive. */
 void gw_respond(gw_req *req, int status, const char *content_type, const char *extra_headers,
                 const char *body, size_t len);
-void gw_respond_error(gw_req *req, const gw_error *e, const char *extra_headers);
-void gw_respond_simple_error(gw_req *req, int status, const char *code, const char *message);
 /* A file range with sendfile; takes ownership of fd. */
 void gw_respond_file(gw_req *req, int status, const char *content_type, const char *extra_headers,
                      int fd, off_t offset, off_t len);
@@ -106,21 +71,23 @@ void gw_req_pause_body(gw_req *req, int pause);
 /* reuseport 0 binds exclusively: the supervisor's probe fails when another
  * gateway already serves the port, instead of silently sharing it. */
 int gw_http_listen(const char *host, int port, int reuseport, char *err, size_t errlen);
-void gw_http_init(void);
+/* What the layer above does with requests: on_head when a request's head is
+ * complete (may set on_body or answer early), on_request when the whole request
+ * has arrived, on_error to answer a request the server refuses itself (bad syntax,
+ * too large, timeouts) in the dialect's error format. */
+typedef struct gw_http_handlers
+{
+	void (*on_head)(gw_req *req);
+	void (*on_request)(gw_req *req);
+	void (*on_error)(gw_req *req, int status, const char *code, const char *message);
+} gw_http_handlers;
+void gw_http_init(const gw_http_handlers *handlers);
 /* Accepts on fd from now on (once the worker is ready: main.c). */
 void gw_http_start(int fd);
 void gw_http_drain(void);
 int gw_http_active(void);
 
-/* router.c: called when the head is complete (may set on_body or answer early),
- * and when the whole request has arrived. */
-void gw_route_head(gw_req *req);
-void gw_route(gw_req *req);
-
 /* The request's path and query for a log line, secrets replaced by (redacted). */
 void gw_log_redacted_target(gw_buf *out, const char *path, const char *query);
-
-double gw_now(void);
-void gw_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif
