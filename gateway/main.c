@@ -16,6 +16,9 @@
 #include "metrics.h"
 #include "pool.h"
 #include "router.h"
+#include "hub.h"
+#include "sse.h"
+#include "video_events.h"
 #include "settings.h"
 #include "worker.h"
 
@@ -107,7 +110,8 @@ static int
 worker_ready(void)
 {
 	size_t n;
-	return gw_schema_current() != NULL && gw_jwt_secret(&n) != NULL && gw_pool_up();
+	gw_snapshot *snap = gw_snapshot_current();
+	return gw_snapshot_schema(snap) && gw_snapshot_secret(snap, &n) && gw_pool_up();
 }
 
 static void
@@ -142,6 +146,24 @@ on_ready_tick(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)w;
 }
 
+static void
+on_snapshot(gw_snapshot *now, gw_snapshot *before)
+{
+	/* statements prepared before a change of the schema may have inferred types
+	 * that no longer fit: prepare them afresh */
+	if (before && gw_snapshot_schema(before) && gw_snapshot_schema(now) != gw_snapshot_schema(before))
+		gw_pool_forget_prepared();
+}
+
+static void
+on_listener_connection(int up)
+{
+	if (up)
+		gw_sse_resync_all(); /* events committed while away are fetched, never lost */
+	else
+		gw_hub_locks_lost(); /* the session's holds went with it; asked again later */
+}
+
 static int
 worker_main(int id)
 {
@@ -155,6 +177,12 @@ worker_main(int id)
 		wk_log(WK_ERROR, "worker %d: cannot create the pool", id);
 		return 1;
 	}
+	/* the listener publishes; the layers above subscribe (it calls none of them) */
+	gw_listener_on_notify("pgpod_room_events", gw_sse_notify);
+	gw_listener_on_notify("pgpod_room_members", gw_sse_members);
+	gw_listener_on_notify("pod_video_events", gw_video_events_notify);
+	gw_listener_on_snapshot(on_snapshot);
+	gw_listener_on_connection(on_listener_connection);
 	gw_listener_start();
 	gw_http_init(&gw_router);
 	ev_timer_init(&ready_w, on_ready_tick, 0, 0.02);

@@ -29,6 +29,8 @@ is_upload(const gw_req *req)
 static void
 route_head(gw_req *req)
 {
+	/* the request sees one schema from here to its answer, whatever reloads */
+	req->snapshot = gw_snapshot_ref(gw_snapshot_current());
 	if (is_upload(req))
 	{
 		gw_upload_head(req);
@@ -60,7 +62,8 @@ static void
 health(gw_req *req)
 {
 	size_t n; /* ready as main.c means it: schema cache, JWT secret, a pool connection */
-	int ok = gw_schema_current() != NULL && gw_jwt_secret(&n) != NULL && gw_pool_up();
+	gw_snapshot *snap = gw_snapshot_current();
+	int ok = gw_snapshot_schema(snap) && gw_snapshot_secret(snap, &n) && gw_pool_up();
 	const char *body = ok ? "{\"status\":\"ok\"}" : "{\"status\":\"unavailable\"}";
 	gw_respond(req, ok ? 200 : 503, "application/json; charset=utf-8", NULL, body, strlen(body));
 }
@@ -206,8 +209,16 @@ route(gw_req *req)
 	gw_respond_simple_error(req, 404, "PGRST125", "Invalid path specified in request URL");
 }
 
+static void
+route_end(gw_req *req)
+{
+	gw_snapshot_unref(req->snapshot);
+	req->snapshot = NULL;
+}
+
 const gw_http_handlers gw_router = {
     .on_head = route_head,
     .on_request = route,
     .on_error = gw_respond_simple_error,
+    .on_end = route_end,
 };

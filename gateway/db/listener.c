@@ -10,14 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "settings.h"
-#include "worker.h"
-#include "jwt.h"
 #include "metrics.h"
 #include "pool.h"
-#include "hub.h"
-#include "sse.h"
-#include "video_events.h"
+#include "settings.h"
+#include "worker.h"
 
 enum lstate
 {
@@ -46,7 +42,8 @@ static enum lstate state;
 static ev_io io;
 static ev_timer retry;
 static double backoff;
-static gw_schema *current, *loading;
+static gw_schema *loading;
+static gw_snapshot *current; /* the last one published */
 static int load_failed;
 static int reload_pending;
 static unsigned char secret[512];
@@ -57,20 +54,80 @@ static int warned; /* failures are logged once until a load succeeds */
 static ev_timer reload_timer;
 static int timer_reload; /* the running load was started by the retry timer */
 
+static gw_buf listen_sql;
+
+/* The secret just read is not the published one (a rotation, or the first read). */
+static int
+secret_changed(void)
+{
+	size_t n;
+	const unsigned char *pub = gw_snapshot_secret(current, &n);
+	return n != secret_len || (n && memcmp(pub, secret, n));
+}
+
 static void start_connect(void);
 static void start_schema_load(void);
 
-gw_schema *
-gw_schema_current(void)
+/* Subscribers, registered before gw_listener_start (main.c wires them). */
+#define MAX_SUBSCRIBERS 8
+static struct
 {
-	return current;
+	const char *channel;
+	void (*cb)(const char *payload);
+} notify_subs[MAX_SUBSCRIBERS];
+static int n_notify_subs;
+static void (*snapshot_subs[MAX_SUBSCRIBERS])(gw_snapshot *now, gw_snapshot *before);
+static int n_snapshot_subs;
+static void (*connection_subs[MAX_SUBSCRIBERS])(int up);
+static int n_connection_subs;
+
+void
+gw_listener_on_notify(const char *channel, void (*cb)(const char *payload))
+{
+	if (n_notify_subs == MAX_SUBSCRIBERS)
+		abort();
+	notify_subs[n_notify_subs].channel = channel;
+	notify_subs[n_notify_subs++].cb = cb;
 }
 
-const unsigned char *
-gw_jwt_secret(size_t *len)
+void
+gw_listener_on_snapshot(void (*cb)(gw_snapshot *now, gw_snapshot *before))
 {
-	*len = secret_len;
-	return secret_len ? secret : NULL;
+	if (n_snapshot_subs == MAX_SUBSCRIBERS)
+		abort();
+	snapshot_subs[n_snapshot_subs++] = cb;
+}
+
+void
+gw_listener_on_connection(void (*cb)(int up))
+{
+	if (n_connection_subs == MAX_SUBSCRIBERS)
+		abort();
+	connection_subs[n_connection_subs++] = cb;
+}
+
+static void
+publish_connection(int up)
+{
+	for (int i = 0; i < n_connection_subs; i++)
+		connection_subs[i](up);
+}
+
+/* Makes (schema, secret) the current snapshot and tells the subscribers. */
+static void
+publish_snapshot(gw_schema *schema)
+{
+	gw_snapshot *before = current;
+	current = gw_snapshot_new(schema, secret, secret_len);
+	for (int i = 0; i < n_snapshot_subs; i++)
+		snapshot_subs[i](current, before);
+	gw_snapshot_unref(before);
+}
+
+gw_snapshot *
+gw_snapshot_current(void)
+{
+	return current;
 }
 
 static void
@@ -110,7 +167,7 @@ go_down(const char *reason)
 		free(c);
 	}
 	cmd_tail = NULL;
-	gw_hub_locks_lost();
+	publish_connection(0);
 	if (loading)
 	{
 		gw_schema_unref(loading);
@@ -273,26 +330,22 @@ step_done(void)
 	case L_SECRET:
 		if (loading)
 		{
-			gw_schema *old = current;
-			current = loading;
+			gw_schema *s = loading;
 			loading = NULL;
-			if (old)
-			{
-				gw_schema_unref(old);
-				/* statements prepared before a change of the schema may have
-				 * inferred types that no longer fit: prepare them afresh */
-				gw_pool_forget_prepared();
-			}
+			publish_snapshot(s);
+			gw_schema_unref(s); /* the snapshot holds it now */
 			/* periodic retries (secret missing) reload the same schema: say it once */
 			static int logged[3] = {-1, -1, -1};
-			if (logged[0] != current->nrels || logged[1] != current->nfks ||
-			    logged[2] != current->nfuncs || !timer_reload)
+			if (logged[0] != s->nrels || logged[1] != s->nfks || logged[2] != s->nfuncs ||
+			    !timer_reload)
 				wk_log(WK_INFO, "schema cache loaded: %d relations, %d relationships, %d functions",
-				       current->nrels, current->nfks, current->nfuncs);
-			logged[0] = current->nrels;
-			logged[1] = current->nfks;
-			logged[2] = current->nfuncs;
+				       s->nrels, s->nfks, s->nfuncs);
+			logged[0] = s->nrels;
+			logged[1] = s->nfks;
+			logged[2] = s->nfuncs;
 		}
+		else if (secret_changed())
+			publish_snapshot(gw_snapshot_schema(current)); /* the secret alone changed */
 		state = L_LISTENING;
 		if (!last_load_failed)
 			warned = 0;
@@ -330,9 +383,9 @@ step_done(void)
 			gw_metrics_db_up(1);
 			was_up = 1;
 		}
-		/* events committed while we were away are fetched, never lost (every
-		 * topic of the hub: rooms and videos) */
-		gw_sse_resync_all();
+		/* subscribers catch up with what was committed while we were away (the
+		 * hub's topics: rooms and videos) */
+		publish_connection(1);
 		start_schema_load();
 		break;
 	default:
@@ -356,16 +409,10 @@ handle_notifies(void)
 					reload_pending = 1;
 			}
 		}
-		else if (!strcmp(n->relname, "pod_video_events"))
-			gw_video_events_notify(n->extra);
-		else if (!strcmp(n->relname, "pgpod_room_events"))
-		{
-			gw_sse_notify(n->extra);
-		}
-		else if (!strcmp(n->relname, "pgpod_room_members"))
-		{
-			gw_sse_members(n->extra);
-		}
+		else
+			for (int i = 0; i < n_notify_subs; i++)
+				if (!strcmp(n->relname, notify_subs[i].channel))
+					notify_subs[i].cb(n->extra);
 		PQfreemem(n);
 	}
 }
@@ -389,7 +436,7 @@ on_io(struct ev_loop *loop, ev_io *w, int revents)
 			backoff = 0;
 			ev_timer_stop(gw_loop, &retry);
 			state = L_LISTEN_CMD;
-			send_or_down("LISTEN pgrst; LISTEN pgpod_room_events; LISTEN pgpod_room_members; LISTEN pod_video_events");
+			send_or_down(listen_sql.data);
 			return;
 		default:
 			go_down(PQerrorMessage(pg));
@@ -475,6 +522,11 @@ on_reload_timer(struct ev_loop *loop, ev_timer *w, int revents)
 int
 gw_listener_start(void)
 {
+	/* pgrst (schema reloads) is the listener's own; the rest are the subscribers' */
+	gw_buf_init(&listen_sql);
+	gw_buf_puts(&listen_sql, "LISTEN pgrst");
+	for (int i = 0; i < n_notify_subs; i++)
+		gw_buf_printf(&listen_sql, "; LISTEN \"%s\"", notify_subs[i].channel);
 	ev_init(&reload_timer, on_reload_timer);
 	ev_init(&io, on_io);
 	ev_init(&retry, on_retry);
@@ -499,4 +551,7 @@ gw_listener_stop(void)
 		free(c);
 	}
 	cmd_tail = NULL;
+	gw_buf_free(&listen_sql);
+	gw_snapshot_unref(current);
+	current = NULL;
 }

@@ -3,6 +3,7 @@
  * cache used to build the statement. */
 #include "worker.h"
 #include "rest.h"
+#include "snapshot.h"
 #include "sql_build.h"
 
 #include <errno.h>
@@ -15,7 +16,6 @@
 #include <strings.h>
 
 #include "auth.h"
-#include "listener.h"
 #include "pool.h"
 
 typedef struct rest_call
@@ -250,7 +250,7 @@ apply_prefer(rest_call *rc)
 	prefs p;
 	memset(&p, 0, sizeof p);
 	gw_buf_init(&p.invalid);
-	parse_prefer_headers(req, &p, gw_schema_current());
+	parse_prefer_headers(req, &p, gw_snapshot_schema(req->snapshot));
 	int strict = p.handling && !strcmp(p.handling, "handling=strict");
 	if (strict && p.invalid.len)
 	{
@@ -302,7 +302,7 @@ apply_prefer(rest_call *rc)
 	{
 	case GW_ACTION_INSERT:
 	{
-		gw_schema *schema = gw_schema_current();
+		gw_schema *schema = gw_snapshot_schema(req->snapshot);
 		const gw_relation *rel = schema ? gw_schema_relation(schema, s->target) : NULL;
 		if ((rel && rel->npk > 0) || strstr(req->query, "on_conflict="))
 			resolution = p.resolution;
@@ -572,9 +572,8 @@ add_content_location(gw_buf *h, gw_arena *a, const char *name, const char *query
 
 /* Location: /rel?pk=eq.value&... from the JSON array of key values. */
 static void
-add_location(gw_buf *h, const char *rel, const char *values_json)
+add_location(gw_buf *h, const gw_schema *schema, const char *rel, const char *values_json)
 {
-	gw_schema *schema = gw_schema_current();
 	const gw_relation *r = schema ? gw_schema_relation(schema, rel) : NULL;
 	json_error_t jerr;
 	json_t *vals = json_loads(values_json, 0, &jerr);
@@ -709,7 +708,7 @@ job_done(gw_pg_job *job)
 		else
 			status = s->return_rep ? 200 : 204;
 		if (rc->plan.insert_location && PQnfields(r) > 3 && !PQgetisnull(r, 0, 3))
-			add_location(&h, s->target, PQgetvalue(r, 0, 3));
+			add_location(&h, gw_snapshot_schema(rc->req->snapshot), s->target, PQgetvalue(r, 0, 3));
 	}
 	int own_type = 0;
 	if (PQnfields(r) > 5)
@@ -783,7 +782,7 @@ body_is_json(const gw_req *req)
 void
 gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 {
-	gw_schema *schema = gw_schema_current();
+	gw_schema *schema = gw_snapshot_schema(req->snapshot);
 	if (!schema)
 	{
 		gw_respond_simple_error(req, 503, "PGRST002",
@@ -924,9 +923,7 @@ gw_rest_handle(gw_req *req, const char *name, int is_rpc)
 		gw_respond_simple_error(req, 415, "PGRST107", "Content-Type not acceptable");
 		return;
 	}
-	gw_schema_ref(schema);
 	int failed = gw_build(&req->arena, schema, s, &rc->plan, &e);
-	gw_schema_unref(schema);
 	if (failed)
 	{
 		gw_respond_error(req, &e, NULL);

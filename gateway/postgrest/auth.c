@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "jwt.h"
-#include "listener.h"
+#include "snapshot.h"
 #include "query_parse.h"
 
 /* The value of access_token in the query string (RFC 6750 2.3), decoded into
@@ -91,7 +91,7 @@ gw_auth_request_ex(gw_req *req, gw_auth *a, gw_error *e, char *www, size_t wwwle
 			token++;
 	}
 	size_t slen;
-	const unsigned char *secret = gw_jwt_secret(&slen);
+	const unsigned char *secret = gw_snapshot_secret(req->snapshot, &slen);
 	if (!secret)
 	{
 		gw_error_set(e, 500, "PGRST300", "Server lacks JWT secret", NULL, NULL);
@@ -117,7 +117,7 @@ gw_auth_request_ex(gw_req *req, gw_auth *a, gw_error *e, char *www, size_t wwwle
 	 * here the same way, without asking. */
 	if (!strncmp(a->role, "pg_", 3))
 	{
-		gw_schema *s = gw_schema_current();
+		gw_schema *s = gw_snapshot_schema(req->snapshot);
 		if (!s || !gw_schema_role_allowed(s, a->role))
 		{
 			char msg[200];

@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-#include "listener.h"
+#include "snapshot.h"
 
 static const char *
 json_type(const char *pgtype)
@@ -132,7 +132,7 @@ gw_openapi_render(const gw_schema *s, gw_buf *o)
 void
 gw_openapi_handle(gw_req *req)
 {
-	gw_schema *s = gw_schema_current();
+	gw_schema *s = gw_snapshot_schema(req->snapshot);
 	if (!s)
 	{
 		gw_respond_simple_error(req, 503, "PGRST002",

@@ -146,6 +146,8 @@ req_free(gw_req *req)
 		return;
 	if (req->on_done)
 		req->on_done(req, req->status > 0 && req->status < 400);
+	if (handlers.on_end)
+		handlers.on_end(req);
 	gw_buf_free(&req->body);
 	gw_arena_free(&req->arena);
 	gw_spare_free(&spare_reqs, req);

@@ -40,6 +40,9 @@ struct gw_req
 	void (*on_done)(gw_req *req, int ok); /* cleanup when the request ends */
 	void (*on_close)(gw_req *req);        /* the client went away (streams) */
 	void *handler;
+	/* The layer above's view of the world while the request lives (the schema
+	 * snapshot: db/snapshot.h), set by on_head and dropped by on_end; opaque here. */
+	struct gw_snapshot *snapshot;
 	double started;
 	int status;
 	int head_only;
@@ -80,6 +83,7 @@ typedef struct gw_http_handlers
 	void (*on_head)(gw_req *req);
 	void (*on_request)(gw_req *req);
 	void (*on_error)(gw_req *req, int status, const char *code, const char *message);
+	void (*on_end)(gw_req *req); /* the request is freed (after its on_done) */
 } gw_http_handlers;
 void gw_http_init(const gw_http_handlers *handlers);
 /* Accepts on fd from now on (once the worker is ready: main.c). */
