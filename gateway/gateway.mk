@@ -2,8 +2,8 @@
 # gateway/pgpod-gateway, `make unit` runs its C unit tests (plain and under
 # ASan/UBSan) and a short libFuzzer smoke run, `make fuzz` fuzzes for longer.
 BUILD_TARGETS += gateway
-UNIT_TARGETS += gateway-unit
-.PHONY: gateway gateway-unit gateway-fuzz-smoke fuzz
+UNIT_TARGETS += gateway-unit layers
+.PHONY: gateway gateway-unit gateway-fuzz-smoke fuzz layers
 
 GW_LAYERS := base transport db postgrest handlers
 # The daemon library the gateway shares with workers/ (worker.h): logging, buffer,
@@ -67,3 +67,14 @@ gateway-asan: $(GW_OUT)/pgpod-gateway-asan
 $(GW_OUT)/pgpod-gateway-asan: $(GW_SRCS) $(GW_HDRS)
 	@mkdir -p $(GW_OUT)
 	clang $(GW_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -o $@ $(GW_SRCS) $(GW_LIBS)
+
+# The import graph (tests/unit/layers.py): gateway/ in layers whose arrows point one
+# way (base <- transport, db <- postgrest <- handlers <- main/router), workers/ daemons
+# on workers/lib only, no circles; from #include lines and from the symbols each
+# object file really uses. Part of make unit (make check).
+GW_OBJS := $(patsubst %.c,$(GW_OUT)/obj/%.o,$(GW_SRCS))
+$(GW_OUT)/obj/%.o: %.c $(GW_HDRS)
+	@mkdir -p $(dir $@)
+	@$(CC) $(GW_CFLAGS) -c -o $@ $<
+layers: $(GW_OBJS)
+	python3 tests/unit/layers.py --objects $(GW_OUT)/obj

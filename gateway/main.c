@@ -22,11 +22,6 @@
 #include "settings.h"
 #include "worker.h"
 
-gw_settings gw_cfg;
-struct ev_loop *gw_loop;
-int gw_worker_id;
-volatile int gw_draining;
-
 static void
 load_settings(void)
 {

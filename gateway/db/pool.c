@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth.h"
 #include "settings.h"
 #include "worker.h"
 #include "metrics.h"
