@@ -1,5 +1,5 @@
-/* Growable byte buffers and bound-parameter lists (see buf.h). Allocation failure
- * aborts: the gateway cannot answer anything sensible without memory, and every
+/* What the gateway adds to workers/lib's buffer, and bound-parameter lists (see
+ * buf.h). Allocation failure aborts: the gateway cannot answer anything sensible without memory, and every
  * caller would otherwise need a path that cannot be tested. */
 #include "buf.h"
 
@@ -13,93 +13,10 @@ xrealloc(void *p, size_t n)
 	void *q = realloc(p, n ? n : 1);
 	if (!q)
 	{
-		fprintf(stderr, "pgpod-gateway: out of memory (%zu bytes)\n", n);
+		wk_log(WK_ERROR, "out of memory (%zu bytes)", n);
 		abort();
 	}
 	return q;
-}
-
-void
-gw_buf_init(gw_buf *b)
-{
-	b->data = NULL;
-	b->len = 0;
-	b->cap = 0;
-}
-
-void
-gw_buf_free(gw_buf *b)
-{
-	free(b->data);
-	gw_buf_init(b);
-}
-
-void
-gw_buf_reset(gw_buf *b)
-{
-	b->len = 0;
-	if (b->data)
-		b->data[0] = '\0';
-}
-
-static void
-reserve(gw_buf *b, size_t extra)
-{
-	if (b->len + extra + 1 <= b->cap)
-		return;
-	/* 512: a request's statement fits at once, without growing by doubling */
-	size_t cap = b->cap ? b->cap : 512;
-	while (cap < b->len + extra + 1)
-		cap *= 2;
-	b->data = xrealloc(b->data, cap);
-	b->cap = cap;
-}
-
-void
-gw_buf_append(gw_buf *b, const char *s, size_t n)
-{
-	reserve(b, n);
-	if (n)
-		memcpy(b->data + b->len, s, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-}
-
-void
-gw_buf_puts(gw_buf *b, const char *s)
-{
-	gw_buf_append(b, s, strlen(s));
-}
-
-void
-gw_buf_putc(gw_buf *b, char c)
-{
-	gw_buf_append(b, &c, 1);
-}
-
-void
-gw_buf_printf(gw_buf *b, const char *fmt, ...)
-{
-	/* formatted once into the room there is, again only when it did not fit */
-	reserve(b, 64);
-	size_t room = b->cap - b->len;
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(b->data + b->len, room, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-	{
-		b->data[b->len] = '\0';
-		return;
-	}
-	if ((size_t)n >= room)
-	{
-		reserve(b, (size_t)n);
-		va_start(ap, fmt);
-		vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-		va_end(ap);
-	}
-	b->len += (size_t)n;
 }
 
 void

@@ -1,25 +1,51 @@
 /* Growable byte buffers and bound-parameter lists: the two things every SQL and
- * HTTP builder in the gateway appends to. A gw_buf is always NUL-terminated; a
+ * HTTP builder in the gateway appends to. A gw_buf is workers/lib's wk_buf (one
+ * buffer for the gateway and the daemons), always NUL-terminated once anything was
+ * added; the gateway adds SQL identifiers, JSON strings and numbers to it. A
  * gw_params owns copies of its values (NULL means SQL NULL). */
 #ifndef GW_BUF_H
 #define GW_BUF_H
 #include <stdarg.h>
 #include <stddef.h>
 
-typedef struct gw_buf
-{
-	char *data;
-	size_t len;
-	size_t cap;
-} gw_buf;
+#include "worker.h"
 
-void gw_buf_init(gw_buf *b);
-void gw_buf_free(gw_buf *b);
-void gw_buf_reset(gw_buf *b);
-void gw_buf_append(gw_buf *b, const char *s, size_t n);
-void gw_buf_puts(gw_buf *b, const char *s);
-void gw_buf_putc(gw_buf *b, char c);
-void gw_buf_printf(gw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+typedef wk_buf gw_buf;
+
+static inline void
+gw_buf_init(gw_buf *b)
+{
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+static inline void
+gw_buf_free(gw_buf *b)
+{
+	wk_buf_free(b);
+}
+static inline void
+gw_buf_reset(gw_buf *b)
+{
+	wk_buf_reset(b);
+}
+static inline void
+gw_buf_append(gw_buf *b, const char *s, size_t n)
+{
+	wk_buf_add(b, s, n);
+}
+static inline void
+gw_buf_puts(gw_buf *b, const char *s)
+{
+	wk_buf_adds(b, s);
+}
+static inline void
+gw_buf_putc(gw_buf *b, char c)
+{
+	wk_buf_reserve(b, 1);
+	b->data[b->len++] = c;
+	b->data[b->len] = '\0';
+}
+#define gw_buf_printf wk_buf_printf
 /* Appends v in decimal, as printf("%lld") would. */
 void gw_buf_put_long(gw_buf *b, long long v);
 /* Appends s as a double-quoted SQL identifier ("a""b"). */

@@ -110,6 +110,24 @@ gw_pg_connect_start(const char *application_name)
 	return pg;
 }
 
+void
+gw_pg_conninfo(const char *application_name, gw_buf *out)
+{
+	const char *keys[] = {"user", "application_name", "options", "connect_timeout"};
+	const char *vals[] = {db_user, application_name, options, "5"};
+	for (int i = 0; i < 4; i++)
+	{
+		gw_buf_printf(out, "%s%s='", i ? " " : "", keys[i]);
+		for (const char *v = vals[i]; *v; v++)
+		{
+			if (*v == '\'' || *v == '\\')
+				gw_buf_putc(out, '\\');
+			gw_buf_putc(out, *v);
+		}
+		gw_buf_putc(out, '\'');
+	}
+}
+
 static void
 quiet_notice(void *arg, const PGresult *res)
 {

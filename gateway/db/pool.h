@@ -1,4 +1,4 @@
-/* The per-worker pool of non-blocking libpq connections in pipeline mode. A job
+/* The per-process pool of non-blocking libpq connections in pipeline mode. A job
  * is a list of statements run as one transaction in one round trip:
  * BEGIN [READ ONLY]; statements...; COMMIT; Sync. After an error the server skips
  * to the Sync (the COMMIT never runs); the job is answered at once and the pool
@@ -66,5 +66,7 @@ int gw_pool_up(void);
 void gw_pool_shutdown(void);
 /* Connection parameters shared with the listener connection. */
 PGconn *gw_pg_connect_start(const char *application_name);
+/* The same parameters as a conninfo string (for workers/lib's wk_db). */
+void gw_pg_conninfo(const char *application_name, gw_buf *out);
 
 #endif

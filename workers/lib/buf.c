@@ -12,20 +12,21 @@
 
 #include "worker.h"
 
-static void
-reserve(wk_buf *b, size_t more)
+void
+wk_buf_reserve(wk_buf *b, size_t more)
 {
 	size_t need = b->len + more + 1;
 
 	if (need <= b->cap)
 		return;
-	b->cap = b->cap ? b->cap : 64;
+	/* 512: a gateway statement or a daemon's query fits at once, without doubling */
+	b->cap = b->cap ? b->cap : 512;
 	while (b->cap < need)
 		b->cap *= 2;
 	b->data = realloc(b->data, b->cap);
 	if (b->data == NULL)
 	{
-		wk_log(WK_ERROR, "out of memory");
+		wk_log(WK_ERROR, "out of memory (%zu bytes)", b->cap);
 		abort();
 	}
 }
@@ -33,8 +34,9 @@ reserve(wk_buf *b, size_t more)
 void
 wk_buf_add(wk_buf *b, const char *s, size_t n)
 {
-	reserve(b, n);
-	memcpy(b->data + b->len, s, n);
+	wk_buf_reserve(b, n);
+	if (n)
+		memcpy(b->data + b->len, s, n);
 	b->len += n;
 	b->data[b->len] = '\0';
 }
@@ -50,14 +52,26 @@ wk_buf_printf(wk_buf *b, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
+	size_t room;
 
+	/* formatted once into the room there is, again only when it did not fit */
+	wk_buf_reserve(b, 64);
+	room = b->cap - b->len;
 	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
+	n = vsnprintf(b->data + b->len, room, fmt, ap);
 	va_end(ap);
-	reserve(b, (size_t)n);
-	va_start(ap, fmt);
-	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-	va_end(ap);
+	if (n < 0)
+	{
+		b->data[b->len] = '\0';
+		return;
+	}
+	if ((size_t)n >= room)
+	{
+		wk_buf_reserve(b, (size_t)n);
+		va_start(ap, fmt);
+		vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+	}
 	b->len += (size_t)n;
 }
 

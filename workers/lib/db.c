@@ -30,7 +30,10 @@ struct wk_db
 	ev_timer retry;
 	double retry_delay;
 	wk_db_result_cb query_cb;
+	wk_db_result_cb each_cb; /* wk_db_query_each: every result as it comes */
 	void *query_arg;
+	double connect_timeout; /* wk_db_set_connect_timeout; 0: none */
+	wk_db_payload_cb notify_payload;
 	PGresult *last; /* the result handed to query_cb */
 };
 
@@ -71,6 +74,9 @@ db_lost(wk_db *db, const char *why)
 	db->last = NULL;
 	db->state = DB_WAIT;
 	db->query_cb = NULL;
+	db->each_cb = NULL;
+	if (ev_is_active(&db->retry))
+		ev_timer_stop(db->loop, &db->retry); /* a connect timeout still running */
 	ev_timer_set(&db->retry, db->retry_delay, 0.);
 	ev_timer_start(db->loop, &db->retry);
 	if (cb)
@@ -82,9 +88,14 @@ db_lost(wk_db *db, const char *why)
 static void
 db_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
+	wk_db *db = (wk_db *)w->data;
+
 	(void)loop;
 	(void)revents;
-	db_connect((wk_db *)w->data);
+	if (db->state == DB_CONNECTING)
+		db_lost(db, "timed out connecting to the database");
+	else
+		db_connect(db);
 }
 
 static void
@@ -96,6 +107,8 @@ db_deliver_notifies(wk_db *db)
 	{
 		if (db->cb.notify)
 			db->cb.notify(db, n->relname, db->cb.arg);
+		if (db->notify_payload)
+			db->notify_payload(db, n->relname, n->extra, db->cb.arg);
 		PQfreemem(n);
 	}
 }
@@ -110,6 +123,7 @@ db_finished(wk_db *db)
 	bool listening = db->state == DB_LISTENING;
 
 	db->query_cb = NULL;
+	db->each_cb = NULL;
 	db->last = NULL;
 	db->state = DB_IDLE;
 	if (listening)
@@ -153,6 +167,8 @@ db_read(wk_db *db)
 			db_finished(db);
 			return;
 		}
+		if (db->each_cb && db->state == DB_BUSY)
+			db->each_cb(db, res, db->query_arg);
 		/* Keep the first error, else the last result. */
 		if (db->last == NULL || PQresultStatus(db->last) == PGRES_TUPLES_OK ||
 		    PQresultStatus(db->last) == PGRES_COMMAND_OK)
@@ -217,6 +233,8 @@ db_poll_connect(wk_db *db)
 		db_watch(db, EV_WRITE);
 		break;
 	case PGRES_POLLING_OK:
+		if (ev_is_active(&db->retry))
+			ev_timer_stop(db->loop, &db->retry); /* the connect timeout */
 		db_start_listening(db);
 		break;
 	default:
@@ -238,6 +256,8 @@ db_notice(void *arg, const char *message)
 static void
 db_connect(wk_db *db)
 {
+	wk_log(WK_DEBUG, "connecting to the database%s%s", db->listen_sql ? " to run " : "",
+	       db->listen_sql ? db->listen_sql : "");
 	db->conn = PQconnectStart(db->conninfo);
 	if (db->conn)
 		PQsetNoticeProcessor(db->conn, db_notice, db);
@@ -252,6 +272,12 @@ db_connect(wk_db *db)
 		return;
 	}
 	db->state = DB_CONNECTING;
+	if (db->connect_timeout > 0)
+	{
+		/* non-blocking libpq does not enforce connect_timeout: this timer does */
+		ev_timer_set(&db->retry, db->connect_timeout, 0.);
+		ev_timer_start(db->loop, &db->retry);
+	}
 	db_poll_connect(db);
 }
 
@@ -345,4 +371,39 @@ wk_db_free(wk_db *db)
 	free(db->conninfo);
 	free(db->listen_sql);
 	free(db);
+}
+
+bool
+wk_db_query_each(wk_db *db, const char *sql, wk_db_result_cb each, wk_db_result_cb done, void *arg)
+{
+	if (db->state != DB_IDLE)
+		return false;
+	if (!PQsendQuery(db->conn, sql))
+	{
+		db_lost(db, PQerrorMessage(db->conn));
+		return false;
+	}
+	db->state = DB_BUSY;
+	db->query_cb = done;
+	db->each_cb = each;
+	db->query_arg = arg;
+	db_flush(db);
+	return true;
+}
+
+void
+wk_db_set_connect_timeout(wk_db *db, double seconds)
+{
+	db->connect_timeout = seconds;
+	if (seconds > 0 && db->state == DB_CONNECTING && !ev_is_active(&db->retry))
+	{
+		ev_timer_set(&db->retry, seconds, 0.);
+		ev_timer_start(db->loop, &db->retry);
+	}
+}
+
+void
+wk_db_set_notify_payload(wk_db *db, wk_db_payload_cb cb)
+{
+	db->notify_payload = cb;
 }

@@ -34,6 +34,8 @@ typedef struct wk_buf
 	size_t cap;
 } wk_buf;
 
+/* Room for more bytes (and the NUL) without another allocation; aborts without memory. */
+void wk_buf_reserve(wk_buf *b, size_t more);
 void wk_buf_add(wk_buf *b, const char *s, size_t n);
 void wk_buf_adds(wk_buf *b, const char *s);
 void wk_buf_printf(wk_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -69,6 +71,18 @@ bool wk_db_connected(const wk_db *db);
 bool wk_db_query(wk_db *db, const char *sql, int nparams, const char *const *params,
                  wk_db_result_cb cb, void *arg);
 void wk_db_free(wk_db *db);
+/* A query of several statements (simple protocol, no parameters): each(db, res, arg)
+ * sees every result as it arrives (res freed after it returns), then done as
+ * wk_db_query's callback (NULL when the connection was lost). */
+bool wk_db_query_each(wk_db *db, const char *sql, wk_db_result_cb each, wk_db_result_cb done,
+                      void *arg);
+/* Gives up a connection attempt after seconds (libpq does not time out non-blocking
+ * connects); off by default. Set right after wk_db_new, it covers the first attempt. */
+void wk_db_set_connect_timeout(wk_db *db, double seconds);
+/* Also hands each notification's payload to cb (with callbacks.arg); set right after
+ * wk_db_new (nothing arrives before the LISTEN). */
+typedef void (*wk_db_payload_cb)(wk_db *db, const char *channel, const char *payload, void *arg);
+void wk_db_set_notify_payload(wk_db *db, wk_db_payload_cb cb);
 
 /* --- notify.c: systemd readiness (Type=notify) -------------------------------- */
 /* Sends a state string ("READY=1", "STOPPING=1", "STATUS=...") to $NOTIFY_SOCKET;
