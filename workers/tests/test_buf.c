@@ -8,20 +8,9 @@
 
 #include "worker.h"
 
-static int failures, count;
+#include "tap.h"
 
-static void
-is(const char *got, const char *want, const char *name)
-{
-	count++;
-	if (strcmp(got, want) == 0)
-		printf("ok %d - %s\n", count, name);
-	else
-	{
-		failures++;
-		printf("not ok %d - %s\n#   got:  %s\n#   want: %s\n", count, name, got, want);
-	}
-}
+#define is(got, want, name) is_str(got, want, "%s", name)
 
 int
 main(void)
@@ -30,7 +19,6 @@ main(void)
 	char num[32];
 
 	wk_log_init("test_buf");
-	printf("1..6\n");
 	wk_array_begin(&b);
 	wk_array_end(&b);
 	is(b.data, "{}", "empty array literal");
@@ -55,5 +43,35 @@ main(void)
 	snprintf(num, sizeof(num), "%ld", wk_env_long("WK_TEST_N", 5, 1, 100));
 	is(num, "5", "an invalid one falls back to the default");
 	wk_buf_free(&b);
-	return failures != 0;
+
+	/* env.c: string settings and choices, a bad value beside good ones */
+	static const char *const modes[] = {"commit", "rollback", NULL};
+	unsetenv("WK_TEST_S");
+	is(wk_env_str("WK_TEST_S", "dflt"), "dflt", "an unset string setting is the default");
+	setenv("WK_TEST_S", "", 1);
+	is(wk_env_str("WK_TEST_S", "dflt"), "dflt", "an empty one too");
+	setenv("WK_TEST_S", "x y", 1);
+	is(wk_env_str("WK_TEST_S", "dflt"), "x y", "a set one is read as it is");
+	setenv("WK_TEST_S", "rollback", 1);
+	ok(wk_env_choice("WK_TEST_S", modes, 0) == 1, "a choice is read");
+	setenv("WK_TEST_S", "Rollback", 1);
+	ok(wk_env_choice("WK_TEST_S", modes, 0) == 0, "a value that is none of the choices: the default");
+	unsetenv("WK_TEST_S");
+	ok(wk_env_choice("WK_TEST_S", modes, 1) == 1, "an unset choice: the default");
+
+	/* backoff.c: 0.1 s, doubling, capped at 5 s */
+	double d = 0;
+	wk_buf_reset(&b);
+	for (int i = 0; i < 8; i++)
+		wk_buf_printf(&b, "%s%g", i ? " " : "", d = wk_backoff_next(d));
+	is(b.data, "0.1 0.2 0.4 0.8 1.6 3.2 5 5", "the one backoff: 0.1 s doubling to 5 s");
+	wk_buf_free(&b);
+
+	/* buf.c: printf longer than the room there is, reserve */
+	wk_buf_printf(&b, "%0600d", 7);
+	ok(b.len == 600 && b.data[599] == '7' && b.data[600] == '\0', "a printf longer than the first room");
+	wk_buf_reserve(&b, 5000);
+	ok(b.cap >= 5601 && b.len == 600, "reserve makes room and keeps the content");
+	wk_buf_free(&b);
+	return tap_done();
 }

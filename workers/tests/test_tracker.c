@@ -10,20 +10,9 @@
 
 #include "tracker.h"
 
-static int failed, run;
+#include "tap.h"
 
-#define CHECK(cond, name)                                                                 \
-	do                                                                                    \
-	{                                                                                     \
-		run++;                                                                            \
-		if (!(cond))                                                                      \
-		{                                                                                 \
-			failed++;                                                                     \
-			printf("not ok %d - %s (line %d)\n", run, name, __LINE__);                     \
-		}                                                                                 \
-		else                                                                              \
-			printf("ok %d - %s\n", run, name);                                            \
-	} while (0)
+#define CHECK(cond, name) ok(cond, "%s", name)
 
 static const char *
 announce_err(const char *q)
@@ -253,8 +242,5 @@ main(void)
 	test_ws();
 	test_siphash();
 	test_swarm();
-	printf("1..%d\n", run);
-	if (failed)
-		printf("# tracker unit tests: %d of %d failed\n", failed, run);
-	return failed != 0;
+	return tap_done();
 }

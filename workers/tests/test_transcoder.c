@@ -9,20 +9,9 @@
 
 #include "../transcoder/transcoder.h"
 
-static int failures, count;
+#include "tap.h"
 
-static void
-is(const char *got, const char *want, const char *name)
-{
-	count++;
-	if (strcmp(got, want) == 0)
-		printf("ok %d - %s\n", count, name);
-	else
-	{
-		failures++;
-		printf("not ok %d - %s\n#   got:  %s\n#   want: %s\n", count, name, got, want);
-	}
-}
+#define is(got, want, name) is_str(got, want, "%s", name)
 
 static const char *
 plan_text(const char *probe, const int *ladder, int n)
@@ -93,20 +82,15 @@ main(void)
 	char **argv = tc_ffmpeg_argv("ffmpeg", "/src", &m, &p, 0);
 	wk_buf line = {0};
 	tc_argv_text(argv, &line);
-	count++;
-	if (strstr(line.data, "'-i' '/src'") && strstr(line.data, "split=5[s0][s1][s2][s3][still]") &&
+	int same = strstr(line.data, "'-i' '/src'") && strstr(line.data, "split=5[s0][s1][s2][s3][still]") &&
 	    strstr(line.data, "[f=mp4:movflags=+faststart]720p.mp4|[f=hls:") &&
 	    strstr(line.data, "hls_segment_type=fmp4:hls_flags=single_file:hls_segment_filename=240p-hls.mp4]240p.m3u8") &&
 	    strstr(line.data, "'-preset' 'veryfast'") && strstr(line.data, "'-g:v' '60'") && strstr(line.data, "'thumbnail.jpg'") &&
-	    !strstr(line.data, "0:a:0"))
-		printf("ok %d - one ffmpeg: one decode, split per rendition, MP4 + HLS through tee, images\n", count);
-	else
-	{
-		failures++;
-		printf("not ok %d - the ffmpeg command\n# %s\n", count, line.data);
-	}
+	    !strstr(line.data, "0:a:0");
+	ok(same, "one ffmpeg: one decode, split per rendition, MP4 + HLS through tee, images");
+	if (!same)
+		printf("# %s\n", line.data);
 	wk_buf_free(&line);
 	tc_argv_free(argv);
-	printf("1..%d\n", count);
-	return failures ? 1 : 0;
+	return tap_done();
 }

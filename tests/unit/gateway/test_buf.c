@@ -12,8 +12,7 @@ json(const char *s, size_t n)
 	return b.data;
 }
 
-void
-test_buf(void)
+TAP_TEST(test_buf)
 {
 	gw_buf b;
 	gw_buf_init(&b);

@@ -9,8 +9,7 @@ range(const char *h, long long size, long long *s, long long *l)
 	return gw_parse_byte_range(h, size, s, l);
 }
 
-void
-test_byte_range(void)
+TAP_TEST(test_byte_range)
 {
 	long long s, l;
 	ok(range("bytes=0-99", 1000, &s, &l) == 1 && s == 0 && l == 100, "first-last");

@@ -3,8 +3,7 @@
 #include "fuzzy.h"
 #include "tap.h"
 
-void
-test_fuzzy(void)
+TAP_TEST(test_fuzzy)
 {
 	const char *procs[] = {"test", "another"};
 	ok(gw_fuzzy_best("testt", procs, 2, GW_FUZZY_MIN) == 0, "testt: test");

@@ -46,8 +46,7 @@ sign(const char *header, const char *payload, const unsigned char *key, size_t k
 	return tok;
 }
 
-void
-test_jwt(void)
+TAP_TEST(test_jwt)
 {
 	const char *hs = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
 	gw_jwt j;

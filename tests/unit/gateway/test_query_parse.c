@@ -189,8 +189,7 @@ whole(void)
 	   "any other value is an argument; a key without = is dropped (PostgREST)");
 }
 
-void
-test_query_parse(void)
+TAP_TEST(test_query_parse)
 {
 	gw_arena_init(&A);
 	selects();

@@ -347,8 +347,7 @@ aggregates_and_prefs(void)
 	max_affected = -1;
 }
 
-void
-test_sql_build(void)
+TAP_TEST(test_sql_build)
 {
 	gw_arena_init(&A);
 	make_schema();
