@@ -7,18 +7,19 @@ UNIT_TARGETS += torrent-unit
 
 TR_SRCS := extension/src/bencode.c extension/src/metainfo.c
 TR_HDRS := extension/src/bencode.h extension/src/metainfo.h
-TR_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -g -Iextension/src $(PGPOD_EXTRA_CFLAGS)
+TR_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -g -Iextension/src -Iworkers/lib $(PGPOD_EXTRA_CFLAGS)
 TR_OUT := extension/build
 TR_FUZZ_SECONDS ?= 300
 
-$(TR_OUT)/test_bencode: tests/unit/torrent/test_bencode.c $(TR_SRCS) $(TR_HDRS)
+# TAP through workers/lib/tap.h, the one helper of the C unit tests
+$(TR_OUT)/test_bencode: tests/unit/torrent/test_bencode.c $(TR_SRCS) $(TR_HDRS) workers/lib/tap.h workers/lib/tap.c
 	@mkdir -p $(TR_OUT)
-	$(CC) $(TR_CFLAGS) -O2 -o $@ $< $(TR_SRCS) -lcrypto
+	$(CC) $(TR_CFLAGS) -O2 -o $@ $< $(TR_SRCS) workers/lib/tap.c -lcrypto
 
-$(TR_OUT)/test_bencode-asan: tests/unit/torrent/test_bencode.c $(TR_SRCS) $(TR_HDRS)
+$(TR_OUT)/test_bencode-asan: tests/unit/torrent/test_bencode.c $(TR_SRCS) $(TR_HDRS) workers/lib/tap.h workers/lib/tap.c
 	@mkdir -p $(TR_OUT)
 	clang $(TR_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
-	  -o $@ $< $(TR_SRCS) -lcrypto
+	  -o $@ $< $(TR_SRCS) workers/lib/tap.c -lcrypto
 
 $(TR_OUT)/fuzz_bencode: tests/unit/torrent/fuzz_bencode.c $(TR_SRCS) $(TR_HDRS)
 	@mkdir -p $(TR_OUT)

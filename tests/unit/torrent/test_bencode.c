@@ -9,19 +9,7 @@
 
 #include "metainfo.h"
 
-static int n_tests, n_failed;
-
-#define ok(cond, ...)                                                                              \
-	do                                                                                             \
-	{                                                                                              \
-		int ok_ = !!(cond);                                                                        \
-		n_tests++;                                                                                 \
-		if (!ok_)                                                                                  \
-			n_failed++;                                                                            \
-		printf("%sok %d - ", ok_ ? "" : "not ", n_tests);                                          \
-		printf(__VA_ARGS__);                                                                       \
-		printf("\n");                                                                              \
-	} while (0)
+#include "tap.h"
 
 static const char *
 chk(const char *s)
@@ -175,8 +163,5 @@ main(void)
 	test_access();
 	test_encode();
 	test_torrent();
-	printf("1..%d\n", n_tests);
-	if (n_failed)
-		printf("# %d of %d failed\n", n_failed, n_tests);
-	return n_failed ? 1 : 0;
+	return tap_done();
 }
