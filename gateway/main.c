@@ -1,6 +1,6 @@
 /* pgpod-gateway: settings from the environment, a supervisor process that forks
- * the workers (each with its own SO_REUSEPORT socket, libev loop, pool and
- * notification connection), restarts a worker that dies, and turns SIGTERM into
+ * the gateway processes (each with its own SO_REUSEPORT socket, libev loop, pool and
+ * notification connection), restarts a process that dies, and turns SIGTERM into
  * a drain: stop accepting, finish requests in flight, exit. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,7 +28,7 @@ load_settings(void)
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	gw_cfg.host = wk_env_str("PGPOD_HTTP_HOST", "127.0.0.1");
 	gw_cfg.port = (int)wk_env_long("PGPOD_HTTP_PORT", 8080, 1, 65535);
-	gw_cfg.workers = (int)wk_env_long("PGPOD_GATEWAY_WORKERS", ncpu > 0 ? ncpu : 1, 1, 256);
+	gw_cfg.processes = (int)wk_env_long("PGPOD_GATEWAY_WORKERS", ncpu > 0 ? ncpu : 1, 1, 256);
 	gw_cfg.pool_size = (int)wk_env_long("PGPOD_GATEWAY_POOL", 8, 1, 512);
 	gw_cfg.prepared = (int)wk_env_long("PGPOD_GATEWAY_PREPARED", 256, 0, 65536);
 	gw_cfg.pipeline = (int)wk_env_long("PGPOD_GATEWAY_PIPELINE", 16, 1, 64);
@@ -60,7 +60,7 @@ load_settings(void)
 	gw_cfg.store_dir = wk_env_str("PGPOD_STORE_DIR", store);
 }
 
-/* --- worker -------------------------------------------------------------- */
+/* --- a gateway process -------------------------------------------------------------- */
 
 static ev_signal sigterm_w, sigint_w;
 static ev_timer drain_w;
@@ -91,10 +91,10 @@ on_term(struct ev_loop *loop, ev_signal *w, int revents)
 }
 
 /* --- readiness ---------------------------------------------------------------
- * A worker joins the SO_REUSEPORT group (binds and listens) only once it can
+ * A gateway process joins the SO_REUSEPORT group (binds and listens) only once it can
  * answer: schema cache loaded, JWT secret read, a pool connection up. Until then
- * the kernel gives new connections to the workers that are ready, so a restarted
- * worker never answers 503 PGRST002 beside a healthy one. When no worker is ready
+ * the kernel gives new connections to the processes that are ready, so a restarted
+ * process never answers 503 PGRST002 beside a healthy one. When no process is ready
  * (the gateway starts, or the database is away for all) it listens at once, so
  * that clients get a 503 with a reason rather than a refused connection. */
 static ev_timer ready_w;
@@ -102,7 +102,7 @@ static int listening;
 static int ready_reported;
 
 static int
-worker_ready(void)
+process_ready(void)
 {
 	size_t n;
 	gw_snapshot *snap = gw_snapshot_current();
@@ -114,7 +114,7 @@ on_ready_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
-	int ready = worker_ready();
+	int ready = process_ready();
 	if (ready != ready_reported)
 	{
 		gw_metrics_ready(ready);
@@ -126,18 +126,18 @@ on_ready_tick(struct ev_loop *loop, ev_timer *w, int revents)
 	int fd = gw_http_listen(gw_cfg.host, gw_cfg.port, 1, err, sizeof err);
 	if (fd < 0)
 	{
-		wk_log(WK_WARN, "worker %d: %s", gw_worker_id, err);
+		wk_log(WK_WARN, "process %d: %s", gw_process_index, err);
 		ev_break(gw_loop, EVBREAK_ALL);
 		return;
 	}
 	listening = 1;
 	gw_http_start(fd);
-	/* from now on only this worker's readiness, for the others, is followed */
+	/* from now on only this process's readiness, for the others, is followed */
 	w->repeat = 0.25;
 	ev_timer_again(gw_loop, w);
 	if (!ready)
-		wk_log(WK_INFO, "worker %d: listening before it is ready (no worker is): 503 until then",
-		       gw_worker_id);
+		wk_log(WK_INFO, "process %d: listening before it is ready (no process is): 503 until then",
+		       gw_process_index);
 	(void)w;
 }
 
@@ -160,16 +160,16 @@ on_listener_connection(int up)
 }
 
 static int
-worker_main(int id)
+process_main(int id)
 {
-	gw_worker_id = id;
-	gw_metrics_worker_start();
+	gw_process_index = id;
+	gw_metrics_process_start();
 	gw_loop = ev_default_loop(EVFLAG_AUTO);
 	signal(SIGPIPE, SIG_IGN);
 	if (gw_pool_init(gw_cfg.pool_size, gw_cfg.db_user, gw_cfg.statement_timeout_ms,
 	                 gw_cfg.prepared, gw_cfg.pipeline))
 	{
-		wk_log(WK_ERROR, "worker %d: cannot create the pool", id);
+		wk_log(WK_ERROR, "process %d: cannot create the pool", id);
 		return 1;
 	}
 	/* the listener publishes; the layers above subscribe (it calls none of them) */
@@ -216,7 +216,7 @@ spawn(int id)
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
-		_exit(worker_main(id));
+		_exit(process_main(id));
 	}
 	return pid;
 }
@@ -237,15 +237,20 @@ main(int argc, char **argv)
 		return 1;
 	}
 	close(probe);
-	if (gw_metrics_init(gw_cfg.workers))
+	if (gw_metrics_init(gw_cfg.processes))
 	{
 		wk_log(WK_ERROR, "cannot map the shared metrics page");
 		return 1;
 	}
+	wk_log(WK_DEBUG,
+	       "settings: pool %d, prepared %d, pipeline %d, body max %ld, upload max %ld, "
+	       "statement timeout %ld ms, store %s",
+	       gw_cfg.pool_size, gw_cfg.prepared, gw_cfg.pipeline, gw_cfg.body_max, gw_cfg.upload_max,
+	       gw_cfg.statement_timeout_ms, gw_cfg.store_dir);
 	wk_log(WK_INFO,
-	        "listening on http://%s:%d with %d workers x %d database connections "
+	        "listening on http://%s:%d with %d processes x %d database connections "
 	        "(user %s)",
-	        gw_cfg.host, gw_cfg.port, gw_cfg.workers, gw_cfg.pool_size, gw_cfg.db_user);
+	        gw_cfg.host, gw_cfg.port, gw_cfg.processes, gw_cfg.pool_size, gw_cfg.db_user);
 
 	struct sigaction sa = {.sa_handler = on_stop_signal};
 	sigemptyset(&sa.sa_mask);
@@ -259,20 +264,28 @@ main(int argc, char **argv)
 	/* signals stay blocked in the supervisor and are taken with sigtimedwait */
 	sigprocmask(SIG_BLOCK, &block, &old);
 
-	pid_t *pids = calloc((size_t)gw_cfg.workers, sizeof *pids);
+	pid_t *pids = calloc((size_t)gw_cfg.processes, sizeof *pids);
 	if (!pids)
 		return 1;
-	for (int i = 0; i < gw_cfg.workers; i++)
+	for (int i = 0; i < gw_cfg.processes; i++)
 		pids[i] = spawn(i);
 
-	int alive = gw_cfg.workers;
+	int alive = gw_cfg.processes, notified = 0;
 	while (alive > 0)
 	{
+		/* systemd (Type=notify): ready once a process serves; workers/lib's sd_notify */
+		if (!notified && !stop_requested && gw_metrics_ready_count() > 0)
+		{
+			notified = 1;
+			wk_sd_notify("READY=1\nSTATUS=serving");
+			wk_log(WK_DEBUG, "ready: %d of %d processes serve", gw_metrics_ready_count(),
+			       gw_cfg.processes);
+		}
 		int status;
 		pid_t pid;
 		while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
 		{
-			for (int i = 0; i < gw_cfg.workers; i++)
+			for (int i = 0; i < gw_cfg.processes; i++)
 			{
 				if (pids[i] != pid)
 					continue;
@@ -280,9 +293,9 @@ main(int argc, char **argv)
 				alive--;
 				if (!stop_requested)
 				{
-					wk_log(WK_WARN, "worker %d (pid %d) exited (status %d); restarting", i,
+					wk_log(WK_WARN, "process %d (pid %d) exited (status %d); restarting", i,
 					       (int)pid, status);
-					sleep(1); /* a worker that cannot start must not spin */
+					sleep(1); /* a process that cannot start must not spin */
 					pids[i] = spawn(i);
 					alive++;
 				}
@@ -291,7 +304,8 @@ main(int argc, char **argv)
 		if (stop_requested == 1)
 		{
 			stop_requested = 2;
-			for (int i = 0; i < gw_cfg.workers; i++)
+			wk_sd_notify("STOPPING=1");
+			for (int i = 0; i < gw_cfg.processes; i++)
 				if (pids[i] > 0)
 					kill(pids[i], SIGTERM);
 		}

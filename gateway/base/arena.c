@@ -17,7 +17,7 @@ struct gw_arena_block
 #define BLOCK_SIZE 8192
 
 /* Blocks of BLOCK_SIZE freed by finished requests, reused by the next ones: a
- * request costs no malloc/free of its first block. Kept per process (a worker
+ * request costs no malloc/free of its first block. Kept per process (a gateway process
  * is single-threaded); not under AddressSanitizer, which should see every
  * block freed. */
 #if defined(__SANITIZE_ADDRESS__)

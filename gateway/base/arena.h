@@ -20,7 +20,7 @@ char *gw_arena_strdup(gw_arena *a, const char *s);
 void *gw_arena_push(gw_arena *a, void **array, int *n, int *cap, size_t elem);
 
 /* A free list of objects of one size, reused instead of freed: a request's
- * large structures cost no malloc/free. Per process (a worker is
+ * large structures cost no malloc/free. Per process (a gateway process is
  * single-threaded); kept empty under AddressSanitizer. */
 typedef struct gw_spare
 {

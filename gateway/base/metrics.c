@@ -1,5 +1,5 @@
 /* Prometheus /metrics: requests by status, a latency histogram, open
- * connections, pool size/use/waiters and SSE subscribers, summed over workers
+ * connections, pool size/use/waiters and SSE subscribers, summed over the gateway processes
  * through a shared anonymous mapping (atomic adds, no locks). */
 #include "metrics.h"
 
@@ -15,9 +15,9 @@ static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                  0.25,  0.5,    1,     2.5,  5,     10};
 #define NBUCKETS (sizeof buckets / sizeof *buckets)
 
-#define MAX_WORKERS 256
+#define MAX_PROCESSES 256
 
-/* Gauges are kept per worker so that a worker that dies (and is restarted with
+/* Gauges are kept per process so that a process that dies (and is restarted with
  * its slot cleared) cannot leave its share behind. */
 typedef struct gauges
 {
@@ -35,15 +35,15 @@ typedef struct shared
 	uint64_t latency_sum_us;
 	uint64_t requests;
 	uint64_t prepares, stale_retries;
-	gauges worker[MAX_WORKERS];
+	gauges process[MAX_PROCESSES];
 } shared;
 
 static shared *m;
 
 int
-gw_metrics_init(int workers)
+gw_metrics_init(int processes)
 {
-	(void)workers;
+	(void)processes;
 	void *p = mmap(NULL, sizeof(shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return -1;
@@ -52,21 +52,21 @@ gw_metrics_init(int workers)
 }
 
 #define ADD(field, v) (m ? (void)__atomic_fetch_add(&m->field, (v), __ATOMIC_RELAXED) : (void)0)
-#define GAUGE(field, v) ADD(worker[gw_worker_id % MAX_WORKERS].field, (v))
+#define GAUGE(field, v) ADD(process[gw_process_index % MAX_PROCESSES].field, (v))
 
 void
-gw_metrics_worker_start(void)
+gw_metrics_process_start(void)
 {
 	if (m)
-		memset(&m->worker[gw_worker_id % MAX_WORKERS], 0, sizeof(gauges));
+		memset(&m->process[gw_process_index % MAX_PROCESSES], 0, sizeof(gauges));
 }
 
 static long long
 total(size_t offset)
 {
 	long long t = 0;
-	for (int i = 0; i < MAX_WORKERS; i++)
-		t += *(int64_t *)((char *)&m->worker[i] + offset);
+	for (int i = 0; i < MAX_PROCESSES; i++)
+		t += *(int64_t *)((char *)&m->process[i] + offset);
 	return t;
 }
 
@@ -121,16 +121,22 @@ void
 gw_metrics_ready(int ready)
 {
 	if (m)
-		__atomic_store_n(&m->worker[gw_worker_id % MAX_WORKERS].ready, ready ? 1 : 0,
+		__atomic_store_n(&m->process[gw_process_index % MAX_PROCESSES].ready, ready ? 1 : 0,
 		                 __ATOMIC_RELAXED);
+}
+
+int
+gw_metrics_ready_count(void)
+{
+	return (int)total(offsetof(gauges, ready));
 }
 
 int
 gw_metrics_others_ready(void)
 {
 	int n = 0;
-	for (int i = 0; m && i < MAX_WORKERS; i++)
-		if (i != gw_worker_id % MAX_WORKERS && __atomic_load_n(&m->worker[i].ready, __ATOMIC_RELAXED))
+	for (int i = 0; m && i < MAX_PROCESSES; i++)
+		if (i != gw_process_index % MAX_PROCESSES && __atomic_load_n(&m->process[i].ready, __ATOMIC_RELAXED))
 			n++;
 	return n;
 }
@@ -201,7 +207,7 @@ gw_metrics_render(gw_buf *o)
 	              "# HELP pgpod_pool_configured Database connections configured over all "
 	              "workers.\n# TYPE pgpod_pool_configured gauge\n"
 	              "pgpod_pool_configured %d\n",
-	              gw_cfg.pool_size * gw_cfg.workers);
+	              gw_cfg.pool_size * gw_cfg.processes);
 	gw_buf_printf(o,
 	              "# HELP pgpod_sse_subscribers Open Server-Sent Events streams.\n# TYPE "
 	              "pgpod_sse_subscribers gauge\n"

@@ -3,5 +3,5 @@
 
 gw_settings gw_cfg;
 struct ev_loop *gw_loop;
-int gw_worker_id;
+int gw_process_index;
 volatile int gw_draining;

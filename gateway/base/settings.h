@@ -9,7 +9,7 @@ typedef struct gw_settings
 {
 	const char *host;
 	int port;
-	int workers;
+	int processes; /* PGPOD_GATEWAY_WORKERS: gateway processes */
 	int pool_size;
 	int prepared; /* prepared statements per pool connection, 0: none */
 	int pipeline; /* transactions in flight per pool connection */
@@ -33,7 +33,7 @@ typedef struct gw_settings
 
 extern gw_settings gw_cfg;
 extern struct ev_loop *gw_loop;
-extern int gw_worker_id;
+extern int gw_process_index;
 extern volatile int gw_draining;
 
 /* The loop's time of the current iteration. */

@@ -14,7 +14,7 @@
  * held, so libpq keeps the rest in its own buffer as it would without this.
  * The pool releases a socket before libpq closes it (pool.c pconn_down), so
  * held bytes never reach a descriptor number reused for another socket.
- * One worker process is single-threaded: no locking. */
+ * One gateway process is single-threaded: no locking. */
 #include "pg_send.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
 /* The event hub behind Server-Sent Events streams: a topic per streamed thing (a
- * chat room, a video, ...), read once per worker process and fanned out from
+ * chat room, a video, ...), read once per gateway process and fanned out from
  * memory to every subscriber of the topic. The database decides who may listen:
  * each subscriber is authorised under its own role when it subscribes and again
  * whenever a change of its rights is announced (gw_hub_reauthorize); the shared

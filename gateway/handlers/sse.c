@@ -1,5 +1,5 @@
 /* Chat rooms as Server-Sent Events (see sse.h), a kind of topic of the event
- * hub (hub.h): a room's events are read once per worker through
+ * hub (hub.h): a room's events are read once per gateway process through
  * pod.room_events_feed (the gateway's login role may call it, nobody else) and
  * fanned out to the room's subscribers, each authorised under its own role by
  * api.rooms when it subscribes and again when its membership changes

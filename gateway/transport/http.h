@@ -86,7 +86,7 @@ typedef struct gw_http_handlers
 	void (*on_end)(gw_req *req); /* the request is freed (after its on_done) */
 } gw_http_handlers;
 void gw_http_init(const gw_http_handlers *handlers);
-/* Accepts on fd from now on (once the worker is ready: main.c). */
+/* Accepts on fd from now on (once the process is ready: main.c). */
 void gw_http_start(int fd);
 void gw_http_drain(void);
 int gw_http_active(void);
