@@ -78,5 +78,5 @@ GW_OBJS := $(patsubst %.c,$(GW_OUT)/obj/%.o,$(GW_SRCS))
 $(GW_OUT)/obj/%.o: %.c $(GW_HDRS)
 	@mkdir -p $(dir $@)
 	@$(CC) $(GW_CFLAGS) -c -o $@ $<
-layers: $(GW_OBJS)
+layers: $(GW_OBJS) workers
 	python3 tests/unit/layers.py --objects $(GW_OUT)/obj
