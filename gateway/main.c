@@ -13,6 +13,7 @@
 
 #include "gw.h"
 #include "listener.h"
+#include "tus.h"
 #include "metrics.h"
 #include "pool.h"
 
@@ -69,6 +70,7 @@ load_settings(void)
 	gw_cfg.drain_timeout = (double)env_long("PGPOD_DRAIN_TIMEOUT_MS", 10000, 0, 3600000) / 1000.0;
 	gw_cfg.access_log = (int)env_long("PGPOD_ACCESS_LOG", 0, 0, 1);
 	gw_cfg.file_cache_ms = env_long("PGPOD_FILE_CACHE_MS", 1000, 0, 3600000);
+	gw_cfg.upload_sweep = (double)env_long("PGPOD_UPLOAD_SWEEP_MS", 60000, 100, 86400000) / 1000.0;
 	gw_cfg.db_user = env_str("PGPOD_DB_USER", "pgpod_authenticator");
 	/* PostgREST's db-tx-end and db-aggregates-enabled */
 	const char *tx = env_str("PGPOD_GATEWAY_TX_END", "commit");
@@ -189,6 +191,7 @@ worker_main(int id)
 		return 1;
 	}
 	gw_listener_start();
+	gw_tus_sweep_start();
 	gw_http_init();
 	ev_timer_init(&ready_w, on_ready_tick, 0, 0.02);
 	ev_timer_start(gw_loop, &ready_w);

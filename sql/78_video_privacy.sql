@@ -7,6 +7,8 @@
 -- others, no torrent tracked or seeded, not federated).
 -- Files: api.files lists the caller's own and granted files only (anonymous callers:
 -- nothing); a video's files are fetched one at a time by id (pod.file_download).
+-- Also (the end of the file): resumable uploads whose length comes later (tus's
+-- creation-defer-length), and the gateway's periodic sweep of expired uploads.
 
 -- Two functions' parsed bodies use the row type of pod.videos, which blocks ALTER
 -- TABLE: they are dropped and made again, unchanged but with quoted bodies (which pin
@@ -264,3 +266,63 @@ REVOKE EXECUTE ON FUNCTION pod.video_listed(pod.video_state, text), pod.video_wa
 GRANT EXECUTE ON FUNCTION pod.video_listed(pod.video_state, text), pod.video_watchable(uuid), pod.file_granted(uuid),
   pod.file_download(uuid), api.video(uuid) TO pgpod_anon, pgpod_user, pgpod_admin;
 GRANT EXECUTE ON FUNCTION api.video_create(bigint, uuid, text, text, text) TO pgpod_user;
+
+-- Resumable uploads: a length given later ---------------------------------------------
+
+-- tus creation-defer-length: an upload may start without its length (NULL), which a
+-- later PATCH gives once; until then it cannot finish.
+ALTER TABLE pod.uploads ALTER COLUMN length DROP NOT NULL;
+ALTER TABLE pod.uploads ADD CONSTRAINT uploads_received_not_negative CHECK (received >= 0);
+COMMENT ON COLUMN pod.uploads.length IS 'The upload''s length in bytes; NULL while deferred (Upload-Defer-Length), until a PATCH gives it.';
+
+CREATE OR REPLACE FUNCTION pod.upload_create(upload uuid, length bigint, metadata jsonb, received bigint DEFAULT 0)
+  RETURNS text
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  me uuid := pod.current_user_id();
+  expires timestamptz := now() + (pod.setting('uploads.expiry') #>> '{}')::interval;
+BEGIN
+  IF me IS NULL THEN
+    RAISE EXCEPTION 'uploading needs a logged-in user' USING ERRCODE = '42501';
+  END IF;
+  -- length NULL: deferred
+  IF length < 0 OR received IS NULL OR received < 0 OR received > length THEN
+    RAISE EXCEPTION 'an upload needs a length of 0 or more (or none yet) and an offset within it' USING ERRCODE = '22023';
+  END IF;
+  IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
+    RAISE EXCEPTION 'upload metadata must be a JSON object' USING ERRCODE = '22023';
+  END IF;
+  INSERT INTO pod.uploads (id, owner_id, length, received, filename, filetype, metadata, expires_at)
+    VALUES (upload, me, length, received, left(nullif(metadata ->> 'filename', ''), 255),
+            left(nullif(metadata ->> 'filetype', ''), 255), metadata, expires);
+  RETURN pod.http_date(expires);
+END $$;
+
+CREATE OR REPLACE FUNCTION pod.upload_advance(upload uuid, from_offset bigint, to_offset bigint) RETURNS text
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+  UPDATE pod.uploads u
+     SET received = to_offset, updated_at = now(),
+         expires_at = now() + (pod.setting('uploads.expiry') #>> '{}')::interval
+   WHERE u.id = upload AND u.owner_id = pod.current_user_id() AND u.received = from_offset
+     AND to_offset >= from_offset AND to_offset <= coalesce(u.length, to_offset) AND u.expires_at >= now() AND u.file_id IS NULL
+  RETURNING pod.http_date(u.expires_at)
+$$;
+
+-- The length of a deferred upload, given once by a PATCH starting at from_offset (the
+-- upload must still be there, and the length not below it). False when the upload is
+-- not the caller's, expired, done, has a length already, or moved on.
+CREATE FUNCTION pod.upload_set_length(upload uuid, from_offset bigint, length bigint) RETURNS boolean
+  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+  WITH set AS (
+    UPDATE pod.uploads u SET length = upload_set_length.length, updated_at = now()
+     WHERE u.id = upload AND u.owner_id = pod.current_user_id() AND u.length IS NULL AND u.received = from_offset
+       AND upload_set_length.length >= from_offset AND u.expires_at >= now() AND u.file_id IS NULL
+    RETURNING 1)
+  SELECT EXISTS (SELECT 1 FROM set)
+$$;
+
+-- Every gateway process sweeps expired uploads on a timer (PGPOD_UPLOAD_SWEEP_MS) as
+-- its login role, whether or not new uploads come.
+REVOKE EXECUTE ON FUNCTION pod.upload_set_length(uuid, bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pod.upload_set_length(uuid, bigint, bigint) TO pgpod_user;
+GRANT EXECUTE ON FUNCTION pod.uploads_expire(integer) TO pgpod_authenticator;
