@@ -522,18 +522,29 @@ head_when_unlocked(tus *t)
 	submit(t, head_done);
 }
 
-static void
-delete_done(gw_pg_job *job)
+/* A job whose statement answers one boolean: its tus when the answer is true; NULL
+ * when the request is gone or was answered (an error, or status and message). */
+static tus *
+true_or_error(gw_pg_job *job, int status, const char *message)
 {
 	tus *t = job->data;
 	if (job_back(t) || job_error(t))
-		return;
+		return NULL;
 	PGresult *r = job->results[1];
 	if (!r || PQntuples(r) != 1 || strcmp(PQgetvalue(r, 0, 0), "t"))
 	{
-		tus_error(t, 404, "No such upload");
-		return;
+		tus_error(t, status, message);
+		return NULL;
 	}
+	return t;
+}
+
+static void
+delete_done(gw_pg_job *job)
+{
+	tus *t = true_or_error(job, 404, "No such upload");
+	if (!t)
+		return;
 	unlink(t->path);
 	tus_respond(t, 204, TUS_HEADERS);
 }
@@ -576,15 +587,9 @@ static void patch_record(tus *t);
 static void
 length_set_done(gw_pg_job *job)
 {
-	tus *t = job->data;
-	if (job_back(t) || job_error(t))
+	tus *t = true_or_error(job, 409, "The upload moved on meanwhile");
+	if (!t)
 		return;
-	PGresult *r = job->results[1];
-	if (!r || PQntuples(r) != 1 || strcmp(PQgetvalue(r, 0, 0), "t"))
-	{
-		tus_error(t, 409, "The upload moved on meanwhile");
-		return;
-	}
 	t->set_length = 0;
 	patch_record(t);
 }
