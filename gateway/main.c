@@ -13,6 +13,7 @@
 
 #include "http.h"
 #include "listener.h"
+#include "tus.h"
 #include "metrics.h"
 #include "pool.h"
 #include "router.h"
@@ -46,6 +47,7 @@ load_settings(void)
 	gw_cfg.drain_timeout = (double)wk_env_long("PGPOD_DRAIN_TIMEOUT_MS", 10000, 0, 3600000) / 1000.0;
 	gw_cfg.access_log = (int)wk_env_long("PGPOD_ACCESS_LOG", 0, 0, 1);
 	gw_cfg.file_cache_ms = wk_env_long("PGPOD_FILE_CACHE_MS", 1000, 0, 3600000);
+	gw_cfg.upload_sweep = (double)wk_env_long("PGPOD_UPLOAD_SWEEP_MS", 60000, 100, 86400000) / 1000.0;
 	gw_cfg.db_user = wk_env_str("PGPOD_DB_USER", "pgpod_authenticator");
 	/* PostgREST's db-tx-end and db-aggregates-enabled */
 	static const char *const tx_end[] = {"commit", "commit-allow-override", "rollback",

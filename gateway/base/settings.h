@@ -25,6 +25,7 @@ typedef struct gw_settings
 	const char *db_user;
 	double drain_timeout;
 	long file_cache_ms; /* authorization cache of /files lookups */
+	double upload_sweep; /* seconds between two sweeps of expired tus uploads */
 	int access_log;     /* one log line per answered request */
 	int tx_rollback;    /* PGPOD_GATEWAY_TX_END rollback*: end transactions with ROLLBACK */
 	int tx_override;    /* PGPOD_GATEWAY_TX_END *-allow-override: Prefer: tx= decides */

@@ -63,7 +63,7 @@ header_safe(char *dst, size_t n, const char *src)
 
 /* --- authorization cache -----------------------------------------------------
  * A WebSeed or a video player asks for many ranges of one file in a row; each
- * would cost a transaction. A positive answer of api.files is remembered for
+ * would cost a transaction. A positive answer of pod.file_download is remembered for
  * PGPOD_FILE_CACHE_MS (default 1000, 0 disables) per (role and claims of the
  * verified token, file id), so a revoked permission takes effect within that time. The token itself
  * is still verified on every request. */
@@ -407,8 +407,9 @@ gw_blob_download_handle(gw_req *req, const char *file_id)
 	d->job.nstmts = 2;
 	d->job.stmts[0].sql = d->settings.data;
 	d->job.stmts[0].params = &d->sp;
-	d->job.stmts[1].sql = "SELECT encode(sha256, 'hex'), size, mime_type, filename_visible FROM "
-	                      "api.files WHERE id = $1::uuid";
+	/* the database decides (own, granted, a watchable video's file); api.files only
+	 * lists the caller's own and granted files */
+	d->job.stmts[1].sql = "SELECT sha256, size, mime_type, filename_visible FROM pod.file_download($1::uuid)";
 	d->job.stmts[1].params = &d->qp;
 	d->job.read_only = 1;
 	d->job.done = lookup_done;

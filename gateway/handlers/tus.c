@@ -6,7 +6,9 @@
  * it. Locking: flock(LOCK_EX) on the upload's file for the whole PATCH, across
  * gateway processes. The SHA-256 of the bytes so far is kept per process for the
  * next PATCH; a PATCH that finds none (another process, a restart) hashes the file's
- * first bytes again. Disk writes are synchronous, as for POST /upload. */
+ * first bytes again. Durability: the bytes are fsync'ed before their offset is
+ * recorded, so an offset a client was told (204, 201) survives a crash. Expired
+ * uploads are swept on a timer in every process (PGPOD_UPLOAD_SWEEP_MS). */
 #include "worker.h"
 #include "tus.h"
 
@@ -42,7 +44,9 @@ typedef struct tus
 	int fd;
 	int locked;
 	int created_file; /* POST made the file: removed unless the upload is recorded */
-	long long length;
+	long long length; /* -1: deferred (Upload-Defer-Length), not known yet */
+	long long new_length; /* PATCH: the Upload-Length it gives (-1: none) */
+	int set_length;       /* PATCH: it gives a deferred upload its length */
 	long long start; /* the offset when this request began */
 	long long written;
 	int checked; /* PATCH: the database agreed and the file is ready */
@@ -54,7 +58,7 @@ typedef struct tus
 	gw_buf pending; /* body bytes that came before the check */
 	char *metadata_json;
 	gw_buf settings;
-	gw_params sp, qp, none;
+	gw_params sp, qp;
 	gw_pg_job job;
 	int job_busy;
 	int done_ok; /* the upload is finished and recorded: its file leaves uploads/ */
@@ -185,7 +189,6 @@ tus_free(tus *t)
 	gw_buf_free(&t->settings);
 	gw_params_free(&t->sp);
 	gw_params_free(&t->qp);
-	gw_params_free(&t->none);
 	gw_params_free(&t->fp);
 	gw_blob_commit_clear(&t->commit);
 	free(t->expires);
@@ -194,6 +197,7 @@ tus_free(tus *t)
 }
 
 static void submit(tus *t, void (*done)(gw_pg_job *));
+static int sync_bytes(tus *t);
 
 static void
 saved_offset_done(gw_pg_job *job)
@@ -223,6 +227,13 @@ req_done(gw_req *req, int ok)
 		/* the client went away mid-body: what reached the disk counts, so that it
 		 * resumes from there (tus's core: the offset is what the server has) */
 		char from[32], to[32];
+		if (sync_bytes(t))
+		{
+			/* bytes not surely on disk: the offset stays where it was (the next
+			 * PATCH drops what is past it) */
+			tus_free(t);
+			return;
+		}
 		{
 			snprintf(from, sizeof from, "%lld", t->start);
 			snprintf(to, sizeof to, "%lld", t->start + t->written);
@@ -307,12 +318,26 @@ write_all(tus *t, const char *data, size_t len)
 	return 0;
 }
 
+/* The bytes written so far reach the disk before their offset is recorded: a 204
+ * (or 201) means they survive a crash. 0, or -1 (logged). */
+static int
+sync_bytes(tus *t)
+{
+	if (t->fd >= 0 && t->written > 0 && fdatasync(t->fd) < 0)
+	{
+		gw_log("tus %s: fdatasync: %s", t->id, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 static int
 consume(tus *t, const char *data, size_t len)
 {
-	if (t->start + t->written + (long long)len > t->length)
+	long long limit = t->length >= 0 ? t->length : gw_cfg.upload_max;
+	if (t->start + t->written + (long long)len > limit)
 	{
-		tus_error(t, 413, "The body goes past Upload-Length");
+		tus_error(t, 413, t->length >= 0 ? "The body goes past Upload-Length" : "The body goes past Tus-Max-Size");
 		return -1;
 	}
 	EVP_DigestUpdate(t->whole, data, len);
@@ -453,8 +478,12 @@ head_done(gw_pg_job *job)
 	gw_buf h;
 	gw_buf_init(&h);
 	char *meta = metadata_header(PQgetvalue(r, 0, 4));
-	gw_buf_printf(&h, TUS_HEADERS "Upload-Offset: %s\r\nUpload-Length: %s\r\nUpload-Expires: %s\r\nCache-Control: no-store\r\n",
-	              PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 3));
+	gw_buf_printf(&h, TUS_HEADERS "Upload-Offset: %s\r\nUpload-Expires: %s\r\nCache-Control: no-store\r\n",
+	              PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 3));
+	if (PQgetisnull(r, 0, 0))
+		gw_buf_puts(&h, "Upload-Defer-Length: 1\r\n");
+	else
+		gw_buf_printf(&h, "Upload-Length: %s\r\n", PQgetvalue(r, 0, 0));
 	if (meta && *meta && !strpbrk(meta, "\r\n"))
 		gw_buf_printf(&h, "Upload-Metadata: %s\r\n", meta);
 	free(meta);
@@ -494,18 +523,29 @@ head_when_unlocked(tus *t)
 	submit(t, head_done);
 }
 
-static void
-delete_done(gw_pg_job *job)
+/* A job whose statement answers one boolean: its tus when the answer is true; NULL
+ * when the request is gone or was answered (an error, or status and message). */
+static tus *
+true_or_error(gw_pg_job *job, int status, const char *message)
 {
 	tus *t = job->data;
 	if (job_back(t) || job_error(t))
-		return;
+		return NULL;
 	PGresult *r = job->results[1];
 	if (!r || PQntuples(r) != 1 || strcmp(PQgetvalue(r, 0, 0), "t"))
 	{
-		tus_error(t, 404, "No such upload");
-		return;
+		tus_error(t, status, message);
+		return NULL;
 	}
+	return t;
+}
+
+static void
+delete_done(gw_pg_job *job)
+{
+	tus *t = true_or_error(job, 404, "No such upload");
+	if (!t)
+		return;
 	unlink(t->path);
 	tus_respond(t, 204, TUS_HEADERS);
 }
@@ -543,12 +583,24 @@ patch_finished(gw_blob_commit *bc, PGresult *r, const gw_error *e)
 	tus_respond(t, 204, h);
 }
 
-/* Body and check both done: verify the checksum, then record the new offset (or the
- * finished upload). */
+static void patch_record(tus *t);
+
+static void
+length_set_done(gw_pg_job *job)
+{
+	tus *t = true_or_error(job, 409, "The upload moved on meanwhile");
+	if (!t)
+		return;
+	t->set_length = 0;
+	patch_record(t);
+}
+
+/* Body and check both done: verify the checksum, put the bytes on disk, give a
+ * deferred upload its length if this PATCH says it, then record the new offset (or
+ * the finished upload). */
 static void
 patch_complete(tus *t)
 {
-	char from[32], to[32];
 	if (t->has_checksum)
 	{
 		unsigned char d[32];
@@ -564,6 +616,35 @@ patch_complete(tus *t)
 			return;
 		}
 	}
+	if (sync_bytes(t))
+	{
+		tus_error(t, 507, "The upload could not be stored");
+		return;
+	}
+	if (t->set_length)
+	{
+		char from[32], len[32];
+		snprintf(from, sizeof from, "%lld", t->start);
+		snprintf(len, sizeof len, "%lld", t->length);
+		gw_params_free(&t->qp);
+		gw_params_init(&t->qp);
+		gw_params_add(&t->qp, t->id);
+		gw_params_add(&t->qp, from);
+		gw_params_add(&t->qp, len);
+		t->job.nstmts = 2;
+		t->job.stmts[1].sql = "SELECT pod.upload_set_length($1::uuid, $2::bigint, $3::bigint)";
+		t->job.stmts[1].params = &t->qp;
+		submit(t, length_set_done);
+		return;
+	}
+	patch_record(t);
+}
+
+/* Records the new offset, or finishes the upload when its last byte is in. */
+static void
+patch_record(tus *t)
+{
+	char from[32], to[32];
 	snprintf(from, sizeof from, "%lld", t->start);
 	snprintf(to, sizeof to, "%lld", t->start + t->written);
 	gw_params_free(&t->qp);
@@ -589,7 +670,6 @@ check_done(gw_pg_job *job)
 	PGresult *r = state_row(job);
 	if (!r)
 		return;
-	t->length = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 	long long received = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
 	if (received != t->start || !PQgetisnull(r, 0, 5))
 	{
@@ -597,6 +677,26 @@ check_done(gw_pg_job *job)
 		snprintf(h, sizeof h, "The upload is at offset %lld", received);
 		tus_error(t, 409, h);
 		return;
+	}
+	if (PQgetisnull(r, 0, 0))
+	{
+		/* deferred: this PATCH may give the length (once), not below the offset */
+		if (t->new_length >= 0 && t->new_length < t->start)
+		{
+			tus_error(t, 400, "Upload-Length is below the upload's offset");
+			return;
+		}
+		t->length = t->new_length;
+		t->set_length = t->new_length >= 0;
+	}
+	else
+	{
+		t->length = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+		if (t->new_length >= 0 && t->new_length != t->length)
+		{
+			tus_error(t, 400, "Upload-Length cannot change once it is known");
+			return;
+		}
 	}
 	t->fd = open(t->path, O_RDWR | O_CLOEXEC);
 	if (t->fd < 0)
@@ -672,20 +772,6 @@ create_done(gw_pg_job *job)
 	tus *t = job->data;
 	if (job_back(t) || job_error(t))
 		return;
-	PGresult *expired = job->results[job->nstmts - 1];
-	/* expired uploads' bytes go with their rows */
-	if (expired && PQntuples(expired) == 1 && *PQgetvalue(expired, 0, 0))
-	{
-		char *ids = strdup(PQgetvalue(expired, 0, 0)), *save = NULL, dir[4096], p[4200];
-		upload_dir(dir, sizeof dir);
-		for (char *id = strtok_r(ids, ",", &save); id; id = strtok_r(NULL, ",", &save))
-			if (valid_uuid(id))
-			{
-				snprintf(p, sizeof p, "%s/%s", dir, id);
-				unlink(p);
-			}
-		free(ids);
-	}
 	t->created_file = 0; /* recorded: the row owns it now */
 	t->expires = strdup(PQgetvalue(job->results[1], 0, 0));
 	if (!t->expires)
@@ -713,13 +799,19 @@ create_answer(tus *t)
 	gw_buf_free(&h);
 }
 
-static double last_expiry_sweep;
-
 static void
 create_finish(tus *t)
 {
 	char len[32], received[32];
-	snprintf(len, sizeof len, "%lld", t->length);
+	if (sync_bytes(t))
+	{
+		tus_error(t, 507, "The upload could not be stored");
+		return;
+	}
+	if (t->length >= 0)
+		snprintf(len, sizeof len, "%lld", t->length);
+	else
+		len[0] = '\0'; /* deferred */
 	snprintf(received, sizeof received, "%lld", t->written);
 	gw_params_add(&t->qp, t->id);
 	gw_params_add(&t->qp, len);
@@ -727,14 +819,7 @@ create_finish(tus *t)
 	gw_params_add(&t->qp, received);
 	int n = 1;
 	t->job.stmts[n].params = &t->qp;
-	t->job.stmts[n++].sql = "SELECT pod.upload_create($1::uuid, $2::bigint, $3::jsonb, $4::bigint)";
-	/* at most once a minute per process, expired uploads are swept */
-	int sweep = gw_now() - last_expiry_sweep > 60;
-	if (sweep)
-		last_expiry_sweep = gw_now();
-	t->job.stmts[n].params = &t->none;
-	t->job.stmts[n++].sql = sweep ? "SELECT coalesce(string_agg(e::text, ','), '') FROM pod.uploads_expire(100) e"
-	                              : "SELECT ''";
+	t->job.stmts[n++].sql = "SELECT pod.upload_create($1::uuid, nullif($2, '')::bigint, $3::jsonb, $4::bigint)";
 	t->job.nstmts = n;
 	submit(t, create_done);
 }
@@ -797,6 +882,66 @@ parse_offset(const char *v, long long *out)
 	return errno || *end ? -1 : 0;
 }
 
+/* --- the sweep of expired uploads ---------------------------------------------------------- */
+
+static ev_timer sweep_timer;
+static gw_pg_job sweep_job;
+static gw_params sweep_params;
+static int sweep_busy;
+
+/* Removes the bytes of the uploads whose rows pod.uploads_expire took. */
+static void
+sweep_done(gw_pg_job *job)
+{
+	sweep_busy = 0;
+	PGresult *r = job->results[0];
+	if (job->failed || job->error)
+		gw_log("tus: the sweep of expired uploads failed: %s", job->failed ? job->failure : PQresultErrorMessage(job->error));
+	else if (r && PQntuples(r) == 1 && *PQgetvalue(r, 0, 0))
+	{
+		char *ids = strdup(PQgetvalue(r, 0, 0)), *save = NULL, dir[4096], p[4200];
+		if (!ids)
+			abort();
+		upload_dir(dir, sizeof dir);
+		for (char *id = strtok_r(ids, ",", &save); id; id = strtok_r(NULL, ",", &save))
+			if (valid_uuid(id))
+			{
+				snprintf(p, sizeof p, "%s/%s", dir, id);
+				unlink(p);
+			}
+		free(ids);
+	}
+	gw_pool_job_clear(job);
+}
+
+static void
+sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	if (sweep_busy || gw_draining)
+		return;
+	gw_pool_job_clear(&sweep_job);
+	memset(&sweep_job, 0, sizeof sweep_job);
+	/* no role switch: the login role may run the sweep (it removes only what expired) */
+	sweep_job.nstmts = 1;
+	sweep_job.stmts[0].sql = "SELECT coalesce(string_agg(e::text, ','), '') FROM pod.uploads_expire(100) e";
+	sweep_job.stmts[0].params = &sweep_params;
+	sweep_job.done = sweep_done;
+	sweep_busy = 1;
+	gw_pool_submit(&sweep_job);
+}
+
+void
+gw_tus_sweep_start(void)
+{
+	gw_params_init(&sweep_params);
+	ev_timer_init(&sweep_timer, sweep_cb, gw_cfg.upload_sweep, gw_cfg.upload_sweep);
+	ev_timer_start(gw_loop, &sweep_timer);
+	ev_unref(gw_loop); /* it alone does not keep the loop running */
+}
+
 /* --- entry points ------------------------------------------------------------------------ */
 
 /* A tus struct for req with the checks every method but OPTIONS shares:
@@ -816,7 +961,6 @@ tus_begin(gw_req *req)
 	gw_params_init(&t->sp);
 	gw_params_init(&t->qp);
 	gw_params_init(&t->fp);
-	gw_params_init(&t->none);
 	req->handler = t;
 	req->on_done = req_done;
 	const char *tr = gw_req_header(req, "tus-resumable");
@@ -870,14 +1014,19 @@ gw_tus_head(gw_req *req)
 			tus_error(t, 405, "Uploads are created with POST /uploads");
 			return;
 		}
-		if (gw_req_header(req, "upload-defer-length"))
+		const char *defer = gw_req_header(req, "upload-defer-length");
+		const char *length = gw_req_header(req, "upload-length");
+		if (defer && (strcmp(defer, "1") || length))
 		{
-			tus_error(t, 400, "Upload-Defer-Length is not supported: send Upload-Length");
+			tus_error(t, 400, length ? "Upload-Length and Upload-Defer-Length exclude each other"
+			                         : "Upload-Defer-Length must be 1");
 			return;
 		}
-		if (parse_offset(gw_req_header(req, "upload-length"), &t->length))
+		if (defer)
+			t->length = -1; /* a later PATCH says it */
+		else if (parse_offset(length, &t->length))
 		{
-			tus_error(t, 400, "Upload-Length must be a number of bytes");
+			tus_error(t, 400, "Upload-Length (or Upload-Defer-Length: 1) must be a number of bytes");
 			return;
 		}
 		if (t->length > gw_cfg.upload_max)
@@ -885,9 +1034,9 @@ gw_tus_head(gw_req *req)
 			tus_error(t, 413, "Upload-Length is over Tus-Max-Size");
 			return;
 		}
-		if (req->content_length > t->length)
+		if (req->content_length > (t->length >= 0 ? t->length : gw_cfg.upload_max))
 		{
-			tus_error(t, 413, "The body goes past Upload-Length");
+			tus_error(t, 413, t->length >= 0 ? "The body goes past Upload-Length" : "The body goes past Tus-Max-Size");
 			return;
 		}
 		t->metadata_json = parse_metadata(gw_req_header(req, "upload-metadata"));
@@ -940,6 +1089,19 @@ gw_tus_head(gw_req *req)
 		tus_error(t, 400, "Upload-Offset must be a number of bytes");
 		return;
 	}
+	/* a deferred upload's length, given by a PATCH (checked against the row later) */
+	t->new_length = -1;
+	const char *new_length = gw_req_header(req, "upload-length");
+	if (new_length && parse_offset(new_length, &t->new_length))
+	{
+		tus_error(t, 400, "Upload-Length must be a number of bytes");
+		return;
+	}
+	if (t->new_length > gw_cfg.upload_max)
+	{
+		tus_error(t, 413, "Upload-Length is over Tus-Max-Size");
+		return;
+	}
 	const char *cs = gw_req_header(req, "upload-checksum");
 	if (cs)
 	{
@@ -979,7 +1141,7 @@ gw_tus_finish(gw_req *req)
 		char h[256];
 		snprintf(h, sizeof h,
 		         TUS_HEADERS "Tus-Version: 1.0.0\r\nTus-Extension: creation,creation-with-upload,termination,expiration,"
-		                     "checksum\r\nTus-Checksum-Algorithm: sha256\r\nTus-Max-Size: %ld\r\n",
+		                     "checksum,creation-defer-length\r\nTus-Checksum-Algorithm: sha256\r\nTus-Max-Size: %ld\r\n",
 		         gw_cfg.upload_max);
 		gw_respond(req, 204, NULL, h, NULL, 0);
 		return;

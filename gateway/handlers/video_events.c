@@ -3,12 +3,15 @@
 
 #include "hub.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 static const gw_hub_kind videos = {
     .name = "video",
-    /* a video the caller cannot see (RLS on pod.videos) is a 404, not a silent stream;
-     * the subscriber starts one event back, so the latest (the current state) comes
-     * at once */
-    .authorize_sql = "SELECT EXISTS (SELECT 1 FROM api.videos WHERE uuid = $1::uuid),"
+    /* a video the caller may not watch (pod.video_watchable: others' unpublished or
+     * private videos) is a 404, not a silent stream; the subscriber starts one event
+     * back, so the latest (the current state) comes at once */
+    .authorize_sql = "SELECT pod.video_watchable($1::uuid),"
                      " (SELECT greatest(coalesce(max(seq), 0) - 1, 0) FROM pod.video_events"
                      " WHERE video_uuid = $1::uuid)",
     .history_sql = "SELECT seq, event, data::text FROM pod.video_events WHERE video_uuid = $1::uuid"
@@ -27,8 +30,17 @@ gw_video_events_handle(gw_req *req, const char *video)
 	gw_hub_subscribe(req, &videos, video);
 }
 
+/* "<uuid>:<seq>" or, for a state event (published, failed, privacy changed...),
+ * "<uuid>:<seq>:state": then who may watch may have changed, and every subscriber
+ * of the video is asked again before it gets more. */
 void
 gw_video_events_notify(const char *payload)
 {
-	gw_hub_notify_payload(&videos, payload);
+	char key[40];
+	const char *rest;
+	if (gw_hub_split_payload(payload, key, &rest))
+		return;
+	if (rest && strstr(rest, ":state"))
+		gw_hub_reauthorize(&videos, key, NULL);
+	gw_hub_notify(&videos, key, rest ? strtoll(rest, NULL, 10) : -1);
 }

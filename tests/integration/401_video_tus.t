@@ -3,8 +3,9 @@
 # interrupted at about half, the gateway is restarted, and the upload is resumed from
 # the URL the client stored; it ends byte-identical as a file of its user. Beside it,
 # with curl: the protocol's refusals (412, 413, 409, 404 for another user, 410 expired),
-# creation-with-upload, the sha256 checksum (460 on a mismatch), termination; nothing
-# unfinished ever becomes a file.
+# creation-with-upload, the sha256 checksum (460 on a mismatch), termination, a length
+# given later (creation-defer-length, its bad lengths refused), expired uploads swept
+# by the gateway's timer with no new upload coming; nothing unfinished ever becomes a file.
 . "$(dirname "$0")/tap.sh"
 top=$PGPOD_TOP
 url=$PGPOD_URL
@@ -12,7 +13,7 @@ store=$PGPOD_DIR/store
 js=$top/tests/js/video
 work=$(mktemp -d /tmp/pgpod-tus.XXXXXX)
 trap '[[ ${PGPOD_KEEP:-0} == 1 ]] || rm -rf "$work"; (cd "$top" && scripts/pgpod start >/dev/null 2>&1)' EXIT
-plan 30
+plan 42
 if ! out=$(cd "$js" && npm ci --no-audit --no-fund --loglevel=error 2>&1); then
   echo "not ok 1 - npm ci in tests/js/video"; printf '%s\n' "$out" | sed 's/^/# /'; exit 1
 fi
@@ -34,7 +35,8 @@ files_of_a() { q -c "SELECT count(*) FROM pod.files f JOIN pod.users u ON u.id =
 
 opts=$(curl -s -i -X OPTIONS "$url/uploads")
 is "$(echo "$opts" | head -1 | tr -d '\r' | cut -d' ' -f2) $(echo "$opts" | hdr Tus-Version)" "204 1.0.0" "OPTIONS /uploads: 204, Tus-Version 1.0.0"
-is "$(echo "$opts" | hdr Tus-Extension)" "creation,creation-with-upload,termination,expiration,checksum" "Tus-Extension lists what is supported"
+is "$(echo "$opts" | hdr Tus-Extension)" "creation,creation-with-upload,termination,expiration,checksum,creation-defer-length" \
+  "Tus-Extension lists what is supported"
 [[ $(echo "$opts" | hdr Tus-Max-Size) =~ ^[0-9]+$ && $(echo "$opts" | hdr Tus-Checksum-Algorithm) == sha256 ]]
 ok $? "Tus-Max-Size and Tus-Checksum-Algorithm: sha256"
 
@@ -90,6 +92,7 @@ is "$(patch -H 'Upload-Offset: 0' -H "Upload-Checksum: sha256 $bad" --data-binar
 is "$(curl -s -I "$url/uploads/$cs" "${TUS[@]}" "${A[@]}" | hdr Upload-Offset)" 0 "and its bytes are not kept"
 is "$(patch -H 'Upload-Offset: 0' -H "Upload-Checksum: sha256 $good" --data-binary @"$work/c1.bin")" 204 "the right checksum: 204"
 is "$(patch -H 'Upload-Offset: 100' -H 'Upload-Checksum: md5 AAAA' --data-binary @"$work/c1.bin")" 400 "an unsupported checksum algorithm: 400"
+is "$(patch -H 'Upload-Offset: 100' -H 'Upload-Length: 300' --data-binary @"$work/c1.bin")" 400 "a PATCH changing a known Upload-Length: 400"
 head -c 1000 /dev/urandom >"$work/w.bin"
 resp=$(create 1000 with-upload.bin -H 'Content-Type: application/offset+octet-stream' --data-binary @"$work/w.bin")
 is "$(echo "$resp" | head -1 | tr -d '\r' | cut -d' ' -f2) $(echo "$resp" | hdr Upload-Offset)" "201 1000" "creation-with-upload: 201, Upload-Offset 1000"
@@ -104,5 +107,48 @@ is "$(code -X DELETE "$url/uploads/$small" "${TUS[@]}" "${A[@]}") $(code -I "$ur
   "termination: DELETE 204, then 404"
 [[ ! -e $store/uploads/$small ]]
 ok $? "a terminated upload's bytes are removed"
-is "$(files_of_a)" 2 "only the two finished uploads became files"
+
+# --- creation-defer-length: the length comes with a later PATCH -------------------------
+is "$(code -X POST "$url/uploads" "${TUS[@]}" "${A[@]}" -H 'Upload-Defer-Length: 1' -H 'Upload-Length: 10')" 400 \
+  "Upload-Length and Upload-Defer-Length together: 400"
+is "$(code -X POST "$url/uploads" "${TUS[@]}" "${A[@]}" -H 'Upload-Defer-Length: 2')" 400 "Upload-Defer-Length other than 1: 400"
+head -c 3000 /dev/urandom >"$work/d.bin"
+head -c 1000 "$work/d.bin" >"$work/d1.bin"; tail -c +1001 "$work/d.bin" | head -c 1000 >"$work/d2.bin"; tail -c +2001 "$work/d.bin" >"$work/d3.bin"
+resp=$(curl -s -i -X POST "$url/uploads" "${TUS[@]}" "${A[@]}" -H 'Upload-Defer-Length: 1' \
+         -H "Upload-Metadata: filename $(printf deferred.bin | base64 -w0)" -H 'Content-Type: application/offset+octet-stream' \
+         --data-binary @"$work/d1.bin")
+did=$(echo "$resp" | hdr Location); did=${did##*/}
+is "$(echo "$resp" | head -1 | tr -d '\r' | cut -d' ' -f2) $(echo "$resp" | hdr Upload-Offset)" "201 1000" \
+  "Upload-Defer-Length: 1 with a first part: 201, Upload-Offset 1000"
+deferred_head() { local h; h=$(curl -s -I "$url/uploads/$did" "${TUS[@]}" "${A[@]}"); echo "$(echo "$h" | hdr Upload-Offset) $(echo "$h" | hdr Upload-Defer-Length)/$(echo "$h" | hdr Upload-Length)"; }
+is "$(deferred_head)" "1000 1/" "HEAD: Upload-Defer-Length: 1 and no Upload-Length yet"
+dpatch() { curl -s -o /dev/null -w '%{http_code}' -X PATCH "$url/uploads/$did" "${TUS[@]}" "${A[@]}" \
+             -H 'Content-Type: application/offset+octet-stream' "$@"; }
+is "$(dpatch -H 'Upload-Offset: 1000' --data-binary @"$work/d2.bin")" 204 "a PATCH that does not say the length yet: 204"
+is "$(dpatch -H 'Upload-Offset: 2000' -H 'Upload-Length: 1500' --data-binary @"$work/d3.bin") $(dpatch -H 'Upload-Offset: 2000' \
+      -H 'Upload-Length: lots' --data-binary @"$work/d3.bin") $(dpatch -H 'Upload-Offset: 2000' -H "Upload-Length: $((1 << 50))" \
+      --data-binary @"$work/d3.bin")" "400 400 413" "a length below the offset, not a number, over Tus-Max-Size: 400, 400, 413"
+is "$(deferred_head)" "2000 1/" "... and nothing changed"
+is "$(dpatch -H 'Upload-Offset: 2000' -H 'Upload-Length: 3000' --data-binary @"$work/d3.bin")" 204 "the last PATCH gives the length: 204"
+is "$(q -c "SELECT f.filename_visible || ' ' || encode(f.sha256, 'hex') || ' ' || u.length FROM pod.uploads u JOIN pod.files f ON f.id = u.file_id WHERE u.id = '$did'")" \
+  "deferred.bin $(sha256sum "$work/d.bin" | cut -c1-64) 3000" "the deferred upload is a file with the content's sha256"
+is "$(files_of_a)" 3 "only the three finished uploads became files"
+
+# --- expired uploads are swept by a timer, no new upload needed ------------------------------
+restart_gateway() {
+  local gw; gw=$(cat "$PGPOD_DIR/run/gateway.pid")
+  kill -TERM "$gw"; wait_for 20 bash -c "! kill -0 $gw 2>/dev/null"
+  (cd "$top" && env "$@" scripts/pgpod start >/dev/null 2>&1)
+}
+restart_gateway PGPOD_UPLOAD_SWEEP_MS=300
+sw=$(create 100 swept.bin | hdr Location); sw=${sw##*/}
+is "$(curl -s -o /dev/null -w '%{http_code}' -X PATCH "$url/uploads/$sw" "${TUS[@]}" "${A[@]}" \
+      -H 'Content-Type: application/offset+octet-stream' -H 'Upload-Offset: 0' --data-binary @"$work/d1.bin")" 413 \
+  "a PATCH whose body goes past Upload-Length: 413"
+curl -s -o /dev/null -X PATCH "$url/uploads/$sw" "${TUS[@]}" "${A[@]}" -H 'Content-Type: application/offset+octet-stream' \
+  -H 'Upload-Offset: 0' --data-binary 'partial'
+[[ -e $store/uploads/$sw ]] && q -c "UPDATE pod.uploads SET expires_at = now() - interval '1 second' WHERE id = '$sw'" >/dev/null
+wait_for 10 bash -c "[[ ! -e $store/uploads/$sw && \$(psql -X -At -c \"SELECT count(*) FROM pod.uploads WHERE id = '$sw'\") == 0 ]]"
+ok $? "an expired upload's row and bytes are swept by the gateway's timer (PGPOD_UPLOAD_SWEEP_MS), no creation needed"
+restart_gateway
 done_testing

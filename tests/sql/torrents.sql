@@ -98,20 +98,21 @@ SELECT is((SELECT magnet FROM pod.video_files WHERE id = :vf720),
 
 -- what anonymous visitors see
 SET LOCAL ROLE pgpod_anon;
-SELECT set_config('request.jwt.claims', '', true);
+SELECT set_config('request.jwt.claims', '{"role": "pgpod_anon"}', true);
 SELECT is((SELECT torrent_url FROM api.video_files WHERE resolution = 720),
           'http://pod.test:8080/torrents/' || (SELECT info_hash FROM api.video_files WHERE resolution = 720) || '.torrent',
           'api.video_files gives the torrent URL');
 SELECT is((SELECT magnet FROM api.videos WHERE uuid = :'v'), (SELECT magnet FROM api.video_files WHERE resolution = 720),
           'api.videos.magnet is the best rendition''s');
-SELECT is((SELECT count(*)::int FROM api.files WHERE id IN (:'f720', :'f360')), 2, 'a published video''s files are public (WebSeed)');
+SELECT is((SELECT count(*)::int FROM unnest(ARRAY[:'f720', :'f360']::uuid[]) f, pod.file_download(f)), 2,
+          'a published video''s files are public (WebSeed: GET /files/<id>)');
 SELECT is((SELECT count(*)::int FROM api.torrents), 2, 'both torrents are served');
 RESET ROLE;
 SELECT is((SELECT count(*)::int FROM pod.torrents_seeded), 2, 'the seeder serves both');
 UPDATE pod.videos SET state = 'failed' WHERE uuid = :'v';
 SELECT is((SELECT count(*)::int FROM pod.torrents_seeded), 0, 'an unpublished video is not seeded');
 SET LOCAL ROLE pgpod_anon;
-SELECT is((SELECT count(*)::int FROM api.files WHERE id IN (:'f720', :'f360')), 0, '... nor its files public');
+SELECT is((SELECT count(*)::int FROM unnest(ARRAY[:'f720', :'f360']::uuid[]) f, pod.file_download(f)), 0, '... nor its files public');
 RESET ROLE;
 
 SELECT * FROM finish();

@@ -6,7 +6,7 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(42);
+SELECT plan(43);
 
 SELECT u.id AS owner_id, json_build_object('role', 'pgpod_user', 'sub', u.id, 'sid', l.session_id)::text AS owner_claims
   FROM pod.register('tc@video.test', 'video password') u, LATERAL pod.login('tc@video.test', 'video password') l \gset
@@ -81,9 +81,11 @@ SELECT is((SELECT count(*)::int FROM pod.files WHERE id IN (:'f_mp4', :'f_hls', 
   'every output is a file of the channel''s owner');
 SELECT is((SELECT count(*)::int FROM pod.blobs WHERE sha256 = sha256('mp4') AND orphaned_at IS NULL), 1, 'published blobs are in use');
 SET LOCAL ROLE pgpod_anon;
-SELECT set_config('request.jwt.claims', '', true);
-SELECT is((SELECT count(*)::int FROM api.files WHERE id IN (:'f_mp4', :'f_pl', :'f_master', :'f_thumb')), 4, 'anonymous reads a published video''s files');
-SELECT is((SELECT count(*)::int FROM api.files WHERE id = :'src'), 0, 'but not its source upload');
+SELECT set_config('request.jwt.claims', '{"role": "pgpod_anon"}', true);  -- as the gateway sets it (no claims at all is psql's superuser)
+SELECT is((SELECT count(*)::int FROM unnest(ARRAY[:'f_mp4', :'f_pl', :'f_master', :'f_thumb']::uuid[]) f, pod.file_download(f)), 4,
+  'anonymous reads a published video''s files (one by id, as GET /files/<id>)');
+SELECT is((SELECT count(*)::int FROM pod.file_download(:'src')), 0, 'but not its source upload');
+SELECT throws_ok('SELECT count(*) FROM api.files', '42501', NULL, 'anonymous callers list no files (no owner ids)');
 SELECT ok((SELECT hls_url LIKE '%/files/' || :'f_master' AND thumbnail_url LIKE '%/files/' || :'f_thumb' FROM api.videos WHERE uuid = :'v'),
   'api.videos: hls_url and thumbnail_url');
 SELECT is((SELECT kind || ' ' || size || ' ' || bitrate || ' ' || (url LIKE '%/files/' || :'f_hls') FROM api.video_files WHERE video_uuid = :'v' AND kind = 'hls'),
