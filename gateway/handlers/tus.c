@@ -325,7 +325,7 @@ sync_bytes(tus *t)
 {
 	if (t->fd >= 0 && t->written > 0 && fdatasync(t->fd) < 0)
 	{
-		gw_log("tus %s: fdatasync: %s", t->id, strerror(errno));
+		wk_log(WK_ERROR, "tus %s: fdatasync: %s", t->id, strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -896,7 +896,7 @@ sweep_done(gw_pg_job *job)
 	sweep_busy = 0;
 	PGresult *r = job->results[0];
 	if (job->failed || job->error)
-		gw_log("tus: the sweep of expired uploads failed: %s", job->failed ? job->failure : PQresultErrorMessage(job->error));
+		wk_log(WK_WARN, "tus: the sweep of expired uploads failed: %s", job->failed ? job->failure : PQresultErrorMessage(job->error));
 	else if (r && PQntuples(r) == 1 && *PQgetvalue(r, 0, 0))
 	{
 		char *ids = strdup(PQgetvalue(r, 0, 0)), *save = NULL, dir[4096], p[4200];
