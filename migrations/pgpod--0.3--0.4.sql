@@ -4922,6 +4922,40 @@ COMMENT ON FUNCTION pod.room_events_wake(uuid) IS 'Gives back what pod.room_even
 REVOKE ALL ON FUNCTION pod.room_event_notify(uuid, bigint), pod.room_events_sleep(uuid), pod.room_events_wake(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pod.room_events_sleep(uuid), pod.room_events_wake(uuid) TO pgpod_authenticator;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pod FROM PUBLIC;
+-- sql/10_auth.sql: pod.current_user_id() remembered per transaction (livechat's posting speed)
+-- pod.current_user_id() asks pod.session_user_id() once per transaction and claims
+-- (extension/src/identity.c); every change of pod.sessions makes it ask again. The
+-- ids are checked by pattern (the canonical form pod.login writes), not by catching
+-- the cast's error: an exception block is a subtransaction on every call.
+CREATE FUNCTION pod.session_user_id() RETURNS uuid
+  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  claims jsonb := pod.jwt_claims();
+  sid text := claims ->> 'sid';
+  sub text := claims ->> 'sub';
+  uid uuid;
+BEGIN
+  IF sid IS NULL THEN
+    RETURN NULL;
+  END IF;
+  IF sid !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+     OR sub !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
+    RAISE EXCEPTION 'malformed session claims' USING ERRCODE = 'PT401';
+  END IF;
+  SELECT s.user_id INTO uid FROM pod.sessions s
+   WHERE s.id = sid::uuid AND s.user_id = sub::uuid AND s.revoked_at IS NULL AND s.expires_at > now();
+  IF uid IS NULL THEN
+    RAISE EXCEPTION 'session has ended' USING ERRCODE = 'PT401', HINT = 'Log in again.';
+  END IF;
+  RETURN uid;
+END $$;
+CREATE OR REPLACE FUNCTION pod.current_user_id() RETURNS uuid
+  AS 'MODULE_PATHNAME', 'current_user_id_cached' LANGUAGE C STABLE;
+COMMENT ON FUNCTION pod.current_user_id() IS 'The user of the current request''s JWT, or NULL when there is none or its session ended.';
+CREATE FUNCTION pod.sessions_forget_user() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'sessions_forget_user' LANGUAGE C;
+CREATE TRIGGER sessions_forget_user AFTER UPDATE OR DELETE OR TRUNCATE ON pod.sessions
+  FOR EACH STATEMENT EXECUTE FUNCTION pod.sessions_forget_user();
 -- end of livechat (issue 16) -------------------------------------------------------------
 -- ==== end of livechat ====
 
