@@ -3229,8 +3229,11 @@ CREATE OR REPLACE FUNCTION pod.livechat_cleanup(OUT orphan_rooms integer, OUT st
 DECLARE
   retention interval := (pod.setting('livechat.remote_retention') #>> '{}')::interval;
 BEGIN
-  -- (the remote chats whose rooms they mirror go first, so their rooms are orphans now)
-  DELETE FROM pod.remote_video_chats WHERE updated_at < now() - retention;
+  -- (the remote chats whose rooms they mirror go first, so their rooms are orphans now):
+  -- unused past the retention, or of a video its pod no longer publishes here (it
+  -- left the pubsub cache: retracted, or the pod is no friend any more)
+  DELETE FROM pod.remote_video_chats c WHERE c.updated_at < now() - retention
+     OR NOT EXISTS (SELECT 1 FROM pod.remote_video(c.video_uuid) r WHERE pod.pod_host(r.origin) = c.host);
   GET DIAGNOSTICS stale_video_chats = ROW_COUNT;
   -- a room of a video or channel that is neither ours nor a remote chat's mirror
   DELETE FROM pod.rooms r WHERE r.type IN ('video', 'channel')
@@ -4240,6 +4243,19 @@ CREATE FUNCTION pod.pod_host(url text) RETURNS text
   LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
   RETURN lower(substring(url FROM '^[a-zA-Z]+://([^/?#]+)'));
 
+-- Another pod's video as this pod knows it: an item of that pod's videos node in the
+-- pubsub cache (sql/77_video_pubsub.sql; pod.videos holds this pod's own videos only).
+-- A remote video is (origin, uuid): origin is the node's service, the pod that
+-- published the item (only it may speak of the video: pod.video_owner_other_than), so
+-- only it speaks for the video's room. No row when no other pod published it here.
+CREATE FUNCTION pod.remote_video(video uuid, OUT origin text, OUT name text)
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pod AS $$
+  SELECT n.service, i.parsed ->> 'title'
+    FROM pod.pubsub_nodes n JOIN pod.pubsub_items i ON i.node_id = n.id AND i.name = video::text
+   WHERE n.name = 'urn:pgpod:videos' AND NOT coalesce(pod.pubsub_is_local(n.service), false)
+   ORDER BY i.id LIMIT 1
+$$;
+
 ALTER TABLE pod.remote_video_chats
   ADD COLUMN room_id uuid UNIQUE REFERENCES pod.rooms ON DELETE SET NULL,
   ADD COLUMN last_seq bigint NOT NULL DEFAULT 0,
@@ -4410,8 +4426,10 @@ BEGIN
     RETURN jsonb_build_object('status', 'posted', 'message', id);
   WHEN 'chat.subscribed', 'chat.event', 'chat.refused' THEN
     -- only the video's own pod speaks for its room
-    SELECT c.* INTO rc FROM pod.remote_video_chats c JOIN pod.videos v ON v.uuid = c.video_uuid AND v.origin = sender
-     WHERE c.host = pod.pod_host(sender) AND c.video_uuid = video FOR UPDATE OF c;
+    SELECT c.* INTO rc FROM pod.remote_video_chats c
+     WHERE c.host = pod.pod_host(sender) AND c.video_uuid = video
+       AND (SELECT r.origin FROM pod.remote_video(video) r) = sender
+       FOR UPDATE OF c;
     IF rc.room_id IS NULL THEN
       PERFORM pod.inbox_reject('PT404', 'no chat of ' || sender || ' video ' || video || ' is followed here');
     END IF;
@@ -4507,18 +4525,18 @@ CREATE FUNCTION pod.remote_chat_mirror(chat_host text, chat_video uuid) RETURNS 
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   rc pod.remote_video_chats;
-  v pod.videos;
+  v record;
   room uuid;
 BEGIN
   SELECT * INTO rc FROM pod.remote_video_chats WHERE host = chat_host AND video_uuid = chat_video FOR UPDATE;
-  SELECT * INTO v FROM pod.videos WHERE uuid = chat_video;
+  SELECT * INTO v FROM pod.remote_video(chat_video);
   room := rc.room_id;
   IF room IS NULL THEN
-    INSERT INTO pod.rooms (name, type, created_by) VALUES (left(coalesce(v.name, 'remote chat'), 200), 'video', NULL)
+    INSERT INTO pod.rooms (name, type, created_by) VALUES (left(coalesce(nullif(v.name, ''), 'remote chat'), 200), 'video', NULL)
       RETURNING id INTO room;
     UPDATE pod.remote_video_chats SET room_id = room WHERE host = chat_host AND video_uuid = chat_video;
   END IF;
-  IF rc.subscribed_at IS NULL AND v.origin IS NOT NULL THEN
+  IF rc.subscribed_at IS NULL AND pod.pod_host(v.origin) = chat_host THEN
     PERFORM pod.deliver(ARRAY[v.origin], 'chat.subscribe', jsonb_build_object('video', chat_video));
   END IF;
   RETURN room;
@@ -4589,12 +4607,13 @@ BEGIN
   RETURN jsonb_build_object('status', 'recorded', 'infos', infos);
 END $$;
 
--- A signed-in user opens a remote video's chat: ready (the mirror room to read and post
--- in), pending (the pod is asking the video's pod; ask again), or disabled.
+-- A signed-in user opens a remote video's chat (a video another pod published here:
+-- pod.remote_video): ready (the mirror room to read and post in), pending (the pod is
+-- asking the video's pod; ask again), or disabled.
 CREATE FUNCTION pod.remote_chat_open(video uuid) RETURNS jsonb
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
-  v pod.videos;
+  origin text;
   r_host text;
   rc pod.remote_video_chats;
   fresh interval := (pod.setting('livechat.remote_refresh') #>> '{}')::interval;
@@ -4602,17 +4621,17 @@ BEGIN
   IF pod.current_user_id() IS NULL AND NOT pod.is_admin() THEN
     RAISE EXCEPTION 'sign in to chat with other pods' USING ERRCODE = '42501';
   END IF;
-  SELECT * INTO v FROM pod.videos WHERE uuid = video;
-  IF v.uuid IS NULL OR v.origin IS NULL THEN
+  origin := (SELECT r.origin FROM pod.remote_video(video) r);
+  IF origin IS NULL THEN
     RAISE EXCEPTION 'no remote video %', video USING ERRCODE = 'P0002',
       HINT = 'A local video''s chat is GET /rpc/video_chat_room.';
   END IF;
-  r_host := pod.pod_host(v.origin);
-  SELECT * INTO rc FROM pod.remote_video_chats c WHERE c.host = pod_host(v.origin) AND c.video_uuid = video;
+  r_host := pod.pod_host(origin);
+  SELECT * INTO rc FROM pod.remote_video_chats c WHERE c.host = r_host AND c.video_uuid = video;
   -- a chat in use stays ready while its information is refreshed (at most once per
   -- livechat.remote_refresh), so that cleanup does not find it stale
   IF rc.host IS NOT NULL AND rc.updated_at <= now() - fresh AND rc.room_id IS NOT NULL THEN
-    PERFORM pod.remote_chat_refresh(v, r_host);
+    PERFORM pod.remote_chat_refresh(origin, video);
   END IF;
   IF rc.host IS NOT NULL AND (rc.updated_at > now() - fresh OR rc.room_id IS NOT NULL) THEN
     IF NOT (rc.infos ->> 'enabled')::boolean THEN
@@ -4621,20 +4640,20 @@ BEGIN
     RETURN jsonb_build_object('status', 'ready', 'room', pod.remote_chat_mirror(rc.host, video), 'infos', rc.infos,
                               'following', rc.subscribed_at IS NOT NULL);
   END IF;
-  PERFORM pod.remote_chat_refresh(v, r_host);
+  PERFORM pod.remote_chat_refresh(origin, video);
   RETURN jsonb_build_object('status', 'pending');
 END $$;
 
--- Asks the video's pod for its chat information (a chat_info job), unless a job for it
--- is already waiting or running.
-CREATE FUNCTION pod.remote_chat_refresh(v pod.videos, chat_host text) RETURNS void
+-- Asks a remote video's pod (origin) for the video's chat information (a chat_info
+-- job), unless a job for it is already waiting or running.
+CREATE FUNCTION pod.remote_chat_refresh(origin text, video uuid) RETURNS void
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pod.jobs j WHERE j.kind = 'chat_info' AND j.state IN ('waiting', 'running')
-                  AND j.payload ->> 'video' = v.uuid::text) THEN
+                  AND j.target = origin AND j.payload ->> 'video' = video::text) THEN
     PERFORM pod.job_enqueue('chat_info', jsonb_build_object(
-      'origin', v.origin, 'host', chat_host, 'video', v.uuid,
-      'url', v.origin || (pod.setting('livechat.chat_info_path') #>> '{}') || '?video=' || v.uuid), v.origin);
+      'origin', origin, 'host', pod.pod_host(origin), 'video', video,
+      'url', origin || (pod.setting('livechat.chat_info_path') #>> '{}') || '?video=' || video), origin);
   END IF;
 END $$;
 
@@ -4651,7 +4670,7 @@ BEGIN
     RAISE EXCEPTION 'sign in to chat with other pods' USING ERRCODE = '42501';
   END IF;
   SELECT * INTO rc FROM pod.remote_video_chats WHERE room_id = room;
-  origin := (SELECT v.origin FROM pod.videos v WHERE v.uuid = rc.video_uuid);
+  origin := (SELECT r.origin FROM pod.remote_video(rc.video_uuid) r WHERE pod.pod_host(r.origin) = rc.host);
   IF origin IS NULL THEN
     RAISE EXCEPTION 'room % is not another pod''s chat', room USING ERRCODE = 'P0002';
   END IF;
@@ -4903,6 +4922,40 @@ COMMENT ON FUNCTION pod.room_events_wake(uuid) IS 'Gives back what pod.room_even
 REVOKE ALL ON FUNCTION pod.room_event_notify(uuid, bigint), pod.room_events_sleep(uuid), pod.room_events_wake(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pod.room_events_sleep(uuid), pod.room_events_wake(uuid) TO pgpod_authenticator;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pod FROM PUBLIC;
+-- sql/10_auth.sql: pod.current_user_id() remembered per transaction (livechat's posting speed)
+-- pod.current_user_id() asks pod.session_user_id() once per transaction and claims
+-- (extension/src/identity.c); every change of pod.sessions makes it ask again. The
+-- ids are checked by pattern (the canonical form pod.login writes), not by catching
+-- the cast's error: an exception block is a subtransaction on every call.
+CREATE FUNCTION pod.session_user_id() RETURNS uuid
+  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
+DECLARE
+  claims jsonb := pod.jwt_claims();
+  sid text := claims ->> 'sid';
+  sub text := claims ->> 'sub';
+  uid uuid;
+BEGIN
+  IF sid IS NULL THEN
+    RETURN NULL;
+  END IF;
+  IF sid !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+     OR sub !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
+    RAISE EXCEPTION 'malformed session claims' USING ERRCODE = 'PT401';
+  END IF;
+  SELECT s.user_id INTO uid FROM pod.sessions s
+   WHERE s.id = sid::uuid AND s.user_id = sub::uuid AND s.revoked_at IS NULL AND s.expires_at > now();
+  IF uid IS NULL THEN
+    RAISE EXCEPTION 'session has ended' USING ERRCODE = 'PT401', HINT = 'Log in again.';
+  END IF;
+  RETURN uid;
+END $$;
+CREATE OR REPLACE FUNCTION pod.current_user_id() RETURNS uuid
+  AS 'MODULE_PATHNAME', 'current_user_id_cached' LANGUAGE C STABLE;
+COMMENT ON FUNCTION pod.current_user_id() IS 'The user of the current request''s JWT, or NULL when there is none or its session ended.';
+CREATE FUNCTION pod.sessions_forget_user() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'sessions_forget_user' LANGUAGE C;
+CREATE TRIGGER sessions_forget_user AFTER UPDATE OR DELETE OR TRUNCATE ON pod.sessions
+  FOR EACH STATEMENT EXECUTE FUNCTION pod.sessions_forget_user();
 -- end of livechat (issue 16) -------------------------------------------------------------
 -- ==== end of livechat ====
 

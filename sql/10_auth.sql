@@ -101,26 +101,39 @@ END $$;
 -- The calling user: the JWT's subject while its session lives. A token whose session
 -- was revoked (logout) or expired is refused at once with PT401 (HTTP 401), not when
 -- the token itself expires. No claims, or claims without a session: nobody (NULL).
-CREATE FUNCTION pod.current_user_id() RETURNS uuid
+-- pod.current_user_id() asks pod.session_user_id() once per transaction and claims
+-- (extension/src/identity.c); every change of pod.sessions makes it ask again. The
+-- ids are checked by pattern (the canonical form pod.login writes), not by catching
+-- the cast's error: an exception block is a subtransaction on every call.
+CREATE FUNCTION pod.session_user_id() RETURNS uuid
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
 DECLARE
   claims jsonb := pod.jwt_claims();
+  sid text := claims ->> 'sid';
+  sub text := claims ->> 'sub';
   uid uuid;
 BEGIN
-  IF claims ->> 'sid' IS NULL THEN
+  IF sid IS NULL THEN
     RETURN NULL;
   END IF;
+  IF sid !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+     OR sub !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
+    RAISE EXCEPTION 'malformed session claims' USING ERRCODE = 'PT401';
+  END IF;
   SELECT s.user_id INTO uid FROM pod.sessions s
-   WHERE s.id = (claims ->> 'sid')::uuid AND s.user_id = (claims ->> 'sub')::uuid
-     AND s.revoked_at IS NULL AND s.expires_at > now();
+   WHERE s.id = sid::uuid AND s.user_id = sub::uuid AND s.revoked_at IS NULL AND s.expires_at > now();
   IF uid IS NULL THEN
     RAISE EXCEPTION 'session has ended' USING ERRCODE = 'PT401', HINT = 'Log in again.';
   END IF;
   RETURN uid;
-EXCEPTION WHEN invalid_text_representation THEN
-  RAISE EXCEPTION 'malformed session claims' USING ERRCODE = 'PT401';
 END $$;
+CREATE FUNCTION pod.current_user_id() RETURNS uuid
+  AS 'MODULE_PATHNAME', 'current_user_id_cached' LANGUAGE C STABLE;
 COMMENT ON FUNCTION pod.current_user_id() IS 'The user of the current request''s JWT, or NULL when there is none or its session ended.';
+CREATE FUNCTION pod.sessions_forget_user() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'sessions_forget_user' LANGUAGE C;
+CREATE TRIGGER sessions_forget_user AFTER UPDATE OR DELETE OR TRUNCATE ON pod.sessions
+  FOR EACH STATEMENT EXECUTE FUNCTION pod.sessions_forget_user();
 
 -- An admin: a live session of a user whose role is pgpod_admin, or, with no JWT at
 -- all, a superuser connection (psql administration). Decided from the session and

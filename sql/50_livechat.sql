@@ -239,8 +239,11 @@ CREATE FUNCTION pod.livechat_cleanup(OUT orphan_rooms integer, OUT stale_servers
 DECLARE
   retention interval := (pod.setting('livechat.remote_retention') #>> '{}')::interval;
 BEGIN
-  -- (the remote chats whose rooms they mirror go first, so their rooms are orphans now)
-  DELETE FROM pod.remote_video_chats WHERE updated_at < now() - retention;
+  -- (the remote chats whose rooms they mirror go first, so their rooms are orphans now):
+  -- unused past the retention, or of a video its pod no longer publishes here (it
+  -- left the pubsub cache: retracted, or the pod is no friend any more)
+  DELETE FROM pod.remote_video_chats c WHERE c.updated_at < now() - retention
+     OR NOT EXISTS (SELECT 1 FROM pod.remote_video(c.video_uuid) r WHERE pod.pod_host(r.origin) = c.host);
   GET DIAGNOSTICS stale_video_chats = ROW_COUNT;
   -- a room of a video or channel that is neither ours nor a remote chat's mirror
   DELETE FROM pod.rooms r WHERE r.type IN ('video', 'channel')

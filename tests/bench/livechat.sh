@@ -5,7 +5,7 @@
 #     options: forbidden words, moderation on) against pgbench running a plain INSERT of
 #     the same row into a table of the same shape (no trigger, policy, index or key)
 #     with the same role switch and claims, same clients. Also the same chat post as
-#     pgbench SQL (so the HTTP share is visible).
+#     pgbench SQL (so the HTTP share is visible). Two rounds of the three, best of each.
 #  2. A history page of 50 (api.room_history, before a random id) in a room of 100k
 #     messages and in a room of BENCH_HISTORY_BIG (10M) messages, as a signed-in
 #     reader through pgbench: equal within noise when the page reads the index; both
@@ -89,16 +89,26 @@ COMMIT;
 SQL
 tps() { sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$1"; }
 pgb() { pgbench -n -c "$clients" -j "$threads" -T "$secs" -f "$1" >"$2" 2>&1 || { sed 's/^/pgbench: /' "$2" >&2; exit 1; }; }
-wrk -t"$threads" -c"$clients" -d"${secs}s" -s "$work/post.lua" "$PGPOD_URL" >"$work/wrk.out" 2>&1
-gw=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$work/wrk.out")
-bad=$(sed -n 's/^non2xx \([0-9]*\)/\1/p' "$work/wrk.out")
-[[ -n $gw && ${bad:-1} == 0 ]] || { echo "wrk: no rate or failed requests" >&2; cat "$work/wrk.out" >&2; exit 1; }
-pgb "$work/plain.sql" "$work/plain.out"; plain=$(tps "$work/plain.out")
-pgb "$work/post.sql" "$work/post.out"; sqlpost=$(tps "$work/post.out")
+# Two rounds, each measuring the three one after the other, and the best of each: on
+# a shared machine the load changes within a run, and a busy moment would otherwise
+# fall on one side of the ratio only (each round's ratio is printed too).
+gw=0 plain=0 sqlpost=0
+best() { awk -v a="$1" -v b="$2" 'BEGIN { print (b > a ? b : a) }'; }
+for round in 1 2; do
+  wrk -t"$threads" -c"$clients" -d"${secs}s" -s "$work/post.lua" "$PGPOD_URL" >"$work/wrk.out" 2>&1
+  r_gw=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$work/wrk.out")
+  bad=$(sed -n 's/^non2xx \([0-9]*\)/\1/p' "$work/wrk.out")
+  [[ -n $r_gw && ${bad:-1} == 0 ]] || { echo "wrk: no rate or failed requests" >&2; cat "$work/wrk.out" >&2; exit 1; }
+  pgb "$work/plain.sql" "$work/plain.out"; r_plain=$(tps "$work/plain.out")
+  pgb "$work/post.sql" "$work/post.out"; r_sqlpost=$(tps "$work/post.out")
+  awk -v r="$round" -v a="$r_gw" -v s="$r_sqlpost" -v b="$r_plain" \
+    'BEGIN { printf "round %d: gateway %.0f req/s, SQL post %.0f tx/s, plain %.0f tx/s: %.2f x plain through the gateway\n", r, a, s, b, a / b }'
+  gw=$(best "$gw" "$r_gw"); plain=$(best "$plain" "$r_plain"); sqlpost=$(best "$sqlpost" "$r_sqlpost")
+done
 posted=$(psql -X -At -c "SELECT count(*) FROM pod.messages m JOIN public.lc_bench_rooms r ON r.id = m.room_id")
-printf 'chat post through the gateway (POST /messages, wrk -c%d, options on): %8.0f req/s\n' "$clients" "$gw"
-printf 'the same post as SQL (pgbench -c%d):                                  %8.0f tx/s\n' "$clients" "$sqlpost"
-printf 'plain INSERT, same role switch (pgbench -c%d, reference):             %8.0f tx/s\n' "$clients" "$plain"
+printf 'chat post through the gateway (POST /messages, wrk -c%d, options on): %8.0f req/s (best of 2)\n' "$clients" "$gw"
+printf 'the same post as SQL (pgbench -c%d):                                  %8.0f tx/s (best of 2)\n' "$clients" "$sqlpost"
+printf 'plain INSERT, same role switch (pgbench -c%d, reference):             %8.0f tx/s (best of 2)\n' "$clients" "$plain"
 awk -v a="$gw" -v s="$sqlpost" -v b="$plain" 'BEGIN { printf "ratio: %.2f x plain through the gateway (goal >= 0.50); SQL post %.2f x plain\n", a / b, s / b }'
 echo "($posted messages posted in the bench rooms)"
 

@@ -92,7 +92,7 @@ sub pump {
   return $cond->($st);
 }
 
-plan tests => 20;
+plan tests => 21;
 for my $n (1, 2) { podcmd($n, 'start') == 0 or diag "pod $n did not start: see $dir/pod$n.log" }
 ok(wait_for(30, sub { req(1, GET => '/rpc/friend_list')->{status} == 200 && req(2, GET => '/rpc/friend_list')->{status} == 200 }),
    'pods A (' . url(1) . ') and B (' . url(2) . ') answer');
@@ -107,8 +107,12 @@ my $channel = $r->{json}[0]{id};
 $r = req(1, POST => '/videos', $owner, { channel_id => $channel, name => 'live on A' });
 my $video = $r->{json}[0]{uuid};
 qp(1, "UPDATE pod.videos SET state = 'published' WHERE uuid = '$video'");
-ok(wait_for(30, sub { qp(2, "SELECT count(*) FROM pod.videos WHERE uuid = '$video' AND origin = '" . url(1) . "'") == 1 }),
-   "A's video is in B's index");
+# B knows A's video only from A's published items (the pubsub cache): its network
+# index lists it with A as its origin; pod.videos on B holds only B's own videos
+ok(wait_for(30, sub { my $x = req(2, GET => "/network_videos?uuid=eq.$video&select=uuid,origin,local")->{json};
+                      ref $x eq 'ARRAY' && @$x == 1 && $x->[0]{origin} eq url(1) && !$x->[0]{local} }),
+   "A's video is in B's network index, from A");
+is(qp(2, "SELECT count(*) FROM pod.videos WHERE uuid = '$video'"), 0, 'and not a row of pod.videos on B');
 $r = req(1, GET => "/rpc/video_chat_infos?video=$video");
 is_deeply([$r->{status}, $r->{json}{enabled}], [200, JSON::PP::true], "A answers its video's chat information") or diag $r->{content};
 

@@ -3,7 +3,7 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(40);
+SELECT plan(45);
 
 SELECT has_schema('pod'); SELECT has_schema('api');
 SELECT has_table('pod', 'users', 'pod.users exists');
@@ -39,12 +39,24 @@ SELECT throws_ok(format('SELECT pod.jwt_verify(%L)', pod.jwt_sign('{"role":"pgpo
 -- the session decides who the caller is
 SELECT set_config('request.jwt.claims', pod.jwt_verify(:'alice_token')::text, true);
 SELECT is(pod.current_user_id(), :'alice_user_id'::uuid, 'current_user_id from a live session');
+SELECT set_config('request.jwt.claims', json_build_object('role', 'pgpod_user', 'sub', :'alice_user_id', 'sid', 'not-a-uuid')::text, true);
+SELECT throws_ok('SELECT pod.current_user_id()', 'PT401', 'malformed session claims', 'a malformed session id is refused');
+SELECT set_config('request.jwt.claims', json_build_object('role', 'pgpod_user', 'sub', 'x''; --', 'sid', :'alice_session_id')::text, true);
+SELECT throws_ok('SELECT pod.current_user_id()', 'PT401', 'malformed session claims', 'so is a malformed subject');
+SELECT set_config('request.jwt.claims', json_build_object('role', 'pgpod_user', 'sid', :'alice_session_id')::text, true);
+SELECT throws_ok('SELECT pod.current_user_id()', 'PT401', 'session has ended', 'a session id without its subject is no session');
+SELECT set_config('request.jwt.claims', pod.jwt_verify(:'alice_token')::text, true);
 UPDATE pod.sessions SET expires_at = now() - interval '1 second', created_at = now() - interval '1 hour' WHERE id = :'alice_session_id';
 SELECT throws_ok('SELECT pod.current_user_id()', 'PT401', 'session has ended', 'expired session refused');
 UPDATE pod.sessions SET expires_at = now() + interval '1 day' WHERE id = :'alice_session_id';
 
 -- what roles see
 SELECT pod.register('bob@example.org', 'bob password') \gset
+SELECT * FROM pod.login('bob@example.org', 'bob password') \gset bob_
+SELECT set_config('request.jwt.claims', pod.jwt_verify(:'bob_token')::text, true);
+SELECT is(pod.current_user_id(), :'bob_user_id'::uuid, 'other claims in the same transaction: their own caller');
+SELECT set_config('request.jwt.claims', pod.jwt_verify(:'alice_token')::text, true);
+SELECT is(pod.current_user_id(), :'alice_user_id'::uuid, 'and back');
 SET LOCAL ROLE pgpod_user;
 SELECT is((SELECT array_agg(email) FROM api.me), ARRAY['Alice@Example.org'], 'a user sees themself');
 SELECT is((SELECT count(*)::int FROM pod.users), 1, 'a user sees no other user');

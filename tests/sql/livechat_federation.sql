@@ -6,7 +6,7 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(40);
+SELECT plan(47);
 
 SELECT u.id AS owner_id FROM pod.register('fedowner@lcfed.test', 'owner password') u \gset
 SELECT u.id AS reader_id, json_build_object('role', 'pgpod_user', 'sub', u.id, 'sid', l.session_id)::text AS reader
@@ -59,8 +59,22 @@ SELECT is((SELECT (payload #> '{activity}') - ARRAY['id', 'published', 'actor', 
   '{"type": "chat.event", "kind": "skip", "message": null}'::jsonb, 'a held message is pushed as a skip, without content');
 
 -- follower side ----------------------------------------------------------------------
-INSERT INTO pod.videos (name, origin, author, state) VALUES ('remote live', 'http://poda.test', 'alice', 'published')
-  RETURNING uuid AS rvideo \gset
+-- A friend's video is known here only as an item of its videos node in the pubsub
+-- cache (never a row of pod.videos): a remote video is (its pod, its uuid).
+CREATE FUNCTION pg_temp.remote_publish(video uuid, title text) RETURNS text LANGUAGE sql AS $$
+  SELECT pod.inbox_video_apply('http://poda.test', jsonb_build_object('uuid', video, 'name', title, 'author', 'alice',
+                                                                       'version', 1, 'updated_at', now()))
+$$;
+SELECT gen_random_uuid() AS rvideo \gset
+SELECT set_config('lcfed.rvideo', :'rvideo', true);
+SELECT is(pg_temp.remote_publish(:'rvideo', 'remote live'), 'applied', 'pod A''s video is published into the cache');
+SELECT is((SELECT origin || ' ' || name FROM pod.remote_video(:'rvideo')), 'http://poda.test remote live',
+  'pod.remote_video finds it: its pod and its title');
+SELECT is((SELECT count(*)::int FROM pod.videos WHERE uuid = :'rvideo'), 0, 'and pod.videos holds no row of it');
+SELECT throws_ok(format('SELECT pod.remote_chat_open(%L)', :'local_video'), 'P0002', NULL,
+  'a local video has no remote chat');
+SELECT throws_ok($$SELECT pod.remote_chat_open('00000000-0000-0000-0000-00000000abcd')$$, 'P0002', NULL,
+  'nor has a video no pod published here');
 SELECT pod.remote_server_update('poda.test', '{}') AS updated \gset
 INSERT INTO pod.remote_video_chats (host, video_uuid, infos) VALUES ('poda.test', :'rvideo', '{"enabled": true}');
 SELECT pod.remote_chat_mirror('poda.test', :'rvideo') AS mirror \gset
@@ -70,7 +84,7 @@ SELECT throws_ok(format($$SELECT pod.inbox_livechat('http://podz.test', %L)$$,
                         jsonb_build_object('type', 'chat.event', 'video', :'rvideo', 'seq', 1, 'kind', 'new', 'message', '{"id": 1}')),
   'PT404', NULL, 'only the video''s own pod speaks for its room');
 CREATE FUNCTION pg_temp.ev(seq int, kind text, id int, txt text) RETURNS jsonb LANGUAGE sql AS $$
-  SELECT jsonb_build_object('type', 'chat.event', 'video', (SELECT uuid FROM pod.videos WHERE name = 'remote live'), 'seq', seq,
+  SELECT jsonb_build_object('type', 'chat.event', 'video', current_setting('lcfed.rvideo')::uuid, 'seq', seq,
                             'kind', kind, 'message', CASE WHEN id IS NOT NULL THEN jsonb_build_object('id', id, 'author', 'alice@poda.test',
                               'type', 'message', 'data', CASE WHEN txt IS NULL THEN '{}' ELSE jsonb_build_object('text', txt) END,
                               'status', CASE WHEN kind = 'deleted' THEN 'deleted' ELSE 'sent' END) END)
@@ -109,13 +123,21 @@ SELECT ok(EXISTS (SELECT 1 FROM pod.rooms WHERE id = :'mirror'), 'the mirror roo
 UPDATE pod.remote_video_chats SET updated_at = now() - interval '60 days' WHERE video_uuid = :'rvideo';
 SELECT is((SELECT stale_video_chats || '+' || orphan_rooms FROM pod.livechat_cleanup()), '1+1',
   'a remote chat unused past the retention goes, and its mirror room with it');
+SELECT gen_random_uuid() AS rv3 \gset
+SELECT pg_temp.remote_publish(:'rv3', 'remote three');
+INSERT INTO pod.remote_video_chats (host, video_uuid, infos) VALUES ('poda.test', :'rv3', '{"enabled": true}');
+SELECT pod.remote_chat_mirror('poda.test', :'rv3') AS mirror3 \gset
+SELECT pod.inbox_video_apply('http://poda.test', jsonb_build_object('uuid', :'rv3', 'version', 2, 'updated_at', now()), true);
+SELECT is((SELECT stale_video_chats || '+' || orphan_rooms FROM pod.livechat_cleanup()), '1+1',
+  'a remote chat whose video its pod retracted goes at once, and its mirror room with it');
+SELECT ok(NOT EXISTS (SELECT 1 FROM pod.rooms WHERE id = :'mirror3'), 'the mirror room is gone');
 
 -- chat_info fetches on the federation's rules: a signed GET on the video's own pod, a
 -- 4xx or a refused private address ends the job, a 5xx or no answer is retried, a URL
 -- off the video's pod is never asked
 DELETE FROM pod.jobs WHERE kind IN ('make_friends', 'verify_key', 'chat_info');
-INSERT INTO pod.videos (name, origin, author, state) VALUES ('remote two', 'http://poda.test', 'alice', 'published')
-  RETURNING uuid AS rv2 \gset
+SELECT gen_random_uuid() AS rv2 \gset
+SELECT pg_temp.remote_publish(:'rv2', 'remote two');
 SELECT is(pod.remote_chat_open(:'rv2') ->> 'status', 'pending', 'a remote chat not known yet is pending');
 CREATE TEMP TABLE ci AS SELECT * FROM pod.fetches_claim('fed');
 SELECT is((SELECT kind || ' ' || url FROM ci), 'chat_info http://poda.test/rpc/video_chat_infos?video=' || :'rv2',
