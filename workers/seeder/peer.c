@@ -603,7 +603,7 @@ pre_handshake(peer *p, const char **err)
 		rc4_crypt(&p->crypt->in, p->in + p->mse->ia_len, p->in_len - p->mse->ia_len);
 		p->out_enc = p->out_len; /* our step 4, just queued, is encrypted already */
 	}
-	wk_log(WK_DEBUG, "peer %s: encrypted handshake done, %s selected", p->addr,
+	wk_log(WK_INFO, "peer %s: encrypted handshake (MSE) done, %s selected", p->addr,
 	       p->crypt ? "RC4" : "plaintext");
 	OPENSSL_cleanse(p->mse, sizeof *p->mse);
 	free(p->mse);
