@@ -614,7 +614,7 @@ main(int argc, char **argv)
 	snprintf(s.cfg.store_dir, sizeof s.cfg.store_dir, "%s",
 	         (e = getenv("PGPOD_STORE_DIR")) && *e ? e : ".pgpod/store");
 	s.cfg.max_peers = wk_env_long("PGPOD_SEEDER_MAX_PEERS", 200, 1, 100000);
-	s.cfg.max_requests = wk_env_long("PGPOD_SEEDER_MAX_REQUESTS", 250, 1, 10000);
+	s.cfg.max_requests = wk_env_long("PGPOD_SEEDER_MAX_REQUESTS", 500, 1, 10000);
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	s.cfg.threads = wk_env_long("PGPOD_SEEDER_THREADS", cores > 0 ? cores : 1, 1, 256);
 	s.cfg.poll_ms = wk_env_long("PGPOD_SEEDER_POLL_MS", 1000, 10, 600000);
