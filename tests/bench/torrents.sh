@@ -4,10 +4,11 @@
 #     hashes on every core) vs mktorrent -t 2 with the same piece length, same info hash;
 #  2. aria2c downloading 256 MiB by magnet from pgpod's seeder vs from a libtorrent
 #     seeder (the same torrent, the pod's tracker, no web seed, no DHT/LPD/PEX); then
-#     the same with one client that never tries an encrypted (MSE) handshake first,
-#     libtorrent with encryption off, from both seeders — aria2c always tries MSE first
-#     (even with --bt-require-crypto=false --bt-min-crypto-level=plain, which the run
-#     checks), and pgpod's seeder speaks only the plain handshake;
+#     aria2c always tries the encrypted handshake (MSE) first (even with
+#     --bt-require-crypto=false --bt-min-crypto-level=plain, which the run checks),
+#     and both seeders speak it and select plaintext; then aria2c with encryption
+#     required at RC4 (--bt-require-crypto=true --bt-min-crypto-level=arc4), then one
+#     client that never tries MSE (libtorrent, encryption off), from both seeders;
 #  3. seeder restart to answering handshakes with 10,000 published files (goal < 1 s;
 #     the reference is what hashing them again would take at the speed measured in 1).
 set -euo pipefail
@@ -63,15 +64,16 @@ read -r _ svf _ < <(publish_file "$work/seed.bin" "seed256.mp4" 720)
 sih=$(wait_torrent "$svf" 60)
 q -c "SELECT encode(torrent, 'base64') FROM pod.video_files WHERE id = $svf" | base64 -d >"$work/seed.torrent"
 magnet=$(q -c "SELECT magnet FROM pod.video_files WHERE id = $svf" | sed 's/&ws=[^&]*//; s/&tr=udp[^&]*//; s/&tr=ws[^&]*//')
-aria_get() { # aria_get DIR PORT: seconds to download the magnet
-  local t0 t1
-  rm -rf "$1"; mkdir -p "$1"
+aria_get() { # aria_get DIR PORT [OPTION...]: seconds to download the magnet
+  local t0 t1 d=$1 port=$2
+  shift 2
+  rm -rf "$d"; mkdir -p "$d"
   t0=$(date +%s.%N)
   timeout 120 aria2c -q --enable-dht=false --enable-dht6=false --bt-enable-lpd=false --enable-peer-exchange=false \
-    --seed-time=0 --file-allocation=none --listen-port="$2" --bt-save-metadata=false --dir="$1" "$magnet" >"$1.log" 2>&1 \
-    || { echo "aria2c failed: $(tail -3 "$1.log")" >&2; return 1; }
+    --seed-time=0 --file-allocation=none --listen-port="$port" --bt-save-metadata=false --dir="$d" "$@" "$magnet" >"$d.log" 2>&1 \
+    || { echo "aria2c failed: $(tail -3 "$d.log")" >&2; return 1; }
   t1=$(date +%s.%N)
-  [[ $(sha256sum <"$1/seed256.mp4" | cut -c1-64) == "$(sha256sum <"$work/seed.bin" | cut -c1-64)" ]] || { echo "sha256 differs" >&2; return 1; }
+  [[ $(sha256sum <"$d/seed256.mp4" | cut -c1-64) == "$(sha256sum <"$work/seed.bin" | cut -c1-64)" ]] || { echo "sha256 differs" >&2; return 1; }
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
 }
 lt_get() { # lt_get DIR PORT: seconds for libtorrent (encryption off) to download the magnet
@@ -110,10 +112,12 @@ for opts in "" "--bt-require-crypto=false --bt-min-crypto-level=plain"; do
   rm -f "$work/probe.torrent"
   echo "aria2c ${opts:-(default options)}: $(tr '\n' ';' <"$work/probe.log")"
 done
-best_pg=999 best_lt=999 best_pgl=999 best_ltl=999
+rc4=(--bt-require-crypto=true --bt-min-crypto-level=arc4)
+best_pg=999 best_lt=999 best_pgl=999 best_ltl=999 best_pgr=999 best_ltr=999 all_pg= all_lt=
 for ((r = 1; r <= rounds; r++)); do
   wait_for 20 seeded_swarm "$sih"
   pg=$(aria_get "$work/dl-pg" "$(client_port 1)")
+  pgr=$(aria_get "$work/dl-pgr" "$(client_port 1)" "${rc4[@]}")
   pgl=$(lt_get "$work/dl-pgl" "$(client_port 4)")
   stop_seeder
   /usr/bin/python3 - "$work/seed.torrent" "$work" "$(client_port 2)" >"$work/lt.log" 2>&1 <<'PY' &
@@ -135,16 +139,22 @@ PY
   lt_pid=$!
   wait_for 20 grep -q announced "$work/lt.log" # the libtorrent seeder announced itself
   lt=$(aria_get "$work/dl-lt" "$(client_port 3)")
+  ltr=$(aria_get "$work/dl-ltr" "$(client_port 3)" "${rc4[@]}")
   ltl=$(lt_get "$work/dl-ltl" "$(client_port 4)")
   kill "$lt_pid"; wait "$lt_pid" 2>/dev/null || true; lt_pid=
   start_seeder
-  echo "round $r: aria2c 256 MiB from pgpod's seeder ${pg} s, from libtorrent's ${lt} s; libtorrent (no encryption) from pgpod's ${pgl} s, from libtorrent's ${ltl} s"
+  echo "round $r: aria2c 256 MiB from pgpod's seeder ${pg} s, from libtorrent's ${lt} s; aria2c over RC4 from pgpod's ${pgr} s, from libtorrent's ${ltr} s; libtorrent (no encryption) from pgpod's ${pgl} s, from libtorrent's ${ltl} s"
   best_pgl=$(awk -v a="$best_pgl" -v b="$pgl" 'BEGIN { print (b < a) ? b : a }')
   best_ltl=$(awk -v a="$best_ltl" -v b="$ltl" 'BEGIN { print (b < a) ? b : a }')
   best_pg=$(awk -v a="$best_pg" -v b="$pg" 'BEGIN { print (b < a) ? b : a }')
   best_lt=$(awk -v a="$best_lt" -v b="$lt" 'BEGIN { print (b < a) ? b : a }')
+  best_pgr=$(awk -v a="$best_pgr" -v b="$pgr" 'BEGIN { print (b < a) ? b : a }')
+  best_ltr=$(awk -v a="$best_ltr" -v b="$ltr" 'BEGIN { print (b < a) ? b : a }')
+  all_pg+=" $pg" all_lt+=" $lt"
 done
 echo "seeding, aria2c 256 MiB by magnet (tracker + peer wire): pgpod $(awk -v t="$best_pg" 'BEGIN { printf "%.0f", 256 / t }') MiB/s vs libtorrent $(awk -v t="$best_lt" 'BEGIN { printf "%.0f", 256 / t }') MiB/s: $(ratio "$best_lt" "$best_pg")× (goal ≥ 0.9)"
+echo "seeding, aria2c rounds (s): pgpod$all_pg; libtorrent$all_lt"
+echo "seeding, aria2c with encryption required (RC4), 256 MiB by magnet: pgpod $(awk -v t="$best_pgr" 'BEGIN { printf "%.0f", 256 / t }') MiB/s vs libtorrent $(awk -v t="$best_ltr" 'BEGIN { printf "%.0f", 256 / t }') MiB/s: $(ratio "$best_ltr" "$best_pgr")×"
 echo "seeding, libtorrent client with encryption off, 256 MiB by magnet: pgpod $(awk -v t="$best_pgl" 'BEGIN { printf "%.0f", 256 / t }') MiB/s vs libtorrent $(awk -v t="$best_ltl" 'BEGIN { printf "%.0f", 256 / t }') MiB/s: $(ratio "$best_ltl" "$best_pgl")× (the same client and options for both seeders)"
 
 # --- 3. restart with 10,000 files -------------------------------------------------------

@@ -4,13 +4,15 @@
 # gateway as application/x-bittorrent; aria2c downloads it by .torrent through the
 # WebSeed only and by magnet link only (the pod's tracker, then the seeder's peer
 # wire and ut_metadata); libtorrent does the same over the HTTP and the UDP tracker;
+# both again with encryption required (MSE, RC4 only: aria2c --bt-require-crypto,
+# libtorrent pe_forced), and aria2c's default encrypted handshake gets plaintext;
 # hostile peers are refused while the seeder keeps serving; unpublishing stops it.
 . "$(dirname "$0")/tap.sh"
 . "$(dirname "$0")/lib/torrents.bash"
 dir=$(mktemp -d /tmp/pgpod-torrents.XXXXXX)
 chmod 755 "$dir"
 trap 'rm -rf "$dir"' EXIT
-plan 32
+plan 48
 lib=$(dirname "$0")/lib
 aria() { timeout 90 aria2c -q --enable-dht=false --enable-dht6=false --bt-enable-lpd=false \
            --enable-peer-exchange=false --seed-time=0 --allow-overwrite=true --auto-file-renaming=false \
@@ -91,9 +93,23 @@ magnet_peer=$(sed 's/&ws=[^&]*//' <<<"$magnet1")
 wait_for 20 seeded_swarm "$ih1"
 ok $? "the seeder announced itself: the tracker's scrape counts a seeder"
 mkdir "$dir/mag"
+slog=$PGPOD_DIR/log/seeder.log
+mse_lines() { grep -c "encrypted handshake (MSE) done, $1 selected" "$slog"; }
+plain0=$(mse_lines plaintext)
 aria --listen-port="$(client_port 2)" --dir="$dir/mag" --bt-save-metadata=false "$magnet_peer" 2>"$dir/aria-mag.err"
 is "$(sha256sum <"$dir/mag/clip 720p.mp4" 2>/dev/null | cut -c1-64)" "$want1" "aria2c by magnet link only (tracker + peer wire + ut_metadata): sha256 identical" \
-  || { tail -5 "$dir/aria-mag.err" >&2; tail -20 "$PGPOD_DIR/log/seeder.log" >&2; }
+  || { tail -5 "$dir/aria-mag.err" >&2; tail -20 "$slog" >&2; }
+ok "$(($(mse_lines plaintext) > plain0 ? 0 : 1))" "... aria2c's first handshake was the encrypted one, and the seeder selected plaintext"
+
+# The same with encryption required, RC4 only: aria2c then makes no plain connection.
+rc40=$(mse_lines RC4)
+mkdir "$dir/mag-rc4"
+aria --bt-require-crypto=true --bt-min-crypto-level=arc4 --listen-port="$(client_port 2)" --dir="$dir/mag-rc4" \
+  --bt-save-metadata=false "$magnet_peer" 2>"$dir/aria-rc4.err"
+is "$(sha256sum <"$dir/mag-rc4/clip 720p.mp4" 2>/dev/null | cut -c1-64)" "$want1" "aria2c by magnet, --bt-require-crypto=true --bt-min-crypto-level=arc4: sha256 identical" \
+  || { tail -5 "$dir/aria-rc4.err" >&2; tail -20 "$slog" >&2; }
+rc41=$(mse_lines RC4)
+ok "$((rc41 > rc40 ? 0 : 1))" "... over RC4 (the seeder selected RC4 $((rc41 - rc40)) times)"
 
 # libtorrent over the HTTP tracker only, then over the UDP tracker only.
 http_tr=$(python3 -c "import urllib.parse as u; print(u.quote('http://127.0.0.1:$tracker_port/announce', safe=''))")
@@ -108,6 +124,12 @@ ok $? "... the metadata came over ut_metadata"
 /usr/bin/python3 "$lib/lt_client.py" "$base&tr=$udp_tr" "$dir/ltu" "$(client_port 4)" 90 >"$dir/ltu.log" 2>&1
 ok $? "libtorrent by magnet over the UDP tracker finished" || cat "$dir/ltu.log" >&2
 is "$(sha256sum <"$dir/ltu/clip 720p.mp4" 2>/dev/null | cut -c1-64)" "$want1" "... sha256 identical"
+# libtorrent with encryption forced both ways, RC4 only (pe_forced, allowed_enc_level rc4)
+mkdir "$dir/ltr"
+/usr/bin/python3 "$lib/lt_client.py" "$base&tr=$http_tr" "$dir/ltr" "$(client_port 5)" 90 rc4 >"$dir/ltr.log" 2>&1
+ok $? "libtorrent by magnet with encryption forced (RC4 only) finished" || { cat "$dir/ltr.log" >&2; tail -20 "$slog" >&2; }
+is "$(sha256sum <"$dir/ltr/clip 720p.mp4" 2>/dev/null | cut -c1-64)" "$want1" "... sha256 identical"
+ok "$(($(mse_lines RC4) > rc41 ? 0 : 1))" "... over RC4"
 
 # Hostile peers, then a good one on the same daemon.
 out=$(/usr/bin/python3 "$lib/bad_peer.py" "$peer_port" "$ih2" "$dir/small.mp4" \

@@ -11,12 +11,14 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <openssl/rand.h>
 
 #include "metainfo.h"
+#include "mse.h"
 #include "seeder.h"
 
 static void pump(seeder *s);
@@ -52,6 +54,8 @@ slot_of(const uint8_t h[20], size_t cap)
 	return (size_t)v & (cap - 1);
 }
 
+/* Two open-addressing tables over the same torrents: by info hash (the plain
+ * handshake) and by HASH('req2', info hash) (the encrypted one, mse.h). */
 static void
 index_rebuild(seeder *s)
 {
@@ -59,8 +63,10 @@ index_rebuild(seeder *s)
 	while (cap < s->n * 2)
 		cap *= 2;
 	free(s->index);
+	free(s->index_req2);
 	s->index = calloc(cap, sizeof(torrent *));
-	if (!s->index)
+	s->index_req2 = calloc(cap, sizeof(torrent *));
+	if (!s->index || !s->index_req2)
 		abort();
 	s->index_cap = cap;
 	for (size_t i = 0; i < s->n; i++)
@@ -69,22 +75,38 @@ index_rebuild(seeder *s)
 		while (s->index[k])
 			k = (k + 1) & (cap - 1);
 		s->index[k] = s->all[i];
+		k = slot_of(s->all[i]->req2, cap);
+		while (s->index_req2[k])
+			k = (k + 1) & (cap - 1);
+		s->index_req2[k] = s->all[i];
+	}
+}
+
+static torrent *
+index_find(torrent **index, size_t cap, const uint8_t h[20], size_t field)
+{
+	if (!cap)
+		return NULL;
+	for (size_t k = slot_of(h, cap);; k = (k + 1) & (cap - 1))
+	{
+		torrent *t = index[k];
+		if (!t)
+			return NULL;
+		if (memcmp((const uint8_t *)t + field, h, 20) == 0)
+			return t;
 	}
 }
 
 torrent *
 seeder_find(seeder *s, const uint8_t info_hash[20])
 {
-	if (!s->index_cap)
-		return NULL;
-	for (size_t k = slot_of(info_hash, s->index_cap);; k = (k + 1) & (s->index_cap - 1))
-	{
-		torrent *t = s->index[k];
-		if (!t)
-			return NULL;
-		if (memcmp(t->info_hash, info_hash, 20) == 0)
-			return t;
-	}
+	return index_find(s->index, s->index_cap, info_hash, offsetof(torrent, info_hash));
+}
+
+torrent *
+seeder_find_req2(seeder *s, const uint8_t req2[20])
+{
+	return index_find(s->index_req2, s->index_cap, req2, offsetof(torrent, req2));
 }
 
 static void
@@ -133,6 +155,7 @@ torrent_from_row(PGresult *res, int r)
 		snprintf(t->sha256, sizeof t->sha256, "%s", PQgetvalue(res, r, 2));
 		if (mt.length != t->size)
 			err = "the torrent's length is not the blob's size";
+		mse_hash("req2", t->info_hash, 20, NULL, 0, t->req2);
 	}
 	free(raw);
 	if (err)
@@ -591,12 +614,13 @@ main(int argc, char **argv)
 	snprintf(s.cfg.store_dir, sizeof s.cfg.store_dir, "%s",
 	         (e = getenv("PGPOD_STORE_DIR")) && *e ? e : ".pgpod/store");
 	s.cfg.max_peers = wk_env_long("PGPOD_SEEDER_MAX_PEERS", 200, 1, 100000);
-	s.cfg.max_requests = wk_env_long("PGPOD_SEEDER_MAX_REQUESTS", 250, 1, 10000);
+	s.cfg.max_requests = wk_env_long("PGPOD_SEEDER_MAX_REQUESTS", 500, 1, 10000);
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	s.cfg.threads = wk_env_long("PGPOD_SEEDER_THREADS", cores > 0 ? cores : 1, 1, 256);
 	s.cfg.poll_ms = wk_env_long("PGPOD_SEEDER_POLL_MS", 1000, 10, 600000);
 	s.cfg.grace_ms = wk_env_long("PGPOD_SEEDER_GRACE_MS", 5000, 0, 600000);
 	s.cfg.idle_s = wk_env_long("PGPOD_SEEDER_IDLE_S", 180, 1, 86400);
+	s.cfg.handshake_ms = wk_env_long("PGPOD_SEEDER_HANDSHAKE_MS", 10000, 100, 600000);
 	s.cfg.lease_s = wk_env_long("PGPOD_SEEDER_LEASE_S", 300, 5, 86400);
 	s.cfg.announce_parallel = wk_env_long("PGPOD_SEEDER_ANNOUNCES", 16, 1, 1000);
 	gethostname(host, sizeof(host) - 1);
@@ -652,6 +676,7 @@ main(int argc, char **argv)
 		torrent_free(s.all[i]);
 	free(s.all);
 	free(s.index);
+	free(s.index_req2);
 	hash_job_free(s.finished);
 	return 0;
 }

@@ -6,6 +6,14 @@
  * peer's request queue are bounded; a peer that breaks the protocol (garbage, a
  * request beyond the file, an oversized message) is disconnected with a log line and
  * nothing else changes. One peer = one non-blocking socket on the loop.
+ *
+ * A connection starts with the plain BitTorrent handshake or with an encrypted one
+ * (MSE, mse.c; aria2c and libtorrent try that first). Where the peer offers plaintext
+ * after it, plaintext is selected and everything goes on as for a plain handshake,
+ * blocks still leaving by sendfile; where it offers only RC4, both directions are
+ * RC4: what arrives is decrypted as it is read, what leaves is encrypted just before
+ * it is sent, and blocks are read with pread into the output to be encrypted there.
+ * A peer has PGPOD_SEEDER_HANDSHAKE_MS to complete its handshake(s).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -19,7 +27,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "bencode.h"
+#include "mse.h"
 #include "seeder.h"
 
 #define PROTOCOL "\x13" "BitTorrent protocol"
@@ -59,6 +70,16 @@ struct peer
 	torrent *t;
 	int blob_fd;
 	bool handshaken;
+	bool stream_ready;    /* plain handshake seen, or the encrypted one completed */
+	mse_hs *mse;          /* an encrypted handshake under way */
+	bool mse_named;       /* the encrypted handshake named mse_ih */
+	uint8_t mse_ih[20];
+	struct
+	{
+		rc4 in, out;
+	} *crypt;             /* RC4 selected: decrypts what arrives, encrypts what leaves */
+	size_t out_enc;       /* with crypt: output bytes encrypted so far */
+	ev_timer hs_timer;    /* the handshake deadline */
 	bool extensions;      /* the peer set the BEP 10 bit */
 	bool choking;         /* we choke it */
 	bool interested;
@@ -100,6 +121,7 @@ peer_close(peer *p, const char *why)
 	if (why)
 		wk_log(WK_DEBUG, "peer %s: closed: %s", p->addr, why);
 	ev_io_stop(s->loop, &p->io);
+	ev_timer_stop(s->loop, &p->hs_timer);
 	close(p->fd);
 	if (p->blob_fd >= 0)
 		close(p->blob_fd);
@@ -113,6 +135,10 @@ peer_close(peer *p, const char *why)
 	free(p->in);
 	free(p->out);
 	free(p->q);
+	if (p->mse)
+		OPENSSL_cleanse(p->mse, sizeof *p->mse);
+	free(p->mse);
+	free(p->crypt);
 	free(p);
 }
 
@@ -124,7 +150,7 @@ out_reserve(peer *p, size_t n)
 	if (p->out_off > 0 && p->out_off == p->out_len)
 	{
 		p->file_at -= p->file_left ? p->out_off : 0;
-		p->out_off = p->out_len = 0;
+		p->out_off = p->out_len = p->out_enc = 0;
 	}
 	if (p->out_len + n > p->out_cap)
 	{
@@ -133,6 +159,7 @@ out_reserve(peer *p, size_t n)
 		{
 			memmove(p->out, p->out + p->out_off, pending);
 			p->file_at -= p->file_left ? p->out_off : 0;
+			p->out_enc = p->out_enc > p->out_off ? p->out_enc - p->out_off : 0;
 			p->out_len = pending;
 			p->out_off = 0;
 		}
@@ -235,6 +262,11 @@ flush(peer *p)
 	bool blocked = false;
 	while (!blocked)
 	{
+		if (p->crypt && p->out_enc < p->out_len)
+		{
+			rc4_crypt(&p->crypt->out, p->out + p->out_enc, p->out_len - p->out_enc);
+			p->out_enc = p->out_len;
+		}
 		size_t limit = p->file_left ? p->file_at : p->out_len;
 		if (p->out_off < limit)
 		{
@@ -288,14 +320,30 @@ flush(peer *p)
 		block_req r = p->q[p->q_head];
 		p->q_head = (p->q_head + 1) % (size_t)s->cfg.max_requests;
 		p->q_len--;
-		uint8_t *w = out_reserve(p, 13);
+		off_t at = (off_t)r.index * (off_t)p->t->piece_length + r.begin;
+		uint8_t *w = out_reserve(p, 13 + (p->crypt ? r.length : 0));
 		put_u32(w, 9 + r.length);
 		w[4] = MSG_PIECE;
 		put_u32(w + 5, r.index);
 		put_u32(w + 9, r.begin);
-		p->file_off = (off_t)r.index * (off_t)p->t->piece_length + r.begin;
-		p->file_left = r.length;
-		p->file_at = p->out_len;
+		if (p->crypt)
+		{
+			/* RC4: the block is read into the output and encrypted there */
+			ssize_t k = pread(p->blob_fd, w + 13, r.length, at);
+			if (k != (ssize_t)r.length)
+			{
+				wk_log(WK_ERROR, "peer %s: reading blob %s at %lld: %s", p->addr, p->t->sha256, (long long)at,
+				       k < 0 ? strerror(errno) : "shorter than its torrent");
+				peer_close(p, NULL);
+				return false;
+			}
+		}
+		else
+		{
+			p->file_off = at;
+			p->file_left = r.length;
+			p->file_at = p->out_len;
+		}
 		s->served_blocks++;
 		s->served_bytes += r.length;
 	}
@@ -441,11 +489,6 @@ on_message(peer *p, const uint8_t *m, size_t n)
 		if (n != 1)
 			return "a state message with a payload";
 		p->interested = true;
-		if (p->choking)
-		{
-			p->choking = false;
-			send_msg(p, MSG_UNCHOKE, NULL, 0);
-		}
 		return NULL;
 	case MSG_HAVE:
 		return n == 5 ? NULL : "a have of the wrong length";
@@ -475,6 +518,8 @@ on_handshake(peer *p, const uint8_t *h)
 	torrent *t = seeder_find(s, h + 28);
 	if (!t)
 		return "an info hash this pod does not seed";
+	if (p->mse_named && memcmp(p->mse_ih, h + 28, 20) != 0)
+		return "a handshake for another info hash than its encrypted handshake named";
 	char path[2048];
 	snprintf(path, sizeof path, "%s/blobs/%.2s/%s", s->cfg.store_dir, t->sha256, t->sha256);
 	p->blob_fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -486,6 +531,7 @@ on_handshake(peer *p, const uint8_t *h)
 	p->t = t;
 	p->extensions = (h[25] & 0x10) != 0;
 	p->handshaken = true;
+	ev_timer_stop(s->loop, &p->hs_timer);
 	uint8_t *w = out_reserve(p, HANDSHAKE_LEN);
 	memcpy(w, PROTOCOL, 20);
 	memset(w + 20, 0, 8);
@@ -495,7 +541,75 @@ on_handshake(peer *p, const uint8_t *h)
 	if (p->extensions)
 		send_ext_handshake(p);
 	send_bitfield(p);
+	/* A seed with a free slot has no reason to choke: unchoked at once (as libtorrent's
+	 * seeder does), the peer's first requests need not wait for its "interested" and
+	 * our answer, one round trip plus the client's own delays (about 40 ms for aria2c) */
+	p->choking = false;
+	send_msg(p, MSG_UNCHOKE, NULL, 0);
 	return NULL;
+}
+
+static bool
+lookup_req2(void *arg, const uint8_t req2[20], uint8_t info_hash[20])
+{
+	torrent *t = seeder_find_req2(arg, req2);
+	if (t)
+		memcpy(info_hash, t->info_hash, 20);
+	return t != NULL;
+}
+
+/* Before the BitTorrent handshake: tells a plain one from an encrypted one and runs
+ * the latter (mse.c), which consumes its own bytes from p->in. True once the BitTorrent
+ * handshake may be parsed; false to wait for more bytes or (with *err) to refuse. */
+static bool
+pre_handshake(peer *p, const char **err)
+{
+	if (!p->mse)
+	{
+		if (p->in_len == 0)
+			return false;
+		if (!mse_looks_encrypted(p->in, p->in_len))
+			return (p->stream_ready = p->in_len >= 20);
+		p->mse = malloc(sizeof *p->mse);
+		if (!p->mse)
+			abort();
+		if (!mse_init(p->mse))
+		{
+			*err = "no randomness for an encrypted handshake";
+			return false;
+		}
+	}
+	uint8_t reply[MSE_REPLY_MAX];
+	size_t used, reply_len;
+	mse_result r = mse_feed(p->mse, p->in, p->in_len, &used, reply, &reply_len, lookup_req2, p->s, err);
+	if (r == MSE_FAILED)
+		return false;
+	if (reply_len)
+		memcpy(out_reserve(p, reply_len), reply, reply_len);
+	memmove(p->in, p->in + used, p->in_len - used);
+	p->in_len -= used;
+	if (r == MSE_MORE)
+		return false;
+	p->mse_named = true;
+	memcpy(p->mse_ih, p->mse->skey, 20);
+	if (p->mse->select == MSE_CRYPTO_RC4)
+	{
+		p->crypt = malloc(sizeof *p->crypt);
+		if (!p->crypt)
+			abort();
+		p->crypt->in = p->mse->in;
+		p->crypt->out = p->mse->out;
+		/* the initial payload is decrypted; what came after it is RC4 payload */
+		rc4_crypt(&p->crypt->in, p->in + p->mse->ia_len, p->in_len - p->mse->ia_len);
+		p->out_enc = p->out_len; /* our step 4, just queued, is encrypted already */
+	}
+	wk_log(WK_INFO, "peer %s: encrypted handshake (MSE) done, %s selected", p->addr,
+	       p->crypt ? "RC4" : "plaintext");
+	OPENSSL_cleanse(p->mse, sizeof *p->mse);
+	free(p->mse);
+	p->mse = NULL;
+	p->stream_ready = true;
+	return true;
 }
 
 /* Parses what arrived; false when the peer was closed. */
@@ -506,6 +620,8 @@ consume(peer *p)
 	const char *err = NULL;
 	while (!err)
 	{
+		if (!p->stream_ready && !pre_handshake(p, &err))
+			break; /* nothing of p->in is consumed here yet (off is 0) */
 		size_t avail = p->in_len - off;
 		if (!p->handshaken)
 		{
@@ -572,6 +688,8 @@ peer_read(peer *p)
 			peer_close(p, strerror(errno));
 			return false;
 		}
+		if (p->crypt)
+			rc4_crypt(&p->crypt->in, p->in + p->in_len, (size_t)k);
 		p->in_len += (size_t)k;
 		p->last_rx = seeder_now(p->s);
 		if (!consume(p))
@@ -587,6 +705,17 @@ peer_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	if ((revents & EV_READ) && !peer_read(p))
 		return;
 	flush(p);
+}
+
+static void
+handshake_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	peer *p = w->data;
+	(void)loop;
+	(void)revents;
+	wk_log(WK_INFO, "peer %s: disconnected: no complete handshake within %ld ms", p->addr,
+	       p->s->cfg.handshake_ms);
+	peer_close(p, NULL);
 }
 
 static void
@@ -649,6 +778,9 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		ev_io_init(&p->io, peer_io_cb, fd, EV_READ);
 		p->io.data = p;
 		ev_io_start(s->loop, &p->io);
+		ev_timer_init(&p->hs_timer, handshake_timeout_cb, (double)s->cfg.handshake_ms / 1000.0, 0.0);
+		p->hs_timer.data = p;
+		ev_timer_start(s->loop, &p->hs_timer);
 	}
 }
 

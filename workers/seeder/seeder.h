@@ -21,6 +21,7 @@ typedef struct torrent
 {
 	long long id; /* pod.video_files.id */
 	uint8_t info_hash[20];
+	uint8_t req2[20];  /* HASH('req2', info hash): how an encrypted handshake names it */
 	char sha256[65];   /* the blob's name in the store */
 	long long size;
 	long long piece_length;
@@ -43,6 +44,7 @@ typedef struct seeder_cfg
 	long poll_ms;
 	long grace_ms;
 	long idle_s;         /* a peer silent this long is dropped */
+	long handshake_ms;   /* a peer without a complete handshake after this is dropped */
 	long lease_s;        /* torrent jobs' lease */
 	long announce_parallel;
 } seeder_cfg;
@@ -73,6 +75,7 @@ typedef struct seeder
 	torrent **all;
 	size_t n, cap;
 	torrent **index; /* open addressing by info hash, index_cap a power of two */
+	torrent **index_req2; /* the same by req2 */
 	size_t index_cap;
 	bool loaded;     /* the first full load is done */
 	bool sync_due;
@@ -107,6 +110,8 @@ typedef struct seeder
 
 void seeder_schedule(seeder *s);
 torrent *seeder_find(seeder *s, const uint8_t info_hash[20]);
+/* The torrent whose HASH('req2', info hash) this is (MSE), or NULL. */
+torrent *seeder_find_req2(seeder *s, const uint8_t req2[20]);
 double seeder_now(seeder *s);
 
 /* --- peer.c ------------------------------------------------------------------------ */

@@ -2,7 +2,9 @@
 """A libtorrent client for the seeder tests (Debian's python3-libtorrent): downloads
 a magnet link or a .torrent into a directory with DHT, local discovery, UPnP/NAT-PMP
 and uTP off, listening on 127.0.0.1 only, and prints what it used.
-  lt_client.py SOURCE OUTDIR LISTEN_PORT [TIMEOUT_S]
+  lt_client.py SOURCE OUTDIR LISTEN_PORT [TIMEOUT_S [rc4]]
+With "rc4", encryption is forced both ways (pe_forced) at RC4 only: libtorrent then
+makes no plain connection at all.
 Exit status 0 once the download is complete (libtorrent checked every piece against
 the torrent's hashes), 1 on timeout or error."""
 import sys
@@ -12,6 +14,7 @@ import libtorrent as lt
 
 source, outdir, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 timeout = float(sys.argv[4]) if len(sys.argv) > 4 else 60.0
+forced_rc4 = len(sys.argv) > 5 and sys.argv[5] == 'rc4'
 
 ses = lt.session({
     'listen_interfaces': '127.0.0.1:%d' % port,
@@ -23,6 +26,9 @@ ses = lt.session({
     'alert_mask': lt.alert.category_t.error_notification | lt.alert.category_t.tracker_notification
                   | lt.alert.category_t.peer_notification | lt.alert.category_t.status_notification,
 })
+if forced_rc4:
+    ses.apply_settings({'out_enc_policy': int(lt.enc_policy.forced), 'in_enc_policy': int(lt.enc_policy.forced),
+                        'allowed_enc_level': int(lt.enc_level.rc4), 'prefer_rc4': True})
 if source.startswith('magnet:'):
     atp = lt.parse_magnet_uri(source)
 else:
