@@ -181,6 +181,7 @@ process_main(int id)
 	gw_listener_on_snapshot(on_snapshot);
 	gw_listener_on_connection(on_listener_connection);
 	gw_listener_start();
+	gw_tus_sweep_start();
 	gw_http_init(&gw_router);
 	ev_timer_init(&ready_w, on_ready_tick, 0, 0.02);
 	ev_timer_start(gw_loop, &ready_w);
