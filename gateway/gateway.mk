@@ -9,7 +9,7 @@ GW_LAYERS := base transport db postgrest handlers
 GW_SRCS := $(sort $(wildcard gateway/*.c $(GW_LAYERS:%=gateway/%/*.c)))
 GW_HDRS := $(wildcard gateway/*.h $(GW_LAYERS:%=gateway/%/*.h))
 # What needs no server: parsers, builders, the schema cache, JWT.
-GW_CORE := gateway/base/arena.c gateway/base/buf.c gateway/postgrest/query_parse.c gateway/db/schema.c \
+GW_CORE := gateway/base/arena.c gateway/base/buf.c gateway/postgrest/query_parse.c gateway/postgrest/request.c gateway/db/schema.c \
 	gateway/postgrest/sql_build.c gateway/postgrest/sql_write.c gateway/postgrest/sql_rpc.c gateway/postgrest/jwt.c \
 	gateway/transport/byte_range.c gateway/postgrest/fuzzy.c gateway/postgrest/sql_embed.c
 GW_PGINC := $(shell $(PG_CONFIG) --includedir 2>/dev/null || echo /usr/include/postgresql)
@@ -34,10 +34,10 @@ $(GW_OUT)/unit-asan: $(GW_UNIT_SRCS) $(GW_CORE) $(GW_HDRS) tests/unit/gateway/ta
 	clang $(GW_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
 	  -Itests/unit/gateway -o $@ $(GW_UNIT_SRCS) $(GW_CORE) $(GW_TEST_LIBS)
 
-$(GW_OUT)/fuzz: tests/unit/gateway/fuzz_request.c $(GW_CORE) $(GW_HDRS)
+$(GW_OUT)/fuzz: tests/unit/gateway/fuzz_request.c tests/unit/gateway/raw_request.c tests/unit/gateway/raw_request.h $(GW_CORE) $(GW_HDRS)
 	@mkdir -p $(GW_OUT)
 	clang $(GW_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
-	  -fno-sanitize-recover=all -o $@ tests/unit/gateway/fuzz_request.c $(GW_CORE) $(GW_TEST_LIBS)
+	  -fno-sanitize-recover=all -Itests/unit/gateway -o $@ tests/unit/gateway/fuzz_request.c tests/unit/gateway/raw_request.c $(GW_CORE) $(GW_TEST_LIBS)
 
 gateway-unit: $(GW_OUT)/unit $(GW_OUT)/unit-asan gateway-fuzz-smoke
 	$(GW_OUT)/unit
