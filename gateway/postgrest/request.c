@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <http_parser.h>
+#include <limits.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,7 +84,7 @@ negotiate(const char *accept)
 typedef struct prefs
 {
 	const char *ret, *count, *resolution, *params, *missing, *handling, *tx;
-	char max_affected[32];
+	char max_affected[48]; /* "max-affected=" and a 64-bit integer */
 	long max_affected_n;
 	int max_affected_ok;
 	const char *timezone; /* the first timezone= token (with its prefix) */
@@ -280,31 +281,43 @@ apply_prefer(gw_arena *a, const gw_schema *schema, const gw_rest_input *in, gw_r
 	return 0;
 }
 
-/* Range: [items=]a-b or a- ; 0 when absent, -1 when malformed. */
+/* Range: [items=]a-b or a- ; 0 when absent, -1 when malformed or when its first
+ * row is past the largest bigint (details say which). A last row past it means
+ * "to the end": no row lies beyond. Checked arithmetic: the header is anyone's. */
 static int
-parse_range(const char *h, long *offset, long *limit)
+parse_range(const char *h, long *offset, long *limit, char *details, size_t n)
 {
 	*offset = -1;
 	*limit = -1;
+	*details = '\0';
 	if (!h)
 		return 0;
 	if (!strncmp(h, "items=", 6))
 		h += 6;
 	char *end;
+	errno = 0;
 	long a = strtol(h, &end, 10);
 	if (end == h || *end != '-' || a < 0)
 		return -1;
+	if (errno == ERANGE)
+	{
+		snprintf(details, n, "The range starts past the last possible row (%ld).", LONG_MAX);
+		return -1;
+	}
 	h = end + 1;
 	if (!*h)
 	{
 		*offset = a;
 		return 0;
 	}
-	long b = strtol(h, &end, 10);
+	errno = 0;
+	long b = strtol(h, &end, 10); /* past LONG_MAX: LONG_MAX, the last possible row */
 	if (end == h || *end || b < a)
 		return -1;
 	*offset = a;
-	*limit = b - a + 1;
+	/* b - a cannot overflow (0 <= a <= b); the + 1 can, for 0-LONG_MAX: every row */
+	if (__builtin_add_overflow(b - a, 1, limit))
+		*limit = -1;
 	return 0;
 }
 
@@ -434,9 +447,11 @@ gw_rest_request_parse(gw_arena *a, const gw_schema *schema, const gw_rest_input 
 	s->aggregates = in->aggregates;
 	if (reading)
 	{
-		if (parse_range(in->range, &s->range_offset, &s->range_limit))
+		char details[128];
+		if (parse_range(in->range, &s->range_offset, &s->range_limit, details, sizeof details))
 		{
-			gw_error_set(e, 416, "PGRST103", "Requested range not satisfiable", NULL, NULL);
+			gw_error_set(e, 416, "PGRST103", "Requested range not satisfiable",
+			             details[0] ? details : NULL, NULL);
 			return -1;
 		}
 	}
@@ -480,9 +495,8 @@ gw_rest_request_parse(gw_arena *a, const gw_schema *schema, const gw_rest_input 
 		gw_error_set(e, 415, "PGRST107", "Content-Type not acceptable", NULL, NULL);
 		return -1;
 	}
-	out->page_offset = (q->scopes[0].offset > 0 ? q->scopes[0].offset : 0) +
-	                   (s->range_offset > 0 ? s->range_offset : 0);
-	return 0;
+	long limit;
+	return gw_page_range(s, &limit, &out->page_offset, e);
 }
 
 int
@@ -510,7 +524,8 @@ gw_rest_content_range(const gw_rest_request *rq, long n, const char *total, gw_b
 	{
 		gw_buf_put_long(h, lower);
 		gw_buf_putc(h, '-');
-		gw_buf_put_long(h, lower + n - 1);
+		long last; /* n rows from lower: no row lies past LONG_MAX */
+		gw_buf_put_long(h, __builtin_add_overflow(lower, n - 1, &last) ? LONG_MAX : last);
 	}
 	else
 		gw_buf_putc(h, '*');

@@ -99,6 +99,14 @@ on_body(http_parser *p, const char *at, size_t n)
 	return 0;
 }
 
+/* One request: a pipelined second one is not read. */
+static int
+on_message_complete(http_parser *p)
+{
+	http_parser_pause(p, 1);
+	return 0;
+}
+
 size_t
 raw_request_parse(raw_request *r, const char *bytes, size_t n)
 {
@@ -106,7 +114,8 @@ raw_request_parse(raw_request *r, const char *bytes, size_t n)
 	                                        .on_header_field = on_field,
 	                                        .on_header_value = on_value,
 	                                        .on_headers_complete = on_headers_complete,
-	                                        .on_body = on_body};
+	                                        .on_body = on_body,
+	                                        .on_message_complete = on_message_complete};
 	state st = {.r = r};
 	http_parser p;
 	http_parser_init(&p, HTTP_REQUEST);
@@ -118,7 +127,7 @@ const char *
 raw_request_header(const raw_request *r, const char *lower_name)
 {
 	for (int i = 0; i < r->nheaders; i++)
-		if (r->names[i] && !strcmp(r->names[i], lower_name))
+		if (r->names[i] && r->values[i] && !strcmp(r->names[i], lower_name))
 			return r->values[i];
 	return NULL;
 }
@@ -143,7 +152,7 @@ raw_request_input(raw_request *r, gw_rest_input *in)
 	r->target[name_len] = '\0';
 	int nprefer = 0;
 	for (int i = 0; i < r->nheaders; i++)
-		if (r->names[i] && !strcmp(r->names[i], "prefer"))
+		if (r->names[i] && r->values[i] && !strcmp(r->names[i], "prefer"))
 			r->prefer[nprefer++] = r->values[i];
 	in->method = r->method;
 	in->method_name = r->method_name;
