@@ -17,7 +17,7 @@ GW_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -O2 -g -Igateway $(GW_LAYERS:%=-Ig
 GW_LIBS := -lev -lpq -lhttp_parser -ljansson -lcrypto -lm
 GW_TEST_LIBS := -ljansson -lcrypto -lhttp_parser -lm
 GW_OUT := gateway/build
-GW_UNIT_SRCS := $(sort $(wildcard tests/unit/gateway/test_*.c))
+GW_UNIT_SRCS := $(sort $(wildcard tests/unit/gateway/test_*.c)) tests/unit/gateway/raw_request.c
 GW_FUZZ_SECONDS ?= 300
 
 gateway: gateway/pgpod-gateway
@@ -25,11 +25,11 @@ gateway: gateway/pgpod-gateway
 gateway/pgpod-gateway: $(GW_SRCS) $(GW_HDRS) gateway/gateway.mk
 	$(CC) $(GW_CFLAGS) -o $@ $(GW_SRCS) $(GW_LIBS)
 
-$(GW_OUT)/unit: $(GW_UNIT_SRCS) $(GW_CORE) $(GW_HDRS) tests/unit/gateway/tap.h
+$(GW_OUT)/unit: $(GW_UNIT_SRCS) $(GW_CORE) $(GW_HDRS) tests/unit/gateway/tap.h tests/unit/gateway/raw_request.h
 	@mkdir -p $(GW_OUT)
 	$(CC) $(GW_CFLAGS) -Itests/unit/gateway -o $@ $(GW_UNIT_SRCS) $(GW_CORE) $(GW_TEST_LIBS)
 
-$(GW_OUT)/unit-asan: $(GW_UNIT_SRCS) $(GW_CORE) $(GW_HDRS) tests/unit/gateway/tap.h
+$(GW_OUT)/unit-asan: $(GW_UNIT_SRCS) $(GW_CORE) $(GW_HDRS) tests/unit/gateway/tap.h tests/unit/gateway/raw_request.h
 	@mkdir -p $(GW_OUT)
 	clang $(GW_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
 	  -Itests/unit/gateway -o $@ $(GW_UNIT_SRCS) $(GW_CORE) $(GW_TEST_LIBS)
@@ -39,9 +39,32 @@ $(GW_OUT)/fuzz: tests/unit/gateway/fuzz_request.c tests/unit/gateway/raw_request
 	clang $(GW_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
 	  -fno-sanitize-recover=all -Itests/unit/gateway -o $@ tests/unit/gateway/fuzz_request.c tests/unit/gateway/raw_request.c $(GW_CORE) $(GW_TEST_LIBS)
 
-gateway-unit: $(GW_OUT)/unit $(GW_OUT)/unit-asan gateway-fuzz-smoke
+gateway-unit: $(GW_OUT)/unit $(GW_OUT)/unit-asan gateway-sql-expected gateway-fuzz-smoke
 	$(GW_OUT)/unit
 	ASAN_OPTIONS=detect_leaks=1 $(GW_OUT)/unit-asan
+
+# The SQL builder's expected output (as pgvector's test/expected): each
+# tests/unit/gateway/sql/<name>.http (requests) is run against sql/schema.rows
+# (a schema cache) and the output, the whole statements with their parameters or
+# the errors, must equal tests/unit/gateway/expected/<name>.out. After a deliberate
+# change, review the diff and copy $(GW_OUT)/sql-results/<name>.out over it.
+GW_SQL_CASES := $(sort $(wildcard tests/unit/gateway/sql/*.http))
+.PHONY: gateway-sql-expected
+$(GW_OUT)/sql-expected: tests/unit/gateway/sql_expected.c tests/unit/gateway/raw_request.c \
+  tests/unit/gateway/raw_request.h $(GW_CORE) $(GW_HDRS)
+	@mkdir -p $(GW_OUT)
+	clang $(GW_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+	  -Itests/unit/gateway -o $@ tests/unit/gateway/sql_expected.c tests/unit/gateway/raw_request.c \
+	  $(GW_CORE) $(GW_TEST_LIBS)
+gateway-sql-expected: $(GW_OUT)/sql-expected
+	@mkdir -p $(GW_OUT)/sql-results
+	@failed=0; for f in $(GW_SQL_CASES); do n=$$(basename $$f .http); \
+	  ASAN_OPTIONS=detect_leaks=1 $(GW_OUT)/sql-expected tests/unit/gateway/sql/schema.rows $$f \
+	    > $(GW_OUT)/sql-results/$$n.out || { echo "not ok - sql/$$n.http: the runner failed"; failed=1; continue; }; \
+	  if diff -u tests/unit/gateway/expected/$$n.out $(GW_OUT)/sql-results/$$n.out; then \
+	    echo "ok - sql/$$n.http: $$(grep -c '^###' $$f) requests as expected/$$n.out"; \
+	  else echo "not ok - sql/$$n.http differs from expected/$$n.out"; failed=1; fi; done; \
+	  exit $$failed
 
 # A brief run over the checked-in corpus plus 20 s of mutation: part of make check.
 gateway-fuzz-smoke: $(GW_OUT)/fuzz
