@@ -70,12 +70,12 @@ gateway-sql-expected: $(GW_OUT)/sql-expected
 gateway-fuzz-smoke: $(GW_OUT)/fuzz
 	@mkdir -p $(GW_OUT)/corpus
 	@# pipefail: a crash must fail the check, not vanish behind tail.
-	set -o pipefail; $(GW_OUT)/fuzz -max_total_time=20 -max_len=4096 -print_final_stats=0 \
+	set -o pipefail; $(GW_OUT)/fuzz -dict=tests/unit/gateway/fuzz.dict -max_total_time=20 -max_len=4096 -print_final_stats=0 \
 	  -artifact_prefix=$(GW_OUT)/ $(GW_OUT)/corpus tests/unit/gateway/corpus 2>&1 | tail -3
 
 fuzz: $(GW_OUT)/fuzz
 	@mkdir -p $(GW_OUT)/corpus
-	$(GW_OUT)/fuzz -max_total_time=$(GW_FUZZ_SECONDS) -max_len=8192 -artifact_prefix=$(GW_OUT)/ \
+	$(GW_OUT)/fuzz -dict=tests/unit/gateway/fuzz.dict -max_total_time=$(GW_FUZZ_SECONDS) -max_len=8192 -artifact_prefix=$(GW_OUT)/ \
 	  $(GW_OUT)/corpus tests/unit/gateway/corpus
 
 # The server itself under ASan/UBSan, for running the integration tests against it:
