@@ -39,9 +39,17 @@ $(GW_OUT)/fuzz: tests/unit/gateway/fuzz_request.c tests/unit/gateway/raw_request
 	clang $(GW_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
 	  -fno-sanitize-recover=all -Itests/unit/gateway -o $@ tests/unit/gateway/fuzz_request.c tests/unit/gateway/raw_request.c $(GW_CORE) $(GW_TEST_LIBS)
 
-gateway-unit: $(GW_OUT)/unit $(GW_OUT)/unit-asan gateway-sql-expected gateway-fuzz-smoke
+gateway-unit: $(GW_OUT)/unit $(GW_OUT)/unit-asan $(GW_OUT)/pg-send-check gateway-sql-expected gateway-fuzz-smoke
 	$(GW_OUT)/unit
 	ASAN_OPTIONS=detect_leaks=1 $(GW_OUT)/unit-asan
+	ASAN_OPTIONS=detect_leaks=1 $(GW_OUT)/pg-send-check
+
+# The write coalescing with real libpq connections (its own binary: it defines
+# send() for the process), under ASan/UBSan.
+$(GW_OUT)/pg-send-check: tests/unit/gateway/pg_send_check.c gateway/db/pg_send.c gateway/db/pg_send.h
+	@mkdir -p $(GW_OUT)
+	clang $(GW_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+	  -Itests/unit/gateway -o $@ tests/unit/gateway/pg_send_check.c gateway/db/pg_send.c -lev -lpq
 
 # The SQL builder's expected output (as pgvector's test/expected): each
 # tests/unit/gateway/sql/<name>.http (requests) is run against sql/schema.rows
