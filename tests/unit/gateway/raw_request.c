@@ -182,3 +182,22 @@ raw_request_free(raw_request *r)
 	}
 	free(r->body);
 }
+
+int
+schema_add_line(gw_schema *s, char *line)
+{
+	const char *v[16];
+	int n = 0;
+	for (char *f = line;;)
+	{
+		if (n == 16)
+			return -1;
+		v[n++] = f;
+		char *tab = strchr(f, '\t');
+		if (!tab)
+			break;
+		*tab = '\0';
+		f = tab + 1;
+	}
+	return gw_schema_add_row(s, n, v);
+}

@@ -34,4 +34,9 @@ const char *raw_request_header(const raw_request *r, const char *lower_name);
 int raw_request_input(raw_request *r, gw_rest_input *in);
 void raw_request_free(raw_request *r);
 
+/* Adds one catalog row written as sql/schema.rows writes it (fields separated by
+ * tabs; line is cut in place) to s. Returns gw_schema_add_row's result, -1 for a
+ * line of more than 16 fields. */
+int schema_add_line(gw_schema *s, char *line);
+
 #endif

@@ -51,31 +51,15 @@ load_schema(const char *path)
 	char *text = slurp(path, &len);
 	gw_schema *s = gw_schema_new();
 	int lineno = 0;
-	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"))
+	for (char *line = text, *next; line; line = next)
 	{
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
 		lineno++;
 		if (!*line || *line == '#')
 			continue;
-		const char *v[16];
-		int n = 0;
-		for (char *f = line;; n++)
-		{
-			char *tab = strchr(f, '\t');
-			if (n == 16)
-			{
-				fprintf(stderr, "%s:%d: too many fields\n", path, lineno);
-				exit(2);
-			}
-			v[n] = f;
-			if (!tab)
-			{
-				n++;
-				break;
-			}
-			*tab = '\0';
-			f = tab + 1;
-		}
-		if (gw_schema_add_row(s, n, v))
+		if (schema_add_line(s, line))
 		{
 			fprintf(stderr, "%s:%d: not a catalog row\n", path, lineno);
 			exit(2);
@@ -209,7 +193,8 @@ main(int argc, char **argv)
 		while (n && p[n - 1] == '\n')
 			n--;
 		printf("%.*s\n", (int)n, p);
-		char *req = strndup(title_end + 1, n > (size_t)(title_end + 1 - p) ? n - (size_t)(title_end + 1 - p) : 0);
+		size_t title_len = (size_t)(title_end + 1 - p);
+		char *req = strndup(title_end + 1, n > title_len ? n - title_len : 0);
 		run(schema, req, tx_override, aggregates);
 		printf("\n");
 		free(req);
