@@ -15,6 +15,7 @@
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 
+#include "httpsig.h"
 #include "pgpod.h"
 
 PG_FUNCTION_INFO_V1(envelope_seal);
@@ -23,10 +24,6 @@ PG_FUNCTION_INFO_V1(envelope_open);
 #define ENVELOPE_KEY_LEN 32
 #define ENVELOPE_IV_LEN 12
 #define ENVELOPE_TAG_LEN 16
-
-/* From httpsig.c: parsed, cached RSA keys (errors 22023 on bad PEM). */
-extern EVP_PKEY *httpsig_public_key(text *pem);
-extern EVP_PKEY *httpsig_private_key(text *pem);
 
 static bytea *
 new_bytea(size_t len)

@@ -21,6 +21,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "httpsig.h"
 #include "pgpod.h"
 
 PG_FUNCTION_INFO_V1(rsa_sha256_sign);
@@ -120,10 +121,6 @@ public_key_from_text(text *pem)
 	cache_store(slot, data, len, pkey);
 	return pkey;
 }
-
-/* Exported for envelope.c: a parsed RSA public key or a 22023 error. */
-EVP_PKEY *httpsig_public_key(text *pem);
-EVP_PKEY *httpsig_private_key(text *pem);
 
 EVP_PKEY *
 httpsig_public_key(text *pem)

@@ -34,7 +34,7 @@ typedef struct shared
 	uint64_t latency[NBUCKETS + 1];
 	uint64_t latency_sum_us;
 	uint64_t requests;
-	uint64_t prepares, stale_retries;
+	uint64_t prepares, stale_retries, coalesced_sends;
 	gauges process[MAX_PROCESSES];
 } shared;
 
@@ -118,6 +118,12 @@ gw_metrics_stale_retry(void)
 }
 
 void
+gw_metrics_coalesced_sends(unsigned long long n)
+{
+	ADD(coalesced_sends, n);
+}
+
+void
 gw_metrics_ready(int ready)
 {
 	if (m)
@@ -186,8 +192,13 @@ gw_metrics_render(gw_buf *o)
 	              "# HELP pgpod_pool_stale_retries_total Requests run again after a stale "
 	              "prepared statement failed them.\n"
 	              "# TYPE pgpod_pool_stale_retries_total counter\n"
-	              "pgpod_pool_stale_retries_total %llu\n",
-	              (unsigned long long)m->prepares, (unsigned long long)m->stale_retries);
+	              "pgpod_pool_stale_retries_total %llu\n"
+	              "# HELP pgpod_pool_coalesced_sends_total libpq writes to pool connections held "
+	              "and sent in one write with others (PGPOD_GATEWAY_COALESCE).\n"
+	              "# TYPE pgpod_pool_coalesced_sends_total counter\n"
+	              "pgpod_pool_coalesced_sends_total %llu\n",
+	              (unsigned long long)m->prepares, (unsigned long long)m->stale_retries,
+	              (unsigned long long)m->coalesced_sends);
 	gw_buf_printf(o,
 	              "# HELP pgpod_pool_connections Database connections that are up.\n# TYPE "
 	              "pgpod_pool_connections gauge\n"

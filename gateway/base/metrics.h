@@ -13,6 +13,7 @@ void gw_metrics_pool(int size_delta, int busy_delta, int waiting_delta);
 void gw_metrics_sse(int delta);
 void gw_metrics_prepare(void);     /* a Parse sent for the statement cache */
 void gw_metrics_stale_retry(void); /* a job run again after a stale statement */
+void gw_metrics_coalesced_sends(unsigned long long n); /* libpq writes held by pg_send.c */
 void gw_metrics_db_up(int up);
 /* This process serves (or stops serving) fully; how many others do. */
 void gw_metrics_ready(int ready);

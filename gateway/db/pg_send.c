@@ -12,13 +12,24 @@
  * that socket, as libpq would see it without the buffer; EAGAIN keeps the rest for an
  * EV_WRITE watcher, and send() reports EAGAIN itself once HIGH_WATER bytes are
  * held, so libpq keeps the rest in its own buffer as it would without this.
- * The pool releases a socket before libpq closes it (pool.c pconn_down), so
- * held bytes never reach a descriptor number reused for another socket.
+ * Safety, enforced rather than assumed:
+ *  - only for the libpq versions it was tested with (TESTED_LIBPQ_*: how libpq
+ *    15 writes, one send() per flush, through pqsecure_raw_write); with another
+ *    libpq it stays off and says so once;
+ *  - an entry remembers its PGconn, and every send() and every write of held
+ *    bytes first checks that PQsocket(conn) is still that descriptor. libpq
+ *    closes a socket by itself (EOF, a failed read) before the pool hears of it;
+ *    the number may then be reused by another socket (an accepted client), and a
+ *    stale entry must neither take that socket's bytes nor write the lost
+ *    connection's held bytes to it: it is dropped instead. The pool still
+ *    releases an entry before PQfinish (pool.c pconn_down), so the PGconn an
+ *    entry names is never freed under it.
  * One gateway process is single-threaded: no locking. */
 #include "pg_send.h"
 
 #include <errno.h>
 #include <ev.h>
+#include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -28,10 +39,14 @@
 #include "worker.h"
 
 #define HIGH_WATER (64 * 1024)
+/* PQlibVersion() of the libpq releases this was tested with: 15.x (Debian 12) */
+#define TESTED_LIBPQ_MIN 150000
+#define TESTED_LIBPQ_END 160000
 
 typedef struct held
 {
 	int fd;
+	PGconn *conn; /* the connection whose socket fd was when registered */
 	int err;      /* errno of a failed write, reported by the next send() */
 	int queued;   /* in the list the prepare watcher flushes */
 	char *data;
@@ -40,16 +55,40 @@ typedef struct held
 } held;
 
 static int enabled;
+static unsigned long long held_sends; /* send() calls held, written later together */
 static held **by_fd; /* registered sockets, indexed by descriptor */
 static int nfd;
 static int *pending; /* descriptors with bytes held since the last flush */
 static int npending, pending_cap;
 static ev_prepare flusher;
 
-/* Writes what h holds, as far as the socket takes it without blocking. */
+/* Whether h's descriptor is still its connection's socket. */
+static int
+owned(const held *h)
+{
+	return PQsocket(h->conn) == h->fd;
+}
+
+/* Forgets h: what it holds is dropped (it belonged to a lost connection). */
 static void
+drop(held *h)
+{
+	ev_io_stop(gw_loop, &h->writable);
+	by_fd[h->fd] = NULL;
+	free(h->data);
+	free(h);
+}
+
+/* Writes what h holds, as far as the socket takes it without blocking. Returns
+ * -1 when h was stale and has been dropped. */
+static int
 flush_held(held *h)
 {
+	if (!owned(h))
+	{
+		drop(h);
+		return -1;
+	}
 	while (h->off < h->len)
 	{
 		ssize_t n = sendto(h->fd, h->data + h->off, h->len - h->off, MSG_NOSIGNAL | MSG_DONTWAIT,
@@ -65,7 +104,7 @@ flush_held(held *h)
 		{
 			if (!ev_is_active(&h->writable))
 				ev_io_start(gw_loop, &h->writable);
-			return;
+			return 0;
 		}
 		/* the held transactions are lost: shut the socket so that libpq sees the
 		 * connection fail on its next read and the pool fails their jobs, rather
@@ -76,6 +115,7 @@ flush_held(held *h)
 	}
 	h->off = h->len = 0;
 	ev_io_stop(gw_loop, &h->writable);
+	return 0;
 }
 
 static void
@@ -150,6 +190,11 @@ ssize_t
 send(int fd, const void *buf, size_t len, int flags)
 {
 	held *h = fd >= 0 && fd < nfd ? by_fd[fd] : NULL;
+	if (h && !owned(h))
+	{
+		drop(h); /* the descriptor is another socket's now */
+		h = NULL;
+	}
 	if (!h)
 		return sendto(fd, buf, len, flags, NULL, 0);
 	if (h->err)
@@ -161,7 +206,7 @@ send(int fd, const void *buf, size_t len, int flags)
 	{
 		/* much to write (or no memory to hold it): what is held goes first,
 		 * then this one directly, never ahead of held bytes */
-		flush_held(h);
+		flush_held(h); /* owned: checked above */
 		if (h->err)
 		{
 			errno = h->err;
@@ -174,6 +219,7 @@ send(int fd, const void *buf, size_t len, int flags)
 		}
 		return sendto(fd, buf, len, flags, NULL, 0);
 	}
+	held_sends++;
 	return (ssize_t)len;
 }
 
@@ -184,6 +230,14 @@ gw_pgsend_init(void)
 	enabled = !(v && !strcmp(v, "0"));
 	if (!enabled)
 		return;
+	int version = PQlibVersion();
+	if (version < TESTED_LIBPQ_MIN || version >= TESTED_LIBPQ_END)
+	{
+		enabled = 0;
+		wk_log(WK_WARN, "write coalescing is off: libpq %d is not a version it was tested with "
+		       "(%d to %d)", version, TESTED_LIBPQ_MIN, TESTED_LIBPQ_END - 1);
+		return;
+	}
 	ev_prepare_init(&flusher, on_prepare);
 	/* after every other prepare watcher (the pool's PQflush among them) */
 	ev_set_priority(&flusher, EV_MINPRI);
@@ -191,9 +245,22 @@ gw_pgsend_init(void)
 	ev_unref(gw_loop); /* it alone does not keep the loop running */
 }
 
-void
-gw_pgsend_register(int fd)
+int
+gw_pgsend_enabled(void)
 {
+	return enabled;
+}
+
+unsigned long long
+gw_pgsend_held_sends(void)
+{
+	return held_sends;
+}
+
+void
+gw_pgsend_register(PGconn *conn)
+{
+	int fd = conn ? PQsocket(conn) : -1;
 	if (!enabled || fd < 0)
 		return;
 	if (fd >= nfd)
@@ -212,6 +279,7 @@ gw_pgsend_register(int fd)
 	if (!h)
 		return;
 	h->fd = fd;
+	h->conn = conn;
 	ev_io_init(&h->writable, on_writable, fd, EV_WRITE);
 	h->writable.data = h;
 	by_fd[fd] = h;
@@ -223,10 +291,7 @@ gw_pgsend_release(int fd, int flush)
 	held *h = fd >= 0 && fd < nfd ? by_fd[fd] : NULL;
 	if (!h)
 		return;
-	if (flush && !h->err)
-		flush_held(h);
-	ev_io_stop(gw_loop, &h->writable);
-	by_fd[fd] = NULL;
-	free(h->data);
-	free(h);
+	if (flush && !h->err && flush_held(h))
+		return; /* stale: dropped */
+	drop(h);
 }

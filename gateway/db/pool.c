@@ -299,6 +299,14 @@ on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
 	for (int i = 0; i < nconns; i++)
 		if (conns[i].dirty && conns[i].pg)
 			flush_out(&conns[i]);
+	/* what pg_send.c held since the last time, to /metrics */
+	static unsigned long long reported;
+	unsigned long long held = gw_pgsend_held_sends();
+	if (held != reported)
+	{
+		gw_metrics_coalesced_sends(held - reported);
+		reported = held;
+	}
 }
 
 static int
@@ -655,7 +663,7 @@ connect_poll(pconn *c)
 		c->backoff = 0;
 		ev_timer_stop(gw_loop, &c->retry);
 		c->send_fd = PQsocket(c->pg);
-		gw_pgsend_register(c->send_fd);
+		gw_pgsend_register(c->pg);
 		set_state(c, P_IDLE);
 		watch(c, PQsocket(c->pg), EV_READ);
 		dispatch();

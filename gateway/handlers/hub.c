@@ -9,6 +9,7 @@
 #include "worker.h"
 #include "hub.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -666,8 +667,9 @@ gw_hub_subscribe(gw_req *req, const gw_hub_kind *kind, const char *key)
 	if (last && *last)
 	{
 		char *end;
+		errno = 0;
 		long long v = strtoll(last, &end, 10);
-		if (*end || v < 0)
+		if (*end || v < 0 || errno == ERANGE || !(*last >= '0' && *last <= '9'))
 		{
 			free(s);
 			gw_respond_simple_error(req, 400, "PGRST100",

@@ -1,71 +1,100 @@
-/* HS256 JWT verification (see jwt.h). The token is split by hand, each part is
- * base64url-decoded, the header must say HS256 (never "none"), and claims are
- * read with jansson; nothing of the token reaches SQL except the verified
- * payload, which goes to request.jwt.claims as a bound parameter. */
+/* HS256 JWT verification (see jwt.h): a small module over OpenSSL and jansson,
+ * kept to one algorithm so that it can be read whole. The rules, in order:
+ *  1. exactly three parts; each is strict base64url (no padding, no other
+ *     character, the unused bits of the last character zero), decoded by
+ *     OpenSSL's EVP_DecodeBlock;
+ *  2. the header is one JSON object without duplicate keys whose "alg" is exactly
+ *     "HS256" ("none" and every other algorithm are refused before any MAC is
+ *     computed, so a token cannot choose how it is checked) and that names no
+ *     "crit" extension (RFC 7515 4.1.11: we understand none);
+ *  3. the signature is HMAC-SHA256 (EVP_Q_mac) of the exact bytes
+ *     "<header>.<payload>" as sent, 32 bytes, compared with CRYPTO_memcmp;
+ *  4. only then is the payload read: one JSON object without duplicate keys
+ *     (the claims go to PostgreSQL as request.jwt.claims: no key may mean one
+ *     thing here and another there); exp, nbf, iat, when present, are numbers,
+ *     checked with PostgREST's 30 s of clock skew; role, when present, a string.
+ * Nothing of the token reaches SQL but the verified payload, as a bound
+ * parameter. Messages are PostgREST's, for WWW-Authenticate and the 401 body. */
 #include "jwt.h"
 
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SKEW 30
+#define HS256_LEN 32
 
 long
 gw_base64url_decode(const char *in, size_t n, unsigned char *out, size_t cap)
 {
-	unsigned acc = 0;
-	int bits = 0;
-	size_t o = 0;
+	/* RFC 4648 5 to 4 (-_ to +/) and the padding back, for EVP_DecodeBlock; a
+	 * length of 4k+1 is never an encoding */
+	if (n % 4 == 1 || n > (size_t)1 << 24 || cap < n / 4 * 3 + 3)
+		return -1;
+	size_t padded = (n + 3) / 4 * 4;
+	char *b = malloc(padded + 1);
+	if (!b)
+		return -1;
+	int last = 0;
 	for (size_t i = 0; i < n; i++)
 	{
 		char c = in[i];
-		int v;
-		if (c >= 'A' && c <= 'Z')
-			v = c - 'A';
-		else if (c >= 'a' && c <= 'z')
-			v = c - 'a' + 26;
-		else if (c >= '0' && c <= '9')
-			v = c - '0' + 52;
-		else if (c == '-')
-			v = 62;
+		if (c == '-')
+			c = '+';
 		else if (c == '_')
-			v = 63;
-		else if (c == '=')
-			break;
-		else
-			return -1;
-		acc = (acc << 6) | (unsigned)v;
-		bits += 6;
-		if (bits >= 8)
+			c = '/';
+		else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
 		{
-			bits -= 8;
-			if (o >= cap)
-				return -1;
-			out[o++] = (unsigned char)(acc >> bits);
-			acc &= (1u << bits) - 1;
+			free(b);
+			return -1;
 		}
+		b[i] = c;
+		last = c;
 	}
-	return (long)o;
+	for (size_t i = n; i < padded; i++)
+		b[i] = '=';
+	b[padded] = '\0';
+	int got = padded ? EVP_DecodeBlock(out, (const unsigned char *)b, (int)padded) : 0;
+	free(b);
+	if (got < 0)
+		return -1;
+	/* EVP_DecodeBlock counts the padding's zero bytes; the unused bits of the last
+	 * character must be zero (one encoding per value) */
+	size_t pad = padded - n;
+	if (pad)
+	{
+		static const char alphabet[] =
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+		int v = (int)(strchr(alphabet, last) - alphabet);
+		if (v & (pad == 2 ? 0x0f : 0x03))
+			return -1;
+	}
+	return (long)((size_t)got - pad);
 }
 
+/* A part decoded and read as one JSON object (no duplicate keys); its text too
+ * when text is given. */
 static json_t *
-decode_part(const char *s, size_t n, char **text)
+decode_object(const char *s, size_t n, char **text)
 {
-	unsigned char *buf = malloc(n + 1);
+	unsigned char *buf = malloc(n / 4 * 3 + 3);
 	if (!buf)
 		return NULL;
-	long len = gw_base64url_decode(s, n, buf, n);
-	if (len < 0)
+	long len = gw_base64url_decode(s, n, buf, n / 4 * 3 + 3);
+	json_t *j = NULL;
+	if (len >= 0)
 	{
-		free(buf);
-		return NULL;
+		json_error_t e;
+		j = json_loadb((char *)buf, (size_t)len, JSON_REJECT_DUPLICATES, &e);
+		if (j && !json_is_object(j))
+		{
+			json_decref(j);
+			j = NULL;
+		}
 	}
-	json_error_t e;
-	json_t *j = json_loadb((char *)buf, (size_t)len, 0, &e);
 	if (j && text)
 	{
 		*text = malloc((size_t)len + 1);
@@ -117,30 +146,38 @@ gw_jwt_verify(const char *token, const unsigned char *secret, size_t secret_len,
 		snprintf(err, errlen, "Server lacks JWT secret");
 		return -1;
 	}
-	json_t *header = decode_part(token, (size_t)(d1 - token), NULL);
+	/* 2. the header decides nothing but must say HS256 */
+	json_t *header = decode_object(token, (size_t)(d1 - token), NULL);
 	const char *alg = header ? json_string_value(json_object_get(header, "alg")) : NULL;
-	if (!alg || strcmp(alg, "HS256"))
+	int crit = header && json_object_get(header, "crit") != NULL;
+	if (!alg || strcmp(alg, "HS256") || crit)
 	{
 		snprintf(err, errlen,
-		         alg ? "Wrong or unsupported encoding algorithm" : "Invalid JWS header");
+		         !alg ? "Invalid JWS header"
+		         : crit ? "JWSError JWSUnknownCriticalExtension"
+		                : "Wrong or unsupported encoding algorithm");
 		if (header)
 			json_decref(header);
 		return -1;
 	}
 	json_decref(header);
-	unsigned char mac[EVP_MAX_MD_SIZE], sig[64];
-	unsigned maclen = 0;
-	HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)token, (size_t)(d2 - token),
-	     mac, &maclen);
-	long siglen = gw_base64url_decode(d2 + 1, strlen(d2 + 1), sig, sizeof sig);
-	if (siglen != (long)maclen || CRYPTO_memcmp(sig, mac, maclen) != 0)
+	/* 3. the signature over the bytes as sent */
+	unsigned char mac[EVP_MAX_MD_SIZE], sig[HS256_LEN + 3];
+	size_t maclen = 0;
+	const char *sig_text = d2 + 1;
+	size_t sig_n = strlen(sig_text);
+	long siglen = sig_n <= 44 ? gw_base64url_decode(sig_text, sig_n, sig, sizeof sig) : -1;
+	if (!EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, secret, secret_len,
+	               (const unsigned char *)token, (size_t)(d2 - token), mac, sizeof mac, &maclen) ||
+	    maclen != HS256_LEN || siglen != HS256_LEN || CRYPTO_memcmp(sig, mac, HS256_LEN) != 0)
 	{
 		snprintf(err, errlen, "JWSError JWSInvalidSignature");
 		return -1;
 	}
+	/* 4. the claims */
 	char *text = NULL;
-	json_t *claims = decode_part(d1 + 1, (size_t)(d2 - d1 - 1), &text);
-	if (!claims || !json_is_object(claims))
+	json_t *claims = decode_object(d1 + 1, (size_t)(d2 - d1 - 1), &text);
+	if (!claims || !text)
 	{
 		snprintf(err, errlen, "JWT claims are not a JSON object");
 		goto bad;
@@ -171,8 +208,11 @@ gw_jwt_verify(const char *token, const unsigned char *secret, size_t secret_len,
 		snprintf(err, errlen, "The JWT 'role' claim must be a string");
 		goto bad;
 	}
-	if (role)
-		out->role = strdup(json_string_value(role));
+	if (role && !(out->role = strdup(json_string_value(role))))
+	{
+		snprintf(err, errlen, "Out of memory");
+		goto bad;
+	}
 	out->claims_json = text;
 	json_decref(claims);
 	return 0;

@@ -624,17 +624,30 @@ gw_sb_build_where(ctx *c, const char *alias, const gw_relation *rel, const gw_bu
 	return 0;
 }
 
-void
-gw_sb_effective_range(const gw_request_shape *r, const gw_scope *top, long *limit, long *offset)
+int
+gw_page_range(const gw_request_shape *r, long *limit, long *offset, gw_error *e)
 {
-	*limit = top->limit;
-	*offset = top->offset;
+	const gw_scope *top = gw_query_find_scope(r->query, "");
+	*limit = top ? top->limit : -1;
+	long query_offset = top && top->offset > 0 ? top->offset : 0;
+	*offset = query_offset;
 	if (r->range_offset >= 0)
 	{
-		*offset += r->range_offset;
+		/* checked: offset= and a Range's first row are each at most the largest
+		 * bigint, their sum need not be */
+		if (__builtin_add_overflow(*offset, r->range_offset, offset))
+		{
+			char details[160];
+			snprintf(details, sizeof details,
+			         "An offset of %ld and a range from row %ld start past the last possible row.",
+			         query_offset, r->range_offset);
+			gw_error_set(e, 416, "PGRST103", "Requested range not satisfiable", details, NULL);
+			return -1;
+		}
 		if (r->range_limit >= 0 && (*limit < 0 || r->range_limit < *limit))
 			*limit = r->range_limit;
 	}
+	return 0;
 }
 
 static int
@@ -642,7 +655,8 @@ build_read(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p
 {
 	const char *alias = rel->name;
 	long limit, offset;
-	gw_sb_effective_range(r, gw_sb_scope_for(c, ""), &limit, &offset);
+	if (gw_page_range(r, &limit, &offset, c->e))
+		return -1;
 	gw_buf inner;
 	gw_buf_init(&inner);
 	gw_buf_puts(c->sql, "WITH pgrst_source AS (SELECT ");

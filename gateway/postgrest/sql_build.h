@@ -86,6 +86,11 @@ void gw_plan_free(gw_plan *p);
 /* Builds the statement for a request. Returns 0, or -1 with e filled. */
 int gw_build(gw_arena *a, const gw_schema *s, const gw_request_shape *r, gw_plan *out, gw_error *e);
 
+/* The top level's page: the query's limit and offset narrowed by the Range
+ * header (range_offset, range_limit). Returns 0, or -1 with 416 PGRST103 in e when
+ * offset and Range together start past the largest bigint (no row lies there). */
+int gw_page_range(const gw_request_shape *r, long *limit, long *offset, gw_error *e);
+
 /* Makes the text form of a PostgreSQL array literal from items: {"a","b\"c"}. */
 void gw_sql_array_literal(gw_buf *b, char *const *items, int n);
 

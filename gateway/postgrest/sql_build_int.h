@@ -41,8 +41,6 @@ int gw_sb_build_logic(ctx *c, const char *alias, const gw_relation *rel, const g
 int gw_sb_build_order(ctx *c, const char *alias, const gw_relation *rel, const gw_scope *sc);
 void gw_sb_build_limit(ctx *c, long limit, long offset);
 const gw_scope *gw_sb_scope_for(ctx *c, const char *path);
-void gw_sb_effective_range(const gw_request_shape *r, const gw_scope *top, long *limit,
-                           long *offset);
 
 /* sql_build.c: fields and columns */
 void gw_sb_field_expr(ctx *c, const char *alias, const gw_field *f);

@@ -392,7 +392,8 @@ gw_sb_build_rpc(ctx *c, const gw_request_shape *r, gw_plan *p)
 	{
 		const gw_scope *top = gw_sb_scope_for(c, "");
 		long limit, offset;
-		gw_sb_effective_range(r, top, &limit, &offset);
+		if (gw_page_range(r, &limit, &offset, c->e))
+			goto out_inner;
 		gw_buf_puts(b, " WHERE ");
 		if (gw_sb_build_logic(c, alias, NULL, top->where))
 			goto out_inner;

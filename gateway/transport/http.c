@@ -847,9 +847,11 @@ on_headers_complete(http_parser *p)
 	r->method_name = http_method_str(p->method);
 	r->head_only = p->method == HTTP_HEAD;
 	c->keep_alive = http_should_keep_alive(p);
-	/* http-parser keeps ULLONG_MAX when no Content-Length was given */
-	if (p->content_length != ULLONG_MAX && p->content_length < (uint64_t)LONG_MAX)
-		r->content_length = (long)p->content_length;
+	/* http-parser keeps ULLONG_MAX when no Content-Length was given; a length past
+	 * LONG_MAX is LONG_MAX, over every limit (413), never "no length" */
+	if (p->content_length != ULLONG_MAX)
+		r->content_length =
+		    p->content_length < (uint64_t)LONG_MAX ? (long)p->content_length : LONG_MAX;
 	c->state = CS_BODY;
 	arm_timer(c, gw_cfg.body_timeout);
 	handlers.on_head(r);

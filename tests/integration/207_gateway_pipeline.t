@@ -6,7 +6,9 @@
 # ROLLBACK) are refused by the server and run again, so every request gets its
 # own answer and every write happens exactly once. Runs a gateway of its own
 # (one worker, two pool connections). A transaction that runs long gets no
-# other one queued behind it.
+# other one queued behind it. Runs with the write coalescing of the environment's
+# PGPOD_GATEWAY_COALESCE (on by default), and 207_gateway_pipeline_uncoalesced.t
+# runs it again with it off.
 use strict;
 use warnings;
 use FindBin;
@@ -122,6 +124,13 @@ is_deeply(\@fast, [(200) x 5], 'requests during a slow one are answered');
 cmp_ok($took, '<', 2.0, '... without waiting for it (it takes 3 s)');
 my $slow_answer = do { local $/; <$slow> };
 like($slow_answer, qr{^HTTP/1\.1 200}, 'the slow one is answered too');
+
+my ($held) = $http->get("$base/metrics")->{content} =~ /^pgpod_pool_coalesced_sends_total (\d+)$/m;
+if (($ENV{PGPOD_GATEWAY_COALESCE} // '1') eq '0') {
+  is($held, 0, 'PGPOD_GATEWAY_COALESCE=0: no libpq write was held');
+} else {
+  cmp_ok($held // 0, '>', 0, 'libpq writes were held and coalesced (pgpod_pool_coalesced_sends_total)');
+}
 
 kill 'TERM', $pid; waitpid($pid, 0); $pid = 0;
 psql("DROP TABLE api.gw_pl_t; DROP FUNCTION api.gw_pl_fail(int); DROP FUNCTION api.gw_pl_slow(); NOTIFY pgrst, 'reload schema'");

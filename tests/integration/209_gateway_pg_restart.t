@@ -2,7 +2,9 @@
 # PostgreSQL going away under the running gateway: requests get a 503 JSON error
 # (never a hang), /health says unavailable, and once PostgreSQL is back the pool
 # and the schema listener reconnect by themselves. Restarts the harness's cluster
-# with its own settings (pg_ctl restart reuses postmaster.opts).
+# with its own settings (pg_ctl restart reuses postmaster.opts). Against
+# $PGPOD_URL: the harness's gateway (write coalescing on), and through
+# 209_gateway_pg_restart_uncoalesced.t a gateway with PGPOD_GATEWAY_COALESCE=0.
 use strict;
 use warnings;
 use FindBin;
@@ -68,5 +70,11 @@ ok(stream_has(qr/^id: 2$/m), 'the same stream delivers after the restart');
 my @ids = $stream =~ /^id: (\d+)$/mg;
 is_deeply(\@ids, [1, 2], '... each event once, in order');
 psql("DROP VIEW api.gw_after_restart; NOTIFY pgrst, 'reload schema'");
+my $held = metric('pgpod_pool_coalesced_sends_total');
+if (($ENV{PGPOD_GATEWAY_COALESCE} // '1') eq '0') {
+  is($held, 0, 'PGPOD_GATEWAY_COALESCE=0: no libpq write was held');
+} else {
+  cmp_ok($held, '>', 0, 'libpq writes were held and coalesced');
+}
 
 done_testing();

@@ -1,10 +1,15 @@
-/* libFuzzer target: raw bytes as an HTTP request (http-parser), its URL's query
- * string through the PostgREST grammar and the SQL builder over a small schema,
- * its body as a JSON write payload, its Authorization value through JWT
- * verification, and the bytes as a Range header (a range must lie in the file). Built with
- * ASan/UBSan by gateway/gateway.mk. */
-#include <http_parser.h>
+/* libFuzzer target: raw bytes as an HTTP request through what the gateway does
+ * with it before the database: http-parser, the dialect's request reading
+ * (Accept, Prefer, Range, profiles, the query grammar, form bodies:
+ * postgrest/request.c) and the SQL builder over a small schema, the page's
+ * Content-Range, the Range header as /files reads it (a range must lie in the
+ * file), and the Authorization value through JWT verification. The first byte
+ * picks the gateway's settings (tx override, aggregates). The same bytes also
+ * go straight into the query grammar, for inputs that are no request. Built
+ * with ASan/UBSan by gateway/gateway.mk: an overflow or an out-of-bounds read
+ * anywhere on these paths stops the run. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -12,6 +17,8 @@
 #include "byte_range.h"
 #include "jwt.h"
 #include "query_parse.h"
+#include "raw_request.h"
+#include "request.h"
 #include "schema.h"
 #include "sql_build.h"
 
@@ -41,65 +48,47 @@ init(void)
 	row(6, "fk", "t_p_fk", "t", "p_id", "p", "id", 0, 0);
 	row(8, "fn", "f", "1", "s", "1", "0", "1", "record");
 	row(5, "arg", "1", "a", "integer", "0", 0, 0, 0);
+	row(2, "tz", "UTC", 0, 0, 0, 0, 0, 0);
 }
 
-typedef struct req
-{
-	char url[4096];
-	size_t url_len;
-	char body[4096];
-	size_t body_len;
-	char auth[1024];
-	size_t auth_len;
-	int in_auth;
-} req;
-
-static int
-on_url(http_parser *p, const char *at, size_t n)
-{
-	req *r = p->data;
-	if (r->url_len + n < sizeof r->url)
-	{
-		memcpy(r->url + r->url_len, at, n);
-		r->url_len += n;
-	}
-	return 0;
-}
-
-static int
-on_field(http_parser *p, const char *at, size_t n)
-{
-	req *r = p->data;
-	r->in_auth = n == 13 && !strncasecmp(at, "authorization", 13);
-	return 0;
-}
-
-static int
-on_value(http_parser *p, const char *at, size_t n)
-{
-	req *r = p->data;
-	if (r->in_auth && r->auth_len + n < sizeof r->auth)
-	{
-		memcpy(r->auth + r->auth_len, at, n);
-		r->auth_len += n;
-	}
-	return 0;
-}
-
-static int
-on_body(http_parser *p, const char *at, size_t n)
-{
-	req *r = p->data;
-	if (r->body_len + n < sizeof r->body)
-	{
-		memcpy(r->body + r->body_len, at, n);
-		r->body_len += n;
-	}
-	return 0;
-}
-
+/* A request the dialect reads, then the statement and the page's range. */
 static void
-run_query(const char *qs, size_t n, const char *body, size_t blen, int action)
+run_request(raw_request *raw, unsigned settings)
+{
+	gw_rest_input in;
+	if (raw_request_input(raw, &in))
+		return;
+	in.tx_override = settings & 1;
+	in.tx_rollback = (settings >> 1) & 1;
+	in.aggregates = (settings >> 2) & 1;
+	gw_arena a;
+	gw_arena_init(&a);
+	gw_rest_request rq;
+	gw_error e;
+	if (gw_rest_request_parse(&a, S, &in, &rq, &e) == 0 && !rq.allow)
+	{
+		gw_plan plan;
+		gw_plan_init(&plan);
+		if (gw_build(&a, S, &rq.shape, &plan, &e) == 0)
+		{
+			/* the answer's Content-Range for a page of n rows out of total */
+			long n = (long)(settings >> 3);
+			char total[32];
+			snprintf(total, sizeof total, "%ld", (long)(settings >> 4) * 1000);
+			gw_buf h;
+			gw_buf_init(&h);
+			int status = 200;
+			gw_rest_content_range(&rq, n, settings & 8 ? total : NULL, &h, &status, &e);
+			gw_buf_free(&h);
+		}
+		gw_plan_free(&plan);
+	}
+	gw_arena_free(&a);
+}
+
+/* The bytes as a query string straight into the grammar and the builder. */
+static void
+run_query(const char *qs, size_t n, int action)
 {
 	gw_arena a;
 	gw_arena_init(&a);
@@ -114,17 +103,15 @@ run_query(const char *qs, size_t n, const char *body, size_t blen, int action)
 		                      .query = &q,
 		                      .range_offset = -1,
 		                      .range_limit = -1,
-		                      .body = body,
-		                      .body_len = blen,
+		                      .body = qs,
+		                      .body_len = n,
 		                      .body_is_json = 1,
 		                      .rpc_get = action == GW_ACTION_RPC && n % 2,
 		                      .output = (int)(n % 3),
-		                      .count = (int)(blen % 2),
+		                      .count = (int)(n % 2),
 		                      .return_rep = (int)(n % 2),
-		                      .resolution = (int)(blen % 3),
+		                      .resolution = (int)(n % 3),
 		                      .missing_default = (int)(n % 5 == 1),
-		                      .max_affected_set = (int)(blen % 4 == 1),
-		                      .max_affected = (long)(n % 7),
 		                      .aggregates = (int)(n % 3 != 0)};
 		gw_plan plan;
 		gw_error e;
@@ -135,6 +122,21 @@ run_query(const char *qs, size_t n, const char *body, size_t blen, int action)
 	gw_arena_free(&a);
 }
 
+/* A Range header as /files reads it, against a file of fsize bytes. */
+static void
+run_byte_ranges(const char *h, long long fsize)
+{
+	long long st, len;
+	if (gw_parse_byte_range(h, fsize, &st, &len) == 1 && (st < 0 || len <= 0 || st + len > fsize))
+		abort(); /* a range outside the file must never be accepted */
+	gw_byte_range rs[8];
+	int n = gw_parse_byte_ranges(h, fsize, rs, 8);
+	for (int i = 0; i < n; i++)
+		if (rs[i].start < 0 || rs[i].len <= 0 || rs[i].start + rs[i].len > fsize ||
+		    (i && rs[i].start <= rs[i - 1].start + rs[i - 1].len + GW_RANGE_GAP))
+			abort(); /* inside the file, sorted, coalesced */
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -142,49 +144,29 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		init();
 	if (size < 1)
 		return 0;
-	int action = data[0] % 6;
+	unsigned settings = data[0];
 	data++;
 	size--;
-	/* the raw bytes as an HTTP request */
-	static http_parser_settings st;
-	st.on_url = on_url;
-	st.on_header_field = on_field;
-	st.on_header_value = on_value;
-	st.on_body = on_body;
-	http_parser p;
-	req *r = calloc(1, sizeof *r);
-	http_parser_init(&p, HTTP_REQUEST);
-	p.data = r;
-	http_parser_execute(&p, &st, (const char *)data, size);
-	const char *q = memchr(r->url, '?', r->url_len);
-	if (q)
-		run_query(q + 1, r->url_len - (size_t)(q + 1 - r->url), r->body, r->body_len, action);
-	/* the same bytes straight into the grammar, for inputs that are no request */
-	run_query((const char *)data, size, (const char *)data, size, action);
-	/* and as a Range header */
+	raw_request *raw = calloc(1, sizeof *raw);
+	raw_request_parse(raw, (const char *)data, size);
+	run_request(raw, settings);
+	const char *range = raw_request_header(raw, "range");
+	if (range)
+		run_byte_ranges(range, (long long)size * 131);
+	const char *auth = raw_request_header(raw, "authorization");
+	if (auth)
 	{
-		char *h = strndup((const char *)data, size);
-		long long st, len;
-		if (h && gw_parse_byte_range(h, (long long)size * 131, &st, &len) == 1 &&
-		    (st < 0 || len <= 0 || st + len > (long long)size * 131))
-			abort(); /* a range outside the file must never be accepted */
-		gw_byte_range rs[8];
-		long long fsize = (long long)size * 131;
-		int n = h ? gw_parse_byte_ranges(h, fsize, rs, 8) : 0;
-		for (int i = 0; i < n; i++)
-			if (rs[i].start < 0 || rs[i].len <= 0 || rs[i].start + rs[i].len > fsize ||
-			    (i && rs[i].start <= rs[i - 1].start + rs[i - 1].len + GW_RANGE_GAP))
-				abort(); /* inside the file, sorted, coalesced */
-		free(h);
-	}
-	if (r->auth_len)
-	{
-		r->auth[r->auth_len] = '\0';
 		gw_jwt j;
 		char err[160];
-		if (gw_jwt_verify(r->auth, (const unsigned char *)"k", 1, 0, &j, err, sizeof err) == 0)
+		if (gw_jwt_verify(auth, (const unsigned char *)"k", 1, 0, &j, err, sizeof err) == 0)
 			gw_jwt_free(&j);
 	}
-	free(r);
+	raw_request_free(raw);
+	free(raw);
+	run_query((const char *)data, size, (int)(settings % 6));
+	char *h = strndup((const char *)data, size);
+	if (h)
+		run_byte_ranges(h, (long long)size * 131);
+	free(h);
 	return 0;
 }
