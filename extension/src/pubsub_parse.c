@@ -566,6 +566,100 @@ field_number(JsonbParseState **st, const char *k, const char *s)
 	put_number(st, WJB_VALUE, s);
 }
 
+/* The fields of one element of an array of objects, keys in JSONB's order. */
+typedef void (*object_fields_fn)(JsonbParseState **st, const void *item);
+
+static void
+file_fields(JsonbParseState **st, const void *item)
+{
+	const file_field *f = item;
+
+	field_number(st, "fps", f->fps);
+	field(st, "url", f->url);
+	field_number(st, "size", f->size);
+	field(st, "type", f->type);
+	field_number(st, "width", f->width);
+	field(st, "medium", f->medium);
+	field_number(st, "bitrate", f->bitrate);
+	field_number(st, "duration", f->duration);
+	field_number(st, "resolution", f->height);
+}
+
+static void
+link_fields(JsonbParseState **st, const void *item)
+{
+	const link_field *l = item;
+
+	field(st, "rel", l->rel ? l->rel : "alternate");
+	field(st, "href", l->href);
+	field(st, "type", l->type);
+	field(st, "title", l->title);
+	field_number(st, "length", l->length);
+}
+
+static void
+category_fields(JsonbParseState **st, const void *item)
+{
+	const category_field *k = item;
+
+	field(st, "term", k->term);
+	field(st, "label", k->label);
+	field(st, "scheme", k->scheme);
+}
+
+static void
+thumb_fields(JsonbParseState **st, const void *item)
+{
+	const thumb_field *t = item;
+
+	field(st, "url", t->url);
+	field_number(st, "width", t->width);
+	field_number(st, "height", t->height);
+}
+
+static void
+reply_fields(JsonbParseState **st, const void *item)
+{
+	const reply_field *r = item;
+
+	field(st, "ref", r->ref);
+	field(st, "href", r->href);
+}
+
+/* key: [ {fields of each item} ], nothing when the list is empty. */
+static void
+object_array(JsonbParseState **st, const char *key, const List *items, object_fields_fn fields)
+{
+	ListCell *lc;
+
+	if (items == NIL)
+		return;
+	put_key(st, key);
+	pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
+	foreach (lc, items)
+	{
+		pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+		fields(st, lfirst(lc));
+		pushJsonbValue(st, WJB_END_OBJECT, NULL);
+	}
+	pushJsonbValue(st, WJB_END_ARRAY, NULL);
+}
+
+/* key: [ strings ], nothing when the list is empty. */
+static void
+string_array(JsonbParseState **st, const char *key, const List *items)
+{
+	ListCell *lc;
+
+	if (items == NIL)
+		return;
+	put_key(st, key);
+	pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
+	foreach (lc, items)
+		put_string(st, WJB_ELEM, lfirst(lc));
+	pushJsonbValue(st, WJB_END_ARRAY, NULL);
+}
+
 /*
  * The JSONB of an entry. Keys go out in JSONB's own order (shorter first, then
  * bytewise), so that each object's sort at its end finds them sorted in one pass:
@@ -596,47 +690,9 @@ emit(const char *parser, const entry_fields *e)
 	if (video)
 	{
 		field(&st, "uuid", e->uuid);
-		if (e->files)
-		{
-			put_key(&st, "files");
-			pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-			foreach (lc, e->files)
-			{
-				file_field *f = lfirst(lc);
-
-				pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-				field_number(&st, "fps", f->fps);
-				field(&st, "url", f->url);
-				field_number(&st, "size", f->size);
-				field(&st, "type", f->type);
-				field_number(&st, "width", f->width);
-				field(&st, "medium", f->medium);
-				field_number(&st, "bitrate", f->bitrate);
-				field_number(&st, "duration", f->duration);
-				field_number(&st, "resolution", f->height);
-				pushJsonbValue(&st, WJB_END_OBJECT, NULL);
-			}
-			pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-		}
+		object_array(&st, "files", e->files, file_fields);
 	}
-	if (e->links)
-	{
-		put_key(&st, "links");
-		pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-		foreach (lc, e->links)
-		{
-			link_field *l = lfirst(lc);
-
-			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-			field(&st, "rel", l->rel ? l->rel : "alternate");
-			field(&st, "href", l->href);
-			field(&st, "type", l->type);
-			field(&st, "title", l->title);
-			field_number(&st, "length", l->length);
-			pushJsonbValue(&st, WJB_END_OBJECT, NULL);
-		}
-		pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-	}
+	object_array(&st, "links", e->links, link_fields);
 	field(&st, "title", e->title);
 	if (video)
 		field_number(&st, "views", e->views);
@@ -667,73 +723,16 @@ emit(const char *parser, const entry_fields *e)
 	if (video)
 	{
 		field_number(&st, "duration", e->duration);
-		if (e->keywords)
-		{
-			put_key(&st, "keywords");
-			pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-			foreach (lc, e->keywords)
-				put_string(&st, WJB_ELEM, lfirst(lc));
-			pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-		}
-		if (e->torrents)
-		{
-			put_key(&st, "torrents");
-			pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-			foreach (lc, e->torrents)
-				put_string(&st, WJB_ELEM, lfirst(lc));
-			pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-		}
+		string_array(&st, "keywords", e->keywords);
+		string_array(&st, "torrents", e->torrents);
 	}
 	field(&st, "published", e->published);
 	if (video && best)
 		field(&st, "thumbnail", best->url);
-	if (e->categories)
-	{
-		put_key(&st, "categories");
-		pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-		foreach (lc, e->categories)
-		{
-			category_field *k = lfirst(lc);
-
-			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-			field(&st, "term", k->term);
-			field(&st, "label", k->label);
-			field(&st, "scheme", k->scheme);
-			pushJsonbValue(&st, WJB_END_OBJECT, NULL);
-		}
-		pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-	}
-	if (video && e->thumbnails)
-	{
-		put_key(&st, "thumbnails");
-		pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-		foreach (lc, e->thumbnails)
-		{
-			thumb_field *t = lfirst(lc);
-
-			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-			field(&st, "url", t->url);
-			field_number(&st, "width", t->width);
-			field_number(&st, "height", t->height);
-			pushJsonbValue(&st, WJB_END_OBJECT, NULL);
-		}
-		pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-	}
-	if (e->replies)
-	{
-		put_key(&st, "in_reply_to");
-		pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-		foreach (lc, e->replies)
-		{
-			reply_field *r = lfirst(lc);
-
-			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-			field(&st, "ref", r->ref);
-			field(&st, "href", r->href);
-			pushJsonbValue(&st, WJB_END_OBJECT, NULL);
-		}
-		pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-	}
+	object_array(&st, "categories", e->categories, category_fields);
+	if (video)
+		object_array(&st, "thumbnails", e->thumbnails, thumb_fields);
+	object_array(&st, "in_reply_to", e->replies, reply_fields);
 	field(&st, "content_xhtml", e->content_xhtml);
 	res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(res);
