@@ -82,18 +82,40 @@ take(xmlChar *s)
 	return r;
 }
 
+/* An attribute's value by name, as xmlGetProp gives it ("" when empty), copied once:
+ * a value that is one text node (nearly all) straight from the tree. */
 static char *
 attr(xmlNodePtr n, const char *name)
 {
-	return take(xmlGetProp(n, BAD_CAST name));
+	for (xmlAttrPtr a = n->properties; a; a = a->next)
+		if (strcmp((const char *)a->name, name) == 0)
+		{
+			xmlNodePtr t = a->children;
+
+			if (t == NULL)
+				return pstrdup("");
+			if (t->next == NULL && (t->type == XML_TEXT_NODE || t->type == XML_CDATA_SECTION_NODE))
+				return pstrdup(t->content ? (const char *)t->content : "");
+			return take(xmlGetProp(n, BAD_CAST name));
+		}
+	return NULL;
 }
 
-/* The text of an element, trimmed; NULL when empty. */
+/* The text of an element, trimmed; NULL when empty. (One text child, the usual case,
+ * is copied from the tree; otherwise libxml2 gathers the text of the descendants.) */
 static char *
 text_of(xmlNodePtr n)
 {
-	char *s = take(xmlNodeGetContent(n));
+	xmlNodePtr t = n->children;
+	char *s;
 	char *end;
+
+	if (t == NULL)
+		return NULL;
+	if (t->next == NULL && t->type == XML_TEXT_NODE)
+		s = pstrdup(t->content ? (const char *)t->content : "");
+	else
+		s = take(xmlNodeGetContent(n));
 
 	if (s == NULL)
 		return NULL;
@@ -513,8 +535,16 @@ put_number(JsonbParseState **st, JsonbIteratorToken tok, const char *s)
 {
 	JsonbValue v;
 
+	size_t digits = strspn(s, "0123456789");
+
 	v.type = jbvNumeric;
-	v.val.numeric = DatumGetNumeric(DirectFunctionCall1(float8_numeric, Float8GetDatum(strtod(s, NULL))));
+	/* Most numbers of a feed are plain integers (up to 15 digits float8 holds them
+	 * exactly, so the result is the same): made directly, not through float8's
+	 * text round trip (snprintf then numeric_in), a tenth of the parse's time. */
+	if (digits > 0 && digits <= 15 && s[digits] == '\0')
+		v.val.numeric = int64_to_numeric(strtoll(s, NULL, 10));
+	else
+		v.val.numeric = DatumGetNumeric(DirectFunctionCall1(float8_numeric, Float8GetDatum(strtod(s, NULL))));
 	pushJsonbValue(st, tok, &v);
 }
 
@@ -536,153 +566,174 @@ field_number(JsonbParseState **st, const char *k, const char *s)
 	put_number(st, WJB_VALUE, s);
 }
 
+/* The fields of one element of an array of objects, keys in JSONB's order. */
+typedef void (*object_fields_fn)(JsonbParseState **st, const void *item);
+
+static void
+file_fields(JsonbParseState **st, const void *item)
+{
+	const file_field *f = item;
+
+	field_number(st, "fps", f->fps);
+	field(st, "url", f->url);
+	field_number(st, "size", f->size);
+	field(st, "type", f->type);
+	field_number(st, "width", f->width);
+	field(st, "medium", f->medium);
+	field_number(st, "bitrate", f->bitrate);
+	field_number(st, "duration", f->duration);
+	field_number(st, "resolution", f->height);
+}
+
+static void
+link_fields(JsonbParseState **st, const void *item)
+{
+	const link_field *l = item;
+
+	field(st, "rel", l->rel ? l->rel : "alternate");
+	field(st, "href", l->href);
+	field(st, "type", l->type);
+	field(st, "title", l->title);
+	field_number(st, "length", l->length);
+}
+
+static void
+category_fields(JsonbParseState **st, const void *item)
+{
+	const category_field *k = item;
+
+	field(st, "term", k->term);
+	field(st, "label", k->label);
+	field(st, "scheme", k->scheme);
+}
+
+static void
+thumb_fields(JsonbParseState **st, const void *item)
+{
+	const thumb_field *t = item;
+
+	field(st, "url", t->url);
+	field_number(st, "width", t->width);
+	field_number(st, "height", t->height);
+}
+
+static void
+reply_fields(JsonbParseState **st, const void *item)
+{
+	const reply_field *r = item;
+
+	field(st, "ref", r->ref);
+	field(st, "href", r->href);
+}
+
+/* key: [ {fields of each item} ], nothing when the list is empty. */
+static void
+object_array(JsonbParseState **st, const char *key, const List *items, object_fields_fn fields)
+{
+	ListCell *lc;
+
+	if (items == NIL)
+		return;
+	put_key(st, key);
+	pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
+	foreach (lc, items)
+	{
+		pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+		fields(st, lfirst(lc));
+		pushJsonbValue(st, WJB_END_OBJECT, NULL);
+	}
+	pushJsonbValue(st, WJB_END_ARRAY, NULL);
+}
+
+/* key: [ strings ], nothing when the list is empty. */
+static void
+string_array(JsonbParseState **st, const char *key, const List *items)
+{
+	ListCell *lc;
+
+	if (items == NIL)
+		return;
+	put_key(st, key);
+	pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
+	foreach (lc, items)
+		put_string(st, WJB_ELEM, lfirst(lc));
+	pushJsonbValue(st, WJB_END_ARRAY, NULL);
+}
+
+/*
+ * The JSONB of an entry. Keys go out in JSONB's own order (shorter first, then
+ * bytewise), so that each object's sort at its end finds them sorted in one pass:
+ * sorting them was a tenth of the parse's time.
+ */
 static Jsonb *
 emit(const char *parser, const entry_fields *e)
 {
 	JsonbParseState *st = NULL;
 	JsonbValue *res;
 	ListCell *lc;
+	bool video = strcmp(parser, "video") == 0;
+	const thumb_field *best = NULL;
+
+	if (video)
+		foreach (lc, e->thumbnails)
+		{
+			thumb_field *t = lfirst(lc);
+
+			/* the widest one is "the" thumbnail */
+			if (best == NULL || (t->width && (!best->width || strtod(t->width, NULL) > strtod(best->width, NULL))))
+				best = t;
+		}
 
 	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-	field(&st, "parser", parser);
-	field(&st, "format", e->format);
 	field(&st, "id", e->id);
-	field(&st, "title", e->title);
-	field(&st, "summary", e->summary);
-	field(&st, "content", e->content);
-	field(&st, "content_xhtml", e->content_xhtml);
 	field(&st, "link", e->link);
+	if (video)
+	{
+		field(&st, "uuid", e->uuid);
+		object_array(&st, "files", e->files, file_fields);
+	}
+	object_array(&st, "links", e->links, link_fields);
+	field(&st, "title", e->title);
+	if (video)
+		field_number(&st, "views", e->views);
 	if (e->author_name || e->author_uri || e->author_email)
 	{
 		put_key(&st, "author");
 		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-		field(&st, "name", e->author_name);
 		field(&st, "uri", e->author_uri);
+		field(&st, "name", e->author_name);
 		field(&st, "email", e->author_email);
 		pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 	}
-	field(&st, "published", e->published);
+	if (video)
+		field(&st, "embed", e->embed);
+	field(&st, "format", e->format);
+	if (video)
+	{
+		field(&st, "magnet", e->magnet);
+		field(&st, "origin", e->origin);
+	}
+	field(&st, "parser", parser);
+	if (video)
+		field(&st, "player", e->player);
+	field(&st, "content", e->content);
+	field(&st, "summary", e->summary);
 	field(&st, "updated", e->updated);
 	field(&st, "comments", e->comments);
-	if (e->links)
+	if (video)
 	{
-		put_key(&st, "links");
-		pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-		foreach (lc, e->links)
-		{
-			link_field *l = lfirst(lc);
-
-			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-			field(&st, "rel", l->rel ? l->rel : "alternate");
-			field(&st, "href", l->href);
-			field(&st, "type", l->type);
-			field(&st, "title", l->title);
-			field_number(&st, "length", l->length);
-			pushJsonbValue(&st, WJB_END_OBJECT, NULL);
-		}
-		pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-	}
-	if (e->categories)
-	{
-		put_key(&st, "categories");
-		pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-		foreach (lc, e->categories)
-		{
-			category_field *k = lfirst(lc);
-
-			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-			field(&st, "term", k->term);
-			field(&st, "label", k->label);
-			field(&st, "scheme", k->scheme);
-			pushJsonbValue(&st, WJB_END_OBJECT, NULL);
-		}
-		pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-	}
-	if (e->replies)
-	{
-		put_key(&st, "in_reply_to");
-		pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-		foreach (lc, e->replies)
-		{
-			reply_field *r = lfirst(lc);
-
-			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-			field(&st, "ref", r->ref);
-			field(&st, "href", r->href);
-			pushJsonbValue(&st, WJB_END_OBJECT, NULL);
-		}
-		pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-	}
-	if (strcmp(parser, "video") == 0)
-	{
-		const thumb_field *best = NULL;
-
-		field(&st, "uuid", e->uuid);
-		field(&st, "origin", e->origin);
 		field_number(&st, "duration", e->duration);
-		field(&st, "magnet", e->magnet);
-		field(&st, "player", e->player);
-		field(&st, "embed", e->embed);
-		field_number(&st, "views", e->views);
-		if (e->torrents)
-		{
-			put_key(&st, "torrents");
-			pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-			foreach (lc, e->torrents)
-				put_string(&st, WJB_ELEM, lfirst(lc));
-			pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-		}
-		if (e->keywords)
-		{
-			put_key(&st, "keywords");
-			pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-			foreach (lc, e->keywords)
-				put_string(&st, WJB_ELEM, lfirst(lc));
-			pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-		}
-		if (e->files)
-		{
-			put_key(&st, "files");
-			pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-			foreach (lc, e->files)
-			{
-				file_field *f = lfirst(lc);
-
-				pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-				field(&st, "url", f->url);
-				field(&st, "type", f->type);
-				field(&st, "medium", f->medium);
-				field_number(&st, "resolution", f->height);
-				field_number(&st, "width", f->width);
-				field_number(&st, "size", f->size);
-				field_number(&st, "fps", f->fps);
-				field_number(&st, "duration", f->duration);
-				field_number(&st, "bitrate", f->bitrate);
-				pushJsonbValue(&st, WJB_END_OBJECT, NULL);
-			}
-			pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-		}
-		if (e->thumbnails)
-		{
-			put_key(&st, "thumbnails");
-			pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-			foreach (lc, e->thumbnails)
-			{
-				thumb_field *t = lfirst(lc);
-
-				pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-				field(&st, "url", t->url);
-				field_number(&st, "width", t->width);
-				field_number(&st, "height", t->height);
-				pushJsonbValue(&st, WJB_END_OBJECT, NULL);
-				/* the widest one is "the" thumbnail */
-				if (best == NULL || (t->width && (!best->width || strtod(t->width, NULL) > strtod(best->width, NULL))))
-					best = t;
-			}
-			pushJsonbValue(&st, WJB_END_ARRAY, NULL);
-			field(&st, "thumbnail", best->url);
-		}
+		string_array(&st, "keywords", e->keywords);
+		string_array(&st, "torrents", e->torrents);
 	}
+	field(&st, "published", e->published);
+	if (video && best)
+		field(&st, "thumbnail", best->url);
+	object_array(&st, "categories", e->categories, category_fields);
+	if (video)
+		object_array(&st, "thumbnails", e->thumbnails, thumb_fields);
+	object_array(&st, "in_reply_to", e->replies, reply_fields);
+	field(&st, "content_xhtml", e->content_xhtml);
 	res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(res);
 }

@@ -7,7 +7,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(98);
+SELECT plan(102);
 
 DELETE FROM pod.jobs;
 DELETE FROM pod.friends;
@@ -101,6 +101,26 @@ SELECT throws_ok($$SELECT pod.pubsub_parse('atom', '<entry xmlns="http://www.w3.
 SELECT throws_ok($$SELECT pod.pubsub_parse('atom', '<item/>')$$, '2200N', NULL, 'the atom parser wants an Atom entry');
 SELECT throws_ok($$SELECT pod.pubsub_parse('nope', '<entry/>')$$, '42704', 'no pubsub parser named "nope"', 'unknown parser: 42704');
 SELECT throws_ok($$SELECT pod.pubsub_parse('video', '')$$, '2200M', NULL, 'an empty payload: malformed');
+-- The parser context outlives a call (pubsub_xml.c): after each kind of refusal above,
+-- and after one more here, the next payload parses as a fresh context would.
+SELECT throws_ok($$SELECT pod.pubsub_parse('atom', '<!DOCTYPE e [<!ENTITY x "y">]><entry xmlns="http://www.w3.org/2005/Atom"/>')$$,
+  'PX001', NULL, 'a DTD is refused (again)');
+SELECT is(pod.pubsub_parse('atom', '<entry xmlns="http://www.w3.org/2005/Atom"><title>After &amp; refusals</title></entry>') ->> 'title',
+  'After & refusals', 'a payload after refusals parses in full');
+SELECT is((SELECT count(DISTINCT pod.pubsub_parse('video', format('<entry xmlns="http://www.w3.org/2005/Atom"><n%s/><title>t%s</title></entry>', g, g)) ->> 'title')
+             FROM generate_series(1, 5000) g), 5000::bigint,
+  'thousands of distinct element names (the kept context''s dictionary is renewed past its limit) parse right');
+
+-- The search vector (C) is the weighted expression it replaces, on every kind of part.
+SELECT is((SELECT count(*) FROM (VALUES
+    ('{"title": "Back to the pods", "author": {"name": "Alice Example"}, "summary": "Hello, World! back", "content": "x-y 3.5 pods"}'::jsonb),
+    ('{}'), (NULL), ('{"author": "not an object", "content": "only content"}'), ('{"title": 5, "summary": "Élan été", "author": {"name": true}}'),
+    ('{"title": "", "author": {}, "summary": null, "content": "a a a b"}')) v(parsed)
+   WHERE pod.pubsub_search_vector('simple', parsed) IS DISTINCT FROM
+         setweight(to_tsvector('simple', coalesce(parsed ->> 'title', '')), 'A') ||
+         setweight(to_tsvector('simple', coalesce(parsed #>> '{author,name}', '')), 'B') ||
+         setweight(to_tsvector('simple', coalesce(parsed ->> 'summary', '') || ' ' || coalesce(parsed ->> 'content', '')), 'C')),
+  0::bigint, 'pubsub_search_vector equals setweight(title, A) || setweight(author.name, B) || setweight(summary content, C)');
 
 -- Analysers -------------------------------------------------------------------------------
 SELECT throws_ok($$SELECT pod.pubsub_analyser_register('bad', 'no_such_parser', 'urn:x')$$, '42704', NULL,
