@@ -3972,7 +3972,8 @@ DECLARE
   g pod.chat_guests;
   oldest timestamptz;
 BEGIN
-  SELECT * INTO v FROM pod.videos WHERE uuid = video AND origin IS NULL AND state = 'published';
+  -- a private video's chat is its owner's business: no guests (as no anonymous viewers)
+  SELECT * INTO v FROM pod.videos WHERE uuid = video AND origin IS NULL AND state = 'published' AND privacy <> 'private';
   IF v.uuid IS NULL THEN
     RAISE EXCEPTION 'no published local video %', video USING ERRCODE = 'P0002';
   END IF;
@@ -4365,7 +4366,8 @@ DECLARE
   seq bigint;
   host text := pod.pod_host((SELECT url FROM pod.identity));
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pod.videos WHERE uuid = video AND origin IS NULL AND state = 'published') THEN
+  IF NOT EXISTS (SELECT 1 FROM pod.videos WHERE uuid = video AND origin IS NULL AND state = 'published'
+                   AND privacy <> 'private') THEN
     PERFORM pod.inbox_reject('PT404', 'no published local video ' || coalesce(video::text, 'NULL'));
   END IF;
   room := pod.livechat_room(video);
@@ -5412,6 +5414,22 @@ $$;
 REVOKE EXECUTE ON FUNCTION pod.upload_set_length(uuid, bigint, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pod.upload_set_length(uuid, bigint, bigint) TO pgpod_user;
 GRANT EXECUTE ON FUNCTION pod.uploads_expire(integer) TO pgpod_authenticator;
+
+-- Other pods learn nothing of a private video's chat (sql/76 made this before the
+-- privacy column existed): its chat information says disabled, as for no video.
+CREATE OR REPLACE FUNCTION pod.local_video_chat_infos(video uuid) RETURNS jsonb
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pod
+  RETURN (SELECT jsonb_build_object(
+            'enabled', true,
+            'anonymous_allowed', coalesce((o.options ->> 'anonymous_allowed')::boolean, true)
+                                 AND NOT coalesce((o.options ->> 'mute_anonymous')::boolean, false),
+            'protocols', jsonb_build_object('s2s', jsonb_build_object('type', 'pgpod-signed-http',
+                           'inbox', (SELECT url FROM pod.identity) || (pod.setting('federation.inbox_path') #>> '{}'))),
+            'room', (SELECT room_id FROM pod.livechat_rooms r WHERE r.video_uuid = v.uuid
+                     UNION ALL SELECT room_id FROM pod.livechat_rooms r WHERE r.channel_id = v.channel_id AND r.video_uuid IS NULL
+                     LIMIT 1))
+            FROM pod.videos v LEFT JOIN pod.channel_chat_options o ON o.channel_id = v.channel_id
+           WHERE v.uuid = video AND v.origin IS NULL AND v.state = 'published' AND v.privacy <> 'private');
 -- ==== end of video privacy ====
 
 -- Last, as a fresh install ends: sql/99_privileges.sql (idempotent), so functions the blocks above created get no EXECUTE for PUBLIC.

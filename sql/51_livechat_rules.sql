@@ -717,7 +717,8 @@ DECLARE
   g pod.chat_guests;
   oldest timestamptz;
 BEGIN
-  SELECT * INTO v FROM pod.videos WHERE uuid = video AND origin IS NULL AND state = 'published';
+  -- a private video's chat is its owner's business: no guests (as no anonymous viewers)
+  SELECT * INTO v FROM pod.videos WHERE uuid = video AND origin IS NULL AND state = 'published' AND privacy <> 'private';
   IF v.uuid IS NULL THEN
     RAISE EXCEPTION 'no published local video %', video USING ERRCODE = 'P0002';
   END IF;

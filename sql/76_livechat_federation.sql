@@ -141,7 +141,8 @@ DECLARE
   seq bigint;
   host text := pod.pod_host((SELECT url FROM pod.identity));
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pod.videos WHERE uuid = video AND origin IS NULL AND state = 'published') THEN
+  IF NOT EXISTS (SELECT 1 FROM pod.videos WHERE uuid = video AND origin IS NULL AND state = 'published'
+                   AND privacy <> 'private') THEN
     PERFORM pod.inbox_reject('PT404', 'no published local video ' || coalesce(video::text, 'NULL'));
   END IF;
   room := pod.livechat_room(video);

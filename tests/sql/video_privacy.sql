@@ -6,7 +6,7 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(38);
+SELECT plan(43);
 
 SELECT u.id AS owner_id, json_build_object('role', 'pgpod_user', 'sub', u.id, 'sid', l.session_id)::text AS owner_claims
   FROM pod.register('pv@video.test', 'video password') u, LATERAL pod.login('pv@video.test', 'video password') l \gset
@@ -147,6 +147,17 @@ RESET ROLE;
 SELECT is((SELECT count(*)::int FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
             WHERE n.service = :'me' AND n.name = 'urn:pgpod:videos' AND i.name = :'pub'), CASE WHEN :'has_identity' THEN 1 ELSE 0 END,
   'public again: published again');
+
+-- livechat: a private video's chat takes no anonymous guests and is closed to other
+-- pods (its chat information says disabled, a follow is refused); an unlisted one's is open
+SELECT throws_ok(format($$SELECT pod.chat_join_anonymous(%L, 'guest one')$$, :'priv'), 'P0002', NULL,
+  'livechat: no anonymous guest in a private video''s chat');
+SELECT is((SELECT (pod.chat_join_anonymous(:'unl', 'guest two')).room IS NOT NULL), true,
+  'livechat: an unlisted video''s chat takes guests');
+SELECT is(api.video_chat_infos(:'priv')::jsonb ->> 'enabled', 'false', 'livechat: other pods learn nothing of a private video''s chat');
+SELECT is(api.video_chat_infos(:'unl')::jsonb ->> 'enabled', 'true', '... of an unlisted one''s they do');
+SELECT throws_ok(format($$SELECT pod.chat_follow('http://b.example', %L)$$, :'priv'), 'PT404', NULL,
+  'livechat: another pod cannot follow a private video''s room');
 
 SELECT * FROM finish();
 ROLLBACK;
