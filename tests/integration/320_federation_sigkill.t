@@ -27,7 +27,7 @@ plan 9
 
 b start >"$dir/b-start.log" 2>&1
 ok $? "pod B starts (PostgreSQL $b_pg, HTTP $b_http)" ||
-  { tail -3 "$dir/b-start.log" "$dir"/b/log/gateway.log | sed 's/^/# /' >&2; exit 1; }  # nothing below can pass
+  { tail -n 3 "$dir/b-start.log" "$dir"/b/log/gateway.log | sed 's/^/# /' >&2; exit 1; }  # nothing below can pass
 wait_for 20 curl -sf "$b_url/rpc/friend_list"
 ok $? "pod B's gateway answers"
 
