@@ -21,6 +21,10 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   ip netns del "$ns" 2>/dev/null
+  # `ip netns add` made /run/netns a mount point; the last namespace gone, take it away
+  if mountpoint -q /run/netns && [[ -z $(ls -A /run/netns 2>/dev/null) ]]; then
+    umount /run/netns 2>/dev/null && rmdir /run/netns 2>/dev/null
+  fi
   [[ -n ${vuuid:-} ]] && q -c "DELETE FROM pod.videos WHERE uuid = '$vuuid'" >/dev/null 2>&1
   [[ -n ${KEEP_DIR:-} ]] || rm -rf "$dir"; rm -rf /tmp/pgpod-chromium-*
 }
