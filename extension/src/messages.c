@@ -103,6 +103,38 @@ messages_soft_delete(PG_FUNCTION_ARGS)
 	return really_delete ? PointerGetDatum(old) : PointerGetDatum(NULL);
 }
 
+/*
+ * Is this update the foreign key's ON DELETE SET NULL of author_id (the author's
+ * account removed): author_id from a value to NULL, every other column as it was?
+ */
+static bool
+author_removed(TupleDesc desc, HeapTuple old, HeapTuple new)
+{
+	int			author = SPI_fnumber(desc, "author_id");
+	bool		old_null,
+				new_null;
+
+	(void) heap_getattr(old, author, desc, &old_null);
+	(void) heap_getattr(new, author, desc, &new_null);
+	if (old_null || !new_null)
+		return false;
+	for (int i = 1; i <= desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i - 1);
+		Datum		a,
+					b;
+
+		if (i == author || att->attisdropped)
+			continue;
+		a = heap_getattr(old, i, desc, &old_null);
+		b = heap_getattr(new, i, desc, &new_null);
+		if (old_null != new_null ||
+			(!old_null && !datumIsEqual(a, b, att->attbyval, att->attlen)))
+			return false;
+	}
+	return true;
+}
+
 /* BEFORE UPDATE: keep the previous content as a version; mark the message edited. */
 Datum
 messages_track_edit(PG_FUNCTION_ARGS)
@@ -120,6 +152,11 @@ messages_track_edit(PG_FUNCTION_ARGS)
 																	  column(trigdata, new, "status", &new_null)));
 	Datum		old_data,
 				new_data;
+
+	/* The author's account is removed: the message stays, deleted or not, unattributed
+	 * (no version, not marked edited). */
+	if (author_removed(desc, old, new))
+		return PointerGetDatum(new);
 
 	if (strcmp(old_status, "deleted") == 0)
 		ereport(ERROR,

@@ -3,7 +3,7 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(32);
+SELECT plan(37);
 
 -- three users with live sessions; claims as the gateway would set them
 CREATE TEMP TABLE actor AS
@@ -129,6 +129,24 @@ SET LOCAL ROLE pgpod_user;
 DELETE FROM api.messages WHERE id = :m3;
 RESET ROLE;
 SELECT is((SELECT status::text FROM pod.messages WHERE id = :m3), 'deleted', 'the room owner can delete a member''s message');
+
+-- the member's account removed: its messages (a tombstone among them) stay as they were,
+-- unattributed (the foreign key's SET NULL passes the edit trigger), no version made;
+-- author_id stays unchangeable otherwise
+CREATE TEMP TABLE member_msgs AS SELECT * FROM pod.messages WHERE author_id = :'u_member';
+SELECT count(*) AS versions_before FROM pod.message_versions \gset
+SELECT id AS live_msg FROM member_msgs WHERE status <> 'deleted' ORDER BY id LIMIT 1 \gset
+SELECT throws_ok(format($$UPDATE pod.messages SET author_id = NULL, data = '{"text": "x"}' WHERE id = %s$$, :live_msg), '22023', NULL,
+  'author_id cannot be cleared together with an edit');
+SELECT lives_ok(format($$DELETE FROM pod.users WHERE id = %L$$, :'u_member'), 'a user with messages and a tombstone can be deleted');
+SELECT ok((SELECT count(*) FROM member_msgs) >= 2 AND (SELECT count(*) FROM member_msgs WHERE status = 'deleted') >= 1
+          AND (SELECT count(*) FROM pod.messages WHERE id = :m3 AND status = 'deleted' AND author_id IS NULL) = 1,
+  '... the tombstone stays, unattributed');
+SELECT is((SELECT count(*) FROM member_msgs o JOIN pod.messages m USING (id)
+            WHERE m.author_id IS NULL AND m.status = o.status AND m.edited_at IS NOT DISTINCT FROM o.edited_at
+              AND m.data IS NOT DISTINCT FROM o.data AND m.deleted_at IS NOT DISTINCT FROM o.deleted_at),
+          (SELECT count(*) FROM member_msgs), '... every message as it was (status, edit time, data), unattributed');
+SELECT is((SELECT count(*) FROM pod.message_versions), :versions_before::bigint, '... and no version was made');
 
 -- deleting a room takes its messages (no dangling tombstones)
 DELETE FROM pod.rooms WHERE id = :'group_room';
