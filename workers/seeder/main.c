@@ -431,6 +431,14 @@ claim_done(wk_db *db, PGresult *res, void *arg)
 	job->video_file = atoll(PQgetvalue(res, 0, 1));
 	atomic_init(&job->cancel, false);
 	s->claim_due = true; /* there may be more */
+	if (s->stopping)
+	{
+		/* the claim was on its way when SIGTERM came: give the job straight back */
+		snprintf(job->error, sizeof job->error, "stopped");
+		job->pieces = malloc(1);
+		s->finished = job;
+		return;
+	}
 	if (PQgetisnull(res, 0, 2))
 	{
 		/* the file went away: pod.torrent_finish completes the job and stores nothing */

@@ -575,7 +575,7 @@ tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	double now = ev_now(loop);
 
 	(void)revents;
-	if (j->report_in_flight || j->lost || j->phase == P_END)
+	if (j->report_in_flight || j->lost || j->released || j->phase == P_END)
 		return;
 	if (j->progress == j->sent_progress && now - j->last_report < j->lease / 3)
 		return;
@@ -773,6 +773,13 @@ job_start(transcoder *t, PGresult *res, int row)
 	ev_timer_start(t->loop, &j->tick);
 	wk_log(WK_INFO, "job %lld: video %s, attempt %s, source %s", j->id, j->video, PQgetvalue(res, row, 4),
 	       j->source);
+	if (t->stopping)
+	{
+		/* the claim was on its way when SIGTERM came: give the job straight back */
+		j->released = true;
+		job_release(j);
+		return;
+	}
 	/* an earlier attempt's leftovers (its worker was killed) go first */
 	rm_tree(j->dir);
 	if (mkdir(j->dir, 0750) < 0)
