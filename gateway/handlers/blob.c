@@ -61,6 +61,7 @@ gw_blob_tmp_write(gw_blob_tmp *t, const char *data, size_t len)
 		len -= (size_t)n;
 		t->size += n;
 	}
+	wk_writeback(t->fd, &t->writeback, t->size);
 	return 0;
 }
 
@@ -71,15 +72,23 @@ set_hex(gw_blob_tmp *t)
 		snprintf(t->hex + 2 * i, 3, "%02x", t->digest[i]);
 }
 
-void
+int
 gw_blob_tmp_seal(gw_blob_tmp *t)
 {
 	unsigned dl = 0;
+	int rc = 0;
 	EVP_DigestFinal_ex(t->md, t->digest, &dl);
 	set_hex(t);
+	/* on the disk before the database may name it (durable.c) */
+	if (t->fd >= 0 && fdatasync(t->fd) < 0)
+	{
+		wk_log(WK_ERROR, "upload to %s: fdatasync: %s", t->path, strerror(errno));
+		rc = -1;
+	}
 	if (t->fd >= 0)
 		close(t->fd);
 	t->fd = -1;
+	return rc;
 }
 
 void
@@ -154,14 +163,25 @@ static int
 blob_link(const gw_blob_tmp *t)
 {
 	char path[4096];
+	/* every new name on the way to the blob reaches the disk before the database
+	 * registers the file (durable.c): the directory that holds it is fsync'ed */
 	snprintf(path, sizeof path, "%s/blobs", gw_cfg.store_dir);
-	mkdir(path, 0750);
+	if (mkdir(path, 0750) == 0 && wk_fsync_parent(path) < 0)
+		goto failed;
 	snprintf(path, sizeof path, "%s/blobs/%.2s", gw_cfg.store_dir, t->hex);
-	mkdir(path, 0750);
+	if (mkdir(path, 0750) == 0 && wk_fsync_parent(path) < 0)
+		goto failed;
 	gw_blob_path(path, sizeof path, gw_cfg.store_dir, t->hex);
 	/* link, not rename: a blob already there (a concurrent identical upload) stays */
-	if (link(t->path, path) == 0 || errno == EEXIST)
+	if (link(t->path, path) == 0)
+	{
+		if (wk_fsync_parent(path) < 0)
+			goto failed;
 		return 0;
+	}
+	if (errno == EEXIST)
+		return 0;
+failed:
 	wk_log(WK_ERROR, "upload: cannot store %s: %s", path, strerror(errno));
 	return -1;
 }

@@ -24,6 +24,7 @@ typedef struct gw_blob_tmp
 	char path[4096]; /* "" once removed */
 	EVP_MD_CTX *md;
 	long long size;
+	long long writeback; /* bytes before this are on their way to the disk */
 	unsigned char digest[32];
 	char hex[65]; /* set by gw_blob_tmp_seal */
 	int borrowed; /* the file is its owner's (gw_blob_tmp_borrow): never removed here */
@@ -33,8 +34,9 @@ typedef struct gw_blob_tmp
 int gw_blob_tmp_open(gw_blob_tmp *t);
 /* Appends and hashes; 0 or -1 (logged). */
 int gw_blob_tmp_write(gw_blob_tmp *t, const char *data, size_t len);
-/* Finishes the digest and closes the file (it stays until discarded). */
-void gw_blob_tmp_seal(gw_blob_tmp *t);
+/* Finishes the digest, puts the bytes on the disk (fdatasync) and closes the file
+ * (it stays until discarded); 0, or -1 (logged) when the disk refused. */
+int gw_blob_tmp_seal(gw_blob_tmp *t);
 /* A sealed temporary file over a file its owner keeps (a resumable upload's bytes,
  * already hashed): a commit links it into the store but neither a failure nor a
  * success removes it; the owner does once the file is registered. */

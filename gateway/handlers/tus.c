@@ -49,6 +49,8 @@ typedef struct tus
 	int set_length;       /* PATCH: it gives a deferred upload its length */
 	long long start; /* the offset when this request began */
 	long long written;
+	long long writeback; /* the file's bytes before this are on their way to the disk */
+	int dir_synced;      /* the directory entry of a file POST made is on the disk */
 	int checked; /* PATCH: the database agreed and the file is ready */
 	int body_complete;
 	int responded;
@@ -328,6 +330,16 @@ sync_bytes(tus *t)
 		wk_log(WK_ERROR, "tus %s: fdatasync: %s", t->id, strerror(errno));
 		return -1;
 	}
+	/* and the name of a file this request created, before the database records it */
+	if (t->created_file && !t->dir_synced)
+	{
+		if (wk_fsync_parent(t->path) < 0)
+		{
+			wk_log(WK_ERROR, "tus %s: fsync of its directory: %s", t->id, strerror(errno));
+			return -1;
+		}
+		t->dir_synced = 1;
+	}
 	return 0;
 }
 
@@ -349,6 +361,9 @@ consume(tus *t, const char *data, size_t len)
 		return -1;
 	}
 	t->written += (long long)len;
+	if (t->writeback < t->start)
+		t->writeback = t->start;
+	wk_writeback(t->fd, &t->writeback, t->start + t->written);
 	return 0;
 }
 

@@ -222,7 +222,12 @@ gw_upload_finish(gw_req *req)
 	upload *u = req->handler;
 	if (!u || u->tmp.fd < 0)
 		return;
-	gw_blob_tmp_seal(&u->tmp);
+	if (gw_blob_tmp_seal(&u->tmp))
+	{
+		gw_blob_tmp_discard(&u->tmp);
+		gw_respond_simple_error(req, 507, "PGRST000", "The upload could not be stored");
+		return;
+	}
 	char size[32];
 	snprintf(size, sizeof size, "%lld", u->tmp.size);
 	const char *ct = gw_req_header(req, "content-type");

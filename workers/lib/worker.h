@@ -134,4 +134,15 @@ int wk_env_choice(const char *name, const char *const *choices, int fallback);
 #define WK_BACKOFF_MAX 5.0
 double wk_backoff_next(double previous);
 
+/* --- durable.c: content-store files on the disk before the database names them --- */
+/* Starts (without waiting) the writeback of every whole window of fd between *started
+ * and written, and moves *started: the final fdatasync then waits for the tail only. */
+#define WK_WRITEBACK_WINDOW (8LL << 20)
+void wk_writeback(int fd, long long *started, long long written);
+/* fsync of a directory (an entry linked or renamed into it), of the directory that
+ * holds path, and fdatasync of the file at path: 0, or -1 with errno. */
+int wk_fsync_dir(const char *path);
+int wk_fsync_parent(const char *path);
+int wk_fdatasync_path(const char *path);
+
 #endif

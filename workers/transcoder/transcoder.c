@@ -400,12 +400,16 @@ staged_done(job *j, PGresult *res)
 		char src[4608], dst[4608];
 
 		snprintf(dst, sizeof dst, "%s/blobs/%.2s", j->t->cfg.store, f->sha);
-		mkdir(dst, 0750);
+		/* a new name reaches the disk before the database names the blob: the
+		 * directory that holds it is fsync'ed (workers/lib/durable.c) */
+		if (mkdir(dst, 0750) == 0 && wk_fsync_parent(dst) < 0)
+			goto failed;
 		snprintf(dst, sizeof dst, "%s/blobs/%.2s/%s", j->t->cfg.store, f->sha, f->sha);
 		snprintf(src, sizeof src, "%s/%s", j->dir, f->name);
 		/* link, never rename over: the same content may already be stored */
-		if (link(src, dst) < 0 && errno != EEXIST)
+		if (link(src, dst) == 0 ? wk_fsync_parent(dst) < 0 : errno != EEXIST)
 		{
+		failed:
 			snprintf(err, sizeof err, "cannot store %.400s: %s", dst, strerror(errno));
 			job_fail(j, err, false);
 			return;
@@ -523,11 +527,15 @@ post_process(job *j)
 	}
 	add_file(j, R_THUMBNAIL, -1, "thumbnail.jpg", "image/jpeg");
 	add_file(j, R_PREVIEW, -1, "preview.jpg", "image/jpeg");
-	argv = calloc((size_t)j->nfiles + 3, sizeof *argv);
+	argv = calloc((size_t)j->nfiles + 5, sizeof *argv);
 	if (!argv)
 		abort();
-	argv[n++] = "sha256sum";
-	argv[n++] = "--";
+	/* the outputs reach the disk (sync -d: fdatasync of each) before they are hashed
+	 * and, later, named by the database (workers/lib/durable.c) */
+	argv[n++] = "sh";
+	argv[n++] = "-c";
+	argv[n++] = "sync -d -- \"$@\" && exec sha256sum -- \"$@\"";
+	argv[n++] = "sh";
 	for (int i = 0; i < j->nfiles; i++)
 	{
 		struct stat st;
