@@ -234,4 +234,9 @@ gw_metrics_render(gw_buf *o)
 	              "a pool connection).\n# TYPE pgpod_workers_ready gauge\n"
 	              "pgpod_workers_ready %lld\n",
 	              total(offsetof(gauges, ready)));
+	gw_buf_printf(o,
+	              "# HELP pgpod_workers_configured Gateway processes configured "
+	              "(PGPOD_GATEWAY_WORKERS).\n# TYPE pgpod_workers_configured gauge\n"
+	              "pgpod_workers_configured %d\n",
+	              gw_cfg.processes);
 }
