@@ -4,6 +4,12 @@
  * buffer and writes their hashes into the job's pieces array (disjoint slots, so no
  * lock). The last thread to finish wakes the loop through ev_async; cancel stops
  * them at the next piece (SIGTERM).
+ *
+ * A batch is hashed straight from the page cache through a read-only mapping (no
+ * copy into a buffer: on a file already cached, as a just-published one is, the copy
+ * costs a tenth of the time SHA-1 does); pread is the fallback when mapping fails. A
+ * blob is never truncated (the content store is write-once and the size was checked
+ * against the database), so the mapping cannot fault past the end.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -74,6 +81,20 @@ hash_thread(void *arg)
 		if (first >= job->piece_count || atomic_load(&job->cancel))
 			break;
 		long long last = first + HASH_BATCH < job->piece_count ? first + HASH_BATCH : job->piece_count;
+		off_t from = (off_t)(first * job->piece_length); /* a multiple of the page size */
+		size_t span = (size_t)((last * job->piece_length < job->size ? last * job->piece_length : job->size) - from);
+		void *map = mmap(NULL, span, PROT_READ, MAP_SHARED | MAP_POPULATE, r->fd, from);
+		if (map != MAP_FAILED)
+		{
+			for (long long i = first; i < last; i++)
+			{
+				size_t at = (size_t)((i - first) * job->piece_length);
+				size_t want = span - at < pl ? span - at : pl;
+				SHA1((const uint8_t *)map + at, want, job->pieces + i * 20);
+			}
+			munmap(map, span);
+			continue;
+		}
 		for (long long i = first; i < last; i++)
 		{
 			off_t off = (off_t)(i * job->piece_length);
