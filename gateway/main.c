@@ -274,10 +274,17 @@ main(int argc, char **argv)
 		pids[i] = spawn(i);
 
 	int alive = gw_cfg.processes, notified = 0;
+	double first_ready = 0;
 	while (alive > 0)
 	{
-		/* systemd (Type=notify): ready once a process serves; workers/lib's sd_notify */
-		if (!notified && !stop_requested && gw_metrics_ready_count() > 0)
+		/* systemd (Type=notify): ready once every process serves (a process still
+		 * loading beside a ready one answers 503: make start waits the same way), or
+		 * 10 s after the first one does; workers/lib's sd_notify */
+		int nready = gw_metrics_ready_count();
+		if (nready > 0 && first_ready == 0)
+			first_ready = ev_time();
+		if (!notified && !stop_requested && nready > 0 &&
+		    (nready >= gw_cfg.processes || ev_time() - first_ready >= 10))
 		{
 			notified = 1;
 			wk_sd_notify("READY=1\nSTATUS=serving");
