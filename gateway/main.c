@@ -17,6 +17,7 @@
 #include "metrics.h"
 #include "pool.h"
 #include "router.h"
+#include "blob_download.h"
 #include "hub.h"
 #include "sse.h"
 #include "video_events.h"
@@ -156,7 +157,10 @@ static void
 on_listener_connection(int up)
 {
 	if (up)
+	{
 		gw_sse_resync_all(); /* events committed while away are fetched, never lost */
+		gw_blob_download_notify(NULL); /* a privacy change may have been missed */
+	}
 	else
 		gw_hub_locks_lost(); /* the session's holds went with it; asked again later */
 }
@@ -178,6 +182,7 @@ process_main(int id)
 	gw_listener_on_notify("pgpod_room_events", gw_sse_notify);
 	gw_listener_on_notify("pgpod_room_members", gw_sse_members);
 	gw_listener_on_notify("pod_video_events", gw_video_events_notify);
+	gw_listener_on_notify("pod_video_events", gw_blob_download_notify);
 	gw_listener_on_snapshot(on_snapshot);
 	gw_listener_on_connection(on_listener_connection);
 	gw_listener_start();

@@ -65,8 +65,9 @@ header_safe(char *dst, size_t n, const char *src)
  * A WebSeed or a video player asks for many ranges of one file in a row; each
  * would cost a transaction. A positive answer of pod.file_download is remembered for
  * PGPOD_FILE_CACHE_MS (default 1000, 0 disables) per (role and claims of the
- * verified token, file id), so a revoked permission takes effect within that time. The token itself
- * is still verified on every request. */
+ * verified token, file id), so a revoked permission takes effect within that time;
+ * a video's change of state or privacy empties the cache at once (its NOTIFY,
+ * gw_blob_download_notify). The token itself is still verified on every request. */
 #define CACHE_SLOTS 512
 
 typedef struct cache_entry
@@ -110,6 +111,18 @@ cache_get(gw_req *req, const gw_auth *auth, const char *file_id)
 	if (!e->key || strcmp(e->key, key) || e->expires < ev_now(gw_loop))
 		return NULL;
 	return e;
+}
+
+void
+gw_blob_download_notify(const char *payload)
+{
+	if (payload && !strstr(payload, ":state"))
+		return; /* progress */
+	for (int i = 0; i < CACHE_SLOTS; i++)
+	{
+		free(cache[i].key);
+		cache[i].key = NULL;
+	}
 }
 
 static void

@@ -6,19 +6,28 @@
 # another user's files. And video events resume with Last-Event-ID: a client that
 # reconnects gets exactly what it missed, in order, then the live events. Bad inputs
 # (an unknown privacy, another user's change, a malformed Last-Event-ID) change nothing.
+# A privacy change empties the gateway processes' permission cache at once (a gateway
+# restarted to remember permissions for 10 minutes still refuses the file at once).
 # The videos are published in SQL (no transcoding: 400 does that); the test removes
 # them at the end (their torrents with them).
 . "$(dirname "$0")/tap.sh"
 url=$PGPOD_URL
 work=$(mktemp -d /tmp/pgpod-privacy.XXXXXX)
 pids=()
+restart_gateway() {
+  local gw; gw=$(cat "$PGPOD_DIR/run/gateway.pid")
+  kill -TERM "$gw"; wait_for 20 bash -c "! kill -0 $gw 2>/dev/null"
+  (cd "$PGPOD_TOP" && env "$@" scripts/pgpod start >/dev/null 2>&1)
+}
+long_cache=0
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  ((long_cache)) && restart_gateway
   q -c "DELETE FROM pod.videos WHERE channel_id = (SELECT id FROM pod.channels WHERE name = 'privacy$$')" >/dev/null 2>&1
   [[ ${PGPOD_KEEP:-0} == 1 ]] || rm -rf "$work"
 }
 trap cleanup EXIT
-plan 34
+plan 36
 
 login() {
   curl -sf -X POST "$url/rpc/register" -H 'Content-Type: application/json' -d "{\"email\":\"$1\",\"password\":\"a long password\"}" >/dev/null
@@ -150,4 +159,14 @@ ok $? "the owner's stream goes on and gets the change (a state event)"
 wait_for 5 bash -c "[[ \$(curl -s -o /dev/null -w '%{http_code}' '$url/files/$pub_mp4') == 401 ]]"
 ok $? "its file is no longer served to anonymous callers (401)"
 is "$(listed)" '[]' "nor is it listed"
+
+# --- the permission cache hears of a privacy change --------------------------------------------------------
+long_cache=1; restart_gateway PGPOD_FILE_CACHE_MS=600000
+for i in 1 2 3 4 5 6 7 8; do curl -s -o /dev/null "$url/files/$unl_mp4"; done # remembered by every process
+is "$(curl -s -o /dev/null -w '%{http_code}' -X PATCH "$url/videos?uuid=eq.$unl" "${JSON[@]}" "${O[@]}" -d '{"privacy":"private"}')" \
+  204 "the owner makes the unlisted video private (the gateway remembers permissions for 10 minutes)"
+refused_by_all() { for i in 1 2 3 4 5 6 7 8; do [[ $(curl -s -o /dev/null -w '%{http_code}' "$url/files/$unl_mp4") == 401 ]] || return 1; done; }
+wait_for 5 refused_by_all
+ok $? "its file is refused to anonymous callers by every gateway process within seconds, not minutes (the NOTIFY empties their caches)"
+restart_gateway; long_cache=0
 done_testing
