@@ -51,47 +51,16 @@ call_free(gw_req *req, int ok)
 static void
 job_result(const rest_call *rc, const gw_pg_job *job, gw_rest_result *out)
 {
-	memset(out, 0, sizeof *out);
 	if (job->failed)
 	{
+		memset(out, 0, sizeof *out);
 		out->failed = 1;
 		out->timed_out = job->timed_out;
 		out->failure = job->failure;
 		return;
 	}
-	if (job->error)
-	{
-		const PGresult *e = job->error;
-		out->error = 1;
-		out->sqlstate = PQresultErrorField(e, PG_DIAG_SQLSTATE);
-		out->message = PQresultErrorField(e, PG_DIAG_MESSAGE_PRIMARY);
-		out->error_text = PQresultErrorMessage(e);
-		out->detail = PQresultErrorField(e, PG_DIAG_MESSAGE_DETAIL);
-		out->hint = PQresultErrorField(e, PG_DIAG_MESSAGE_HINT);
-		return;
-	}
-	const PGresult *r = job->results[1];
-	out->nrows = r ? PQntuples(r) : 0;
-	if (out->nrows != 1)
-		return;
-	int nf = PQnfields(r);
-	out->total = PQgetisnull(r, 0, 0) ? NULL : PQgetvalue(r, 0, 0);
-	out->page_total = PQgetvalue(r, 0, 1);
-	out->body = PQgetvalue(r, 0, 2);
-	out->body_len = (size_t)PQgetlength(r, 0, 2);
-	if (nf > 3 && !PQgetisnull(r, 0, 3))
-		out->location = PQgetvalue(r, 0, 3);
-	if (nf > 5)
-	{
-		out->response_headers = PQgetisnull(r, 0, 4) ? NULL : PQgetvalue(r, 0, 4);
-		out->response_status = PQgetisnull(r, 0, 5) ? NULL : PQgetvalue(r, 0, 5);
-	}
-	int inserted = PQfnumber(r, "pgrst_inserted");
-	if (inserted >= 0)
-		out->inserted = PQgetvalue(r, 0, inserted);
-	const PGresult *c = job->results[2];
-	if (rc->plan.count_sql.len && c && PQntuples(c) == 1)
-		out->explain = PQgetvalue(c, 0, 0);
+	gw_rest_result_from_pg(job->error, job->results[1],
+	                       rc->plan.count_sql.len ? job->results[2] : NULL, out);
 }
 
 /* Sends an answer and logs its warnings (a 5xx from PostgreSQL names the request,

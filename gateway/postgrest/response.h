@@ -1,8 +1,8 @@
 /* One response function per action: the answer to a PostgREST request (status,
  * headers, body) from the request as the dialect read it, the schema snapshot it
  * holds, and what its transaction returned. Pure: no I/O, no globals, no libpq
- * (the handler copies the result's values into a gw_rest_result; the unit tests
- * and the fuzzer write one). The handler (handlers/rest.c) sends the statement,
+ * (gw_rest_result_from_pg reads the result's values out of libpq; the unit tests
+ * and the fuzzer write them). The handler (handlers/rest.c) sends the statement,
  * calls gw_response (or the function of its action) and writes the answer. */
 #ifndef GW_RESPONSE_H
 #define GW_RESPONSE_H
@@ -41,6 +41,13 @@ typedef struct gw_rest_result
 	const char *inserted;         /* pgrst_inserted of an upsert; NULL: no such column */
 	const char *explain;          /* count=planned: the EXPLAIN (FORMAT JSON); NULL: none */
 } gw_rest_result;
+
+/* Reads a gw_rest_result out of libpq's results (response_pg.c): error when the
+ * transaction failed, else stmt (the statement's result) and count (the
+ * count=planned EXPLAIN's, NULL when none). Every pointer in out points into them. */
+struct pg_result;
+void gw_rest_result_from_pg(const struct pg_result *error, const struct pg_result *stmt,
+                            const struct pg_result *count, gw_rest_result *out);
 
 /* The request the answer is for. */
 typedef struct gw_response_in
