@@ -12,15 +12,15 @@ GW_LIB := workers/lib/log.c workers/lib/buf.c workers/lib/env.c workers/lib/back
 	workers/lib/db.c workers/lib/notify.c workers/lib/hex.c workers/lib/durable.c
 GW_SRCS := $(sort $(wildcard gateway/*.c $(GW_LAYERS:%=gateway/%/*.c))) $(GW_LIB)
 GW_HDRS := $(wildcard gateway/*.h $(GW_LAYERS:%=gateway/%/*.h)) workers/lib/worker.h
-# What needs no server: parsers, builders, the schema cache, JWT.
+# What needs no server: parsers, builders, the response functions, the schema cache, JWT.
 GW_CORE := gateway/base/arena.c gateway/base/buf.c gateway/postgrest/query_parse.c gateway/postgrest/request.c gateway/db/schema.c \
 	gateway/postgrest/sql_build.c gateway/postgrest/sql_write.c gateway/postgrest/sql_rpc.c gateway/postgrest/jwt.c \
 	gateway/transport/byte_range.c gateway/postgrest/fuzzy.c gateway/postgrest/sql_embed.c \
-	gateway/postgrest/error.c gateway/base/url.c workers/lib/log.c workers/lib/buf.c workers/lib/hex.c
+	gateway/postgrest/error.c gateway/postgrest/response.c gateway/postgrest/response_pg.c gateway/postgrest/openapi.c gateway/base/url.c workers/lib/log.c workers/lib/buf.c workers/lib/hex.c
 GW_PGINC := $(shell $(PG_CONFIG) --includedir 2>/dev/null || echo /usr/include/postgresql)
 GW_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -O2 -g -Igateway $(GW_LAYERS:%=-Igateway/%) -Iworkers/lib -I$(GW_PGINC) $(PGPOD_EXTRA_CFLAGS)
 GW_LIBS := -lev -lpq -lhttp_parser -ljansson -lcrypto -lm
-GW_TEST_LIBS := -ljansson -lcrypto -lhttp_parser -lm
+GW_TEST_LIBS := -ljansson -lcrypto -lhttp_parser -lpq -lm
 GW_OUT := gateway/build
 GW_UNIT_SRCS := $(sort $(wildcard tests/unit/gateway/test_*.c)) tests/unit/gateway/raw_request.c
 GW_FUZZ_SECONDS ?= 300

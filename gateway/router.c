@@ -10,7 +10,6 @@
 #include "http.h"
 #include "listener.h"
 #include "metrics.h"
-#include "openapi.h"
 #include "pool.h"
 #include "rest.h"
 #include "sse.h"

@@ -67,3 +67,36 @@ gw_error_from_pg(const char *st, const char *message, const char *detail, const 
 	}
 	gw_error_set(e, status, st, message, detail, hint);
 }
+
+void
+gw_error_answer(const gw_error *e, const char *extra, gw_answer *out)
+{
+	gw_buf *b = &out->own;
+	gw_buf_reset(b);
+	gw_buf_puts(b, "{\"code\":");
+	gw_buf_json_str(b, e->code);
+	gw_buf_puts(b, ",\"details\":");
+	if (e->details_json && e->details[0])
+		gw_buf_puts(b, e->details);
+	else
+		gw_buf_json_str(b, e->details[0] ? e->details : NULL);
+	gw_buf_puts(b, ",\"hint\":");
+	gw_buf_json_str(b, e->hint[0] ? e->hint : NULL);
+	gw_buf_puts(b, ",\"message\":");
+	gw_buf_json_str(b, e->message);
+	gw_buf_putc(b, '}');
+	out->status = e->status;
+	out->content_type = "application/json; charset=utf-8";
+	out->body = b->data;
+	out->body_len = b->len;
+	gw_buf_reset(&out->headers);
+	if (extra)
+		gw_buf_puts(&out->headers, extra);
+	/* A refusal that says when to come back (SQL: ERRCODE 'PT429' or 'PT503' with
+	 * DETAIL 'Retry-After: <seconds>', e.g. chat slow mode) gets the header too. */
+	const char *d = e->details;
+	if ((e->status == 429 || e->status == 503) && !e->details_json &&
+	    !strncmp(d, "Retry-After: ", 13) && d[13] && strspn(d + 13, "0123456789") == strlen(d + 13) &&
+	    strlen(d + 13) <= 9 && (!extra || strlen(extra) + 30 < 96))
+		gw_buf_printf(&out->headers, "Retry-After: %s\r\n", d + 13);
+}

@@ -5,8 +5,6 @@
 
 #include <string.h>
 
-#include "snapshot.h"
-
 static const char *
 json_type(const char *pgtype)
 {
@@ -127,21 +125,4 @@ gw_openapi_render(const gw_schema *s, gw_buf *o)
 		gw_buf_puts(o, "}}");
 	}
 	gw_buf_puts(o, "}}");
-}
-
-void
-gw_openapi_handle(gw_req *req)
-{
-	gw_schema *s = gw_snapshot_schema(req->snapshot);
-	if (!s)
-	{
-		gw_respond_simple_error(req, 503, "PGRST002",
-		                        "Could not query the database for the schema cache. Retrying.");
-		return;
-	}
-	gw_buf b;
-	gw_buf_init(&b);
-	gw_openapi_render(s, &b);
-	gw_respond(req, 200, "application/openapi+json; charset=utf-8", NULL, b.data, b.len);
-	gw_buf_free(&b);
 }

@@ -381,6 +381,8 @@ gw_rest_request_parse(gw_arena *a, const gw_schema *schema, const gw_rest_input 
                       gw_rest_request *out, gw_error *e)
 {
 	memset(out, 0, sizeof *out);
+	out->query = in->query;
+	out->query_len = in->query_len;
 	gw_request_shape *s = &out->shape;
 	int reading = in->method == HTTP_GET || in->method == HTTP_HEAD;
 	const char *profile = reading ? in->accept_profile : in->content_profile;

@@ -40,6 +40,8 @@ typedef struct gw_rest_request
 	int tx_rollback;        /* end the transaction with ROLLBACK */
 	const char *timezone;   /* Prefer: timezone=, a name of pg_timezone_names */
 	long page_offset;       /* the page's first row (offset + Range), for Content-Range */
+	const char *query;      /* the raw query string (in->query), for Content-Location */
+	size_t query_len;
 	char prefer_applied[256];
 } gw_rest_request;
 

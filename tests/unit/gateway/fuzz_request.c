@@ -3,7 +3,10 @@
  * (Accept, Prefer, Range, profiles, the query grammar, form bodies:
  * postgrest/request.c) and the SQL builder over a small schema, the page's
  * Content-Range, the Range header as /files reads it (a range must lie in the
- * file), and the Authorization value through JWT verification. The first byte
+ * file), the answer of the response function of the request's action (its
+ * result values taken from the request's own X-Result-* headers, so that the
+ * fuzzer mutates them too), and the Authorization value through JWT
+ * verification. The first byte
  * picks the gateway's settings (tx override, aggregates). The same bytes also
  * go straight into the query grammar, for inputs that are no request. Built
  * with ASan/UBSan by gateway/gateway.mk: an overflow or an out-of-bounds read
@@ -19,6 +22,7 @@
 #include "query_parse.h"
 #include "raw_request.h"
 #include "request.h"
+#include "response.h"
 #include "schema.h"
 #include "sql_build.h"
 
@@ -51,6 +55,47 @@ init(void)
 	row(2, "tz", "UTC", 0, 0, 0, 0, 0, 0);
 }
 
+/* The answer to the request from result values its X-Result-* headers give (the
+ * first byte's bits: a failure, an error, no row, anonymous). */
+static void
+run_response(const raw_request *raw, gw_arena *a, const gw_rest_request *rq, const gw_plan *plan,
+             unsigned settings)
+{
+	const char *body = raw_request_header(raw, "x-result-body");
+	gw_rest_result r = {
+	    .failed = (settings & 0x18) == 0x18,
+	    .timed_out = settings & 0x20,
+	    .failure = raw_request_header(raw, "x-result-failure"),
+	    .sqlstate = raw_request_header(raw, "x-result-sqlstate"),
+	    .message = raw_request_header(raw, "x-result-message"),
+	    .error_text = raw_request_header(raw, "x-result-text"),
+	    .detail = raw_request_header(raw, "x-result-detail"),
+	    .hint = raw_request_header(raw, "x-result-hint"),
+	    .nrows = (settings & 0x60) == 0x60 ? 0 : 1,
+	    .total = raw_request_header(raw, "x-result-total"),
+	    .page_total = raw_request_header(raw, "x-result-page-total"),
+	    .body = body,
+	    .body_len = body ? strlen(body) : 0,
+	    .location = raw_request_header(raw, "x-result-location"),
+	    .response_headers = raw_request_header(raw, "x-result-headers"),
+	    .response_status = raw_request_header(raw, "x-result-status"),
+	    .inserted = raw_request_header(raw, "x-result-inserted"),
+	    .explain = raw_request_header(raw, "x-result-explain")};
+	r.error = r.sqlstate || r.message || r.error_text;
+	gw_response_in in = {.rq = rq, .plan = plan, .schema = S, .anonymous = settings & 0x80};
+	gw_answer ans;
+	gw_answer_init(&ans);
+	gw_response(a, &in, &r, &ans);
+	/* an answer always has a status, and its header lines never split it */
+	if (ans.status < 100 || ans.status > 599 || (ans.body_len && !ans.body))
+		abort();
+	for (size_t i = 0; i < ans.headers.len; i++)
+		if ((ans.headers.data[i] == '\r') != (i + 1 < ans.headers.len && ans.headers.data[i + 1] == '\n') ||
+		    (ans.headers.data[i] == '\n' && (i == 0 || ans.headers.data[i - 1] != '\r')))
+			abort();
+	gw_answer_free(&ans);
+}
+
 /* A request the dialect reads, then the statement and the page's range. */
 static void
 run_request(raw_request *raw, unsigned settings)
@@ -80,6 +125,7 @@ run_request(raw_request *raw, unsigned settings)
 			int status = 200;
 			gw_rest_content_range(&rq, n, settings & 8 ? total : NULL, &h, &status, &e);
 			gw_buf_free(&h);
+			run_response(raw, &a, &rq, &plan, settings);
 		}
 		gw_plan_free(&plan);
 	}

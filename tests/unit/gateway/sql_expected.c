@@ -8,7 +8,19 @@
  * with expected/<name>.out.
  *   sql_expected schema.rows requests.http
  * A first line "#! tx-override aggregates" turns those settings on for the file,
- * as PGPOD_GATEWAY_TX_END=*-allow-override and PGPOD_GATEWAY_AGGREGATES=on do. */
+ * as PGPOD_GATEWAY_TX_END=*-allow-override and PGPOD_GATEWAY_AGGREGATES=on do.
+ *
+ * The response functions (postgrest/response.h) the same way: a request followed
+ * by lines "#> field: value" is given those values as what its transaction
+ * returned, and the output is then the whole answer (status, Content-Type, the
+ * header lines, the body, and what would be logged) instead of the statement.
+ * Fields: total, page_total, body, location, headers (response.headers), status
+ * (response.status), inserted, explain (the count=planned EXPLAIN), nrows;
+ * failed, timed_out, failure (no answer from the database); sqlstate, message,
+ * detail, hint, text (an error from PostgreSQL: text is its whole text, used without a
+ * message); anonymous (no token). An absent field
+ * is SQL NULL (page_total: 0, nrows: 1); "\r" and "\n" in a body are CR and LF.
+ * GET / with result lines answers the OpenAPI document (nrows: 0: without a schema). */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +28,7 @@
 
 #include "raw_request.h"
 #include "request.h"
+#include "response.h"
 #include "schema.h"
 #include "sql_build.h"
 
@@ -81,9 +94,129 @@ print_params(const char *what, const gw_params *p)
 	}
 }
 
+/* The "#> field: value" lines of a case: what its transaction returned. */
+typedef struct case_result
+{
+	int given; /* any #> line */
+	int anonymous;
+	gw_rest_result r;
+	char *owned[32];
+	int nowned;
+} case_result;
+
+static const char *
+unescape(case_result *c, const char *v)
+{
+	char *o = malloc(strlen(v) + 1), *w = o;
+	if (!o)
+		abort();
+	for (const char *p = v; *p; p++)
+	{
+		if (p[0] == '\\' && (p[1] == 'r' || p[1] == 'n'))
+		{
+			*w++ = p[1] == 'r' ? '\r' : '\n';
+			p++;
+		}
+		else
+			*w++ = *p;
+	}
+	*w = '\0';
+	if (c->nowned < 32)
+		c->owned[c->nowned++] = o;
+	return o;
+}
+
+static void
+result_field(case_result *c, const char *line)
+{
+	const char *colon = strstr(line, ": ");
+	if (!colon)
+	{
+		fprintf(stderr, "not a result line: %s\n", line);
+		exit(2);
+	}
+	size_t kl = (size_t)(colon - line);
+	/* only a body holds CR and LF (\r, \n); the other values are used as written */
+	const char *v = kl == 4 && !strncmp(line, "body", 4) ? unescape(c, colon + 2) : colon + 2;
+	gw_rest_result *r = &c->r;
+	c->given = 1;
+#define FIELD(name) (kl == strlen(name) && !strncmp(line, name, kl))
+	if (FIELD("total"))
+		r->total = v;
+	else if (FIELD("page_total"))
+		r->page_total = v;
+	else if (FIELD("body"))
+	{
+		r->body = v;
+		r->body_len = strlen(v);
+	}
+	else if (FIELD("location"))
+		r->location = v;
+	else if (FIELD("headers"))
+		r->response_headers = v;
+	else if (FIELD("status"))
+		r->response_status = v;
+	else if (FIELD("inserted"))
+		r->inserted = v;
+	else if (FIELD("explain"))
+		r->explain = v;
+	else if (FIELD("nrows"))
+		r->nrows = atoi(v);
+	else if (FIELD("failed"))
+		r->failed = atoi(v);
+	else if (FIELD("timed_out"))
+		r->timed_out = atoi(v);
+	else if (FIELD("failure"))
+		r->failure = v;
+	else if (FIELD("sqlstate"))
+		r->error = 1, r->sqlstate = v;
+	else if (FIELD("message"))
+		r->error = 1, r->message = v;
+	else if (FIELD("text"))
+		r->error = 1, r->error_text = v;
+	else if (FIELD("detail"))
+		r->detail = v;
+	else if (FIELD("hint"))
+		r->hint = v;
+	else if (FIELD("anonymous"))
+		c->anonymous = atoi(v);
+	else
+	{
+		fprintf(stderr, "unknown result field: %s\n", line);
+		exit(2);
+	}
+#undef FIELD
+}
+
+/* The answer as it would go out, CRLF shown as line ends; a warning that names
+ * the request shows its method and path (the handler redacts the path). */
+static void
+print_answer(const gw_answer *a, const char *method, const char *url)
+{
+	int path_len = (int)strcspn(url, "?");
+	printf("--- answer\n%d\n", a->status);
+	if (a->content_type)
+		printf("Content-Type: %s\n", a->content_type);
+	for (size_t i = 0; i < a->headers.len; i++)
+		if (a->headers.data[i] != '\r')
+			putchar(a->headers.data[i]);
+	if (a->body_len)
+		printf("\n%.*s\n", (int)a->body_len, a->body);
+	for (size_t at = 0; at < a->warnings.len;)
+	{
+		const char *line = a->warnings.data + at;
+		if (a->warn_target)
+			printf("--- log: %s %.*s: %s\n", method, path_len, url, line);
+		else
+			printf("--- log: %s\n", line);
+		at += strlen(line) + 1;
+	}
+}
+
 /* One request (text with \n line ends) in, its outcome out. */
 static void
-run(const gw_schema *schema, const char *text, int tx_override, int aggregates)
+run(const gw_schema *schema, const char *text, int tx_override, int aggregates,
+    case_result *res)
 {
 	/* the head's lines end with CRLF on the wire; the body is sent as it is,
 	 * with a Content-Length when the file gives none */
@@ -111,6 +244,18 @@ run(const gw_schema *schema, const char *text, int tx_override, int aggregates)
 	gw_rest_input in;
 	if (raw_request_input(&raw, &in))
 	{
+		if (res->given && !strcmp(raw.url, "/"))
+		{
+			/* GET /: the OpenAPI document's answer */
+			gw_answer ans;
+			gw_answer_init(&ans);
+			gw_response_openapi(res->r.nrows ? schema : NULL, &ans);
+			print_answer(&ans, raw.method_name, "/");
+			gw_answer_free(&ans);
+			raw_request_free(&raw);
+			free(wire);
+			return;
+		}
 		printf("--- not a PostgREST request\n");
 		raw_request_free(&raw);
 		free(wire);
@@ -127,7 +272,16 @@ run(const gw_schema *schema, const char *text, int tx_override, int aggregates)
 	int rc = gw_rest_request_parse(&a, schema, &in, &rq, &e);
 	if (!rc && rq.allow)
 		printf("--- 200 %.*s\n", (int)strcspn(rq.allow, "\r\n"), rq.allow);
-	else if (!rc && !(rc = gw_build(&a, schema, &rq.shape, &plan, &e)))
+	else if (!rc && res->given && !(rc = gw_build(&a, schema, &rq.shape, &plan, &e)))
+	{
+		gw_response_in rin = {.rq = &rq, .plan = &plan, .schema = schema, .anonymous = res->anonymous};
+		gw_answer ans;
+		gw_answer_init(&ans);
+		gw_response(&a, &rin, &res->r, &ans);
+		print_answer(&ans, raw.method_name, raw.url);
+		gw_answer_free(&ans);
+	}
+	else if (!rc && !res->given && !(rc = gw_build(&a, schema, &rq.shape, &plan, &e)))
 	{
 		printf("--- statement\n%s\n", plan.sql.data);
 		print_params("", &plan.params);
@@ -195,7 +349,36 @@ main(int argc, char **argv)
 		printf("%.*s\n", (int)n, p);
 		size_t title_len = (size_t)(title_end + 1 - p);
 		char *req = strndup(title_end + 1, n > title_len ? n - title_len : 0);
-		run(schema, req, tx_override, aggregates);
+		/* the "#> " lines are the result, not the request */
+		case_result res;
+		memset(&res, 0, sizeof res);
+		res.r.nrows = 1;
+		res.r.page_total = "0";
+		req = realloc(req, strlen(req) + 2); /* room for the line end added after the last line */
+		if (!req)
+			abort();
+		char *w = req;
+		for (char *line = req, *next; line && *line; line = next)
+		{
+			next = strchr(line, '\n');
+			if (next)
+				*next++ = '\0';
+			if (!strncmp(line, "#> ", 3))
+				result_field(&res, line + 3);
+			else
+			{
+				size_t l = strlen(line);
+				memmove(w, line, l);
+				w += l;
+				*w++ = '\n';
+			}
+		}
+		*w = '\0';
+		while (w > req && w[-1] == '\n')
+			*--w = '\0'; /* as the case's end: no line end after the last line */
+		run(schema, req, tx_override, aggregates, &res);
+		for (int i = 0; i < res.nowned; i++)
+			free(res.owned[i]);
 		printf("\n");
 		free(req);
 		p = end;
