@@ -12,14 +12,15 @@
  * row of a room (may the caller read it, is the caller a moderator), answered once per
  * room and snapshot. The answer comes from pod.room_role / pod.guest_reads (the rule
  * stays in SQL); it is kept while nothing it could read can have changed: the same
- * transaction, command, snapshot contents (no transaction ended since it was taken),
- * claims and role. A page of history, or the RETURNING of a post, thus asks once per
+ * transaction and subtransaction, the same snapshot contents (xmin, xmax, the in-progress transactions
+ * and command id, which decide what an MVCC snapshot sees), claims and role. A page of history, or the RETURNING of a post, thus asks once per
  * room, not once per row.
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
 #include "access/transam.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -224,10 +225,18 @@ typedef struct view_memo
 {
 	bool valid;
 	LocalTransactionId lxid;
+	SubTransactionId subxact; /* a rolled-back savepoint's changes are not seen */
+	/* the snapshot's contents: what an MVCC snapshot sees is decided by these */
 	CommandId curcid;
-	uint64 completions;
 	TransactionId xmin;
 	TransactionId xmax;
+	uint32 xcnt;
+	int32 subxcnt;
+	bool suboverflowed;
+	TransactionId *xip;    /* TopMemoryContext, xip_size entries */
+	TransactionId *subxip; /* TopMemoryContext, subxip_size entries */
+	uint32 xip_size;
+	int32 subxip_size;
 	Oid userid;
 	pg_uuid_t room;
 	char *claims; /* TopMemoryContext; NULL: no claims */
@@ -245,9 +254,47 @@ comparable_snapshot(void)
 	if (!ActiveSnapshotSet())
 		return NULL;
 	snap = GetActiveSnapshot();
-	if (snap->snapshot_type != SNAPSHOT_MVCC || snap->snapXactCompletionCount == 0)
+	if (snap->snapshot_type != SNAPSHOT_MVCC || snap->takenDuringRecovery)
 		return NULL;
 	return snap;
+}
+
+static bool
+same_snapshot(view_memo *m, Snapshot snap)
+{
+	return m->curcid == snap->curcid && m->xmin == snap->xmin && m->xmax == snap->xmax && m->xcnt == snap->xcnt &&
+	       m->subxcnt == snap->subxcnt && m->suboverflowed == snap->suboverflowed &&
+	       (snap->xcnt == 0 || memcmp(m->xip, snap->xip, sizeof(TransactionId) * snap->xcnt) == 0) &&
+	       (snap->subxcnt <= 0 || memcmp(m->subxip, snap->subxip, sizeof(TransactionId) * snap->subxcnt) == 0);
+}
+
+static void
+remember_snapshot(view_memo *m, Snapshot snap)
+{
+	if (snap->xcnt > m->xip_size)
+	{
+		if (m->xip != NULL)
+			pfree(m->xip);
+		m->xip = MemoryContextAlloc(TopMemoryContext, sizeof(TransactionId) * snap->xcnt);
+		m->xip_size = snap->xcnt;
+	}
+	if (snap->subxcnt > m->subxip_size)
+	{
+		if (m->subxip != NULL)
+			pfree(m->subxip);
+		m->subxip = MemoryContextAlloc(TopMemoryContext, sizeof(TransactionId) * snap->subxcnt);
+		m->subxip_size = snap->subxcnt;
+	}
+	if (snap->xcnt > 0)
+		memcpy(m->xip, snap->xip, sizeof(TransactionId) * snap->xcnt);
+	if (snap->subxcnt > 0)
+		memcpy(m->subxip, snap->subxip, sizeof(TransactionId) * snap->subxcnt);
+	m->curcid = snap->curcid;
+	m->xmin = snap->xmin;
+	m->xmax = snap->xmax;
+	m->xcnt = snap->xcnt;
+	m->subxcnt = snap->subxcnt;
+	m->suboverflowed = snap->suboverflowed;
 }
 
 static const char *
@@ -321,9 +368,9 @@ memo_view(int which, pg_uuid_t *room)
 	Snapshot snap = comparable_snapshot();
 	int32 result;
 
-	if (snap != NULL && m->valid && m->lxid == MyProc->lxid && m->curcid == snap->curcid &&
-	    m->completions == snap->snapXactCompletionCount && m->xmin == snap->xmin && m->xmax == snap->xmax &&
-	    m->userid == GetUserId() && memcmp(&m->room, room, UUID_LEN) == 0 && claims_equal(m->claims, claims))
+	if (snap != NULL && m->valid && m->lxid == MyProc->lxid && m->subxact == GetCurrentSubTransactionId() &&
+	    m->userid == GetUserId() &&
+	    memcmp(&m->room, room, UUID_LEN) == 0 && same_snapshot(m, snap) && claims_equal(m->claims, claims))
 		return m->result;
 	m->valid = false;
 	if (claims != NULL)
@@ -342,10 +389,8 @@ memo_view(int which, pg_uuid_t *room)
 			m->claims = copy;
 		}
 		m->lxid = MyProc->lxid;
-		m->curcid = snap->curcid;
-		m->completions = snap->snapXactCompletionCount;
-		m->xmin = snap->xmin;
-		m->xmax = snap->xmax;
+		m->subxact = GetCurrentSubTransactionId();
+		remember_snapshot(m, snap);
 		m->userid = GetUserId();
 		memcpy(&m->room, room, UUID_LEN);
 		m->result = result;
