@@ -3417,24 +3417,13 @@ END $$;
 -- The caller's role in a room: owner, admin, member, outcast for local users (any
 -- signed-in user is a member of a video or channel room until banned), anonymous or
 -- remote for guests (outcast once banned), NULL for nobody.
+-- In C (extension/src/chat_rules.c): one statement for a user, one for a guest (after
+-- pod.current_guest_id(), which refuses an expired token); it was plpgsql, set up again
+-- in every transaction, and every post (its RETURNING meets the read policy) and every
+-- history page asks it.
 CREATE FUNCTION pod.room_role(room uuid) RETURNS text
-  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-DECLARE
-  uid uuid := pod.current_user_id();
-  g pod.chat_guests;
-  r text;
-BEGIN
-  IF uid IS NOT NULL THEN
-    SELECT CASE WHEN rm.created_by = uid THEN 'owner' ELSE coalesce(m.affiliation::text,
-                  CASE WHEN rm.type IN ('video', 'channel') THEN 'member' END) END
-      INTO r
-      FROM pod.rooms rm LEFT JOIN pod.room_members m ON m.room_id = rm.id AND m.user_id = uid
-     WHERE rm.id = room;
-    RETURN r;
-  END IF;
-  SELECT * INTO g FROM pod.chat_guests WHERE id = pod.current_guest_id() AND room_id = room;
-  RETURN CASE WHEN g.affiliation = 'outcast' THEN 'outcast' ELSE g.kind END;
-END $$;
+  AS 'MODULE_PATHNAME', 'room_role' LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
+  SET enable_seqscan = off;
 
 CREATE OR REPLACE FUNCTION pod.room_affiliation(room uuid) RETURNS pod.affiliation
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
@@ -3516,10 +3505,12 @@ CREATE FUNCTION pod.room_chat_options(room uuid) RETURNS jsonb
 -- the followers asked for; then NOTIFY pgpod_room_events only when a gateway listens
 -- to the room (pod.room_event_notify) and, when other pods follow the room
 -- (sql/76_livechat_federation.sql), pod.chat_push_event. NULL when the room itself is
--- being deleted.
+-- being deleted. Its look-ups are by key (SET enable_seqscan = off: with few rooms, the
+-- generic plan would otherwise scan pod.rooms, whose every event leaves a row version).
 CREATE FUNCTION pod.room_event_append(room uuid, event_kind pod.room_event_kind, message bigint,
                                       event_audience text DEFAULT NULL, event_author uuid DEFAULT NULL) RETURNS bigint
-  AS 'MODULE_PATHNAME', 'room_event_append' LANGUAGE C SECURITY DEFINER SET search_path = pg_catalog, pod;
+  AS 'MODULE_PATHNAME', 'room_event_append' LANGUAGE C SECURITY DEFINER SET search_path = pg_catalog, pod
+  SET enable_seqscan = off;
 
 -- A moderator action: a log row and a room event (a message of type 'event' written by
 -- the pod, hidden from all but staff when it concerns a message others never saw).
@@ -3609,7 +3600,8 @@ CREATE TRIGGER messages_record_event AFTER UPDATE OR DELETE ON pod.messages
 CREATE TRIGGER messages_record_event_held AFTER INSERT ON pod.messages
   FOR EACH ROW WHEN (NEW.held_until IS NOT NULL OR NEW.hidden) EXECUTE FUNCTION pod.messages_record_event();
 CREATE FUNCTION pod.messages_event_new() RETURNS trigger
-  AS 'MODULE_PATHNAME', 'messages_event_new' LANGUAGE C SECURITY DEFINER SET search_path = pg_catalog, pod;
+  AS 'MODULE_PATHNAME', 'messages_event_new' LANGUAGE C SECURITY DEFINER SET search_path = pg_catalog, pod
+  SET enable_seqscan = off;
 CREATE TRIGGER messages_record_event_new AFTER INSERT ON pod.messages
   FOR EACH ROW WHEN (NEW.held_until IS NULL AND NOT NEW.hidden) EXECUTE FUNCTION pod.messages_event_new();
 

@@ -18,7 +18,11 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/skey.h"
+#include "access/stratnum.h"
+#include "access/table.h"
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -33,6 +37,11 @@
 #include "parser/parse_func.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+#include "storage/itemptr.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -41,6 +50,8 @@
 #include "utils/snapmgr.h"
 #include "utils/snapshot.h"
 #include "utils/uuid.h"
+
+#include "pgpod.h"
 
 PG_FUNCTION_INFO_V1(forbidden_word_in);
 PG_FUNCTION_INFO_V1(room_view);
@@ -437,7 +448,6 @@ PG_FUNCTION_INFO_V1(messages_check_post);
 #define ERRCODE_PT401 MAKE_SQLSTATE('P', 'T', '4', '0', '1')
 #define ERRCODE_PT429 MAKE_SQLSTATE('P', 'T', '4', '2', '9')
 
-static SPIPlanPtr post_rules_plan;
 static SPIPlanPtr guest_plan;
 static SPIPlanPtr slow_plan;
 static SPIPlanPtr slow_wait_plan;
@@ -526,6 +536,202 @@ get_bool(SPITupleTable *t, int col)
 	Datum d = get_col(t, col, &isnull);
 
 	return !isnull && DatumGetBool(d);
+}
+
+/* A row of pod.<relname> by its unique index (one or two key columns, uuid or bigint, in
+ * the index's order), seen by the active snapshot (the transaction's when none is
+ * active); a copy, or NULL. As the extension's owner reads it: no row-level security. */
+HeapTuple
+pgpod_fetch_one(const char *relname, const char *indexname, Datum key1, Datum key2, TupleDesc *desc_out)
+{
+	Oid ns = get_namespace_oid("pod", false);
+	Oid relid = get_relname_relid(relname, ns);
+	Oid indexid = get_relname_relid(indexname, ns);
+	Relation rel, irel;
+	ScanKeyData keys[2];
+	SysScanDesc scan;
+	HeapTuple tup, copy = NULL;
+	int nkeys, i;
+	bool pushed = false;
+
+	if (!OidIsValid(relid) || !OidIsValid(indexid))
+		elog(ERROR, "pod.%s or its index %s is missing", relname, indexname);
+	rel = table_open(relid, AccessShareLock);
+	irel = index_open(indexid, AccessShareLock);
+	nkeys = IndexRelationGetNumberOfKeyAttributes(irel);
+	if (nkeys > 2)
+		elog(ERROR, "index %s has more than two columns", indexname);
+	for (i = 0; i < nkeys; i++)
+	{
+		AttrNumber heap_att = irel->rd_index->indkey.values[i];
+		Oid type = TupleDescAttr(RelationGetDescr(rel), heap_att - 1)->atttypid;
+
+		ScanKeyInit(&keys[i], heap_att, BTEqualStrategyNumber, type == UUIDOID ? F_UUID_EQ : F_INT8EQ,
+		            i == 0 ? key1 : key2);
+		if (type != UUIDOID && type != INT8OID)
+			elog(ERROR, "index %s: a key that is neither uuid nor bigint", indexname);
+	}
+	index_close(irel, NoLock);
+	if (!ActiveSnapshotSet())
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pushed = true;
+	}
+	scan = systable_beginscan(rel, indexid, true, GetActiveSnapshot(), nkeys, keys);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		copy = heap_copytuple(tup);
+	systable_endscan(scan);
+	if (pushed)
+		PopActiveSnapshot();
+	if (desc_out != NULL)
+		*desc_out = RelationGetDescr(rel);
+	table_close(rel, NoLock); /* the lock until the end of the transaction, as a query's */
+	return copy;
+}
+
+static int
+attnum_in(TupleDesc desc, const char *relname, const char *name)
+{
+	int n = SPI_fnumber(desc, name);
+
+	if (n <= 0)
+		elog(ERROR, "pod.%s has no column \"%s\"", relname, name);
+	return n;
+}
+
+/* json -> key and json ->> key */
+static Datum
+json_field(Datum json, const char *key, bool *isnull)
+{
+	LOCAL_FCINFO(call, 2);
+	Datum v;
+
+	InitFunctionCallInfoData(*call, NULL, 2, InvalidOid, NULL, NULL);
+	call->args[0].value = json;
+	call->args[0].isnull = false;
+	call->args[1].value = CStringGetTextDatum(key);
+	call->args[1].isnull = false;
+	v = jsonb_object_field(call);
+	*isnull = call->isnull;
+	return v;
+}
+
+static Datum
+json_field_text(Datum json, const char *key, bool *isnull)
+{
+	LOCAL_FCINFO(call, 2);
+	Datum v;
+
+	InitFunctionCallInfoData(*call, NULL, 2, InvalidOid, NULL, NULL);
+	call->args[0].value = json;
+	call->args[0].isnull = false;
+	call->args[1].value = CStringGetTextDatum(key);
+	call->args[1].isnull = false;
+	v = jsonb_object_field_text(call);
+	*isnull = call->isnull;
+	return v;
+}
+
+/* coalesce((options ->> key)::boolean, otherwise) */
+static bool
+option_bool(Datum opts, const char *key, bool otherwise)
+{
+	bool n;
+	Datum v = json_field_text(opts, key, &n);
+
+	return n ? otherwise : DatumGetBool(DirectFunctionCall1(boolin, CStringGetDatum(TextDatumGetCString(v))));
+}
+
+/* coalesce((options ->> key)::integer, 0) */
+static int32
+option_int(Datum opts, const char *key)
+{
+	bool n;
+	Datum v = json_field_text(opts, key, &n);
+
+	return n ? 0 : DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum(TextDatumGetCString(v))));
+}
+
+/* pod.room_permission_defaults(), kept while its definition is the same (pg_proc row) */
+static Jsonb *defaults_json;         /* TopMemoryContext */
+static TransactionId defaults_xmin;  /* of the pg_proc row it came from */
+static ItemPointerData defaults_tid;
+
+static Datum
+permission_defaults(void)
+{
+	Oid fn = LookupFuncName(list_make2(makeString("pod"), makeString("room_permission_defaults")), 0, NULL, false);
+	HeapTuple proc = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	TransactionId xmin;
+	ItemPointerData tid;
+
+	if (!HeapTupleIsValid(proc))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	xmin = HeapTupleHeaderGetRawXmin(proc->t_data);
+	tid = proc->t_self;
+	ReleaseSysCache(proc);
+	if (defaults_json == NULL || defaults_xmin != xmin || !ItemPointerEquals(&defaults_tid, &tid))
+	{
+		Datum d = OidFunctionCall0(fn);
+		Jsonb *j = DatumGetJsonbP(d);
+		Jsonb *copy = MemoryContextAlloc(TopMemoryContext, VARSIZE(j));
+
+		memcpy(copy, j, VARSIZE(j));
+		if (defaults_json != NULL)
+			pfree(defaults_json);
+		defaults_json = copy;
+		defaults_xmin = xmin;
+		defaults_tid = tid;
+	}
+	return JsonbPGetDatum(defaults_json);
+}
+
+/* jsonb #> {a, b, c} as a boolean (NULL: absent); the ::boolean cast's error otherwise */
+static bool
+json_path_bool(Datum json, const char *a, const char *b, const char *c, bool *isnull)
+{
+	bool n = false;
+	Datum v = json;
+	const char *path[3] = {a, b, c};
+	int i;
+
+	for (i = 0; i < 3 && path[i] != NULL && !n; i++)
+	{
+		Jsonb *j = DatumGetJsonbP(v);
+
+		if (!JB_ROOT_IS_OBJECT(j))
+		{
+			n = true;
+			break;
+		}
+		v = json_field(v, path[i], &n);
+	}
+	*isnull = n;
+	if (n)
+		return false;
+	return DatumGetBool(DirectFunctionCall1(jsonb_bool, v));
+}
+
+/* pod.role_may(room_data, role, 'post') */
+static bool
+role_may_post(Datum room_data, bool room_data_null, const char *role)
+{
+	bool n;
+	bool v;
+
+	if (strcmp(role, "owner") == 0)
+		return true;
+	if (strcmp(role, "outcast") == 0)
+		return false;
+	if (!room_data_null)
+	{
+		v = json_path_bool(room_data, "permissions", role, "post", &n);
+		if (!n)
+			return v;
+	}
+	v = json_path_bool(permission_defaults(), role, "post", NULL, &n);
+	return n ? false : v;
 }
 
 Datum
@@ -661,134 +867,189 @@ messages_check_post(PG_FUNCTION_ARGS)
 			ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE), errmsg("only the pod writes %s messages", type_text)));
 	}
 
-	/* the rest in one statement */
+	/* the rest: the room, the poster's role, mute and right to post, the options (read
+	 * by key, as the statement the plpgsql rule ran; no executor to set up) */
 	{
-		Oid types[5] = {UUIDOID, UUIDOID, TEXTOID, BOOLOID, JSONBOID};
-		Datum values[5];
-		char nulls[5] = {' ', ' ', ' ', ' ', ' '};
-		SPITupleTable *t;
-		Datum data = heap_getattr(row, a_data, desc, &isnull);
+		bool data_null;
+		Datum data = heap_getattr(row, a_data, desc, &data_null);
+		Datum text_d = (Datum)0;
+		bool text_null = true;
+		HeapTuple r_tup, m_tup = NULL;
+		TupleDesc r_desc, m_desc = NULL;
+		Datum r_data = (Datum)0;
+		bool r_data_null = true;
+		char *r_type = NULL;
+		bool r_creator_null = true;
+		Datum r_creator = (Datum)0;
+		bool muted;
 
-		values[0] = room;
-		values[1] = uid;
-		nulls[1] = uid_null ? 'n' : ' ';
-		values[2] = CStringGetTextDatum(guest_role);
-		nulls[2] = uid_null ? ' ' : 'n';
-		values[3] = BoolGetDatum(guest_muted);
-		nulls[3] = uid_null ? ' ' : 'n';
-		values[4] = data;
-		nulls[4] = isnull ? 'n' : ' ';
-		rc = SPI_execute_plan(
-			keep_plan(&post_rules_plan,
-			          "SELECT length($5 ->> 'text') > 5000, x.remote, x.role, x.muted, "
-			          "       pod.role_may(x.data, x.role, 'post'), "
-			          "       o.options IS NOT NULL AND o.options <> '{}', "
-			          "       coalesce((o.options ->> 'mute_anonymous')::boolean, false) "
-			          "         OR NOT coalesce((o.options ->> 'anonymous_allowed')::boolean, true), "
-			          "       pod.forbidden_word_in($5 ->> 'text', o.options -> 'forbidden_words'), "
-			          "       coalesce(o.options ->> 'forbidden_words_action', 'refuse') = 'hide', "
-			          "       coalesce((o.options ->> 'slow_mode_seconds')::integer, 0), "
-			          "       coalesce((o.options ->> 'moderation_delay_seconds')::integer, 0), "
-			          "       now() + make_interval(secs => coalesce((o.options ->> 'moderation_delay_seconds')::integer, 0)) "
-			          "  FROM (SELECT r.data, "
-			          "               r.type = 'video' AND r.created_by IS NULL "
-			          "                 AND EXISTS (SELECT 1 FROM pod.remote_video_chats v WHERE v.room_id = $1) AS remote, "
-			          "               CASE WHEN $2 IS NULL THEN $3 "
-			          "                    WHEN r.created_by = $2 THEN 'owner' "
-			          "                    ELSE coalesce(m.affiliation::text, CASE WHEN r.type IN ('video', 'channel') THEN 'member' END) "
-			          "               END AS role, "
-			          "               coalesce((m.data ->> 'is_muted')::boolean, $4, false) AS muted "
-			          "          FROM (SELECT $1 AS id) k "
-			          "          LEFT JOIN pod.rooms r ON r.id = k.id "
-			          "          LEFT JOIN pod.room_members m ON m.room_id = k.id AND m.user_id = $2) x "
-			          "  LEFT JOIN LATERAL (SELECT c.options FROM pod.livechat_rooms l JOIN pod.channel_chat_options c USING (channel_id) "
-			          "                      WHERE l.room_id = $1 AND x.role NOT IN ('owner', 'admin')) o ON true",
-			          5, types),
-			values, nulls, false, 0);
-		if (rc != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "post rules: %s", SPI_result_code_string(rc));
-		t = SPI_tuptable;
-		if (get_bool(t, 1))
+		if (!data_null)
+			text_d = json_field_text(data, "text", &text_null);
+		if (!text_null && DatumGetInt32(DirectFunctionCall1(textlen, text_d)) > 5000)
 			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("a message's text is at most 5000 characters")));
-		if (get_bool(t, 2))
+
+		CommandCounterIncrement();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		r_tup = pgpod_fetch_one("rooms", "rooms_pkey", room, (Datum)0, &r_desc);
+		if (r_tup != NULL)
+		{
+			bool n;
+			Datum t = heap_getattr(r_tup, attnum_in(r_desc, "rooms", "type"), r_desc, &n);
+
+			r_type = n ? NULL : DatumGetCString(DirectFunctionCall1(enum_out, t));
+			r_creator = heap_getattr(r_tup, attnum_in(r_desc, "rooms", "created_by"), r_desc, &r_creator_null);
+			r_data = heap_getattr(r_tup, attnum_in(r_desc, "rooms", "data"), r_desc, &r_data_null);
+		}
+		/* another pod's room: a video room of nobody here that mirrors a remote chat */
+		if (r_type != NULL && strcmp(r_type, "video") == 0 && r_creator_null &&
+		    pgpod_fetch_one("remote_video_chats", "remote_video_chats_room_id_key", room, (Datum)0, NULL) != NULL)
 			ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE), errmsg("room %s is another pod's chat", room_text),
 			                errhint("Post with POST /rpc/chat_post: the room's pod decides.")));
+		if (!uid_null)
 		{
-			Datum r = get_col(t, 3, &isnull);
+			m_tup = pgpod_fetch_one("room_members", "room_members_pkey", room, uid, &m_desc);
+			if (r_tup == NULL)
+				role = NULL;
+			else if (!r_creator_null && memcmp(DatumGetUUIDP(r_creator), DatumGetUUIDP(uid), UUID_LEN) == 0)
+				role = "owner";
+			else if (m_tup != NULL)
+			{
+				bool n;
+				Datum aff = heap_getattr(m_tup, attnum_in(m_desc, "room_members", "affiliation"), m_desc, &n);
 
-			role = isnull ? NULL : TextDatumGetCString(r);
+				role = n ? NULL : DatumGetCString(DirectFunctionCall1(enum_out, aff));
+			}
+			else
+				role = r_type != NULL && (strcmp(r_type, "video") == 0 || strcmp(r_type, "channel") == 0) ? "member" : NULL;
 		}
+		else
+			role = guest_role;
 		if (role == NULL)
 			ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE), errmsg("you are not a member of room %s", room_text)));
 		if (strcmp(role, "outcast") == 0)
 			ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE), errmsg("you are banned from room %s", room_text)));
-		if (get_bool(t, 4))
+		/* coalesce((m.data ->> 'is_muted')::boolean, g.is_muted, false) */
+		muted = uid_null ? guest_muted : false;
+		if (m_tup != NULL)
+		{
+			bool n, fn;
+			Datum md = heap_getattr(m_tup, attnum_in(m_desc, "room_members", "data"), m_desc, &n);
+			Datum f = n ? (Datum)0 : json_field_text(md, "is_muted", &fn);
+
+			if (!n && !fn)
+				muted = DatumGetBool(DirectFunctionCall1(boolin, CStringGetDatum(TextDatumGetCString(f))));
+		}
+		if (muted)
 			ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE), errmsg("you are muted in room %s", room_text),
 			                errhint("A room owner or admin can unmute you.")));
-		if (!get_bool(t, 5))
+		if (!role_may_post(r_data_null ? (Datum)0 : r_data, r_data_null, role))
 			ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			                errmsg("your role (%s) may not post in room %s", role, room_text)));
-		/* moderators: no slow mode, no delay, no word filter; no options: nothing more */
-		if (strcmp(role, "owner") != 0 && strcmp(role, "admin") != 0 && get_bool(t, 6))
+		/* moderators: no slow mode, no delay, no word filter */
+		if (strcmp(role, "owner") != 0 && strcmp(role, "admin") != 0)
 		{
-			Datum bad;
-			int32 slow, delay;
+			HeapTuple l_tup = pgpod_fetch_one("livechat_rooms", "livechat_rooms_pkey", room, (Datum)0, &r_desc);
+			HeapTuple o_tup = NULL;
+			TupleDesc o_desc = NULL;
+			Datum opts = (Datum)0;
+			bool opts_null = true;
 
-			if (strcmp(role, "anonymous") == 0 && get_bool(t, 7))
-				ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				                errmsg("anonymous viewers may read but not post in room %s", room_text),
-				                errhint("Sign in to post.")));
-			bad = get_col(t, 8, &isnull);
-			if (!isnull)
+			if (l_tup != NULL)
 			{
-				if (get_bool(t, 9))
-					set_hidden = true;
-				else
-					ereport(ERROR, (errcode(ERRCODE_CHECK_VIOLATION),
-					                errmsg("message refused: it contains the forbidden word %s", TextDatumGetCString(bad)),
-					                errhint("This room's moderators do not allow it.")));
-			}
-			slow = DatumGetInt32(get_col(t, 10, &isnull));
-			delay = DatumGetInt32(get_col(t, 11, &isnull));
-			if (delay > 0)
-			{
-				held_value = get_col(t, 12, &isnull);
-				set_held = true;
-			}
-			if (slow > 0)
-			{
-				Oid stypes[3] = {UUIDOID, UUIDOID, INT4OID};
-				Datum sv[3] = {room, poster, Int32GetDatum(slow)};
+				bool n;
+				Datum ch = heap_getattr(l_tup, attnum_in(r_desc, "livechat_rooms", "channel_id"), r_desc, &n);
 
-				rc = SPI_execute_plan(
-					keep_plan(&slow_plan,
-					          "INSERT INTO pod.chat_slow AS s (room_id, poster, last_at) VALUES ($1, $2, clock_timestamp()) "
-					          "ON CONFLICT (room_id, poster) DO UPDATE SET last_at = EXCLUDED.last_at "
-					          "  WHERE s.last_at <= EXCLUDED.last_at - make_interval(secs => $3) "
-					          "RETURNING 0",
-					          3, stypes),
-					sv, NULL, false, 0);
-				if (rc != SPI_OK_INSERT_RETURNING)
-					elog(ERROR, "slow mode: %s", SPI_result_code_string(rc));
-				if (SPI_processed == 0)
+				if (!n)
+					o_tup = pgpod_fetch_one("channel_chat_options", "channel_chat_options_pkey", ch, (Datum)0, &o_desc);
+			}
+			if (o_tup != NULL)
+				opts = heap_getattr(o_tup, attnum_in(o_desc, "channel_chat_options", "options"), o_desc, &opts_null);
+			if (!opts_null && !(JB_ROOT_IS_OBJECT(DatumGetJsonbP(opts)) && JB_ROOT_COUNT(DatumGetJsonbP(opts)) == 0))
+			{
+				Datum bad;
+				bool bad_null;
+				int32 slow, delay;
+
+				if (strcmp(role, "anonymous") == 0 &&
+				    (option_bool(opts, "mute_anonymous", false) || !option_bool(opts, "anonymous_allowed", true)))
+					ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					                errmsg("anonymous viewers may read but not post in room %s", room_text),
+					                errhint("Sign in to post.")));
 				{
-					int32 wait_s;
+					bool wn;
+					Datum words = json_field(opts, "forbidden_words", &wn);
+					LOCAL_FCINFO(call, 2);
+
+					InitFunctionCallInfoData(*call, NULL, 2, InvalidOid, NULL, NULL);
+					call->args[0].value = text_d;
+					call->args[0].isnull = text_null;
+					call->args[1].value = words;
+					call->args[1].isnull = wn;
+					bad = forbidden_word_in(call);
+					bad_null = call->isnull;
+				}
+				if (!bad_null)
+				{
+					bool an;
+					Datum action = json_field_text(opts, "forbidden_words_action", &an);
+
+					if (!an && strcmp(TextDatumGetCString(action), "hide") == 0)
+						set_hidden = true;
+					else
+						ereport(ERROR, (errcode(ERRCODE_CHECK_VIOLATION),
+						                errmsg("message refused: it contains the forbidden word %s", TextDatumGetCString(bad)),
+						                errhint("This room's moderators do not allow it.")));
+				}
+				slow = option_int(opts, "slow_mode_seconds");
+				if (slow > 0)
+				{
+					Oid stypes[3] = {UUIDOID, UUIDOID, INT4OID};
+					Datum sv[3] = {room, poster, Int32GetDatum(slow)};
 
 					rc = SPI_execute_plan(
-						keep_plan(&slow_wait_plan,
-						          "SELECT greatest(1, ceil(extract(epoch FROM s.last_at + make_interval(secs => $3) - clock_timestamp())))::integer "
-						          "  FROM pod.chat_slow s WHERE s.room_id = $1 AND s.poster = $2",
+						keep_plan(&slow_plan,
+						          "INSERT INTO pod.chat_slow AS s (room_id, poster, last_at) VALUES ($1, $2, clock_timestamp()) "
+						          "ON CONFLICT (room_id, poster) DO UPDATE SET last_at = EXCLUDED.last_at "
+						          "  WHERE s.last_at <= EXCLUDED.last_at - make_interval(secs => $3) "
+						          "RETURNING 0",
 						          3, stypes),
-						sv, NULL, false, 1);
-					if (rc != SPI_OK_SELECT || SPI_processed != 1)
+						sv, NULL, false, 0);
+					if (rc != SPI_OK_INSERT_RETURNING)
 						elog(ERROR, "slow mode: %s", SPI_result_code_string(rc));
-					wait_s = DatumGetInt32(get_col(SPI_tuptable, 1, &isnull));
-					ereport(ERROR, (errcode(ERRCODE_PT429), errmsg("slow mode: you may post again in %d seconds", wait_s),
-					                errdetail("Retry-After: %d", wait_s),
-					                errhint("This room allows one message per %d seconds.", slow)));
+					if (SPI_processed == 0)
+					{
+						int32 wait_s;
+						bool isnull;
+
+						rc = SPI_execute_plan(
+							keep_plan(&slow_wait_plan,
+							          "SELECT greatest(1, ceil(extract(epoch FROM s.last_at + make_interval(secs => $3) - clock_timestamp())))::integer "
+							          "  FROM pod.chat_slow s WHERE s.room_id = $1 AND s.poster = $2",
+							          3, stypes),
+							sv, NULL, false, 1);
+						if (rc != SPI_OK_SELECT || SPI_processed != 1)
+							elog(ERROR, "slow mode: %s", SPI_result_code_string(rc));
+						wait_s = DatumGetInt32(get_col(SPI_tuptable, 1, &isnull));
+						ereport(ERROR, (errcode(ERRCODE_PT429), errmsg("slow mode: you may post again in %d seconds", wait_s),
+						                errdetail("Retry-After: %d", wait_s),
+						                errhint("This room allows one message per %d seconds.", slow)));
+					}
+				}
+				delay = option_int(opts, "moderation_delay_seconds");
+				if (delay > 0)
+				{
+					/* now() + make_interval(secs => delay) */
+					Interval *span = palloc0(sizeof(Interval));
+
+					span->time = (int64)delay * USECS_PER_SEC;
+					held_value = DirectFunctionCall2(timestamptz_pl_interval,
+					                                 TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+					                                 IntervalPGetDatum(span));
+					set_held = true;
 				}
 			}
 		}
+		PopActiveSnapshot();
 	}
 	SPI_finish();
 	{
@@ -818,4 +1079,85 @@ messages_check_post(PG_FUNCTION_ARGS)
 			row = heap_modify_tuple_by_cols(row, desc, n, cols, vals, nulls);
 	}
 	return PointerGetDatum(row);
+}
+
+/* --- pod.room_role ------------------------------------------------------------------- */
+
+/*
+ * pod.room_role(room): the caller's role in a room: owner, admin, member, outcast for
+ * local users (any signed-in user is a member of a video or channel room until
+ * banned), anonymous or remote for guests (outcast once banned), NULL for nobody. Was
+ * plpgsql; every post asks it (the RETURNING of the gateway's insert meets the read
+ * policy) and every history page once, each in a transaction of its own.
+ */
+PG_FUNCTION_INFO_V1(room_role);
+
+Datum
+room_role(PG_FUNCTION_ARGS)
+{
+	Datum uid, room;
+	bool uid_null, isnull;
+	HeapTuple tup;
+	TupleDesc desc;
+	char *role = NULL;
+
+	uid = call0(current_user_id_cached, &uid_null);
+	if (!uid_null)
+	{
+		if (PG_ARGISNULL(0))
+			PG_RETURN_NULL();
+		room = PG_GETARG_DATUM(0);
+		tup = pgpod_fetch_one("rooms", "rooms_pkey", room, (Datum)0, &desc);
+		if (tup == NULL)
+			PG_RETURN_NULL();
+		{
+			bool cn, tn;
+			Datum creator = heap_getattr(tup, attnum_in(desc, "rooms", "created_by"), desc, &cn);
+			Datum type = heap_getattr(tup, attnum_in(desc, "rooms", "type"), desc, &tn);
+			char *type_text = tn ? NULL : DatumGetCString(DirectFunctionCall1(enum_out, type));
+			HeapTuple m;
+			TupleDesc mdesc;
+
+			if (!cn && memcmp(DatumGetUUIDP(creator), DatumGetUUIDP(uid), UUID_LEN) == 0)
+				PG_RETURN_TEXT_P(cstring_to_text("owner"));
+			m = pgpod_fetch_one("room_members", "room_members_pkey", room, uid, &mdesc);
+			if (m != NULL)
+			{
+				Datum aff = heap_getattr(m, attnum_in(mdesc, "room_members", "affiliation"), mdesc, &isnull);
+
+				if (!isnull)
+					role = DatumGetCString(DirectFunctionCall1(enum_out, aff));
+			}
+			else if (type_text != NULL && (strcmp(type_text, "video") == 0 || strcmp(type_text, "channel") == 0))
+				role = "member";
+		}
+	}
+	else
+	{
+		/* pod.current_guest_id() refuses an expired or malformed guest token */
+		Datum gid = call_named0("current_guest_id", &isnull);
+
+		if (isnull || PG_ARGISNULL(0))
+			PG_RETURN_NULL();
+		room = PG_GETARG_DATUM(0);
+		tup = pgpod_fetch_one("chat_guests", "chat_guests_pkey", gid, (Datum)0, &desc);
+		if (tup != NULL)
+		{
+			bool rn, an, kn;
+			Datum g_room = heap_getattr(tup, attnum_in(desc, "chat_guests", "room_id"), desc, &rn);
+			Datum aff = heap_getattr(tup, attnum_in(desc, "chat_guests", "affiliation"), desc, &an);
+			Datum kind = heap_getattr(tup, attnum_in(desc, "chat_guests", "kind"), desc, &kn);
+
+			if (!rn && memcmp(DatumGetUUIDP(g_room), DatumGetUUIDP(room), UUID_LEN) == 0)
+			{
+				if (!an && strcmp(DatumGetCString(DirectFunctionCall1(enum_out, aff)), "outcast") == 0)
+					role = "outcast";
+				else if (!kn)
+					role = TextDatumGetCString(kind);
+			}
+		}
+	}
+	if (role == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(role));
 }

@@ -15,7 +15,11 @@
 
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "access/htup_details.h"
+#include "access/xact.h"
 #include "executor/spi.h"
+#include "pgpod.h"
+#include "utils/timestamp.h"
 #include "fmgr.h"
 #include "nodes/makefuncs.h"
 #include "nodes/pg_list.h"
@@ -128,18 +132,17 @@ claim_text(Datum claims, const char *key)
 	return call->isnull ? NULL : TextDatumGetCString(v);
 }
 
-static SPIPlanPtr session_plan;
-
 Datum
 session_user_id(PG_FUNCTION_ARGS)
 {
 	const char *setting = GetConfigOption("request.jwt.claims", true, false);
 	Datum claims;
 	char *sid, *sub;
-	Datum values[2];
+	Datum sid_d, sub_d;
+	HeapTuple s;
+	TupleDesc desc;
 	pg_uuid_t *uid;
-	bool isnull;
-	int rc;
+	bool ok = false;
 
 	/* pod.jwt_claims(): no claims is '{}', which has no sid */
 	if (setting == NULL || setting[0] == '\0')
@@ -152,33 +155,27 @@ session_user_id(PG_FUNCTION_ARGS)
 	/* (a missing sub is no match below, as sub::uuid NULL was) */
 	if (!canonical_uuid(sid) || (sub != NULL && !canonical_uuid(sub)))
 		ereport(ERROR, (errcode(MAKE_SQLSTATE('P', 'T', '4', '0', '1')), errmsg("malformed session claims")));
-	if (sub == NULL)
-		ereport(ERROR, (errcode(MAKE_SQLSTATE('P', 'T', '4', '0', '1')), errmsg("session has ended"),
-		                errhint("Log in again.")));
-	values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(sid));
-	values[1] = DirectFunctionCall1(uuid_in, CStringGetDatum(sub));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (session_plan == NULL)
+	if (sub != NULL)
 	{
-		Oid types[2] = {UUIDOID, UUIDOID};
-		SPIPlanPtr plan = SPI_prepare_cursor("SELECT s.user_id FROM pod.sessions s WHERE s.id = $1 AND s.user_id = $2 "
-		                              "AND s.revoked_at IS NULL AND s.expires_at > now()",
-		                              2, types, CURSOR_OPT_GENERIC_PLAN);
+		sid_d = DirectFunctionCall1(uuid_in, CStringGetDatum(sid));
+		sub_d = DirectFunctionCall1(uuid_in, CStringGetDatum(sub));
+		/* s.id = sid AND s.user_id = sub AND s.revoked_at IS NULL AND s.expires_at > now() */
+		s = pgpod_fetch_one("sessions", "sessions_pkey", sid_d, (Datum)0, &desc);
+		if (s != NULL)
+		{
+			bool un, rn, en;
+			Datum user = heap_getattr(s, SPI_fnumber(desc, "user_id"), desc, &un);
+			Datum expires = heap_getattr(s, SPI_fnumber(desc, "expires_at"), desc, &en);
 
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not prepare the session look-up: %s", SPI_result_code_string(SPI_result));
-		session_plan = plan;
+			(void)heap_getattr(s, SPI_fnumber(desc, "revoked_at"), desc, &rn);
+			ok = !un && memcmp(DatumGetUUIDP(user), DatumGetUUIDP(sub_d), UUID_LEN) == 0 && rn && !en &&
+			     DatumGetTimestampTz(expires) > GetCurrentTransactionStartTimestamp();
+		}
 	}
-	rc = SPI_execute_plan(session_plan, values, NULL, true, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "session look-up: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 0)
+	if (!ok)
 		ereport(ERROR, (errcode(MAKE_SQLSTATE('P', 'T', '4', '0', '1')), errmsg("session has ended"),
 		                errhint("Log in again.")));
-	(void)SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	uid = (pg_uuid_t *)SPI_palloc(sizeof(pg_uuid_t));
-	*uid = *DatumGetUUIDP(values[1]);
-	SPI_finish();
+	uid = palloc(sizeof(pg_uuid_t));
+	*uid = *DatumGetUUIDP(sub_d);
 	PG_RETURN_UUID_P(uid);
 }
