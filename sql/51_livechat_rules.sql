@@ -162,10 +162,10 @@ END $$;
 -- The caller's role in a room: owner, admin, member, outcast for local users (any
 -- signed-in user is a member of a video or channel room until banned), anonymous or
 -- remote for guests (outcast once banned), NULL for nobody.
--- In C (extension/src/chat_rules.c): one statement for a user, one for a guest (after
--- pod.current_guest_id(), which refuses an expired token); it was plpgsql, set up again
--- in every transaction, and every post (its RETURNING meets the read policy) and every
--- history page asks it.
+-- In C (extension/src/chat_rules.c): the room and membership (or, for a guest, after
+-- pod.current_guest_id(), which refuses an expired token, the guest row) read by key
+-- under the caller's snapshot; it was plpgsql, set up again in every transaction, and
+-- every post (its RETURNING meets the read policy) and every history page asks it.
 CREATE FUNCTION pod.room_role(room uuid) RETURNS text
   AS 'MODULE_PATHNAME', 'room_role' LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
   SET enable_seqscan = off;

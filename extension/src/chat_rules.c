@@ -437,8 +437,10 @@ guest_view(PG_FUNCTION_ARGS)
  * expressions again in every transaction, and a post is a transaction of its own, so
  * that setup was most of the check. The rules and their order are the same: the room,
  * the poster's role, mute and right to post, and the options in force for a poster
- * who is not a moderator come from one statement (the options read as
- * pod.validate_chat_options admitted them); guest_id, author_ref, hidden and
+ * who is not a moderator are read by key (pgpod_fetch_one, under a new snapshot as the
+ * plpgsql statement had; no executor to set up for five one-row look-ups), and
+ * evaluated with the casts the SQL used (boolin, int4in, jsonb's boolean cast), each
+ * only when the rule before it passed; guest_id, author_ref, hidden and
  * held_until are granted to no API role, so a row arriving with guest_id set comes
  * from the pod's own code (a remote post, rules applied) and one with author_ref set
  * and no guest is the pod's own (a room event, a remote room's mirror).
@@ -1088,7 +1090,8 @@ messages_check_post(PG_FUNCTION_ARGS)
  * local users (any signed-in user is a member of a video or channel room until
  * banned), anonymous or remote for guests (outcast once banned), NULL for nobody. Was
  * plpgsql; every post asks it (the RETURNING of the gateway's insert meets the read
- * policy) and every history page once, each in a transaction of its own.
+ * policy) and every history page once, each in a transaction of its own. Reads by key
+ * under the caller's snapshot (it is STABLE, as it was).
  */
 PG_FUNCTION_INFO_V1(room_role);
 
