@@ -3312,30 +3312,12 @@ END $$;
 
 -- The first forbidden entry a text contains, or NULL. Words match whole words of the
 -- folded text (so case, width and composed/decomposed forms do not matter); regular
--- expressions match the NFKC text case-insensitively.
+-- expressions match the NFKC text case-insensitively (ICU). In C
+-- (extension/src/chat_rules.c): the same functions as pod.chat_fold, but the text is
+-- folded once and the list's words once per list (every post of a room checks the same
+-- list), which was most of a post's option check in plpgsql.
 CREATE FUNCTION pod.forbidden_word_in(t text, words jsonb) RETURNS text
-  LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pod AS $$
-DECLARE
-  folded text;
-  nfkc text;
-  w text;
-BEGIN
-  IF t IS NULL OR words IS NULL OR jsonb_array_length(words) = 0 THEN
-    RETURN NULL;
-  END IF;
-  folded := pod.chat_fold(t);
-  nfkc := normalize(t, NFKC);
-  FOR w IN SELECT jsonb_array_elements_text(words) LOOP
-    IF length(w) >= 2 AND left(w, 1) = '/' AND right(w, 1) = '/' THEN
-      IF (nfkc COLLATE "und-x-icu") ~* substr(w, 2, length(w) - 2) THEN
-        RETURN w;
-      END IF;
-    ELSIF strpos(folded, pod.chat_fold(w)) > 0 THEN
-      RETURN w;
-    END IF;
-  END LOOP;
-  RETURN NULL;
-END $$;
+  AS 'MODULE_PATHNAME', 'forbidden_word_in' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 
 -- Guests: anonymous viewers and remote pods' users ---------------------------------------
 
@@ -3435,24 +3417,13 @@ END $$;
 -- The caller's role in a room: owner, admin, member, outcast for local users (any
 -- signed-in user is a member of a video or channel room until banned), anonymous or
 -- remote for guests (outcast once banned), NULL for nobody.
+-- In C (extension/src/chat_rules.c): the room and membership (or, for a guest, after
+-- pod.current_guest_id(), which refuses an expired token, the guest row) read by key
+-- under the caller's snapshot; it was plpgsql, set up again in every transaction, and
+-- every post (its RETURNING meets the read policy) and every history page asks it.
 CREATE FUNCTION pod.room_role(room uuid) RETURNS text
-  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-DECLARE
-  uid uuid := pod.current_user_id();
-  g pod.chat_guests;
-  r text;
-BEGIN
-  IF uid IS NOT NULL THEN
-    SELECT CASE WHEN rm.created_by = uid THEN 'owner' ELSE coalesce(m.affiliation::text,
-                  CASE WHEN rm.type IN ('video', 'channel') THEN 'member' END) END
-      INTO r
-      FROM pod.rooms rm LEFT JOIN pod.room_members m ON m.room_id = rm.id AND m.user_id = uid
-     WHERE rm.id = room;
-    RETURN r;
-  END IF;
-  SELECT * INTO g FROM pod.chat_guests WHERE id = pod.current_guest_id() AND room_id = room;
-  RETURN CASE WHEN g.affiliation = 'outcast' THEN 'outcast' ELSE g.kind END;
-END $$;
+  AS 'MODULE_PATHNAME', 'room_role' LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
+  SET enable_seqscan = off;
 
 CREATE OR REPLACE FUNCTION pod.room_affiliation(room uuid) RETURNS pod.affiliation
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
@@ -3529,25 +3500,17 @@ CREATE FUNCTION pod.room_chat_options(room uuid) RETURNS jsonb
                     WHERE l.room_id = room), '{}'::jsonb);
 
 -- Events: one place numbers them (under the room's row lock) and notifies the streams.
+-- In C (extension/src/room_events.c), one statement: the room's event_seq advanced
+-- (the row lock makes the sequence gapless and in commit order), the event written,
+-- the followers asked for; then NOTIFY pgpod_room_events only when a gateway listens
+-- to the room (pod.room_event_notify) and, when other pods follow the room
+-- (sql/76_livechat_federation.sql), pod.chat_push_event. NULL when the room itself is
+-- being deleted. Its look-ups are by key (SET enable_seqscan = off: with few rooms, the
+-- generic plan would otherwise scan pod.rooms, whose every event leaves a row version).
 CREATE FUNCTION pod.room_event_append(room uuid, event_kind pod.room_event_kind, message bigint,
                                       event_audience text DEFAULT NULL, event_author uuid DEFAULT NULL) RETURNS bigint
-  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-DECLARE
-  next_seq bigint;
-BEGIN
-  UPDATE pod.rooms SET event_seq = event_seq + 1 WHERE id = room RETURNING event_seq INTO next_seq;
-  IF next_seq IS NULL THEN
-    RETURN NULL;    -- the room itself is being deleted
-  END IF;
-  INSERT INTO pod.room_events (room_id, seq, kind, message_id, audience, author)
-    VALUES (room, next_seq, event_kind, message, event_audience, event_author);
-  PERFORM pod.room_event_notify(room, next_seq);   -- only when a gateway listens to the room
-  -- other pods with viewers in the room get every event (sql/76_livechat_federation.sql)
-  IF EXISTS (SELECT 1 FROM pod.room_remote_pods p WHERE p.room_id = room) THEN
-    PERFORM pod.chat_push_event(room, next_seq, event_kind, message, event_audience);
-  END IF;
-  RETURN next_seq;
-END $$;
+  AS 'MODULE_PATHNAME', 'room_event_append' LANGUAGE C SECURITY DEFINER SET search_path = pg_catalog, pod
+  SET enable_seqscan = off;
 
 -- A moderator action: a log row and a room event (a message of type 'event' written by
 -- the pod, hidden from all but staff when it concerns a message others never saw).
@@ -3569,134 +3532,17 @@ END $$;
 -- Posting: every rule in one BEFORE INSERT trigger. guest_id, author_ref, hidden and
 -- held_until are granted to no API role, so a row arriving with guest_id set comes from
 -- the pod's own code (a remote post, rules applied) and one with author_ref set and no
--- guest is the pod's own (a room event, a remote room's mirror).
+-- guest is the pod's own (a room event, a remote room's mirror). In C
+-- (extension/src/chat_rules.c), in this order: who posts (a signed-in user as the
+-- message's author, or a guest: an anonymous viewer's live token for this room, or a
+-- remote user through pod.chat_remote_post); only the pod writes other types than
+-- 'message'; text at most 5000 characters; not another pod's room; the poster's role
+-- (not a member, banned), mute and the role's post permission; then, except for the
+-- owner and admins, the channel's options: mute_anonymous / anonymous_allowed,
+-- forbidden_words (refused, or hidden with forbidden_words_action 'hide'), slow mode
+-- (PT429 with Retry-After) and the moderation delay (held_until).
 CREATE FUNCTION pod.messages_check_post() RETURNS trigger
-  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-DECLARE
-  uid uuid;
-  g pod.chat_guests;
-  r pod.rooms;
-  role text;
-  opts jsonb;
-  poster_id uuid;
-  slow integer;
-  delay integer;
-  wait_s integer;
-  bad text;
-  m pod.room_members;
-BEGIN
-  IF NEW.author_ref IS NOT NULL AND NEW.guest_id IS NULL THEN
-    RETURN NEW;     -- the pod's own: a room event (pod.chat_log_moderation), a remote room's mirror
-  END IF;
-  -- a remote post (pod.chat_remote_post) is the guest's, whoever runs the delivery
-  IF NOT (NEW.guest_id IS NOT NULL AND current_setting('pod.chat_enforce', true) = 'on') THEN
-    uid := pod.current_user_id();
-  END IF;
-  IF uid IS NULL AND NEW.guest_id IS NULL AND pod.jwt_claims() ->> 'guest' IS NULL
-     AND current_setting('pod.chat_enforce', true) IS DISTINCT FROM 'on' AND pod.is_admin() THEN
-    RETURN NEW;     -- the superuser (psql, a restore) or a maintenance job writes as it likes
-  END IF;
-  IF uid IS NULL THEN
-    SELECT * INTO g FROM pod.chat_guests WHERE id = coalesce(NEW.guest_id, pod.current_guest_id());
-    IF g.id IS NULL THEN
-      RAISE EXCEPTION 'sign in or join the chat to post' USING ERRCODE = '42501';
-    END IF;
-  ELSIF NEW.guest_id IS NOT NULL THEN
-    RAISE EXCEPTION 'a signed-in user posts as themselves' USING ERRCODE = '42501';
-  END IF;
-  IF uid IS NOT NULL THEN
-    IF NEW.author_id IS DISTINCT FROM uid THEN
-      RAISE EXCEPTION 'a message''s author must be the calling user' USING ERRCODE = '42501';
-    END IF;
-    poster_id := uid;
-  ELSE
-    IF NEW.author_id IS NOT NULL THEN
-      RAISE EXCEPTION 'a guest''s message has no local author' USING ERRCODE = '42501';
-    END IF;
-    IF g.room_id IS DISTINCT FROM NEW.room_id THEN
-      RAISE EXCEPTION 'your chat token is for another room' USING ERRCODE = '42501';
-    END IF;
-    IF g.kind = 'anonymous' AND g.expires_at <= now() THEN
-      RAISE EXCEPTION 'anonymous chat token has expired' USING ERRCODE = 'PT401';
-    END IF;
-    NEW.guest_id := g.id;
-    NEW.author_ref := g.name;
-    poster_id := g.id;
-  END IF;
-  IF NEW.type <> 'message' THEN
-    RAISE EXCEPTION 'only the pod writes % messages', NEW.type USING ERRCODE = '42501';
-  END IF;
-  IF length(NEW.data ->> 'text') > 5000 THEN
-    RAISE EXCEPTION 'a message''s text is at most 5000 characters' USING ERRCODE = '22023';
-  END IF;
-
-  SELECT * INTO r FROM pod.rooms WHERE id = NEW.room_id;
-  IF r.type = 'video' AND r.created_by IS NULL
-     AND EXISTS (SELECT 1 FROM pod.remote_video_chats c WHERE c.room_id = NEW.room_id) THEN
-    RAISE EXCEPTION 'room % is another pod''s chat', NEW.room_id USING ERRCODE = '42501',
-      HINT = 'Post with POST /rpc/chat_post: the room''s pod decides.';
-  END IF;
-  IF uid IS NOT NULL THEN
-    SELECT * INTO m FROM pod.room_members WHERE room_id = NEW.room_id AND user_id = uid;
-    role := CASE WHEN r.created_by = uid THEN 'owner' ELSE coalesce(m.affiliation::text,
-                   CASE WHEN r.type IN ('video', 'channel') THEN 'member' END) END;
-  ELSE
-    role := CASE WHEN g.affiliation = 'outcast' THEN 'outcast' ELSE g.kind END;
-  END IF;
-  IF role IS NULL THEN
-    RAISE EXCEPTION 'you are not a member of room %', NEW.room_id USING ERRCODE = '42501';
-  ELSIF role = 'outcast' THEN
-    RAISE EXCEPTION 'you are banned from room %', NEW.room_id USING ERRCODE = '42501';
-  END IF;
-  IF coalesce((m.data ->> 'is_muted')::boolean, g.is_muted, false) THEN
-    RAISE EXCEPTION 'you are muted in room %', NEW.room_id USING ERRCODE = '42501',
-      HINT = 'A room owner or admin can unmute you.';
-  END IF;
-  IF NOT pod.role_may(r.data, role, 'post') THEN
-    RAISE EXCEPTION 'your role (%) may not post in room %', role, NEW.room_id USING ERRCODE = '42501';
-  END IF;
-  IF role IN ('owner', 'admin') THEN
-    RETURN NEW;     -- moderators: no slow mode, no delay, no word filter
-  END IF;
-
-  SELECT o.options INTO opts FROM pod.livechat_rooms l JOIN pod.channel_chat_options o USING (channel_id)
-   WHERE l.room_id = NEW.room_id;
-  IF opts IS NULL OR opts = '{}' THEN
-    RETURN NEW;
-  END IF;
-  IF role = 'anonymous' AND (coalesce((opts ->> 'mute_anonymous')::boolean, false)
-                             OR NOT coalesce((opts ->> 'anonymous_allowed')::boolean, true)) THEN
-    RAISE EXCEPTION 'anonymous viewers may read but not post in room %', NEW.room_id USING ERRCODE = '42501',
-      HINT = 'Sign in to post.';
-  END IF;
-  bad := pod.forbidden_word_in(NEW.data ->> 'text', opts -> 'forbidden_words');
-  IF bad IS NOT NULL THEN
-    IF coalesce(opts ->> 'forbidden_words_action', 'refuse') = 'hide' THEN
-      NEW.hidden := true;
-    ELSE
-      RAISE EXCEPTION 'message refused: it contains the forbidden word %', bad USING ERRCODE = '23514',
-        HINT = 'This room''s moderators do not allow it.';
-    END IF;
-  END IF;
-  slow := coalesce((opts ->> 'slow_mode_seconds')::integer, 0);
-  IF slow > 0 THEN
-    INSERT INTO pod.chat_slow AS s (room_id, poster, last_at) VALUES (NEW.room_id, poster_id, clock_timestamp())
-      ON CONFLICT (room_id, poster) DO UPDATE SET last_at = EXCLUDED.last_at
-        WHERE s.last_at <= EXCLUDED.last_at - make_interval(secs => slow)
-      RETURNING 0 INTO wait_s;
-    IF wait_s IS NULL THEN
-      SELECT greatest(1, ceil(extract(epoch FROM s.last_at + make_interval(secs => slow) - clock_timestamp())))::integer
-        INTO wait_s FROM pod.chat_slow s WHERE s.room_id = NEW.room_id AND s.poster = poster_id;
-      RAISE EXCEPTION 'slow mode: you may post again in % seconds', wait_s USING ERRCODE = 'PT429',
-        DETAIL = 'Retry-After: ' || wait_s, HINT = format('This room allows one message per %s seconds.', slow);
-    END IF;
-  END IF;
-  delay := coalesce((opts ->> 'moderation_delay_seconds')::integer, 0);
-  IF delay > 0 THEN
-    NEW.held_until := now() + make_interval(secs => delay);
-  END IF;
-  RETURN NEW;
-END $$;
+  AS 'MODULE_PATHNAME', 'messages_check_post' LANGUAGE C SECURITY DEFINER SET search_path = pg_catalog, pod;
 DROP TRIGGER messages_check_author ON pod.messages;
 DROP FUNCTION pod.messages_check_author();
 CREATE TRIGGER messages_check_post BEFORE INSERT ON pod.messages
@@ -3744,6 +3590,20 @@ BEGIN
   END IF;
   RETURN NULL;
 END $$;
+-- A new message everyone may see at once (neither held nor hidden: most of them) has
+-- its 'new' event written by a C trigger (extension/src/room_events.c: what
+-- pod.room_event_append does, without two plpgsql functions' per-transaction setup);
+-- the rest, edits and deletes by pod.messages_record_event.
+DROP TRIGGER messages_record_event ON pod.messages;
+CREATE TRIGGER messages_record_event AFTER UPDATE OR DELETE ON pod.messages
+  FOR EACH ROW EXECUTE FUNCTION pod.messages_record_event();
+CREATE TRIGGER messages_record_event_held AFTER INSERT ON pod.messages
+  FOR EACH ROW WHEN (NEW.held_until IS NOT NULL OR NEW.hidden) EXECUTE FUNCTION pod.messages_record_event();
+CREATE FUNCTION pod.messages_event_new() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'messages_event_new' LANGUAGE C SECURITY DEFINER SET search_path = pg_catalog, pod
+  SET enable_seqscan = off;
+CREATE TRIGGER messages_record_event_new AFTER INSERT ON pod.messages
+  FOR EACH ROW WHEN (NEW.held_until IS NULL AND NOT NEW.hidden) EXECUTE FUNCTION pod.messages_event_new();
 
 -- Held messages whose delay is over get their event for everyone else. Run by the
 -- livechat daemon (workers/livechat); returns how many it released.
@@ -3762,9 +3622,12 @@ END $$;
 COMMENT ON FUNCTION pod.livechat_release() IS 'Writes the event that shows held messages to everyone once their moderation delay is over.';
 
 -- Seconds until the next held message is due (NULL: none), for the daemon's timer.
+-- (greatest() skips a NULL: with nothing held it answered 0, and the daemon ticked every
+-- 5 ms while idle.)
 CREATE FUNCTION pod.livechat_next_release() RETURNS double precision
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod
-  RETURN (SELECT greatest(0, extract(epoch FROM min(until) - now()))::double precision FROM pod.chat_held);
+  RETURN (SELECT CASE WHEN min(until) IS NOT NULL THEN greatest(0, extract(epoch FROM min(until) - now())) END::double precision
+            FROM pod.chat_held);
 
 -- The livechat daemon's tick (workers/livechat): releases due held messages, runs
 -- pod.livechat_cleanup() every livechat.cleanup_interval (and drops anonymous guests a
@@ -4061,6 +3924,19 @@ CREATE FUNCTION pod.event_visible(room uuid, event_audience text, event_author u
       OR (event_audience = 'staff') = coalesce(event_author = pod.current_user_id() OR event_author = pod.current_guest_id()
                                                 OR pod.can_moderate_room(room), false);
 
+-- The policies below ask these rules per row, but the room part once per room and
+-- snapshot (extension/src/chat_rules.c): pod.room_view(room) is 0 when the caller may
+-- not read the room, 1 for a reader, 2 for a moderator (pod.room_role decides, as for
+-- pod.can_read_room and pod.can_moderate_room); pod.guest_view(room) is
+-- pod.guest_reads(room). The caller's ids are init plans ((SELECT ...): once per
+-- query). A page of history thus reads its index range with per-page permission work.
+CREATE FUNCTION pod.room_view(room uuid) RETURNS integer
+  AS 'MODULE_PATHNAME', 'room_view' LANGUAGE C STABLE;
+COMMENT ON FUNCTION pod.room_view(uuid) IS 'The caller''s view of a room for row-level security: 0 none, 1 reader, 2 moderator (pod.room_role, asked once per room and snapshot).';
+CREATE FUNCTION pod.guest_view(room uuid) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'guest_view' LANGUAGE C STABLE;
+COMMENT ON FUNCTION pod.guest_view(uuid) IS 'pod.guest_reads(room), asked once per room and snapshot, for row-level security.';
+
 -- An anonymous reader holds a chat token for one room; without one, reading rooms is
 -- refused outright (42501: HTTP 401), as it was before guests existed.
 CREATE FUNCTION pod.guest_reads(room uuid) RETURNS boolean
@@ -4081,10 +3957,19 @@ CREATE POLICY members_moderate ON pod.room_members TO pgpod_user
   USING (pod.room_may(room_id, 'mute') OR pod.room_may(room_id, 'ban'))
   WITH CHECK (pod.room_may(room_id, 'mute') OR pod.room_may(room_id, 'ban'));
 DROP POLICY messages_read ON pod.messages;
+-- (pod.can_read_room(room_id) AND pod.message_visible(room_id, author_id, guest_id, hidden, held_until))
 CREATE POLICY messages_read ON pod.messages FOR SELECT TO pgpod_user
-  USING (pod.can_read_room(room_id) AND pod.message_visible(room_id, author_id, guest_id, hidden, held_until));
+  USING (CASE pod.room_view(room_id)
+           WHEN 2 THEN true
+           WHEN 1 THEN (NOT hidden AND (held_until IS NULL OR held_until <= now()))
+                       OR author_id = (SELECT pod.current_user_id()) OR guest_id = (SELECT pod.current_guest_id())
+           ELSE false END);
+-- (pod.guest_reads(room_id) AND pod.message_visible(room_id, author_id, guest_id, hidden, held_until))
 CREATE POLICY messages_read_guest ON pod.messages FOR SELECT TO pgpod_anon
-  USING (pod.guest_reads(room_id) AND pod.message_visible(room_id, author_id, guest_id, hidden, held_until));
+  USING (pod.guest_view(room_id)
+         AND ((NOT hidden AND (held_until IS NULL OR held_until <= now()))
+              OR author_id = (SELECT pod.current_user_id()) OR guest_id = (SELECT pod.current_guest_id())
+              OR pod.room_view(room_id) = 2));
 DROP POLICY messages_post ON pod.messages;
 CREATE POLICY messages_post ON pod.messages FOR INSERT TO pgpod_user
   WITH CHECK (author_id = (SELECT pod.current_user_id()));
@@ -4098,10 +3983,18 @@ DROP POLICY messages_delete ON pod.messages;
 CREATE POLICY messages_delete ON pod.messages FOR DELETE TO pgpod_user
   USING (author_id = (SELECT pod.current_user_id()) OR pod.room_may(room_id, 'delete_others'));
 DROP POLICY events_read ON pod.room_events;
+-- (pod.can_read_room(room_id) AND pod.event_visible(room_id, audience, author))
 CREATE POLICY events_read ON pod.room_events FOR SELECT TO pgpod_user
-  USING (pod.can_read_room(room_id) AND pod.event_visible(room_id, audience, author));
+  USING (pod.room_view(room_id) > 0
+         AND (audience IS NULL
+              OR (audience = 'staff') = coalesce(author = (SELECT pod.current_user_id()) OR author = (SELECT pod.current_guest_id())
+                                                 OR pod.room_view(room_id) = 2, false)));
+-- (pod.guest_reads(room_id) AND pod.event_visible(room_id, audience, author))
 CREATE POLICY events_read_guest ON pod.room_events FOR SELECT TO pgpod_anon
-  USING (pod.guest_reads(room_id) AND pod.event_visible(room_id, audience, author));
+  USING (pod.guest_view(room_id)
+         AND (audience IS NULL
+              OR (audience = 'staff') = coalesce(author = (SELECT pod.current_user_id()) OR author = (SELECT pod.current_guest_id())
+                                                 OR pod.room_view(room_id) = 2, false)));
 
 ALTER TABLE pod.chat_guests ENABLE ROW LEVEL SECURITY;
 CREATE POLICY guests_visible ON pod.chat_guests FOR SELECT TO pgpod_user USING (pod.can_read_room(room_id));
@@ -4215,7 +4108,7 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA api FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pod.room_may(uuid, text), pod.message_visible(uuid, uuid, uuid, boolean, timestamptz),
     pod.event_visible(uuid, text, uuid), pod.room_history_check(uuid, bigint, bigint, integer),
     pod.forbidden_word_check(text), pod.chat_fold(text), pod.room_permission_defaults(), pod.room_role(uuid),
-    pod.current_guest_id(), pod.guest_reads(uuid)
+    pod.current_guest_id(), pod.guest_reads(uuid), pod.room_view(uuid), pod.guest_view(uuid)
   TO pgpod_anon, pgpod_user, pgpod_admin, pgpod_worker;
 GRANT EXECUTE ON FUNCTION api.chat_join_anonymous(uuid, text), api.chat_room_info(uuid), api.chat_stream_info(uuid),
     api.room_history(uuid, bigint, bigint, integer) TO pgpod_anon, pgpod_user;
@@ -4935,27 +4828,8 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pod FROM PUBLIC;
 -- ids are checked by pattern (the canonical form pod.login writes), not by catching
 -- the cast's error: an exception block is a subtransaction on every call.
 CREATE FUNCTION pod.session_user_id() RETURNS uuid
-  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-DECLARE
-  claims jsonb := pod.jwt_claims();
-  sid text := claims ->> 'sid';
-  sub text := claims ->> 'sub';
-  uid uuid;
-BEGIN
-  IF sid IS NULL THEN
-    RETURN NULL;
-  END IF;
-  IF sid !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
-     OR sub !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
-    RAISE EXCEPTION 'malformed session claims' USING ERRCODE = 'PT401';
-  END IF;
-  SELECT s.user_id INTO uid FROM pod.sessions s
-   WHERE s.id = sid::uuid AND s.user_id = sub::uuid AND s.revoked_at IS NULL AND s.expires_at > now();
-  IF uid IS NULL THEN
-    RAISE EXCEPTION 'session has ended' USING ERRCODE = 'PT401', HINT = 'Log in again.';
-  END IF;
-  RETURN uid;
-END $$;
+  AS 'MODULE_PATHNAME', 'session_user_id' LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, pod;
+COMMENT ON FUNCTION pod.session_user_id() IS 'The user of the claims'' live session (sid, sub), NULL without a sid; PT401 for malformed claims or an ended session (in C: a plpgsql function''s setup was paid by every request).';
 CREATE OR REPLACE FUNCTION pod.current_user_id() RETURNS uuid
   AS 'MODULE_PATHNAME', 'current_user_id_cached' LANGUAGE C STABLE;
 COMMENT ON FUNCTION pod.current_user_id() IS 'The user of the current request''s JWT, or NULL when there is none or its session ended.';

@@ -13,19 +13,28 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "pgpod.h"
+#include "utils/timestamp.h"
 #include "fmgr.h"
 #include "nodes/makefuncs.h"
 #include "nodes/pg_list.h"
 #include "nodes/value.h"
 #include "parser/parse_func.h"
 #include "storage/proc.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(current_user_id_cached);
 PG_FUNCTION_INFO_V1(sessions_forget_user);
+PG_FUNCTION_INFO_V1(session_user_id);
 
 static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
 static char *cached_claims;   /* TopMemoryContext */
@@ -79,4 +88,94 @@ sessions_forget_user(PG_FUNCTION_ARGS)
 		                errmsg("pod.sessions_forget_user() is a trigger function")));
 	cached_lxid = InvalidLocalTransactionId;
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * pod.session_user_id(): the user of the claims' live session (sid and sub, in the
+ * canonical form pod.login writes), NULL without a sid; PT401 for malformed claims or
+ * an ended session. Was plpgsql; in C it skips a plpgsql function's setup, which every
+ * request's transaction paid once.
+ */
+static bool
+canonical_uuid(const char *s)
+{
+	int i;
+
+	if (s == NULL || strlen(s) != 36)
+		return false;
+	for (i = 0; i < 36; i++)
+	{
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			if (s[i] != '-')
+				return false;
+		}
+		else if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') || (s[i] >= 'A' && s[i] <= 'F')))
+			return false;
+	}
+	return true;
+}
+
+/* claims ->> key, as a C string or NULL */
+static char *
+claim_text(Datum claims, const char *key)
+{
+	LOCAL_FCINFO(call, 2);
+	Datum v;
+
+	InitFunctionCallInfoData(*call, NULL, 2, InvalidOid, NULL, NULL);
+	call->args[0].value = claims;
+	call->args[0].isnull = false;
+	call->args[1].value = CStringGetTextDatum(key);
+	call->args[1].isnull = false;
+	v = jsonb_object_field_text(call);
+	return call->isnull ? NULL : TextDatumGetCString(v);
+}
+
+Datum
+session_user_id(PG_FUNCTION_ARGS)
+{
+	const char *setting = GetConfigOption("request.jwt.claims", true, false);
+	Datum claims;
+	char *sid, *sub;
+	Datum sid_d, sub_d;
+	HeapTuple s;
+	TupleDesc desc;
+	pg_uuid_t *uid;
+	bool ok = false;
+
+	/* pod.jwt_claims(): no claims is '{}', which has no sid */
+	if (setting == NULL || setting[0] == '\0')
+		PG_RETURN_NULL();
+	claims = DirectFunctionCall1(jsonb_in, CStringGetDatum(setting));
+	sid = claim_text(claims, "sid");
+	if (sid == NULL)
+		PG_RETURN_NULL();
+	sub = claim_text(claims, "sub");
+	/* (a missing sub is no match below, as sub::uuid NULL was) */
+	if (!canonical_uuid(sid) || (sub != NULL && !canonical_uuid(sub)))
+		ereport(ERROR, (errcode(MAKE_SQLSTATE('P', 'T', '4', '0', '1')), errmsg("malformed session claims")));
+	if (sub != NULL)
+	{
+		sid_d = DirectFunctionCall1(uuid_in, CStringGetDatum(sid));
+		sub_d = DirectFunctionCall1(uuid_in, CStringGetDatum(sub));
+		/* s.id = sid AND s.user_id = sub AND s.revoked_at IS NULL AND s.expires_at > now() */
+		s = pgpod_fetch_one("sessions", "sessions_pkey", sid_d, (Datum)0, &desc);
+		if (s != NULL)
+		{
+			bool un, rn, en;
+			Datum user = heap_getattr(s, SPI_fnumber(desc, "user_id"), desc, &un);
+			Datum expires = heap_getattr(s, SPI_fnumber(desc, "expires_at"), desc, &en);
+
+			(void)heap_getattr(s, SPI_fnumber(desc, "revoked_at"), desc, &rn);
+			ok = !un && memcmp(DatumGetUUIDP(user), DatumGetUUIDP(sub_d), UUID_LEN) == 0 && rn && !en &&
+			     DatumGetTimestampTz(expires) > GetCurrentTransactionStartTimestamp();
+		}
+	}
+	if (!ok)
+		ereport(ERROR, (errcode(MAKE_SQLSTATE('P', 'T', '4', '0', '1')), errmsg("session has ended"),
+		                errhint("Log in again.")));
+	uid = palloc(sizeof(pg_uuid_t));
+	*uid = *DatumGetUUIDP(sub_d);
+	PG_RETURN_UUID_P(uid);
 }

@@ -11,4 +11,11 @@ extern bool pgpod_pubsub_announce;
 /* crypto.c: raise the pending OpenSSL error as an ERROR with this SQLSTATE. */
 extern void pgpod_openssl_error(int sqlstate, const char *doing) pg_attribute_noreturn();
 
+/* chat_rules.c: a row of pod.<relname> by its unique index (one or two uuid or bigint
+ * keys), seen by the active snapshot; a copy, or NULL. */
+#include "access/htup.h"
+#include "access/tupdesc.h"
+extern HeapTuple pgpod_fetch_one(const char *relname, const char *indexname, Datum key1, Datum key2,
+                                 TupleDesc *desc_out);
+
 #endif

@@ -6,7 +6,7 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(115);
+SELECT plan(121);
 
 CREATE TEMP TABLE actor AS
   SELECT name, u.id AS user_id,
@@ -24,6 +24,7 @@ SELECT user_id AS admin FROM actor WHERE name = 'admin' \gset u_
 SELECT user_id AS member FROM actor WHERE name = 'member' \gset u_
 SELECT user_id AS outcast FROM actor WHERE name = 'outcast' \gset u_
 SELECT user_id AS owner FROM actor WHERE name = 'owner' \gset u_
+SELECT user_id AS other FROM actor WHERE name = 'other' \gset u_
 
 -- as(role name): the claims of that actor, as the gateway sets them
 CREATE FUNCTION pg_temp.act(who text) RETURNS void LANGUAGE sql AS $$
@@ -403,6 +404,61 @@ SELECT throws_ok(format($$SELECT * FROM api.room_history(%L, page_size => 0)$$, 
 SELECT throws_ok(format($$SELECT * FROM api.room_history(%L, page_size => 201)$$, :'room2'), '22023', NULL, 'history: limit 201 refused');
 SELECT throws_ok(format($$SELECT * FROM api.room_history(%L, 1, 2)$$, :'room2'), '22023', NULL, 'history: before and after together refused');
 RESET ROLE;
+
+-- row-level security asks pod.room_role once per room and snapshot (pod.room_view): a
+-- ban is seen by the next statement of the same transaction, a rolled-back unban is not
+SELECT pg_temp.act('other');
+SET LOCAL ROLE pgpod_user;
+SELECT ok((SELECT count(*) FROM api.messages WHERE room_id = :'room2') > 0, 'per-room view: a reader reads the room');
+RESET ROLE;
+SELECT set_config('request.jwt.claims', '', true);
+SELECT pod.chat_moderate(:'room2', :'u_other', 'ban') \g /dev/null
+SELECT pg_temp.act('other');
+SET LOCAL ROLE pgpod_user;
+SELECT is((SELECT count(*) FROM api.messages WHERE room_id = :'room2'), 0::bigint,
+  'per-room view: banned in the same transaction, the next statement reads nothing');
+RESET ROLE;
+SAVEPOINT unban;
+SELECT set_config('request.jwt.claims', '', true);
+SELECT pod.chat_moderate(:'room2', :'u_other', 'unban') \g /dev/null
+SELECT pg_temp.act('other');
+SET LOCAL ROLE pgpod_user;
+SELECT ok((SELECT count(*) FROM api.messages WHERE room_id = :'room2') > 0, 'per-room view: unbanned, reads again');
+RESET ROLE;
+ROLLBACK TO SAVEPOINT unban;
+SELECT pg_temp.act('other');
+SET LOCAL ROLE pgpod_user;
+SELECT is((SELECT count(*) FROM api.messages WHERE room_id = :'room2'), 0::bigint,
+  'per-room view: the unban rolled back to its savepoint is not seen');
+RESET ROLE;
+
+-- nothing held: no release is due (the livechat daemon sleeps its interval)
+DELETE FROM pod.chat_held;
+SELECT is(pod.livechat_next_release(), NULL, 'nothing held: no release time (the daemon does not spin)');
+
+-- pod.forbidden_word_in (C) answers as the plpgsql rule it replaced
+CREATE FUNCTION pg_temp.fw_ref(t text, words jsonb) RETURNS text
+  LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pod AS $$
+DECLARE folded text; nfkc text; w text;
+BEGIN
+  IF t IS NULL OR words IS NULL OR jsonb_array_length(words) = 0 THEN RETURN NULL; END IF;
+  folded := pod.chat_fold(t);
+  nfkc := normalize(t, NFKC);
+  FOR w IN SELECT jsonb_array_elements_text(words) LOOP
+    IF length(w) >= 2 AND left(w, 1) = '/' AND right(w, 1) = '/' THEN
+      IF (nfkc COLLATE "und-x-icu") ~* substr(w, 2, length(w) - 2) THEN RETURN w; END IF;
+    ELSIF strpos(folded, pod.chat_fold(w)) > 0 THEN RETURN w;
+    END IF;
+  END LOOP;
+  RETURN NULL;
+END $$;
+SELECT is((SELECT count(*) FROM (VALUES ('Free   MONEY now'), ('fr3e money'), ('this is ÜBER cool'), ('uber'), ('Ｓｐａｍ!'),
+                                        ('spammer'), ('a scam.'), (''), (NULL), ('ü'), ('e' || U&'\0301' || 'lan'), ('élan vital'),
+                                        ('/'), ('SPAM'), ('no match here')) t(t),
+                                (VALUES ('["spam", "scam", "/fr[e3]e\\s+money/", "über"]'::jsonb), ('[]'), (NULL), ('["élan"]'),
+                                        ('["/^$/", "spam"]'), ('[null, "/"]'), ('["//"]'), ('["a b", "/ü/"]')) w(w)
+                        WHERE pod.forbidden_word_in(t.t, w.w) IS DISTINCT FROM pg_temp.fw_ref(t.t, w.w)), 0::bigint,
+  'forbidden words in C: the same first entry as the plpgsql rule for words, regexes, Unicode forms, case, empty and null');
 
 SELECT * FROM finish();
 ROLLBACK;
