@@ -89,6 +89,36 @@ void wk_db_set_notify_payload(wk_db *db, wk_db_payload_cb cb);
  * 0 when sent or when not under systemd, -1 on error. */
 int wk_sd_notify(const char *state);
 
+/* --- daemon.c: signals and draining (every daemon, each gateway process) ----------- */
+/* SIGTERM/SIGINT (the first; later ones are ignored): the stopping flag is set,
+ * STOPPING=1 goes to systemd (unless no_sd_notify), stop(arg) begins the daemon's
+ * drain (it logs its own "stopping: ..." line), and the drain deadline starts. The
+ * daemon calls wk_daemon_drained() once nothing is left (the loop ends); drained(arg),
+ * when given, is polled every WK_DAEMON_DRAIN_CHECK s and ends it as well. At the
+ * deadline, deadline(arg) may return more seconds (a second stage: it released what
+ * was in flight and wants time to report it); 0 ends the loop. Without a deadline
+ * callback a warning is logged and the loop ends. SIGHUP calls reload(arg), or is
+ * ignored (it used to kill a daemon). SIGPIPE is ignored. */
+#define WK_DAEMON_DRAIN_CHECK 0.05
+typedef struct wk_daemon_config
+{
+	void (*stop)(void *arg);
+	double (*deadline)(void *arg);
+	bool (*drained)(void *arg);
+	void (*reload)(void *arg);
+	void *arg;
+	double drain_seconds; /* the first deadline after the signal; < 0: none */
+	bool no_sd_notify;    /* a gateway process: its supervisor talks to systemd */
+} wk_daemon_config;
+/* Installs the watchers on loop (one daemon per process); call before ev_run. */
+void wk_daemon_start(struct ev_loop *loop, const wk_daemon_config *cfg);
+/* True once a stop signal came. */
+bool wk_daemon_stopping(void);
+/* The drain is over (or must end now): stops the deadline, breaks the loop. */
+void wk_daemon_drained(void);
+/* Stops the watchers (after ev_run returned, before tearing the loop down). */
+void wk_daemon_stop_watching(void);
+
 /* --- bencode.c: writing bencoded values (BEP 3), through the extension's bencoder -- */
 /* Dictionaries: add "d", then each key (wk_benc_strz) and value in sorted key order,
  * then "e"; lists: "l" ... "e". */
