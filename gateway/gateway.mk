@@ -9,7 +9,7 @@ GW_LAYERS := base transport db postgrest handlers
 # The daemon library the gateway shares with workers/ (worker.h): logging, buffer,
 # settings, backoff, the LISTEN connection, sd_notify.
 GW_LIB := workers/lib/log.c workers/lib/buf.c workers/lib/env.c workers/lib/backoff.c \
-	workers/lib/db.c workers/lib/notify.c workers/lib/hex.c workers/lib/daemon.c
+	workers/lib/db.c workers/lib/notify.c workers/lib/hex.c workers/lib/daemon.c workers/lib/conn.c
 GW_SRCS := $(sort $(wildcard gateway/*.c $(GW_LAYERS:%=gateway/%/*.c))) $(GW_LIB)
 GW_HDRS := $(wildcard gateway/*.h $(GW_LAYERS:%=gateway/%/*.h)) workers/lib/worker.h
 # What needs no server: parsers, builders, the schema cache, JWT.
