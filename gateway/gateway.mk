@@ -9,7 +9,7 @@ GW_LAYERS := base transport db postgrest handlers
 # The daemon library the gateway shares with workers/ (worker.h): logging, buffer,
 # settings, backoff, the LISTEN connection, sd_notify.
 GW_LIB := workers/lib/log.c workers/lib/buf.c workers/lib/env.c workers/lib/backoff.c \
-	workers/lib/db.c workers/lib/notify.c workers/lib/hex.c workers/lib/durable.c
+	workers/lib/db.c workers/lib/notify.c workers/lib/hex.c workers/lib/durable.c workers/lib/daemon.c workers/lib/conn.c
 GW_SRCS := $(sort $(wildcard gateway/*.c $(GW_LAYERS:%=gateway/%/*.c))) $(GW_LIB)
 GW_HDRS := $(wildcard gateway/*.h $(GW_LAYERS:%=gateway/%/*.h)) workers/lib/worker.h
 # What needs no server: parsers, builders, the response functions, the schema cache, JWT.
@@ -46,10 +46,26 @@ $(GW_OUT)/fuzz: tests/unit/gateway/fuzz_request.c tests/unit/gateway/raw_request
 	clang $(GW_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
 	  -fno-sanitize-recover=all -Itests/unit/gateway -o $@ tests/unit/gateway/fuzz_request.c tests/unit/gateway/raw_request.c $(GW_CORE) $(GW_TEST_LIBS)
 
-gateway-unit: $(GW_OUT)/unit $(GW_OUT)/unit-asan $(GW_OUT)/pg-send-check gateway-sql-expected gateway-fuzz-smoke
+gateway-unit: $(GW_OUT)/unit $(GW_OUT)/unit-asan $(GW_OUT)/pg-send-check gateway-sql-expected gateway-fuzz-smoke \
+  gateway-pool-check
 	$(GW_OUT)/unit
 	ASAN_OPTIONS=detect_leaks=1 $(GW_OUT)/unit-asan
 	ASAN_OPTIONS=detect_leaks=1 $(GW_OUT)/pg-send-check
+
+# The pool alone (no HTTP, no handlers) against a PostgreSQL the test starts itself
+# (tests/unit/gateway/pool_check.sh: initdb in a temporary directory, a Unix socket
+# only, stopped and removed by a trap), under ASan/UBSan: pipelining, errors in a
+# pipeline, the statement cache, the server dying and coming back (wk_conn).
+GW_POOL_SRCS := gateway/db/pool.c gateway/db/stmt_cache.c gateway/db/pg_send.c gateway/base/metrics.c \
+	gateway/base/settings.c gateway/base/buf.c workers/lib/log.c workers/lib/buf.c workers/lib/backoff.c \
+	workers/lib/conn.c workers/lib/tap.c
+.PHONY: gateway-pool-check
+$(GW_OUT)/pool-check: tests/unit/gateway/pool_check.c $(GW_POOL_SRCS) $(GW_HDRS) workers/lib/tap.h
+	@mkdir -p $(GW_OUT)
+	clang $(GW_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+	  -o $@ tests/unit/gateway/pool_check.c $(GW_POOL_SRCS) -lev -lpq
+gateway-pool-check: $(GW_OUT)/pool-check
+	ASAN_OPTIONS=detect_leaks=1 tests/unit/gateway/pool_check.sh $(GW_OUT)/pool-check
 
 # The write coalescing with real libpq connections (its own binary: it defines
 # send() for the process), under ASan/UBSan.

@@ -65,32 +65,31 @@ load_settings(void)
 
 /* --- a gateway process -------------------------------------------------------------- */
 
-static ev_signal sigterm_w, sigint_w;
-static ev_timer drain_w;
-static double drain_started;
-
+/* SIGTERM/SIGINT through workers/lib's wk_daemon: stop accepting, finish what is in
+ * flight (polled every WK_DAEMON_DRAIN_CHECK s), exit at PGPOD_DRAIN_TIMEOUT_MS
+ * regardless. The supervisor tells systemd STOPPING=1, not the processes. */
 static void
-on_drain_tick(struct ev_loop *loop, ev_timer *w, int revents)
+on_term(void *arg)
 {
-	(void)w;
-	(void)revents;
-	if ((gw_http_active() == 0 && gw_pool_busy() == 0) ||
-	    ev_now(loop) - drain_started > gw_cfg.drain_timeout)
-		ev_break(loop, EVBREAK_ALL);
+	(void)arg;
+	gw_draining = 1;
+	gw_http_drain();
 }
 
-static void
-on_term(struct ev_loop *loop, ev_signal *w, int revents)
+static bool
+on_drain_check(void *arg)
 {
-	(void)w;
-	(void)revents;
-	if (gw_draining)
-		return;
-	gw_draining = 1;
-	drain_started = ev_now(loop);
-	gw_http_drain();
-	ev_timer_init(&drain_w, on_drain_tick, 0, 0.05);
-	ev_timer_start(loop, &drain_w);
+	(void)arg;
+	return gw_http_active() == 0 && gw_pool_busy() == 0;
+}
+
+static double
+on_drain_deadline(void *arg)
+{
+	(void)arg;
+	wk_log(WK_DEBUG, "process %d: drain timeout, %d requests still in flight", gw_process_index,
+	       gw_http_active());
+	return 0;
 }
 
 /* --- readiness ---------------------------------------------------------------
@@ -171,7 +170,11 @@ process_main(int id)
 	gw_process_index = id;
 	gw_metrics_process_start();
 	gw_loop = ev_default_loop(EVFLAG_AUTO);
-	signal(SIGPIPE, SIG_IGN);
+	wk_daemon_start(gw_loop, &(wk_daemon_config){.stop = on_term,
+	                                             .drained = on_drain_check,
+	                                             .deadline = on_drain_deadline,
+	                                             .drain_seconds = gw_cfg.drain_timeout,
+	                                             .no_sd_notify = true});
 	if (gw_pool_init(gw_cfg.pool_size, gw_cfg.db_user, gw_cfg.statement_timeout_ms,
 	                 gw_cfg.prepared, gw_cfg.pipeline))
 	{
@@ -190,11 +193,8 @@ process_main(int id)
 	gw_http_init(&gw_router);
 	ev_timer_init(&ready_w, on_ready_tick, 0, 0.02);
 	ev_timer_start(gw_loop, &ready_w);
-	ev_signal_init(&sigterm_w, on_term, SIGTERM);
-	ev_signal_start(gw_loop, &sigterm_w);
-	ev_signal_init(&sigint_w, on_term, SIGINT);
-	ev_signal_start(gw_loop, &sigint_w);
 	ev_run(gw_loop, 0);
+	wk_daemon_stop_watching();
 	ev_timer_stop(gw_loop, &ready_w);
 	gw_metrics_ready(0);
 	gw_listener_stop();

@@ -1,6 +1,8 @@
 /* The connection pool (see pool.h): one explicit state per connection
  * (down, connecting, idle, busy), libev watching each socket, a FIFO of waiting
- * jobs with a timeout, and reconnection with backoff when PostgreSQL goes away.
+ * jobs with a timeout. Connecting, and reconnecting with backoff when PostgreSQL
+ * goes away, is workers/lib's wk_conn (conn.c, the reconnect loop wk_db shares);
+ * the pool speaks the protocol once a connection is up.
  * A busy connection has a ring of the transactions it has sent (pslot), read
  * back in order, one Sync each.
  * Jobs that cannot run because no connection is up fail at once (503), so a
@@ -65,12 +67,8 @@ typedef struct pslot
 
 typedef struct pconn
 {
-	PGconn *pg;
+	wk_conn wc; /* the PGconn (wc.pg), its socket watcher and reconnect loop */
 	enum pstate state;
-	ev_io io;
-	int io_fd, io_events;
-	ev_timer retry;
-	double backoff;
 	/* the transactions in flight, in the order they were sent (a ring) */
 	pslot *slots;
 	int head, n;
@@ -96,7 +94,6 @@ static ev_prepare flusher;     /* flushes what libpq kept in its buffer; pg_send
                                 * then writes each socket's transactions at once */
 #define PIPE_MAX_AGE 0.002     /* never queue behind a transaction running longer */
 
-static void pconn_start(pconn *c);
 static void dispatch(void);
 
 PGconn *
@@ -133,20 +130,6 @@ quiet_notice(void *arg, const PGresult *res)
 {
 	(void)arg;
 	(void)res;
-}
-
-static void
-watch(pconn *c, int fd, int events)
-{
-	if (c->io_fd == fd && c->io_events == events && ev_is_active(&c->io))
-		return;
-	ev_io_stop(gw_loop, &c->io);
-	if (fd < 0 || !events)
-		return;
-	ev_io_set(&c->io, fd, events);
-	c->io_fd = fd;
-	c->io_events = events;
-	ev_io_start(gw_loop, &c->io);
 }
 
 static void
@@ -224,23 +207,32 @@ slot_at(pconn *c, int i)
 	return &c->slots[(c->head + i) % depth];
 }
 
+/* The connection is unusable: wk_conn closes it (on_closing first) and schedules
+ * the retry, then on_down fails what it carried. */
 static void
 pconn_down(pconn *c, const char *reason)
 {
-	/* reason may point into the connection's own error buffer: copy it first */
-	char why[256];
-	snprintf(why, sizeof why, "%s", reason);
-	why[strcspn(why, "\n")] = '\0';
-	ev_io_stop(gw_loop, &c->io);
-	c->io_fd = -1;
+	wk_conn_lost(&c->wc, reason);
+}
+
+static void
+on_closing(wk_conn *wc, void *arg)
+{
+	pconn *c = arg;
+	(void)wc;
 	/* before libpq closes the socket: what is held for it is lost with it */
 	gw_pgsend_release(c->send_fd, 0);
 	c->send_fd = -1;
-	if (c->pg)
-	{
-		PQfinish(c->pg);
-		c->pg = NULL;
-	}
+}
+
+static void
+on_down(wk_conn *wc, const char *reason, bool was_conn_up, void *arg)
+{
+	pconn *c = arg;
+	(void)was_conn_up;
+	char why[256];
+	snprintf(why, sizeof why, "%s", reason);
+	why[strcspn(why, "\n")] = '\0';
 	/* every transaction in flight is lost: take the jobs out before answering any */
 	gw_pg_job *lost[depth > 0 ? depth : 1];
 	int nlost = 0;
@@ -257,12 +249,10 @@ pconn_down(pconn *c, const char *reason)
 	set_state(c, P_DOWN);
 	if (was_up)
 		wk_log(WK_WARN, "database connection %d lost: %s", c->id, why);
+	else if (wc->backoff_before == 0 || wc->backoff_before >= WK_BACKOFF_MAX)
+		wk_log(WK_WARN, "database connection %d failed: %s", c->id, why);
 	for (int i = 0; i < nlost; i++)
 		fail_job(lost[i], why, 0);
-	c->backoff = wk_backoff_next(c->backoff);
-	ev_timer_stop(gw_loop, &c->retry);
-	ev_timer_set(&c->retry, c->backoff, 0);
-	ev_timer_start(gw_loop, &c->retry);
 	if (!any_up())
 		fail_queue("no database connection is available");
 }
@@ -271,13 +261,7 @@ static void
 flush_out(pconn *c)
 {
 	c->dirty = 0;
-	int r = PQflush(c->pg);
-	if (r < 0)
-	{
-		pconn_down(c, PQerrorMessage(c->pg));
-		return;
-	}
-	watch(c, PQsocket(c->pg), EV_READ | (r == 1 ? EV_WRITE : 0));
+	wk_conn_flush(&c->wc);
 }
 
 /* What was queued on a connection goes out once this loop iteration has
@@ -297,7 +281,7 @@ on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
 	(void)revents;
 	ev_prepare_stop(gw_loop, w);
 	for (int i = 0; i < nconns; i++)
-		if (conns[i].dirty && conns[i].pg)
+		if (conns[i].dirty && conns[i].wc.pg)
 			flush_out(&conns[i]);
 	/* what pg_send.c held since the last time, to /metrics */
 	static unsigned long long reported;
@@ -312,7 +296,7 @@ on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
 static int
 send_q(pconn *c, const char *sql, const gw_params *p)
 {
-	return PQsendQueryParams(c->pg, sql, p ? p->n : 0, p ? (const Oid *)p->types : NULL,
+	return PQsendQueryParams(c->wc.pg, sql, p ? p->n : 0, p ? (const Oid *)p->types : NULL,
 	                         p ? (const char *const *)p->values : NULL, p ? p->lengths : NULL,
 	                         p ? p->formats : NULL, 0);
 }
@@ -361,11 +345,11 @@ send_stmt(pconn *c, pslot *s, const char *sql, const gw_params *p, int stmt, int
 	{
 		add_cmd(s, CMD_PARSE, stmt, entry);
 		gw_metrics_prepare();
-		if (!PQsendPrepare(c->pg, name, sql, n, p ? (const Oid *)p->types : NULL))
+		if (!PQsendPrepare(c->wc.pg, name, sql, n, p ? (const Oid *)p->types : NULL))
 			return 0;
 	}
 	add_cmd(s, stmt >= 0 ? CMD_STMT : CMD_OWN, stmt, entry);
-	return PQsendQueryPrepared(c->pg, name, n, p ? (const char *const *)p->values : NULL,
+	return PQsendQueryPrepared(c->wc.pg, name, n, p ? (const char *const *)p->values : NULL,
 	                           p ? p->lengths : NULL, p ? p->formats : NULL, 0);
 }
 
@@ -428,10 +412,10 @@ start_job(pconn *c, gw_pg_job *job)
 		ok = send_stmt(c, s, sqls[i], params[i], stmt[i], entry[i], created[i]);
 	/* one Sync for the whole transaction: the success path is one round trip;
 	 * after an error the block stays open and read_results rolls it back */
-	ok = ok && PQpipelineSync(c->pg);
+	ok = ok && PQpipelineSync(c->wc.pg);
 	if (!ok)
 	{
-		pconn_down(c, PQerrorMessage(c->pg));
+		pconn_down(c, PQerrorMessage(c->wc.pg));
 		return;
 	}
 	mark_dirty(c);
@@ -507,7 +491,7 @@ slot_synced(pconn *c)
 	c->head = (c->head + 1) % depth;
 	c->n--;
 	int last = c->n == 0;
-	PGTransactionStatusType ts = last ? PQtransactionStatus(c->pg) : PQTRANS_UNKNOWN;
+	PGTransactionStatusType ts = last ? PQtransactionStatus(c->wc.pg) : PQTRANS_UNKNOWN;
 	if (last)
 		set_state(c, P_IDLE);
 	if (!job)
@@ -538,10 +522,10 @@ slot_synced(pconn *c)
 	{
 		/* the answer is known: give it now, clean up behind it */
 		push_slot(c, NULL);
-		if (!PQsendQueryParams(c->pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) ||
-		    !PQpipelineSync(c->pg))
+		if (!PQsendQueryParams(c->wc.pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) ||
+		    !PQpipelineSync(c->wc.pg))
 		{
-			pconn_down(c, PQerrorMessage(c->pg));
+			pconn_down(c, PQerrorMessage(c->wc.pg));
 			job_finish(job);
 			return 0;
 		}
@@ -563,14 +547,14 @@ slot_synced(pconn *c)
 static void
 read_results(pconn *c)
 {
-	if (!PQconsumeInput(c->pg))
+	if (!PQconsumeInput(c->wc.pg))
 	{
-		pconn_down(c, PQerrorMessage(c->pg));
+		pconn_down(c, PQerrorMessage(c->wc.pg));
 		return;
 	}
-	while (c->pg && c->n > 0 && !PQisBusy(c->pg))
+	while (c->wc.pg && c->n > 0 && !PQisBusy(c->wc.pg))
 	{
-		PGresult *r = PQgetResult(c->pg);
+		PGresult *r = PQgetResult(c->wc.pg);
 		pslot *s = slot_at(c, 0);
 		gw_pg_job *job = s->job;
 		if (!r)
@@ -631,66 +615,39 @@ read_results(pconn *c)
 		}
 		PQclear(r);
 	}
-	if (!c->pg)
+	if (!c->wc.pg)
 		return;
-	if (PQstatus(c->pg) == CONNECTION_BAD)
+	if (PQstatus(c->wc.pg) == CONNECTION_BAD)
 	{
-		pconn_down(c, PQerrorMessage(c->pg));
+		pconn_down(c, PQerrorMessage(c->wc.pg));
 		return;
 	}
 	dispatch();
 }
 
+/* wk_conn: connected. */
 static void
-connect_poll(pconn *c)
+on_up(wk_conn *wc, void *arg)
 {
-	PostgresPollingStatusType st = PQconnectPoll(c->pg);
-	switch (st)
+	pconn *c = arg;
+	PQsetNoticeReceiver(wc->pg, quiet_notice, NULL);
+	if (!PQenterPipelineMode(wc->pg))
 	{
-	case PGRES_POLLING_READING:
-		watch(c, PQsocket(c->pg), EV_READ);
-		break;
-	case PGRES_POLLING_WRITING:
-		watch(c, PQsocket(c->pg), EV_WRITE);
-		break;
-	case PGRES_POLLING_OK:
-		PQsetNoticeReceiver(c->pg, quiet_notice, NULL);
-		if (!PQenterPipelineMode(c->pg))
-		{
-			pconn_down(c, "cannot enter pipeline mode");
-			return;
-		}
-		c->backoff = 0;
-		ev_timer_stop(gw_loop, &c->retry);
-		c->send_fd = PQsocket(c->pg);
-		gw_pgsend_register(c->pg);
-		set_state(c, P_IDLE);
-		watch(c, PQsocket(c->pg), EV_READ);
-		dispatch();
-		break;
-	default:
-	{
-		char why[256];
-		snprintf(why, sizeof why, "%s", PQerrorMessage(c->pg));
-		why[strcspn(why, "\n")] = '\0';
-		if (c->backoff == 0 || c->backoff >= WK_BACKOFF_MAX)
-			wk_log(WK_WARN, "database connection %d failed: %s", c->id, why);
-		pconn_down(c, why);
+		pconn_down(c, "cannot enter pipeline mode");
+		return;
 	}
-	}
+	wk_conn_healthy(wc);
+	c->send_fd = PQsocket(wc->pg);
+	gw_pgsend_register(wc->pg);
+	set_state(c, P_IDLE);
+	dispatch();
 }
 
 static void
-on_io(struct ev_loop *loop, ev_io *w, int revents)
+on_io(wk_conn *wc, int revents, void *arg)
 {
-	(void)loop;
-	pconn *c = w->data;
-	if (c->state == P_CONNECTING)
-	{
-		connect_poll(c);
-		return;
-	}
-	if (c->state == P_DOWN)
+	pconn *c = arg;
+	if (c->state == P_DOWN || c->state == P_CONNECTING)
 		return;
 	if (revents & EV_WRITE)
 	{
@@ -702,39 +659,28 @@ on_io(struct ev_loop *loop, ev_io *w, int revents)
 	{
 		if (c->n)
 			read_results(c);
-		else if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD)
+		else if (!PQconsumeInput(wc->pg) || PQstatus(wc->pg) == CONNECTION_BAD)
 			pconn_down(c, "connection closed by the server");
 	}
 }
 
-static void
-pconn_start(pconn *c)
+/* wk_conn: a new attempt (the first, or a retry). */
+static PGconn *
+on_start(wk_conn *wc, void *arg)
 {
-	c->pg = gw_pg_connect_start("pgpod-gateway");
-	if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD)
-	{
-		pconn_down(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
-		return;
-	}
+	pconn *c = arg;
+	(void)wc;
 	set_state(c, P_CONNECTING);
-	c->io_fd = -1;
-	watch(c, PQsocket(c->pg), EV_WRITE);
-	/* non-blocking libpq does not enforce connect_timeout: the retry timer does */
-	ev_timer_stop(gw_loop, &c->retry);
-	ev_timer_set(&c->retry, CONNECT_TIMEOUT, 0);
-	ev_timer_start(gw_loop, &c->retry);
+	return gw_pg_connect_start("pgpod-gateway");
 }
 
-static void
-on_retry(struct ev_loop *loop, ev_timer *w, int revents)
+/* wk_conn: a draining process connects no more. */
+static bool
+may_connect(wk_conn *wc, void *arg)
 {
-	(void)loop;
-	(void)revents;
-	pconn *c = w->data;
-	if (c->state == P_CONNECTING)
-		pconn_down(c, "timed out connecting to the database");
-	else if (c->state == P_DOWN && !gw_draining)
-		pconn_start(c);
+	(void)wc;
+	(void)arg;
+	return !gw_draining;
 }
 
 /* May a busy connection take this job behind the ones it is running? Only
@@ -838,7 +784,7 @@ gw_pool_submit(gw_pg_job *job)
 		/* connecting: only a fresh start waits, a down database fails fast */
 		int connecting_first_time = 0;
 		for (int i = 0; i < nconns; i++)
-			connecting_first_time |= conns[i].state == P_CONNECTING && conns[i].backoff == 0;
+			connecting_first_time |= conns[i].state == P_CONNECTING && conns[i].wc.backoff == 0;
 		if (!connecting_first_time)
 		{
 			fail_job(job, "no database connection is available", 0);
@@ -918,16 +864,17 @@ gw_pool_init(int size, const char *user, long statement_timeout_ms, int prepared
 	{
 		pconn *c = &conns[i];
 		c->id = i;
-		c->io_fd = -1;
 		c->send_fd = -1;
-		ev_init(&c->io, on_io);
-		c->io.data = c;
-		ev_init(&c->retry, on_retry);
-		c->retry.data = c;
+		wk_conn_init(&c->wc, gw_loop,
+		             (wk_conn_callbacks){.start = on_start, .up = on_up, .io = on_io,
+		                                 .closing = on_closing, .down = on_down,
+		                                 .may_connect = may_connect, .arg = c});
+		/* non-blocking libpq does not enforce connect_timeout: wk_conn does */
+		wk_conn_set_connect_timeout(&c->wc, CONNECT_TIMEOUT);
 		c->slots = calloc((size_t)depth, sizeof *c->slots);
 		if (!c->slots || gw_sc_init(&c->sc, prepared))
 			return -1;
-		pconn_start(c);
+		wk_conn_start(&c->wc);
 	}
 	ev_timer_init(&queue_timer, on_queue_timer, 0.5, 0.5);
 	ev_timer_start(gw_loop, &queue_timer);
@@ -942,13 +889,9 @@ gw_pool_shutdown(void)
 	for (int i = 0; i < nconns; i++)
 	{
 		pconn *c = &conns[i];
-		ev_timer_stop(gw_loop, &c->retry);
-		ev_io_stop(gw_loop, &c->io);
-		gw_pgsend_release(c->send_fd, c->pg != NULL);
+		gw_pgsend_release(c->send_fd, c->wc.pg != NULL);
 		c->send_fd = -1;
-		if (c->pg)
-			PQfinish(c->pg);
-		c->pg = NULL;
+		wk_conn_close(&c->wc);
 	}
 }
 

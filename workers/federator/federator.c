@@ -121,12 +121,9 @@ typedef struct federator
 	ev_timer curl_timer;
 	ev_timer poll_timer;
 	ev_timer prune_timer;
-	ev_timer grace_timer;
 	ev_timer report_timer;
 	bool report_due;
 	bool more_waiting; /* the last claim was full: more jobs may be ready */
-	ev_signal sigterm;
-	ev_signal sigint;
 	ev_idle kick; /* runs the scheduler once the current callback returns */
 	friend *friends;
 	transfer *flight; /* transfers handed to curl */
@@ -136,7 +133,6 @@ typedef struct federator
 	bool want_deliveries;
 	bool want_fetches;
 	bool prune_due;
-	bool stopping;
 	bool ready_sent;
 	fetch_job *fetch_done; /* a fetch job whose GETs all ended */
 	fetch_job *fetch_running;
@@ -505,7 +501,7 @@ transfer_unlink(federator *fed, transfer *t)
 static void
 pump(federator *fed)
 {
-	if (fed->stopping)
+	if (wk_daemon_stopping())
 		return;
 	for (friend *f = fed->friends; f; f = f->next)
 		while (f->queue_head && f->in_flight < fed->cfg.max_per_friend &&
@@ -864,7 +860,7 @@ claim_done(wk_db *db, PGresult *res, void *arg)
 	fed->want_deliveries = fed->more_waiting && fed->held < fed->cfg.max_total;
 	if (rows > 0)
 		wk_log(WK_DEBUG, "claimed %d deliveries", rows);
-	if (fed->stopping)
+	if (wk_daemon_stopping())
 	{
 		/* The claim was on its way when SIGTERM came: give the jobs straight back. */
 		release_waiting(fed);
@@ -1031,12 +1027,12 @@ maybe_exit(federator *fed)
 
 	for (int i = 0; i < fed->ndb; i++)
 		quiet &= wk_db_idle(fed->dbs[i]) || !wk_db_connected(fed->dbs[i]);
-	if (fed->stopping && fed->in_flight == 0 && outcomes_empty(&fed->out) &&
+	if (wk_daemon_stopping() && fed->in_flight == 0 && outcomes_empty(&fed->out) &&
 	    fed->reports_in_flight == 0 && fed->fetch_done == NULL && quiet)
 	{
 		wk_log(WK_INFO, "stopped: %llu delivered, %llu failed attempts", fed->delivered,
 		       fed->failed_count);
-		ev_break(fed->loop, EVBREAK_ALL);
+		wk_daemon_drained();
 	}
 }
 
@@ -1091,7 +1087,7 @@ kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 		if (room > fed->cfg.batch)
 			room = fed->cfg.batch;
 		if (!outcomes_empty(&fed->out) &&
-		    (fed->report_due || fed->stopping || !fed->more_waiting ||
+		    (fed->report_due || wk_daemon_stopping() || !fed->more_waiting ||
 		     fed->out.ndone + fed->out.nfailed >= (size_t)fed->cfg.batch / 2))
 		{
 			fed->report_due = false;
@@ -1100,7 +1096,7 @@ kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 		}
 		else if (fed->fetch_done && !fed->finishing)
 			send_finish_fetch(fed, db);
-		else if (fed->stopping)
+		else if (wk_daemon_stopping())
 			continue;
 		else if (fed->prune_due)
 		{
@@ -1234,19 +1230,17 @@ prune_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	schedule(fed);
 }
 
-/* Grace is over: abort what is still in flight and release it. */
-static void
-grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* Grace is over (wk_daemon's drain deadline): abort what is still in flight and
+ * release it; one more grace period to report, then exit regardless. */
+static double
+grace_over_cb(void *arg)
 {
-	federator *fed = w->data;
+	federator *fed = arg;
 
-	(void)loop;
-	(void)revents;
 	if (fed->grace_over)
 	{
 		wk_log(WK_ERROR, "could not report to the database in time; exiting (leases will expire)");
-		ev_break(fed->loop, EVBREAK_ALL);
-		return;
+		return 0;
 	}
 	fed->grace_over = true;
 	if (fed->in_flight > 0)
@@ -1261,30 +1255,22 @@ grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
 			outcome_released(&fed->out, t->job_id);
 		transfer_free(t);
 	}
-	/* One more grace period to report; then exit regardless. */
-	ev_timer_set(&fed->grace_timer, fed->cfg.grace_ms / 1000.0 + 1.0, 0.);
-	ev_timer_start(fed->loop, &fed->grace_timer);
 	schedule(fed);
+	return fed->cfg.grace_ms / 1000.0 + 1.0;
 }
 
+/* SIGTERM (wk_daemon: STOPPING=1 sent, the grace period started). */
 static void
-stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+stop_cb(void *arg)
 {
-	federator *fed = w->data;
+	federator *fed = arg;
 
-	(void)revents;
-	if (fed->stopping)
-		return;
-	fed->stopping = true;
-	wk_sd_notify("STOPPING=1");
 	wk_log(WK_INFO,
 	       "stopping: %ld requests in flight may finish within %ld ms; waiting ones are released",
 	       fed->in_flight, fed->cfg.grace_ms);
 	release_waiting(fed);
-	ev_timer_stop(loop, &fed->poll_timer);
-	ev_timer_stop(loop, &fed->prune_timer);
-	ev_timer_set(&fed->grace_timer, fed->cfg.grace_ms / 1000.0, 0.);
-	ev_timer_start(loop, &fed->grace_timer);
+	ev_timer_stop(fed->loop, &fed->poll_timer);
+	ev_timer_stop(fed->loop, &fed->prune_timer);
 	schedule(fed);
 }
 
@@ -1311,7 +1297,6 @@ main(int argc, char **argv)
 	(void)argc;
 	(void)argv;
 	wk_log_init("pgpod-federator");
-	signal(SIGPIPE, SIG_IGN);
 	fed.cfg.max_total = wk_env_long("PGPOD_FEDERATOR_MAX_TOTAL", 64, 1, 10000);
 	fed.cfg.max_per_friend = wk_env_long("PGPOD_FEDERATOR_MAX_PER_FRIEND", 8, 1, 10000);
 	fed.cfg.batch = wk_env_long("PGPOD_FEDERATOR_BATCH", 100, 1, 10000);
@@ -1360,16 +1345,12 @@ main(int argc, char **argv)
 	ev_timer_start(fed.loop, &fed.prune_timer);
 	ev_init(&fed.report_timer, report_cb);
 	fed.report_timer.data = &fed;
-	ev_init(&fed.grace_timer, grace_cb);
-	fed.grace_timer.data = &fed;
 	ev_idle_init(&fed.kick, kick_cb);
 	fed.kick.data = &fed;
-	ev_signal_init(&fed.sigterm, stop_cb, SIGTERM);
-	fed.sigterm.data = &fed;
-	ev_signal_start(fed.loop, &fed.sigterm);
-	ev_signal_init(&fed.sigint, stop_cb, SIGINT);
-	fed.sigint.data = &fed;
-	ev_signal_start(fed.loop, &fed.sigint);
+	wk_daemon_start(fed.loop, &(wk_daemon_config){.stop = stop_cb,
+	                                               .deadline = grace_over_cb,
+	                                               .arg = &fed,
+	                                               .drain_seconds = fed.cfg.grace_ms / 1000.0});
 
 	make_conninfo(conninfo, sizeof(conninfo));
 	wk_log(WK_INFO, "starting as %s (at most %ld requests, %ld per friend, batches of %ld)",
@@ -1378,6 +1359,7 @@ main(int argc, char **argv)
 	for (int i = 0; i < fed.ndb; i++)
 		fed.dbs[i] = wk_db_new(fed.loop, conninfo, i == 0 ? channels : NULL, cb);
 	ev_run(fed.loop, 0);
+	wk_daemon_stop_watching();
 
 	for (int i = 0; i < fed.ndb; i++)
 		wk_db_free(fed.dbs[i]);

@@ -170,6 +170,7 @@ wk_child_spawn(struct ev_loop *loop, char *const argv[], const char *cwd, wk_chi
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGINT, SIG_DFL);
 		signal(SIGCHLD, SIG_DFL);
+		signal(SIGHUP, SIG_DFL);
 		if (devnull >= 0)
 			dup2(devnull, 0);
 		dup2(out[1], 1);

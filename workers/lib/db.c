@@ -1,8 +1,9 @@
 /*
- * db.c — one asynchronous libpq connection driven by libev: non-blocking connect
- * (PQconnectPoll), LISTEN on the daemon's channels, one query in flight at a time,
- * notifications between queries, and reconnection with wk_backoff_next (0.1 s doubling
- * to 5 s) when the server goes away. Owns the PGconn; callers own nothing of it.
+ * db.c — one asynchronous libpq connection driven by libev: LISTEN on the daemon's
+ * channels, one query in flight at a time, notifications between queries. Connecting
+ * and reconnecting with wk_backoff_next (0.1 s doubling to 5 s) when the server goes
+ * away are conn.c's (the reconnect loop the gateway's pool shares). Owns the PGconn;
+ * callers own nothing of it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +12,7 @@
 
 enum db_state
 {
-	DB_WAIT, /* disconnected; the retry timer runs */
-	DB_CONNECTING,
+	DB_DOWN, /* conn.c connects or waits to retry */
 	DB_LISTENING, /* the LISTEN commands are in flight */
 	DB_IDLE,
 	DB_BUSY
@@ -20,82 +20,45 @@ enum db_state
 
 struct wk_db
 {
-	struct ev_loop *loop;
+	wk_conn c; /* the connection and its reconnect loop (conn.c) */
 	char *conninfo;
 	char *listen_sql; /* "LISTEN a; LISTEN b" or NULL */
 	wk_db_callbacks cb;
-	PGconn *conn;
 	enum db_state state;
-	ev_io io;
-	ev_timer retry;
-	double retry_delay;
 	wk_db_result_cb query_cb;
 	wk_db_result_cb each_cb; /* wk_db_query_each: every result as it comes */
 	void *query_arg;
-	double connect_timeout; /* wk_db_set_connect_timeout; 0: none */
 	wk_db_payload_cb notify_payload;
 	PGresult *last; /* the result handed to query_cb */
 };
 
-static void db_io_cb(struct ev_loop *loop, ev_io *w, int revents);
-static void db_connect(wk_db *db);
-
-/* Watches the socket for reading, and for writing when libpq has output queued. */
+/* conn.c closed the connection (lost, or an attempt failed) and scheduled the retry:
+ * fail the query in flight. */
 static void
-db_watch(wk_db *db, int events)
+db_down(wk_conn *c, const char *why, bool was_conn_up, void *arg)
 {
-	int fd = PQsocket(db->conn);
-
-	if (ev_is_active(&db->io) && (db->io.fd != fd || db->io.events != events))
-		ev_io_stop(db->loop, &db->io);
-	if (!ev_is_active(&db->io))
-	{
-		ev_io_set(&db->io, fd, events);
-		ev_io_start(db->loop, &db->io);
-	}
-}
-
-/* Drops the connection, fails the query in flight, and schedules a reconnect. */
-static void
-db_lost(wk_db *db, const char *why)
-{
+	wk_db *db = arg;
 	wk_db_result_cb cb = db->query_cb;
-	void *arg = db->query_arg;
+	void *qarg = db->query_arg;
 	bool was_up = db->state == DB_IDLE || db->state == DB_BUSY;
 
-	db->retry_delay = wk_backoff_next(db->retry_delay);
-	wk_log(WK_WARN, "database connection lost: %s (retrying in %.1f s)", why, db->retry_delay);
-	if (ev_is_active(&db->io))
-		ev_io_stop(db->loop, &db->io);
-	if (db->conn)
-		PQfinish(db->conn);
-	db->conn = NULL;
+	(void)was_conn_up;
+	wk_log(WK_WARN, "database connection lost: %s (retrying in %.1f s)", why, c->backoff);
 	PQclear(db->last); /* a result collected before the loss belongs to no one now */
 	db->last = NULL;
-	db->state = DB_WAIT;
+	db->state = DB_DOWN;
 	db->query_cb = NULL;
 	db->each_cb = NULL;
-	if (ev_is_active(&db->retry))
-		ev_timer_stop(db->loop, &db->retry); /* a connect timeout still running */
-	ev_timer_set(&db->retry, db->retry_delay, 0.);
-	ev_timer_start(db->loop, &db->retry);
 	if (cb)
-		cb(db, NULL, arg);
+		cb(db, NULL, qarg);
 	if (was_up && db->cb.lost)
 		db->cb.lost(db, db->cb.arg);
 }
 
 static void
-db_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+db_lost(wk_db *db, const char *why)
 {
-	wk_db *db = (wk_db *)w->data;
-
-	(void)loop;
-	(void)revents;
-	if (db->state == DB_CONNECTING)
-		db_lost(db, "timed out connecting to the database");
-	else
-		db_connect(db);
+	wk_conn_lost(&db->c, why);
 }
 
 static void
@@ -103,7 +66,7 @@ db_deliver_notifies(wk_db *db)
 {
 	PGnotify *n;
 
-	while (db->conn && (n = PQnotifies(db->conn)) != NULL)
+	while (db->c.pg && (n = PQnotifies(db->c.pg)) != NULL)
 	{
 		if (db->cb.notify)
 			db->cb.notify(db, n->relname, db->cb.arg);
@@ -136,7 +99,7 @@ db_finished(wk_db *db)
 			return;
 		}
 		wk_log(WK_INFO, "connected to the database and listening");
-		db->retry_delay = 0; /* the next loss waits WK_BACKOFF_FIRST */
+		wk_conn_healthy(&db->c); /* the next loss waits WK_BACKOFF_FIRST */
 	}
 	else if (cb)
 		cb(db, res, arg);
@@ -150,18 +113,15 @@ db_finished(wk_db *db)
 static void
 db_read(wk_db *db)
 {
-	if (!PQconsumeInput(db->conn))
-	{
-		db_lost(db, PQerrorMessage(db->conn));
+	if (!wk_conn_consume(&db->c))
 		return;
-	}
 	while (db->state == DB_BUSY || db->state == DB_LISTENING)
 	{
 		PGresult *res;
 
-		if (PQisBusy(db->conn))
+		if (PQisBusy(db->c.pg))
 			break;
-		res = PQgetResult(db->conn);
+		res = PQgetResult(db->c.pg);
 		if (res == NULL)
 		{
 			db_finished(db);
@@ -179,67 +139,34 @@ db_read(wk_db *db)
 		else
 			PQclear(res);
 	}
-	if (db->conn == NULL)
+	if (db->c.pg == NULL)
 		return; /* a callback lost the connection */
-	if (PQstatus(db->conn) == CONNECTION_BAD)
-	{
-		db_lost(db, PQerrorMessage(db->conn));
+	if (!wk_conn_check(&db->c))
 		return;
-	}
 	db_deliver_notifies(db);
 }
 
+/* conn.c: connected; LISTEN on the channels before anything else. */
 static void
-db_flush(wk_db *db)
+db_up(wk_conn *c, void *arg)
 {
-	int rc = PQflush(db->conn);
+	wk_db *db = arg;
 
-	if (rc < 0)
-		db_lost(db, PQerrorMessage(db->conn));
-	else
-		db_watch(db, rc == 1 ? EV_READ | EV_WRITE : EV_READ);
-}
-
-static void
-db_start_listening(wk_db *db)
-{
-	PQsetnonblocking(db->conn, 1);
+	PQsetnonblocking(c->pg, 1);
 	if (db->listen_sql == NULL)
 	{
 		db->state = DB_LISTENING;
-		db->last = PQmakeEmptyPGresult(db->conn, PGRES_COMMAND_OK);
-		db_watch(db, EV_READ);
+		db->last = PQmakeEmptyPGresult(c->pg, PGRES_COMMAND_OK);
 		db_finished(db);
 		return;
 	}
-	if (!PQsendQuery(db->conn, db->listen_sql))
+	if (!PQsendQuery(c->pg, db->listen_sql))
 	{
-		db_lost(db, PQerrorMessage(db->conn));
+		db_lost(db, PQerrorMessage(c->pg));
 		return;
 	}
 	db->state = DB_LISTENING;
-	db_flush(db);
-}
-
-static void
-db_poll_connect(wk_db *db)
-{
-	switch (PQconnectPoll(db->conn))
-	{
-	case PGRES_POLLING_READING:
-		db_watch(db, EV_READ);
-		break;
-	case PGRES_POLLING_WRITING:
-		db_watch(db, EV_WRITE);
-		break;
-	case PGRES_POLLING_OK:
-		if (ev_is_active(&db->retry))
-			ev_timer_stop(db->loop, &db->retry); /* the connect timeout */
-		db_start_listening(db);
-		break;
-	default:
-		db_lost(db, PQerrorMessage(db->conn));
-	}
+	wk_conn_flush(c);
 }
 
 /* Server notices go to the daemon's log, not raw to stderr. */
@@ -253,49 +180,29 @@ db_notice(void *arg, const char *message)
 	       message);
 }
 
-static void
-db_connect(wk_db *db)
+static PGconn *
+db_start(wk_conn *c, void *arg)
 {
+	wk_db *db = arg;
+	PGconn *pg;
+
+	(void)c;
 	wk_log(WK_DEBUG, "connecting to the database%s%s", db->listen_sql ? " to run " : "",
 	       db->listen_sql ? db->listen_sql : "");
-	db->conn = PQconnectStart(db->conninfo);
-	if (db->conn)
-		PQsetNoticeProcessor(db->conn, db_notice, db);
-	if (db->conn == NULL)
-	{
-		db_lost(db, "out of memory");
-		return;
-	}
-	if (PQstatus(db->conn) == CONNECTION_BAD)
-	{
-		db_lost(db, PQerrorMessage(db->conn));
-		return;
-	}
-	db->state = DB_CONNECTING;
-	if (db->connect_timeout > 0)
-	{
-		/* non-blocking libpq does not enforce connect_timeout: this timer does */
-		ev_timer_set(&db->retry, db->connect_timeout, 0.);
-		ev_timer_start(db->loop, &db->retry);
-	}
-	db_poll_connect(db);
+	pg = PQconnectStart(db->conninfo);
+	if (pg)
+		PQsetNoticeProcessor(pg, db_notice, db);
+	return pg;
 }
 
 static void
-db_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+db_io(wk_conn *c, int revents, void *arg)
 {
-	wk_db *db = (wk_db *)w->data;
+	wk_db *db = arg;
 
-	(void)loop;
-	if (db->state == DB_CONNECTING)
-	{
-		db_poll_connect(db);
-		return;
-	}
 	if (revents & EV_WRITE)
 	{
-		db_flush(db);
-		if (db->conn == NULL)
+		if (wk_conn_flush(c) < 0)
 			return;
 	}
 	if (revents & EV_READ)
@@ -311,18 +218,15 @@ wk_db_new(struct ev_loop *loop, const char *conninfo, const char *const *channel
 
 	if (db == NULL)
 		return NULL;
-	db->loop = loop;
 	db->conninfo = strdup(conninfo);
 	db->cb = callbacks;
-	db->retry_delay = 0;
+	db->state = DB_DOWN;
 	for (int i = 0; channels && channels[i]; i++)
 		wk_buf_printf(&sql, "%sLISTEN \"%s\"", i ? "; " : "", channels[i]);
 	db->listen_sql = sql.data;
-	ev_init(&db->io, db_io_cb);
-	db->io.data = db;
-	ev_init(&db->retry, db_retry_cb);
-	db->retry.data = db;
-	db_connect(db);
+	wk_conn_init(&db->c, loop,
+	             (wk_conn_callbacks){.start = db_start, .up = db_up, .io = db_io, .down = db_down, .arg = db});
+	wk_conn_start(&db->c);
 	return db;
 }
 
@@ -344,15 +248,15 @@ wk_db_query(wk_db *db, const char *sql, int nparams, const char *const *params, 
 {
 	if (db->state != DB_IDLE)
 		return false;
-	if (!PQsendQueryParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0))
+	if (!PQsendQueryParams(db->c.pg, sql, nparams, NULL, params, NULL, NULL, 0))
 	{
-		db_lost(db, PQerrorMessage(db->conn));
+		db_lost(db, PQerrorMessage(db->c.pg));
 		return false;
 	}
 	db->state = DB_BUSY;
 	db->query_cb = cb;
 	db->query_arg = arg;
-	db_flush(db);
+	wk_conn_flush(&db->c);
 	return true;
 }
 
@@ -361,13 +265,8 @@ wk_db_free(wk_db *db)
 {
 	if (db == NULL)
 		return;
-	if (ev_is_active(&db->io))
-		ev_io_stop(db->loop, &db->io);
-	if (ev_is_active(&db->retry))
-		ev_timer_stop(db->loop, &db->retry);
+	wk_conn_close(&db->c);
 	PQclear(db->last);
-	if (db->conn)
-		PQfinish(db->conn);
 	free(db->conninfo);
 	free(db->listen_sql);
 	free(db);
@@ -378,28 +277,23 @@ wk_db_query_each(wk_db *db, const char *sql, wk_db_result_cb each, wk_db_result_
 {
 	if (db->state != DB_IDLE)
 		return false;
-	if (!PQsendQuery(db->conn, sql))
+	if (!PQsendQuery(db->c.pg, sql))
 	{
-		db_lost(db, PQerrorMessage(db->conn));
+		db_lost(db, PQerrorMessage(db->c.pg));
 		return false;
 	}
 	db->state = DB_BUSY;
 	db->query_cb = done;
 	db->each_cb = each;
 	db->query_arg = arg;
-	db_flush(db);
+	wk_conn_flush(&db->c);
 	return true;
 }
 
 void
 wk_db_set_connect_timeout(wk_db *db, double seconds)
 {
-	db->connect_timeout = seconds;
-	if (seconds > 0 && db->state == DB_CONNECTING && !ev_is_active(&db->retry))
-	{
-		ev_timer_set(&db->retry, seconds, 0.);
-		ev_timer_start(db->loop, &db->retry);
-	}
+	wk_conn_set_connect_timeout(&db->c, seconds);
 }
 
 void

@@ -49,6 +49,69 @@ void wk_array_end(wk_buf *b);
 /* Reads an integer from the environment, or the default when unset or invalid. */
 long wk_env_long(const char *name, long fallback, long min, long max);
 
+/* --- conn.c: one libpq connection's life (the one reconnect loop) -------------------- */
+/* WAIT: down, a retry is scheduled (or nothing, after may_connect said no); CONNECTING:
+ * PQconnectPoll runs on the socket; UP: the owner's (io gets the socket's events);
+ * CLOSED: wk_conn_close, nothing runs. */
+enum wk_conn_state
+{
+	WK_CONN_WAIT,
+	WK_CONN_CONNECTING,
+	WK_CONN_UP,
+	WK_CONN_CLOSED
+};
+typedef struct wk_conn wk_conn;
+typedef struct wk_conn_callbacks
+{
+	/* Begins a connection (PQconnectStart or PQconnectStartParams): NULL when out of
+	 * memory; a CONNECTION_BAD one counts as a failed attempt. */
+	PGconn *(*start)(wk_conn *c, void *arg);
+	/* Connected; the socket is watched for reading (wk_conn_watch to change it). */
+	void (*up)(wk_conn *c, void *arg);
+	/* The socket is ready while up. */
+	void (*io)(wk_conn *c, int revents, void *arg);
+	/* Optional: just before PQfinish, c->pg still valid. */
+	void (*closing)(wk_conn *c, void *arg);
+	/* The attempt failed or the connection was lost (was_up): closed, and the retry
+	 * is scheduled in c->backoff seconds (c->backoff_before: the delay before it). */
+	void (*down)(wk_conn *c, const char *why, bool was_up, void *arg);
+	/* Optional: asked at each retry; false leaves the connection down. */
+	bool (*may_connect)(wk_conn *c, void *arg);
+	void *arg;
+} wk_conn_callbacks;
+struct wk_conn
+{
+	struct ev_loop *loop;
+	PGconn *pg; /* NULL unless CONNECTING or UP */
+	enum wk_conn_state state;
+	ev_io io;
+	ev_timer timer;         /* the retry, or the connect timeout */
+	double backoff;         /* the last retry delay; 0: never failed since healthy */
+	double backoff_before;  /* the delay before that one (logging of repeated failures) */
+	double connect_timeout; /* 0: none */
+	wk_conn_callbacks cb;
+};
+/* Sets c up (embedded in its owner); nothing starts before wk_conn_start. */
+void wk_conn_init(wk_conn *c, struct ev_loop *loop, wk_conn_callbacks cb);
+/* The first attempt, now (no-op while connecting or up). */
+void wk_conn_start(wk_conn *c);
+void wk_conn_set_connect_timeout(wk_conn *c, double seconds);
+/* The connection proved good: the next loss retries after WK_BACKOFF_FIRST. */
+void wk_conn_healthy(wk_conn *c);
+/* Watches the socket for events (EV_READ, EV_WRITE; 0: not at all). */
+void wk_conn_watch(wk_conn *c, int events);
+/* The connection is unusable (why: a message, copied): closes it, schedules the retry,
+ * calls down. No-op unless connecting or up. */
+void wk_conn_lost(wk_conn *c, const char *why);
+/* Loss detection for the owner: PQflush (then watch for reading, and writing while
+ * output is queued), PQconsumeInput, PQstatus; each calls wk_conn_lost on failure.
+ * flush: 0 sent, 1 more queued, -1 lost; consume/check: false when lost. */
+int wk_conn_flush(wk_conn *c);
+bool wk_conn_consume(wk_conn *c);
+bool wk_conn_check(wk_conn *c);
+/* Closes for good (no callbacks but closing). */
+void wk_conn_close(wk_conn *c);
+
 /* --- db.c: one async connection ----------------------------------------------- */
 typedef struct wk_db wk_db;
 /* A query's outcome: res is the last result (PGRES_TUPLES_OK, COMMAND_OK or an error);
@@ -88,6 +151,36 @@ void wk_db_set_notify_payload(wk_db *db, wk_db_payload_cb cb);
 /* Sends a state string ("READY=1", "STOPPING=1", "STATUS=...") to $NOTIFY_SOCKET;
  * 0 when sent or when not under systemd, -1 on error. */
 int wk_sd_notify(const char *state);
+
+/* --- daemon.c: signals and draining (every daemon, each gateway process) ----------- */
+/* SIGTERM/SIGINT (the first; later ones are ignored): the stopping flag is set,
+ * STOPPING=1 goes to systemd (unless no_sd_notify), stop(arg) begins the daemon's
+ * drain (it logs its own "stopping: ..." line), and the drain deadline starts. The
+ * daemon calls wk_daemon_drained() once nothing is left (the loop ends); drained(arg),
+ * when given, is polled every WK_DAEMON_DRAIN_CHECK s and ends it as well. At the
+ * deadline, deadline(arg) may return more seconds (a second stage: it released what
+ * was in flight and wants time to report it); 0 ends the loop. Without a deadline
+ * callback a warning is logged and the loop ends. SIGHUP calls reload(arg), or is
+ * ignored (it used to kill a daemon). SIGPIPE is ignored. */
+#define WK_DAEMON_DRAIN_CHECK 0.05
+typedef struct wk_daemon_config
+{
+	void (*stop)(void *arg);
+	double (*deadline)(void *arg);
+	bool (*drained)(void *arg);
+	void (*reload)(void *arg);
+	void *arg;
+	double drain_seconds; /* the first deadline after the signal; < 0: none */
+	bool no_sd_notify;    /* a gateway process: its supervisor talks to systemd */
+} wk_daemon_config;
+/* Installs the watchers on loop (one daemon per process); call before ev_run. */
+void wk_daemon_start(struct ev_loop *loop, const wk_daemon_config *cfg);
+/* True once a stop signal came. */
+bool wk_daemon_stopping(void);
+/* The drain is over (or must end now): stops the deadline, breaks the loop. */
+void wk_daemon_drained(void);
+/* Stops the watchers (after ev_run returned, before tearing the loop down). */
+void wk_daemon_stop_watching(void);
 
 /* --- bencode.c: writing bencoded values (BEP 3), through the extension's bencoder -- */
 /* Dictionaries: add "d", then each key (wk_benc_strz) and value in sorted key order,

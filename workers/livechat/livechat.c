@@ -22,7 +22,6 @@ typedef struct livechat
 	struct ev_loop *loop;
 	wk_db *db;
 	ev_timer timer;
-	ev_signal sigterm, sigint;
 	double max_sleep;
 	bool due;     /* a tick is wanted as soon as the connection is idle */
 	bool running; /* a tick is in flight */
@@ -117,14 +116,13 @@ db_lost(wk_db *db, void *arg)
 	lc->due = true; /* tick again once reconnected (and listening) */
 }
 
+/* SIGTERM (wk_daemon: STOPPING=1 sent): nothing to drain, each tick is one statement. */
 static void
-stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+stop_cb(void *arg)
 {
-	(void)w;
-	(void)revents;
+	(void)arg;
 	wk_log(WK_INFO, "stopping");
-	wk_sd_notify("STOPPING=1");
-	ev_break(loop, EVBREAK_ALL);
+	wk_daemon_drained();
 }
 
 int
@@ -138,21 +136,18 @@ main(int argc, char **argv)
 	(void)argc;
 	(void)argv;
 	wk_log_init("pgpod-livechat");
-	signal(SIGPIPE, SIG_IGN);
 	lc.max_sleep = wk_env_long("PGPOD_LIVECHAT_MAX_SLEEP_MS", 1000, 10, 3600000) / 1000.0;
 	lc.loop = EV_DEFAULT;
 	lc.due = true;
 	ev_init(&lc.timer, timer_cb);
 	lc.timer.data = &lc;
-	ev_signal_init(&lc.sigterm, stop_cb, SIGTERM);
-	ev_signal_start(lc.loop, &lc.sigterm);
-	ev_signal_init(&lc.sigint, stop_cb, SIGINT);
-	ev_signal_start(lc.loop, &lc.sigint);
+	wk_daemon_start(lc.loop, &(wk_daemon_config){.stop = stop_cb, .drain_seconds = -1});
 	snprintf(conninfo, sizeof(conninfo), "application_name=pgpod-livechat%s",
 	         getenv("PGUSER") ? "" : " user=pgpod_livechat");
 	wk_log(WK_INFO, "starting (at most %.3f s between ticks)", lc.max_sleep);
 	lc.db = wk_db_new(lc.loop, conninfo, channels, cb);
 	ev_run(lc.loop, 0);
+	wk_daemon_stop_watching();
 	ev_timer_stop(lc.loop, &lc.timer);
 	wk_db_free(lc.db);
 	return 0;

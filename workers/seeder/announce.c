@@ -290,7 +290,7 @@ announce_start(seeder *s, torrent *t)
 void
 announce_due(seeder *s)
 {
-	if (!s->tracker_ok || s->stopping || s->n == 0)
+	if (!s->tracker_ok || wk_daemon_stopping() || s->n == 0)
 		return;
 	double now = seeder_now(s);
 	/* one round-robin pass over the table from where the last one stopped */

@@ -372,7 +372,7 @@ send_report(seeder *s)
 	snprintf(vf, sizeof vf, "%lld", job->video_file);
 	snprintf(pl, sizeof pl, "%lld", job->piece_length);
 	(void)lease;
-	if (s->stopping && !job->error[0] && atomic_load(&job->cancel))
+	if (wk_daemon_stopping() && !job->error[0] && atomic_load(&job->cancel))
 		snprintf(job->error, sizeof job->error, "stopped");
 	if (job->error[0] && strcmp(job->error, "stopped") == 0)
 	{
@@ -431,7 +431,7 @@ claim_done(wk_db *db, PGresult *res, void *arg)
 	job->video_file = atoll(PQgetvalue(res, 0, 1));
 	atomic_init(&job->cancel, false);
 	s->claim_due = true; /* there may be more */
-	if (s->stopping)
+	if (wk_daemon_stopping())
 	{
 		/* the claim was on its way when SIGTERM came: give the job straight back */
 		snprintf(job->error, sizeof job->error, "stopped");
@@ -461,9 +461,9 @@ claim_done(wk_db *db, PGresult *res, void *arg)
 static void
 maybe_exit(seeder *s)
 {
-	if (s->stopping && !s->hashing && !s->finished && (s->grace_over || peer_drain(s)) &&
+	if (wk_daemon_stopping() && !s->hashing && !s->finished && (s->grace_over || peer_drain(s)) &&
 	    wk_db_idle(s->db))
-		ev_break(s->loop, EVBREAK_ALL);
+		wk_daemon_drained();
 }
 
 static void
@@ -473,14 +473,14 @@ pump(seeder *s)
 	{
 		if (s->finished)
 			send_report(s);
-		else if (!s->stopping && !s->loaded)
+		else if (!wk_daemon_stopping() && !s->loaded)
 			wk_db_query(s->db, LOAD_SQL, 0, NULL, load_done, s);
-		else if (!s->stopping && s->sync_due)
+		else if (!wk_daemon_stopping() && s->sync_due)
 		{
 			s->sync_due = false;
 			wk_db_query(s->db, IDS_SQL, 0, NULL, ids_done, s);
 		}
-		else if (!s->stopping && s->claim_due && !s->hashing)
+		else if (!wk_daemon_stopping() && s->claim_due && !s->hashing)
 		{
 			char lease[32];
 			snprintf(lease, sizeof lease, "%ld", s->cfg.lease_s);
@@ -549,36 +549,31 @@ announce_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	seeder_schedule(w->data);
 }
 
-static void
-grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* The grace period is over (wk_daemon's drain deadline): the peers are closed; one
+ * more grace period to report, then exit regardless. */
+static double
+grace_over_cb(void *arg)
 {
-	seeder *s = w->data;
-	(void)loop;
-	(void)revents;
+	seeder *s = arg;
 	if (s->grace_over)
 	{
 		wk_log(WK_ERROR, "could not report to the database in time; exiting (the lease will expire)");
-		ev_break(s->loop, EVBREAK_ALL);
-		return;
+		return 0;
 	}
 	s->grace_over = true;
 	if (s->peers)
 		wk_log(WK_WARN, "grace period over: closing %ld peers", s->npeers);
 	peer_close_all(s);
-	ev_timer_set(&s->grace_timer, s->cfg.grace_ms / 1000.0 + 1.0, 0.);
-	ev_timer_start(s->loop, &s->grace_timer);
 	seeder_schedule(s);
+	return s->cfg.grace_ms / 1000.0 + 1.0;
 }
 
+/* SIGTERM (wk_daemon: STOPPING=1 sent, the grace period started). */
 static void
-stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+stop_cb(void *arg)
 {
-	seeder *s = w->data;
-	(void)revents;
-	if (s->stopping)
-		return;
-	s->stopping = true;
-	wk_sd_notify("STOPPING=1");
+	seeder *s = arg;
+	struct ev_loop *loop = s->loop;
 	wk_log(WK_INFO, "stopping: %ld peers finish their queued requests within %ld ms%s", s->npeers,
 	       s->cfg.grace_ms, s->hashing ? "; the job being hashed is released" : "");
 	if (s->hashing)
@@ -588,8 +583,6 @@ stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	announce_abort_all(s);
 	ev_timer_stop(loop, &s->poll_timer);
 	ev_timer_stop(loop, &s->announce_timer);
-	ev_timer_set(&s->grace_timer, s->cfg.grace_ms / 1000.0, 0.);
-	ev_timer_start(loop, &s->grace_timer);
 	ev_timer_stop(loop, &s->sweep_timer);
 	ev_timer_set(&s->sweep_timer, 0.05, 0.05); /* drain checks */
 	ev_timer_start(loop, &s->sweep_timer);
@@ -615,7 +608,6 @@ main(int argc, char **argv)
 	(void)argc;
 	(void)argv;
 	wk_log_init("pgpod-seeder");
-	signal(SIGPIPE, SIG_IGN);
 	s.cfg.peer_port = wk_env_long("PGPOD_PEER_PORT", 6881, 1, 65535);
 	snprintf(s.cfg.peer_addr, sizeof s.cfg.peer_addr, "%s",
 	         (e = getenv("PGPOD_PEER_ADDR")) && *e ? e : "0.0.0.0");
@@ -659,14 +651,10 @@ main(int argc, char **argv)
 	ev_timer_init(&s.announce_timer, announce_cb, 0.25, 0.25);
 	s.announce_timer.data = &s;
 	ev_timer_start(s.loop, &s.announce_timer);
-	ev_init(&s.grace_timer, grace_cb);
-	s.grace_timer.data = &s;
-	ev_signal_init(&s.sigterm, stop_cb, SIGTERM);
-	s.sigterm.data = &s;
-	ev_signal_start(s.loop, &s.sigterm);
-	ev_signal_init(&s.sigint, stop_cb, SIGINT);
-	s.sigint.data = &s;
-	ev_signal_start(s.loop, &s.sigint);
+	wk_daemon_start(s.loop, &(wk_daemon_config){.stop = stop_cb,
+	                                             .deadline = grace_over_cb,
+	                                             .arg = &s,
+	                                             .drain_seconds = s.cfg.grace_ms / 1000.0});
 
 	make_conninfo(conninfo, sizeof conninfo);
 	wk_log(WK_INFO, "starting as %s: peers on %s:%ld (at most %ld), hashing on %ld threads, store %s",
@@ -674,6 +662,7 @@ main(int argc, char **argv)
 	       s.cfg.store_dir);
 	s.db = wk_db_new(s.loop, conninfo, channels, cb);
 	ev_run(s.loop, 0);
+	wk_daemon_stop_watching();
 
 	wk_log(WK_INFO, "stopped (%lld blocks, %lld bytes served)", s.served_blocks, s.served_bytes);
 	peer_close_all(&s);

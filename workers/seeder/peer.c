@@ -348,7 +348,7 @@ flush(peer *p)
 		s->served_bytes += r.length;
 	}
 	int want = EV_READ | (blocked ? EV_WRITE : 0);
-	if (s->stopping)
+	if (wk_daemon_stopping())
 		want &= ~EV_READ;
 	if ((p->io.events & (EV_READ | EV_WRITE)) != want)
 	{
@@ -735,7 +735,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 				wk_log(WK_WARN, "accept: %s", strerror(errno));
 			return;
 		}
-		if (s->npeers >= s->cfg.max_peers || s->stopping)
+		if (s->npeers >= s->cfg.max_peers || wk_daemon_stopping())
 		{
 			close(fd);
 			continue;

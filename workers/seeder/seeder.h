@@ -99,11 +99,9 @@ typedef struct seeder
 	long announcing;
 	size_t announce_cursor;
 	/* lifecycle */
-	bool stopping;
 	bool grace_over;
-	ev_timer poll_timer, sweep_timer, grace_timer, announce_timer;
+	ev_timer poll_timer, sweep_timer, announce_timer;
 	ev_idle kick;
-	ev_signal sigterm, sigint;
 	/* counters for the log */
 	long long served_blocks, served_bytes;
 } seeder;

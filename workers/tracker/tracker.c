@@ -23,9 +23,8 @@ tk_counters tk_count;
 bool tk_ready;
 
 static wk_db *db;
-static bool need_refresh = true, stopping, flush_in_flight;
-static ev_timer flush_timer, refresh_timer, expire_timer, grace_timer;
-static ev_signal sigterm_w, sigint_w;
+static bool need_refresh = true, flush_in_flight;
+static ev_timer flush_timer, refresh_timer, expire_timer;
 static ev_idle kick;
 
 /* --- addresses ------------------------------------------------------------------ */
@@ -242,8 +241,8 @@ flush_done(wk_db *d, PGresult *res, void *arg)
 	}
 	else
 		wk_log(WK_DEBUG, "reported %zu swarms", batch.n);
-	if (stopping)
-		ev_break(tk_loop, EVBREAK_ALL);
+	if (wk_daemon_stopping())
+		wk_daemon_drained();
 }
 
 /* Sends one batch of changed counts; false when there was nothing to send. */
@@ -283,7 +282,7 @@ db_ready(wk_db *d, void *arg)
 	(void)arg;
 	if (!wk_db_idle(d))
 		return;
-	if (need_refresh && !stopping)
+	if (need_refresh && !wk_daemon_stopping())
 	{
 		need_refresh = false;
 		if (wk_db_query(d, "SELECT info_hash, completed FROM pod.tracker_info_hashes()", 0, NULL,
@@ -297,8 +296,8 @@ db_ready(wk_db *d, void *arg)
 		if (flush())
 			return;
 	}
-	if (stopping)
-		ev_break(tk_loop, EVBREAK_ALL);
+	if (wk_daemon_stopping())
+		wk_daemon_drained();
 }
 
 static void
@@ -358,32 +357,28 @@ expire_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		wk_log(WK_DEBUG, "expired %zu peers; %zu left", n, tk_peers_total());
 }
 
-static void
-grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* wk_daemon's drain deadline (PGPOD_TRACKER_DRAIN_MS) */
+static double
+grace_over_cb(void *arg)
 {
-	(void)w;
-	(void)revents;
+	(void)arg;
 	wk_log(WK_WARN, "the last report did not finish in time");
-	ev_break(loop, EVBREAK_ALL);
+	return 0;
 }
 
+/* SIGTERM (wk_daemon: STOPPING=1 sent, the drain deadline started). */
 static void
-stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+stop_cb(void *arg)
 {
-	(void)w;
-	(void)revents;
-	if (stopping)
-		return;
-	stopping = true;
-	wk_sd_notify("STOPPING=1");
+	struct ev_loop *loop = tk_loop;
+
+	(void)arg;
 	wk_log(WK_INFO, "stopping: closing connections, reporting the last counts");
 	tk_http_close_all();
 	tk_udp_stop();
 	ev_timer_stop(loop, &flush_timer);
 	ev_timer_stop(loop, &refresh_timer);
 	ev_timer_stop(loop, &expire_timer);
-	ev_timer_init(&grace_timer, grace_cb, 2.0, 0.);
-	ev_timer_start(loop, &grace_timer);
 	want_flush = true;
 	if (!flush_in_flight)
 		db_ready(db, NULL);
@@ -460,7 +455,6 @@ main(int argc, char **argv)
 	(void)argc;
 	(void)argv;
 	wk_log_init("pgpod-tracker");
-	signal(SIGPIPE, SIG_IGN);
 	tk_cfg.port = wk_env_long("PGPOD_TRACKER_PORT", 6969, 1, 65535);
 	tk_cfg.interval = wk_env_long("PGPOD_TRACKER_INTERVAL", 1800, 10, 86400);
 	tk_cfg.ws_interval = wk_env_long("PGPOD_TRACKER_WS_INTERVAL", 120, 5, 86400);
@@ -515,16 +509,17 @@ main(int argc, char **argv)
 		ev_timer_init(&expire_timer, expire_cb, every / 2.0, every / 2.0);
 		ev_timer_start(tk_loop, &expire_timer);
 	}
-	ev_signal_init(&sigterm_w, stop_cb, SIGTERM);
-	ev_signal_start(tk_loop, &sigterm_w);
-	ev_signal_init(&sigint_w, stop_cb, SIGINT);
-	ev_signal_start(tk_loop, &sigint_w);
+	wk_daemon_start(tk_loop, &(wk_daemon_config){
+	                             .stop = stop_cb,
+	                             .deadline = grace_over_cb,
+	                             .drain_seconds = wk_env_long("PGPOD_TRACKER_DRAIN_MS", 2000, 0, 600000) / 1000.0});
 	make_conninfo(conninfo, sizeof(conninfo));
 	db = wk_db_new(tk_loop, conninfo, channels, cb);
 	wk_log(WK_INFO, "listening on [%s]:%ld (HTTP, WebSocket and UDP), announce interval %ld s",
 	       address, tk_cfg.port, tk_cfg.interval);
 	wk_sd_notify("READY=1\nSTATUS=tracking");
 	ev_run(tk_loop, 0);
+	wk_daemon_stop_watching();
 
 	wk_log(WK_INFO, "stopped (%" PRIu64 " HTTP, %" PRIu64 " UDP, %" PRIu64
 	                " WebSocket announces; %" PRIu64 " refused, %" PRIu64 " rate-limited; relayed %" PRIu64

@@ -117,11 +117,10 @@ struct transcoder
 	op *ops, *ops_tail;
 	job *jobs;
 	int njobs;
-	bool claiming, want_claim, stopping, ready_sent;
+	bool claiming, want_claim, ready_sent;
 	int short_claims; /* claims in a row that found fewer jobs than asked */
 	int claim_asked;  /* what the claim in flight asked for */
-	ev_timer poll_timer, stop_timer;
-	ev_signal sigterm, sigint;
+	ev_timer poll_timer;
 	ev_idle kick;
 };
 
@@ -781,7 +780,7 @@ job_start(transcoder *t, PGresult *res, int row)
 	ev_timer_start(t->loop, &j->tick);
 	wk_log(WK_INFO, "job %lld: video %s, attempt %s, source %s", j->id, j->video, PQgetvalue(res, row, 4),
 	       j->source);
-	if (t->stopping)
+	if (wk_daemon_stopping())
 	{
 		/* the claim was on its way when SIGTERM came: give the job straight back */
 		j->released = true;
@@ -843,7 +842,7 @@ kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 			op_done(t->db, NULL, o);
 		goto out;
 	}
-	if (!t->stopping && t->want_claim && !t->claiming && t->njobs < t->cfg.jobs)
+	if (!wk_daemon_stopping() && t->want_claim && !t->claiming && t->njobs < t->cfg.jobs)
 	{
 		char room[32];
 		const char *params[2] = {t->worker_id, room};
@@ -866,10 +865,10 @@ kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 		}
 	}
 out:
-	if (t->stopping && t->njobs == 0 && !t->ops && wk_db_idle(t->db))
+	if (wk_daemon_stopping() && t->njobs == 0 && !t->ops && wk_db_idle(t->db))
 	{
 		wk_log(WK_INFO, "stopped");
-		ev_break(loop, EVBREAK_ALL);
+		wk_daemon_drained();
 	}
 }
 
@@ -927,25 +926,22 @@ poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	schedule(t);
 }
 
-static void
-stop_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* wk_daemon's drain deadline (PGPOD_TRANSCODER_DRAIN_MS) */
+static double
+stop_timeout_cb(void *arg)
 {
-	(void)w;
-	(void)revents;
+	(void)arg;
 	wk_log(WK_ERROR, "could not give the jobs back in time; exiting (their leases will expire)");
-	ev_break(loop, EVBREAK_ALL);
+	return 0;
 }
 
+/* SIGTERM (wk_daemon: STOPPING=1 sent, the drain deadline started). */
 static void
-stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+stop_cb(void *arg)
 {
-	transcoder *t = w->data;
+	transcoder *t = arg;
+	struct ev_loop *loop = t->loop;
 
-	(void)revents;
-	if (t->stopping)
-		return;
-	t->stopping = true;
-	wk_sd_notify("STOPPING=1");
 	wk_log(WK_INFO, "stopping: %d jobs are given back", t->njobs);
 	ev_timer_stop(loop, &t->poll_timer);
 	for (job *j = t->jobs; j; j = j->next)
@@ -955,8 +951,6 @@ stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		if (j->child && (j->phase == P_ENCODE || j->phase == P_PROBE))
 			wk_child_kill(j->child, SIGTERM);
 	}
-	ev_timer_set(&t->stop_timer, 20.0, 0.);
-	ev_timer_start(loop, &t->stop_timer);
 	schedule(t);
 }
 
@@ -973,7 +967,6 @@ main(int argc, char **argv)
 	(void)argc;
 	(void)argv;
 	wk_log_init("pgpod-transcoder");
-	signal(SIGPIPE, SIG_IGN);
 	if (!store || !*store)
 	{
 		wk_log(WK_ERROR, "PGPOD_STORE_DIR is not set (the content store the gateway writes)");
@@ -999,21 +992,21 @@ main(int argc, char **argv)
 	ev_timer_init(&t.poll_timer, poll_cb, t.cfg.poll_ms / 1000.0, t.cfg.poll_ms / 1000.0);
 	t.poll_timer.data = &t;
 	ev_timer_start(t.loop, &t.poll_timer);
-	ev_init(&t.stop_timer, stop_timeout_cb);
 	ev_idle_init(&t.kick, kick_cb);
 	t.kick.data = &t;
-	ev_signal_init(&t.sigterm, stop_cb, SIGTERM);
-	t.sigterm.data = &t;
-	ev_signal_start(t.loop, &t.sigterm);
-	ev_signal_init(&t.sigint, stop_cb, SIGINT);
-	t.sigint.data = &t;
-	ev_signal_start(t.loop, &t.sigint);
+	wk_daemon_start(t.loop,
+	                &(wk_daemon_config){.stop = stop_cb,
+	                                    .deadline = stop_timeout_cb,
+	                                    .arg = &t,
+	                                    .drain_seconds = wk_env_long("PGPOD_TRANSCODER_DRAIN_MS", 20000, 0,
+	                                                                 3600000) / 1000.0});
 
 	snprintf(conninfo, sizeof conninfo, "application_name=pgpod-transcoder%s",
 	         getenv("PGUSER") ? "" : " user=pgpod_transcoder");
 	wk_log(WK_INFO, "starting as %s (%ld jobs at once, store %s)", t.worker_id, t.cfg.jobs, store);
 	t.db = wk_db_new(t.loop, conninfo, channels, cb);
 	ev_run(t.loop, 0);
+	wk_daemon_stop_watching();
 	wk_db_free(t.db);
 	while (t.ops)
 	{
