@@ -280,8 +280,16 @@ main(int argc, char **argv)
 
 	int alive = gw_cfg.processes, notified = 0;
 	double first_ready = 0;
+	/* systemd's watchdog (WatchdogSec=) watches the supervisor: it pings from its
+	 * loop, which turns at least every 200 ms */
+	double watchdog = wk_watchdog_interval(), pinged = 0;
 	while (alive > 0)
 	{
+		if (watchdog > 0 && ev_time() - pinged >= watchdog / 2)
+		{
+			wk_sd_notify("WATCHDOG=1");
+			pinged = ev_time();
+		}
 		/* systemd (Type=notify): ready once every process serves (a process still
 		 * loading beside a ready one answers 503: make start waits the same way), or
 		 * 10 s after the first one does; workers/lib's sd_notify */

@@ -104,6 +104,7 @@ wk_daemon_start(struct ev_loop *loop, const wk_daemon_config *cfg)
 	ev_signal_start(loop, &d.hup);
 	ev_init(&d.deadline, deadline_cb);
 	ev_init(&d.check, check_cb);
+	wk_watchdog_start(loop);
 }
 
 bool

@@ -151,6 +151,11 @@ void wk_db_set_notify_payload(wk_db *db, wk_db_payload_cb cb);
 /* Sends a state string ("READY=1", "STOPPING=1", "STATUS=...") to $NOTIFY_SOCKET;
  * 0 when sent or when not under systemd, -1 on error. */
 int wk_sd_notify(const char *state);
+/* systemd's watchdog (WatchdogSec=): the interval systemd gave this process
+ * (WATCHDOG_USEC, when WATCHDOG_PID is unset or ours), 0 when none; and pings
+ * ("WATCHDOG=1") every half interval from loop's timers (wk_daemon_start does it). */
+double wk_watchdog_interval(void);
+void wk_watchdog_start(struct ev_loop *loop);
 
 /* --- daemon.c: signals and draining (every daemon, each gateway process) ----------- */
 /* SIGTERM/SIGINT (the first; later ones are ignored): the stopping flag is set,

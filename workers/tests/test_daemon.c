@@ -120,6 +120,14 @@ give_up(struct ev_loop *l, ev_timer *w, int revents)
 	ev_break(l, EVBREAK_ALL);
 }
 
+static void
+loop_break(struct ev_loop *l, ev_timer *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	ev_break(l, EVBREAK_ALL);
+}
+
 int
 main(void)
 {
@@ -179,6 +187,33 @@ main(void)
 	n = recv(nfd, got, sizeof got - 1, 0);
 	ok(n < 0, "no_sd_notify: nothing sent to systemd");
 	wk_daemon_stop_watching();
+
+	/* --- the watchdog: pings from the loop every half WatchdogSec ------------------- */
+	char pid[32];
+	setenv("WATCHDOG_USEC", "200000", 1);
+	setenv("WATCHDOG_PID", "1", 1);
+	ok(wk_watchdog_interval() == 0, "WATCHDOG_PID of another process: no pings from this one");
+	snprintf(pid, sizeof pid, "%d", (int)getpid());
+	setenv("WATCHDOG_PID", pid, 1);
+	setenv("WATCHDOG_USEC", "2x", 1);
+	ok(wk_watchdog_interval() == 0, "a malformed WATCHDOG_USEC: no pings (and a warning)");
+	setenv("WATCHDOG_USEC", "200000", 1);
+	ok(wk_watchdog_interval() == 0.2, "WATCHDOG_USEC=200000 for our pid: 0.2 s");
+	wk_daemon_start(loop, &(wk_daemon_config){.stop = on_stop, .no_sd_notify = true});
+	ev_timer for_a_while;
+	ev_timer_init(&for_a_while, loop_break, 0.55, 0.);
+	ev_timer_start(loop, &for_a_while);
+	ev_run(loop, 0);
+	int pings = 0;
+	while ((n = recv(nfd, got, sizeof got - 1, 0)) > 0)
+	{
+		got[n] = '\0';
+		pings += !strcmp(got, "WATCHDOG=1");
+	}
+	ok(pings >= 4 && pings <= 8, "WATCHDOG=1 every 0.1 s while the loop turns (%d in 0.55 s)", pings);
+	wk_daemon_stop_watching();
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
 	close(nfd);
 	unsetenv("NOTIFY_SOCKET");
 
