@@ -602,9 +602,9 @@ attnum_in(TupleDesc desc, const char *relname, const char *name)
 	return n;
 }
 
-/* json -> key and json ->> key */
-static Datum
-json_field(Datum json, const char *key, bool *isnull)
+/* json -> key (a jsonb) and json ->> key (a text) */
+Datum
+pgpod_jsonb_field(Datum json, const char *key, bool as_text, bool *isnull)
 {
 	LOCAL_FCINFO(call, 2);
 	Datum v;
@@ -614,25 +614,21 @@ json_field(Datum json, const char *key, bool *isnull)
 	call->args[0].isnull = false;
 	call->args[1].value = CStringGetTextDatum(key);
 	call->args[1].isnull = false;
-	v = jsonb_object_field(call);
+	v = as_text ? jsonb_object_field_text(call) : jsonb_object_field(call);
 	*isnull = call->isnull;
 	return v;
 }
 
 static Datum
+json_field(Datum json, const char *key, bool *isnull)
+{
+	return pgpod_jsonb_field(json, key, false, isnull);
+}
+
+static Datum
 json_field_text(Datum json, const char *key, bool *isnull)
 {
-	LOCAL_FCINFO(call, 2);
-	Datum v;
-
-	InitFunctionCallInfoData(*call, NULL, 2, InvalidOid, NULL, NULL);
-	call->args[0].value = json;
-	call->args[0].isnull = false;
-	call->args[1].value = CStringGetTextDatum(key);
-	call->args[1].isnull = false;
-	v = jsonb_object_field_text(call);
-	*isnull = call->isnull;
-	return v;
+	return pgpod_jsonb_field(json, key, true, isnull);
 }
 
 /* coalesce((options ->> key)::boolean, otherwise) */

@@ -120,16 +120,10 @@ canonical_uuid(const char *s)
 static char *
 claim_text(Datum claims, const char *key)
 {
-	LOCAL_FCINFO(call, 2);
-	Datum v;
+	bool isnull;
+	Datum v = pgpod_jsonb_field(claims, key, true, &isnull);
 
-	InitFunctionCallInfoData(*call, NULL, 2, InvalidOid, NULL, NULL);
-	call->args[0].value = claims;
-	call->args[0].isnull = false;
-	call->args[1].value = CStringGetTextDatum(key);
-	call->args[1].isnull = false;
-	v = jsonb_object_field_text(call);
-	return call->isnull ? NULL : TextDatumGetCString(v);
+	return isnull ? NULL : TextDatumGetCString(v);
 }
 
 Datum
