@@ -94,16 +94,54 @@ ident_list(gw_buf *b, const char *prefix, const char *const *cols, int n)
 	}
 }
 
-/* RETURNING and the outer select over what was written. */
+static void
+returning_column(ctx *c, const char *alias, const char *col, int n)
+{
+	if (n)
+		gw_buf_puts(c->sql, ", ");
+	gw_buf_ident(c->sql, alias);
+	gw_buf_putc(c->sql, '.');
+	gw_buf_ident(c->sql, col);
+}
+
+/* RETURNING and the outer select over what was written. RETURNING names only what
+ * the answer needs, as PostgREST does: the rows for return=representation, the key
+ * for a Location header and an upsert's conflict columns (its 201 or 200), else a
+ * constant (the rows are only counted). A column in
+ * RETURNING needs the SELECT privilege and applies the relation's SELECT policies to
+ * the written rows (PostgreSQL adds them as checks of an INSERT, filters of an UPDATE
+ * or DELETE): with return=minimal a client may write what it may not read, and a
+ * chat post does not pay for its room's read policy. */
 static int
 finish_write(ctx *c, const gw_request_shape *r, const gw_relation *rel, gw_plan *p)
 {
 	const char *alias = rel->name;
-	gw_buf_puts(c->sql, " RETURNING ");
-	gw_buf_ident(c->sql, alias);
-	gw_buf_puts(c->sql, ".*)");
 	p->returns_body = r->return_rep;
 	p->insert_location = r->headers_only && r->action == GW_ACTION_INSERT && rel->npk > 0;
+	gw_buf_puts(c->sql, " RETURNING ");
+	if (r->return_rep)
+	{
+		gw_buf_ident(c->sql, alias);
+		gw_buf_puts(c->sql, ".*)");
+	}
+	else
+	{
+		/* the key for Location, the conflict columns an upsert's 201/200 is decided on */
+		int n = 0;
+		if (p->insert_location)
+			for (int i = 0; i < rel->npk; i++)
+				returning_column(c, alias, rel->pk[i], n++);
+		if (c->upsert_rel)
+			for (int i = 0; i < c->nupsert_cols; i++)
+			{
+				int dup = 0;
+				for (int k = 0; p->insert_location && k < rel->npk; k++)
+					dup |= !strcmp(rel->pk[k], c->upsert_cols[i]);
+				if (!dup)
+					returning_column(c, alias, c->upsert_cols[i], n++);
+			}
+		gw_buf_puts(c->sql, n ? ")" : "1)");
+	}
 	if (!r->return_rep)
 	{
 		gw_sb_build_outer(c, r, p, NULL, "pgrst_source");

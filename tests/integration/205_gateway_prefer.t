@@ -247,6 +247,32 @@ $r = req2(GET => '/gw_tasks?select=id.sum()::text;drop%20table%20x');
 is($r->{status}, 400, 'a hostile cast after an aggregate is refused') or diag("answer: $r->{content}");
 is(psql("SELECT count(*) FROM api.gw_tasks"), 5, 'nothing was touched');
 
+# --- return=minimal writes what the client may not read (PostgREST >= 8) ---------------
+# RETURNING names a column only when the answer needs it: a column there needs SELECT
+# and applies the SELECT policies to the written rows. A drop box: users insert, read
+# nothing of it.
+psql(q{DROP TABLE IF EXISTS api.gw_dropbox;
+  CREATE TABLE api.gw_dropbox (id integer PRIMARY KEY, note text NOT NULL);
+  ALTER TABLE api.gw_dropbox ENABLE ROW LEVEL SECURITY;
+  CREATE POLICY gw_dropbox_in ON api.gw_dropbox FOR INSERT TO pgpod_user WITH CHECK (note <> 'refused');
+  CREATE POLICY gw_dropbox_update ON api.gw_dropbox FOR UPDATE TO pgpod_user USING (true) WITH CHECK (true);
+  GRANT INSERT, UPDATE (note) ON api.gw_dropbox TO pgpod_user;
+  NOTIFY pgrst, 'reload schema'});
+wait_until('the schema cache to show api.gw_dropbox', 20, sub {
+  req(POST => '/gw_dropbox', { %auth, Prefer => 'return=minimal' }, { id => 0, note => 'probe' })->{status} == 201 });
+psql("DELETE FROM api.gw_dropbox");
+$r = req(POST => '/gw_dropbox', { %auth, Prefer => 'return=minimal, count=exact' }, [{ id => 1, note => 'a' }, { id => 2, note => 'b' }]);
+is_deeply([$r->{status}, $r->{content}, $r->{headers}{'content-range'}], [201, '', '*/2'],
+  'return=minimal: insert-only rows are written and counted, no body');
+$r = req(POST => '/gw_dropbox', { %auth, Prefer => 'return=representation' }, { id => 3, note => 'c' });
+is_deeply([$r->{status}, $r->{json}{code}], [403, '42501'], 'return=representation needs SELECT: 403 42501');
+$r = req(POST => '/gw_dropbox', { %auth }, { id => 4, note => 'refused' });
+is_deeply([$r->{status}, $r->{json}{code}], [403, '42501'], 'the INSERT policy still holds with return=minimal');
+$r = req(PATCH => '/gw_dropbox', { %auth, Prefer => 'return=minimal' }, { note => 'z' });
+is($r->{status}, 204, 'an unfiltered PATCH with return=minimal: the UPDATE policy decides');
+is(psql("SELECT string_agg(id || note, ',' ORDER BY id) FROM api.gw_dropbox"), '1z,2z', 'exactly the two rows, each written once');
+psql("DROP TABLE api.gw_dropbox; NOTIFY pgrst, 'reload schema'");
+
 kill 'TERM', $pid;
 waitpid($pid, 0);
 $pid = 0;
