@@ -37,6 +37,7 @@
 #include "parser/parse_func.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -96,6 +97,52 @@ fold_nfkc(text *normalized)
 	memcpy(out + 1, VARDATA_ANY(trimmed), len);
 	out[len + 1] = ' ';
 	out[len + 2] = '\0';
+	return out;
+}
+
+/* Is the text all ASCII? Then NFKC leaves it as it is, and its fold is simple. */
+static bool
+is_ascii_text(text *t)
+{
+	const unsigned char *p = (const unsigned char *) VARDATA_ANY(t);
+	int len = VARSIZE_ANY_EXHDR(t);
+	int i;
+
+	for (i = 0; i < len; i++)
+		if (p[i] >= 0x80)
+			return false;
+	return true;
+}
+
+/* fold_nfkc of an ASCII text, without the ICU calls: what lower() and [:alnum:] are for
+ * ASCII under "und-x-icu" (A-Z lowered; letters and digits kept, every run of anything
+ * else one space), trimmed, between two spaces. */
+static char *
+fold_ascii(text *t)
+{
+	const char *p = VARDATA_ANY(t);
+	int len = VARSIZE_ANY_EXHDR(t);
+	char *out = palloc(len + 3);
+	int o = 1, i;
+	bool gap = false;
+
+	out[0] = ' ';
+	for (i = 0; i < len; i++)
+	{
+		char c = p[i];
+
+		if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z'))
+		{
+			if (gap && o > 1)
+				out[o++] = ' ';
+			gap = false;
+			out[o++] = (c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c;
+		}
+		else
+			gap = true; /* a run of anything else: one space, none at either end */
+	}
+	out[o++] = ' ';
+	out[o] = '\0';
 	return out;
 }
 
@@ -182,6 +229,7 @@ forbidden_word_in(PG_FUNCTION_ARGS)
 	Jsonb *words;
 	text *normalized;
 	char *folded = NULL;
+	bool ascii;
 	int n, i;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
@@ -193,7 +241,8 @@ forbidden_word_in(PG_FUNCTION_ARGS)
 	if (n == 0)
 		PG_RETURN_NULL();
 	cache_words(words, n);
-	normalized = nfkc(t);
+	ascii = is_ascii_text(t);
+	normalized = ascii ? t : nfkc(t);
 	for (i = 0; i < n; i++)
 	{
 		Datum w;
@@ -222,7 +271,7 @@ forbidden_word_in(PG_FUNCTION_ARGS)
 		{
 			/* strpos(folded, pod.chat_fold(w)) > 0 */
 			if (folded == NULL)
-				folded = fold_nfkc(normalized);
+				folded = ascii ? fold_ascii(t) : fold_nfkc(normalized);
 			if (cached_folded[i] != NULL && strstr(folded, cached_folded[i]) != NULL)
 				PG_RETURN_TEXT_P(entry);
 		}
@@ -540,15 +589,66 @@ get_bool(SPITupleTable *t, int col)
 	return !isnull && DatumGetBool(d);
 }
 
+/*
+ * The OID of pod.<name> (a table or an index), remembered for the backend's life: the
+ * look-ups by name (the schema, then the relation) were a tenth of the posting trigger.
+ * Any invalidation of a remembered relation (its drop, a re-created extension) or a
+ * full reset forgets them all.
+ */
+#define POD_RELID_SLOTS 16
+static struct
+{
+	const char *name; /* a string literal of the caller's */
+	Oid relid;
+} pod_relids[POD_RELID_SLOTS];
+static bool pod_relids_callback;
+
+static void
+pod_relids_forget(Datum arg, Oid relid)
+{
+	int i;
+
+	for (i = 0; i < POD_RELID_SLOTS; i++)
+		if (!OidIsValid(relid) || pod_relids[i].relid == relid)
+		{
+			memset(pod_relids, 0, sizeof(pod_relids));
+			return;
+		}
+}
+
+Oid
+pgpod_relid(const char *name)
+{
+	Oid relid;
+	int i;
+
+	for (i = 0; i < POD_RELID_SLOTS && pod_relids[i].name != NULL; i++)
+		if (pod_relids[i].name == name || strcmp(pod_relids[i].name, name) == 0)
+			return pod_relids[i].relid;
+	relid = get_relname_relid(name, get_namespace_oid("pod", false));
+	if (!OidIsValid(relid))
+		elog(ERROR, "pod.%s is missing", name);
+	if (!pod_relids_callback)
+	{
+		CacheRegisterRelcacheCallback(pod_relids_forget, (Datum) 0);
+		pod_relids_callback = true;
+	}
+	if (i < POD_RELID_SLOTS)
+	{
+		pod_relids[i].name = name;
+		pod_relids[i].relid = relid;
+	}
+	return relid;
+}
+
 /* A row of pod.<relname> by its unique index (one or two key columns, uuid or bigint, in
  * the index's order), seen by the active snapshot (the transaction's when none is
  * active); a copy, or NULL. As the extension's owner reads it: no row-level security. */
 HeapTuple
 pgpod_fetch_one(const char *relname, const char *indexname, Datum key1, Datum key2, TupleDesc *desc_out)
 {
-	Oid ns = get_namespace_oid("pod", false);
-	Oid relid = get_relname_relid(relname, ns);
-	Oid indexid = get_relname_relid(indexname, ns);
+	Oid relid = pgpod_relid(relname);
+	Oid indexid = pgpod_relid(indexname);
 	Relation rel, irel;
 	ScanKeyData keys[2];
 	SysScanDesc scan;

@@ -17,6 +17,7 @@ extern void pgpod_openssl_error(int sqlstate, const char *doing) pg_attribute_no
 #include "access/tupdesc.h"
 /* json -> key (as_text: json ->> key) of a jsonb Datum; *isnull when absent */
 extern Datum pgpod_jsonb_field(Datum json, const char *key, bool as_text, bool *isnull);
+extern Oid pgpod_relid(const char *name);
 extern HeapTuple pgpod_fetch_one(const char *relname, const char *indexname, Datum key1, Datum key2,
                                  TupleDesc *desc_out);
 

@@ -15,13 +15,25 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "executor/executor.h"
+#include "nodes/makefuncs.h"
+#include "parser/parsetree.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "common/hashfn.h"
 #include "fmgr.h"
+#include "pgpod.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
@@ -113,70 +125,212 @@ room_event_notify(PG_FUNCTION_ARGS)
 
 /*
  * Numbering a room's events (pod.room_event_append, and the trigger of a new message):
- * the room's counter is advanced under its row lock, so the sequence is gapless and
- * in commit order; the event row, the stream wake-up and, when other pods follow the
- * room, their push. One statement numbers, writes and asks for followers: it was three
- * plpgsql statements in two plpgsql functions, whose per-transaction setup was a large
- * part of a chat post.
+ * the room's counter (pod.rooms.event_seq) is advanced under its row lock, so the
+ * sequence is gapless and in commit order; then the event row, the stream wake-up and,
+ * when other pods follow the room, their push.
+ *
+ * Without a statement: the row is found by its key and locked as an UPDATE locks it,
+ * then updated and the event inserted by the executor's routines for one row that
+ * logical replication applies changes with (execReplication.c) — constraints,
+ * indexes, triggers and the foreign key's check as a statement would run them,
+ * without a statement's plan-cache check and executor setup.
+ * The row is locked FOR NO KEY UPDATE, as UPDATE takes it: posters' foreign key checks
+ * on the room (FOR KEY SHARE) do not conflict with it. The follow check reads with a
+ * snapshot taken after the lock, so a follow committed while this waited for the room
+ * is seen (pod.chat_follow reads the counter under the same lock).
  */
-static SPIPlanPtr append_plan;
 static SPIPlanPtr push_plan;
+
+static RangeTblEntry *
+rte_for(Relation rel)
+{
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(rel);
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	return rte;
+}
+
+static AttrNumber
+attnum_of(Relation rel, const char *name)
+{
+	AttrNumber n = get_attnum(RelationGetRelid(rel), name);
+
+	if (n == InvalidAttrNumber)
+		elog(ERROR, "%s has no column \"%s\"", RelationGetRelationName(rel), name);
+	return n;
+}
+
+/* does another pod follow the room? (pod.room_remote_pods, by its key's first column) */
+static bool
+room_followed(pg_uuid_t *room)
+{
+	Relation rel = table_open(pgpod_relid("room_remote_pods"), AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	bool found;
+
+	ScanKeyInit(&key, attnum_of(rel, "room_id"), BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(room));
+	scan = systable_beginscan(rel, pgpod_relid("room_remote_pods_pkey"), true, GetLatestSnapshot(), 1, &key);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(rel, NoLock);
+	return found;
+}
+
+/*
+ * The room's row, locked FOR NO KEY UPDATE in its latest version, into slot; false when
+ * the room is gone. As an UPDATE in READ COMMITTED: a row being updated by another
+ * transaction is waited for in the tuple lock's queue (one waiter wakes at a time),
+ * and its newest version is the one locked.
+ */
+static bool
+lock_room(Relation rooms, pg_uuid_t *room, TupleTableSlot *slot)
+{
+	Relation idx = index_open(pgpod_relid("rooms_pkey"), AccessShareLock);
+	Snapshot snap = RegisterSnapshot(GetLatestSnapshot());
+	ScanKeyData key;
+	IndexScanDesc scan;
+	TM_FailureData tmfd;
+	TM_Result res;
+	bool found;
+
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(room));
+	scan = index_beginscan(rooms, idx, snap, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	index_endscan(scan);
+	index_close(idx, NoLock);
+	if (!found)
+	{
+		UnregisterSnapshot(snap);
+		return false;
+	}
+	res = table_tuple_lock(rooms, &slot->tts_tid, snap, slot, GetCurrentCommandId(false), LockTupleNoKeyExclusive,
+	                       LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
+	UnregisterSnapshot(snap);
+	switch (res)
+	{
+		case TM_Ok:
+			return true;
+		case TM_Deleted:
+			return false; /* deleted while this waited */
+		default:
+			elog(ERROR, "could not lock room %s's row (%d)",
+			     DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(room))), (int) res);
+	}
+	return false;
+}
 
 /* Returns the event's seq, or -1 when the room is gone (being deleted). */
 static int64
 append_event(pg_uuid_t *room, const char *kind, int64 message, const char *audience, pg_uuid_t *author)
 {
-	Datum values[5];
-	char nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	int64 seq;
-	bool isnull, followed;
-	int rc;
+	Relation rooms = table_open(pgpod_relid("rooms"), RowExclusiveLock);
+	Relation events = table_open(pgpod_relid("room_events"), RowExclusiveLock);
+	TupleDesc rdesc = RelationGetDescr(rooms), edesc = RelationGetDescr(events);
+	AttrNumber a_seq = attnum_of(rooms, "event_seq");
+	EState *estate = CreateExecutorState();
+	RangeTblEntry *rooms_rte = rte_for(rooms);
+	ResultRelInfo *rooms_rri = makeNode(ResultRelInfo), *events_rri = makeNode(ResultRelInfo);
+	TupleTableSlot *current, *next, *event;
+	EPQState epq;
+	MemoryContext old;
+	int64 seq = -1;
+	int natts, i;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (append_plan == NULL)
+	rooms_rte->updatedCols = bms_make_singleton(a_seq - FirstLowInvalidHeapAttributeNumber);
+	ExecInitRangeTable(estate, list_make2(rooms_rte, rte_for(events)));
+	InitResultRelInfo(rooms_rri, rooms, 1, NULL, 0);
+	InitResultRelInfo(events_rri, events, 2, NULL, 0);
+	/* (not in es_result_relations: ExecGetTriggerResultRel finds them here) */
+	estate->es_opened_result_relations = list_make2(rooms_rri, events_rri);
+	estate->es_output_cid = GetCurrentCommandId(true);
+	AfterTriggerBeginQuery();
+	EvalPlanQualInit(&epq, estate, NULL, NIL, -1);
+	ExecOpenIndices(rooms_rri, false);
+	ExecOpenIndices(events_rri, false);
+	old = MemoryContextSwitchTo(estate->es_query_cxt);
+
+	/* the room's row, locked (waiting for the transaction holding it) */
+	current = table_slot_create(rooms, &estate->es_tupleTable);
+	next = table_slot_create(rooms, &estate->es_tupleTable);
+	if (lock_room(rooms, room, current))
 	{
-		Oid types[5] = {UUIDOID, TEXTOID, INT8OID, TEXTOID, UUIDOID};
-		SPIPlanPtr plan = SPI_prepare_cursor(
-			"WITH n AS (UPDATE pod.rooms SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq) "
-			"INSERT INTO pod.room_events (room_id, seq, kind, message_id, audience, author) "
-			"SELECT $1, n.event_seq, $2::pod.room_event_kind, $3, $4, $5 FROM n "
-			"RETURNING seq, EXISTS (SELECT 1 FROM pod.room_remote_pods p WHERE p.room_id = $1)",
-			5, types, CURSOR_OPT_GENERIC_PLAN);
+		bool isnull;
+		Datum d = slot_getattr(current, a_seq, &isnull);
+		Datum values[7];
+		bool nulls[7] = {false, false, false, false, false, false, false};
+		const char *names[7] = {"room_id", "seq", "kind", "message_id", "at", "audience", "author"};
 
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not prepare the room event statement: %s", SPI_result_code_string(SPI_result));
-		append_plan = plan;
+		seq = (isnull ? 0 : DatumGetInt64(d)) + 1;
+		/* event_seq + 1, the rest of the row as it is */
+		slot_getallattrs(current);
+		natts = rdesc->natts;
+		ExecClearTuple(next);
+		memcpy(next->tts_values, current->tts_values, natts * sizeof(Datum));
+		memcpy(next->tts_isnull, current->tts_isnull, natts * sizeof(bool));
+		next->tts_values[a_seq - 1] = Int64GetDatum(seq);
+		next->tts_isnull[a_seq - 1] = false;
+		ExecStoreVirtualTuple(next);
+		EvalPlanQualSetSlot(&epq, next);
+		ExecSimpleRelationUpdate(rooms_rri, estate, &epq, current, next);
+
+		/* the event row (room_id, seq, kind, message_id, at, audience, author) */
+		event = table_slot_create(events, &estate->es_tupleTable);
+		ExecClearTuple(event);
+		for (i = 0; i < edesc->natts; i++)
+			event->tts_isnull[i] = true;
+		values[0] = UUIDPGetDatum(room);
+		values[1] = Int64GetDatum(seq);
+		values[2] = DirectFunctionCall2(enum_in, CStringGetDatum(kind),
+		                                ObjectIdGetDatum(TupleDescAttr(edesc, attnum_of(events, "kind") - 1)->atttypid));
+		values[3] = Int64GetDatum(message);
+		values[4] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()); /* the column's now() */
+		if (audience != NULL)
+			values[5] = CStringGetTextDatum(audience);
+		else
+			nulls[5] = true;
+		if (author != NULL)
+			values[6] = UUIDPGetDatum(author);
+		else
+			nulls[6] = true;
+		for (i = 0; i < 7; i++)
+		{
+			AttrNumber a = attnum_of(events, names[i]);
+
+			event->tts_values[a - 1] = values[i];
+			event->tts_isnull[a - 1] = nulls[i];
+		}
+		ExecStoreVirtualTuple(event);
+		ExecSimpleRelationInsert(events_rri, estate, event);
 	}
-	values[0] = UUIDPGetDatum(room);
-	values[1] = CStringGetTextDatum(kind);
-	values[2] = Int64GetDatum(message);
-	if (audience != NULL)
-		values[3] = CStringGetTextDatum(audience);
-	else
-		nulls[3] = 'n';
-	if (author != NULL)
-		values[4] = UUIDPGetDatum(author);
-	else
-		nulls[4] = 'n';
-	rc = SPI_execute_plan(append_plan, values, nulls, false, 0);
-	if (rc != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "room event statement: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 0)
-	{
-		SPI_finish();
+	MemoryContextSwitchTo(old);
+	ExecCloseIndices(events_rri);
+	ExecCloseIndices(rooms_rri);
+	EvalPlanQualEnd(&epq);
+	AfterTriggerEndQuery(estate); /* the event's foreign key check */
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+	table_close(events, NoLock);
+	table_close(rooms, NoLock);
+	if (seq < 0)
 		return -1; /* the room itself is being deleted */
-	}
-	seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	followed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	CommandCounterIncrement(); /* what follows in this transaction sees the event and the counter */
+
 	(void)notify_if_listened(room, seq); /* only when a gateway listens to the room */
 	/* other pods with viewers in the room get every event (sql/76_livechat_federation.sql) */
-	if (followed)
+	if (room_followed(room))
 	{
 		Datum pv[5] = {UUIDPGetDatum(room), Int64GetDatum(seq), CStringGetTextDatum(kind), Int64GetDatum(message),
-		               values[3]};
-		char pn[5] = {' ', ' ', ' ', ' ', nulls[3]};
+		               audience != NULL ? CStringGetTextDatum(audience) : (Datum)0};
+		char pn[5] = {' ', ' ', ' ', ' ', audience != NULL ? ' ' : 'n'};
+		int rc;
 
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
 		if (push_plan == NULL)
 		{
 			Oid types[5] = {UUIDOID, INT8OID, TEXTOID, INT8OID, TEXTOID};
@@ -190,8 +344,8 @@ append_event(pg_uuid_t *room, const char *kind, int64 message, const char *audie
 		rc = SPI_execute_plan(push_plan, pv, pn, false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "event push: %s", SPI_result_code_string(rc));
+		SPI_finish();
 	}
-	SPI_finish();
 	return seq;
 }
 

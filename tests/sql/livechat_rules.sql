@@ -6,7 +6,7 @@
 \set QUIET 1
 BEGIN;
 SET LOCAL pgpod.password_memlimit = '8MB';
-SELECT plan(121);
+SELECT plan(122);
 
 CREATE TEMP TABLE actor AS
   SELECT name, u.id AS user_id,
@@ -459,6 +459,12 @@ SELECT is((SELECT count(*) FROM (VALUES ('Free   MONEY now'), ('fr3e money'), ('
                                         ('["/^$/", "spam"]'), ('[null, "/"]'), ('["//"]'), ('["a b", "/ü/"]')) w(w)
                         WHERE pod.forbidden_word_in(t.t, w.w) IS DISTINCT FROM pg_temp.fw_ref(t.t, w.w)), 0::bigint,
   'forbidden words in C: the same first entry as the plpgsql rule for words, regexes, Unicode forms, case, empty and null');
+SELECT is((SELECT count(*) FROM (VALUES ('!!!'), ('a!'), ('!a  b!'), ('x_y'), (E'tab\there'), ('Spam-spam'), ('A1b2 c3'), ('  '),
+                                        ('free money!'), ('~'), ('MiXeD CaSe 42'), ('x-y'), ('a b'), ('ab')) t(t),
+                                (VALUES ('["x y", "!!", "a b"]'::jsonb), ('["spam", "/^ *$/", "c3"]'), ('["mixed case", "42"]'),
+                                        ('["/FREE\\s+money/", "ab"]'), ('["b c", "a1b2"]')) w(w)
+                        WHERE pod.forbidden_word_in(t.t, w.w) IS DISTINCT FROM pg_temp.fw_ref(t.t, w.w)), 0::bigint,
+  'forbidden words, ASCII messages (folded without ICU): the same first entry as the plpgsql rule, punctuation runs and ends included');
 
 SELECT * FROM finish();
 ROLLBACK;
