@@ -116,34 +116,16 @@ CREATE INDEX pubsub_items_duration_idx ON pod.pubsub_items ((parsed -> 'duration
 CREATE INDEX pubsub_items_title_idx ON pod.pubsub_items ((parsed ->> 'title') text_pattern_ops);
 SELECT pg_catalog.pg_extension_config_dump('pod.pubsub_items_seq', '');
 
--- Each node's item count, kept by the statements that add, move or remove items (one
--- UPDATE of the node per statement, from its transition table; not per row), so that
--- an RSM page reads its count instead of counting the node. Concurrent writers to one
--- node wait for each other's count until commit (one origin publishes to a node
--- serially). A restore brings the counts with the nodes: the triggers stand aside.
+-- Each node's item count, kept by the statements that add, move or remove items (C,
+-- extension/src/pubsub_count.c: one UPDATE per node a statement touches, from its
+-- transition table; not one per row), so that an RSM page reads its count instead of
+-- counting the node. Concurrent writers to one node wait for each other's count until
+-- commit (one origin publishes to a node serially). A restore brings the counts with
+-- the nodes: the trigger stands aside.
 UPDATE pod.pubsub_nodes n SET item_count = c.k
   FROM (SELECT i.node_id, count(*) AS k FROM pod.pubsub_items i GROUP BY i.node_id) c WHERE n.id = c.node_id;
 CREATE FUNCTION pod.pubsub_items_count() RETURNS trigger
-  LANGUAGE plpgsql SET search_path = pg_catalog, pod AS $$
-BEGIN
-  IF pod.restoring() THEN
-    RETURN NULL;
-  END IF;
-  CASE TG_OP
-  WHEN 'INSERT' THEN
-    UPDATE pod.pubsub_nodes n SET item_count = n.item_count + c.k
-      FROM (SELECT node_id, count(*) AS k FROM changed GROUP BY node_id) c WHERE n.id = c.node_id;
-  WHEN 'DELETE' THEN
-    UPDATE pod.pubsub_nodes n SET item_count = n.item_count - c.k
-      FROM (SELECT node_id, count(*) AS k FROM changed GROUP BY node_id) c WHERE n.id = c.node_id;
-  WHEN 'UPDATE' THEN  -- an item moved to another node (row trigger)
-    UPDATE pod.pubsub_nodes n SET item_count = n.item_count - 1 WHERE n.id = OLD.node_id;
-    UPDATE pod.pubsub_nodes n SET item_count = n.item_count + 1 WHERE n.id = NEW.node_id;
-  WHEN 'TRUNCATE' THEN
-    UPDATE pod.pubsub_nodes n SET item_count = 0 WHERE n.item_count <> 0;
-  END CASE;
-  RETURN NULL;
-END $$;
+  AS 'MODULE_PATHNAME', 'pubsub_items_count' LANGUAGE C SECURITY DEFINER SET search_path = pg_catalog, pod;
 CREATE TRIGGER pubsub_items_count_insert AFTER INSERT ON pod.pubsub_items
   REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION pod.pubsub_items_count();
 CREATE TRIGGER pubsub_items_count_delete AFTER DELETE ON pod.pubsub_items
@@ -457,10 +439,11 @@ END $$;
 -- page starts more than 512 items from both ends of its node: counting that far would
 -- make a page's cost grow with its node). An item id not in the node: P0002 (RSM's
 -- item-not-found); past either end: an empty page. C (extension/src/pubsub_page.c):
--- the page is written as JSON in one buffer, in the time of its items, not its node's.
+-- read from the btrees and written as JSON in one buffer, in the time of its items,
+-- not its node's.
 CREATE FUNCTION pod.pubsub_items_page(service text, node text, max integer DEFAULT 50, after text DEFAULT NULL,
                                       before text DEFAULT NULL) RETURNS json
-  AS 'MODULE_PATHNAME', 'pubsub_items_page' LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, pod;
+  AS 'MODULE_PATHNAME', 'pubsub_items_page' LANGUAGE C STABLE SECURITY DEFINER;  -- no SQL inside: no search_path
 COMMENT ON FUNCTION pod.pubsub_items_page(text, text, integer, text, text) IS 'RSM page of a node''s items: after/before an item id, max; answers items, count, index (null past 512 items from both ends), first, last.';
 
 -- The SQL condition (over the item alias i) of one filter {"path": "a.b", "op": "=",

@@ -1,23 +1,39 @@
 /*
  * pubsub_page.c — an RSM page (XEP-0059) of a pubsub node's items,
- * pod.pubsub_items_page: at most max items in publication order from the (node_id,
- * seq) index, written as JSON straight into the result's buffer (raw payloads through
- * an escaper that copies runs of safe bytes, parsed values walked in their binary
- * JSONB form). count is the node's maintained pod.pubsub_nodes.item_count; index is
- * counted over at most PAGE_INDEX_WINDOW items from either end, so no page costs more
- * with the size of its node (see page_index).
+ * pod.pubsub_items_page: at most max items in publication order, read straight from
+ * the (node_id, seq) btree (no planner: a generic plan once chose a sequential scan
+ * for a node that was the whole table) and written as JSON into the result's buffer
+ * (raw payloads through an escaper that copies runs of safe bytes, parsed values
+ * walked in their binary JSONB form). count is the node's maintained
+ * pod.pubsub_nodes.item_count (pubsub_count.c); index is counted over at most
+ * PAGE_INDEX_WINDOW items from either end, so that no page costs more with the size of
+ * its node (see page_index). The function is SECURITY DEFINER (the extension's
+ * owner), as the SQL it replaces, so reading the tables directly checks no more and no
+ * less than that did.
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/visibilitymap.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/fmgroids.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/numeric.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 PG_FUNCTION_INFO_V1(pubsub_items_page);
 
@@ -32,40 +48,21 @@ PG_FUNCTION_INFO_V1(pubsub_items_page);
  */
 #define PAGE_INDEX_WINDOW 512
 
-static SPIPlanPtr node_plan;
-static SPIPlanPtr pivot_plan;
-static SPIPlanPtr forward_plan;
-static SPIPlanPtr backward_plan;
-static SPIPlanPtr count_before_plan;
-static SPIPlanPtr count_from_plan;
-
-/* The page's columns, in the order the page plans select them. */
-enum
+/* The relations a page reads, opened for one call. */
+typedef struct PageRels
 {
-	COL_NAME = 1,
-	COL_PUBLISHER,
-	COL_DATA,
-	COL_PARSED,
-	COL_CREATED_AT,
-	COL_UPDATED_AT,
-	COL_VERSION,
-	COL_SEQ
-};
+	Relation nodes;
+	Relation nodes_by_name; /* (service, name) */
+	Relation items;
+	Relation items_by_name; /* (node_id, name) */
+	Relation items_by_seq;  /* (node_id, seq) */
+} PageRels;
 
-/* A plan prepared once per backend (generic: every query here is one index range). */
-static SPIPlanPtr
-keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
+/* The columns a page reads, by name (a walked-up table may order them otherwise). */
+typedef struct ItemCols
 {
-	if (*slot == NULL)
-	{
-		SPIPlanPtr plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
-
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-		*slot = plan;
-	}
-	return *slot;
-}
+	AttrNumber name, publisher, data, parsed, created_at, updated_at, version, seq;
+} ItemCols;
 
 /* Bytes that a JSON string cannot hold as they are: controls, quote, backslash. */
 static const bool json_escaped[256] = {
@@ -278,49 +275,147 @@ append_json_int8(StringInfo buf, Datum d, bool isnull)
 
 /* Appends one item of the page: name, publisher, data, parsed, created_at, updated_at, version. */
 static void
-append_item(StringInfo buf, HeapTuple row, TupleDesc desc)
+append_item(StringInfo buf, TupleTableSlot *row, const ItemCols *col)
 {
 	bool isnull;
 	Datum d;
 
 	appendBinaryStringInfo(buf, "{\"name\": ", 9);
-	append_json_text(buf, SPI_getbinval(row, desc, COL_NAME, &isnull));
+	append_json_text(buf, slot_getattr(row, col->name, &isnull));
 	appendBinaryStringInfo(buf, ", \"publisher\": ", 15);
-	d = SPI_getbinval(row, desc, COL_PUBLISHER, &isnull);
+	d = slot_getattr(row, col->publisher, &isnull);
 	if (isnull)
 		appendBinaryStringInfo(buf, "null", 4);
 	else
 		append_json_text(buf, d);
 	appendBinaryStringInfo(buf, ", \"data\": ", 10);
-	append_json_text(buf, SPI_getbinval(row, desc, COL_DATA, &isnull));
+	append_json_text(buf, slot_getattr(row, col->data, &isnull));
 	appendBinaryStringInfo(buf, ", \"parsed\": ", 12);
-	d = SPI_getbinval(row, desc, COL_PARSED, &isnull);
+	d = slot_getattr(row, col->parsed, &isnull);
 	if (isnull)
 		appendBinaryStringInfo(buf, "null", 4);
 	else
 		append_jsonb(buf, d);
 	appendBinaryStringInfo(buf, ", \"created_at\": ", 16);
-	append_json_timestamptz(buf, SPI_getbinval(row, desc, COL_CREATED_AT, &isnull));
+	append_json_timestamptz(buf, slot_getattr(row, col->created_at, &isnull));
 	appendBinaryStringInfo(buf, ", \"updated_at\": ", 16);
-	append_json_timestamptz(buf, SPI_getbinval(row, desc, COL_UPDATED_AT, &isnull));
+	append_json_timestamptz(buf, slot_getattr(row, col->updated_at, &isnull));
 	appendBinaryStringInfo(buf, ", \"version\": ", 13);
-	d = SPI_getbinval(row, desc, COL_VERSION, &isnull);
+	d = slot_getattr(row, col->version, &isnull);
 	append_json_int8(buf, d, isnull);
 	appendStringInfoCharMacro(buf, '}');
 }
 
-/* How many items of the node lie before seq (plan count_before_plan) or from it on
- * (count_from_plan), counting at most limit. */
-static int64
-count_items(SPIPlanPtr plan, int64 node_id, int64 seq, int64 limit)
+/* A relation of schema pod by name, opened (an index, or a table) AccessShareLock. */
+static Relation
+open_pod_relation(Oid pod, const char *name, bool index)
 {
-	Datum args[3] = {Int64GetDatum(node_id), Int64GetDatum(seq), Int64GetDatum(limit)};
-	bool isnull;
-	int rc = SPI_execute_plan(plan, args, NULL, true, 1);
+	Oid relid = get_relname_relid(name, pod);
 
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "counting the items of a pubsub node failed: %s", SPI_result_code_string(rc));
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (!OidIsValid(relid))
+		elog(ERROR, "relation pod.%s does not exist", name);
+	return index ? index_open(relid, AccessShareLock) : table_open(relid, AccessShareLock);
+}
+
+static void
+open_rels(PageRels *r)
+{
+	Oid pod = get_namespace_oid("pod", false);
+
+	r->nodes = open_pod_relation(pod, "pubsub_nodes", false);
+	r->nodes_by_name = open_pod_relation(pod, "pubsub_nodes_service_name_key", true);
+	r->items = open_pod_relation(pod, "pubsub_items", false);
+	r->items_by_name = open_pod_relation(pod, "pubsub_items_node_id_name_key", true);
+	r->items_by_seq = open_pod_relation(pod, "pubsub_items_node_seq_idx", true);
+}
+
+static void
+close_rels(PageRels *r)
+{
+	index_close(r->items_by_seq, AccessShareLock);
+	index_close(r->items_by_name, AccessShareLock);
+	table_close(r->items, AccessShareLock);
+	index_close(r->nodes_by_name, AccessShareLock);
+	table_close(r->nodes, AccessShareLock);
+}
+
+/* The attribute number of a column; "cannot happen" when the schema lacks it. */
+static AttrNumber
+column(Relation rel, const char *name)
+{
+	TupleDesc desc = RelationGetDescr(rel);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(desc, i);
+
+		if (!a->attisdropped && strcmp(NameStr(a->attname), name) == 0)
+			return a->attnum;
+	}
+	elog(ERROR, "%s has no column %s", RelationGetRelationName(rel), name);
+	return InvalidAttrNumber;
+}
+
+/* A key on index column attno: equality (or strategy) with a value of the given proc. */
+static void
+key_init(ScanKey key, Relation index, AttrNumber attno, StrategyNumber strategy, RegProcedure proc, Datum value)
+{
+	ScanKeyEntryInitialize(key, 0, attno, strategy, InvalidOid, index->rd_indcollation[attno - 1], proc, value);
+}
+
+/*
+ * Fetches the one row of a unique index lookup on two columns (a text second column)
+ * into slot; false when there is none visible to the statement's snapshot.
+ */
+static bool
+fetch_unique(Relation heap, Relation index, RegProcedure first_eq, Datum first, Datum second, TupleTableSlot *slot)
+{
+	ScanKeyData key[2];
+	IndexScanDesc scan;
+	bool found;
+
+	key_init(&key[0], index, 1, BTEqualStrategyNumber, first_eq, first);
+	key_init(&key[1], index, 2, BTEqualStrategyNumber, F_TEXTEQ, second);
+	scan = index_beginscan(heap, index, GetActiveSnapshot(), 2, 0);
+	index_rescan(scan, key, 2, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	index_endscan(scan);
+	return found;
+}
+
+/*
+ * How many items of the node lie before seq (strategy BTLessStrategyNumber) or from it
+ * on (BTGreaterEqualStrategyNumber), counting at most limit: an index-only walk of the
+ * (node_id, seq) btree, visiting the heap only for pages the visibility map does not
+ * know all-visible (as an index-only scan does).
+ */
+static int64
+count_items(PageRels *r, int64 node_id, StrategyNumber strategy, int64 seq, int64 limit)
+{
+	ScanKeyData key[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot = table_slot_create(r->items, NULL);
+	Buffer vm = InvalidBuffer;
+	ItemPointer tid;
+	int64 n = 0;
+
+	key_init(&key[0], r->items_by_seq, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(node_id));
+	key_init(&key[1], r->items_by_seq, 2, strategy, strategy == BTLessStrategyNumber ? F_INT8LT : F_INT8GE,
+			 Int64GetDatum(seq));
+	scan = index_beginscan(r->items, r->items_by_seq, GetActiveSnapshot(), 2, 0);
+	index_rescan(scan, key, 2, NULL, 0);
+	while (n < limit && (tid = index_getnext_tid(scan, ForwardScanDirection)) != NULL)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (!VM_ALL_VISIBLE(r->items, ItemPointerGetBlockNumber(tid), &vm) && !index_fetch_heap(scan, slot))
+			continue;
+		n++;
+	}
+	if (BufferIsValid(vm))
+		ReleaseBuffer(vm);
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	return n;
 }
 
 /*
@@ -330,43 +425,29 @@ count_items(SPIPlanPtr plan, int64 node_id, int64 seq, int64 limit)
  * (-1, written null). Both counts read the statement's snapshot, as total does.
  */
 static int64
-page_index(int64 node_id, int64 first_seq, int64 total)
+page_index(PageRels *r, int64 node_id, int64 first_seq, int64 total)
 {
-	int64 before = count_items(count_before_plan, node_id, first_seq, PAGE_INDEX_WINDOW + 1);
+	int64 before = count_items(r, node_id, BTLessStrategyNumber, first_seq, PAGE_INDEX_WINDOW + 1);
 	int64 from;
 
 	if (before <= PAGE_INDEX_WINDOW)
 		return before;
-	from = count_items(count_from_plan, node_id, first_seq, PAGE_INDEX_WINDOW + 1);
+	from = count_items(r, node_id, BTGreaterEqualStrategyNumber, first_seq, PAGE_INDEX_WINDOW + 1);
 	if (from <= PAGE_INDEX_WINDOW)
 		return Max(total - from, 0);
 	return -1;
 }
 
+/* Appends a text value (the first or last item's name) or null. */
 static void
-prepare_plans(void)
+append_json_name(StringInfo buf, TupleTableSlot *row, AttrNumber attno)
 {
-	Oid text2[2] = {TEXTOID, TEXTOID};
-	Oid id_name[2] = {INT8OID, TEXTOID};
-	Oid id_seq_limit[3] = {INT8OID, INT8OID, INT8OID};
+	bool isnull;
 
-	keep_plan(&node_plan, "SELECT n.id, n.item_count FROM pod.pubsub_nodes n WHERE n.service = $1 AND n.name = $2", 2,
-			  text2);
-	keep_plan(&pivot_plan, "SELECT i.seq FROM pod.pubsub_items i WHERE i.node_id = $1 AND i.name = $2", 2, id_name);
-	keep_plan(&forward_plan,
-			  "SELECT i.name, i.publisher, i.data, i.parsed, i.created_at, i.updated_at, i.version, i.seq"
-			  "  FROM pod.pubsub_items i WHERE i.node_id = $1 AND i.seq > $2 ORDER BY i.seq LIMIT $3",
-			  3, id_seq_limit);
-	keep_plan(&backward_plan,
-			  "SELECT i.name, i.publisher, i.data, i.parsed, i.created_at, i.updated_at, i.version, i.seq"
-			  "  FROM pod.pubsub_items i WHERE i.node_id = $1 AND i.seq < $2 ORDER BY i.seq DESC LIMIT $3",
-			  3, id_seq_limit);
-	keep_plan(&count_before_plan,
-			  "SELECT count(*) FROM (SELECT FROM pod.pubsub_items i WHERE i.node_id = $1 AND i.seq < $2 LIMIT $3) x", 3,
-			  id_seq_limit);
-	keep_plan(&count_from_plan,
-			  "SELECT count(*) FROM (SELECT FROM pod.pubsub_items i WHERE i.node_id = $1 AND i.seq >= $2 LIMIT $3) x", 3,
-			  id_seq_limit);
+	if (row == NULL)
+		appendBinaryStringInfo(buf, "null", 4);
+	else
+		append_json_text(buf, slot_getattr(row, attno, &isnull));
 }
 
 /*
@@ -385,6 +466,7 @@ pubsub_items_page(PG_FUNCTION_ARGS)
 	bool has_before = !PG_ARGISNULL(4);
 	text *after = has_after ? PG_GETARG_TEXT_PP(3) : NULL;
 	text *before = has_before ? PG_GETARG_TEXT_PP(4) : NULL;
+	bool backward = has_before;
 	text *pivot_name;
 	int32 max;
 	int64 node_id;
@@ -392,36 +474,27 @@ pubsub_items_page(PG_FUNCTION_ARGS)
 	int64 pivot_seq;
 	int64 index = -1;
 	bool isnull;
-	bool backward = has_before;
+	PageRels r;
+	ItemCols col;
+	TupleTableSlot *node_row;
+	TupleTableSlot **rows;
+	int n = 0;
+	ScanKeyData key[2];
+	IndexScanDesc scan;
 	StringInfoData buf;
-	SPITupleTable *page;
-	uint64 n;
-	Datum args[3];
-	int rc;
 
-	/* The result is built in place: a varlena header first, set at the end. */
-	initStringInfo(&buf);
-	appendStringInfoSpaces(&buf, VARHDRSZ);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	prepare_plans();
+	open_rels(&r);
 
 	/* The node (P0002 before any argument check, as pod.pubsub_node_id has it). */
-	if (service != NULL && node != NULL)
-	{
-		args[0] = PointerGetDatum(service);
-		args[1] = PointerGetDatum(node);
-		rc = SPI_execute_plan(node_plan, args, NULL, true, 1);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "looking up a pubsub node failed: %s", SPI_result_code_string(rc));
-	}
-	if (service == NULL || node == NULL || SPI_processed == 0)
+	node_row = table_slot_create(r.nodes, NULL);
+	if (service == NULL || node == NULL ||
+		!fetch_unique(r.nodes, r.nodes_by_name, F_TEXTEQ, PointerGetDatum(service), PointerGetDatum(node), node_row))
 		ereport(ERROR, (errcode(ERRCODE_NO_DATA_FOUND),
 						errmsg("no pubsub node %s at %s", node ? quote_literal_cstr(text_to_cstring(node)) : "NULL",
 							   service ? quote_literal_cstr(text_to_cstring(service)) : "NULL")));
-	node_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	node_id = DatumGetInt64(slot_getattr(node_row, column(r.nodes, "id"), &isnull));
+	total = DatumGetInt64(slot_getattr(node_row, column(r.nodes, "item_count"), &isnull));
+	ExecDropSingleTupleTableSlot(node_row);
 
 	if (PG_ARGISNULL(2) || PG_GETARG_INT32(2) < 0 || PG_GETARG_INT32(2) > PAGE_MAX_ITEMS)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -432,73 +505,95 @@ pubsub_items_page(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("a page is after an item or before one, not both")));
 
-	/* The pivot item; none (the first page, or before = '': the last). */
+	col.name = column(r.items, "name");
+	col.publisher = column(r.items, "publisher");
+	col.data = column(r.items, "data");
+	col.parsed = column(r.items, "parsed");
+	col.created_at = column(r.items, "created_at");
+	col.updated_at = column(r.items, "updated_at");
+	col.version = column(r.items, "version");
+	col.seq = column(r.items, "seq");
+
+	/* The pivot item; none: the first page, or (before = '') the last. */
 	pivot_name = has_after ? after : before;
 	pivot_seq = backward ? PG_INT64_MAX : -1;
 	if (pivot_name != NULL && VARSIZE_ANY_EXHDR(pivot_name) > 0)
 	{
-		args[0] = Int64GetDatum(node_id);
-		args[1] = PointerGetDatum(pivot_name);
-		rc = SPI_execute_plan(pivot_plan, args, NULL, true, 1);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "looking up a pubsub item failed: %s", SPI_result_code_string(rc));
-		if (SPI_processed == 0)
+		TupleTableSlot *pivot = table_slot_create(r.items, NULL);
+
+		if (!fetch_unique(r.items, r.items_by_name, F_INT8EQ, Int64GetDatum(node_id), PointerGetDatum(pivot_name), pivot))
 			ereport(ERROR, (errcode(ERRCODE_NO_DATA_FOUND),
 							errmsg("item %s is not in node %s", quote_literal_cstr(text_to_cstring(pivot_name)),
 								   quote_literal_cstr(text_to_cstring(node))),
 							errhint("RSM: item-not-found.")));
-		pivot_seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		pivot_seq = DatumGetInt64(slot_getattr(pivot, col.seq, &isnull));
+		ExecDropSingleTupleTableSlot(pivot);
 	}
 
-	args[0] = Int64GetDatum(node_id);
-	args[1] = Int64GetDatum(pivot_seq);
-	args[2] = Int64GetDatum(max);
-	rc = SPI_execute_plan(backward ? backward_plan : forward_plan, args, NULL, true, max);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "reading a page of a pubsub node failed: %s", SPI_result_code_string(rc));
-	page = SPI_tuptable;
-	n = SPI_processed;
-
-	appendBinaryStringInfo(&buf, "{\"items\": [", 11);
-	for (uint64 k = 0; k < n; k++)
+	/* The page's rows, from the pivot away (a backward page newest first). */
+	rows = palloc(Max(max, 1) * sizeof(TupleTableSlot *));
+	key_init(&key[0], r.items_by_seq, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(node_id));
+	key_init(&key[1], r.items_by_seq, 2, backward ? BTLessStrategyNumber : BTGreaterStrategyNumber,
+			 backward ? F_INT8LT : F_INT8GT, Int64GetDatum(pivot_seq));
+	scan = index_beginscan(r.items, r.items_by_seq, GetActiveSnapshot(), 2, 0);
+	index_rescan(scan, key, 2, NULL, 0);
+	while (n < max)
 	{
-		/* A backward page was read newest first. */
-		HeapTuple row = page->vals[backward ? n - 1 - k : k];
+		TupleTableSlot *row = table_slot_create(r.items, NULL);
 
+		CHECK_FOR_INTERRUPTS();
+		if (!index_getnext_slot(scan, backward ? BackwardScanDirection : ForwardScanDirection, row))
+		{
+			ExecDropSingleTupleTableSlot(row);
+			break;
+		}
+		/* The row's own copy: no buffer pin held per row of the page. */
+		ExecMaterializeSlot(row);
+		rows[n++] = row;
+	}
+	index_endscan(scan);
+	if (backward)
+		for (int i = 0; i < n / 2; i++)
+		{
+			TupleTableSlot *t = rows[i];
+
+			rows[i] = rows[n - 1 - i];
+			rows[n - 1 - i] = t;
+		}
+
+	if (n > 0)
+	{
+		if (!backward && pivot_seq < 0)
+			index = 0; /* the first page */
+		else if (backward && pivot_seq == PG_INT64_MAX)
+			index = Max(total - n, 0); /* the last page */
+		else
+			index = page_index(&r, node_id, DatumGetInt64(slot_getattr(rows[0], col.seq, &isnull)), total);
+	}
+
+	/* The result is built in place: a varlena header first, set at the end. */
+	initStringInfo(&buf);
+	appendStringInfoSpaces(&buf, VARHDRSZ);
+	appendBinaryStringInfo(&buf, "{\"items\": [", 11);
+	for (int k = 0; k < n; k++)
+	{
 		if (k > 0)
 			appendBinaryStringInfo(&buf, ", ", 2);
-		append_item(&buf, row, page->tupdesc);
+		append_item(&buf, rows[k], &col);
 	}
 	appendBinaryStringInfo(&buf, "], \"count\": ", 12);
 	append_json_int8(&buf, Int64GetDatum(total), false);
-
-	if (n > 0)
-	{
-		HeapTuple first = page->vals[backward ? n - 1 : 0];
-		int64 first_seq = DatumGetInt64(SPI_getbinval(first, page->tupdesc, COL_SEQ, &isnull));
-
-		if (!backward && pivot_seq < 0)
-			index = 0;  /* the first page */
-		else if (backward && pivot_seq == PG_INT64_MAX)
-			index = Max(total - (int64) n, 0);  /* the last page */
-		else
-			index = page_index(node_id, first_seq, total);
-	}
 	appendBinaryStringInfo(&buf, ", \"index\": ", 11);
 	append_json_int8(&buf, Int64GetDatum(index), index < 0);
 	appendBinaryStringInfo(&buf, ", \"first\": ", 11);
-	if (n > 0)
-		append_json_text(&buf, SPI_getbinval(page->vals[backward ? n - 1 : 0], page->tupdesc, COL_NAME, &isnull));
-	else
-		appendBinaryStringInfo(&buf, "null", 4);
+	append_json_name(&buf, n > 0 ? rows[0] : NULL, col.name);
 	appendBinaryStringInfo(&buf, ", \"last\": ", 10);
-	if (n > 0)
-		append_json_text(&buf, SPI_getbinval(page->vals[backward ? 0 : n - 1], page->tupdesc, COL_NAME, &isnull));
-	else
-		appendBinaryStringInfo(&buf, "null", 4);
+	append_json_name(&buf, n > 0 ? rows[n - 1] : NULL, col.name);
 	appendStringInfoCharMacro(&buf, '}');
 
-	SPI_finish();
+	for (int k = 0; k < n; k++)
+		ExecDropSingleTupleTableSlot(rows[k]);
+	close_rels(&r);
 	SET_VARSIZE(buf.data, buf.len);
 	PG_RETURN_POINTER(buf.data);
 }
