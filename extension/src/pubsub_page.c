@@ -74,10 +74,90 @@ static const bool json_escaped[256] = {
 	[0x1e] = true, [0x1f] = true, ['"'] = true, ['\\'] = true,
 };
 
+/* Writes byte c of a JSON string at out, escaped when it must be; returns the end. */
+static inline char *
+escape_json_byte(char *out, unsigned char c, const char *hex)
+{
+	if (likely(!json_escaped[c]))
+	{
+		*out++ = (char) c;
+		return out;
+	}
+	*out++ = '\\';
+	switch (c)
+	{
+	case '"':
+	case '\\':
+		*out++ = (char) c;
+		break;
+	case '\b':
+		*out++ = 'b';
+		break;
+	case '\f':
+		*out++ = 'f';
+		break;
+	case '\n':
+		*out++ = 'n';
+		break;
+	case '\r':
+		*out++ = 'r';
+		break;
+	case '\t':
+		*out++ = 't';
+		break;
+	default:
+		*out++ = 'u';
+		*out++ = '0';
+		*out++ = '0';
+		*out++ = hex[c >> 4];
+		*out++ = hex[c & 15];
+		break;
+	}
+	return out;
+}
+
+/* Any byte of w below 0x20, a quote or a backslash (bit tricks on 8 bytes at once:
+ * a byte b < n for n <= 128 sets its high bit in (w - n * 0x01..) & ~w & 0x80..). */
+#define BYTES(b) (UINT64CONST(0x0101010101010101) * (b))
+#define HAS_LESS(w, n) (((w) - BYTES(n)) & ~(w) & BYTES(0x80))
+#define HAS_BYTE(w, b) HAS_LESS((w) ^ BYTES(b), 1)
+
+/* Escapes [p, end) into out, which has room for 6 bytes per byte; returns its end.
+ * Blocks of 8 bytes that need no escape (most of a payload) are copied whole. */
+static char *
+escape_json_bytes(char *out, const unsigned char *p, const unsigned char *end)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	while (p < end)
+	{
+		const unsigned char *stop = end;
+
+		if (end - p >= 8)
+		{
+			uint64 w;
+
+			memcpy(&w, p, 8);
+			if (!(HAS_LESS(w, 0x20) | HAS_BYTE(w, '"') | HAS_BYTE(w, '\\')))
+			{
+				memcpy(out, p, 8);
+				out += 8;
+				p += 8;
+				continue;
+			}
+			stop = p + 8;
+		}
+		for (; p < stop; p++)
+			out = escape_json_byte(out, *p, hex);
+	}
+	return out;
+}
+
 /*
  * Appends s[0..len) as a JSON string, escaped exactly as PostgreSQL's escape_json
- * does (which appends byte by byte: a third of a page's time went there), copying the
- * runs between escapes whole.
+ * does (which appends byte by byte through the StringInfo calls: a third of a page's
+ * time went there): room for the worst case is made once per chunk, then the bytes
+ * are written straight into the buffer.
  */
 static void
 append_json_string(StringInfo buf, const char *s, int len)
@@ -85,47 +165,15 @@ append_json_string(StringInfo buf, const char *s, int len)
 	const unsigned char *p = (const unsigned char *) s;
 	const unsigned char *end = p + len;
 
-	/* Room for the usual case (few escapes) at once. */
-	enlargeStringInfo(buf, len + 2);
 	appendStringInfoCharMacro(buf, '"');
 	while (p < end)
 	{
-		const unsigned char *run = p;
+		int chunk = Min(end - p, 16384);
 
-		while (p < end && !json_escaped[*p])
-			p++;
-		if (p > run)
-			appendBinaryStringInfo(buf, (const char *) run, p - run);
-		if (p == end)
-			break;
-		switch (*p)
-		{
-		case '"':
-			appendBinaryStringInfo(buf, "\\\"", 2);
-			break;
-		case '\\':
-			appendBinaryStringInfo(buf, "\\\\", 2);
-			break;
-		case '\b':
-			appendBinaryStringInfo(buf, "\\b", 2);
-			break;
-		case '\f':
-			appendBinaryStringInfo(buf, "\\f", 2);
-			break;
-		case '\n':
-			appendBinaryStringInfo(buf, "\\n", 2);
-			break;
-		case '\r':
-			appendBinaryStringInfo(buf, "\\r", 2);
-			break;
-		case '\t':
-			appendBinaryStringInfo(buf, "\\t", 2);
-			break;
-		default:
-			appendStringInfo(buf, "\\u%04x", (unsigned int) *p);
-			break;
-		}
-		p++;
+		/* At most 6 bytes per byte (\u00XX), and the terminating NUL. */
+		enlargeStringInfo(buf, chunk * 6 + 1);
+		buf->len = escape_json_bytes(buf->data + buf->len, p, p + chunk) - buf->data;
+		p += chunk;
 	}
 	appendStringInfoCharMacro(buf, '"');
 }
@@ -477,7 +525,9 @@ pubsub_items_page(PG_FUNCTION_ARGS)
 	PageRels r;
 	ItemCols col;
 	TupleTableSlot *node_row;
-	TupleTableSlot **rows;
+	TupleTableSlot *fetched;
+	TupleTableSlot *row;
+	HeapTuple *rows;
 	int n = 0;
 	ScanKeyData key[2];
 	IndexScanDesc scan;
@@ -530,36 +580,31 @@ pubsub_items_page(PG_FUNCTION_ARGS)
 		ExecDropSingleTupleTableSlot(pivot);
 	}
 
-	/* The page's rows, from the pivot away (a backward page newest first). */
-	rows = palloc(Max(max, 1) * sizeof(TupleTableSlot *));
+	/* The page's rows, from the pivot away (a backward page newest first), each copied
+	 * (no buffer pin held per row). */
+	rows = palloc(Max(max, 1) * sizeof(HeapTuple));
+	fetched = table_slot_create(r.items, NULL);
 	key_init(&key[0], r.items_by_seq, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(node_id));
 	key_init(&key[1], r.items_by_seq, 2, backward ? BTLessStrategyNumber : BTGreaterStrategyNumber,
 			 backward ? F_INT8LT : F_INT8GT, Int64GetDatum(pivot_seq));
 	scan = index_beginscan(r.items, r.items_by_seq, GetActiveSnapshot(), 2, 0);
 	index_rescan(scan, key, 2, NULL, 0);
-	while (n < max)
+	while (n < max && index_getnext_slot(scan, backward ? BackwardScanDirection : ForwardScanDirection, fetched))
 	{
-		TupleTableSlot *row = table_slot_create(r.items, NULL);
-
 		CHECK_FOR_INTERRUPTS();
-		if (!index_getnext_slot(scan, backward ? BackwardScanDirection : ForwardScanDirection, row))
-		{
-			ExecDropSingleTupleTableSlot(row);
-			break;
-		}
-		/* The row's own copy: no buffer pin held per row of the page. */
-		ExecMaterializeSlot(row);
-		rows[n++] = row;
+		rows[n++] = ExecCopySlotHeapTuple(fetched);
 	}
 	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(fetched);
 	if (backward)
 		for (int i = 0; i < n / 2; i++)
 		{
-			TupleTableSlot *t = rows[i];
+			HeapTuple t = rows[i];
 
 			rows[i] = rows[n - 1 - i];
 			rows[n - 1 - i] = t;
 		}
+	row = MakeSingleTupleTableSlot(RelationGetDescr(r.items), &TTSOpsHeapTuple);
 
 	if (n > 0)
 	{
@@ -568,7 +613,10 @@ pubsub_items_page(PG_FUNCTION_ARGS)
 		else if (backward && pivot_seq == PG_INT64_MAX)
 			index = Max(total - n, 0); /* the last page */
 		else
-			index = page_index(&r, node_id, DatumGetInt64(slot_getattr(rows[0], col.seq, &isnull)), total);
+		{
+			ExecStoreHeapTuple(rows[0], row, false);
+			index = page_index(&r, node_id, DatumGetInt64(slot_getattr(row, col.seq, &isnull)), total);
+		}
 	}
 
 	/* The result is built in place: a varlena header first, set at the end. */
@@ -579,20 +627,24 @@ pubsub_items_page(PG_FUNCTION_ARGS)
 	{
 		if (k > 0)
 			appendBinaryStringInfo(&buf, ", ", 2);
-		append_item(&buf, rows[k], &col);
+		ExecStoreHeapTuple(rows[k], row, false);
+		append_item(&buf, row, &col);
 	}
 	appendBinaryStringInfo(&buf, "], \"count\": ", 12);
 	append_json_int8(&buf, Int64GetDatum(total), false);
 	appendBinaryStringInfo(&buf, ", \"index\": ", 11);
 	append_json_int8(&buf, Int64GetDatum(index), index < 0);
 	appendBinaryStringInfo(&buf, ", \"first\": ", 11);
-	append_json_name(&buf, n > 0 ? rows[0] : NULL, col.name);
+	if (n > 0)
+		ExecStoreHeapTuple(rows[0], row, false);
+	append_json_name(&buf, n > 0 ? row : NULL, col.name);
 	appendBinaryStringInfo(&buf, ", \"last\": ", 10);
-	append_json_name(&buf, n > 0 ? rows[n - 1] : NULL, col.name);
+	if (n > 0)
+		ExecStoreHeapTuple(rows[n - 1], row, false);
+	append_json_name(&buf, n > 0 ? row : NULL, col.name);
 	appendStringInfoCharMacro(&buf, '}');
 
-	for (int k = 0; k < n; k++)
-		ExecDropSingleTupleTableSlot(rows[k]);
+	ExecDropSingleTupleTableSlot(row);
 	close_rels(&r);
 	SET_VARSIZE(buf.data, buf.len);
 	PG_RETURN_POINTER(buf.data);

@@ -296,7 +296,8 @@ INSERT INTO pod.pubsub_items (node_id, name, data, parsed, publisher, created_at
       ('e2', '<x/>', '"a raw scalar"', NULL, NULL),
       ('e3', '', NULL, 'p', 1),
       ('e4', repeat('<ab c="d">', 500), '42', 'p', NULL),
-      ('e5', 'plain', '[1, "two", {"three": 3}]', 'p', 9223372036854775807)) x(name, data, parsed, publisher, version);
+      ('e5', (SELECT string_agg(repeat('x', k) || E'\t\u00e9"\\' || chr(1) || '\u2603' || chr(31), '' ORDER BY k) FROM generate_series(0, 40) k),
+       '[1, "two", {"three": 3}]', 'p', 9223372036854775807)) x(name, data, parsed, publisher, version);
 SELECT is(pod.pubsub_items_page('http://127.0.0.1:57997', 'urn:test:raw')::jsonb,
           pg_temp.pubsub_items_page_ref('http://127.0.0.1:57997', 'urn:test:raw')::jsonb,
   'RSM: escapes, NULLs, scalars and nested JSONB: the same page as the SQL reference');
