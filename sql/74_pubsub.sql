@@ -75,9 +75,11 @@ ALTER TABLE pod.pubsub_nodes DROP COLUMN subscribed, DROP COLUMN synchronised,
   ADD COLUMN max_items integer CHECK (max_items > 0),
   ADD COLUMN extra jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(extra) = 'object'),
   ADD COLUMN sync_error text,
+  ADD COLUMN item_count bigint NOT NULL DEFAULT 0,
   ADD CONSTRAINT pubsub_nodes_analyser_fkey FOREIGN KEY (analyser) REFERENCES pod.pubsub_analysers ON DELETE SET NULL;
 COMMENT ON COLUMN pod.pubsub_nodes.service IS 'The publishing pod''s URL (this pod''s own for its nodes) or a feed''s URL.';
 COMMENT ON COLUMN pod.pubsub_nodes.extra IS 'namespace: the payload namespace seen first; a feed''s polling state lives in pod.feeds.';
+COMMENT ON COLUMN pod.pubsub_nodes.item_count IS 'How many items the node holds (kept by triggers on pod.pubsub_items): an RSM page''s count.';
 CREATE INDEX pubsub_nodes_sync_idx ON pod.pubsub_nodes (sync_state, sync_state_updated) WHERE to_sync;
 
 -- The full text of an item (C, extension/src/pubsub_search.c): the same vector as
@@ -113,6 +115,25 @@ CREATE INDEX pubsub_items_updated_idx ON pod.pubsub_items (updated_at, id);
 CREATE INDEX pubsub_items_duration_idx ON pod.pubsub_items ((parsed -> 'duration'), id) WHERE parsed ? 'duration';
 CREATE INDEX pubsub_items_title_idx ON pod.pubsub_items ((parsed ->> 'title') text_pattern_ops);
 SELECT pg_catalog.pg_extension_config_dump('pod.pubsub_items_seq', '');
+
+-- Each node's item count, kept by the statements that add, move or remove items (C,
+-- extension/src/pubsub_count.c: one UPDATE per node a statement touches, from its
+-- transition table; not one per row), so that an RSM page reads its count instead of
+-- counting the node. Concurrent writers to one node wait for each other's count until
+-- commit (one origin publishes to a node serially). A restore brings the counts with
+-- the nodes: the trigger stands aside.
+UPDATE pod.pubsub_nodes n SET item_count = c.k
+  FROM (SELECT i.node_id, count(*) AS k FROM pod.pubsub_items i GROUP BY i.node_id) c WHERE n.id = c.node_id;
+CREATE FUNCTION pod.pubsub_items_count() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'pubsub_items_count' LANGUAGE C SECURITY DEFINER SET search_path = pg_catalog, pod;
+CREATE TRIGGER pubsub_items_count_insert AFTER INSERT ON pod.pubsub_items
+  REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION pod.pubsub_items_count();
+CREATE TRIGGER pubsub_items_count_delete AFTER DELETE ON pod.pubsub_items
+  REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION pod.pubsub_items_count();
+CREATE TRIGGER pubsub_items_count_move AFTER UPDATE OF node_id ON pod.pubsub_items
+  FOR EACH ROW WHEN (OLD.node_id IS DISTINCT FROM NEW.node_id) EXECUTE FUNCTION pod.pubsub_items_count();
+CREATE TRIGGER pubsub_items_count_truncate AFTER TRUNCATE ON pod.pubsub_items
+  FOR EACH STATEMENT EXECUTE FUNCTION pod.pubsub_items_count();
 
 
 INSERT INTO pod.setting_defaults (name, value, description) VALUES
@@ -413,62 +434,17 @@ END $$;
 -- A page of a node's items in publication order (XEP-0059): `after` an item id (the
 -- next page), `before` one (the previous page; before = '' is the last page), `max`
 -- items. The answer: {"items": [...], "count": n, "index": i, "first": id, "last": id}
--- (index: the position of the first item in the whole node). An item id not in the
--- node: P0002 (RSM's item-not-found); past either end: an empty page.
+-- (count: the node's item_count; index: the position of the first item in the whole
+-- node, null for an empty page, and null too, XEP-0059's index being optional, when the
+-- page starts more than 512 items from both ends of its node: counting that far would
+-- make a page's cost grow with its node). An item id not in the node: P0002 (RSM's
+-- item-not-found); past either end: an empty page. C (extension/src/pubsub_page.c):
+-- read from the btrees and written as JSON in one buffer, in the time of its items,
+-- not its node's.
 CREATE FUNCTION pod.pubsub_items_page(service text, node text, max integer DEFAULT 50, after text DEFAULT NULL,
                                       before text DEFAULT NULL) RETURNS json
-  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pod AS $$
-DECLARE
-  n_id bigint;
-  pivot bigint;
-  page json;
-  total bigint;
-  first_seq bigint;
-  first_name text;
-  last_name text;
-BEGIN
-  n_id := pod.pubsub_node_id(service, node);
-  IF max IS NULL OR max < 0 OR max > 1000 THEN
-    RAISE EXCEPTION 'max must be between 0 and 1000, not %', coalesce(max::text, 'NULL') USING ERRCODE = '22023';
-  END IF;
-  IF after IS NOT NULL AND before IS NOT NULL THEN
-    RAISE EXCEPTION 'a page is after an item or before one, not both' USING ERRCODE = '22023';
-  END IF;
-  IF coalesce(after, before, '') <> '' THEN
-    SELECT seq INTO pivot FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.name = coalesce(after, before);
-    IF NOT FOUND THEN
-      RAISE EXCEPTION 'item % is not in node %', quote_literal(coalesce(after, before)), quote_literal(node)
-        USING ERRCODE = 'P0002', HINT = 'RSM: item-not-found.';
-    END IF;
-  END IF;
-  SELECT count(*) INTO total FROM pod.pubsub_items i WHERE i.node_id = n_id;
-  -- One pass over the page (at most max rows from the (node_id, seq) index).
-  SELECT coalesce(json_agg(json_build_object('name', x.name, 'publisher', x.publisher, 'data', x.data, 'parsed', x.parsed,
-                                             'created_at', x.created_at, 'updated_at', x.updated_at, 'version', x.version)
-                           ORDER BY x.seq), '[]'),
-         min(x.seq), (array_agg(x.name ORDER BY x.seq))[1], (array_agg(x.name ORDER BY x.seq DESC))[1]
-    INTO page, first_seq, first_name, last_name
-    FROM (SELECT i.* FROM pod.pubsub_items i
-           WHERE i.node_id = n_id AND before IS NULL AND i.seq > coalesce(pivot, -1)
-           ORDER BY i.seq LIMIT max) x;
-  IF before IS NOT NULL THEN
-    SELECT coalesce(json_agg(json_build_object('name', x.name, 'publisher', x.publisher, 'data', x.data, 'parsed', x.parsed,
-                                               'created_at', x.created_at, 'updated_at', x.updated_at, 'version', x.version)
-                             ORDER BY x.seq), '[]'),
-           min(x.seq), (array_agg(x.name ORDER BY x.seq))[1], (array_agg(x.name ORDER BY x.seq DESC))[1]
-      INTO page, first_seq, first_name, last_name
-      FROM (SELECT i.* FROM pod.pubsub_items i
-             WHERE i.node_id = n_id AND i.seq < coalesce(pivot, 9223372036854775807)
-             ORDER BY i.seq DESC LIMIT max) x;
-  END IF;
-  -- json, not jsonb: the page is built once as text (the parsed values are jsonb
-  -- already; re-encoding 50 of them as jsonb cost more than the query).
-  RETURN json_build_object('items', page, 'count', total,
-    'index', CASE WHEN first_seq IS NOT NULL
-                  THEN (SELECT count(*) FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.seq < first_seq) END,
-    'first', first_name, 'last', last_name);
-END $$;
-COMMENT ON FUNCTION pod.pubsub_items_page(text, text, integer, text, text) IS 'RSM page of a node''s items: after/before an item id, max; answers items, count, index, first, last.';
+  AS 'MODULE_PATHNAME', 'pubsub_items_page' LANGUAGE C STABLE SECURITY DEFINER;  -- no SQL inside: no search_path
+COMMENT ON FUNCTION pod.pubsub_items_page(text, text, integer, text, text) IS 'RSM page of a node''s items: after/before an item id, max; answers items, count, index (null past 512 items from both ends), first, last.';
 
 -- The SQL condition (over the item alias i) of one filter {"path": "a.b", "op": "=",
 -- "value": ...}, each served by an index: "=", "in" (value an array) and "overlap"

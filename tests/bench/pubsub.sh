@@ -3,12 +3,14 @@
 # pod.pubsub_items (parse + generated tsvector + every index of the cache) beside a
 # plain INSERT of the same raw text into a table without indexes, same run; then, with
 # 100k and with 1M cached items, a full-text query, a parsed-field query (plans printed:
-# each from its GIN index) and an RSM page of 50, timed; storage per cached item beside
-# the seed's 4 KB per video. The items past the first 100k are generated in SQL (raw and
-# parsed together, no parsing) to keep the run short.
+# each from its GIN index) and an RSM page of 50, timed, the page in nodes of 1000 items
+# and (at 1M) in one node of 100k (BENCH_PUBSUB_BIG_NODE) copied from the parsed items;
+# storage per cached item beside the seed's 4 KB per video. The items past the first
+# 100k are generated in SQL (raw and parsed together, no parsing) to keep the run short.
 set -euo pipefail
 n=${BENCH_PUBSUB_ITEMS:-100000}
 big=${BENCH_PUBSUB_BIG:-1000000}
+big_node=${BENCH_PUBSUB_BIG_NODE:-100000}
 per_node=1000
 q() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 cleanup() { q -c "DROP TABLE IF EXISTS public.bench_payloads, public.bench_raw, public.bench_floor; DELETE FROM pod.pubsub_nodes WHERE service LIKE 'http://bench-%'" >/dev/null 2>&1 || true; }
@@ -104,7 +106,11 @@ q -c "VACUUM ANALYZE pod.pubsub_items" 2>/dev/null
 
 # Queries, each timed over 200 runs with varying parameters (median printed).
 measure() { # measure SIZE
-  local size=$1
+  local size=$1 big_page="'-'"
+  # The big node's pages: after an item anywhere in it (most of them far from both ends).
+  if [[ $(q -c "SELECT count(*) FROM pod.pubsub_nodes WHERE service = 'http://bench-big.example'") == 1 ]]; then
+    big_page="pg_temp.median_ms('SELECT pod.pubsub_items_page(''http://bench-big.example'', ''urn:pgpod:videos'', 50, ''big-'' || \$1)', 200, $big_node - 60)"
+  fi
   q <<SQL
 SET jit = off;
 CREATE OR REPLACE FUNCTION pg_temp.median_ms(sql text, runs int, modulo int) RETURNS numeric LANGUAGE plpgsql AS \$\$
@@ -124,10 +130,11 @@ EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
 \echo -- plan: parsed field (parsed @> {"uuid": ...})
 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
   SELECT id, name FROM api.network_videos WHERE parsed @> jsonb_build_object('uuid', md5('4242')::uuid::text);
-SELECT format('%s items: full text %s ms, parsed field %s ms, RSM page of 50 %s ms (medians of 200)', $size,
+SELECT format('%s items: full text %s ms, parsed field %s ms, RSM page of 50 %s ms in nodes of $per_node items, %s ms in a node of $big_node (medians of 200)', $size,
   pg_temp.median_ms('SELECT count(*) FROM (SELECT id FROM api.network_videos WHERE search @@ to_tsquery(''simple'', ''word'' || \$1) LIMIT 20) x', 200, $n),
   pg_temp.median_ms('SELECT count(*) FROM api.network_videos WHERE parsed @> jsonb_build_object(''uuid'', md5(\$1::text)::uuid::text)', 200, $n),
-  pg_temp.median_ms('SELECT pod.pubsub_items_page(''http://bench-'' || (\$1 / $per_node) || ''.example'', ''urn:pgpod:videos'', 50, md5(\$1::text)::uuid::text)', 200, $n - 60));
+  pg_temp.median_ms('SELECT pod.pubsub_items_page(''http://bench-'' || (\$1 / $per_node) || ''.example'', ''urn:pgpod:videos'', 50, md5(\$1::text)::uuid::text)', 200, $n - 60),
+  $big_page);
 SELECT format('storage per cached item: %s bytes (raw + parsed + tsvector + indexes; the seed: 4096 per video); raw text alone: %s bytes',
   pg_total_relation_size('pod.pubsub_items') / (SELECT count(*) FROM pod.pubsub_items),
   pg_total_relation_size('public.bench_raw') / (SELECT count(*) FROM public.bench_raw));
@@ -135,12 +142,23 @@ SQL
 }
 measure "$((n + 5000))"
 
-# Grow to 1M cached items, generated in SQL (raw and parsed without the parser).
+# Grow to 1M cached items: one node of big_node items copied from the parsed ones (the
+# same payloads as the small nodes' pages), the rest generated in SQL (raw and parsed
+# without the parser).
 t0=$(q -c "SELECT clock_timestamp()")
 q <<SQL
 INSERT INTO pod.pubsub_nodes (service, name, analyser, type, to_sync, sync_state)
+  VALUES ('http://bench-big.example', 'urn:pgpod:videos', 'pgpod_videos', 'video', true, 'completed');
+INSERT INTO pod.pubsub_items (node_id, name, data, parsed, publisher, created_at, updated_at, version)
+  SELECT (SELECT id FROM pod.pubsub_nodes WHERE service = 'http://bench-big.example'), 'big-' || row_number() OVER (ORDER BY k, i.seq),
+         i.data, i.parsed, 'http://bench-big.example', i.created_at, i.updated_at, 1
+    FROM generate_series(0, ($big_node - 1) / $n) k
+    CROSS JOIN (SELECT x.seq, x.data, x.parsed, x.created_at, x.updated_at FROM pod.pubsub_items x
+                 WHERE x.publisher LIKE 'http://bench-%' AND x.version = 1) i
+   ORDER BY k, i.seq LIMIT $big_node;
+INSERT INTO pod.pubsub_nodes (service, name, analyser, type, to_sync, sync_state)
   SELECT 'http://bench-' || g || '.example', 'urn:pgpod:videos', 'pgpod_videos', 'video', true, 'completed'
-    FROM generate_series($n / $per_node + 1, $big / $per_node) g ON CONFLICT DO NOTHING;
+    FROM generate_series(($n + $big_node) / $per_node, $big / $per_node) g ON CONFLICT DO NOTHING;
 INSERT INTO pod.pubsub_items (node_id, name, data, parsed, publisher, created_at, updated_at, version)
   SELECT nd.id, i.item, '<entry xmlns="http://www.w3.org/2005/Atom"><title>generated</title></entry>',
          jsonb_build_object('parser', 'video', 'format', 'atom', 'id', 'urn:uuid:' || i.item, 'title', 'Video ' || g || ' about topic' || g % 1000 || ' and word' || g,
@@ -149,7 +167,7 @@ INSERT INTO pod.pubsub_items (node_id, name, data, parsed, publisher, created_at
            'duration', 60 + g % 3600, 'magnet', 'magnet:?xt=urn:btih:' || encode(sha256(g::text::bytea), 'hex'),
            'published', '2026-01-01T00:00:00+00:00', 'updated', '2026-01-01T00:00:00+00:00'),
          nd.service, timestamptz '2026-01-01' + g * interval '1 second', timestamptz '2026-01-01' + g * interval '1 second', 1
-    FROM generate_series($n + 1, $big) g
+    FROM generate_series($n + $big_node + 1, $big) g
     CROSS JOIN LATERAL (SELECT md5(g::text)::uuid::text AS item) i
     JOIN pod.pubsub_nodes nd ON nd.service = 'http://bench-' || (g / $per_node) || '.example' AND nd.name = 'urn:pgpod:videos';
 VACUUM ANALYZE pod.pubsub_items;

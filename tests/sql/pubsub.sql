@@ -7,7 +7,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(102);
+SELECT plan(145);
 
 DELETE FROM pod.jobs;
 DELETE FROM pod.friends;
@@ -186,8 +186,65 @@ SELECT throws_ok($$SELECT pod.pubsub_delete_node('http://127.0.0.1:57999', 'urn:
 CREATE FUNCTION pg_temp.pubsub_items_page_b(service text, node text, max integer DEFAULT 50, after text DEFAULT NULL,
                                             before text DEFAULT NULL) RETURNS jsonb
   LANGUAGE sql RETURN pod.pubsub_items_page(service, node, max, after, before)::jsonb;
+-- The SQL reference: the function as it was in plpgsql (json_build_object, exact index by counting).
+CREATE FUNCTION pg_temp.pubsub_items_page_ref(service text, node text, max integer DEFAULT 50, after text DEFAULT NULL,
+                                      before text DEFAULT NULL) RETURNS json
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pod AS $$
+DECLARE
+  n_id bigint;
+  pivot bigint;
+  page json;
+  total bigint;
+  first_seq bigint;
+  first_name text;
+  last_name text;
+BEGIN
+  n_id := pod.pubsub_node_id(service, node);
+  IF max IS NULL OR max < 0 OR max > 1000 THEN
+    RAISE EXCEPTION 'max must be between 0 and 1000, not %', coalesce(max::text, 'NULL') USING ERRCODE = '22023';
+  END IF;
+  IF after IS NOT NULL AND before IS NOT NULL THEN
+    RAISE EXCEPTION 'a page is after an item or before one, not both' USING ERRCODE = '22023';
+  END IF;
+  IF coalesce(after, before, '') <> '' THEN
+    SELECT seq INTO pivot FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.name = coalesce(after, before);
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'item % is not in node %', quote_literal(coalesce(after, before)), quote_literal(node)
+        USING ERRCODE = 'P0002', HINT = 'RSM: item-not-found.';
+    END IF;
+  END IF;
+  SELECT count(*) INTO total FROM pod.pubsub_items i WHERE i.node_id = n_id;
+  -- One pass over the page (at most max rows from the (node_id, seq) index).
+  SELECT coalesce(json_agg(json_build_object('name', x.name, 'publisher', x.publisher, 'data', x.data, 'parsed', x.parsed,
+                                             'created_at', x.created_at, 'updated_at', x.updated_at, 'version', x.version)
+                           ORDER BY x.seq), '[]'),
+         min(x.seq), (array_agg(x.name ORDER BY x.seq))[1], (array_agg(x.name ORDER BY x.seq DESC))[1]
+    INTO page, first_seq, first_name, last_name
+    FROM (SELECT i.* FROM pod.pubsub_items i
+           WHERE i.node_id = n_id AND before IS NULL AND i.seq > coalesce(pivot, -1)
+           ORDER BY i.seq LIMIT max) x;
+  IF before IS NOT NULL THEN
+    SELECT coalesce(json_agg(json_build_object('name', x.name, 'publisher', x.publisher, 'data', x.data, 'parsed', x.parsed,
+                                               'created_at', x.created_at, 'updated_at', x.updated_at, 'version', x.version)
+                             ORDER BY x.seq), '[]'),
+           min(x.seq), (array_agg(x.name ORDER BY x.seq))[1], (array_agg(x.name ORDER BY x.seq DESC))[1]
+      INTO page, first_seq, first_name, last_name
+      FROM (SELECT i.* FROM pod.pubsub_items i
+             WHERE i.node_id = n_id AND i.seq < coalesce(pivot, 9223372036854775807)
+             ORDER BY i.seq DESC LIMIT max) x;
+  END IF;
+  -- json, not jsonb: the page is built once as text (the parsed values are jsonb
+  -- already; re-encoding 50 of them as jsonb cost more than the query).
+  RETURN json_build_object('items', page, 'count', total,
+    'index', CASE WHEN first_seq IS NOT NULL
+                  THEN (SELECT count(*) FROM pod.pubsub_items i WHERE i.node_id = n_id AND i.seq < first_seq) END,
+    'first', first_name, 'last', last_name);
+END $$;
 SELECT pod.pubsub_publish('http://127.0.0.1:57998', 'urn:pgpod:videos', 'v' || g, pg_temp.video('v' || g, 'Video ' || g))
   FROM generate_series(1, 7) g;
+CREATE FUNCTION pg_temp.item_count(service text) RETURNS bigint LANGUAGE sql
+  RETURN (SELECT n.item_count FROM pod.pubsub_nodes n WHERE n.service = item_count.service);
+SELECT is(pg_temp.item_count('http://127.0.0.1:57998'), 7::bigint, 'item_count: 7 published');
 SELECT is(pg_temp.pubsub_items_page_b('http://127.0.0.1:57998', 'urn:pgpod:videos', 3) - 'items',
   '{"count": 7, "index": 0, "first": "v1", "last": "v3"}', 'RSM: the first page of 3 of 7');
 SELECT is(pg_temp.pubsub_items_page_b('http://127.0.0.1:57998', 'urn:pgpod:videos', 3, 'v3') - 'items',
@@ -209,11 +266,127 @@ SELECT throws_ok($$SELECT pg_temp.pubsub_items_page_b('http://127.0.0.1:57998', 
 SELECT pod.pubsub_publish('http://127.0.0.1:57998', 'urn:pgpod:videos', 'v2', pg_temp.video('v2', 'Video 2 again', '2026-05-01T00:00:00Z'));
 SELECT is(pg_temp.pubsub_items_page_b('http://127.0.0.1:57998', 'urn:pgpod:videos', 1, NULL, '') ->> 'last', 'v2',
   're-publishing an item makes it the newest');
+SELECT is(pg_temp.item_count('http://127.0.0.1:57998'), 7::bigint, 'item_count: a re-publish adds none');
 UPDATE pod.pubsub_nodes SET max_items = 5 WHERE service = 'http://127.0.0.1:57998';
 SELECT pod.pubsub_publish('http://127.0.0.1:57998', 'urn:pgpod:videos', 'v8', pg_temp.video('v8', 'Video 8'));
 SELECT is((SELECT string_agg(i.name, ' ' ORDER BY seq) FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
             WHERE n.service = 'http://127.0.0.1:57998'), 'v5 v6 v7 v2 v8', 'max_items trims the oldest');
+SELECT is(pg_temp.item_count('http://127.0.0.1:57998'), 5::bigint, 'item_count: max_items trimming counted');
+SELECT is(pg_temp.pubsub_items_page_b('http://127.0.0.1:57998', 'urn:pgpod:videos', 2, 'v6'),
+          pg_temp.pubsub_items_page_ref('http://127.0.0.1:57998', 'urn:pgpod:videos', 2, 'v6')::jsonb,
+  'RSM: a page of parsed items, the same as the SQL reference');
+SELECT ok((SELECT bool_and((pod.pubsub_items_page('http://127.0.0.1:57998', 'urn:pgpod:videos', 5)::json -> 'items' -> (k - 1)::int -> 'parsed')::text
+                           = i.parsed::text)
+             FROM (SELECT i.parsed, row_number() OVER (ORDER BY i.seq) AS k FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
+                    WHERE n.service = 'http://127.0.0.1:57998') i),
+  'RSM: each parsed value written as jsonb''s own text');
 SELECT is(pod.pubsub_purge('http://127.0.0.1:57998', 'urn:pgpod:videos'), 5, 'purge removes every item');
+SELECT is(pg_temp.item_count('http://127.0.0.1:57998'), 0::bigint, 'item_count: purge counted');
+
+-- RSM pages as JSON: escapes and every JSONB shape, against the SQL reference.
+SELECT pod.pubsub_node('http://127.0.0.1:57997', 'urn:test:raw');
+INSERT INTO pod.pubsub_items (node_id, name, data, parsed, publisher, created_at, updated_at, version)
+  SELECT (SELECT id FROM pod.pubsub_nodes WHERE service = 'http://127.0.0.1:57997'), x.name, x.data, x.parsed::jsonb, x.publisher,
+         '2026-01-01T10:00:00.123456+01:00', '2026-06-01T00:00:00Z', x.version
+    FROM (VALUES
+      ('e1', E'<x a="q">quote " backslash \\ tab\t nl\n cr\r bs\b ff\f c1\x01 c31\x1f del\x7f é ☃ 𝄞</x>',
+       E'{"s": "q\\"b\\\\t\\tn\\nu\\u0001 é", "n": [1.50, -3, 1e3, 0.000001, 12345678901234567890], "b": [true, false, null], '
+       '"o": {}, "a": [], "nested": {"deep": [[{"k": [1, {"z": "y"}]}]]}, "": "empty key", "long key with \\"quote\\"": 1}',
+       'http://127.0.0.1:57997', 3::bigint),
+      ('e2', '<x/>', '"a raw scalar"', NULL, NULL),
+      ('e3', '', NULL, 'p', 1),
+      ('e4', repeat('<ab c="d">', 500), '42', 'p', NULL),
+      ('e5', (SELECT string_agg(repeat('x', k) || E'\t\u00e9"\\' || chr(1) || '\u2603' || chr(31), '' ORDER BY k) FROM generate_series(0, 40) k),
+       '[1, "two", {"three": 3}]', 'p', 9223372036854775807)) x(name, data, parsed, publisher, version);
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57997', 'urn:test:raw')::jsonb,
+          pg_temp.pubsub_items_page_ref('http://127.0.0.1:57997', 'urn:test:raw')::jsonb,
+  'RSM: escapes, NULLs, scalars and nested JSONB: the same page as the SQL reference');
+SELECT is((SELECT string_agg(e ->> 'data', '|' ORDER BY k) FROM json_array_elements(pod.pubsub_items_page('http://127.0.0.1:57997', 'urn:test:raw') -> 'items')
+             WITH ORDINALITY AS x(e, k)),
+          (SELECT string_agg(data, '|' ORDER BY seq) FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
+            WHERE n.service = 'http://127.0.0.1:57997'),
+  'RSM: raw payloads come back byte for byte');
+SELECT is((SELECT string_agg((e -> 'parsed')::text, '|' ORDER BY k) FROM json_array_elements(pod.pubsub_items_page('http://127.0.0.1:57997', 'urn:test:raw') -> 'items')
+             WITH ORDINALITY AS x(e, k)),
+          (SELECT string_agg(coalesce(parsed::text, 'null'), '|' ORDER BY seq) FROM pod.pubsub_items i JOIN pod.pubsub_nodes n ON n.id = i.node_id
+            WHERE n.service = 'http://127.0.0.1:57997'),
+  'RSM: parsed values written as jsonb''s own text');
+SELECT is((pod.pubsub_items_page('http://127.0.0.1:57997', 'urn:test:raw', 1) -> 'items' -> 0 ->> 'created_at'),
+          (SELECT to_json(created_at) #>> '{}' FROM pod.pubsub_items WHERE node_id = (SELECT id FROM pod.pubsub_nodes WHERE service = 'http://127.0.0.1:57997') AND name = 'e1'), 'RSM: times as json writes them');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57997', 'urn:test:raw', 2, NULL, 'e4')::jsonb,
+          pg_temp.pubsub_items_page_ref('http://127.0.0.1:57997', 'urn:test:raw', 2, NULL, 'e4')::jsonb, 'RSM: a page before an item');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57997', 'urn:test:raw', 0)::jsonb,
+          '{"items": [], "count": 5, "index": null, "first": null, "last": null}', 'RSM: max 0, an empty page with its count');
+SELECT throws_ok($$SELECT pod.pubsub_items_page('http://127.0.0.1:57997', 'urn:test:raw', NULL)$$, '22023', NULL, 'RSM: max NULL');
+SELECT throws_ok($$SELECT pod.pubsub_items_page('http://127.0.0.1:57997', 'urn:test:raw', 1001)$$, '22023', NULL, 'RSM: max over 1000');
+SELECT throws_ok($$SELECT pod.pubsub_items_page('http://127.0.0.1:57997', 'urn:test:raw', 5, 'e1', 'e2')$$, '22023', NULL,
+  'RSM: after and before together');
+SELECT throws_ok($$SELECT pod.pubsub_items_page('http://127.0.0.1:57997', 'urn:test:raw', 5, NULL, 'nope')$$, 'P0002', NULL,
+  'RSM: before an item not in the node');
+SELECT throws_ok($$SELECT pod.pubsub_items_page(NULL, 'urn:test:raw')$$, 'P0002', NULL, 'RSM: no service, no node');
+SELECT throws_ok($$SELECT pod.pubsub_items_page('http://127.0.0.1:57997', NULL, NULL, 'x', 'y')$$, 'P0002', NULL,
+  'RSM: an unknown node before bad arguments');
+
+-- A big node: 1,200 items. index is exact within 512 items of either end, null between
+-- (XEP-0059: optional), so that no page counts its node.
+SELECT pod.pubsub_node('http://127.0.0.1:57996', 'urn:test:big');
+INSERT INTO pod.pubsub_items (node_id, name, data, parsed, publisher)
+  SELECT (SELECT id FROM pod.pubsub_nodes WHERE service = 'http://127.0.0.1:57996'), 'b' || g, '<b n="' || g || '"/>',
+         jsonb_build_object('n', g), 'http://127.0.0.1:57996'
+    FROM generate_series(1, 1200) g ORDER BY g;
+SELECT is(pg_temp.item_count('http://127.0.0.1:57996'), 1200::bigint, 'item_count: one statement of 1200 items');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57996', 'urn:test:big')::jsonb - 'items',
+  '{"count": 1200, "index": 0, "first": "b1", "last": "b50"}', 'big node: the first page');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57996', 'urn:test:big', 50, NULL, '')::jsonb - 'items',
+  '{"count": 1200, "index": 1150, "first": "b1151", "last": "b1200"}', 'big node: the last page');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57996', 'urn:test:big', 50, 'b100')::jsonb - 'items',
+  '{"count": 1200, "index": 100, "first": "b101", "last": "b150"}', 'big node: near the start, index counted from it');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57996', 'urn:test:big', 50, 'b512')::jsonb - 'items',
+  '{"count": 1200, "index": 512, "first": "b513", "last": "b562"}', 'big node: 512 items in, still counted from the start');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57996', 'urn:test:big', 50, 'b600')::jsonb - 'items',
+  '{"count": 1200, "index": null, "first": "b601", "last": "b650"}', 'big node: in the middle, index unknown');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57996', 'urn:test:big', 50, 'b688')::jsonb - 'items',
+  '{"count": 1200, "index": 688, "first": "b689", "last": "b738"}', 'big node: 512 items from the end, counted from it');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57996', 'urn:test:big', 50, NULL, 'b1100')::jsonb - 'items',
+  '{"count": 1200, "index": 1049, "first": "b1050", "last": "b1099"}', 'big node: a page before an item near the end');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57996', 'urn:test:big', 50, NULL, 'b700')::jsonb - 'items',
+  '{"count": 1200, "index": null, "first": "b650", "last": "b699"}', 'big node: a page before an item in the middle');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57996', 'urn:test:big', 50, 'b1180')::jsonb - 'items',
+  '{"count": 1200, "index": 1180, "first": "b1181", "last": "b1200"}', 'big node: the last, short page after an item');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57996', 'urn:test:big', 50, 'b1200')::jsonb,
+  '{"items": [], "count": 1200, "index": null, "first": null, "last": null}', 'big node: past the end');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57996', 'urn:test:big', 50, NULL, 'b1')::jsonb,
+  '{"items": [], "count": 1200, "index": null, "first": null, "last": null}', 'big node: before the first item');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57996', 'urn:test:big', 3, 'b600')::jsonb - 'index',
+          pg_temp.pubsub_items_page_ref('http://127.0.0.1:57996', 'urn:test:big', 3, 'b600')::jsonb - 'index',
+  'big node: a middle page is the reference''s but for index');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57996', 'urn:test:big', 1000, 'b10')::jsonb,
+          pg_temp.pubsub_items_page_ref('http://127.0.0.1:57996', 'urn:test:big', 1000, 'b10')::jsonb,
+  'big node: a page of 1000, the same as the reference');
+
+-- item_count through every way items come and go.
+SELECT ok(pod.pubsub_retract('http://127.0.0.1:57996', 'urn:test:big', 'b5'), 'retract one of the big node');
+SELECT is(pg_temp.item_count('http://127.0.0.1:57996'), 1199::bigint, 'item_count: a retraction counted');
+SELECT is(pod.pubsub_items_page('http://127.0.0.1:57996', 'urn:test:big', 50, 'b100')::jsonb ->> 'index', '99',
+  'big node: index follows a retraction');
+UPDATE pod.pubsub_items SET node_id = (SELECT id FROM pod.pubsub_nodes WHERE service = 'http://127.0.0.1:57997')
+ WHERE node_id = (SELECT id FROM pod.pubsub_nodes WHERE service = 'http://127.0.0.1:57996') AND name IN ('b1', 'b2', 'b3');
+SELECT is(ARRAY[pg_temp.item_count('http://127.0.0.1:57996'), pg_temp.item_count('http://127.0.0.1:57997')], ARRAY[1196, 8]::bigint[],
+  'item_count: items moved between nodes');
+UPDATE pod.pubsub_items SET data = data || ' ' WHERE node_id = (SELECT id FROM pod.pubsub_nodes WHERE service = 'http://127.0.0.1:57996') AND name IN ('b6', 'b7');
+SELECT is(pg_temp.item_count('http://127.0.0.1:57996'), 1196::bigint, 'item_count: an update in place changes nothing');
+DELETE FROM pod.pubsub_items WHERE node_id = (SELECT id FROM pod.pubsub_nodes WHERE service = 'http://127.0.0.1:57996') AND name IN ('b10', 'b11')
+   OR node_id = (SELECT id FROM pod.pubsub_nodes WHERE service = 'http://127.0.0.1:57997') AND name = 'e5';
+SELECT is(ARRAY[pg_temp.item_count('http://127.0.0.1:57996'), pg_temp.item_count('http://127.0.0.1:57997')], ARRAY[1194, 7]::bigint[],
+  'item_count: one DELETE across two nodes');
+INSERT INTO pod.pubsub_items (node_id, name, data)
+  SELECT n.id, 'both', '<x/>' FROM pod.pubsub_nodes n WHERE n.service IN ('http://127.0.0.1:57996', 'http://127.0.0.1:57997');
+SELECT is(ARRAY[pg_temp.item_count('http://127.0.0.1:57996'), pg_temp.item_count('http://127.0.0.1:57997')], ARRAY[1195, 8]::bigint[],
+  'item_count: one INSERT across two nodes');
+SELECT ok(pod.pubsub_delete_node('http://127.0.0.1:57997', 'urn:test:raw'), 'delete a node with its items');
+SELECT is(pg_temp.item_count('http://127.0.0.1:57996'), 1195::bigint, 'item_count: another node''s deletion leaves this one');
+SELECT is((SELECT count(*) FROM pod.pubsub_nodes n WHERE n.item_count <> (SELECT count(*) FROM pod.pubsub_items i WHERE i.node_id = n.id)),
+  0::bigint, 'item_count: every node''s count is its items'' after all of the above');
 
 -- Search -------------------------------------------------------------------------------------
 SELECT is((SELECT array_agg(item ORDER BY item) FROM pod.pubsub_search('back')), ARRAY['11111111-1111-1111-1111-111111111111'],
@@ -268,6 +441,10 @@ SELECT throws_ok($$SELECT * FROM pod.pubsub_search(NULL, '[]', NULL, 'parsed:tit
 SELECT is((SELECT row(name, origin, author, magnet, duration)::text FROM api.network_videos WHERE uuid = '11111111-1111-1111-1111-111111111111'),
   '("Back again",http://127.0.0.1:57999,"Alice Example",magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567,93.5)',
   'api.network_videos shows a friend''s cached video, parsed');
+
+-- Last: a TRUNCATE of the items leaves every node at 0.
+TRUNCATE pod.pubsub_items;
+SELECT is((SELECT count(*) FROM pod.pubsub_nodes WHERE item_count <> 0), 0::bigint, 'item_count: TRUNCATE counted');
 
 SELECT * FROM finish();
 ROLLBACK;
