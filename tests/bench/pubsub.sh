@@ -83,7 +83,7 @@ printf 'ratio: %s plain INSERT (goal >= 0.5); in backend CPU time: %s\n' "$(rati
 # cache's shape with the same indexes (GIN on parsed and on the vector, the btrees) and
 # the pending lists merged the same way. raw / floor is the best ratio the goal can
 # reach with the cache's indexes, whatever the parsing costs.
-q -c "DROP TABLE IF EXISTS public.bench_floor; CREATE TABLE public.bench_floor (LIKE pod.pubsub_items INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES INCLUDING COMPRESSION)"
+q -c "SET client_min_messages = warning" -c "DROP TABLE IF EXISTS public.bench_floor" -c "CREATE TABLE public.bench_floor (LIKE pod.pubsub_items INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES INCLUDING COMPRESSION)"
 read -r floor_ms floor_cpu < <(timed "INSERT INTO public.bench_floor SELECT * FROM pod.pubsub_items WHERE publisher LIKE 'http://bench-%' ORDER BY seq;
 SELECT gin_clean_pending_list(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
  WHERE i.indrelid = 'public.bench_floor'::regclass AND a.amname = 'gin' \\g /dev/null")
