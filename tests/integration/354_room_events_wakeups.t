@@ -17,7 +17,7 @@ cleanup() {
   [[ -n ${KEEP:-} ]] || rm -rf "$dir"
 }
 trap cleanup EXIT
-plan 9
+plan 11
 
 room=$(q -c "INSERT INTO pod.rooms (name, type) VALUES ('wake test', 'group') RETURNING id")
 declare -A fd
@@ -70,6 +70,25 @@ run i "COMMIT;"
 wait_for 20 grep -qx "@@$race" "$dir/w.out"
 ok "$(grep -qx 'seen 1' "$dir/w.out"; echo $?)" "once it commits, the listener's read has its event"
 run w "SELECT pod.room_events_wake('$room');"
+
+# a pod follows the room (pod.chat_follow: under the room's row lock) while an event
+# waits for that lock: the event is numbered after the follow and pushed to it. A
+# deletion (no foreign key check on the room before its event, unlike a new message)
+follower="http://follower-$$.example"
+mid=$(q -c "INSERT INTO pod.messages (room_id, data) VALUES ('$room', '{\"text\": \"to delete\"}') RETURNING id")
+run w "BEGIN; SELECT 1 FROM pod.rooms WHERE id = '$room' FOR UPDATE \\g /dev/null
+INSERT INTO pod.room_remote_pods (room_id, pod_url, since_seq) SELECT id, '$follower', event_seq FROM pod.rooms WHERE id = '$room';"
+mark=$((mark + 1)); waiting=$mark
+printf "DELETE FROM pod.messages WHERE id = %s;\n\\echo @@%d\n" "$mid" "$waiting" >&"${fd[i]}"
+ok "$(wait_for 20 test "$(q -c "SELECT wait_event_type FROM pg_stat_activity WHERE application_name = 'roomwake-i'")" = Lock; echo $?)" \
+  "a deletion's event waits for the room's row while a follow holds it"
+run w "COMMIT;"
+wait_for 20 grep -qx "@@$waiting" "$dir/i.out"
+is "$(q -c "SELECT count(*) FROM pod.jobs j JOIN pod.room_events e ON e.room_id = '$room' AND e.seq = (j.payload->'activity'->>'seq')::bigint
+            WHERE e.message_id = $mid AND e.kind = 'deleted' AND j.kind = 'deliver' AND j.target = '$follower'
+              AND j.payload->'activity'->>'type' = 'chat.event' AND j.payload->'activity'->>'kind' = 'deleted'")" 1 \
+  "the follow committed while the event waited: the event is pushed to the follower"
+q -c "DELETE FROM pod.jobs WHERE target = '$follower'; DELETE FROM pod.room_remote_pods WHERE pod_url = '$follower'" >/dev/null
 
 # the gateway's hub holds the lock while it has a subscriber of the room
 locks() { q -c "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
