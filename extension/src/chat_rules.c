@@ -146,6 +146,23 @@ fold_ascii(text *t)
 	return out;
 }
 
+/* words ->> i (jsonb_array_element_text): an entry as text, or null */
+static Datum
+word_at(Jsonb *words, int i, bool *isnull)
+{
+	LOCAL_FCINFO(call, 2);
+	Datum w;
+
+	InitFunctionCallInfoData(*call, NULL, 2, InvalidOid, NULL, NULL);
+	call->args[0].value = JsonbPGetDatum(words);
+	call->args[0].isnull = false;
+	call->args[1].value = Int32GetDatum(i);
+	call->args[1].isnull = false;
+	w = jsonb_array_element_text(call);
+	*isnull = call->isnull;
+	return w;
+}
+
 /* The entries of the last list of words seen, folded (NULL: a regex or a null entry). */
 static Jsonb *cached_words;  /* TopMemoryContext copy */
 static int cached_nwords;
@@ -178,16 +195,10 @@ cache_words(Jsonb *words, int n)
 	{
 		for (i = 0; i < n; i++)
 		{
-			Datum w;
-			LOCAL_FCINFO(call, 2);
+			bool isnull;
+			Datum w = word_at(words, i, &isnull);
 
-			InitFunctionCallInfoData(*call, NULL, 2, InvalidOid, NULL, NULL);
-			call->args[0].value = JsonbPGetDatum(words);
-			call->args[0].isnull = false;
-			call->args[1].value = Int32GetDatum(i);
-			call->args[1].isnull = false;
-			w = jsonb_array_element_text(call);
-			if (call->isnull || is_regex_entry(DatumGetTextPP(w)))
+			if (isnull || is_regex_entry(DatumGetTextPP(w)))
 				continue;
 			/* pod.chat_fold(w) */
 			{
@@ -245,17 +256,11 @@ forbidden_word_in(PG_FUNCTION_ARGS)
 	normalized = ascii ? t : nfkc(t);
 	for (i = 0; i < n; i++)
 	{
-		Datum w;
+		bool isnull;
+		Datum w = word_at(words, i, &isnull);
 		text *entry;
-		LOCAL_FCINFO(call, 2);
 
-		InitFunctionCallInfoData(*call, NULL, 2, InvalidOid, NULL, NULL);
-		call->args[0].value = JsonbPGetDatum(words);
-		call->args[0].isnull = false;
-		call->args[1].value = Int32GetDatum(i);
-		call->args[1].isnull = false;
-		w = jsonb_array_element_text(call);
-		if (call->isnull)
+		if (isnull)
 			continue; /* a null entry matches nothing */
 		entry = DatumGetTextPP(w);
 		if (is_regex_entry(entry))
